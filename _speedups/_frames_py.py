@@ -1,0 +1,624 @@
+"""Pure-Python twin of the AMQP 0-9-1 hot paths.
+
+Owns what every message passes through: splitting a byte stream into frames, assembling
+deliveries (method + content header + body frames) into records, the basic-properties and
+field-table codec, and packing publishes from pre-encoded method frames.
+
+Written to be Cython-friendly: the compiled twin (`_frames.pyx`) keeps the same names and
+behaviour, and tests hold both to identical output. Standard library only.
+"""
+
+import struct
+
+FRAME_METHOD = 1
+FRAME_HEADER = 2
+FRAME_BODY = 3
+FRAME_HEARTBEAT = 8
+FRAME_END = 0xCE
+FRAME_OVERHEAD = 8  # 7-byte header + frame-end octet
+
+# Record kinds produced by FrameReader.feed (Delivery objects are records of their own).
+R_METHOD = 0
+R_CONFIRM = 1
+R_HEARTBEAT = 2
+
+# Delivery kinds: content-carrying methods of class Basic.
+DELIVER = 0
+GET_OK = 1
+RETURN = 2
+
+HEARTBEAT_FRAME = b"\x08\x00\x00\x00\x00\x00\x00\xce"
+
+_BASIC = 60
+_FRAME_HEAD = struct.Struct(">BHI")
+_CLASS_METHOD = struct.Struct(">HH")
+_U8 = struct.Struct(">B")
+_U16 = struct.Struct(">H")
+_I16 = struct.Struct(">h")
+_U32 = struct.Struct(">I")
+_I32 = struct.Struct(">i")
+_U64 = struct.Struct(">Q")
+_I64 = struct.Struct(">q")
+_I8 = struct.Struct(">b")
+_F32 = struct.Struct(">f")
+_F64 = struct.Struct(">d")
+_CONTENT_HEAD = struct.Struct(">HHQH")  # class, weight, body size, property flags
+
+
+class FrameError(ValueError):
+    """The peer sent bytes that are not valid AMQP 0-9-1 framing."""
+
+
+class Properties:
+    """AMQP basic properties, as they travel on the wire."""
+
+    __slots__ = (
+        "app_id",
+        "cluster_id",
+        "content_encoding",
+        "content_type",
+        "correlation_id",
+        "delivery_mode",
+        "expiration",
+        "headers",
+        "message_id",
+        "priority",
+        "reply_to",
+        "timestamp",
+        "type",
+        "user_id",
+    )
+
+    def __init__(
+        self,
+        *,
+        content_type=None,
+        content_encoding=None,
+        headers=None,
+        delivery_mode=None,
+        priority=None,
+        correlation_id=None,
+        reply_to=None,
+        expiration=None,
+        message_id=None,
+        timestamp=None,
+        type=None,
+        user_id=None,
+        app_id=None,
+        cluster_id=None,
+    ):
+        self.content_type = content_type
+        self.content_encoding = content_encoding
+        self.headers = headers
+        self.delivery_mode = delivery_mode
+        self.priority = priority
+        self.correlation_id = correlation_id
+        self.reply_to = reply_to
+        self.expiration = expiration
+        self.message_id = message_id
+        self.timestamp = timestamp
+        self.type = type
+        self.user_id = user_id
+        self.app_id = app_id
+        self.cluster_id = cluster_id
+
+    def __eq__(self, other):
+        if not isinstance(other, Properties):
+            return NotImplemented
+        return all(getattr(self, n) == getattr(other, n) for n in Properties.__slots__)
+
+    def __repr__(self):
+        fields = ", ".join(
+            f"{n}={getattr(self, n)!r}"
+            for n in Properties.__slots__
+            if getattr(self, n) is not None
+        )
+        return f"Properties({fields})"
+
+
+class Delivery:
+    """One assembled message: Basic.Deliver, Basic.GetOk or Basic.Return with its content."""
+
+    __slots__ = (
+        "body",
+        "channel",
+        "consumer_tag",
+        "delivery_tag",
+        "exchange",
+        "kind",
+        "message_count",
+        "properties",
+        "redelivered",
+        "reply_code",
+        "reply_text",
+        "routing_key",
+    )
+
+    def __init__(self, channel, kind):
+        self.channel = channel
+        self.kind = kind
+        self.consumer_tag = ""
+        self.delivery_tag = 0
+        self.redelivered = False
+        self.exchange = ""
+        self.routing_key = ""
+        self.properties = None
+        self.body = b""
+        self.reply_code = 0
+        self.reply_text = ""
+        self.message_count = 0
+
+    def __repr__(self):
+        return (
+            f"Delivery(channel={self.channel}, kind={self.kind}, tag={self.delivery_tag}, "
+            f"exchange={self.exchange!r}, routing_key={self.routing_key!r}, "
+            f"body={self.body[:32]!r}{'...' if len(self.body) > 32 else ''})"
+        )
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def _shortstr(data, pos):
+    n = data[pos]
+    end = pos + 1 + n
+    if end > len(data):
+        raise FrameError("short string runs past the end of its frame")
+    return data[pos + 1 : end].decode("utf-8", "surrogateescape"), end
+
+
+def _longstr(data, pos):
+    (n,) = _U32.unpack_from(data, pos)
+    end = pos + 4 + n
+    if end > len(data):
+        raise FrameError("long string runs past the end of its frame")
+    return data[pos + 4 : end], end
+
+
+def _field_value(data, pos):
+    kind = data[pos]
+    pos += 1
+    if kind == 0x53:  # S long string
+        raw, pos = _longstr(data, pos)
+        try:
+            return raw.decode("utf-8"), pos
+        except UnicodeDecodeError:
+            return raw, pos
+    if kind == 0x49:  # I signed 32
+        return _I32.unpack_from(data, pos)[0], pos + 4
+    if kind == 0x74:  # t boolean
+        return data[pos] != 0, pos + 1
+    if kind == 0x46:  # F table
+        return _table(data, pos)
+    if kind == 0x6C:  # l signed 64
+        return _I64.unpack_from(data, pos)[0], pos + 8
+    if kind == 0x41:  # A array
+        (n,) = _U32.unpack_from(data, pos)
+        pos += 4
+        end = pos + n
+        if end > len(data):
+            raise FrameError("field array runs past the end of its frame")
+        items = []
+        while pos < end:
+            value, pos = _field_value(data, pos)
+            items.append(value)
+        return items, pos
+    if kind == 0x54:  # T timestamp (seconds)
+        return _U64.unpack_from(data, pos)[0], pos + 8
+    if kind == 0x56:  # V void
+        return None, pos
+    if kind == 0x62:  # b signed 8
+        return _I8.unpack_from(data, pos)[0], pos + 1
+    if kind == 0x42:  # B unsigned 8
+        return data[pos], pos + 1
+    if kind == 0x73:  # s signed 16
+        return _I16.unpack_from(data, pos)[0], pos + 2
+    if kind == 0x75:  # u unsigned 16
+        return _U16.unpack_from(data, pos)[0], pos + 2
+    if kind == 0x69:  # i unsigned 32
+        return _U32.unpack_from(data, pos)[0], pos + 4
+    if kind == 0x66:  # f float
+        return _F32.unpack_from(data, pos)[0], pos + 4
+    if kind == 0x64:  # d double
+        return _F64.unpack_from(data, pos)[0], pos + 8
+    if kind == 0x44:  # D decimal: scale octet + signed 32; kept as a float-free tuple
+        scale = data[pos]
+        (value,) = _I32.unpack_from(data, pos + 1)
+        return (scale, value), pos + 5
+    if kind == 0x78:  # x byte array
+        return _longstr(data, pos)
+    raise FrameError(f"unknown field table value type {kind!r}")
+
+
+def _table(data, pos):
+    (n,) = _U32.unpack_from(data, pos)
+    pos += 4
+    end = pos + n
+    if end > len(data):
+        raise FrameError("field table runs past the end of its frame")
+    table = {}
+    while pos < end:
+        key, pos = _shortstr(data, pos)
+        table[key], pos = _field_value(data, pos)
+    if pos != end:
+        raise FrameError("field table length does not match its content")
+    return table, pos
+
+
+def decode_table(data):
+    """Decode a complete encoded field table (length prefix included) into a dict."""
+    try:
+        table, _ = _table(data, 0)
+    except (struct.error, IndexError) as exc:
+        raise FrameError(f"truncated field table: {exc}") from None
+    return table
+
+
+def _decode_properties(data, pos, flags):
+    props = Properties()
+    if flags & 0x8000:
+        props.content_type, pos = _shortstr(data, pos)
+    if flags & 0x4000:
+        props.content_encoding, pos = _shortstr(data, pos)
+    if flags & 0x2000:
+        props.headers, pos = _table(data, pos)
+    if flags & 0x1000:
+        props.delivery_mode = data[pos]
+        pos += 1
+    if flags & 0x0800:
+        props.priority = data[pos]
+        pos += 1
+    if flags & 0x0400:
+        props.correlation_id, pos = _shortstr(data, pos)
+    if flags & 0x0200:
+        props.reply_to, pos = _shortstr(data, pos)
+    if flags & 0x0100:
+        props.expiration, pos = _shortstr(data, pos)
+    if flags & 0x0080:
+        props.message_id, pos = _shortstr(data, pos)
+    if flags & 0x0040:
+        (props.timestamp,) = _U64.unpack_from(data, pos)
+        pos += 8
+    if flags & 0x0020:
+        props.type, pos = _shortstr(data, pos)
+    if flags & 0x0010:
+        props.user_id, pos = _shortstr(data, pos)
+    if flags & 0x0008:
+        props.app_id, pos = _shortstr(data, pos)
+    if flags & 0x0004:
+        props.cluster_id, pos = _shortstr(data, pos)
+    return props, pos
+
+
+def decode_properties(payload):
+    """Decode a content-header payload (class, weight, size, flags, properties).
+
+    Returns (body_size, Properties).
+    """
+    try:
+        class_id, _weight, body_size, flags = _CONTENT_HEAD.unpack_from(payload, 0)
+        if class_id != _BASIC:
+            raise FrameError(f"content header for class {class_id}, expected Basic (60)")
+        if flags & 1:
+            raise FrameError("property flags continuation is not used by class Basic")
+        props, pos = _decode_properties(payload, _CONTENT_HEAD.size, flags)
+    except (struct.error, IndexError) as exc:
+        raise FrameError(f"truncated content header: {exc}") from None
+    if pos != len(payload):
+        raise FrameError("content header length does not match its properties")
+    return body_size, props
+
+
+# --------------------------------------------------------------------------- reader
+
+
+class FrameReader:
+    """Turns a byte stream into records, keeping partial frames and content between calls.
+
+    `feed(data)` returns a list, in wire order, of:
+      - Delivery objects (deliver / get-ok / return, body fully assembled),
+      - (R_CONFIRM, channel, delivery_tag, multiple, is_nack) for broker Basic.Ack/Nack,
+      - (R_HEARTBEAT, channel),
+      - (R_METHOD, channel, payload) for every other method frame (payload starts with
+        class and method ids; the protocol layer decodes these rare ones with pamqp).
+    """
+
+    def __init__(self, frame_max=131072):
+        self.frame_max = frame_max
+        self._buf = b""
+        self._partial = {}  # channel -> [Delivery, body_size or -1, chunks, received]
+
+    def pending_content(self):
+        """Channels with a delivery still waiting for its header or body frames."""
+        return sorted(self._partial)
+
+    def discard_channel(self, channel):
+        """Forget partial content of a channel that was closed."""
+        self._partial.pop(channel, None)
+
+    def feed(self, data):
+        if self._buf:
+            data = self._buf + data
+        n = len(data)
+        pos = 0
+        out = []
+        frame_limit = self.frame_max
+        try:
+            while n - pos >= 7:
+                ftype, channel, size = _FRAME_HEAD.unpack_from(data, pos)
+                if ftype == 0x41 and data[pos : pos + 4] == b"AMQP":
+                    raise FrameError(
+                        "the peer rejected AMQP 0-9-1 and answered with protocol header "
+                        + repr(bytes(data[pos : pos + 8]))
+                    )
+                if frame_limit and size + FRAME_OVERHEAD > frame_limit:
+                    raise FrameError(
+                        f"frame of {size + FRAME_OVERHEAD} bytes exceeds frame_max {frame_limit}"
+                    )
+                end = pos + 7 + size
+                if end >= n:
+                    break
+                if data[end] != FRAME_END:
+                    raise FrameError(f"frame end octet is {data[end]:#04x}, expected 0xce")
+                start = pos + 7
+                if ftype == FRAME_METHOD:
+                    self._method(data, start, end, channel, out)
+                elif ftype == FRAME_BODY:
+                    self._body(data[start:end], channel, out)
+                elif ftype == FRAME_HEADER:
+                    self._header(data[start:end], channel, out)
+                elif ftype == FRAME_HEARTBEAT:
+                    out.append((R_HEARTBEAT, channel))
+                else:
+                    raise FrameError(f"unknown frame type {ftype}")
+                pos = end + 1
+        except (struct.error, IndexError) as exc:
+            raise FrameError(f"malformed frame: {exc}") from None
+        self._buf = data[pos:]
+        return out
+
+    def _method(self, data, start, end, channel, out):
+        if end - start < 4:
+            raise FrameError("method frame shorter than its class and method ids")
+        class_id, method_id = _CLASS_METHOD.unpack_from(data, start)
+        if class_id == _BASIC:
+            pos = start + 4
+            if method_id == 60:  # deliver
+                self._expect_no_content(channel)
+                d = Delivery(channel, DELIVER)
+                d.consumer_tag, pos = _shortstr(data, pos)
+                (d.delivery_tag,) = _U64.unpack_from(data, pos)
+                d.redelivered = data[pos + 8] & 1 == 1
+                d.exchange, pos = _shortstr(data, pos + 9)
+                d.routing_key, pos = _shortstr(data, pos)
+                self._check_end(pos, end, "Basic.Deliver")
+                self._partial[channel] = [d, -1, [], 0]
+                return
+            if method_id == 80 or method_id == 120:  # ack / nack from the broker (confirms)
+                (tag,) = _U64.unpack_from(data, pos)
+                bits = data[pos + 8]
+                self._check_end(pos + 9, end, "Basic.Ack")
+                out.append((R_CONFIRM, channel, tag, bits & 1 == 1, method_id == 120))
+                return
+            if method_id == 71:  # get-ok
+                self._expect_no_content(channel)
+                d = Delivery(channel, GET_OK)
+                (d.delivery_tag,) = _U64.unpack_from(data, pos)
+                d.redelivered = data[pos + 8] & 1 == 1
+                d.exchange, pos = _shortstr(data, pos + 9)
+                d.routing_key, pos = _shortstr(data, pos)
+                (d.message_count,) = _U32.unpack_from(data, pos)
+                self._check_end(pos + 4, end, "Basic.GetOk")
+                self._partial[channel] = [d, -1, [], 0]
+                return
+            if method_id == 50:  # return
+                self._expect_no_content(channel)
+                d = Delivery(channel, RETURN)
+                (d.reply_code,) = _U16.unpack_from(data, pos)
+                d.reply_text, pos = _shortstr(data, pos + 2)
+                d.exchange, pos = _shortstr(data, pos)
+                d.routing_key, pos = _shortstr(data, pos)
+                self._check_end(pos, end, "Basic.Return")
+                self._partial[channel] = [d, -1, [], 0]
+                return
+        out.append((R_METHOD, channel, data[start:end]))
+
+    @staticmethod
+    def _check_end(pos, end, name):
+        if pos != end:
+            raise FrameError(f"{name} frame length does not match its fields")
+
+    def _expect_no_content(self, channel):
+        if channel in self._partial:
+            raise FrameError(f"channel {channel}: new content method before the last one completed")
+
+    def _header(self, payload, channel, out):
+        state = self._partial.get(channel)
+        if state is None or state[1] != -1:
+            raise FrameError(f"channel {channel}: unexpected content header frame")
+        body_size, state[0].properties = decode_properties(payload)
+        if body_size == 0:
+            del self._partial[channel]
+            out.append(state[0])
+        else:
+            state[1] = body_size
+
+    def _body(self, payload, channel, out):
+        state = self._partial.get(channel)
+        if state is None or state[1] == -1:
+            raise FrameError(f"channel {channel}: unexpected content body frame")
+        received = state[3] + len(payload)
+        if received > state[1]:
+            raise FrameError(
+                f"channel {channel}: body frames carry {received} bytes, header said {state[1]}"
+            )
+        if received == state[1]:
+            d = state[0]
+            if state[2]:
+                state[2].append(payload)
+                d.body = b"".join(state[2])
+            else:
+                d.body = payload
+            del self._partial[channel]
+            out.append(d)
+        else:
+            state[2].append(payload)
+            state[3] = received
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def _enc_shortstr(value):
+    raw = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else bytes(value)
+    if len(raw) > 255:
+        raise ValueError(f"short string longer than 255 bytes: {raw[:40]!r}...")
+    return _U8.pack(len(raw)) + raw
+
+
+def _enc_field_value(value):
+    if value is None:
+        return b"V"
+    if value is True or value is False:
+        return b"t\x01" if value else b"t\x00"
+    if isinstance(value, int):
+        if -(1 << 31) <= value < (1 << 31):
+            return b"I" + _I32.pack(value)
+        if -(1 << 63) <= value < (1 << 63):
+            return b"l" + _I64.pack(value)
+        raise ValueError(f"integer {value} does not fit a 64-bit field")
+    if isinstance(value, str):
+        raw = value.encode("utf-8")
+        return b"S" + _U32.pack(len(raw)) + raw
+    if isinstance(value, float):
+        return b"d" + _F64.pack(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        raw = bytes(value)
+        return b"x" + _U32.pack(len(raw)) + raw
+    if isinstance(value, dict):
+        return b"F" + encode_table(value)
+    if isinstance(value, list | tuple):
+        items = b"".join([_enc_field_value(v) for v in value])
+        return b"A" + _U32.pack(len(items)) + items
+    raise ValueError(f"cannot encode {type(value).__name__} in an AMQP field table")
+
+
+def encode_table(table):
+    """Encode a dict as an AMQP field table, length prefix included."""
+    if not table:
+        return b"\x00\x00\x00\x00"
+    parts = []
+    for key, value in table.items():
+        parts.append(_enc_shortstr(key))
+        parts.append(_enc_field_value(value))
+    raw = b"".join(parts)
+    return _U32.pack(len(raw)) + raw
+
+
+def encode_properties(props):
+    """Encode Properties as property flags followed by the present fields."""
+    if props is None:
+        return b"\x00\x00"
+    flags = 0
+    parts = [b""]
+    if props.content_type is not None:
+        flags |= 0x8000
+        parts.append(_enc_shortstr(props.content_type))
+    if props.content_encoding is not None:
+        flags |= 0x4000
+        parts.append(_enc_shortstr(props.content_encoding))
+    if props.headers is not None:
+        flags |= 0x2000
+        parts.append(encode_table(props.headers))
+    if props.delivery_mode is not None:
+        flags |= 0x1000
+        parts.append(_U8.pack(props.delivery_mode))
+    if props.priority is not None:
+        flags |= 0x0800
+        parts.append(_U8.pack(props.priority))
+    if props.correlation_id is not None:
+        flags |= 0x0400
+        parts.append(_enc_shortstr(props.correlation_id))
+    if props.reply_to is not None:
+        flags |= 0x0200
+        parts.append(_enc_shortstr(props.reply_to))
+    if props.expiration is not None:
+        flags |= 0x0100
+        parts.append(_enc_shortstr(props.expiration))
+    if props.message_id is not None:
+        flags |= 0x0080
+        parts.append(_enc_shortstr(props.message_id))
+    if props.timestamp is not None:
+        flags |= 0x0040
+        parts.append(_U64.pack(props.timestamp))
+    if props.type is not None:
+        flags |= 0x0020
+        parts.append(_enc_shortstr(props.type))
+    if props.user_id is not None:
+        flags |= 0x0010
+        parts.append(_enc_shortstr(props.user_id))
+    if props.app_id is not None:
+        flags |= 0x0008
+        parts.append(_enc_shortstr(props.app_id))
+    if props.cluster_id is not None:
+        flags |= 0x0004
+        parts.append(_enc_shortstr(props.cluster_id))
+    parts[0] = _U16.pack(flags)
+    return b"".join(parts)
+
+
+def publish_method_frame(channel, exchange, routing_key, mandatory=False):
+    """A complete Basic.Publish method frame; callers cache it per (exchange, routing key)."""
+    payload = (
+        b"\x00\x3c\x00\x28\x00\x00"  # class 60, method 40, reserved ticket
+        + _enc_shortstr(exchange)
+        + _enc_shortstr(routing_key)
+        + (b"\x01" if mandatory else b"\x00")
+    )
+    return _FRAME_HEAD.pack(FRAME_METHOD, channel, len(payload)) + payload + b"\xce"
+
+
+def pack_publish(method_frame, channel, properties, body, frame_max):
+    """Frames of one publish: the cached method frame, a content header, body frames.
+
+    `properties` is the output of encode_properties (flags included); bodies larger
+    than frame_max are split into several body frames.
+    """
+    size = len(body)
+    header_len = 12 + len(properties)
+    parts = [
+        method_frame,
+        _FRAME_HEAD.pack(FRAME_HEADER, channel, header_len),
+        b"\x00\x3c\x00\x00",
+        _U64.pack(size),
+        properties,
+        b"\xce",
+    ]
+    chunk = frame_max - FRAME_OVERHEAD if frame_max else size
+    if size <= chunk:
+        if size:
+            parts.append(_FRAME_HEAD.pack(FRAME_BODY, channel, size))
+            parts.append(body)
+            parts.append(b"\xce")
+    else:
+        view = memoryview(body)
+        for start in range(0, size, chunk):
+            piece = view[start : start + chunk]
+            parts.append(_FRAME_HEAD.pack(FRAME_BODY, channel, len(piece)))
+            parts.append(piece)
+            parts.append(b"\xce")
+    return b"".join(parts)
+
+
+def pack_ack(channel, delivery_tag, multiple, nack=False, requeue=True):
+    """A Basic.Ack (or Basic.Nack) method frame from the client."""
+    if nack:
+        bits = (1 if multiple else 0) | (2 if requeue else 0)
+        return (
+            b"\x01" + _U16.pack(channel) + b"\x00\x00\x00\x0d\x00\x3c\x00\x78"
+            + _U64.pack(delivery_tag) + _U8.pack(bits) + b"\xce"
+        )
+    return (
+        b"\x01" + _U16.pack(channel) + b"\x00\x00\x00\x0d\x00\x3c\x00\x50"
+        + _U64.pack(delivery_tag) + (b"\x01" if multiple else b"\x00") + b"\xce"
+    )
