@@ -1,0 +1,471 @@
+"""The sans-IO AMQP 0-9-1 client connection: bytes in, events out; calls in, bytes out.
+
+No sockets, no event loop, no clock (h11's shape): the owner feeds `receive_data()` and
+writes whatever `data_to_send()` returns. Rare methods (handshake, declare, bind, qos, close)
+are marshalled by pamqp; the hot frames (publish, deliver, ack, confirms) go through
+`munggoggo._speedups`.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from pamqp import commands
+from pamqp import frame as pamqp_frame
+from pamqp.exceptions import PAMQPException
+
+from .. import _speedups
+from .._speedups import R_CONFIRM, R_HEARTBEAT, R_METHOD, FrameError
+from . import events as ev
+from .errors import (
+    AccessRefused,
+    AuthenticationError,
+    BrokerError,
+    LocalProtocolError,
+    NotAllowed,
+    RemoteProtocolError,
+    broker_error,
+)
+from .state import ChanState, ConnState, advance_channel, advance_connection
+
+PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
+FRAME_MIN_SIZE = 4096
+DEFAULT_FRAME_MAX = 131072
+DEFAULT_CHANNEL_MAX = 2047
+
+# Broker-initiated methods: they are not replies to anything we sent.
+_CHANNEL_CLOSE = 0x00140028
+_CHANNEL_CLOSE_OK = 0x00140029
+_CHANNEL_OPEN_OK = 0x00140011
+_CHANNEL_FLOW = 0x00140014
+_BASIC_CANCEL = 0x003C001E
+_BASIC_GET_EMPTY = 0x003C0048
+_CONFIRM_SELECT_OK = 0x0055000B
+
+CLIENT_CAPABILITIES = {
+    "publisher_confirms": True,
+    "exchange_exchange_bindings": True,
+    "basic.nack": True,
+    "consumer_cancel_notify": True,
+    "connection.blocked": True,
+    "authentication_failure_close": True,
+    "per_consumer_qos": True,
+}
+
+
+@dataclass(slots=True)
+class ChannelState:
+    """What the protocol needs to know about one channel."""
+
+    id: int
+    state: ChanState = ChanState.CLOSED
+    # Names of replies we wait for, oldest first (AMQP answers sync methods in order).
+    expected: deque[tuple[str, ...]] = field(default_factory=deque)
+    confirms: Any = None  # ConfirmTracker once Confirm.Select was sent
+    publish_frames: dict[tuple[str, str, bool], bytes] = field(default_factory=dict)
+
+
+class AMQPConnection:
+    """One AMQP connection's protocol state; feed it bytes, send what it gives back."""
+
+    def __init__(
+        self,
+        *,
+        username: str = "guest",
+        password: str = "guest",
+        vhost: str = "/",
+        heartbeat: int = 60,
+        frame_max: int = DEFAULT_FRAME_MAX,
+        channel_max: int = DEFAULT_CHANNEL_MAX,
+        connection_name: str | None = None,
+        client_properties: dict[str, Any] | None = None,
+    ) -> None:
+        self.username = username
+        self._password = password
+        self.vhost = vhost
+        self.requested_heartbeat = heartbeat
+        self.requested_frame_max = frame_max
+        self.requested_channel_max = channel_max
+        self.heartbeat = heartbeat
+        self.frame_max = frame_max
+        self.channel_max = channel_max
+        self.server_properties: dict[str, Any] = {}
+        self.state = ConnState.IDLE
+        self.blocked = False
+        self.closed_by: Exception | None = None
+        self.channels: dict[int, ChannelState] = {}
+        self._reader = _speedups.FrameReader(DEFAULT_FRAME_MAX)
+        self._out = bytearray()
+        props = {
+            "product": "munggoggo",
+            "platform": f"Python {platform.python_version()}",
+            "version": _version(),
+            "capabilities": dict(CLIENT_CAPABILITIES),
+        }
+        if connection_name:
+            props["connection_name"] = connection_name
+        if client_properties:
+            props.update(client_properties)
+        self._client_properties = props
+
+    # ------------------------------------------------------------------ output
+
+    def data_to_send(self) -> bytearray:
+        """Everything queued for the wire since the last call (possibly empty)."""
+        out = self._out
+        if out:
+            self._out = bytearray()
+        return out
+
+    @property
+    def has_data_to_send(self) -> bool:
+        return bool(self._out)
+
+    def send_raw(self, data: bytes) -> None:
+        """Queue pre-encoded frames (republishing after a reconnect)."""
+        self._out += data
+
+    # ------------------------------------------------------------------ connection
+
+    def initiate(self) -> None:
+        self.state = advance_connection(self.state, "initiate")
+        self._out += PROTOCOL_HEADER
+
+    def close(self, reply_code: int = 200, reply_text: str = "Normal shutdown") -> None:
+        if self.state in (ConnState.CLOSING, ConnState.CLOSED):
+            return
+        if self.state is not ConnState.OPEN:
+            # Closing mid-handshake: nothing to negotiate, the owner just drops the socket.
+            self.state = ConnState.CLOSED
+            return
+        self.state = advance_connection(self.state, "->Connection.Close")
+        self._send(0, commands.Connection.Close(reply_code, reply_text))
+
+    def heartbeat_frame(self) -> None:
+        self._out += _speedups.HEARTBEAT_FRAME
+
+    def abort_protocol(self, error: Exception) -> None:
+        """We received garbage: tell the broker why (best effort) and stop."""
+        if self.state is ConnState.OPEN:
+            code = 501 if isinstance(error, RemoteProtocolError) else 541
+            self._send(0, commands.Connection.Close(code, str(error)[:200]))
+        self.state = ConnState.CLOSED
+
+    # ------------------------------------------------------------------ channels
+
+    def open_channel(self, channel_id: int) -> None:
+        if self.state is not ConnState.OPEN:
+            raise LocalProtocolError(
+                f"cannot open channel {channel_id}: connection is {self.state.value}"
+            )
+        if not 0 < channel_id <= self.channel_max:
+            raise LocalProtocolError(f"channel id {channel_id} outside 1..{self.channel_max}")
+        ch = self.channels.get(channel_id)
+        if ch is None:
+            ch = self.channels[channel_id] = ChannelState(channel_id)
+        ch.state = advance_channel(channel_id, ch.state, "->Channel.Open")
+        ch.expected.clear()
+        ch.confirms = None
+        ch.expected.append(("Channel.OpenOk",))
+        self._send(channel_id, commands.Channel.Open())
+
+    def close_channel(
+        self, channel_id: int, reply_code: int = 200, text: str = "Normal shutdown"
+    ) -> None:
+        ch = self._channel(channel_id)
+        ch.state = advance_channel(channel_id, ch.state, "->Channel.Close")
+        self._send(channel_id, commands.Channel.Close(reply_code, text))
+
+    def send_method(self, channel_id: int, method: Any) -> bool:
+        """Send a (rare) method; returns True when a MethodReply event will answer it."""
+        ch = self._channel(channel_id)
+        if ch.state is not ChanState.OPEN:
+            raise LocalProtocolError(
+                f"cannot send {method.name}: channel {channel_id} is {ch.state.value}"
+            )
+        waits = method.synchronous and not getattr(method, "nowait", False)
+        if waits:
+            ch.expected.append(tuple(method.valid_responses))
+        self._send(channel_id, method)
+        return waits
+
+    def enable_confirms(self, channel_id: int, tracker: Any) -> None:
+        """Confirm.Select with `tracker` (a ConfirmTracker) counting publishes from now on."""
+        self.send_method(channel_id, commands.Confirm.Select())
+        self._channel(channel_id).confirms = tracker
+
+    def publish(
+        self,
+        channel_id: int,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        properties: bytes,
+        mandatory: bool = False,
+    ) -> int:
+        """Queue one publish; returns its confirm sequence number (0 without confirms).
+
+        `properties` is pre-encoded (see `_speedups.encode_properties`).
+        """
+        ch = self.channels.get(channel_id)
+        if ch is None or ch.state is not ChanState.OPEN:
+            state = ch.state.value if ch else "not open"
+            raise LocalProtocolError(f"cannot publish: channel {channel_id} is {state}")
+        key = (exchange, routing_key, mandatory)
+        method_frame = ch.publish_frames.get(key)
+        if method_frame is None:
+            method_frame = _speedups.publish_method_frame(
+                channel_id, exchange, routing_key, mandatory
+            )
+            if len(ch.publish_frames) < 4096:  # bounded: routing keys may be unbounded
+                ch.publish_frames[key] = method_frame
+        data = _speedups.pack_publish(method_frame, channel_id, properties, body, self.frame_max)
+        self._out += data
+        if ch.confirms is not None:
+            return ch.confirms.add(data)
+        return 0
+
+    def ack(self, channel_id: int, delivery_tag: int, multiple: bool = False) -> None:
+        self._out += _speedups.pack_ack(channel_id, delivery_tag, multiple)
+
+    def nack(
+        self, channel_id: int, delivery_tag: int, multiple: bool = False, requeue: bool = True
+    ) -> None:
+        self._out += _speedups.pack_ack(channel_id, delivery_tag, multiple, True, requeue)
+
+    def reject(self, channel_id: int, delivery_tag: int, requeue: bool = True) -> None:
+        self._send(channel_id, commands.Basic.Reject(delivery_tag, requeue))
+
+    # ------------------------------------------------------------------ input
+
+    def receive_data(self, data: bytes) -> list[Any]:
+        """Parse bytes from the broker; returns events in wire order.
+
+        Raises RemoteProtocolError on malformed input (after queueing a Connection.Close).
+        """
+        try:
+            records = self._reader.feed(data)
+        except FrameError as exc:
+            error = RemoteProtocolError(f"malformed data from broker: {exc}")
+            self.abort_protocol(error)
+            raise error from None
+        out: list[Any] = []
+        settled: dict[int, ChannelState] | None = None
+        for rec in records:
+            if type(rec) is not tuple:
+                if rec.kind == _speedups.GET_OK:
+                    self._pop_expected(self._channel(rec.channel), "Basic.GetOk")
+                out.append(rec)  # a Delivery
+                continue
+            kind = rec[0]
+            if kind == R_CONFIRM:
+                ch = self.channels.get(rec[1])
+                if ch is None or ch.confirms is None:
+                    self._fail(f"Basic.Ack/Nack on channel {rec[1]} without confirm mode")
+                failed = ch.confirms.settle(rec[2], rec[3], rec[4])
+                if failed:
+                    out.append(ev.ConfirmsSettled(ch.id, ch.confirms.confirmed_through, failed))
+                else:
+                    if settled is None:
+                        settled = {}
+                    settled[ch.id] = ch
+            elif kind == R_METHOD:
+                # Confirms before a method keep wire order: a ChannelClosed must follow them.
+                if settled:
+                    self._flush_settled(settled, out)
+                    settled = None
+                self._method(rec[1], rec[2], out)
+            elif kind == R_HEARTBEAT and rec[1] != 0:
+                self._fail(f"heartbeat frame on channel {rec[1]}")
+        if settled:
+            self._flush_settled(settled, out)
+        return out
+
+    @staticmethod
+    def _flush_settled(settled: dict[int, ChannelState], out: list[Any]) -> None:
+        for ch in settled.values():
+            out.append(ev.ConfirmsSettled(ch.id, ch.confirms.confirmed_through, []))
+
+    def _method(self, channel_id: int, payload: bytes, out: list[Any]) -> None:
+        try:
+            index = int.from_bytes(payload[:4], "big")
+            method = commands.INDEX_MAPPING[index]()
+            method.unmarshal(payload[4:])
+        except KeyError:
+            self._fail(f"unknown method {payload[:4].hex()} on channel {channel_id}")
+        except (PAMQPException, ValueError, IndexError, TypeError) as exc:
+            self._fail(f"cannot decode method {payload[:4].hex()} on channel {channel_id}: {exc}")
+        except Exception as exc:  # struct.error and friends from pamqp internals
+            self._fail(f"cannot decode method {payload[:4].hex()} on channel {channel_id}: {exc}")
+        if channel_id == 0:
+            self._connection_method(method, out)
+        else:
+            self._channel_method(channel_id, index, method, out)
+
+    def _connection_method(self, method: Any, out: list[Any]) -> None:
+        name = method.name
+        if name == "Connection.Close":
+            error = broker_error(
+                method.reply_code,
+                method.reply_text,
+                method.class_id,
+                method.method_id,
+                "connection",
+            )
+            during_handshake = (
+                self.state is not ConnState.OPEN and self.state is not ConnState.CLOSING
+            )
+            self.state = advance_connection(self.state, "<-Connection.Close")
+            self._send(0, commands.Connection.CloseOk())
+            if during_handshake and isinstance(error, AccessRefused | NotAllowed):
+                error = _auth_error(error, self.username, self.vhost)
+            self.closed_by = error
+            out.append(ev.ConnectionClosed(error))
+        elif name == "Connection.CloseOk":
+            self.state = advance_connection(self.state, "<-Connection.CloseOk")
+            out.append(ev.ConnectionClosed(None))
+        elif name == "Connection.Blocked":
+            self.blocked = True
+            out.append(ev.Blocked(method.reason or ""))
+        elif name == "Connection.Unblocked":
+            self.blocked = False
+            out.append(ev.Unblocked())
+        elif name == "Connection.Start":
+            self.state = advance_connection(self.state, "<-Connection.Start")
+            self._on_start(method)
+        elif name == "Connection.Secure":
+            self.state = advance_connection(self.state, "<-Connection.Secure")
+            self._send(0, commands.Connection.SecureOk(response=self._plain_response()))
+        elif name == "Connection.Tune":
+            self.state = advance_connection(self.state, "<-Connection.Tune")
+            self._on_tune(method)
+        elif name == "Connection.OpenOk":
+            self.state = advance_connection(self.state, "<-Connection.OpenOk")
+            out.append(
+                ev.ConnectionOpened(
+                    self.server_properties, self.channel_max, self.frame_max, self.heartbeat
+                )
+            )
+        elif name == "Connection.UpdateSecretOk":
+            pass
+        else:
+            self._fail(f"unexpected {name} on channel 0")
+
+    def _on_start(self, method: Any) -> None:
+        mechanisms = method.mechanisms.split() if method.mechanisms else []
+        if "PLAIN" not in mechanisms:
+            self._fail(f"broker offers no PLAIN authentication (it offers {method.mechanisms!r})")
+        self.server_properties = dict(method.server_properties or {})
+        self._send(
+            0,
+            commands.Connection.StartOk(
+                client_properties=self._client_properties,
+                mechanism="PLAIN",
+                response=self._plain_response(),
+                locale="en_US",
+            ),
+        )
+
+    def _plain_response(self) -> str:
+        return f"\0{self.username}\0{self._password}"
+
+    def _on_tune(self, method: Any) -> None:
+        self.channel_max = _negotiate(self.requested_channel_max, method.channel_max) or 65535
+        self.frame_max = _negotiate(self.requested_frame_max, method.frame_max) or DEFAULT_FRAME_MAX
+        self.frame_max = max(self.frame_max, FRAME_MIN_SIZE)
+        # Heartbeat 0 from us means "off" and wins; otherwise the smaller non-zero value.
+        if self.requested_heartbeat == 0:
+            self.heartbeat = 0
+        else:
+            self.heartbeat = _negotiate(self.requested_heartbeat, method.heartbeat)
+        self._reader.frame_max = self.frame_max
+        self._send(0, commands.Connection.TuneOk(self.channel_max, self.frame_max, self.heartbeat))
+        self._send(0, commands.Connection.Open(virtual_host=self.vhost))
+
+    def _channel_method(self, channel_id: int, index: int, method: Any, out: list[Any]) -> None:
+        ch = self.channels.get(channel_id)
+        if ch is None:
+            self._fail(f"{method.name} on channel {channel_id}, which was never opened")
+        if index == _CHANNEL_CLOSE:
+            ch.state = advance_channel(channel_id, ch.state, "<-Channel.Close")
+            self._send(channel_id, commands.Channel.CloseOk())
+            self._reader.discard_channel(channel_id)
+            ch.expected.clear()
+            error = broker_error(
+                method.reply_code, method.reply_text, method.class_id, method.method_id
+            )
+            out.append(ev.ChannelClosed(channel_id, error))
+        elif index == _CHANNEL_CLOSE_OK:
+            ch.state = advance_channel(channel_id, ch.state, "<-Channel.CloseOk")
+            self._reader.discard_channel(channel_id)
+            ch.expected.clear()
+            out.append(ev.ChannelClosed(channel_id, None))
+        elif ch.state is ChanState.CLOSING:
+            pass  # in flight before our Channel.Close; the spec says discard it
+        elif index == _CHANNEL_OPEN_OK:
+            self._pop_expected(ch, method.name)
+            ch.state = advance_channel(channel_id, ch.state, "<-Channel.OpenOk")
+            out.append(ev.ChannelOpened(channel_id))
+        elif index == _BASIC_CANCEL:
+            if not method.nowait:
+                self._send(channel_id, commands.Basic.CancelOk(method.consumer_tag))
+            out.append(ev.ConsumerCancelled(channel_id, method.consumer_tag))
+        elif index == _CHANNEL_FLOW:
+            self._send(channel_id, commands.Channel.FlowOk(method.active))
+            out.append(ev.ChannelFlow(channel_id, method.active))
+        elif index == _BASIC_GET_EMPTY:
+            self._pop_expected(ch, method.name)
+            out.append(ev.GetEmpty(channel_id))
+        else:
+            self._pop_expected(ch, method.name)
+            out.append(ev.MethodReply(channel_id, method))
+
+    def _pop_expected(self, ch: ChannelState, name: str) -> None:
+        if not ch.expected or name not in ch.expected[0]:
+            wanted = " or ".join(ch.expected[0]) if ch.expected else "nothing"
+            self._fail(f"broker sent {name} on channel {ch.id}, expected {wanted}")
+        ch.expected.popleft()
+
+    # ------------------------------------------------------------------ helpers
+
+    def _channel(self, channel_id: int) -> ChannelState:
+        ch = self.channels.get(channel_id)
+        if ch is None:
+            raise LocalProtocolError(f"channel {channel_id} was never opened")
+        return ch
+
+    def _send(self, channel_id: int, method: Any) -> None:
+        self._out += pamqp_frame.marshal(method, channel_id)
+
+    def _fail(self, message: str) -> None:
+        error = RemoteProtocolError(message)
+        self.abort_protocol(error)
+        raise error
+
+
+def _negotiate(ours: int, theirs: int) -> int:
+    """Smaller of two limits where 0 means 'no limit'."""
+    if not ours:
+        return theirs
+    if not theirs:
+        return ours
+    return min(ours, theirs)
+
+
+def _auth_error(error: BrokerError, username: str, vhost: str) -> AuthenticationError:
+    if isinstance(error, AccessRefused):
+        what = f"broker refused the credentials of user {username!r}"
+    else:
+        what = f"user {username!r} may not open vhost {vhost!r}"
+    exc = AuthenticationError(f"{what}: {error.reply_code} {error.reply_text}")
+    exc.reply_code = error.reply_code  # type: ignore[attr-defined]
+    return exc
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__

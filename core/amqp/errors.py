@@ -1,0 +1,187 @@
+"""Exceptions of the AMQP layer: broker replies mapped to classes, and protocol errors.
+
+A broker close (Connection.Close / Channel.Close) becomes a `BrokerError` subclass chosen by
+reply code, carrying code, text, the method that failed and whether it closed the channel or
+the whole connection. Bytes we cannot parse raise `RemoteProtocolError`; misuse of the API
+raises `LocalProtocolError` (the split h11 uses).
+"""
+
+from __future__ import annotations
+
+
+class AMQPError(Exception):
+    """Base class of every error raised by munggoggo's AMQP layer."""
+
+
+class LocalProtocolError(AMQPError):
+    """We were asked to do something the protocol does not allow in the current state."""
+
+
+class RemoteProtocolError(AMQPError):
+    """The peer sent bytes that violate AMQP 0-9-1; the connection cannot continue."""
+
+
+class ConnectionLost(AMQPError):
+    """The connection went away (socket closed, heartbeat missed) before the operation ended."""
+
+
+class AMQPConnectError(AMQPError, OSError):
+    """Could not establish a connection: refused, unreachable, timed out or TLS failure."""
+
+
+class AuthenticationError(AMQPConnectError):
+    """The broker refused our credentials (or the vhost) during the handshake."""
+
+
+class BrokerError(AMQPError):
+    """The broker closed a channel or the connection with a reply code."""
+
+    reply_code: int = 0
+
+    def __init__(
+        self,
+        reply_code: int,
+        reply_text: str,
+        class_id: int = 0,
+        method_id: int = 0,
+        scope: str = "channel",
+    ) -> None:
+        self.reply_code = reply_code
+        self.reply_text = reply_text
+        self.class_id = class_id
+        self.method_id = method_id
+        self.scope = scope
+        method = METHOD_NAMES.get((class_id, method_id))
+        where = f" (in reply to {method})" if method else ""
+        super().__init__(f"{scope} closed by broker: {reply_code} {reply_text}{where}")
+
+
+class ContentTooLarge(BrokerError):
+    reply_code = 311
+
+
+class NoRoute(BrokerError):
+    reply_code = 312
+
+
+class NoConsumers(BrokerError):
+    reply_code = 313
+
+
+class ConnectionForced(BrokerError):
+    reply_code = 320
+
+
+class InvalidPath(BrokerError):
+    reply_code = 402
+
+
+class AccessRefused(BrokerError):
+    reply_code = 403
+
+
+class NotFound(BrokerError):
+    reply_code = 404
+
+
+class ResourceLocked(BrokerError):
+    reply_code = 405
+
+
+class PreconditionFailed(BrokerError):
+    reply_code = 406
+
+
+class FrameErrorReply(BrokerError):
+    reply_code = 501
+
+
+class SyntaxErrorReply(BrokerError):
+    reply_code = 502
+
+
+class CommandInvalid(BrokerError):
+    reply_code = 503
+
+
+class ChannelErrorReply(BrokerError):
+    reply_code = 504
+
+
+class UnexpectedFrame(BrokerError):
+    reply_code = 505
+
+
+class ResourceError(BrokerError):
+    reply_code = 506
+
+
+class NotAllowed(BrokerError):
+    reply_code = 530
+
+
+class NotImplementedReply(BrokerError):
+    reply_code = 540
+
+
+class InternalError(BrokerError):
+    reply_code = 541
+
+
+_BY_CODE = {
+    cls.reply_code: cls
+    for cls in (
+        ContentTooLarge,
+        NoRoute,
+        NoConsumers,
+        ConnectionForced,
+        InvalidPath,
+        AccessRefused,
+        NotFound,
+        ResourceLocked,
+        PreconditionFailed,
+        FrameErrorReply,
+        SyntaxErrorReply,
+        CommandInvalid,
+        ChannelErrorReply,
+        UnexpectedFrame,
+        ResourceError,
+        NotAllowed,
+        NotImplementedReply,
+        InternalError,
+    )
+}
+
+METHOD_NAMES = {
+    (10, 10): "Connection.Start",
+    (10, 11): "Connection.StartOk",
+    (10, 40): "Connection.Open",
+    (20, 10): "Channel.Open",
+    (20, 40): "Channel.Close",
+    (40, 10): "Exchange.Declare",
+    (40, 20): "Exchange.Delete",
+    (40, 30): "Exchange.Bind",
+    (40, 40): "Exchange.Unbind",
+    (50, 10): "Queue.Declare",
+    (50, 20): "Queue.Bind",
+    (50, 30): "Queue.Purge",
+    (50, 40): "Queue.Delete",
+    (50, 50): "Queue.Unbind",
+    (60, 10): "Basic.Qos",
+    (60, 20): "Basic.Consume",
+    (60, 30): "Basic.Cancel",
+    (60, 40): "Basic.Publish",
+    (60, 70): "Basic.Get",
+    (60, 80): "Basic.Ack",
+    (60, 90): "Basic.Reject",
+    (60, 120): "Basic.Nack",
+    (85, 10): "Confirm.Select",
+}
+
+
+def broker_error(
+    reply_code: int, reply_text: str, class_id: int = 0, method_id: int = 0, scope: str = "channel"
+) -> BrokerError:
+    """The BrokerError subclass for a reply code (BrokerError itself for unknown codes)."""
+    cls = _BY_CODE.get(reply_code, BrokerError)
+    return cls(reply_code, reply_text, class_id, method_id, scope)
