@@ -1,0 +1,156 @@
+"""Broker URLs: parse `amqp://`, `amqps://` and `memory://` into connection parameters.
+
+Query parameters follow the RabbitMQ URI spec names: heartbeat, frame_max, channel_max,
+connection_timeout (seconds), name (connection name); for TLS also cafile, certfile,
+keyfile, server_name_indication and verify (verify_peer / verify_none).
+The password never appears in `str()` or `repr()`: errors and logs print the safe form.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/"
+SCHEMES = ("amqp", "amqps", "memory")
+_INT_PARAMS = ("heartbeat", "frame_max", "channel_max")
+_KNOWN_PARAMS = {
+    *_INT_PARAMS,
+    "connection_timeout",
+    "name",
+    "cafile",
+    "certfile",
+    "keyfile",
+    "server_name_indication",
+    "verify",
+}
+
+
+class URLError(ValueError):
+    """A broker URL that cannot be used; the message names the problem (never the password)."""
+
+
+@dataclass(frozen=True)
+class BrokerURL:
+    scheme: str
+    host: str
+    port: int
+    username: str
+    password: str = field(repr=False)
+    vhost: str
+    heartbeat: int = 60
+    frame_max: int = 131072
+    channel_max: int = 2047
+    connection_timeout: float = 10.0
+    name: str | None = None
+    cafile: str | None = None
+    certfile: str | None = None
+    keyfile: str | None = None
+    server_name_indication: str | None = None
+    verify: bool = True
+
+    @property
+    def tls(self) -> bool:
+        return self.scheme == "amqps"
+
+    @property
+    def is_memory(self) -> bool:
+        return self.scheme == "memory"
+
+    def __str__(self) -> str:
+        """The URL without credentials: safe for logs and error messages."""
+        if self.is_memory:
+            return f"memory://{self.host}"
+        vhost = "" if self.vhost == "/" else self.vhost.replace("/", "%2F")
+        return f"{self.scheme}://{self.host}:{self.port}/{vhost}"
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        if not self.tls:
+            return None
+        ctx = ssl.create_default_context(cafile=self.cafile)
+        if self.certfile:
+            ctx.load_cert_chain(self.certfile, self.keyfile)
+        if not self.verify:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+
+
+def parse_url(url: str | None = None) -> BrokerURL:
+    """Parse a broker URL; None reads MUNGGOGGO_URL, then falls back to the local default."""
+    if url is None:
+        url = os.environ.get("MUNGGOGGO_URL") or DEFAULT_URL
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise URLError(f"invalid broker URL {_redact(url)!r}: {exc}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in SCHEMES:
+        raise URLError(
+            f"unsupported broker URL scheme {scheme!r} in {_redact(url)!r}: "
+            "use amqp://, amqps:// or memory://"
+        )
+    if scheme == "memory":
+        return BrokerURL("memory", parts.netloc or "default", 0, "", "", "/")
+    path = parts.path
+    if path in ("", "/"):
+        vhost = "/"
+    else:
+        vhost = unquote(path[1:])
+    params = dict(parse_qsl(parts.query, keep_blank_values=True))
+    unknown = set(params) - _KNOWN_PARAMS
+    if unknown:
+        raise URLError(
+            f"unknown query parameter(s) {', '.join(sorted(unknown))} "
+            f"in broker URL {_redact(url)!r}"
+        )
+    options: dict[str, object] = {}
+    for key in _INT_PARAMS:
+        if key in params:
+            options[key] = _int_param(key, params[key], url)
+    if "connection_timeout" in params:
+        # RabbitMQ URIs give this in milliseconds.
+        options["connection_timeout"] = (
+            _int_param("connection_timeout", params["connection_timeout"], url) / 1000
+        )
+    for key in ("name", "cafile", "certfile", "keyfile", "server_name_indication"):
+        if key in params:
+            options[key] = params[key]
+    if "verify" in params:
+        if params["verify"] not in ("verify_peer", "verify_none"):
+            raise URLError("verify must be verify_peer or verify_none")
+        options["verify"] = params["verify"] == "verify_peer"
+    return BrokerURL(
+        scheme=scheme,
+        host=parts.hostname or "127.0.0.1",
+        port=port or (5671 if scheme == "amqps" else 5672),
+        username=unquote(parts.username) if parts.username is not None else "guest",
+        password=unquote(parts.password) if parts.password is not None else "guest",
+        vhost=vhost,
+        **options,  # type: ignore[arg-type]
+    )
+
+
+def _int_param(key: str, value: str, url: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise URLError(
+            f"{key}={value!r} in broker URL {_redact(url)!r} is not an integer"
+        ) from None
+    if number < 0:
+        raise URLError(f"{key} must not be negative in broker URL {_redact(url)!r}")
+    return number
+
+
+def _redact(url: str) -> str:
+    """Replace the password of a URL we could not parse, so it never reaches a message."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    creds, _, host = rest.rpartition("@")
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"
