@@ -39,7 +39,7 @@ DEFAULT_CHANNEL_MAX = 2047
 # Broker-initiated methods: they are not replies to anything we sent.
 _CHANNEL_CLOSE = 0x00140028
 _CHANNEL_CLOSE_OK = 0x00140029
-_CHANNEL_OPEN_OK = 0x00140011
+_CHANNEL_OPEN_OK = 0x0014000B
 _CHANNEL_FLOW = 0x00140014
 _BASIC_CANCEL = 0x003C001E
 _BASIC_GET_EMPTY = 0x003C0048
@@ -142,7 +142,7 @@ class AMQPConnection:
             self.state = ConnState.CLOSED
             return
         self.state = advance_connection(self.state, "->Connection.Close")
-        self._send(0, commands.Connection.Close(reply_code, reply_text))
+        self._send(0, commands.Connection.Close(reply_code, reply_text, 0, 0))
 
     def heartbeat_frame(self) -> None:
         self._out += _speedups.HEARTBEAT_FRAME
@@ -151,7 +151,7 @@ class AMQPConnection:
         """We received garbage: tell the broker why (best effort) and stop."""
         if self.state is ConnState.OPEN:
             code = 501 if isinstance(error, RemoteProtocolError) else 541
-            self._send(0, commands.Connection.Close(code, str(error)[:200]))
+            self._send(0, commands.Connection.Close(code, str(error)[:200], 0, 0))
         self.state = ConnState.CLOSED
 
     # ------------------------------------------------------------------ channels
@@ -177,7 +177,7 @@ class AMQPConnection:
     ) -> None:
         ch = self._channel(channel_id)
         ch.state = advance_channel(channel_id, ch.state, "->Channel.Close")
-        self._send(channel_id, commands.Channel.Close(reply_code, text))
+        self._send(channel_id, commands.Channel.Close(reply_code, text, 0, 0))
 
     def send_method(self, channel_id: int, method: Any) -> bool:
         """Send a (rare) method; returns True when a MethodReply event will answer it."""

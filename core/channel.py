@@ -1,0 +1,649 @@
+"""An AMQP channel for asyncio code: declare, bind, consume, publish with confirms, ack.
+
+Publishing is synchronous and buffered (`publish()` returns a confirm sequence number);
+`drain()` is where a publisher waits for flow control, and `wait_confirms()` waits for the
+confirm watermark, with one Future per waiter, never one per message. Consumers receive
+batches: one call per consumer per received buffer.
+
+Channels survive reconnects: the client reopens them with the same id, restores qos,
+confirm mode and consumers, then republishes what the broker never confirmed (or fails it
+to the caller when republishing is off). A channel the broker closed with an error is
+reopened the same way; its unconfirmed publishes are failed, since their fate is unknown
+and a blind republish could repeat the error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pamqp import commands
+
+from . import _speedups
+from ._speedups import Delivery, Properties
+from .amqp.errors import AMQPError, BrokerError, ConnectionLost, LocalProtocolError
+from .topology import BindingRecord, ExchangeRecord, QueueRecord
+
+if TYPE_CHECKING:
+    from .client import Connection
+
+log = logging.getLogger("munggoggo.channel")
+
+DeliveryCallback = Callable[[list[Delivery]], None]
+_EMPTY_PROPERTIES = _speedups.encode_properties(None)
+
+
+class PublishError(AMQPError):
+    """Publishes the broker did not accept: nacked, or lost with their connection."""
+
+    def __init__(self, failures: list[tuple[int, Exception]]) -> None:
+        self.failures = failures
+        first = failures[0][1]
+        super().__init__(
+            f"{len(failures)} publish(es) not confirmed (seq {failures[0][0]}"
+            f"{'...' if len(failures) > 1 else ''}): {first}"
+        )
+
+
+class PublishNacked(AMQPError):
+    """The broker nacked a publish (an internal error on its side, e.g. a full disk)."""
+
+
+@dataclass(frozen=True, slots=True)
+class QueueDeclareOk:
+    queue: str
+    message_count: int
+    consumer_count: int
+
+
+@dataclass(slots=True)
+class Consumer:
+    tag: str
+    queue: str
+    callback: DeliveryCallback
+    no_ack: bool
+    exclusive: bool
+    arguments: dict[str, Any] | None
+    on_cancel: Callable[[str], None] | None
+
+
+class Channel:
+    """One AMQP channel of a `Connection`. Create it with `await connection.channel()`."""
+
+    def __init__(
+        self,
+        connection: Connection,
+        channel_id: int,
+        *,
+        confirms: bool = True,
+        max_unconfirmed: int = 16384,
+    ) -> None:
+        self.connection = connection
+        self.id = channel_id
+        self.generation = 0  # bumps on every reopen; delivery tags of older ones are void
+        self.confirms = confirms
+        self.max_unconfirmed = max_unconfirmed
+        self.on_return: Callable[[Delivery], None] | None = None
+        self.on_publish_failure: Callable[[list[tuple[int, Exception]]], None] | None = None
+        self._loop = connection.loop
+        self._tracker = _speedups.ConfirmTracker() if confirms else None
+        self._replies: deque[asyncio.Future[Any]] = deque()
+        self._consumers: dict[str, Consumer] = {}
+        self._qos: tuple[int, int] | None = None
+        self._open_event = asyncio.Event()
+        self._capacity = asyncio.Event()
+        self._capacity.set()
+        self._confirm_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._waiter_ids = itertools.count()
+        self._failures: list[tuple[int, Exception]] = []
+        self._closed_by_user = False
+        self._tags = itertools.count(1)
+        self._reopen_task: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def is_open(self) -> bool:
+        return self._open_event.is_set()
+
+    @property
+    def unconfirmed(self) -> int:
+        return len(self._tracker) if self._tracker is not None else 0
+
+    def __repr__(self) -> str:
+        state = "open" if self.is_open else "closed" if self._closed_by_user else "recovering"
+        return f"<Channel {self.id} {state} gen={self.generation}>"
+
+    async def _open(self) -> None:
+        """(Re)open this channel on the current connection and restore its state."""
+        self._open_event.clear()
+        fut = self._expect_reply()
+        self.connection._amqp_open_channel(self.id)
+        await fut
+        self.generation += 1
+        if self._qos is not None:
+            await self._call(
+                commands.Basic.Qos(prefetch_size=self._qos[1], prefetch_count=self._qos[0])
+            )
+        if self._tracker is not None:
+            fut = self._expect_reply()
+            self.connection._amqp().enable_confirms(self.id, self._tracker)
+            self.connection._schedule_flush()
+            await fut
+        self._open_event.set()
+
+    async def _restore_consumers(self) -> None:
+        for consumer in list(self._consumers.values()):
+            try:
+                await self._call(
+                    commands.Basic.Consume(
+                        queue=consumer.queue,
+                        consumer_tag=consumer.tag,
+                        no_ack=consumer.no_ack,
+                        exclusive=consumer.exclusive,
+                        arguments=consumer.arguments or {},
+                    )
+                )
+            except BrokerError as exc:
+                log.error(
+                    "consumer %s on queue %r could not be restored: %s",
+                    consumer.tag,
+                    consumer.queue,
+                    exc,
+                )
+                self._consumers.pop(consumer.tag, None)
+                if consumer.on_cancel is not None:
+                    consumer.on_cancel(consumer.tag)
+                if not self.is_open:
+                    await self._open()
+
+    def _republish_or_fail(self, republish: bool) -> None:
+        if self._tracker is None:
+            return
+        if republish:
+            pending = self._tracker.restart()
+            if pending:
+                amqp = self.connection._amqp()
+                for _seq, data in pending:
+                    amqp.send_raw(data)
+                self.connection._schedule_flush()
+                log.info("channel %d: republished %d unconfirmed message(s)", self.id, len(pending))
+        else:
+            failed = self._tracker.fail_all()
+            if failed:
+                reason = ConnectionLost(
+                    f"connection to {self.connection.url} lost before the broker confirmed"
+                )
+                self._record_failures([(seq, reason) for seq, _ in failed])
+
+    # ------------------------------------------------------------------ sync methods
+
+    def _expect_reply(self) -> asyncio.Future[Any]:
+        fut = self._loop.create_future()
+        self._replies.append(fut)
+        return fut
+
+    async def _call(self, method: Any) -> Any:
+        """Send a synchronous method on an open channel and wait for its reply."""
+        amqp = self.connection._amqp()
+        waits = amqp.send_method(self.id, method)
+        fut = self._expect_reply() if waits else None
+        self.connection._schedule_flush()
+        if fut is None:
+            return None
+        return await fut
+
+    async def _rpc(self, method: Any) -> Any:
+        """Like _call, but waits for the channel to be (re)opened first."""
+        if self._closed_by_user:
+            raise LocalProtocolError(f"channel {self.id} is closed")
+        while not self.is_open:
+            await self._wait_open()
+        return await self._call(method)
+
+    async def _wait_open(self) -> None:
+        if self.connection.is_closed:
+            raise ConnectionLost(f"connection to {self.connection.url} is closed")
+        waiter = asyncio.ensure_future(self._open_event.wait())
+        closed = self.connection._closed_future
+        await asyncio.wait([waiter, closed], return_when=asyncio.FIRST_COMPLETED)
+        if not waiter.done():
+            waiter.cancel()
+            raise ConnectionLost(f"connection to {self.connection.url} is closed")
+
+    # ------------------------------------------------------------------ topology
+
+    async def exchange_declare(
+        self,
+        exchange: str,
+        exchange_type: str = "direct",
+        *,
+        passive: bool = False,
+        durable: bool = False,
+        auto_delete: bool = False,
+        internal: bool = False,
+        arguments: dict[str, Any] | None = None,
+    ) -> None:
+        await self._rpc(
+            commands.Exchange.Declare(
+                exchange=exchange,
+                exchange_type=exchange_type,
+                passive=passive,
+                durable=durable,
+                auto_delete=auto_delete,
+                internal=internal,
+                arguments=arguments or {},
+            )
+        )
+        if not passive:
+            self.connection.topology.add_exchange(
+                ExchangeRecord(exchange, exchange_type, durable, auto_delete, internal, arguments)
+            )
+
+    async def exchange_delete(self, exchange: str, *, if_unused: bool = False) -> None:
+        await self._rpc(commands.Exchange.Delete(exchange=exchange, if_unused=if_unused))
+        self.connection.topology.remove_exchange(exchange)
+
+    async def exchange_bind(
+        self,
+        destination: str,
+        source: str,
+        routing_key: str = "",
+        arguments: dict[str, Any] | None = None,
+    ) -> None:
+        await self._rpc(
+            commands.Exchange.Bind(
+                destination=destination,
+                source=source,
+                routing_key=routing_key,
+                arguments=arguments or {},
+            )
+        )
+        self.connection.topology.add_binding(
+            BindingRecord("exchange", destination, source, routing_key, arguments)
+        )
+
+    async def exchange_unbind(
+        self,
+        destination: str,
+        source: str,
+        routing_key: str = "",
+        arguments: dict[str, Any] | None = None,
+    ) -> None:
+        await self._rpc(
+            commands.Exchange.Unbind(
+                destination=destination,
+                source=source,
+                routing_key=routing_key,
+                arguments=arguments or {},
+            )
+        )
+        self.connection.topology.remove_binding(
+            BindingRecord("exchange", destination, source, routing_key, arguments)
+        )
+
+    async def queue_declare(
+        self,
+        queue: str = "",
+        *,
+        passive: bool = False,
+        durable: bool = False,
+        exclusive: bool = False,
+        auto_delete: bool = False,
+        arguments: dict[str, Any] | None = None,
+    ) -> QueueDeclareOk:
+        reply = await self._rpc(
+            commands.Queue.Declare(
+                queue=queue,
+                passive=passive,
+                durable=durable,
+                exclusive=exclusive,
+                auto_delete=auto_delete,
+                arguments=arguments or {},
+            )
+        )
+        if not passive:
+            self.connection.topology.add_queue(
+                QueueRecord(
+                    reply.queue, durable, exclusive, auto_delete, arguments, server_named=not queue
+                )
+            )
+        return QueueDeclareOk(reply.queue, reply.message_count, reply.consumer_count)
+
+    async def queue_bind(
+        self,
+        queue: str,
+        exchange: str,
+        routing_key: str = "",
+        arguments: dict[str, Any] | None = None,
+    ) -> None:
+        await self._rpc(
+            commands.Queue.Bind(
+                queue=queue, exchange=exchange, routing_key=routing_key, arguments=arguments or {}
+            )
+        )
+        self.connection.topology.add_binding(
+            BindingRecord("queue", queue, exchange, routing_key, arguments)
+        )
+
+    async def queue_unbind(
+        self,
+        queue: str,
+        exchange: str,
+        routing_key: str = "",
+        arguments: dict[str, Any] | None = None,
+    ) -> None:
+        await self._rpc(
+            commands.Queue.Unbind(
+                queue=queue, exchange=exchange, routing_key=routing_key, arguments=arguments or {}
+            )
+        )
+        self.connection.topology.remove_binding(
+            BindingRecord("queue", queue, exchange, routing_key, arguments)
+        )
+
+    async def queue_purge(self, queue: str) -> int:
+        reply = await self._rpc(commands.Queue.Purge(queue=queue))
+        return reply.message_count
+
+    async def queue_delete(
+        self, queue: str, *, if_unused: bool = False, if_empty: bool = False
+    ) -> int:
+        reply = await self._rpc(
+            commands.Queue.Delete(queue=queue, if_unused=if_unused, if_empty=if_empty)
+        )
+        self.connection.topology.remove_queue(queue)
+        return reply.message_count
+
+    async def basic_qos(self, prefetch_count: int, prefetch_size: int = 0) -> None:
+        """Per-consumer prefetch.
+
+        Global qos is deprecated in RabbitMQ 4 and refused by quorum queues.
+        """
+        await self._rpc(
+            commands.Basic.Qos(prefetch_size=prefetch_size, prefetch_count=prefetch_count)
+        )
+        self._qos = (prefetch_count, prefetch_size)
+
+    # ------------------------------------------------------------------ consuming
+
+    async def consume(
+        self,
+        queue: str,
+        callback: DeliveryCallback,
+        *,
+        no_ack: bool = False,
+        exclusive: bool = False,
+        consumer_tag: str | None = None,
+        arguments: dict[str, Any] | None = None,
+        on_cancel: Callable[[str], None] | None = None,
+    ) -> str:
+        """Start a consumer; `callback(deliveries)` gets each received batch, in order.
+
+        `on_cancel(tag)` runs when the broker cancels the consumer (queue deleted).
+        """
+        tag = consumer_tag or f"mg.{self.id}.{next(self._tags)}"
+        consumer = Consumer(tag, queue, callback, no_ack, exclusive, arguments, on_cancel)
+        # Registered before the reply: deliveries may follow ConsumeOk in the same buffer.
+        self._consumers[tag] = consumer
+        try:
+            await self._rpc(
+                commands.Basic.Consume(
+                    queue=queue,
+                    consumer_tag=tag,
+                    no_ack=no_ack,
+                    exclusive=exclusive,
+                    arguments=arguments or {},
+                )
+            )
+        except BaseException:
+            self._consumers.pop(tag, None)
+            raise
+        return tag
+
+    async def cancel(self, consumer_tag: str) -> None:
+        consumer = self._consumers.get(consumer_tag)
+        if consumer is None:
+            return
+        try:
+            if self.is_open:
+                await self._call(commands.Basic.Cancel(consumer_tag=consumer_tag))
+        finally:
+            self._consumers.pop(consumer_tag, None)
+
+    async def get(self, queue: str, *, no_ack: bool = False) -> Delivery | None:
+        """Basic.Get: one message or None when the queue is empty."""
+        return await self._rpc(commands.Basic.Get(queue=queue, no_ack=no_ack))
+
+    def ack(
+        self, delivery_tag: int, multiple: bool = False, *, generation: int | None = None
+    ) -> bool:
+        """Ack on the wire (coalesced into this tick's write). False if the tag is void.
+
+        A tag from an earlier channel generation is void: the broker requeued that message
+        when the old channel died and will deliver it again.
+        """
+        if not self._valid_tag(generation):
+            return False
+        self.connection._amqp().ack(self.id, delivery_tag, multiple)
+        self.connection._schedule_flush()
+        return True
+
+    def nack(
+        self,
+        delivery_tag: int,
+        multiple: bool = False,
+        requeue: bool = True,
+        *,
+        generation: int | None = None,
+    ) -> bool:
+        if not self._valid_tag(generation):
+            return False
+        self.connection._amqp().nack(self.id, delivery_tag, multiple, requeue)
+        self.connection._schedule_flush()
+        return True
+
+    def reject(
+        self, delivery_tag: int, requeue: bool = True, *, generation: int | None = None
+    ) -> bool:
+        if not self._valid_tag(generation):
+            return False
+        self.connection._amqp().reject(self.id, delivery_tag, requeue)
+        self.connection._schedule_flush()
+        return True
+
+    def _valid_tag(self, generation: int | None) -> bool:
+        if generation is not None and generation != self.generation:
+            return False
+        return self.is_open
+
+    # ------------------------------------------------------------------ publishing
+
+    def publish(
+        self,
+        body: bytes,
+        exchange: str = "",
+        routing_key: str = "",
+        properties: Properties | bytes | None = None,
+        *,
+        mandatory: bool = False,
+    ) -> int:
+        """Queue a publish for this tick's write; returns its confirm sequence number.
+
+        Never blocks: call `await drain()` to respect flow control and the unconfirmed
+        window. While the connection is recovering, publishes on a confirm channel are kept
+        and sent after recovery; without confirms they raise ConnectionLost.
+        """
+        if properties is None:
+            props = _EMPTY_PROPERTIES
+        elif type(properties) is bytes:
+            props = properties
+        else:
+            props = _speedups.encode_properties(properties)
+        if self.is_open:
+            seq = self.connection._amqp().publish(
+                self.id, exchange, routing_key, body, props, mandatory
+            )
+            self.connection._schedule_flush()
+        elif (
+            self._tracker is not None and not self._closed_by_user and not self.connection.is_closed
+        ):
+            frame = _speedups.publish_method_frame(self.id, exchange, routing_key, mandatory)
+            data = _speedups.pack_publish(frame, self.id, props, body, self.connection.frame_max)
+            seq = self._tracker.add(data)
+        else:
+            raise ConnectionLost(f"cannot publish on channel {self.id}: it is not open")
+        if self._tracker is not None and len(self._tracker) >= self.max_unconfirmed:
+            self._capacity.clear()
+        return seq
+
+    async def drain(self) -> None:
+        """Wait until publishing may go on: socket writable, broker not blocking us,
+        connection up, and fewer than `max_unconfirmed` publishes awaiting confirms."""
+        conn = self.connection
+        while True:
+            if not conn._flow.is_set():
+                await conn._wait_flow()
+            elif not self._capacity.is_set():
+                await self._capacity.wait()
+            else:
+                return
+
+    async def wait_confirms(self, upto: int | None = None, timeout: float | None = None) -> None:
+        """Wait until every publish with seq <= `upto` (default: all so far) is settled.
+
+        Raises PublishError listing those that were nacked or lost (each failure is reported
+        to one waiter only: the first whose range covers it).
+        """
+        tracker = self._tracker
+        if tracker is None:
+            raise LocalProtocolError(f"channel {self.id} has publisher confirms off")
+        if upto is None:
+            upto = tracker.last_seq
+        if tracker.confirmed_through < upto:
+            fut: asyncio.Future[None] = self._loop.create_future()
+            heapq.heappush(self._confirm_waiters, (upto, next(self._waiter_ids), fut))
+            if timeout is None:
+                await fut
+            else:
+                await asyncio.wait_for(fut, timeout)
+        if self._failures and self._failures[0][0] <= upto:
+            mine = [f for f in self._failures if f[0] <= upto]
+            self._failures = [f for f in self._failures if f[0] > upto]
+            raise PublishError(mine)
+
+    # ------------------------------------------------------------------ events (from Connection)
+
+    def _on_reply(self, value: Any) -> None:
+        if self._replies:
+            fut = self._replies.popleft()
+            if not fut.done():
+                fut.set_result(value)
+
+    def _on_confirms(self, confirmed_through: int, failed: list[tuple[int, bytes]]) -> None:
+        if failed:
+            reason = PublishNacked(f"broker nacked publish on channel {self.id}")
+            self._record_failures([(seq, reason) for seq, _ in failed])
+        self._wake_confirm_waiters(confirmed_through)
+        if not self._capacity.is_set() and len(self._tracker) < self.max_unconfirmed:  # type: ignore[arg-type]
+            self._capacity.set()
+
+    def _wake_confirm_waiters(self, confirmed_through: int) -> None:
+        waiters = self._confirm_waiters
+        while waiters and waiters[0][0] <= confirmed_through:
+            fut = heapq.heappop(waiters)[2]
+            if not fut.done():
+                fut.set_result(None)
+
+    def _record_failures(self, failures: list[tuple[int, Exception]]) -> None:
+        self._failures.extend(failures)
+        self._failures.sort(key=lambda f: f[0])
+        if self.on_publish_failure is not None:
+            try:
+                self.on_publish_failure(failures)
+            except Exception:
+                log.exception("on_publish_failure callback failed")
+
+    def _on_return(self, delivery: Delivery) -> None:
+        if self.on_return is not None:
+            self.on_return(delivery)
+        else:
+            log.warning(
+                "message returned by broker: %d %s (exchange %r, routing key %r)",
+                delivery.reply_code,
+                delivery.reply_text,
+                delivery.exchange,
+                delivery.routing_key,
+            )
+
+    def _on_consumer_cancelled(self, tag: str) -> None:
+        consumer = self._consumers.pop(tag, None)
+        log.warning(
+            "broker cancelled consumer %s on queue %r", tag, consumer.queue if consumer else "?"
+        )
+        if consumer is not None and consumer.on_cancel is not None:
+            consumer.on_cancel(tag)
+
+    def _dispatch(self, tag: str, batch: list[Delivery]) -> None:
+        consumer = self._consumers.get(tag)
+        if consumer is None:
+            # Deliveries in flight after a cancel: hand them back to the queue.
+            if self.is_open and not batch[0].kind:
+                amqp = self.connection._amqp()
+                for d in batch:
+                    amqp.nack(self.id, d.delivery_tag, False, True)
+                self.connection._schedule_flush()
+            return
+        try:
+            consumer.callback(batch)
+        except Exception:
+            log.exception("consumer callback for %s raised; its messages stay unacked", tag)
+
+    def _on_closed(self, error: BaseException | None, by_broker: bool) -> None:
+        """The channel is gone (broker close, or the whole connection was lost)."""
+        self._open_event.clear()
+        exc = error or ConnectionLost(f"channel {self.id} closed")
+        while self._replies:
+            fut = self._replies.popleft()
+            if not fut.done():
+                fut.set_exception(exc)
+                fut.exception()  # mark retrieved: a waiter may have been cancelled meanwhile
+        if by_broker and self._tracker is not None:
+            failed = self._tracker.fail_all()
+            if failed:
+                self._record_failures([(seq, exc) for seq, _ in failed])  # type: ignore[misc]
+                self._wake_confirm_waiters(self._tracker.confirmed_through)
+                self._capacity.set()
+
+    def _fail_forever(self, error: BaseException) -> None:
+        """The connection is closed for good: fail everything that still waits."""
+        self._on_closed(error, by_broker=False)
+        if self._tracker is not None:
+            failed = self._tracker.fail_all()
+            if failed:
+                self._record_failures([(seq, error) for seq, _ in failed])  # type: ignore[misc]
+            self._wake_confirm_waiters(self._tracker.confirmed_through)
+        self._capacity.set()
+
+    # ------------------------------------------------------------------ closing
+
+    async def close(self) -> None:
+        if self._closed_by_user:
+            return
+        self._closed_by_user = True
+        if self.is_open and self.connection.is_open:
+            fut = self._expect_reply()
+            self.connection._amqp().close_channel(self.id)
+            self.connection._schedule_flush()
+            self._open_event.clear()
+            with contextlib.suppress(AMQPError, TimeoutError):
+                await asyncio.wait_for(fut, 5.0)
+        self._open_event.clear()
+        self.connection._forget_channel(self)
