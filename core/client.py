@@ -230,6 +230,8 @@ class Connection:
         self._stop_heartbeat()
         self._update_flow()
         for ch in list(self._channels.values()):
+            if ch._reopen_task is not None:
+                ch._reopen_task.cancel()
             ch._fail_forever(reason)
         if not self._closed_future.done():
             self._closed_future.set_result(None)
@@ -409,7 +411,7 @@ class Connection:
             ch._on_reply(None)
             ch._on_closed(None, by_broker=False)
             return
-        log.warning("channel %d closed by broker: %s", channel_id, error)
+        log.warning("channel %d: %s", channel_id, error)
         ch._on_closed(error, by_broker=True)
         if self._state == _OPEN and not ch._closed_by_user:
             ch._reopen_task = self.loop.create_task(self._reopen_channel(ch))

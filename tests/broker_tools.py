@@ -1,0 +1,43 @@
+"""Helpers for tests that poke the real broker: rabbitmqctl, forced closes, polling."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+
+from munggoggo.client import Connection
+
+
+def rabbitmqctl(*args: str, timeout: float = 60) -> str:
+    """Run rabbitmqctl (we are root on the test machines) and return its stdout."""
+    result = subprocess.run(
+        ["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed: {result.stderr.strip()}")
+    return result.stdout
+
+
+def close_broker_connection(local_port: int, reason: str = "test fault") -> None:
+    """Force-close the broker side of the connection whose client port is `local_port`."""
+    out = rabbitmqctl("list_connections", "pid", "peer_port")
+    for line in out.splitlines():
+        fields = line.split("\t")
+        if len(fields) == 2 and fields[1].strip() == str(local_port):
+            rabbitmqctl("close_connection", fields[0].strip(), reason)
+            return
+    raise AssertionError(f"no broker connection from local port {local_port}:\n{out}")
+
+
+def local_port(conn: Connection) -> int:
+    return conn._stream.transport.get_extra_info("sockname")[1]
+
+
+async def wait_until(predicate, timeout: float = 10.0, interval: float = 0.01) -> bool:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(interval)
+    return predicate()
