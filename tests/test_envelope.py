@@ -9,6 +9,7 @@ import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from munggoggo import envelope
 from munggoggo._speedups import Properties
 from munggoggo.envelope import (

@@ -73,7 +73,9 @@ async def test_forced_close_republishes_unconfirmed_and_loses_nothing(broker_url
         seen = await consumed_numbers(consumer, unique_name, sent)
         lost = sent - set(seen)
         duplicates = len(seen) - len(set(seen))
-        print(f"sent={len(sent)} consumed={len(set(seen))} duplicates={duplicates} lost={len(lost)}")
+        print(
+            f"sent={len(sent)} consumed={len(set(seen))} duplicates={duplicates} lost={len(lost)}"
+        )
         assert lost == set()
         assert set(seen) == sent  # nothing we never sent
         await setup.queue_delete(unique_name)
