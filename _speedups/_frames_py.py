@@ -202,6 +202,8 @@ def _field_value(data, pos):
         while pos < end:
             value, pos = _field_value(data, pos)
             items.append(value)
+        if pos != end:
+            raise FrameError("field array length does not match its content")
         return items, pos
     if kind == 0x54:  # T timestamp (seconds)
         return _U64.unpack_from(data, pos)[0], pos + 8
@@ -251,6 +253,8 @@ def decode_table(data):
         table, _ = _table(data, 0)
     except (struct.error, IndexError) as exc:
         raise FrameError(f"truncated field table: {exc}") from None
+    except RecursionError:
+        raise FrameError("field tables or arrays nested too deeply") from None
     return table
 
 
@@ -304,6 +308,8 @@ def decode_properties(payload):
         props, pos = _decode_properties(payload, _CONTENT_HEAD.size, flags)
     except (struct.error, IndexError) as exc:
         raise FrameError(f"truncated content header: {exc}") from None
+    except RecursionError:
+        raise FrameError("headers table nested too deeply") from None
     if pos != len(payload):
         raise FrameError("content header length does not match its properties")
     return body_size, props
