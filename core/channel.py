@@ -504,6 +504,11 @@ class Channel:
             self._capacity.clear()
         return seq
 
+    @property
+    def writable(self) -> bool:
+        """True when publishing may go on without waiting (see `drain`)."""
+        return self.connection._flow.is_set() and self._capacity.is_set()
+
     async def drain(self) -> None:
         """Wait until publishing may go on: socket writable, broker not blocking us,
         connection up, and fewer than `max_unconfirmed` publishes awaiting confirms."""

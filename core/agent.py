@@ -1,0 +1,743 @@
+"""The Agent: identity, connection, behaviours, messaging patterns, RPC, control plane.
+
+An agent owns one broker connection with two channels: one publishes (with confirms), one
+consumes its inbox `<identity>` (exclusive: the identity lock) and its behaviours' queues
+`<identity>.<behaviour>` (bound to `munggoggo.topic`). Deliveries arrive in batches and go
+to behaviour mailboxes; the inbox dispatches RPC replies to waiting calls, RPC/control
+requests to `@expose`d methods, and direct messages to the behaviour whose template matches.
+What nobody can handle is dead-lettered to `munggoggo.dlx` with the reason in a header.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from . import envelope
+from ._speedups import Properties, encode_properties
+from .amqp.errors import AMQPError, ResourceLocked
+from .behaviour import Behaviour
+from .channel import PublishError
+from .control import TraceStore
+from .message import Message
+from .rpc import (
+    METHOD_NOT_FOUND,
+    TIMEOUT,
+    UNAVAILABLE,
+    UNKNOWN_AGENT,
+    RpcError,
+    RpcTimeout,
+    decode_request,
+    decode_response,
+    encode_error,
+    encode_request,
+    encode_result,
+    exception_error,
+    expose,
+    exposed_methods,
+    is_notification,
+)
+from .url import BrokerURL, parse_url
+
+log = logging.getLogger("munggoggo.agent")
+
+TOPIC_EXCHANGE = "munggoggo.topic"
+FANOUT_EXCHANGE = "munggoggo.fanout"
+DEAD_LETTER_EXCHANGE = "munggoggo.dlx"
+DEAD_LETTER_QUEUE = "munggoggo.dead-letters"
+RETRIES_HEADER = "x-munggoggo-retries"
+REASON_HEADER = "x-munggoggo-reason"
+
+CREATED, STARTING, RUNNING, STOPPING, STOPPED = (
+    "created",
+    "starting",
+    "running",
+    "stopping",
+    "stopped",
+)
+
+
+class IdentityInUse(AMQPError):
+    """Another running agent already holds this identity (its exclusive inbox)."""
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    prefetch: int = 256  # per behaviour queue consumer: bounds each behaviour's mailbox
+    inbox_prefetch: int = 256
+    max_redeliveries: int = 3  # failed handling attempts before a message is dead-lettered
+    rpc_timeout: float = 5.0
+    drain_timeout: float = 10.0  # grace for in-flight work when stopping
+    trace_size: int = 1000  # 0 turns the trace store off
+    behaviour_queue_expires_ms: int | None = 24 * 3600 * 1000  # unused queues vanish later
+    queue_type: str | None = None  # e.g. "quorum" for behaviour queues
+
+
+async def open_connection(url: BrokerURL, name: str) -> Any:
+    """A connected client for the URL: the real AMQP client, or the in-process broker."""
+    if url.is_memory:
+        from .memory import MemoryConnection
+
+        return await MemoryConnection(url).connect()
+    from .client import Connection
+
+    return await Connection(url, name=name).connect()
+
+
+class Agent:
+    """Subclass it, add behaviours in `setup()`, mark RPC methods with `@expose`."""
+
+    def __init__(
+        self,
+        identity: str | None = None,
+        *,
+        url: str | None = None,
+        config: AgentConfig | None = None,
+    ):
+        self.identity = identity or f"agent-{uuid.uuid4().hex[:8]}"
+        if (
+            not self.identity
+            or len(self.identity.encode()) > 200
+            or any(c.isspace() for c in self.identity)
+        ):
+            raise ValueError(
+                f"invalid agent identity {self.identity!r}: 1-200 bytes, no whitespace"
+            )
+        self.url = parse_url(url)
+        self.config = config or AgentConfig()
+        self.state = CREATED
+        self.behaviours: dict[str, Behaviour] = {}
+        self.trace = TraceStore(self.config.trace_size)
+        self._tracing = self.config.trace_size > 0
+        self.connection: Any = None
+        self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+        self.started_at: float | None = None
+        self.counters = {
+            "published": 0,
+            "sent": 0,
+            "rpc_served": 0,
+            "dead_lettered": 0,
+            "returned": 0,
+        }
+        self._exposed = exposed_methods(type(self))
+        self._pub: Any = None
+        self._sub: Any = None
+        self._consumer_tags: dict[str, str] = {}  # behaviour name (or "") -> consumer tag
+        self._pending_calls: dict[str, asyncio.Future[bytes]] = {}
+        self._collectors: dict[str, list[bytes]] = {}
+        self._call_ids = itertools.count(1)
+        self._call_prefix = f"{self.identity}.{uuid.uuid4().hex[:6]}."
+        self._props_second = -1
+        self._props_cache: dict[tuple[str, str], bytes] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -- hooks ---------------------------------------------------------------------
+
+    async def setup(self) -> None:
+        """Add behaviours here (runs after the agent is connected)."""
+
+    async def teardown(self) -> None:
+        """Runs when the agent stops, after its behaviours stopped."""
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def __aenter__(self) -> Agent:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        if self.state != CREATED:
+            raise RuntimeError(f"agent {self.identity!r} is {self.state}; agents start once")
+        self.state = STARTING
+        self.loop = asyncio.get_running_loop()
+        try:
+            await self._connect()
+            self.state = RUNNING
+            self.started_at = time.time()
+            await self.setup()
+            for behaviour in list(self.behaviours.values()):
+                await self._start_behaviour(behaviour)
+        except BaseException:
+            self.state = STOPPED
+            if self.connection is not None:
+                await self.connection.close()
+            raise
+        log.info(
+            "agent %s running on %s with %d behaviour(s)",
+            self.identity,
+            self.url,
+            len(self.behaviours),
+        )
+
+    async def _connect(self) -> None:
+        self.connection = conn = await open_connection(self.url, self.identity)
+        self._pub = await conn.channel()
+        self._pub.on_return = self._on_return
+        self._pub.on_publish_failure = self._on_publish_failure
+        self._sub = sub = await conn.channel(
+            confirms=False, prefetch_count=self.config.inbox_prefetch
+        )
+        await sub.exchange_declare(TOPIC_EXCHANGE, "topic", durable=True)
+        await sub.exchange_declare(FANOUT_EXCHANGE, "fanout", durable=True)
+        await sub.exchange_declare(DEAD_LETTER_EXCHANGE, "topic", durable=True)
+        await sub.queue_declare(DEAD_LETTER_QUEUE, durable=True)
+        await sub.queue_bind(DEAD_LETTER_QUEUE, DEAD_LETTER_EXCHANGE, "#")
+        try:
+            await sub.queue_declare(
+                self.identity,
+                exclusive=True,
+                arguments={"x-dead-letter-exchange": DEAD_LETTER_EXCHANGE},
+            )
+        except ResourceLocked:
+            raise IdentityInUse(
+                f"agent identity {self.identity!r} is already in use on {self.url}: "
+                "another running "
+                "agent holds its inbox queue"
+            ) from None
+        await sub.queue_bind(self.identity, FANOUT_EXCHANGE, "")
+        self._consumer_tags[""] = await sub.consume(self.identity, self._on_inbox, exclusive=True)
+
+    async def stop(self) -> None:
+        """Drain: stop consuming, let behaviours finish their step and settle, flush
+        confirms, close. Bounded by `config.drain_timeout`."""
+        if self.state in (STOPPED, CREATED):
+            self.state = STOPPED
+            return
+        if self.state == STOPPING:
+            return
+        self.state = STOPPING
+        grace = self.config.drain_timeout
+        sub = self._sub
+        for tag in list(self._consumer_tags.values()):
+            try:
+                await asyncio.wait_for(sub.cancel(tag), grace)
+            except (AMQPError, TimeoutError) as exc:
+                log.warning("agent %s: could not cancel consumer %s: %s", self.identity, tag, exc)
+        self._consumer_tags.clear()
+        await asyncio.gather(*(b.stop(timeout=grace) for b in self.behaviours.values()))
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=grace)
+        try:
+            await self.teardown()
+        except Exception:
+            log.exception("agent %s: teardown failed", self.identity)
+        for fut in self._pending_calls.values():
+            if not fut.done():
+                fut.set_exception(RpcError(UNAVAILABLE, f"agent {self.identity!r} is stopping"))
+        try:
+            if self._pub is not None and self._pub.unconfirmed:
+                await self._pub.wait_confirms(timeout=grace)
+        except (PublishError, TimeoutError, AMQPError) as exc:
+            log.error(
+                "agent %s: not every publish was confirmed before closing: %s", self.identity, exc
+            )
+        if self._tasks:  # settle-after-confirm tasks woken by the flush above
+            await asyncio.wait(list(self._tasks), timeout=grace)
+        await self.connection.close()
+        self.state = STOPPED
+        log.info("agent %s stopped", self.identity)
+
+    # -- behaviours ------------------------------------------------------------------
+
+    async def add_behaviour(self, behaviour: Behaviour) -> Behaviour:
+        if behaviour.name in self.behaviours:
+            raise ValueError(
+                f"agent {self.identity!r} already has a behaviour named {behaviour.name!r}"
+            )
+        self.behaviours[behaviour.name] = behaviour
+        if self.state == RUNNING:
+            await self._start_behaviour(behaviour)
+        return behaviour
+
+    add_runtime_dependency = add_behaviour  # the seed's spelling
+
+    async def _start_behaviour(self, behaviour: Behaviour) -> None:
+        if behaviour.binding_keys and behaviour.name not in self._consumer_tags:
+            sub = self._sub
+            queue = f"{self.identity}.{behaviour.name}"
+            arguments: dict[str, Any] = {"x-dead-letter-exchange": DEAD_LETTER_EXCHANGE}
+            if self.config.behaviour_queue_expires_ms:
+                arguments["x-expires"] = self.config.behaviour_queue_expires_ms
+            if self.config.queue_type:
+                arguments["x-queue-type"] = self.config.queue_type
+            await sub.queue_declare(
+                queue, durable=self.config.queue_type == "quorum", arguments=arguments
+            )
+            for key in behaviour.binding_keys:
+                await sub.queue_bind(queue, TOPIC_EXCHANGE, key)
+            await sub.basic_qos(behaviour.prefetch)  # per-consumer: applies to the next consume
+            behaviour.queue = queue
+            self._consumer_tags[behaviour.name] = await sub.consume(
+                queue, self._behaviour_consumer(behaviour, queue)
+            )
+        behaviour.start()
+
+    def _behaviour_consumer(self, behaviour: Behaviour, queue: str) -> Any:
+        sub = self._sub
+
+        def on_batch(batch: list[Any]) -> None:
+            behaviour._deliver([Message(d, sub, queue) for d in batch])
+
+        return on_batch
+
+    def behaviour(self, name: str) -> Behaviour:
+        try:
+            return self.behaviours[name]
+        except KeyError:
+            raise KeyError(f"agent {self.identity!r} has no behaviour {name!r}") from None
+
+    # -- publishing ----------------------------------------------------------------
+
+    def _properties(self, content_type: str, kind: str) -> bytes:
+        """Encoded properties for our own messages, cached per second (the timestamp)."""
+        now = int(time.time())
+        if now != self._props_second:
+            self._props_second = now
+            self._props_cache.clear()
+        key = (content_type, kind)
+        props = self._props_cache.get(key)
+        if props is None:
+            props = self._props_cache[key] = encode_properties(
+                Properties(
+                    content_type=content_type, type=kind, app_id=self.identity, timestamp=now
+                )
+            )
+        return props
+
+    def _encode(
+        self, body: Any, content_type: str | None, kind: str, headers: dict[str, Any] | None
+    ) -> tuple[bytes, bytes]:
+        data, ctype = envelope.encode_body(body, content_type)
+        if headers:
+            props = encode_properties(
+                Properties(
+                    content_type=ctype,
+                    type=kind,
+                    app_id=self.identity,
+                    timestamp=int(time.time()),
+                    headers=headers,
+                )
+            )
+        else:
+            props = self._properties(ctype, kind)
+        return data, props
+
+    async def publish(
+        self,
+        body: Any,
+        routing_key: str,
+        *,
+        headers: dict[str, Any] | None = None,
+        content_type: str | None = None,
+    ) -> None:
+        """Publish to `munggoggo.topic` (pub/sub). Bytes, str or any msgspec-encodable value."""
+        data, props = self._encode(body, content_type, envelope.KIND_MESSAGE, headers)
+        ch = self._pub
+        ch.publish(data, TOPIC_EXCHANGE, routing_key, props)
+        self.counters["published"] += 1
+        if self._tracing:
+            self.trace.record_out(
+                envelope.KIND_MESSAGE, TOPIC_EXCHANGE, routing_key, len(data), None
+            )
+        if not ch.writable:
+            await ch.drain()
+
+    async def send(
+        self,
+        target: str,
+        body: Any,
+        *,
+        headers: dict[str, Any] | None = None,
+        content_type: str | None = None,
+    ) -> None:
+        """Send a direct message to agent `target`'s inbox (returned and logged if unknown)."""
+        data, props = self._encode(body, content_type, envelope.KIND_MESSAGE, headers)
+        ch = self._pub
+        ch.publish(data, "", target, props, mandatory=True)
+        self.counters["sent"] += 1
+        if self._tracing:
+            self.trace.record_out(envelope.KIND_MESSAGE, target, target, len(data), None)
+        if not ch.writable:
+            await ch.drain()
+
+    async def broadcast(
+        self, body: Any, *, headers: dict[str, Any] | None = None, content_type: str | None = None
+    ) -> None:
+        """Send to every agent's inbox through `munggoggo.fanout`."""
+        data, props = self._encode(body, content_type, envelope.KIND_MESSAGE, headers)
+        ch = self._pub
+        ch.publish(data, FANOUT_EXCHANGE, "", props)
+        self.counters["sent"] += 1
+        if self._tracing:
+            self.trace.record_out(envelope.KIND_MESSAGE, FANOUT_EXCHANGE, "", len(data), None)
+        if not ch.writable:
+            await ch.drain()
+
+    async def flush(self, timeout: float | None = None) -> None:
+        """Wait until the broker confirmed everything this agent published."""
+        await self._pub.wait_confirms(timeout=timeout)
+
+    # -- RPC client ----------------------------------------------------------------
+
+    async def call(
+        self, target: str, method: str, *args: Any, timeout: float | None = None, **kwargs: Any
+    ) -> Any:
+        """Call `method` of agent `target`; returns its result or raises RpcError / RpcTimeout."""
+        if args and kwargs:
+            raise ValueError("JSON-RPC params go by position or by name, not both")
+        if self.state != RUNNING:
+            raise RpcError(UNAVAILABLE, f"agent {self.identity!r} is {self.state}")
+        call_id = self._call_prefix + str(next(self._call_ids))
+        body = encode_request(method, list(args) if args else (kwargs or None), call_id)
+        props = encode_properties(
+            Properties(
+                content_type=envelope.JSON,
+                type=envelope.KIND_RPC,
+                app_id=self.identity,
+                correlation_id=call_id,
+                reply_to=self.identity,
+                timestamp=int(time.time()),
+            )
+        )
+        fut: asyncio.Future[bytes] = self.loop.create_future()
+        self._pending_calls[call_id] = fut
+        limit = timeout if timeout is not None else self.config.rpc_timeout
+        try:
+            self._pub.publish(body, "", target, props, mandatory=True)
+            if self._tracing:
+                self.trace.record_out(envelope.KIND_RPC, target, method, len(body), call_id)
+            reply = await asyncio.wait_for(fut, limit)
+        except TimeoutError:
+            raise RpcTimeout(
+                TIMEOUT, f"no reply from agent {target!r} to {method}() within {limit:g}s"
+            ) from None
+        finally:
+            self._pending_calls.pop(call_id, None)
+        return decode_response(reply)
+
+    async def peers(self, timeout: float = 0.5) -> list[dict[str, Any]]:
+        """Discover the other agents: broadcast `describe`, collect answers for `timeout` s."""
+        call_id = self._call_prefix + str(next(self._call_ids))
+        collector: list[bytes] = []
+        self._collectors[call_id] = collector
+        props = encode_properties(
+            Properties(
+                content_type=envelope.JSON,
+                type=envelope.KIND_CONTROL,
+                app_id=self.identity,
+                correlation_id=call_id,
+                reply_to=self.identity,
+            )
+        )
+        try:
+            self._pub.publish(encode_request("describe", None, call_id), FANOUT_EXCHANGE, "", props)
+            await asyncio.sleep(timeout)
+        finally:
+            self._collectors.pop(call_id, None)
+        found = []
+        for body in collector:
+            try:
+                info = decode_response(body)
+            except RpcError:
+                continue
+            if isinstance(info, dict) and info.get("identity") != self.identity:
+                found.append(info)
+        return sorted(found, key=lambda i: i["identity"])
+
+    def _on_return(self, delivery: Any) -> None:
+        self.counters["returned"] += 1
+        call_id = delivery.properties.correlation_id
+        fut = self._pending_calls.pop(call_id, None) if call_id else None
+        if fut is not None and not fut.done():
+            fut.set_exception(
+                RpcError(
+                    UNKNOWN_AGENT,
+                    f"unknown agent {delivery.routing_key!r}: no inbox queue of that name",
+                )
+            )
+            return
+        log.warning(
+            "agent %s: message to %r returned by the broker: %d %s",
+            self.identity,
+            delivery.routing_key,
+            delivery.reply_code,
+            delivery.reply_text,
+        )
+
+    def _on_publish_failure(self, failures: list[tuple[int, Exception]]) -> None:
+        log.error(
+            "agent %s: %d publish(es) not confirmed: %s",
+            self.identity,
+            len(failures),
+            failures[0][1],
+        )
+
+    # -- inbox dispatch ------------------------------------------------------------
+
+    def _on_inbox(self, batch: list[Any]) -> None:
+        sub = self._sub
+        identity = self.identity
+        for d in batch:
+            msg = Message(d, sub, identity)
+            kind = d.properties.type
+            if kind == envelope.KIND_RPC or kind == envelope.KIND_CONTROL:
+                call_id = d.properties.correlation_id
+                if call_id is not None and call_id.startswith(self._call_prefix):
+                    msg.ack()
+                    fut = self._pending_calls.pop(call_id, None)
+                    if fut is not None and not fut.done():
+                        fut.set_result(d.body)
+                    elif call_id in self._collectors:
+                        self._collectors[call_id].append(d.body)
+                    continue  # a late reply to a call that timed out: dropped
+                self._serve_rpc(msg)
+                continue
+            self._route_direct(msg)
+
+    def _route_direct(self, msg: Message) -> None:
+        for behaviour in self.behaviours.values():
+            template = behaviour.template
+            if template is not None and behaviour.state == "running" and template.match(msg):
+                if self._tracing:
+                    self.trace.record_in(msg, behaviour.name)
+                behaviour._deliver([msg])
+                return
+        if msg.exchange == FANOUT_EXCHANGE:
+            msg.ack()  # a broadcast nobody here wants is not an error
+            return
+        self._dead_letter(msg, "no behaviour template matches this message", None)
+
+    # -- RPC server ----------------------------------------------------------------
+
+    def _serve_rpc(self, msg: Message) -> None:
+        self.counters["rpc_served"] += 1
+        try:
+            request = decode_request(msg.body)
+        except RpcError as exc:
+            self._reply(msg, getattr(exc, "request_id", None), error=exc)
+            return
+        if request.id is None and is_notification(msg.body):
+            msg_id: Any = _NOTIFICATION
+        else:
+            msg_id = request.id
+        method = self._exposed.get(request.method)
+        if method is None:
+            self._reply(
+                msg, msg_id, error=RpcError(METHOD_NOT_FOUND, f"Method not found: {request.method}")
+            )
+            return
+        try:
+            kwargs = method.bind(request.params)
+        except RpcError as exc:
+            self._reply(msg, msg_id, error=exc)
+            return
+        if method.is_async:
+            task = self.loop.create_task(self._serve_async(method.func, kwargs, msg, msg_id))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
+        try:
+            result = method.func(self, **kwargs)
+        except Exception as exc:
+            log.warning(
+                "agent %s: %s() raised %s", self.identity, request.method, exc, exc_info=True
+            )
+            self._reply(msg, msg_id, error=exception_error(exc))
+            return
+        self._reply(msg, msg_id, result=result)
+
+    async def _serve_async(
+        self, func: Any, kwargs: dict[str, Any], msg: Message, msg_id: Any
+    ) -> None:
+        try:
+            result = await func(self, **kwargs)
+        except Exception as exc:
+            log.warning("agent %s: %s raised %s", self.identity, func.__name__, exc, exc_info=True)
+            self._reply(msg, msg_id, error=exception_error(exc))
+            return
+        self._reply(msg, msg_id, result=result)
+
+    def _reply(
+        self, msg: Message, msg_id: Any, *, result: Any = None, error: RpcError | None = None
+    ) -> None:
+        reply_to = msg.reply_to
+        if msg_id is not _NOTIFICATION and reply_to:
+            if error is None:
+                try:
+                    body = encode_result(result, msg_id)
+                except (TypeError, ValueError) as exc:
+                    body = encode_error(
+                        RpcError(-32603, f"result is not JSON-encodable: {exc}"), msg_id
+                    )
+            else:
+                body = encode_error(error, msg_id)
+            props = encode_properties(
+                Properties(
+                    content_type=envelope.JSON,
+                    type=msg.kind,
+                    app_id=self.identity,
+                    correlation_id=msg.correlation_id,
+                    timestamp=int(time.time()),
+                )
+            )
+            self._pub.publish(body, "", reply_to, props)
+            if self._tracing:
+                self.trace.record_out(msg.kind, reply_to, reply_to, len(body), msg.correlation_id)
+        msg.ack()
+
+    # -- failure handling --------------------------------------------------------
+
+    def _retry_or_dead_letter(self, msg: Message, exc: BaseException, behaviour: str) -> None:
+        """A step failed with `msg` unsettled: requeue it with a retry count, or dead-letter
+        it once it failed `max_redeliveries` times (or can never be decoded)."""
+        retries = int(msg.headers.get(RETRIES_HEADER, 0)) + 1
+        if retries > self.config.max_redeliveries or isinstance(exc, envelope.DecodeError):
+            reason = f"{type(exc).__name__}: {exc}"
+            self._dead_letter(msg, reason, behaviour, retries)
+            return
+        if not msg.queue or msg.queue == self.identity:
+            msg.nack(requeue=True)  # inbox messages: the count cannot travel, RabbitMQ requeues
+            return
+        headers = dict(msg.headers)
+        headers[RETRIES_HEADER] = retries
+        self._handoff(msg, "", msg.queue, headers)
+
+    def _dead_letter(
+        self, msg: Message, reason: str, behaviour: str | None, retries: int = 0
+    ) -> None:
+        self.counters["dead_lettered"] += 1
+        log.warning(
+            "agent %s: dead-lettering message from %r (%s)", self.identity, msg.sender, reason
+        )
+        headers = dict(msg.headers)
+        headers.update(
+            {
+                REASON_HEADER: reason[:1000],
+                "x-munggoggo-agent": self.identity,
+                "x-munggoggo-queue": msg.queue,
+                "x-munggoggo-original-exchange": msg.exchange,
+                "x-munggoggo-original-routing-key": msg.routing_key,
+                RETRIES_HEADER: retries,
+            }
+        )
+        if behaviour:
+            headers["x-munggoggo-behaviour"] = behaviour
+        self._handoff(msg, DEAD_LETTER_EXCHANGE, msg.queue or msg.routing_key, headers)
+
+    def _handoff(
+        self, msg: Message, exchange: str, routing_key: str, headers: dict[str, Any]
+    ) -> None:
+        """Publish a copy, ack the original once the broker confirmed the copy."""
+        p = msg.delivery.properties
+        props = Properties(
+            content_type=p.content_type,
+            content_encoding=p.content_encoding,
+            headers=headers,
+            delivery_mode=p.delivery_mode,
+            priority=p.priority,
+            correlation_id=p.correlation_id,
+            reply_to=p.reply_to,
+            message_id=p.message_id,
+            timestamp=p.timestamp,
+            type=p.type,
+            app_id=p.app_id,
+        )
+        msg._begin_handoff()
+        seq = self._pub.publish(msg.body, exchange, routing_key, props)
+        task = self.loop.create_task(self._finish_handoff(msg, seq))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _finish_handoff(self, msg: Message, seq: int) -> None:
+        try:
+            await self._pub.wait_confirms(seq)
+        except (PublishError, AMQPError) as exc:
+            log.error(
+                "agent %s: copy not confirmed, original goes back to the queue: %s",
+                self.identity,
+                exc,
+            )
+            msg._end_handoff(ack=False)
+            return
+        msg._end_handoff(ack=True)
+
+    # -- control plane (RPC-callable) --------------------------------------------
+
+    @expose
+    def ping(self) -> str:
+        return "pong"
+
+    @expose
+    def describe(self) -> dict[str, Any]:
+        return {
+            "identity": self.identity,
+            "state": self.state,
+            "behaviours": [b.describe() for b in self.behaviours.values()],
+            "methods": sorted(self._exposed),
+            "started_at": self.started_at,
+        }
+
+    @expose
+    def status(self) -> dict[str, Any]:
+        info = self.describe()
+        conn = self.connection
+        info.update(
+            {
+                "url": str(self.url),
+                "connected": bool(conn is not None and conn.is_open),
+                "reconnects": getattr(conn, "reconnects", 0),
+                "uptime": time.time() - self.started_at if self.started_at else 0.0,
+                "counters": dict(self.counters),
+                "pending_calls": len(self._pending_calls),
+                "unconfirmed": self._pub.unconfirmed if self._pub is not None else 0,
+            }
+        )
+        return info
+
+    @expose
+    def list_behaviours(self) -> list[dict[str, Any]]:
+        return [b.describe() for b in self.behaviours.values()]
+
+    @expose
+    async def start_behaviour(self, name: str) -> dict[str, Any]:
+        behaviour = self._behaviour_or_error(name)
+        if not behaviour.is_running:
+            await self._start_behaviour(behaviour)
+        return behaviour.describe()
+
+    @expose
+    async def stop_behaviour(self, name: str) -> dict[str, Any]:
+        behaviour = self._behaviour_or_error(name)
+        await behaviour.stop(timeout=self.config.drain_timeout)
+        return behaviour.describe()
+
+    @expose
+    def traces(self, limit: int = 100) -> list[dict[str, Any]]:
+        return self.trace.last(limit)
+
+    def _behaviour_or_error(self, name: str) -> Behaviour:
+        behaviour = self.behaviours.get(name)
+        if behaviour is None:
+            raise RpcError(-32004, f"agent {self.identity!r} has no behaviour {name!r}")
+        return behaviour
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.identity!r} {self.state}>"
+
+
+class _Notification:
+    """Marker id for JSON-RPC notifications: no reply is sent."""
+
+    def __repr__(self) -> str:
+        return "<notification>"
+
+
+_NOTIFICATION = _Notification()

@@ -1,0 +1,328 @@
+"""Behaviours: the business-logic loops an agent runs concurrently.
+
+A behaviour owns a mailbox (filled in batches by the agent's consumers), a step loop
+(`run()` again and again for the cyclic kind, once for one-shot, on a period for periodic)
+and the settling of what it received: a message is acked when the behaviour is done with it
+(the next `receive()`, the end of the `run()` step, or an explicit `msg.ack()`); a step that
+raises hands its unsettled messages to the agent's retry / dead-letter path. A failing step
+is logged and the loop goes on after a backoff, without disturbing other behaviours.
+The mailbox is bounded by the consumer prefetch: the broker never hands out more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .message import Message
+
+if TYPE_CHECKING:
+    from .agent import Agent
+    from .template import Template
+
+log = logging.getLogger("munggoggo.behaviour")
+
+CREATED, RUNNING, STOPPED, FAILED, DONE = "created", "running", "stopped", "failed", "done"
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """What happens when a step raises: wait `initial`, doubling up to `maximum`; after
+    `max_failures` consecutive failures (None: never) the behaviour stops as failed."""
+
+    initial: float = 0.1
+    maximum: float = 10.0
+    max_failures: int | None = None
+
+    def delay(self, consecutive_failures: int) -> float:
+        return min(self.maximum, self.initial * 2 ** max(0, consecutive_failures - 1))
+
+
+class Behaviour:
+    """A cyclic behaviour: `run()` is called again and again until the behaviour stops.
+
+    `binding_keys` subscribe it to topics on `munggoggo.topic` (its own queue
+    `<identity>.<name>`); `template` routes matching direct messages to it.
+    """
+
+    restart_policy = RestartPolicy()
+
+    def __init__(
+        self,
+        agent: Agent,
+        *,
+        binding_keys: list[str] | None = None,
+        template: Template | Any = None,
+        name: str | None = None,
+        prefetch: int | None = None,
+    ) -> None:
+        self.agent = agent
+        self.name = name or type(self).__name__
+        self.binding_keys = list(binding_keys or [])
+        self.template = template
+        self.prefetch = prefetch or agent.config.prefetch
+        self.state = CREATED
+        self.failures = 0  # consecutive failed steps
+        self.steps = 0
+        self.last_error: str | None = None
+        self.queue: str | None = None  # set by the agent when binding_keys are given
+        self._mailbox: deque[Message] = deque()
+        self._waiter: asyncio.Future[None] | None = None  # receive() waiting for mail
+        self._sleeper: asyncio.Future[None] | None = None  # a backoff/period sleep
+        self._inflight: list[Message] = []
+        self._task: asyncio.Task[None] | None = None
+        self._stop = False
+        self._step_running = False
+
+    # -- user hooks ------------------------------------------------------------------
+
+    async def setup(self) -> None:
+        """Runs once before the first step."""
+
+    async def run(self) -> None:
+        """One step of the behaviour's work."""
+
+    async def teardown(self) -> None:
+        """Runs once after the last step."""
+
+    # -- messaging helpers -------------------------------------------------------
+
+    @property
+    def mailbox_size(self) -> int:
+        return len(self._mailbox)
+
+    async def receive(self, timeout: float | None = None) -> Message | None:
+        """The next message for this behaviour, or None after `timeout` seconds (or when
+        the behaviour is stopping). Receiving settles the previously received message."""
+        if self._inflight:
+            self._settle_inflight()
+        mailbox = self._mailbox
+        if not mailbox:
+            if self._stop or timeout == 0:
+                return None
+            waiter = self._waiter = self.agent.loop.create_future()
+            try:
+                if timeout is None:
+                    await waiter
+                else:
+                    await asyncio.wait_for(waiter, timeout)
+            except TimeoutError:
+                return None
+            finally:
+                self._waiter = None
+            if not mailbox:
+                return None
+        msg = mailbox.popleft()
+        self._inflight.append(msg)
+        if self.agent._tracing:
+            self.agent.trace.record_in(msg, self.name)
+        return msg
+
+    async def publish(self, body: Any, routing_key: str, **kwargs: Any) -> None:
+        await self.agent.publish(body, routing_key, **kwargs)
+
+    async def send(self, target: str, body: Any, **kwargs: Any) -> None:
+        await self.agent.send(target, body, **kwargs)
+
+    async def broadcast(self, body: Any, **kwargs: Any) -> None:
+        await self.agent.broadcast(body, **kwargs)
+
+    async def call(
+        self, target: str, method: str, *args: Any, timeout: float | None = None, **kwargs: Any
+    ) -> Any:
+        return await self.agent.call(target, method, *args, timeout=timeout, **kwargs)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    @property
+    def is_running(self) -> bool:
+        return self.state == RUNNING
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "state": self.state,
+            "binding_keys": self.binding_keys,
+            "mailbox": len(self._mailbox),
+            "steps": self.steps,
+            "failures": self.failures,
+            "last_error": self.last_error,
+        }
+
+    kind = "cyclic"
+
+    def start(self) -> None:
+        """Start (or restart) the step loop as a task of the agent's loop."""
+        if self._task is not None and not self._task.done():
+            return
+        self._stop = False
+        self.state = RUNNING
+        self._task = self.agent.loop.create_task(
+            self._main(), name=f"{self.agent.identity}.{self.name}"
+        )
+
+    async def stop(self, timeout: float | None = None) -> None:
+        """Let the current step finish, settle what it received, run teardown."""
+        self._stop = True
+        self._wake()
+        task = self._task
+        if task is not None and not task.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(task), timeout)
+            except TimeoutError:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        if self.state == RUNNING:
+            self.state = STOPPED
+
+    def _wake(self) -> None:
+        for waiter in (self._waiter, self._sleeper):
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+
+    def _deliver(self, messages: list[Message]) -> None:
+        """Called by the agent's consumer with a batch (no awaiting here)."""
+        self._mailbox.extend(messages)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _return_mailbox(self) -> int:
+        """Stopping: hand undelivered messages back to the broker for someone else."""
+        returned = 0
+        while self._mailbox:
+            self._mailbox.popleft().nack(requeue=True)
+            returned += 1
+        return returned
+
+    def _settle_inflight(self) -> None:
+        for msg in self._inflight:
+            msg.ack()
+        self._inflight.clear()
+
+    def _fail_inflight(self, exc: BaseException) -> None:
+        inflight, self._inflight = self._inflight, []
+        for msg in inflight:
+            if not msg.settled:
+                self.agent._retry_or_dead_letter(msg, exc, self.name)
+
+    async def _main(self) -> None:
+        try:
+            await self.setup()
+        except Exception as exc:
+            log.exception("%s.%s: setup failed", self.agent.identity, self.name)
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            self.state = FAILED
+            return
+        try:
+            await self._loop()
+        finally:
+            self._fail_inflight(RuntimeError("behaviour stopped mid-step"))
+            if self._stop:
+                self._return_mailbox()
+            try:
+                await self.teardown()
+            except Exception:
+                log.exception("%s.%s: teardown failed", self.agent.identity, self.name)
+
+    async def _loop(self) -> None:
+        while not self._stop:
+            if not await self._step():
+                return
+            await self._between_steps()
+
+    async def _step(self) -> bool:
+        """Run one step; returns False when the loop should end."""
+        try:
+            self._step_running = True
+            await self.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.failures += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.exception(
+                "%s.%s: step failed (%d in a row)", self.agent.identity, self.name, self.failures
+            )
+            self._fail_inflight(exc)
+            policy = self.restart_policy
+            if policy.max_failures is not None and self.failures >= policy.max_failures:
+                self.state = FAILED
+                return False
+            await self._sleep(policy.delay(self.failures))
+            return True
+        finally:
+            self._step_running = False
+        self.steps += 1
+        self.failures = 0
+        if self._inflight:
+            self._settle_inflight()
+        return True
+
+    async def _between_steps(self) -> None:
+        await asyncio.sleep(0)  # a run() that never awaits must not starve the others
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, but wake early when asked to stop."""
+        if seconds <= 0 or self._stop:
+            return
+        sleeper = self._sleeper = self.agent.loop.create_future()
+        try:
+            await asyncio.wait_for(sleeper, seconds)
+        except TimeoutError:
+            pass
+        finally:
+            self._sleeper = None
+
+
+class OneShotBehaviour(Behaviour):
+    """Runs `run()` once, then is done."""
+
+    kind = "one-shot"
+
+    async def _loop(self) -> None:
+        while not self._stop:
+            await self._step()
+            if self.failures == 0 or self.state == FAILED:
+                break
+        if self.state == RUNNING:
+            self.state = DONE
+
+
+class PeriodicBehaviour(Behaviour):
+    """Runs `run()` every `period` seconds, first at `start_at` (epoch seconds) if given."""
+
+    kind = "periodic"
+
+    def __init__(
+        self, agent: Agent, period: float, *, start_at: float | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(agent, **kwargs)
+        if period <= 0:
+            raise ValueError("period must be positive")
+        self.period = period
+        self.start_at = start_at
+
+    async def _loop(self) -> None:
+        if self.start_at is not None:
+            await self._sleep(self.start_at - time.time())
+        loop = self.agent.loop
+        next_run = loop.time()
+        while not self._stop:
+            if not await self._step():
+                return
+            next_run += self.period
+            now = loop.time()
+            if next_run < now:  # a step overran: skip the missed slots instead of bursting
+                next_run = now + self.period - (now - next_run) % self.period
+            await self._sleep(next_run - now)
+
+    def describe(self) -> dict[str, Any]:
+        info = super().describe()
+        info["period"] = self.period
+        return info

@@ -1,0 +1,135 @@
+"""`Message`: what a behaviour receives. A thin view over a wire Delivery.
+
+Nothing is decoded until asked for: `body` is the raw bytes, `decode()` runs the envelope
+codec, properties are read straight from the delivery. Settling (`ack`, `nack`) goes back to
+the channel that delivered the message, guarded by the channel generation so a message from
+before a reconnect can never ack a different one.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from . import envelope
+
+if TYPE_CHECKING:
+    from ._speedups import Delivery
+    from .channel import Channel
+
+PENDING, ACKED, NACKED, HANDOFF = 0, 1, 2, 3
+
+
+class Message:
+    """A received message. `ack()` happens for you after the behaviour is done with it."""
+
+    __slots__ = ("_channel", "_delivery", "_generation", "_settled", "queue")
+
+    def __init__(self, delivery: Delivery, channel: Channel | None, queue: str = "") -> None:
+        self._delivery = delivery
+        self._channel = channel
+        self._generation = channel.generation if channel is not None else 0
+        self._settled = PENDING if channel is not None else ACKED
+        self.queue = queue
+
+    # -- wire data ---------------------------------------------------------------
+
+    @property
+    def body(self) -> bytes:
+        return self._delivery.body
+
+    @property
+    def routing_key(self) -> str:
+        return self._delivery.routing_key
+
+    @property
+    def exchange(self) -> str:
+        return self._delivery.exchange
+
+    @property
+    def sender(self) -> str | None:
+        return self._delivery.properties.app_id
+
+    @property
+    def kind(self) -> str:
+        return self._delivery.properties.type or envelope.KIND_MESSAGE
+
+    @property
+    def content_type(self) -> str | None:
+        return self._delivery.properties.content_type
+
+    @property
+    def correlation_id(self) -> str | None:
+        return self._delivery.properties.correlation_id
+
+    @property
+    def reply_to(self) -> str | None:
+        return self._delivery.properties.reply_to
+
+    @property
+    def headers(self) -> dict[str, Any]:
+        return self._delivery.properties.headers or {}
+
+    @property
+    def timestamp(self) -> int | None:
+        return self._delivery.properties.timestamp
+
+    @property
+    def message_id(self) -> str | None:
+        return self._delivery.properties.message_id
+
+    @property
+    def redelivered(self) -> bool:
+        return self._delivery.redelivered
+
+    @property
+    def delivery(self) -> Delivery:
+        return self._delivery
+
+    def decode(self, type: Any = None) -> Any:
+        """The body as a value: bytes, str, JSON/msgpack builtins, or validated into `type`."""
+        return envelope.decode_body(
+            self._delivery.body, self._delivery.properties.content_type, type
+        )
+
+    # -- settling ----------------------------------------------------------------
+
+    @property
+    def settled(self) -> bool:
+        return self._settled != PENDING
+
+    def ack(self) -> bool:
+        """Acknowledge now (otherwise it happens when the behaviour is done with it)."""
+        if self._settled != PENDING:
+            return False
+        self._settled = ACKED
+        return self._channel.ack(self._delivery.delivery_tag, generation=self._generation)  # type: ignore[union-attr]
+
+    def nack(self, requeue: bool = True) -> bool:
+        if self._settled != PENDING:
+            return False
+        self._settled = NACKED
+        return self._channel.nack(  # type: ignore[union-attr]
+            self._delivery.delivery_tag, requeue=requeue, generation=self._generation
+        )
+
+    def _begin_handoff(self) -> None:
+        """A copy was published (retry or dead letter); settle when it is confirmed."""
+        self._settled = HANDOFF
+
+    def _end_handoff(self, ack: bool) -> None:
+        if self._settled != HANDOFF:
+            return
+        self._settled = ACKED if ack else NACKED
+        tag, gen = self._delivery.delivery_tag, self._generation
+        if ack:
+            self._channel.ack(tag, generation=gen)  # type: ignore[union-attr]
+        else:
+            self._channel.nack(tag, requeue=True, generation=gen)  # type: ignore[union-attr]
+
+    def __repr__(self) -> str:
+        body = self.body
+        shown = body[:40] + (b"..." if len(body) > 40 else b"")
+        return (
+            f"<Message {self.kind} from {self.sender!r} key={self.routing_key!r} "
+            f"{self.content_type or '-'} {shown!r}>"
+        )

@@ -1,0 +1,211 @@
+"""JSON-RPC 2.0 between agents: `@expose`, request/response codec, parameter validation.
+
+Requests and responses are the JSON-RPC 2.0 objects of the wire contract, so a plain AMQP
+client can call an agent. Parameters are validated against the exposed method's type hints
+with msgspec (mismatch: -32602); unknown methods: -32601; an exception inside a method
+becomes an error reply (-32000, with the exception type in `data`), never a dead callee.
+Only methods marked with `@expose` are callable: private (`_x`), dunder and undecorated
+inherited attributes are refused.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
+SERVER_ERROR = -32000  # an exception inside the exposed method
+UNKNOWN_AGENT = -32001  # nobody has the target's inbox queue
+TIMEOUT = -32002  # no reply within the caller's timeout
+UNAVAILABLE = -32003  # the agent is stopping or not connected
+
+_EXPOSED_ATTR = "__munggoggo_exposed__"
+
+
+class RpcError(Exception):
+    """An RPC failed: the callee answered with a JSON-RPC error, or nobody answered."""
+
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        self.code = code
+        self.message = message
+        self.data = data
+        super().__init__(f"{message} (code {code})")
+
+    def to_error(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.data is not None:
+            error["data"] = self.data
+        return error
+
+
+class RpcTimeout(RpcError, TimeoutError):
+    """No reply arrived within the timeout."""
+
+
+class Request(msgspec.Struct, gc=False, omit_defaults=True):
+    jsonrpc: str
+    method: str
+    params: list[Any] | dict[str, Any] | None = None
+    id: str | int | None = msgspec.field(default=None)
+
+
+class Response(msgspec.Struct, gc=False, omit_defaults=True):
+    jsonrpc: str = "2.0"
+    result: Any = None
+    error: dict[str, Any] | None = None
+    id: str | int | None = None
+
+
+_encoder = msgspec.json.Encoder()
+_request_decoder = msgspec.json.Decoder(Request)
+_response_decoder = msgspec.json.Decoder(Response)
+_raw_decoder = msgspec.json.Decoder()
+_MISSING = object()
+
+
+def expose(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark an agent method (sync or async) as callable by RPC under its own name."""
+    if func.__name__.startswith("_"):
+        raise ValueError(
+            f"cannot expose {func.__name__!r}: private and dunder methods stay private"
+        )
+    setattr(func, _EXPOSED_ATTR, True)
+    return func
+
+
+class ExposedMethod:
+    """An exposed method with its parameter schema, built once per agent class."""
+
+    __slots__ = ("func", "is_async", "name", "params_type", "positional")
+
+    def __init__(self, name: str, func: Callable[..., Any]) -> None:
+        self.name = name
+        self.func = func
+        self.is_async = inspect.iscoroutinefunction(func)
+        sig = inspect.signature(func)
+        hints = typing.get_type_hints(func)
+        fields: list[Any] = []
+        self.positional: list[str] = []
+        for i, (pname, param) in enumerate(sig.parameters.items()):
+            if i == 0 and pname == "self":
+                continue
+            if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+                continue
+            self.positional.append(pname)
+            hint = hints.get(pname, Any)
+            if param.default is inspect.Parameter.empty:
+                fields.append((pname, hint))
+            else:
+                fields.append((pname, hint, param.default))
+        self.params_type = msgspec.defstruct(f"{name}_params", fields, forbid_unknown_fields=True)
+
+    def bind(self, params: list[Any] | dict[str, Any] | None) -> dict[str, Any]:
+        """Validate JSON params (by position or by name) into keyword arguments."""
+        if params is None:
+            params = {}
+        if isinstance(params, list):
+            if len(params) > len(self.positional):
+                raise RpcError(
+                    INVALID_PARAMS,
+                    f"{self.name}() takes {len(self.positional)} parameter(s), got {len(params)}",
+                )
+            params = dict(zip(self.positional, params, strict=False))
+        try:
+            values = msgspec.convert(params, self.params_type, strict=False)
+        except msgspec.ValidationError as exc:
+            raise RpcError(INVALID_PARAMS, f"invalid params for {self.name}: {exc}") from None
+        return {name: getattr(values, name) for name in self.positional}
+
+
+def exposed_methods(cls: type) -> dict[str, ExposedMethod]:
+    """Every `@expose`d method of an agent class (including inherited ones), by name."""
+    found: dict[str, ExposedMethod] = {}
+    for klass in reversed(cls.__mro__):
+        for name, attr in vars(klass).items():
+            if name.startswith("_"):
+                continue
+            func = attr.__func__ if isinstance(attr, staticmethod | classmethod) else attr
+            if callable(func) and getattr(func, _EXPOSED_ATTR, False):
+                found[name] = ExposedMethod(name, func)
+            elif name in found:
+                del found[name]  # overridden without @expose: no longer callable
+    return found
+
+
+# -- codec ------------------------------------------------------------------------
+
+
+def encode_request(method: str, params: list[Any] | dict[str, Any] | None, id: str | None) -> bytes:
+    request: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
+    if params:
+        request["params"] = params
+    if id is not None:
+        request["id"] = id
+    return _encoder.encode(request)
+
+
+def encode_result(result: Any, id: Any) -> bytes:
+    return _encoder.encode({"jsonrpc": "2.0", "result": result, "id": id})
+
+
+def encode_error(error: RpcError, id: Any) -> bytes:
+    return _encoder.encode({"jsonrpc": "2.0", "error": error.to_error(), "id": id})
+
+
+def decode_request(body: bytes) -> Request:
+    """Parse one JSON-RPC request; raises RpcError (-32700 / -32600) with the request id
+    attached as `.request_id` when it could be read."""
+    try:
+        raw = _raw_decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        error = RpcError(PARSE_ERROR, f"Parse error: {exc}")
+        error.request_id = None  # type: ignore[attr-defined]
+        raise error from None
+    try:
+        request = msgspec.convert(raw, Request)
+    except msgspec.ValidationError as exc:
+        error = RpcError(INVALID_REQUEST, f"Invalid Request: {exc}")
+        error.request_id = raw.get("id") if isinstance(raw, dict) else None  # type: ignore[attr-defined]
+        raise error from None
+    if request.jsonrpc != "2.0":
+        error = RpcError(INVALID_REQUEST, 'Invalid Request: jsonrpc must be "2.0"')
+        error.request_id = request.id  # type: ignore[attr-defined]
+        raise error
+    return request
+
+
+def is_notification(body: bytes) -> bool:
+    """A request without an `id` member gets no reply (JSON-RPC 2.0 section 4.1)."""
+    try:
+        raw = _raw_decoder.decode(body)
+    except msgspec.DecodeError:
+        return False
+    return isinstance(raw, dict) and "id" not in raw
+
+
+def decode_response(body: bytes) -> Any:
+    """The result of a JSON-RPC response, or raise its error as RpcError."""
+    try:
+        response = _response_decoder.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise RpcError(INTERNAL_ERROR, f"malformed JSON-RPC response: {exc}") from None
+    if response.error is not None:
+        err = response.error
+        raise RpcError(
+            int(err.get("code", INTERNAL_ERROR)), str(err.get("message", "")), err.get("data")
+        )
+    return response.result
+
+
+def exception_error(exc: BaseException) -> RpcError:
+    if isinstance(exc, RpcError):
+        return exc
+    return RpcError(SERVER_ERROR, f"{type(exc).__name__}: {exc}", {"type": type(exc).__name__})
