@@ -1,0 +1,205 @@
+"""The `munggoggo` command: `run` agents, control a mesh with `ctl`, try it with `demo`.
+
+`ctl` joins the mesh as a short-lived client agent (identity `ctl-<random>`), so every
+command is an ordinary RPC, publish or send on the wire contract.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import os
+import socket
+import sys
+import uuid
+from typing import Any
+
+from .agent import Agent
+from .amqp.errors import AMQPError
+from .client import install_uvloop
+from .rpc import RpcError
+from .runner import run, serve
+from .url import URLError, parse_url
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.handler(args)
+    except (URLError, AMQPError, RpcError, ImportError, ValueError, KeyError) as exc:
+        print(f"munggoggo {args.command}: {exc}", file=sys.stderr)
+        return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="munggoggo", description=__doc__.splitlines()[0])
+    parser.add_argument("--url", help="broker URL (default: $MUNGGOGGO_URL or local RabbitMQ)")
+    sub = parser.add_subparsers(dest="command")
+
+    p = sub.add_parser("run", help="run an agent class: MODULE:CLASS")
+    p.add_argument("target", help="e.g. myagents:PingAgent")
+    p.add_argument("--identity", help="agent identity (default: generated)")
+    p.add_argument("--url", dest="run_url", help="broker URL")
+    p.add_argument("--log-level", default="INFO")
+    p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser(
+        "demo", help="run the demo agents (falls back to memory:// without a broker)"
+    )
+    p.add_argument("--seconds", type=float, default=None, help="stop after this long")
+    p.set_defaults(handler=cmd_demo)
+
+    ctl = sub.add_parser("ctl", help="control a running mesh")
+    ctl.add_argument("--timeout", type=float, default=5.0)
+    csub = ctl.add_subparsers(dest="ctl_command", required=True)
+    c = csub.add_parser("peers", help="list running agents")
+    c.add_argument("--wait", type=float, default=0.5, help="how long to collect answers")
+    c = csub.add_parser("status", help="an agent's status")
+    c.add_argument("identity")
+    c = csub.add_parser(
+        "call", help="call an exposed method: call ID METHOD [JSON args...] [-k name=JSON]"
+    )
+    c.add_argument("identity")
+    c.add_argument("method")
+    c.add_argument("params", nargs="*", help="positional params as JSON (bare words are strings)")
+    c.add_argument("-k", "--kwarg", action="append", default=[], help="named param name=JSON")
+    c = csub.add_parser("send", help="send a direct message")
+    c.add_argument("identity")
+    c.add_argument("body")
+    c = csub.add_parser("broadcast", help="send to every agent")
+    c.add_argument("body")
+    c = csub.add_parser("publish", help="publish on a topic")
+    c.add_argument("routing_key")
+    c.add_argument("body")
+    c = csub.add_parser("behaviours", help="list, start or stop an agent's behaviours")
+    c.add_argument("identity")
+    c.add_argument("action", nargs="?", choices=["list", "start", "stop"], default="list")
+    c.add_argument("name", nargs="?")
+    c = csub.add_parser("traces", help="the last messages an agent saw")
+    c.add_argument("identity")
+    c.add_argument("--limit", type=int, default=20)
+    ctl.set_defaults(handler=cmd_ctl)
+    return parser
+
+
+# -- run ---------------------------------------------------------------------------
+
+
+def load_agent_class(target: str) -> type[Agent]:
+    module_name, sep, class_name = target.partition(":")
+    if not sep or not module_name or not class_name:
+        raise ValueError(f"expected MODULE:CLASS, got {target!r}")
+    sys.path.insert(0, os.getcwd())
+    module = importlib.import_module(module_name)
+    try:
+        cls = getattr(module, class_name)
+    except AttributeError:
+        raise ImportError(f"module {module_name!r} has no attribute {class_name!r}") from None
+    if not (isinstance(cls, type) and issubclass(cls, Agent)):
+        raise ValueError(f"{target} is not an Agent subclass")
+    return cls
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cls = load_agent_class(args.target)
+    agent = cls(args.identity, url=args.run_url or args.url)
+    run(agent, log_level=args.log_level)
+    return 0
+
+
+# -- demo --------------------------------------------------------------------------
+
+
+def broker_answers(url: str, timeout: float = 1.0) -> bool:
+    parsed = parse_url(url)
+    try:
+        socket.create_connection((parsed.host, parsed.port), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import demo_agents
+
+    url = args.url or os.environ.get("MUNGGOGGO_URL") or "amqp://guest:guest@127.0.0.1:5672/"
+    if not parse_url(url).is_memory and not broker_answers(url):
+        print(
+            f"no broker answers at {parse_url(url)}; running the demo on memory:// instead",
+            flush=True,
+        )
+        url = "memory://demo"
+    agents = demo_agents(url)
+    if args.seconds is None:
+        run(*agents)
+        return 0
+    install_uvloop()
+
+    async def timed() -> None:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().call_later(args.seconds, stop.set)
+        await serve(*agents, stop=stop)
+
+    asyncio.run(timed())
+    return 0
+
+
+# -- ctl ---------------------------------------------------------------------------
+
+
+def _json_arg(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text  # a bare word is a string
+
+
+def cmd_ctl(args: argparse.Namespace) -> int:
+    install_uvloop()
+    result = asyncio.run(_ctl(args))
+    if result is not None:
+        print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+async def _ctl(args: argparse.Namespace) -> Any:
+    client = Agent(f"ctl-{uuid.uuid4().hex[:8]}", url=args.url)
+    async with client:
+        cmd, timeout = args.ctl_command, args.timeout
+        if cmd == "peers":
+            return await client.peers(timeout=args.wait)
+        if cmd == "status":
+            return await client.call(args.identity, "status", timeout=timeout)
+        if cmd == "call":
+            kwargs = {}
+            for item in args.kwarg:
+                name, sep, value = item.partition("=")
+                if not sep:
+                    raise ValueError(f"-k expects name=JSON, got {item!r}")
+                kwargs[name] = _json_arg(value)
+            params = [_json_arg(p) for p in args.params]
+            return await client.call(args.identity, args.method, *params, timeout=timeout, **kwargs)
+        if cmd == "send":
+            await client.send(args.identity, _json_arg(args.body))
+        elif cmd == "broadcast":
+            await client.broadcast(_json_arg(args.body))
+        elif cmd == "publish":
+            await client.publish(_json_arg(args.body), args.routing_key)
+        elif cmd == "behaviours":
+            if args.action == "list":
+                return await client.call(args.identity, "list_behaviours", timeout=timeout)
+            if not args.name:
+                raise ValueError(f"behaviours {args.action} needs a behaviour name")
+            return await client.call(
+                args.identity, f"{args.action}_behaviour", args.name, timeout=timeout
+            )
+        elif cmd == "traces":
+            return await client.call(args.identity, "traces", args.limit, timeout=timeout)
+        await client.flush(timeout=timeout)
+        return {"ok": True}
