@@ -279,6 +279,7 @@ class Agent:
                 queue, self._behaviour_consumer(behaviour, queue)
             )
         behaviour.start()
+        await behaviour.wait_set_up()
 
     def _behaviour_consumer(self, behaviour: Behaviour, queue: str) -> Any:
         sub = self._sub

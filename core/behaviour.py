@@ -77,6 +77,7 @@ class Behaviour:
         self._task: asyncio.Task[None] | None = None
         self._stop = False
         self._step_running = False
+        self._set_up: asyncio.Event | None = None  # set once setup() has run
 
     # -- user hooks ------------------------------------------------------------------
 
@@ -162,9 +163,15 @@ class Behaviour:
             return
         self._stop = False
         self.state = RUNNING
+        self._set_up = asyncio.Event()
         self._task = self.agent.loop.create_task(
             self._main(), name=f"{self.agent.identity}.{self.name}"
         )
+
+    async def wait_set_up(self) -> None:
+        """Wait until setup() has run (or failed): then the behaviour's state is usable."""
+        if self._set_up is not None:
+            await self._set_up.wait()
 
     async def stop(self, timeout: float | None = None) -> None:
         """Let the current step finish, settle what it received, run teardown."""
@@ -219,6 +226,8 @@ class Behaviour:
             self.last_error = f"{type(exc).__name__}: {exc}"
             self.state = FAILED
             return
+        finally:
+            self._set_up.set()  # type: ignore[union-attr]
         try:
             await self._loop()
         finally:
