@@ -343,3 +343,13 @@ async def test_channel_close_and_reuse_of_ids(connection):
     assert c.id == 3  # ids are handed out round-robin before reuse
     q = await b.queue_declare("", exclusive=True)
     assert q.queue
+
+
+async def test_heartbeats_keep_an_idle_connection_alive(broker_url):
+    # The broker drops a peer that stays silent for two heartbeat intervals.
+    async with Connection(broker_url + "?heartbeat=1") as conn:
+        assert conn.heartbeat == 1
+        await asyncio.sleep(3.5)
+        assert conn.is_open and conn.reconnects == 0
+        ch = await conn.channel()
+        assert (await ch.queue_declare("", exclusive=True)).queue
