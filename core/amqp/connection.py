@@ -257,7 +257,10 @@ class AMQPConnection:
         for rec in records:
             if type(rec) is not tuple:
                 if rec.kind == _speedups.GET_OK:
-                    self._pop_expected(self._channel(rec.channel), "Basic.GetOk")
+                    ch = self.channels.get(rec.channel)
+                    if ch is None:
+                        self._fail(f"Basic.GetOk on channel {rec.channel}, which was never opened")
+                    self._pop_expected(ch, "Basic.GetOk")
                 out.append(rec)  # a Delivery
                 continue
             kind = rec[0]
@@ -300,10 +303,16 @@ class AMQPConnection:
             self._fail(f"cannot decode method {payload[:4].hex()} on channel {channel_id}: {exc}")
         except Exception as exc:  # struct.error and friends from pamqp internals
             self._fail(f"cannot decode method {payload[:4].hex()} on channel {channel_id}: {exc}")
-        if channel_id == 0:
-            self._connection_method(method, out)
-        else:
-            self._channel_method(channel_id, index, method, out)
+        try:
+            if channel_id == 0:
+                self._connection_method(method, out)
+            else:
+                self._channel_method(channel_id, index, method, out)
+        except RemoteProtocolError as exc:
+            # The state tables raise without telling the broker; the connection is over.
+            if self.state is not ConnState.CLOSED:
+                self.abort_protocol(exc)
+            raise
 
     def _connection_method(self, method: Any, out: list[Any]) -> None:
         name = method.name
