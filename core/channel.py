@@ -83,13 +83,15 @@ class Channel:
         channel_id: int,
         *,
         confirms: bool = True,
-        max_unconfirmed: int = 16384,
+        max_unconfirmed: int = 1024,
     ) -> None:
         self.connection = connection
         self.id = channel_id
         self.generation = 0  # bumps on every reopen; delivery tags of older ones are void
         self.confirms = confirms
         self.max_unconfirmed = max_unconfirmed
+        # Publishers blocked on a full window wake at 3/4 of it, not on every confirm frame.
+        self._low_water = max(1, max_unconfirmed * 3 // 4)
         self.on_return: Callable[[Delivery], None] | None = None
         self.on_publish_failure: Callable[[list[tuple[int, Exception]]], None] | None = None
         self._loop = connection.loop
@@ -557,7 +559,7 @@ class Channel:
             reason = PublishNacked(f"broker nacked publish on channel {self.id}")
             self._record_failures([(seq, reason) for seq, _ in failed])
         self._wake_confirm_waiters(confirmed_through)
-        if not self._capacity.is_set() and len(self._tracker) < self.max_unconfirmed:  # type: ignore[arg-type]
+        if not self._capacity.is_set() and len(self._tracker) <= self._low_water:  # type: ignore[arg-type]
             self._capacity.set()
 
     def _wake_confirm_waiters(self, confirmed_through: int) -> None:

@@ -174,14 +174,25 @@ class Connection:
         self.server_properties = self._amqp_conn.server_properties
         self._start_heartbeat()
 
-    async def channel(self, *, confirms: bool = True, prefetch_count: int | None = None) -> Channel:
-        """Open a new channel (with publisher confirms unless `confirms=False`)."""
+    async def channel(
+        self,
+        *,
+        confirms: bool = True,
+        prefetch_count: int | None = None,
+        max_unconfirmed: int = 1024,
+    ) -> Channel:
+        """Open a new channel (with publisher confirms unless `confirms=False`).
+
+        `max_unconfirmed` bounds the publishes awaiting confirms: `drain()` waits above it.
+        A window far larger than the consumers' pace only moves the backlog into the broker,
+        which then slows down (see docs/decisions.md).
+        """
         if self._state != _OPEN:
             raise ConnectionLost(
                 f"cannot open a channel: connection to {self.url} is {self._state}"
             )
         channel_id = self._allocate_channel_id()
-        ch = Channel(self, channel_id, confirms=confirms)
+        ch = Channel(self, channel_id, confirms=confirms, max_unconfirmed=max_unconfirmed)
         self._channels[channel_id] = ch
         try:
             await ch._open()
