@@ -522,9 +522,20 @@ def encode_table(table):
 
 
 def encode_properties(props):
-    """Encode Properties as property flags followed by the present fields."""
+    """Encode Properties as property flags followed by the present fields.
+
+    Raises ValueError for values the wire cannot carry (priority > 255, a negative
+    timestamp, a short string over 255 bytes, an unencodable header value).
+    """
     if props is None:
         return b"\x00\x00"
+    try:
+        return _encode_properties(props)
+    except struct.error as exc:
+        raise ValueError(f"property out of range for AMQP: {exc}") from None
+
+
+def _encode_properties(props):
     flags = 0
     parts = [b""]
     if props.content_type is not None:
@@ -621,10 +632,18 @@ def pack_ack(channel, delivery_tag, multiple, nack=False, requeue=True):
     if nack:
         bits = (1 if multiple else 0) | (2 if requeue else 0)
         return (
-            b"\x01" + _U16.pack(channel) + b"\x00\x00\x00\x0d\x00\x3c\x00\x78"
-            + _U64.pack(delivery_tag) + _U8.pack(bits) + b"\xce"
+            b"\x01"
+            + _U16.pack(channel)
+            + b"\x00\x00\x00\x0d\x00\x3c\x00\x78"
+            + _U64.pack(delivery_tag)
+            + _U8.pack(bits)
+            + b"\xce"
         )
     return (
-        b"\x01" + _U16.pack(channel) + b"\x00\x00\x00\x0d\x00\x3c\x00\x50"
-        + _U64.pack(delivery_tag) + (b"\x01" if multiple else b"\x00") + b"\xce"
+        b"\x01"
+        + _U16.pack(channel)
+        + b"\x00\x00\x00\x0d\x00\x3c\x00\x50"
+        + _U64.pack(delivery_tag)
+        + (b"\x01" if multiple else b"\x00")
+        + b"\xce"
     )

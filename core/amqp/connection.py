@@ -116,8 +116,9 @@ class AMQPConnection:
     def data_to_send(self) -> bytearray:
         """Everything queued for the wire since the last call (possibly empty)."""
         out = self._out
-        if out:
-            self._out = bytearray()
+        if not out:
+            return bytearray()  # never hand out the live buffer
+        self._out = bytearray()
         return out
 
     @property
