@@ -717,8 +717,16 @@ class Agent:
     @expose
     async def stop_behaviour(self, name: str) -> dict[str, Any]:
         behaviour = self._behaviour_or_error(name)
-        await behaviour.stop(timeout=self.config.drain_timeout)
+        await self._stop_behaviour(behaviour)
         return behaviour.describe()
+
+    async def _stop_behaviour(self, behaviour: Behaviour) -> None:
+        """Stop consuming its queue first, so new messages wait there (ready, not held in a
+        mailbox) until it is started again."""
+        tag = self._consumer_tags.pop(behaviour.name, None)
+        if tag is not None:
+            await self._sub.cancel(tag)
+        await behaviour.stop(timeout=self.config.drain_timeout)
 
     @expose
     def traces(self, limit: int = 100) -> list[dict[str, Any]]:

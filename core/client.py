@@ -422,7 +422,10 @@ class Connection:
             ch._on_reply(None)
             ch._on_closed(None, by_broker=False)
             return
-        log.warning("channel %d: %s", channel_id, error)
+        # A refused method raises to its caller, who decides whether it matters (an agent
+        # turns 405 on its inbox into IdentityInUse); otherwise nobody else would hear of it.
+        level = logging.DEBUG if ch._replies else logging.WARNING
+        log.log(level, "channel %d: %s", channel_id, error)
         ch._on_closed(error, by_broker=True)
         if self._state == _OPEN and not ch._closed_by_user:
             ch._reopen_task = self.loop.create_task(self._reopen_channel(ch))
@@ -433,7 +436,8 @@ class Connection:
             await ch._restore_consumers()
             ch._republish_or_fail(True)  # only what was published while it was closed
         except AMQPError as exc:
-            log.warning("channel %d could not be reopened: %s", ch.id, exc)
+            if self._state == _OPEN:  # while closing or recovering this is expected
+                log.warning("channel %d could not be reopened: %s", ch.id, exc)
 
     # ------------------------------------------------------------------ flow control
 

@@ -368,7 +368,8 @@ async def test_control_plane_over_rpc(mesh_url):
     agent = Agent(uid("ctl-target"), url=mesh_url)
     ctl = Agent(uid("ctl"), url=mesh_url)
     async with agent, ctl:
-        await agent.add_behaviour(Collector(agent, binding_keys=[uid("t")], name="worker"))
+        topic = uid("t")
+        worker = await agent.add_behaviour(Collector(agent, binding_keys=[topic], name="worker"))
         peers = await ctl.peers(timeout=0.5)
         assert agent.identity in [p["identity"] for p in peers]
         assert ctl.identity not in [p["identity"] for p in peers]
@@ -376,8 +377,23 @@ async def test_control_plane_over_rpc(mesh_url):
         assert status["identity"] == agent.identity and status["connected"] is True
         stopped = await ctl.call(agent.identity, "stop_behaviour", "worker")
         assert stopped["state"] == "stopped"
+        # A stopped behaviour does not consume: new messages wait ready in its queue.
+        for i in range(3):
+            await ctl.publish(str(i), topic)
+        await ctl.flush(timeout=5)
+        probe = await ctl.connection.channel()
+
+        async def ready() -> int:
+            return (await probe.queue_declare(worker.queue, passive=True)).message_count
+
+        for _ in range(100):
+            if await ready() == 3:
+                break
+            await asyncio.sleep(0.02)
+        assert await ready() == 3 and worker.got == []
         started = await ctl.call(agent.identity, "start_behaviour", "worker")
         assert started["state"] == "running"
+        assert await wait_until(lambda: sorted(m.body for m in worker.got) == [b"0", b"1", b"2"])
         with pytest.raises(RpcError) as info:
             await ctl.call(agent.identity, "stop_behaviour", "nope")
         assert "no behaviour 'nope'" in info.value.message
