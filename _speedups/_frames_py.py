@@ -49,6 +49,24 @@ class FrameError(ValueError):
     """The peer sent bytes that are not valid AMQP 0-9-1 framing."""
 
 
+PROPERTY_NAMES = (
+    "app_id",
+    "cluster_id",
+    "content_encoding",
+    "content_type",
+    "correlation_id",
+    "delivery_mode",
+    "expiration",
+    "headers",
+    "message_id",
+    "priority",
+    "reply_to",
+    "timestamp",
+    "type",
+    "user_id",
+)
+
+
 class Properties:
     """AMQP basic properties, as they travel on the wire."""
 
@@ -105,13 +123,11 @@ class Properties:
     def __eq__(self, other):
         if not isinstance(other, Properties):
             return NotImplemented
-        return all(getattr(self, n) == getattr(other, n) for n in Properties.__slots__)
+        return all(getattr(self, n) == getattr(other, n) for n in PROPERTY_NAMES)
 
     def __repr__(self):
         fields = ", ".join(
-            f"{n}={getattr(self, n)!r}"
-            for n in Properties.__slots__
-            if getattr(self, n) is not None
+            f"{n}={getattr(self, n)!r}" for n in PROPERTY_NAMES if getattr(self, n) is not None
         )
         return f"Properties({fields})"
 

@@ -215,7 +215,7 @@ def normalize(event):
             event.reply_code,
             event.reply_text,
             event.message_count,
-            {n: getattr(props, n) for n in _speedups.Properties.__slots__},
+            {n: getattr(props, n) for n in _speedups.PROPERTY_NAMES},
             bytes(event.body),
         )
     if isinstance(event, events.MethodReply):

@@ -131,7 +131,7 @@ our_values = st.recursive(
 )
 our_tables = st.dictionaries(table_keys, our_values, max_size=5)
 
-PROPERTY_NAMES = _frames_py.Properties.__slots__
+PROPERTY_NAMES = _frames_py.PROPERTY_NAMES
 
 
 @st.composite
