@@ -122,11 +122,13 @@ cdef class AckTracker:
     cdef long long _acked_through
     cdef long long _highest
     cdef set _done_above
+    cdef set _forgotten
 
     def __init__(self):
         self._acked_through = 0
         self._highest = 0
         self._done_above = set()
+        self._forgotten = set()
 
     cpdef void received(self, long long tag):
         if tag > self._highest:
@@ -136,22 +138,31 @@ cdef class AckTracker:
         if tag > self._acked_through:
             self._done_above.add(tag)
 
+    cpdef void forget(self, long long tag):
+        if tag > self._acked_through:
+            self._forgotten.add(tag)
+
     cpdef long long take(self):
-        """Advance over the contiguous processed prefix; returns the new watermark or 0."""
+        """Advance over the contiguous settled prefix; returns the tag to ack or 0."""
         cdef set done = self._done_above
-        if not done:
+        cdef set forgotten = self._forgotten
+        if not done and not forgotten:
             return 0
         cdef long long mark = self._acked_through
-        while (mark + 1) in done:
-            mark += 1
-            done.discard(mark)
-        if mark == self._acked_through:
-            return 0
+        cdef long long ack = 0
+        cdef long long nxt
+        while True:
+            nxt = mark + 1
+            if nxt in done:
+                done.discard(nxt)
+                ack = nxt
+            elif nxt in forgotten:
+                forgotten.discard(nxt)
+            else:
+                break
+            mark = nxt
         self._acked_through = mark
-        return mark
-
-    def forget(self, tag):
-        self.done(tag)
+        return ack
 
     @property
     def outstanding(self):
@@ -161,3 +172,4 @@ cdef class AckTracker:
         self._acked_through = 0
         self._highest = 0
         self._done_above.clear()
+        self._forgotten.clear()

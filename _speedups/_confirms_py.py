@@ -106,16 +106,20 @@ class ConfirmTracker:
 class AckTracker:
     """Delivery tags handed to the application and not yet acked, per channel generation.
 
-    `done(tag)` marks one processed; `take()` returns the highest tag whose whole prefix is
-    processed (ack it with multiple=true) or 0 when nothing new is ackable.
+    `done(tag)` marks one processed; `forget(tag)` marks one settled another way (nacked or
+    rejected on its own). `take()` advances over the contiguous settled prefix and returns
+    the highest *done* tag in it (ack it with multiple=true), or 0 when there is nothing to
+    ack. It never returns a forgotten tag: RabbitMQ answers a multiple-ack whose own tag is
+    no longer outstanding with 406 PRECONDITION_FAILED.
     """
 
-    __slots__ = ("_acked_through", "_done_above", "_highest")
+    __slots__ = ("_acked_through", "_done_above", "_forgotten", "_highest")
 
     def __init__(self):
-        self._acked_through = 0  # every tag <= this has been acked
+        self._acked_through = 0  # every tag <= this is settled
         self._highest = 0  # highest tag received
         self._done_above = set()  # processed tags > _acked_through, not yet contiguous
+        self._forgotten = set()  # settled-elsewhere tags > _acked_through
 
     def received(self, tag):
         if tag > self._highest:
@@ -125,30 +129,38 @@ class AckTracker:
         if tag > self._acked_through:
             self._done_above.add(tag)
 
+    def forget(self, tag):
+        if tag > self._acked_through:
+            self._forgotten.add(tag)
+
     def take(self):
-        """Advance over the contiguous processed prefix; returns the new watermark or 0."""
+        """Advance over the contiguous settled prefix; returns the tag to ack or 0."""
         done = self._done_above
-        if not done:
+        forgotten = self._forgotten
+        if not done and not forgotten:
             return 0
         mark = self._acked_through
-        while mark + 1 in done:
-            mark += 1
-            done.discard(mark)
-        if mark == self._acked_through:
-            return 0
+        ack = 0
+        while True:
+            nxt = mark + 1
+            if nxt in done:
+                done.discard(nxt)
+                ack = nxt
+            elif nxt in forgotten:
+                forgotten.discard(nxt)
+            else:
+                break
+            mark = nxt
         self._acked_through = mark
-        return mark
-
-    def forget(self, tag):
-        """A tag settled another way (nack, reject): treat it as processed for the prefix."""
-        self.done(tag)
+        return ack
 
     @property
     def outstanding(self):
-        """Deliveries received but not yet acked."""
+        """Deliveries received but not yet settled."""
         return self._highest - self._acked_through
 
     def reset(self):
         self._acked_through = 0
         self._highest = 0
         self._done_above.clear()
+        self._forgotten.clear()

@@ -69,6 +69,7 @@ class IdentityInUse(AMQPError):
 @dataclass(frozen=True)
 class AgentConfig:
     prefetch: int = 256  # per behaviour queue consumer: bounds each behaviour's mailbox
+    prefetch_budget: int = 4096  # shared by all consuming behaviours of the agent
     inbox_prefetch: int = 256
     max_redeliveries: int = 3  # failed handling attempts before a message is dead-lettered
     rpc_timeout: float = 5.0
@@ -127,7 +128,12 @@ class Agent:
         self._exposed = exposed_methods(type(self))
         self._pub: Any = None
         self._sub: Any = None
-        self._consumer_tags: dict[str, str] = {}  # behaviour name (or "") -> consumer tag
+        # behaviour name ("" for the inbox) -> (channel, consumer tag). Each consuming
+        # behaviour has its own channel, so its delivery tags are contiguous and one
+        # coalesced multiple-ack per tick covers what it finished.
+        self._consumers: dict[str, tuple[Any, str]] = {}
+        self._behaviour_channels: dict[str, Any] = {}
+        self._setting_up = False
         self._pending_calls: dict[str, asyncio.Future[bytes]] = {}
         self._collectors: dict[str, list[bytes]] = {}
         self._call_ids = itertools.count(1)
@@ -162,7 +168,13 @@ class Agent:
             await self._connect()
             self.state = RUNNING
             self.started_at = time.time()
-            await self.setup()
+            # Behaviours added in setup() start together afterwards, so the prefetch
+            # budget is split knowing how many there are.
+            self._setting_up = True
+            try:
+                await self.setup()
+            finally:
+                self._setting_up = False
             for behaviour in list(self.behaviours.values()):
                 await self._start_behaviour(behaviour)
         except BaseException:
@@ -203,7 +215,8 @@ class Agent:
                 "agent holds its inbox queue"
             ) from None
         await sub.queue_bind(self.identity, FANOUT_EXCHANGE, "")
-        self._consumer_tags[""] = await sub.consume(self.identity, self._on_inbox, exclusive=True)
+        tag = await sub.consume(self.identity, self._on_inbox, exclusive=True)
+        self._consumers[""] = (sub, tag)
 
     async def stop(self) -> None:
         """Drain: stop consuming, let behaviours finish their step and settle, flush
@@ -215,13 +228,12 @@ class Agent:
             return
         self.state = STOPPING
         grace = self.config.drain_timeout
-        sub = self._sub
-        for tag in list(self._consumer_tags.values()):
+        for channel, tag in list(self._consumers.values()):
             try:
-                await asyncio.wait_for(sub.cancel(tag), grace)
+                await asyncio.wait_for(channel.cancel(tag), grace)
             except (AMQPError, TimeoutError) as exc:
                 log.warning("agent %s: could not cancel consumer %s: %s", self.identity, tag, exc)
-        self._consumer_tags.clear()
+        self._consumers.clear()
         await asyncio.gather(*(b.stop(timeout=grace) for b in self.behaviours.values()))
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=grace)
@@ -253,15 +265,18 @@ class Agent:
                 f"agent {self.identity!r} already has a behaviour named {behaviour.name!r}"
             )
         self.behaviours[behaviour.name] = behaviour
-        if self.state == RUNNING:
+        if self.state == RUNNING and not self._setting_up:
             await self._start_behaviour(behaviour)
         return behaviour
 
     add_runtime_dependency = add_behaviour  # the seed's spelling
 
     async def _start_behaviour(self, behaviour: Behaviour) -> None:
-        if behaviour.binding_keys and behaviour.name not in self._consumer_tags:
-            sub = self._sub
+        if behaviour.binding_keys and behaviour.name not in self._consumers:
+            sub = self._behaviour_channels.get(behaviour.name)
+            if sub is None:
+                sub = await self.connection.channel(confirms=False)
+                self._behaviour_channels[behaviour.name] = sub
             queue = f"{self.identity}.{behaviour.name}"
             arguments: dict[str, Any] = {"x-dead-letter-exchange": DEAD_LETTER_EXCHANGE}
             if self.config.behaviour_queue_expires_ms:
@@ -273,17 +288,21 @@ class Agent:
             )
             for key in behaviour.binding_keys:
                 await sub.queue_bind(queue, TOPIC_EXCHANGE, key)
-            await sub.basic_qos(behaviour.prefetch)  # per-consumer: applies to the next consume
+            await sub.basic_qos(self._prefetch_share(behaviour))  # per-consumer qos
             behaviour.queue = queue
-            self._consumer_tags[behaviour.name] = await sub.consume(
-                queue, self._behaviour_consumer(behaviour, queue)
-            )
+            tag = await sub.consume(queue, self._behaviour_consumer(behaviour, queue, sub))
+            self._consumers[behaviour.name] = (sub, tag)
         behaviour.start()
         await behaviour.wait_set_up()
 
-    def _behaviour_consumer(self, behaviour: Behaviour, queue: str) -> Any:
-        sub = self._sub
+    def _prefetch_share(self, behaviour: Behaviour) -> int:
+        """This behaviour's part of the agent's prefetch budget (never above its own
+        prefetch, never below 16). Consumers keep the share they started with."""
+        consuming = sum(1 for b in self.behaviours.values() if b.binding_keys)
+        share = max(16, self.config.prefetch_budget // max(1, consuming))
+        return min(behaviour.prefetch, share)
 
+    def _behaviour_consumer(self, behaviour: Behaviour, queue: str, sub: Any) -> Any:
         def on_batch(batch: list[Any]) -> None:
             behaviour._deliver([Message(d, sub, queue) for d in batch])
 
@@ -723,9 +742,9 @@ class Agent:
     async def _stop_behaviour(self, behaviour: Behaviour) -> None:
         """Stop consuming its queue first, so new messages wait there (ready, not held in a
         mailbox) until it is started again."""
-        tag = self._consumer_tags.pop(behaviour.name, None)
-        if tag is not None:
-            await self._sub.cancel(tag)
+        consumer = self._consumers.pop(behaviour.name, None)
+        if consumer is not None:
+            await consumer[0].cancel(consumer[1])
         await behaviour.stop(timeout=self.config.drain_timeout)
 
     @expose

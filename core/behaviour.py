@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("munggoggo.behaviour")
 
 CREATED, RUNNING, STOPPED, FAILED, DONE = "created", "running", "stopped", "failed", "done"
+YIELD_EVERY = 32  # steps in a row before a cyclic behaviour yields to the event loop
 
 
 @dataclass(frozen=True)
@@ -240,10 +241,16 @@ class Behaviour:
                 log.exception("%s.%s: teardown failed", self.agent.identity, self.name)
 
     async def _loop(self) -> None:
+        unyielded = 0
         while not self._stop:
             if not await self._step():
                 return
-            await self._between_steps()
+            # A run() that never suspends (its mailbox is full) must not starve the other
+            # behaviours; yielding after every step would cost a loop cycle per message.
+            unyielded += 1
+            if unyielded >= YIELD_EVERY:
+                unyielded = 0
+                await asyncio.sleep(0)
 
     async def _step(self) -> bool:
         """Run one step; returns False when the loop should end."""
@@ -272,9 +279,6 @@ class Behaviour:
         if self._inflight:
             self._settle_inflight()
         return True
-
-    async def _between_steps(self) -> None:
-        await asyncio.sleep(0)  # a run() that never awaits must not starve the others
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep, but wake early when asked to stop."""

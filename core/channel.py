@@ -108,6 +108,8 @@ class Channel:
         self._closed_by_user = False
         self._tags = itertools.count(1)
         self._reopen_task: asyncio.Task[None] | None = None
+        self._acks = _speedups.AckTracker()  # coalesced acks of this generation
+        self._acks_pending = False
 
     # ------------------------------------------------------------------ state
 
@@ -130,6 +132,8 @@ class Channel:
         self.connection._amqp_open_channel(self.id)
         await fut
         self.generation += 1
+        self._acks.reset()
+        self._acks_pending = False
         if self._qos is not None:
             await self._call(
                 commands.Basic.Qos(prefetch_size=self._qos[1], prefetch_count=self._qos[0])
@@ -438,6 +442,26 @@ class Channel:
         self.connection._schedule_flush()
         return True
 
+    def ack_later(self, delivery_tag: int, generation: int) -> bool:
+        """Ack, coalesced: at the end of this loop tick one ack with multiple=true covers
+        the contiguous prefix of tags acked this way. False if the tag is void."""
+        if generation != self.generation or not self.is_open:
+            return False
+        self._acks.done(delivery_tag)
+        if not self._acks_pending:
+            self._acks_pending = True
+            self.connection._acks_due(self)
+        return True
+
+    def _emit_acks(self) -> None:
+        """Called by the connection right before it writes: one frame for the prefix."""
+        self._acks_pending = False
+        if not self.is_open:
+            return
+        tag = self._acks.take()
+        if tag:
+            self.connection._amqp().ack(self.id, tag, True)
+
     def nack(
         self,
         delivery_tag: int,
@@ -448,6 +472,8 @@ class Channel:
     ) -> bool:
         if not self._valid_tag(generation):
             return False
+        if not multiple:
+            self._acks.forget(delivery_tag)  # settled: no longer blocks the coalesced prefix
         self.connection._amqp().nack(self.id, delivery_tag, multiple, requeue)
         self.connection._schedule_flush()
         return True
@@ -457,6 +483,7 @@ class Channel:
     ) -> bool:
         if not self._valid_tag(generation):
             return False
+        self._acks.forget(delivery_tag)
         self.connection._amqp().reject(self.id, delivery_tag, requeue)
         self.connection._schedule_flush()
         return True
@@ -605,6 +632,7 @@ class Channel:
             if self.is_open and not batch[0].kind:
                 amqp = self.connection._amqp()
                 for d in batch:
+                    self._acks.forget(d.delivery_tag)
                     amqp.nack(self.id, d.delivery_tag, False, True)
                 self.connection._schedule_flush()
             return

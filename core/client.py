@@ -95,6 +95,7 @@ class Connection:
         self._close_ok: asyncio.Future[None] | None = None
         self._close_reason: BaseException | None = None
         self._flush_scheduled = False
+        self._ack_channels: list[Channel] = []  # channels with coalesced acks to emit
         self._writable = True
         self._blocked = False
         self._flow = asyncio.Event()  # set while publishing may proceed
@@ -267,8 +268,16 @@ class Connection:
             self._flush_scheduled = True
             self.loop.call_soon(self._flush)
 
+    def _acks_due(self, ch: Channel) -> None:
+        self._ack_channels.append(ch)
+        self._schedule_flush()
+
     def _flush(self) -> None:
         self._flush_scheduled = False
+        if self._ack_channels:
+            channels, self._ack_channels = self._ack_channels, []
+            for ch in channels:
+                ch._emit_acks()
         conn = self._amqp_conn
         stream = self._stream
         if conn is None or stream is None:

@@ -27,39 +27,45 @@ class TraceStore:
         self._entries: deque[tuple[Any, ...]] = deque(maxlen=size or 1)
 
     def record_in(self, msg: Message, behaviour: str) -> None:
-        self._entries.append(
-            (
-                time.time(),
-                IN,
-                msg.kind,
-                msg.sender,
-                msg.routing_key,
-                len(msg.body),
-                msg.correlation_id,
-                behaviour,
-            )
-        )
+        # Keep the (shared, small) properties object; kind/sender/correlation id are read
+        # from it only when someone asks for the traces.
+        d = msg.delivery
+        self._entries.append((time.time(), IN, d.properties, d.routing_key, len(d.body), behaviour))
 
     def record_out(
         self, kind: str, target: str, routing_key: str, size: int, correlation_id: str | None
     ) -> None:
-        self._entries.append(
-            (time.time(), OUT, kind, target, routing_key, size, correlation_id, None)
-        )
+        self._entries.append((time.time(), OUT, kind, target, routing_key, size, correlation_id))
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def last(self, limit: int = 100) -> list[dict[str, Any]]:
         entries = list(self._entries)[-limit:] if limit > 0 else []
-        keys = (
-            "time",
-            "direction",
-            "kind",
-            "peer",
-            "routing_key",
-            "size",
-            "correlation_id",
-            "behaviour",
-        )
-        return [dict(zip(keys, e, strict=True)) for e in entries]
+        return [_as_dict(e) for e in entries]
+
+
+def _as_dict(entry: tuple[Any, ...]) -> dict[str, Any]:
+    if entry[1] == IN:
+        at, _, props, routing_key, size, behaviour = entry
+        return {
+            "time": at,
+            "direction": IN,
+            "kind": props.type or "message",
+            "peer": props.app_id,
+            "routing_key": routing_key,
+            "size": size,
+            "correlation_id": props.correlation_id,
+            "behaviour": behaviour,
+        }
+    at, _, kind, target, routing_key, size, correlation_id = entry
+    return {
+        "time": at,
+        "direction": OUT,
+        "kind": kind,
+        "peer": target,
+        "routing_key": routing_key,
+        "size": size,
+        "correlation_id": correlation_id,
+        "behaviour": None,
+    }

@@ -102,7 +102,8 @@ class Message:
         if self._settled != PENDING:
             return False
         self._settled = ACKED
-        return self._channel.ack(self._delivery.delivery_tag, generation=self._generation)  # type: ignore[union-attr]
+        # Coalesced: one multiple-ack per loop tick covers every message acked this way.
+        return self._channel.ack_later(self._delivery.delivery_tag, self._generation)  # type: ignore[union-attr]
 
     def nack(self, requeue: bool = True) -> bool:
         if self._settled != PENDING:
@@ -122,7 +123,7 @@ class Message:
         self._settled = ACKED if ack else NACKED
         tag, gen = self._delivery.delivery_tag, self._generation
         if ack:
-            self._channel.ack(tag, generation=gen)  # type: ignore[union-attr]
+            self._channel.ack_later(tag, gen)  # type: ignore[union-attr]
         else:
             self._channel.nack(tag, requeue=True, generation=gen)  # type: ignore[union-attr]
 

@@ -214,6 +214,19 @@ def test_take_returns_the_contiguous_prefix(impl):
     assert acks.outstanding == 0
 
 
+def test_take_never_returns_a_forgotten_tag(impl):
+    # A multiple-ack must name a tag that is still outstanding, or RabbitMQ answers 406.
+    acks = impl.AckTracker()
+    acks.done(1)
+    acks.forget(2)
+    assert acks.take() == 1
+    assert acks.outstanding == 0 or acks.take() == 0
+    acks.forget(3)
+    assert acks.take() == 0  # nothing to ack, but the prefix moved past 3
+    acks.done(4)
+    assert acks.take() == 4
+
+
 def test_done_at_or_below_the_watermark_is_ignored(impl):
     acks = impl.AckTracker()
     acks.received(2)

@@ -44,6 +44,7 @@ _CHANNEL_FLOW = 0x00140014
 _BASIC_CANCEL = 0x003C001E
 _BASIC_GET_EMPTY = 0x003C0048
 _CONFIRM_SELECT_OK = 0x0055000B
+_GET_OK = _speedups.GET_OK
 
 CLIENT_CAPABILITIES = {
     "publisher_confirms": True,
@@ -257,7 +258,7 @@ class AMQPConnection:
         settled: dict[int, ChannelState] | None = None
         for rec in records:
             if type(rec) is not tuple:
-                if rec.kind == _speedups.GET_OK:
+                if rec.kind == _GET_OK:
                     ch = self.channels.get(rec.channel)
                     if ch is None:
                         self._fail(f"Basic.GetOk on channel {rec.channel}, which was never opened")
