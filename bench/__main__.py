@@ -1,7 +1,11 @@
-"""`python -m bench <scenario> [options] [--json]`.
+"""`python -m bench <command> [options]`.
 
-A scenario is a module in this package with `add_arguments(parser)` and
-`run(args) -> dict`; register it in SCENARIOS with a one-line help text.
+- `engine`: the raw client pipe, munggoggo vs aiormq, one result (the original bench);
+- `throughput --scenario NAME|all`: the scenarios of bench/scenarios/, one result each;
+- `report [--input FILE]`: docs/bench-results.md and docs/bench-throughput.png.
+
+A command module has `add_arguments(parser)` and either `run(args) -> dict` (one result,
+printed by `emit`) or `main(args) -> int` (it prints its own output; the exit status).
 """
 
 from __future__ import annotations
@@ -12,24 +16,33 @@ import sys
 
 from .common import emit, progress
 
-# name -> (module, help). Scenario modules import their clients inside run(), so the
-# parser builds even where a baseline client is not installed.
-SCENARIOS: dict[str, tuple[str, str]] = {
+# name -> (module, help). Modules import their clients inside run()/main(), so the parser
+# builds even where a baseline client is not installed.
+COMMANDS: dict[str, tuple[str, str]] = {
     "engine": (
         "bench.engine",
         "raw client pipe (publish with confirms + consume with acks), munggoggo vs aiormq",
     ),
+    "throughput": (
+        "bench.throughput",
+        "scenarios from the broker's ceiling to agents and RPC, plus aiormq/aio-pika baselines",
+    ),
+    "report": (
+        "bench.report",
+        "run (or read) all scenarios; write docs/bench-results.md and docs/bench-throughput.png",
+    ),
 }
+SCENARIOS = COMMANDS  # the name before `throughput` existed
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench", description="munggoggo load benchmarks against RabbitMQ"
     )
-    sub = parser.add_subparsers(dest="scenario", required=True, metavar="SCENARIO")
-    for name, (module_name, help_text) in SCENARIOS.items():
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+        p.add_argument("--json", action="store_true", help="print JSON objects on stdout")
         importlib.import_module(module_name).add_arguments(p)
         p.set_defaults(module=module_name)
     return parser
@@ -39,12 +52,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     module = importlib.import_module(args.module)
     try:
+        if hasattr(module, "main"):
+            return module.main(args)
         result = module.run(args)
     except KeyboardInterrupt:
         progress("interrupted")
         return 130
     except Exception as exc:
-        progress(f"{args.scenario} failed: {type(exc).__name__}: {exc}")
+        progress(f"{args.command} failed: {type(exc).__name__}: {exc}")
         return 1
     emit(result, args.json)
     return 0

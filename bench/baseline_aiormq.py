@@ -78,7 +78,6 @@ async def pipe(
             raise RuntimeError(f"aiormq consumed {received} messages, published {messages}")
     return {
         "msgs_per_s": rate(messages, watch.wall),
-        "seconds": round(watch.wall, 3),
-        "cpu_us_per_msg": round(watch.cpu / messages * 1e6, 2),
+        **watch.figures(messages),
         "version": version("aiormq"),
     }

@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import platform
+import resource
 import sys
 import time
 from collections.abc import Callable, Coroutine
@@ -72,17 +73,31 @@ def run_loop(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
 
 class Stopwatch:
-    """Wall and process CPU time of one timed section."""
+    """Wall and process CPU time of one timed section, and the broker's CPU time when the
+    broker runs on this machine (`broker` is None otherwise)."""
 
-    __slots__ = ("cpu", "cpu0", "wall", "wall0")
+    __slots__ = ("broker", "broker0", "cpu", "cpu0", "wall", "wall0")
 
     def start(self) -> None:
+        self.broker0 = broker_cpu_seconds()
         self.wall0 = time.perf_counter()
         self.cpu0 = time.process_time()
 
     def stop(self) -> None:
         self.wall = time.perf_counter() - self.wall0
         self.cpu = time.process_time() - self.cpu0
+        broker = broker_cpu_seconds()
+        self.broker = None if broker is None or self.broker0 is None else broker - self.broker0
+
+    def figures(self, count: int, unit: str = "msg") -> dict[str, Any]:
+        """`seconds`, client and broker CPU µs per message (or call) of `count` of them."""
+        out: dict[str, Any] = {
+            "seconds": round(self.wall, 3),
+            f"cpu_us_per_{unit}": round(self.cpu / count * 1e6, 2),
+        }
+        if self.broker is not None:
+            out[f"broker_cpu_us_per_{unit}"] = round(self.broker / count * 1e6, 1)
+        return out
 
 
 def rate(messages: int, seconds: float) -> float:
@@ -107,3 +122,79 @@ def emit(result: dict[str, Any], as_json: bool) -> None:
         else:
             shown = str(value)
         print(f"{key:<{width}}  {shown}")
+
+
+def percentiles_us(samples_ns: list[int]) -> tuple[float, float]:
+    """(p50, p99) in microseconds of latency samples in nanoseconds (nearest rank)."""
+    if not samples_ns:
+        raise ValueError("no latency samples")
+    ordered = sorted(samples_ns)
+    last = len(ordered) - 1
+
+    def rank(q: float) -> float:
+        return round(ordered[min(last, int(q * len(ordered)))] / 1000, 1)
+
+    return rank(0.50), rank(0.99)
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def rss_mb() -> float:
+    """Resident set size of this process now, in MiB (peak RSS where /proc is missing)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE / 2**20
+    except OSError:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+
+
+async def broker_version(url: str) -> str:
+    """`RabbitMQ <version>` as the broker announces itself (one short connection)."""
+    from munggoggo.client import Connection
+
+    async with Connection(url, reconnect=False) as conn:
+        props = conn.server_properties
+        product = props.get("product", "broker")
+        return f"{product} {props.get('version', '?')}"
+
+
+def check(condition: bool, message: str) -> None:
+    """A count or content check of a run: fails the scenario loudly when it does not hold."""
+    if not condition:
+        raise RuntimeError(message)
+
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+_broker_pids: list[int] | None = None
+
+
+def broker_cpu_seconds() -> float | None:
+    """CPU seconds used so far by a RabbitMQ on this machine (its beam.smp processes), or
+    None when none is visible here (a remote broker, another container, no /proc)."""
+    global _broker_pids
+    if _broker_pids is None:
+        _broker_pids = []
+        try:
+            for entry in os.listdir("/proc"):
+                if entry.isdigit():
+                    try:
+                        with open(f"/proc/{entry}/comm") as f:
+                            if f.read().strip() == "beam.smp":
+                                _broker_pids.append(int(entry))
+                    except OSError:
+                        continue
+        except OSError:
+            pass
+    total = 0
+    found = False
+    for pid in _broker_pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+        found = True
+    return total / _CLK_TCK if found else None

@@ -173,7 +173,6 @@ async def munggoggo_pipe(
         version = conn.server_properties.get("version", "?")
     return {
         "msgs_per_s": rate(messages, watch.wall),
-        "seconds": round(watch.wall, 3),
-        "cpu_us_per_msg": round(watch.cpu / messages * 1e6, 2),
+        **watch.figures(messages),
         "broker": f"RabbitMQ {version}",
     }
