@@ -2,7 +2,8 @@
 
 Without --input it runs `throughput --scenario all` (same options); with --input it reads a
 JSON-lines file written by `python -m bench throughput --json > FILE` (non-JSON lines are
-skipped; when a scenario appears more than once, its last result counts). It writes
+skipped; when a scenario appears more than once, its last result counts). `--include FILE`
+adds results of scenarios the run or input lacks (e.g. `agent_soak`). It writes
 
 - docs/bench-results.md: the machine, a table (scenario, msgs/s or calls/s, p50/p99) and the
   ratios agent/limit, agent/aiormq, rpc p50 / rpc_floor p50, rpc p50 / aio_pika_rpc p50;
@@ -37,6 +38,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--input", default=None, help="JSON lines from `throughput --json` instead of a run"
     )
     parser.add_argument(
+        "--include",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="JSON lines with more results to show (e.g. an agent_soak run); "
+        "the run's own results win for the same scenario",
+    )
+    parser.add_argument(
         "--output-dir", type=Path, default=DOCS, help=f"where to write (default {DOCS})"
     )
     add_throughput_arguments(parser)
@@ -55,6 +64,11 @@ def main(args: argparse.Namespace) -> int:
 
         results = read_results_from(run_scenarios(args, show))
         source = "a `python -m bench throughput --scenario all` run made by the report"
+    for extra in args.include:
+        for name, result in read_results(Path(extra)).items():
+            results.setdefault(name, result)
+        source += f", with results from `{extra}`"
+    results = read_results_from(list(results.values()))
     if not results:
         progress("report: no results to report")
         return 1
@@ -148,6 +162,11 @@ def notes(r: dict[str, Any]) -> str:
             parts.append(cpu)
     if "ack_mode" in r:
         parts.append(f"consumer {r['ack_mode']}")
+    if "topic_msgs_per_s" in r:
+        topic = f"through `munggoggo.topic`: {_num(r['topic_msgs_per_s'])} msgs/s"
+        if "topic_broker_cpu_us_per_msg" in r:
+            topic += f", broker {r['topic_broker_cpu_us_per_msg']} µs CPU/msg"
+        parts.append(topic)
     return "; ".join(parts)
 
 
@@ -214,6 +233,16 @@ def markdown(results: dict[str, dict[str, Any]], source: str) -> str:
             "",
         ),
         (
+            "agent / limit through munggoggo.topic (msgs/s)",
+            ratio(results, "agent", "msgs_per_s", "limit", "topic_msgs_per_s"),
+            "",
+        ),
+        (
+            "fanin / limit through munggoggo.topic (msgs/s)",
+            ratio(results, "fanin", "msgs_per_s", "limit", "topic_msgs_per_s"),
+            "",
+        ),
+        (
             "agent / aiormq (msgs/s)",
             ratio(results, "agent", "msgs_per_s", "aiormq", "msgs_per_s"),
             "",
@@ -270,7 +299,7 @@ def chart(results: dict[str, dict[str, Any]], path: Path) -> None:
     throughput = [
         (name, r["msgs_per_s"], "msgs/s")
         for name, r in results.items()
-        if "error" not in r and "msgs_per_s" in r
+        if "error" not in r and "msgs_per_s" in r and name in ALL
     ]
     if "rpc" in results and "calls_per_s" in results["rpc"]:
         throughput.append(("rpc (256 in flight)", results["rpc"]["calls_per_s"], "calls/s"))

@@ -117,6 +117,8 @@ def headline(figures: dict[str, Any]) -> str:
     parts = []
     if "msgs_per_s" in figures:
         parts.append(f"{figures['msgs_per_s']:,.0f} msgs/s")
+    if "topic_msgs_per_s" in figures:
+        parts.append(f"{figures['topic_msgs_per_s']:,.0f} msgs/s through munggoggo.topic")
     if "calls_per_s" in figures:
         parts.append(f"{figures['calls_per_s']:,.0f} calls/s")
     if "p50_us" in figures:

@@ -17,6 +17,12 @@ and the few setup methods (channel, confirm mode, queue, qos, consume) and is th
 The clock runs from the first write until the last delivery arrived and the last publish
 was confirmed. Afterwards the byte count must equal deliveries x size exactly, and the
 confirm watermark must equal the publishes sent.
+
+The pipe runs twice: through the default exchange straight to the queue (`msgs_per_s`,
+the ceiling), and through `munggoggo.topic` with the queue bound to a key of its own
+(`topic_msgs_per_s`, half as many messages): the ceiling for what agents do, since their
+pub/sub goes through that topic exchange, where the broker also pays for topic matching
+over every binding on it.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ from munggoggo.url import BrokerURL, parse_url
 
 from ..common import Stopwatch, check, rate
 
-DEFAULT_MESSAGES = 300_000
+DEFAULT_MESSAGES = 250_000
 SIZE = 100
 PREFETCH = 1000
 WINDOW = 500
@@ -50,6 +56,7 @@ BATCH = 100
 WARMUP = 2000
 
 CHANNEL = 1
+TOPIC_EXCHANGE = "munggoggo.topic"  # the agents' pub/sub exchange (wire contract)
 ACK_FRAME = 21  # 7-byte frame header, class+method, 8-byte tag, bits, frame end
 # frame type 1 (method), channel 1, payload size 13, class 60 (basic), method 80 (ack)
 ACK_PREFIX = b"\x01\x00\x01\x00\x00\x00\x0d\x00\x3c\x00\x50"
@@ -61,26 +68,48 @@ async def measure(url: str, messages: int) -> dict[str, Any]:
     broker = parse_url(url)
     if broker.tls:
         raise RuntimeError("the limit scenario speaks plain TCP only (amqp://)")
+    result = await one_pipe(broker, messages, "")
+    topic = await one_pipe(broker, max(1, messages // 2), TOPIC_EXCHANGE)
+    result["topic_msgs_per_s"] = topic["msgs_per_s"]
+    if "broker_cpu_us_per_msg" in topic:
+        result["topic_broker_cpu_us_per_msg"] = topic["broker_cpu_us_per_msg"]
+    return result
+
+
+async def one_pipe(broker: BrokerURL, messages: int, exchange: str) -> dict[str, Any]:
     pub_link = await RawLink.open(broker, "bench-limit-publisher")
     try:
         con_link = await RawLink.open(broker, "bench-limit-consumer")
         try:
-            return await pipe(pub_link, con_link, messages)
+            return await pipe(pub_link, con_link, messages, exchange)
         finally:
             await con_link.close()
     finally:
         await pub_link.close()
 
 
-async def pipe(pub_link: RawLink, con_link: RawLink, messages: int) -> dict[str, Any]:
+async def pipe(
+    pub_link: RawLink, con_link: RawLink, messages: int, exchange: str = ""
+) -> dict[str, Any]:
+    """The pipe through the default exchange (`exchange` ""), or through `exchange` (a
+    topic exchange) with the queue bound to a routing key of its own."""
     await pub_link.call(commands.Confirm.Select())
     queue = (await con_link.call(commands.Queue.Declare(queue="", exclusive=True))).queue
+    routing_key = queue
+    if exchange:
+        routing_key = f"bench.limit.{queue}"
+        await con_link.call(
+            commands.Exchange.Declare(exchange=exchange, exchange_type="topic", durable=True)
+        )
+        await con_link.call(
+            commands.Queue.Bind(queue=queue, exchange=exchange, routing_key=routing_key)
+        )
     await con_link.call(commands.Basic.Qos(prefetch_count=PREFETCH))
     await con_link.call(commands.Basic.Consume(queue=queue, consumer_tag="limit", no_ack=False))
 
     props = encode_properties(Properties(content_type="application/octet-stream", app_id="bench"))
     frames = pack_publish(
-        publish_method_frame(CHANNEL, "", queue, False),
+        publish_method_frame(CHANNEL, exchange, routing_key, False),
         CHANNEL,
         props,
         b"x" * SIZE,
