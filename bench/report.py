@@ -301,6 +301,10 @@ def chart(results: dict[str, dict[str, Any]], path: Path) -> None:
         for name, r in results.items()
         if "error" not in r and "msgs_per_s" in r and name in ALL
     ]
+    limit = results.get("limit", {})
+    if "topic_msgs_per_s" in limit:
+        at = next((i for i, t in enumerate(throughput) if t[0] == "limit"), -1) + 1
+        throughput.insert(at, ("limit via munggoggo.topic", limit["topic_msgs_per_s"], "msgs/s"))
     if "rpc" in results and "calls_per_s" in results["rpc"]:
         throughput.append(("rpc (256 in flight)", results["rpc"]["calls_per_s"], "calls/s"))
     latency = [
