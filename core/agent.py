@@ -430,16 +430,15 @@ class Agent:
         fut: asyncio.Future[bytes] = self.loop.create_future()
         self._pending_calls[call_id] = fut
         limit = timeout if timeout is not None else self.config.rpc_timeout
+        # One timer on the future itself: asyncio.wait_for would add a Task per call.
+        timer = self.loop.call_later(limit, _expire_call, fut, target, method, limit)
         try:
             self._pub.publish(body, "", target, props, mandatory=True)
             if self._tracing:
                 self.trace.record_out(envelope.KIND_RPC, target, method, len(body), call_id)
-            reply = await asyncio.wait_for(fut, limit)
-        except TimeoutError:
-            raise RpcTimeout(
-                TIMEOUT, f"no reply from agent {target!r} to {method}() within {limit:g}s"
-            ) from None
+            reply = await fut
         finally:
+            timer.cancel()
             self._pending_calls.pop(call_id, None)
         return decode_response(reply)
 
@@ -759,6 +758,13 @@ class Agent:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.identity!r} {self.state}>"
+
+
+def _expire_call(fut: asyncio.Future[bytes], target: str, method: str, limit: float) -> None:
+    if not fut.done():
+        fut.set_exception(
+            RpcTimeout(TIMEOUT, f"no reply from agent {target!r} to {method}() within {limit:g}s")
+        )
 
 
 class _Notification:
