@@ -11,6 +11,7 @@ What nobody can handle is dead-lettered to `munggoggo.dlx` with the reason in a 
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import time
@@ -24,6 +25,7 @@ from .amqp.errors import AMQPError, ResourceLocked
 from .behaviour import Behaviour
 from .channel import PublishError
 from .control import TraceStore
+from .eager import run_eagerly
 from .message import Message
 from .rpc import (
     METHOD_NOT_FOUND,
@@ -126,7 +128,9 @@ class Agent:
             "returned": 0,
         }
         self._exposed = exposed_methods(type(self))
-        self._pub: Any = None
+        self._pub: Any = None  # confirmed publishes: pub/sub, direct, broadcast, handoffs
+        self._rpc: Any = None  # RPC requests and replies: no confirms, the caller's timeout
+        # covers a lost request or reply, and mandatory still reports unknown agents
         self._sub: Any = None
         # behaviour name ("" for the inbox) -> (channel, consumer tag). Each consuming
         # behaviour has its own channel, so its delivery tags are contiguous and one
@@ -194,6 +198,8 @@ class Agent:
         self._pub = await conn.channel()
         self._pub.on_return = self._on_return
         self._pub.on_publish_failure = self._on_publish_failure
+        self._rpc = await conn.channel(confirms=False)
+        self._rpc.on_return = self._on_return
         self._sub = sub = await conn.channel(
             confirms=False, prefetch_count=self.config.inbox_prefetch
         )
@@ -433,7 +439,10 @@ class Agent:
         # One timer on the future itself: asyncio.wait_for would add a Task per call.
         timer = self.loop.call_later(limit, _expire_call, fut, target, method, limit)
         try:
-            self._pub.publish(body, "", target, props, mandatory=True)
+            try:
+                self._rpc.publish(body, "", target, props, mandatory=True)
+            except AMQPError as exc:
+                raise RpcError(UNAVAILABLE, f"cannot call {target!r}: {exc}") from None
             if self._tracing:
                 self.trace.record_out(envelope.KIND_RPC, target, method, len(body), call_id)
             reply = await fut
@@ -457,7 +466,7 @@ class Agent:
             )
         )
         try:
-            self._pub.publish(encode_request("describe", None, call_id), FANOUT_EXCHANGE, "", props)
+            self._rpc.publish(encode_request("describe", None, call_id), FANOUT_EXCHANGE, "", props)
             await asyncio.sleep(timeout)
         finally:
             self._collectors.pop(call_id, None)
@@ -559,9 +568,15 @@ class Agent:
             self._reply(msg, msg_id, error=exc)
             return
         if method.is_async:
-            task = self.loop.create_task(self._serve_async(method.func, kwargs, msg, msg_id))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            # Most async methods never suspend: run them now and reply in this very tick.
+            task = run_eagerly(
+                self.loop,
+                method.func(self, **kwargs),
+                functools.partial(self._async_served, msg, msg_id, request.method),
+            )
+            if task is not None:
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
             return
         try:
             result = method.func(self, **kwargs)
@@ -573,16 +588,15 @@ class Agent:
             return
         self._reply(msg, msg_id, result=result)
 
-    async def _serve_async(
-        self, func: Any, kwargs: dict[str, Any], msg: Message, msg_id: Any
+    def _async_served(
+        self, msg: Message, msg_id: Any, name: str, result: Any, exc: BaseException | None
     ) -> None:
-        try:
-            result = await func(self, **kwargs)
-        except Exception as exc:
-            log.warning("agent %s: %s raised %s", self.identity, func.__name__, exc, exc_info=True)
-            self._reply(msg, msg_id, error=exception_error(exc))
+        if exc is None:
+            self._reply(msg, msg_id, result=result)
             return
-        self._reply(msg, msg_id, result=result)
+        if isinstance(exc, Exception):
+            log.warning("agent %s: %s() raised %s", self.identity, name, exc, exc_info=exc)
+        self._reply(msg, msg_id, error=exception_error(exc))
 
     def _reply(
         self, msg: Message, msg_id: Any, *, result: Any = None, error: RpcError | None = None
@@ -607,7 +621,10 @@ class Agent:
                     timestamp=int(time.time()),
                 )
             )
-            self._pub.publish(body, "", reply_to, props)
+            try:
+                self._rpc.publish(body, "", reply_to, props)
+            except AMQPError as exc:  # reconnecting: the caller's timeout reports it
+                log.warning("agent %s: reply to %r lost: %s", self.identity, reply_to, exc)
             if self._tracing:
                 self.trace.record_out(msg.kind, reply_to, reply_to, len(body), msg.correlation_id)
         msg.ack()
