@@ -254,7 +254,7 @@ cdef class _PropsDecoder:
             except (IndexError, ValueError, _struct_error) as exc:
                 raise FrameError(f"truncated content header: {exc}") from None
             except RecursionError:
-                raise FrameError("field table nested too deeply") from None
+                raise FrameError("headers table nested too deeply") from None
         if flags & 0x1000:
             if pos + 1 > end:
                 raise FrameError("truncated content header: delivery mode")
@@ -328,9 +328,10 @@ def decode_properties(payload):
 @cython.freelist(64)
 cdef class _Partial:
     cdef Delivery delivery
-    cdef long long body_size  # -1 until the content header arrived
+    cdef bint header_seen
+    cdef uint64_t body_size  # unsigned: the wire allows sizes past 2**63
     cdef list chunks
-    cdef Py_ssize_t received
+    cdef uint64_t received
 
 
 cdef class FrameReader:
@@ -500,7 +501,8 @@ cdef class FrameReader:
     cdef inline void _start_content(self, int channel, Delivery d):
         cdef _Partial part = _Partial.__new__(_Partial)
         part.delivery = d
-        part.body_size = -1
+        part.header_seen = False
+        part.body_size = 0
         part.chunks = None
         part.received = 0
         self._partial[channel] = part
@@ -508,7 +510,7 @@ cdef class FrameReader:
     cdef int _header(self, bytes buf, Py_ssize_t start, Py_ssize_t end, int channel,
                      list out) except -1:
         cdef _Partial part = self._partial.get(channel)
-        if part is None or part.body_size != -1:
+        if part is None or part.header_seen:
             raise FrameError(f"channel {channel}: unexpected content header frame")
         cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(buf)
         if end - start < 14:
@@ -519,16 +521,17 @@ cdef class FrameReader:
             del self._partial[channel]
             out.append(part.delivery)
         else:
-            part.body_size = <long long>body_size
+            part.header_seen = True
+            part.body_size = body_size
         return 0
 
     cdef int _body(self, bytes buf, const uint8_t* p, Py_ssize_t start, Py_ssize_t end,
                    int channel, list out) except -1:
         cdef _Partial part = self._partial.get(channel)
-        if part is None or part.body_size == -1:
+        if part is None or not part.header_seen:
             raise FrameError(f"channel {channel}: unexpected content body frame")
         cdef Py_ssize_t length = end - start
-        cdef long long received = part.received + length
+        cdef uint64_t received = part.received + <uint64_t>length
         if received > part.body_size:
             raise FrameError(
                 f"channel {channel}: body frames carry {received} bytes, "

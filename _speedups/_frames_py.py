@@ -176,11 +176,21 @@ class Delivery:
 
 
 def _shortstr(data, pos):
+    if pos >= len(data):
+        raise FrameError("short string runs past the end of its frame")
     n = data[pos]
     end = pos + 1 + n
     if end > len(data):
         raise FrameError("short string runs past the end of its frame")
     return data[pos + 1 : end].decode("utf-8", "surrogateescape"), end
+
+
+def _bounded_shortstr(data, pos, end):
+    """A short string that must end by `end` (the end of its frame)."""
+    if pos >= end or pos + 1 + data[pos] > end:
+        raise FrameError("short string runs past the end of its frame")
+    stop = pos + 1 + data[pos]
+    return data[pos + 1 : stop].decode("utf-8", "surrogateescape"), stop
 
 
 def _longstr(data, pos):
@@ -280,12 +290,19 @@ def _decode_properties(data, pos, flags):
         props.content_type, pos = _shortstr(data, pos)
     if flags & 0x4000:
         props.content_encoding, pos = _shortstr(data, pos)
+    end = len(data)
     if flags & 0x2000:
+        if pos + 4 > end:
+            raise FrameError("truncated content header: field table")
         props.headers, pos = _table(data, pos)
     if flags & 0x1000:
+        if pos + 1 > end:
+            raise FrameError("truncated content header: delivery mode")
         props.delivery_mode = data[pos]
         pos += 1
     if flags & 0x0800:
+        if pos + 1 > end:
+            raise FrameError("truncated content header: priority")
         props.priority = data[pos]
         pos += 1
     if flags & 0x0400:
@@ -297,6 +314,8 @@ def _decode_properties(data, pos, flags):
     if flags & 0x0080:
         props.message_id, pos = _shortstr(data, pos)
     if flags & 0x0040:
+        if pos + 8 > end:
+            raise FrameError("truncated content header: timestamp")
         (props.timestamp,) = _U64.unpack_from(data, pos)
         pos += 8
     if flags & 0x0020:
@@ -315,6 +334,8 @@ def decode_properties(payload):
 
     Returns (body_size, Properties).
     """
+    if len(payload) < _CONTENT_HEAD.size:
+        raise FrameError("truncated content header: shorter than its fixed fields")
     try:
         class_id, _weight, body_size, flags = _CONTENT_HEAD.unpack_from(payload, 0)
         if class_id != _BASIC:
@@ -400,6 +421,8 @@ class FrameReader:
         return out
 
     def _method(self, data, start, end, channel, out):
+        # Every field is read within [start, end): a short string may not run into the
+        # next frame. The checks and messages match the compiled twin's one for one.
         if end - start < 4:
             raise FrameError("method frame shorter than its class and method ids")
         class_id, method_id = _CLASS_METHOD.unpack_from(data, start)
@@ -408,38 +431,45 @@ class FrameReader:
             if method_id == 60:  # deliver
                 self._expect_no_content(channel)
                 d = Delivery(channel, DELIVER)
-                d.consumer_tag, pos = _shortstr(data, pos)
+                d.consumer_tag, pos = _bounded_shortstr(data, pos, end)
+                if pos + 9 > end:
+                    raise FrameError("Basic.Deliver frame length does not match its fields")
                 (d.delivery_tag,) = _U64.unpack_from(data, pos)
                 d.redelivered = data[pos + 8] & 1 == 1
-                d.exchange, pos = _shortstr(data, pos + 9)
-                d.routing_key, pos = _shortstr(data, pos)
+                d.exchange, pos = _bounded_shortstr(data, pos + 9, end)
+                d.routing_key, pos = _bounded_shortstr(data, pos, end)
                 self._check_end(pos, end, "Basic.Deliver")
                 self._partial[channel] = [d, -1, [], 0]
                 return
             if method_id == 80 or method_id == 120:  # ack / nack from the broker (confirms)
+                if end - pos != 9:
+                    raise FrameError("Basic.Ack frame length does not match its fields")
                 (tag,) = _U64.unpack_from(data, pos)
-                bits = data[pos + 8]
-                self._check_end(pos + 9, end, "Basic.Ack")
-                out.append((R_CONFIRM, channel, tag, bits & 1 == 1, method_id == 120))
+                out.append((R_CONFIRM, channel, tag, data[pos + 8] & 1 == 1, method_id == 120))
                 return
             if method_id == 71:  # get-ok
                 self._expect_no_content(channel)
                 d = Delivery(channel, GET_OK)
+                if pos + 9 > end:
+                    raise FrameError("Basic.GetOk frame length does not match its fields")
                 (d.delivery_tag,) = _U64.unpack_from(data, pos)
                 d.redelivered = data[pos + 8] & 1 == 1
-                d.exchange, pos = _shortstr(data, pos + 9)
-                d.routing_key, pos = _shortstr(data, pos)
+                d.exchange, pos = _bounded_shortstr(data, pos + 9, end)
+                d.routing_key, pos = _bounded_shortstr(data, pos, end)
+                if pos + 4 != end:
+                    raise FrameError("Basic.GetOk frame length does not match its fields")
                 (d.message_count,) = _U32.unpack_from(data, pos)
-                self._check_end(pos + 4, end, "Basic.GetOk")
                 self._partial[channel] = [d, -1, [], 0]
                 return
             if method_id == 50:  # return
                 self._expect_no_content(channel)
                 d = Delivery(channel, RETURN)
+                if pos + 2 > end:
+                    raise FrameError("Basic.Return frame length does not match its fields")
                 (d.reply_code,) = _U16.unpack_from(data, pos)
-                d.reply_text, pos = _shortstr(data, pos + 2)
-                d.exchange, pos = _shortstr(data, pos)
-                d.routing_key, pos = _shortstr(data, pos)
+                d.reply_text, pos = _bounded_shortstr(data, pos + 2, end)
+                d.exchange, pos = _bounded_shortstr(data, pos, end)
+                d.routing_key, pos = _bounded_shortstr(data, pos, end)
                 self._check_end(pos, end, "Basic.Return")
                 self._partial[channel] = [d, -1, [], 0]
                 return
