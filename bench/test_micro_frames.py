@@ -83,3 +83,67 @@ def test_pack_publish_100_bytes(benchmark, frames: ModuleType) -> None:
 
     # method frame + content header (7 + 12 + props + 1) + body frame (7 + body + 1)
     assert len(data) == len(method_frame) + 20 + len(props) + 8 + len(BODY)
+
+
+@pytest.mark.parametrize("frames", IMPLEMENTATIONS)
+def test_frame_split_1000_confirms(benchmark, frames: ModuleType) -> None:
+    """Frame split alone: a buffer of small method frames (broker acks for confirms)."""
+    data = b"".join(
+        struct.pack(">BHI", 1, 1, 13) + b"\x00\x3c\x00\x50" + struct.pack(">QB", tag, 0) + b"\xce"
+        for tag in range(1, DELIVERIES + 1)
+    )
+    reader = frames.FrameReader(FRAME_MAX)
+
+    records = benchmark(reader.feed, data)
+
+    assert len(records) == DELIVERIES
+    assert records[-1][2] == DELIVERIES
+
+
+@pytest.mark.parametrize("frames", IMPLEMENTATIONS)
+def test_properties_round_trip(benchmark, frames: ModuleType) -> None:
+    props = frames.Properties(
+        content_type="application/json",
+        type="rpc",
+        app_id="agent-1",
+        correlation_id="agent-1.abc.17",
+        reply_to="agent-1",
+        timestamp=1_700_000_000,
+    )
+
+    def round_trip():
+        encoded = frames.encode_properties(props)
+        return frames.decode_properties(b"\x00\x3c\x00\x00" + b"\x00" * 8 + encoded)
+
+    _, decoded = benchmark(round_trip)
+    assert decoded == props
+
+
+def _reading_type():
+    import msgspec
+
+    class Reading(msgspec.Struct):
+        sensor: str
+        value: float
+        seq: int
+
+    return Reading
+
+
+READING = _reading_type()
+
+
+def test_envelope_encode_struct(benchmark) -> None:
+    from munggoggo import envelope
+
+    value = READING("t-1", 21.5, 7)
+    body, content_type = benchmark(envelope.encode_body, value)
+    assert content_type == envelope.JSON and b'"t-1"' in body
+
+
+def test_envelope_decode_struct(benchmark) -> None:
+    from munggoggo import envelope
+
+    body, content_type = envelope.encode_body(READING("t-1", 21.5, 7))
+    value = benchmark(envelope.decode_body, body, content_type, READING)
+    assert value == READING("t-1", 21.5, 7)
