@@ -880,3 +880,78 @@ def test_pack_ack_full_tag_range_reads_back(impl, nack):
 def test_heartbeat_frame_constant(impl):
     assert _speedups.HEARTBEAT_FRAME == b"\x08\x00\x00\x00\x00\x00\x00\xce"
     assert impl.FrameReader().feed(_speedups.HEARTBEAT_FRAME) == [(impl.R_HEARTBEAT, 0)]
+
+
+# --------------------------------------------------------------------------- twins agree
+
+
+def _outcome(impl, chunks):
+    """Records (as comparable tuples) or the FrameError message, for one implementation."""
+    reader = impl.FrameReader(8192)
+    out = []
+    try:
+        for chunk in chunks:
+            for record in reader.feed(chunk):
+                if isinstance(record, tuple):
+                    out.append(record)
+                    continue
+                props = record.properties
+                out.append(
+                    (
+                        record.channel,
+                        record.kind,
+                        record.consumer_tag,
+                        record.delivery_tag,
+                        record.redelivered,
+                        record.exchange,
+                        record.routing_key,
+                        record.reply_code,
+                        record.reply_text,
+                        record.message_count,
+                        record.body,
+                        tuple(getattr(props, n) for n in _frames_py.PROPERTY_NAMES),
+                    )
+                )
+    except impl.FrameError as exc:
+        return out, str(exc)
+    return out, None
+
+
+@pytest.mark.skipif(len(IMPLEMENTATIONS) < 2, reason="the compiled twin is not built")
+@settings(max_examples=300, deadline=None)
+@given(
+    seed_stream=st.lists(
+        st.sampled_from(
+            [
+                method_frame(1, commands.Basic.Ack(delivery_tag=7, multiple=True)),
+                b"\x08\x00\x00\x00\x00\x00\x00\xce",
+                method_frame(2, commands.Basic.Qos(prefetch_count=3)),
+            ]
+        )
+        | st.builds(
+            lambda body, ch: content_frames(
+                ch,
+                commands.Basic.Deliver("ctag", 1, False, "ex", "a.b"),
+                body,
+                commands.Basic.Properties(content_type="text/plain", app_id="x"),
+                frame_max=4096,
+            ),
+            st.binary(max_size=9000),
+            st.integers(1, 3),
+        ),
+        max_size=6,
+    ),
+    mutations=st.lists(st.tuples(st.integers(0, 20000), st.integers(0, 255)), max_size=4),
+    cuts=st.lists(st.integers(0, 20000), max_size=5),
+)
+def test_both_twins_agree_on_any_stream(seed_stream, mutations, cuts):
+    data = bytearray(b"".join(seed_stream))
+    for pos, value in mutations:  # corrupt a few bytes anywhere
+        if data:
+            data[pos % len(data)] = value
+    data = bytes(data)
+    points = sorted({c % (len(data) + 1) for c in cuts})
+    chunks = [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
+    py_result = _outcome(_frames_py, chunks)
+    compiled_result = _outcome(IMPLEMENTATIONS[1], chunks)
+    assert py_result == compiled_result
