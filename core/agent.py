@@ -27,6 +27,7 @@ from .channel import PublishError
 from .control import TraceStore
 from .eager import run_eagerly
 from .message import Message
+from .metrics import COLLECTOR, AgentStats
 from .rpc import (
     METHOD_NOT_FOUND,
     TIMEOUT,
@@ -45,15 +46,17 @@ from .rpc import (
     is_notification,
 )
 from .url import BrokerURL, parse_url
+from .wire import (
+    DEAD_LETTER_EXCHANGE,
+    DEAD_LETTER_QUEUE,
+    FANOUT_EXCHANGE,
+    REASON_HEADER,
+    RETRIES_HEADER,
+    TOPIC_EXCHANGE,
+)
 
 log = logging.getLogger("munggoggo.agent")
 
-TOPIC_EXCHANGE = "munggoggo.topic"
-FANOUT_EXCHANGE = "munggoggo.fanout"
-DEAD_LETTER_EXCHANGE = "munggoggo.dlx"
-DEAD_LETTER_QUEUE = "munggoggo.dead-letters"
-RETRIES_HEADER = "x-munggoggo-retries"
-REASON_HEADER = "x-munggoggo-reason"
 
 CREATED, STARTING, RUNNING, STOPPING, STOPPED = (
     "created",
@@ -79,6 +82,7 @@ class AgentConfig:
     trace_size: int = 1000  # 0 turns the trace store off
     behaviour_queue_expires_ms: int | None = 24 * 3600 * 1000  # unused queues vanish later
     queue_type: str | None = None  # e.g. "quorum" for behaviour queues
+    metrics: bool = True  # time steps, RPCs and (sampled) confirms; counters are always kept
 
 
 async def open_connection(url: BrokerURL, name: str) -> Any:
@@ -120,13 +124,7 @@ class Agent:
         self.connection: Any = None
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self.started_at: float | None = None
-        self.counters = {
-            "published": 0,
-            "sent": 0,
-            "rpc_served": 0,
-            "dead_lettered": 0,
-            "returned": 0,
-        }
+        self.stats = AgentStats()  # read by the Prometheus collector at scrape time
         self._exposed = exposed_methods(type(self))
         self._pub: Any = None  # confirmed publishes: pub/sub, direct, broadcast, handoffs
         self._rpc: Any = None  # RPC requests and replies: no confirms, the caller's timeout
@@ -172,6 +170,7 @@ class Agent:
             await self._connect()
             self.state = RUNNING
             self.started_at = time.time()
+            COLLECTOR.add(self)
             # Behaviours added in setup() start together afterwards, so the prefetch
             # budget is split knowing how many there are.
             self._setting_up = True
@@ -198,6 +197,7 @@ class Agent:
         self._pub = await conn.channel()
         self._pub.on_return = self._on_return
         self._pub.on_publish_failure = self._on_publish_failure
+        self._pub.sample_confirms = self.config.metrics
         self._rpc = await conn.channel(confirms=False)
         self._rpc.on_return = self._on_return
         self._sub = sub = await conn.channel(
@@ -260,6 +260,7 @@ class Agent:
         if self._tasks:  # settle-after-confirm tasks woken by the flush above
             await asyncio.wait(list(self._tasks), timeout=grace)
         await self.connection.close()
+        COLLECTOR.remove(self)
         self.state = STOPPED
         log.info("agent %s stopped", self.identity)
 
@@ -309,7 +310,15 @@ class Agent:
         return min(behaviour.prefetch, share)
 
     def _behaviour_consumer(self, behaviour: Behaviour, queue: str, sub: Any) -> Any:
+        consumed = self.stats.consumed
+        redelivered = self.stats.redelivered
+        key = (behaviour.name, "message")
+
         def on_batch(batch: list[Any]) -> None:
+            consumed[key] = consumed.get(key, 0) + len(batch)
+            again = sum(1 for d in batch if d.redelivered)
+            if again:
+                redelivered[behaviour.name] = redelivered.get(behaviour.name, 0) + again
             behaviour._deliver([Message(d, sub, queue) for d in batch])
 
         return on_batch
@@ -365,16 +374,7 @@ class Agent:
         content_type: str | None = None,
     ) -> None:
         """Publish to `munggoggo.topic` (pub/sub). Bytes, str or any msgspec-encodable value."""
-        data, props = self._encode(body, content_type, envelope.KIND_MESSAGE, headers)
-        ch = self._pub
-        ch.publish(data, TOPIC_EXCHANGE, routing_key, props)
-        self.counters["published"] += 1
-        if self._tracing:
-            self.trace.record_out(
-                envelope.KIND_MESSAGE, TOPIC_EXCHANGE, routing_key, len(data), None
-            )
-        if not ch.writable:
-            await ch.drain()
+        await self._emit(body, TOPIC_EXCHANGE, routing_key, headers, content_type)
 
     async def send(
         self,
@@ -385,25 +385,37 @@ class Agent:
         content_type: str | None = None,
     ) -> None:
         """Send a direct message to agent `target`'s inbox (returned and logged if unknown)."""
-        data, props = self._encode(body, content_type, envelope.KIND_MESSAGE, headers)
-        ch = self._pub
-        ch.publish(data, "", target, props, mandatory=True)
-        self.counters["sent"] += 1
-        if self._tracing:
-            self.trace.record_out(envelope.KIND_MESSAGE, target, target, len(data), None)
-        if not ch.writable:
-            await ch.drain()
+        await self._emit(body, "", target, headers, content_type)
 
     async def broadcast(
         self, body: Any, *, headers: dict[str, Any] | None = None, content_type: str | None = None
     ) -> None:
         """Send to every agent's inbox through `munggoggo.fanout`."""
+        await self._emit(body, FANOUT_EXCHANGE, "", headers, content_type)
+
+    async def _emit(
+        self,
+        body: Any,
+        exchange: str,
+        routing_key: str,
+        headers: dict[str, Any] | None,
+        content_type: str | None,
+        origin: str = "",
+    ) -> None:
+        """Publish one message (confirmed); `origin` is the publishing behaviour, if any.
+
+        Direct messages are mandatory: an unknown target comes back as a return.
+        """
         data, props = self._encode(body, content_type, envelope.KIND_MESSAGE, headers)
         ch = self._pub
-        ch.publish(data, FANOUT_EXCHANGE, "", props)
-        self.counters["sent"] += 1
+        ch.publish(data, exchange, routing_key, props, mandatory=not exchange)
+        published = self.stats.published
+        key = (origin, envelope.KIND_MESSAGE)
+        published[key] = published.get(key, 0) + 1
         if self._tracing:
-            self.trace.record_out(envelope.KIND_MESSAGE, FANOUT_EXCHANGE, "", len(data), None)
+            self.trace.record_out(
+                envelope.KIND_MESSAGE, exchange or routing_key, routing_key, len(data), None
+            )
         if not ch.writable:
             await ch.drain()
 
@@ -438,18 +450,29 @@ class Agent:
         limit = timeout if timeout is not None else self.config.rpc_timeout
         # One timer on the future itself: asyncio.wait_for would add a Task per call.
         timer = self.loop.call_later(limit, _expire_call, fut, target, method, limit)
+        started = time.perf_counter()
+        outcome = "error"
         try:
             try:
                 self._rpc.publish(body, "", target, props, mandatory=True)
             except AMQPError as exc:
+                outcome = "unavailable"
                 raise RpcError(UNAVAILABLE, f"cannot call {target!r}: {exc}") from None
             if self._tracing:
                 self.trace.record_out(envelope.KIND_RPC, target, method, len(body), call_id)
-            reply = await fut
+            try:
+                reply = await fut
+            except RpcTimeout:
+                outcome = "timeout"
+                raise
+            result = decode_response(reply)
+            outcome = "ok"
+            return result
         finally:
             timer.cancel()
             self._pending_calls.pop(call_id, None)
-        return decode_response(reply)
+            if self.config.metrics:
+                self.stats.rpc_client_hist(method, outcome).observe(time.perf_counter() - started)
 
     async def peers(self, timeout: float = 0.5) -> list[dict[str, Any]]:
         """Discover the other agents: broadcast `describe`, collect answers for `timeout` s."""
@@ -481,7 +504,7 @@ class Agent:
         return sorted(found, key=lambda i: i["identity"])
 
     def _on_return(self, delivery: Any) -> None:
-        self.counters["returned"] += 1
+        self.stats.returned += 1
         call_id = delivery.properties.correlation_id
         fut = self._pending_calls.pop(call_id, None) if call_id else None
         if fut is not None and not fut.done():
@@ -513,9 +536,12 @@ class Agent:
     def _on_inbox(self, batch: list[Any]) -> None:
         sub = self._sub
         identity = self.identity
+        consumed = self.stats.consumed
         for d in batch:
             msg = Message(d, sub, identity)
             kind = d.properties.type
+            key = ("", kind or envelope.KIND_MESSAGE)
+            consumed[key] = consumed.get(key, 0) + 1
             if kind == envelope.KIND_RPC or kind == envelope.KIND_CONTROL:
                 call_id = d.properties.correlation_id
                 if call_id is not None and call_id.startswith(self._call_prefix):
@@ -546,11 +572,11 @@ class Agent:
     # -- RPC server ----------------------------------------------------------------
 
     def _serve_rpc(self, msg: Message) -> None:
-        self.counters["rpc_served"] += 1
+        started = time.perf_counter()
         try:
             request = decode_request(msg.body)
         except RpcError as exc:
-            self._reply(msg, getattr(exc, "request_id", None), error=exc)
+            self._reply(msg, getattr(exc, "request_id", None), error=exc, started=started)
             return
         if request.id is None and is_notification(msg.body):
             msg_id: Any = _NOTIFICATION
@@ -559,20 +585,24 @@ class Agent:
         method = self._exposed.get(request.method)
         if method is None:
             self._reply(
-                msg, msg_id, error=RpcError(METHOD_NOT_FOUND, f"Method not found: {request.method}")
+                msg,
+                msg_id,
+                error=RpcError(METHOD_NOT_FOUND, f"Method not found: {request.method}"),
+                started=started,
             )
             return
+        name = method.name
         try:
             kwargs = method.bind(request.params)
         except RpcError as exc:
-            self._reply(msg, msg_id, error=exc)
+            self._reply(msg, msg_id, error=exc, method=name, started=started)
             return
         if method.is_async:
             # Most async methods never suspend: run them now and reply in this very tick.
             task = run_eagerly(
                 self.loop,
                 method.func(self, **kwargs),
-                functools.partial(self._async_served, msg, msg_id, request.method),
+                functools.partial(self._async_served, msg, msg_id, name, started),
             )
             if task is not None:
                 self._tasks.add(task)
@@ -581,26 +611,45 @@ class Agent:
         try:
             result = method.func(self, **kwargs)
         except Exception as exc:
-            log.warning(
-                "agent %s: %s() raised %s", self.identity, request.method, exc, exc_info=True
-            )
-            self._reply(msg, msg_id, error=exception_error(exc))
+            log.warning("agent %s: %s() raised %s", self.identity, name, exc, exc_info=True)
+            self._reply(msg, msg_id, error=exception_error(exc), method=name, started=started)
             return
-        self._reply(msg, msg_id, result=result)
+        self._reply(msg, msg_id, result=result, method=name, started=started)
 
     def _async_served(
-        self, msg: Message, msg_id: Any, name: str, result: Any, exc: BaseException | None
+        self,
+        msg: Message,
+        msg_id: Any,
+        name: str,
+        started: float,
+        result: Any,
+        exc: BaseException | None,
     ) -> None:
         if exc is None:
-            self._reply(msg, msg_id, result=result)
+            self._reply(msg, msg_id, result=result, method=name, started=started)
             return
         if isinstance(exc, Exception):
             log.warning("agent %s: %s() raised %s", self.identity, name, exc, exc_info=exc)
-        self._reply(msg, msg_id, error=exception_error(exc))
+        self._reply(msg, msg_id, error=exception_error(exc), method=name, started=started)
 
     def _reply(
-        self, msg: Message, msg_id: Any, *, result: Any = None, error: RpcError | None = None
+        self,
+        msg: Message,
+        msg_id: Any,
+        *,
+        result: Any = None,
+        error: RpcError | None = None,
+        method: str = "_unknown",
+        started: float = 0.0,
     ) -> None:
+        """Answer an RPC request (unless it is a notification), ack it, count it.
+
+        `method` labels the metrics: an exposed method's name, else `_unknown`, so
+        callers cannot create unbounded label values."""
+        stats = self.stats
+        stats.count(stats.rpc_served, (method, "ok" if error is None else "error"))
+        if started and self.config.metrics:
+            stats.rpc_server_hist(method).observe(time.perf_counter() - started)
         reply_to = msg.reply_to
         if msg_id is not _NOTIFICATION and reply_to:
             if error is None:
@@ -649,7 +698,7 @@ class Agent:
     def _dead_letter(
         self, msg: Message, reason: str, behaviour: str | None, retries: int = 0
     ) -> None:
-        self.counters["dead_lettered"] += 1
+        self.stats.count(self.stats.dead_lettered, behaviour or "")
         log.warning(
             "agent %s: dead-lettering message from %r (%s)", self.identity, msg.sender, reason
         )
@@ -731,12 +780,28 @@ class Agent:
                 "connected": bool(conn is not None and conn.is_open),
                 "reconnects": getattr(conn, "reconnects", 0),
                 "uptime": time.time() - self.started_at if self.started_at else 0.0,
-                "counters": dict(self.counters),
+                "counters": self._counters(),
                 "pending_calls": len(self._pending_calls),
                 "unconfirmed": self._pub.unconfirmed if self._pub is not None else 0,
             }
         )
         return info
+
+    def _counters(self) -> dict[str, int]:
+        stats = self.stats
+        return {
+            "published": sum(stats.published.values()),
+            "consumed": sum(stats.consumed.values()),
+            "rpc_served": sum(stats.rpc_served.values()),
+            "dead_lettered": sum(stats.dead_lettered.values()),
+            "returned": stats.returned,
+        }
+
+    def _settling_channels(self) -> list[tuple[str, Any]]:
+        """(behaviour name or "" for the inbox, channel) of every consuming channel."""
+        pairs = [("", self._sub)] if self._sub is not None else []
+        pairs.extend(self._behaviour_channels.items())
+        return pairs
 
     @expose
     def list_behaviours(self) -> list[dict[str, Any]]:

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .message import Message
+from .metrics import FastHistogram
+from .wire import FANOUT_EXCHANGE, TOPIC_EXCHANGE
 
 if TYPE_CHECKING:
     from .agent import Agent
@@ -68,7 +70,9 @@ class Behaviour:
         self.prefetch = prefetch or agent.config.prefetch
         self.state = CREATED
         self.failures = 0  # consecutive failed steps
+        self.failed_steps = 0  # all failed steps (a Prometheus counter)
         self.steps = 0
+        self.step_seconds = FastHistogram()
         self.last_error: str | None = None
         self.queue: str | None = None  # set by the agent when binding_keys are given
         self._mailbox: deque[Message] = deque()
@@ -124,14 +128,33 @@ class Behaviour:
             self.agent.trace.record_in(msg, self.name)
         return msg
 
-    async def publish(self, body: Any, routing_key: str, **kwargs: Any) -> None:
-        await self.agent.publish(body, routing_key, **kwargs)
+    async def publish(
+        self,
+        body: Any,
+        routing_key: str,
+        *,
+        headers: dict[str, Any] | None = None,
+        content_type: str | None = None,
+    ) -> None:
+        """Publish on `munggoggo.topic` (see Agent.publish), counted for this behaviour."""
+        await self.agent._emit(body, TOPIC_EXCHANGE, routing_key, headers, content_type, self.name)
 
-    async def send(self, target: str, body: Any, **kwargs: Any) -> None:
-        await self.agent.send(target, body, **kwargs)
+    async def send(
+        self,
+        target: str,
+        body: Any,
+        *,
+        headers: dict[str, Any] | None = None,
+        content_type: str | None = None,
+    ) -> None:
+        """Send to agent `target`'s inbox (see Agent.send)."""
+        await self.agent._emit(body, "", target, headers, content_type, self.name)
 
-    async def broadcast(self, body: Any, **kwargs: Any) -> None:
-        await self.agent.broadcast(body, **kwargs)
+    async def broadcast(
+        self, body: Any, *, headers: dict[str, Any] | None = None, content_type: str | None = None
+    ) -> None:
+        """Send to every agent's inbox (see Agent.broadcast)."""
+        await self.agent._emit(body, FANOUT_EXCHANGE, "", headers, content_type, self.name)
 
     async def call(
         self, target: str, method: str, *args: Any, timeout: float | None = None, **kwargs: Any
@@ -254,6 +277,8 @@ class Behaviour:
 
     async def _step(self) -> bool:
         """Run one step; returns False when the loop should end."""
+        timed = self.agent.config.metrics
+        started = time.perf_counter() if timed else 0.0
         try:
             self._step_running = True
             await self.run()
@@ -261,6 +286,7 @@ class Behaviour:
             raise
         except Exception as exc:
             self.failures += 1
+            self.failed_steps += 1
             self.last_error = f"{type(exc).__name__}: {exc}"
             log.exception(
                 "%s.%s: step failed (%d in a row)", self.agent.identity, self.name, self.failures
@@ -274,6 +300,8 @@ class Behaviour:
             return True
         finally:
             self._step_running = False
+            if timed:
+                self.step_seconds.observe(time.perf_counter() - started)
         self.steps += 1
         self.failures = 0
         if self._inflight:

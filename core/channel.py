@@ -19,6 +19,7 @@ import contextlib
 import heapq
 import itertools
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from pamqp import commands
 from . import _speedups
 from ._speedups import Delivery, Properties
 from .amqp.errors import AMQPError, BrokerError, ConnectionLost, LocalProtocolError
+from .metrics import CONFIRM_SAMPLE_MASK, FastHistogram
 from .topology import BindingRecord, ExchangeRecord, QueueRecord
 
 if TYPE_CHECKING:
@@ -110,6 +112,12 @@ class Channel:
         self._reopen_task: asyncio.Task[None] | None = None
         self._acks = _speedups.AckTracker()  # coalesced acks of this generation
         self._acks_pending = False
+        self.acked = 0  # messages acked / nacked or rejected (Prometheus counters)
+        self.nacked = 0
+        # Confirm latency, sampled: one publish in 32 remembers when it was sent.
+        self.sample_confirms = True
+        self.confirm_seconds = FastHistogram()
+        self._confirm_samples: deque[tuple[int, float]] = deque()
 
     # ------------------------------------------------------------------ state
 
@@ -448,6 +456,7 @@ class Channel:
         if generation != self.generation or not self.is_open:
             return False
         self._acks.done(delivery_tag)
+        self.acked += 1
         if not self._acks_pending:
             self._acks_pending = True
             self.connection._acks_due(self)
@@ -474,6 +483,7 @@ class Channel:
             return False
         if not multiple:
             self._acks.forget(delivery_tag)  # settled: no longer blocks the coalesced prefix
+        self.nacked += 1
         self.connection._amqp().nack(self.id, delivery_tag, multiple, requeue)
         self.connection._schedule_flush()
         return True
@@ -484,6 +494,7 @@ class Channel:
         if not self._valid_tag(generation):
             return False
         self._acks.forget(delivery_tag)
+        self.nacked += 1
         self.connection._amqp().reject(self.id, delivery_tag, requeue)
         self.connection._schedule_flush()
         return True
@@ -529,8 +540,11 @@ class Channel:
             seq = self._tracker.add(data)
         else:
             raise ConnectionLost(f"cannot publish on channel {self.id}: it is not open")
-        if self._tracker is not None and len(self._tracker) >= self.max_unconfirmed:
-            self._capacity.clear()
+        if self._tracker is not None:
+            if not seq & CONFIRM_SAMPLE_MASK and self.sample_confirms:
+                self._confirm_samples.append((seq, time.perf_counter()))
+            if len(self._tracker) >= self.max_unconfirmed:
+                self._capacity.clear()
         return seq
 
     @property
@@ -582,6 +596,11 @@ class Channel:
                 fut.set_result(value)
 
     def _on_confirms(self, confirmed_through: int, failed: list[tuple[int, bytes]]) -> None:
+        samples = self._confirm_samples
+        if samples and samples[0][0] <= confirmed_through:
+            now = time.perf_counter()
+            while samples and samples[0][0] <= confirmed_through:
+                self.confirm_seconds.observe(now - samples.popleft()[1])
         if failed:
             reason = PublishNacked(f"broker nacked publish on channel {self.id}")
             self._record_failures([(seq, reason) for seq, _ in failed])

@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.handler(args)
-    except (URLError, AMQPError, RpcError, ImportError, ValueError, KeyError) as exc:
+    except (URLError, AMQPError, RpcError, ImportError, ValueError, KeyError, OSError) as exc:
         print(f"munggoggo {args.command}: {exc}", file=sys.stderr)
         return 1
 
@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--identity", help="agent identity (default: generated)")
     p.add_argument("--url", dest="run_url", help="broker URL")
     p.add_argument("--log-level", default="INFO")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
     p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser(
@@ -109,6 +110,10 @@ def load_agent_class(target: str) -> type[Agent]:
 def cmd_run(args: argparse.Namespace) -> int:
     cls = load_agent_class(args.target)
     agent = cls(args.identity, url=args.run_url or args.url)
+    if args.metrics_port is not None:
+        from .metrics import serve_metrics
+
+        serve_metrics(args.metrics_port)  # a port in use fails here, before the agent starts
     run(agent, log_level=args.log_level)
     return 0
 

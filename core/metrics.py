@@ -1,0 +1,269 @@
+"""Prometheus metrics of agents, cheap enough to leave on.
+
+Nothing on the hot path touches prometheus_client: agents, behaviours and channels keep
+plain ints and `FastHistogram`s (a bucket list and a bisect, no lock, no label lookup),
+updated per batch where a batch exists, and `AgentCollector` turns them into metric
+families when Prometheus scrapes. Confirm latency is sampled (one publish in 32): timing
+every publish would cost more than the rest of the publish path.
+
+Names are prefixed `munggoggo_`; labels are agent, behaviour and kind where they apply.
+"""
+
+from __future__ import annotations
+
+import platform
+import weakref
+from bisect import bisect_left
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from . import __version__, _speedups
+
+if TYPE_CHECKING:
+    from .agent import Agent
+
+# Seconds. Wide enough for a local broker (tens of µs) and a slow handler (seconds).
+LATENCY_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
+)  # fmt: skip
+CONFIRM_SAMPLE_MASK = 31  # sample publishes whose seq & mask == 0
+
+
+class FastHistogram:
+    """Cumulative-bucket histogram without locks (one event loop thread writes it)."""
+
+    __slots__ = ("bounds", "count", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...] = LATENCY_BUCKETS) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last slot is +Inf
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+        self.count += 1
+
+    def buckets(self) -> list[tuple[str, int]]:
+        """Cumulative (le, count) pairs as Prometheus wants them."""
+        out = []
+        running = 0
+        for bound, n in zip(self.bounds, self.counts, strict=False):
+            running += n
+            out.append((repr(float(bound)), running))
+        out.append(("+Inf", running + self.counts[-1]))
+        return out
+
+
+class AgentCollector:
+    """A prometheus_client collector that reads every live agent's stats at scrape time."""
+
+    def __init__(self) -> None:
+        self._agents: weakref.WeakSet[Agent] = weakref.WeakSet()
+
+    def add(self, agent: Agent) -> None:
+        self._agents.add(agent)
+
+    def remove(self, agent: Agent) -> None:
+        self._agents.discard(agent)
+
+    def describe(self) -> list[Any]:
+        return []  # families are built at collect time; no fixed description
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+            InfoMetricFamily,
+        )
+
+        info = InfoMetricFamily("munggoggo_build", "munggoggo build information")
+        info.add_metric(
+            [],
+            {
+                "version": __version__,
+                "python": platform.python_version(),
+                "extensions": str(_speedups.USING_EXTENSIONS).lower(),
+            },
+        )
+        yield info
+
+        def counter(name: str, doc: str, labels: list[str]) -> Any:
+            return CounterMetricFamily(f"munggoggo_{name}", doc, labels=labels)
+
+        published = counter(
+            "messages_published", "Messages published", ["agent", "behaviour", "kind"]
+        )
+        consumed = counter(
+            "messages_consumed", "Messages delivered to the agent", ["agent", "behaviour", "kind"]
+        )
+        acked = counter("messages_acked", "Messages acked after handling", ["agent", "behaviour"])
+        nacked = counter("messages_nacked", "Messages nacked or requeued", ["agent", "behaviour"])
+        redelivered = counter(
+            "messages_redelivered", "Deliveries marked redelivered", ["agent", "behaviour"]
+        )
+        dead = counter(
+            "messages_dead_lettered", "Messages sent to munggoggo.dlx", ["agent", "behaviour"]
+        )
+        returned = counter(
+            "messages_returned", "Publishes the broker returned as unroutable", ["agent"]
+        )
+        failures = counter(
+            "behaviour_failures", "Behaviour steps that raised", ["agent", "behaviour"]
+        )
+        reconnects = counter("reconnects", "Connection recoveries", ["agent"])
+        rpc_served = counter("rpc_served", "RPC requests served", ["agent", "method", "outcome"])
+        mailbox = GaugeMetricFamily(
+            "munggoggo_mailbox_depth",
+            "Messages waiting in a mailbox",
+            labels=["agent", "behaviour"],
+        )
+        inflight = GaugeMetricFamily(
+            "munggoggo_inflight_deliveries",
+            "Messages received and not yet settled",
+            labels=["agent", "behaviour"],
+        )
+        connected = GaugeMetricFamily(
+            "munggoggo_connection_up", "1 when the broker connection is open", labels=["agent"]
+        )
+        unconfirmed = GaugeMetricFamily(
+            "munggoggo_unconfirmed_publishes",
+            "Publishes awaiting a broker confirm",
+            labels=["agent"],
+        )
+        confirm = HistogramMetricFamily(
+            "munggoggo_publish_confirm_seconds",
+            "Publish to broker confirm (sampled 1 in 32)",
+            labels=["agent"],
+        )
+        step = HistogramMetricFamily(
+            "munggoggo_behaviour_step_seconds",
+            "Behaviour step duration",
+            labels=["agent", "behaviour"],
+        )
+        rpc_client = HistogramMetricFamily(
+            "munggoggo_rpc_client_seconds",
+            "RPC call latency at the caller",
+            labels=["agent", "method", "outcome"],
+        )
+        rpc_server = HistogramMetricFamily(
+            "munggoggo_rpc_server_seconds",
+            "RPC method duration at the callee",
+            labels=["agent", "method"],
+        )
+
+        for agent in list(self._agents):
+            a = agent.identity
+            stats = agent.stats
+            for (behaviour, kind), n in stats.published.items():
+                published.add_metric([a, behaviour, kind], n)
+            for (behaviour, kind), n in stats.consumed.items():
+                consumed.add_metric([a, behaviour, kind], n)
+            for behaviour, n in stats.redelivered.items():
+                redelivered.add_metric([a, behaviour], n)
+            for behaviour, n in stats.dead_lettered.items():
+                dead.add_metric([a, behaviour], n)
+            returned.add_metric([a], stats.returned)
+            for (method, outcome), n in stats.rpc_served.items():
+                rpc_served.add_metric([a, method, outcome], n)
+            for behaviour, channel in agent._settling_channels():
+                acked.add_metric([a, behaviour], channel.acked)
+                nacked.add_metric([a, behaviour], channel.nacked)
+            for b in agent.behaviours.values():
+                mailbox.add_metric([a, b.name], b.mailbox_size)
+                inflight.add_metric([a, b.name], b.mailbox_size + len(b._inflight))
+                failures.add_metric([a, b.name], b.failed_steps)
+                _add_histogram(step, [a, b.name], b.step_seconds)
+            conn = agent.connection
+            reconnects.add_metric([a], getattr(conn, "reconnects", 0))
+            connected.add_metric([a], 1.0 if conn is not None and conn.is_open else 0.0)
+            pub = agent._pub
+            unconfirmed.add_metric([a], pub.unconfirmed if pub is not None else 0)
+            if pub is not None and hasattr(pub, "confirm_seconds"):
+                _add_histogram(confirm, [a], pub.confirm_seconds)
+            for (method, outcome), hist in stats.rpc_client.items():
+                _add_histogram(rpc_client, [a, method, outcome], hist)
+            for method, hist in stats.rpc_server.items():
+                _add_histogram(rpc_server, [a, method], hist)
+        yield from (
+            published, consumed, acked, nacked, redelivered, dead, returned, failures,
+            reconnects, rpc_served, mailbox, inflight, connected, unconfirmed, confirm, step,
+            rpc_client, rpc_server,
+        )  # fmt: skip
+
+
+def _add_histogram(family: Any, labels: list[str], hist: FastHistogram) -> None:
+    family.add_metric(labels, hist.buckets(), hist.sum)
+
+
+class AgentStats:
+    """Plain counters an agent updates on its paths; read by AgentCollector."""
+
+    __slots__ = (
+        "consumed",
+        "dead_lettered",
+        "published",
+        "redelivered",
+        "returned",
+        "rpc_client",
+        "rpc_served",
+        "rpc_server",
+    )
+
+    def __init__(self) -> None:
+        self.published: dict[tuple[str, str], int] = {}
+        self.consumed: dict[tuple[str, str], int] = {}
+        self.redelivered: dict[str, int] = {}
+        self.dead_lettered: dict[str, int] = {}
+        self.returned = 0
+        self.rpc_served: dict[tuple[str, str], int] = {}
+        self.rpc_client: dict[tuple[str, str], FastHistogram] = {}
+        self.rpc_server: dict[str, FastHistogram] = {}
+
+    def count(self, table: dict[Any, int], key: Any, n: int = 1) -> None:
+        table[key] = table.get(key, 0) + n
+
+    def rpc_client_hist(self, method: str, outcome: str) -> FastHistogram:
+        hist = self.rpc_client.get((method, outcome))
+        if hist is None:
+            if len(self.rpc_client) >= 1000:  # method names come from callers: stay bounded
+                method = "_other"
+                hist = self.rpc_client.get((method, outcome))
+            if hist is None:
+                hist = self.rpc_client[(method, outcome)] = FastHistogram()
+        return hist
+
+    def rpc_server_hist(self, method: str) -> FastHistogram:
+        hist = self.rpc_server.get(method)
+        if hist is None:
+            hist = self.rpc_server[method] = FastHistogram()
+        return hist
+
+
+COLLECTOR = AgentCollector()
+_registered = False
+
+
+def register() -> None:
+    """Register the agent collector with prometheus_client's default registry (once)."""
+    global _registered
+    if _registered:
+        return
+    from prometheus_client import REGISTRY
+
+    REGISTRY.register(COLLECTOR)
+    _registered = True
+
+
+def serve_metrics(port: int, addr: str = "0.0.0.0") -> None:
+    """Serve /metrics for this process; a port in use is a clear error, not silence."""
+    from prometheus_client import start_http_server
+
+    register()
+    try:
+        start_http_server(port, addr=addr)
+    except OSError as exc:
+        raise OSError(f"cannot serve metrics on {addr}:{port}: {exc.strerror or exc}") from None

@@ -1,0 +1,203 @@
+"""Agent metrics: scrape after known traffic and check the series moved by the right amounts."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import sys
+import uuid
+
+import pytest
+from broker_tools import wait_until
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from munggoggo import Agent, Behaviour, RpcError, expose
+from munggoggo.metrics import COLLECTOR, FastHistogram, serve_metrics
+
+pytestmark = pytest.mark.rabbitmq
+
+
+def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    registry = CollectorRegistry()
+    registry.register(COLLECTOR)
+    text = generate_latest(registry).decode()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def value(samples, name, **labels) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+class Sink(Behaviour):
+    def __init__(self, *args, fail_on: bytes | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.got = 0
+        self.fail_on = fail_on
+
+    async def run(self) -> None:
+        msg = await self.receive(timeout=0.1)
+        if msg is not None:
+            self.got += 1
+            if msg.body == self.fail_on:
+                raise ValueError("poison")
+
+
+class Calc(Agent):
+    @expose
+    async def mul(self, a: int, b: int) -> int:
+        return a * b
+
+
+def test_fast_histogram_buckets_are_cumulative():
+    hist = FastHistogram((0.1, 1.0))
+    for v in (0.05, 0.1, 0.5, 2.0):
+        hist.observe(v)
+    assert hist.buckets() == [("0.1", 2), ("1.0", 3), ("+Inf", 4)]
+    assert hist.count == 4 and hist.sum == pytest.approx(2.65)
+
+
+async def test_counters_histograms_and_gauges_follow_known_traffic(broker_url):
+    topic = f"metrics.{uuid.uuid4().hex[:8]}"
+    sub = Agent(f"metrics-sub-{uuid.uuid4().hex[:6]}", url=broker_url)
+    pub = Agent(f"metrics-pub-{uuid.uuid4().hex[:6]}", url=broker_url)
+    calc = Calc(f"metrics-calc-{uuid.uuid4().hex[:6]}", url=broker_url)
+    async with sub, pub, calc:
+        sink = await sub.add_behaviour(Sink(sub, binding_keys=[topic], name="sink"))
+        for i in range(25):
+            await pub.publish(str(i), topic)
+        await pub.flush(timeout=5)
+        assert await wait_until(lambda: sink.got == 25)
+        for i in range(3):
+            assert await pub.call(calc.identity, "mul", i, 2) == i * 2
+        with pytest.raises(RpcError):
+            await pub.call(calc.identity, "nope")
+        await asyncio.sleep(0.2)  # coalesced acks go out at the end of the tick
+
+        s = scrape()
+        a_sub, a_pub, a_calc = sub.identity, pub.identity, calc.identity
+        assert (
+            value(
+                s, "munggoggo_messages_published_total", agent=a_pub, behaviour="", kind="message"
+            )
+            == 25
+        )
+        assert (
+            value(
+                s,
+                "munggoggo_messages_consumed_total",
+                agent=a_sub,
+                behaviour="sink",
+                kind="message",
+            )
+            == 25
+        )
+        assert value(s, "munggoggo_messages_acked_total", agent=a_sub, behaviour="sink") == 25
+        assert value(s, "munggoggo_rpc_served_total", agent=a_calc, method="mul", outcome="ok") == 3
+        assert (
+            value(s, "munggoggo_rpc_served_total", agent=a_calc, method="_unknown", outcome="error")
+            == 1
+        )
+        assert (
+            value(s, "munggoggo_rpc_client_seconds_count", agent=a_pub, method="mul", outcome="ok")
+            == 3
+        )
+        assert (
+            value(
+                s, "munggoggo_rpc_client_seconds_count", agent=a_pub, method="nope", outcome="error"
+            )
+            == 1
+        )
+        assert value(s, "munggoggo_rpc_server_seconds_count", agent=a_calc, method="mul") == 3
+        assert (
+            value(s, "munggoggo_behaviour_step_seconds_count", agent=a_sub, behaviour="sink") >= 25
+        )
+        assert value(s, "munggoggo_connection_up", agent=a_sub) == 1
+        assert value(s, "munggoggo_mailbox_depth", agent=a_sub, behaviour="sink") == 0
+        # 25 publishes: seqs 32, 64, ... are sampled, so none yet; publish past 32.
+        for i in range(40):
+            await pub.publish(str(i), topic)
+        await pub.flush(timeout=5)
+        s = scrape()
+        assert value(s, "munggoggo_publish_confirm_seconds_count", agent=a_pub) >= 1
+        build = [k for k in s if k[0] == "munggoggo_build_info"]
+        assert build and ("version", "0.1.0") in build[0][1]
+
+
+async def test_failures_and_dead_letters_are_counted(broker_url):
+    from munggoggo import AgentConfig, RestartPolicy
+
+    topic = f"metrics.{uuid.uuid4().hex[:8]}"
+
+    class Fragile(Sink):
+        restart_policy = RestartPolicy(initial=0.01, maximum=0.02)
+
+    agent = Agent(
+        f"metrics-dl-{uuid.uuid4().hex[:6]}", url=broker_url, config=AgentConfig(max_redeliveries=1)
+    )
+    async with agent:
+        b = await agent.add_behaviour(
+            Fragile(agent, binding_keys=[topic], fail_on=b"bad", name="fragile")
+        )
+        await agent.publish(b"bad", topic)
+        assert await wait_until(lambda: agent.stats.dead_lettered.get("fragile") == 1)
+        s = scrape()
+        assert (
+            value(
+                s, "munggoggo_behaviour_failures_total", agent=agent.identity, behaviour="fragile"
+            )
+            == 2
+        )
+        assert (
+            value(
+                s,
+                "munggoggo_messages_dead_lettered_total",
+                agent=agent.identity,
+                behaviour="fragile",
+            )
+            == 1
+        )
+        assert b.got == 2
+
+
+async def test_stopped_agents_leave_the_scrape(broker_url):
+    agent = Agent(f"metrics-gone-{uuid.uuid4().hex[:6]}", url=broker_url)
+    async with agent:
+        assert value(scrape(), "munggoggo_connection_up", agent=agent.identity) == 1
+    assert ("munggoggo_connection_up", (("agent", agent.identity),)) not in scrape()
+
+
+def test_metrics_port_in_use_is_a_clear_error():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(OSError) as info:
+            serve_metrics(port, addr="127.0.0.1")
+        assert f"cannot serve metrics on 127.0.0.1:{port}" in str(info.value)
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "munggoggo",
+                "run",
+                "munggoggo.demo:CalculatorAgent",
+                "--metrics-port",
+                str(port),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    assert result.returncode == 1
+    assert (
+        f"cannot serve metrics on 0.0.0.0:{port}" in result.stderr
+        or "cannot serve metrics" in result.stderr
+    )
+    assert "Traceback" not in result.stderr
