@@ -25,6 +25,7 @@ SCENARIOS: dict[str, str] = {
 # Run only when asked for by name: too long for `all`.
 EXTRA_SCENARIOS: dict[str, str] = {
     "agent_soak": "bench.scenarios.agent_soak",
+    "agent_metrics": "bench.scenarios.agent_metrics",
 }
 
 ALL = list(SCENARIOS)

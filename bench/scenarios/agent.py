@@ -30,13 +30,15 @@ async def measure(url: str, messages: int) -> dict[str, Any]:
     return await agent_pipe(url, messages)
 
 
-async def agent_pipe(url: str, messages: int, on_progress: Any = None) -> dict[str, Any]:
+async def agent_pipe(
+    url: str, messages: int, on_progress: Any = None, config: Any = CONFIG
+) -> dict[str, Any]:
     """The agent pipe; `on_progress` (a coroutine function taking the receiver) runs next
     to the timed phase when given (the soak scenario samples RSS with it)."""
     rid = run_id()
     key = f"bench.agent.{rid}"
-    receiver = Agent(f"bench-rx-{rid}", url=url, config=CONFIG)
-    sender = Agent(f"bench-tx-{rid}", url=url, config=CONFIG)
+    receiver = Agent(f"bench-rx-{rid}", url=url, config=config)
+    sender = Agent(f"bench-tx-{rid}", url=url, config=config)
     await receiver.start()
     try:
         await sender.start()
