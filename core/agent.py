@@ -11,6 +11,7 @@ What nobody can handle is dead-lettered to `munggoggo.dlx` with the reason in a 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import itertools
 import logging
@@ -45,6 +46,8 @@ from .rpc import (
     exposed_methods,
     is_notification,
 )
+from .tracing import HEADER as TRACE_HEADER
+from .tracing import TRACEPARENT, adopt, outgoing_headers
 from .url import BrokerURL, parse_url
 from .wire import (
     DEAD_LETTER_EXCHANGE,
@@ -351,6 +354,8 @@ class Agent:
         self, body: Any, content_type: str | None, kind: str, headers: dict[str, Any] | None
     ) -> tuple[bytes, bytes]:
         data, ctype = envelope.encode_body(body, content_type)
+        if TRACEPARENT.get() is not None:
+            headers = outgoing_headers(headers)
         if headers:
             props = encode_properties(
                 Properties(
@@ -443,6 +448,7 @@ class Agent:
                 correlation_id=call_id,
                 reply_to=self.identity,
                 timestamp=int(time.time()),
+                headers=outgoing_headers(None),
             )
         )
         fut: asyncio.Future[bytes] = self.loop.create_future()
@@ -597,19 +603,24 @@ class Agent:
         except RpcError as exc:
             self._reply(msg, msg_id, error=exc, method=name, started=started)
             return
+        context = contextvars.copy_context()
+        headers = msg.delivery.properties.headers
+        if headers and TRACE_HEADER in headers:
+            context.run(adopt, headers)  # the method's publishes and calls continue the trace
         if method.is_async:
             # Most async methods never suspend: run them now and reply in this very tick.
             task = run_eagerly(
                 self.loop,
                 method.func(self, **kwargs),
                 functools.partial(self._async_served, msg, msg_id, name, started),
+                context,
             )
             if task is not None:
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
             return
         try:
-            result = method.func(self, **kwargs)
+            result = context.run(method.func, self, **kwargs)
         except Exception as exc:
             log.warning("agent %s: %s() raised %s", self.identity, name, exc, exc_info=True)
             self._reply(msg, msg_id, error=exception_error(exc), method=name, started=started)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from .message import Message
 from .metrics import FastHistogram
+from .tracing import TRACEPARENT, adopt
 from .wire import FANOUT_EXCHANGE, TOPIC_EXCHANGE
 
 if TYPE_CHECKING:
@@ -124,6 +125,10 @@ class Behaviour:
                 return None
         msg = mailbox.popleft()
         self._inflight.append(msg)
+        # The message's trace (or none) is current for what this step does next.
+        headers = msg.delivery.properties.headers
+        if headers or TRACEPARENT.get() is not None:
+            adopt(headers)
         if self.agent._tracing:
             self.agent.trace.record_in(msg, self.name)
         return msg

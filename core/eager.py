@@ -21,13 +21,18 @@ DoneCallback = Callable[[Any, BaseException | None], None]
 
 
 def run_eagerly(
-    loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], on_done: DoneCallback
+    loop: asyncio.AbstractEventLoop,
+    coro: Coroutine[Any, Any, Any],
+    on_done: DoneCallback,
+    context: contextvars.Context | None = None,
 ) -> asyncio.Task[None] | None:
     """Start `coro` now; `on_done(result, exception)` runs when it ends.
 
-    Returns None when it finished synchronously, else the Task driving the rest.
+    It runs in `context` (default: a copy of the current one). Returns None when it
+    finished synchronously, else the Task driving the rest.
     """
-    context = contextvars.copy_context()
+    if context is None:
+        context = contextvars.copy_context()
     try:
         yielded = context.run(coro.send, None)
     except StopIteration as stop:
