@@ -2,6 +2,8 @@
 
 - `engine`: the raw client pipe, munggoggo vs aiormq, one result (the original bench);
 - `throughput --scenario NAME|all`: the scenarios of bench/scenarios/, one result each;
+- `gateway [--connections 64] [--duration 10]`: HTTP JSON-RPC into an agent through
+  `munggoggo gateway` and through the Starlette + aio-pika baseline, driven by wrk;
 - `report [--input FILE]`: docs/bench-results.md and docs/bench-throughput.png.
 
 A command module has `add_arguments(parser)` and either `run(args) -> dict` (one result,
@@ -26,6 +28,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "throughput": (
         "bench.throughput",
         "scenarios from the broker's ceiling to agents and RPC, plus aiormq/aio-pika baselines",
+    ),
+    "gateway": (
+        "bench.scenarios.gateway",
+        "HTTP JSON-RPC through `munggoggo gateway` vs a Starlette + aio-pika RPC baseline (wrk)",
     ),
     "report": (
         "bench.report",
