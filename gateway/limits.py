@@ -1,0 +1,107 @@
+"""The gateway's limits, one worker at a time: calls in flight, body size, JSON nesting.
+
+Every limit answers the client at once instead of queueing or crashing:
+* calls in flight above `settings.max_in_flight`: HTTP 503 + `Retry-After: 1`, or the
+  JSON-RPC server error -32000 (the call is never sent to the mesh);
+* a body above `settings.max_body_bytes`: HTTP 413, decided from Content-Length when the
+  client declares it, else while reading (reading stops at the limit);
+* JSON nested deeper than `settings.max_json_depth`: HTTP 400 / -32600, decided by a
+  pre-scan of the brackets outside strings before the body is decoded;
+* the per-call timeout (`settings.call_timeout`) is handed to the mesh with each call and
+  the batch size (`settings.max_batch`) is checked by the JSON-RPC handler.
+"""
+
+from __future__ import annotations
+
+import re
+from itertools import accumulate
+from typing import Any
+
+OVERLOADED = -32000  # JSON-RPC: implementation-defined server error
+RETRY_AFTER = [(b"retry-after", b"1")]
+
+
+class BodyTooLarge(ValueError):
+    pass
+
+
+class ClientDisconnected(Exception):
+    """The client went away while we read its request."""
+
+
+# -- calls in flight -----------------------------------------------------------------
+
+
+def try_acquire(state: Any) -> bool:
+    """Take a call slot of this worker; False when all `max_in_flight` are taken."""
+    if state.in_flight >= state.settings.max_in_flight:
+        state.count("overloaded")
+        return False
+    state.in_flight += 1
+    return True
+
+
+def release(state: Any) -> None:
+    state.in_flight -= 1
+
+
+def overloaded_message(state: Any) -> str:
+    return (
+        f"server overloaded: {state.settings.max_in_flight} calls in flight on this "
+        "gateway worker; retry later"
+    )
+
+
+# -- request body ------------------------------------------------------------------
+
+
+async def read_body(receive: Any, limit: int, declared: bytes | None = None) -> bytes:
+    """Read an ASGI request body of at most `limit` bytes; BodyTooLarge past it (without
+    reading the rest), ClientDisconnected if the client left."""
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            size = 0  # not a number: the server's own framing decides; we count below
+        if size > limit:
+            raise BodyTooLarge(f"request body of {size} bytes exceeds the limit of {limit}")
+    message = await receive()
+    if message["type"] != "http.request":
+        raise ClientDisconnected
+    body = message.get("body", b"")
+    if not message.get("more_body", False) and len(body) <= limit:
+        return body  # the common case: one message
+    chunks = [body]
+    size = len(body)
+    while True:
+        if size > limit:
+            raise BodyTooLarge(f"request body exceeds the limit of {limit} bytes")
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ClientDisconnected
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        chunks.append(chunk)
+
+
+# -- JSON nesting ------------------------------------------------------------------
+
+# A JSON string (escapes included); what is left once strings are gone holds the brackets.
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+# Openers become +1 and closers -1 as signed bytes, so the running sum is the depth.
+_BRACKET_STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
+
+
+def json_too_deep(body: bytes, max_depth: int) -> bool:
+    """True when the JSON text nests arrays/objects deeper than `max_depth`.
+
+    Cheap: a body with at most `max_depth` opening brackets cannot be too deep (two C-level
+    counts); otherwise strings are cut out and the bracket depth summed in C.
+    """
+    if body.count(b"[") + body.count(b"{") <= max_depth:
+        return False
+    steps = _JSON_STRING.sub(b"", body).translate(_BRACKET_STEPS, _NOT_BRACKETS)
+    return max(accumulate(memoryview(steps).cast("b")), default=0) > max_depth
