@@ -1,0 +1,420 @@
+"""The gateway's OpenAPI 3.1 description (`GET /openapi.json`) and its docs page (`GET /docs`).
+
+Written by hand, next to the routes it describes: a route added in app.py gets its entry
+here (tests/test_gateway_rest.py checks that every route is listed). The docs page
+(gateway/docs/index.html) is self-contained: it reads /openapi.json and offers a form per
+operation; it loads nothing from other hosts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from munggoggo import __version__
+
+from .http import HTML, JSON, Request, Response, encode_json
+
+DOCS_PAGE = Path(__file__).resolve().parent / "docs" / "index.html"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str, example: Any = None) -> dict[str, Any]:
+    media: dict[str, Any] = {"schema": schema}
+    if example is not None:
+        media["example"] = example
+    return {"description": description, "content": {"application/json": media}}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return _json(_ref("Error"), description)
+
+
+def _path_param(name: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": description,
+        "schema": {"type": "string"},
+    }
+
+
+_IDENTITY = _path_param("identity", "the agent's identity")
+_RPC_ERRORS = {
+    "404": _error("unknown agent (-32001) or unknown method (-32601)"),
+    "422": _error("invalid params (-32602)"),
+    "502": _error("the agent answered with another error (its code and message)"),
+    "503": _error("too many calls in flight on this worker (-32000), Retry-After: 1"),
+    "504": _error("no reply within the call timeout (-32002)"),
+}
+_BODY_ERRORS = {
+    "400": _error("the body is not JSON, or nests too deep"),
+    "413": _error("the body exceeds the size limit"),
+    "415": _error("a body that is not Content-Type application/json"),
+}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {
+                    "code": {
+                        "type": "integer",
+                        "description": "the JSON-RPC error code of an RPC error, "
+                        "else the HTTP status",
+                    },
+                    "message": {"type": "string"},
+                    "data": {"description": "details from the agent, if any"},
+                },
+            }
+        },
+    },
+    "Params": {
+        "description": "an array (params by position) or an object (params by name)",
+        "oneOf": [{"type": "array"}, {"type": "object"}],
+    },
+    "JsonRpcRequest": {
+        "type": "object",
+        "required": ["jsonrpc", "method"],
+        "properties": {
+            "jsonrpc": {"const": "2.0"},
+            "method": {
+                "type": "string",
+                "description": "IDENTITY.METHOD (split at the last dot)",
+                "examples": ["calculator.mul"],
+            },
+            "params": _ref("Params"),
+            "id": {
+                "type": ["string", "number", "null"],
+                "description": "omitted for a notification (no reply)",
+            },
+        },
+    },
+    "JsonRpcError": {
+        "type": "object",
+        "required": ["code", "message"],
+        "properties": {
+            "code": {"type": "integer"},
+            "message": {"type": "string"},
+            "data": {},
+        },
+    },
+    "JsonRpcResponse": {
+        "type": "object",
+        "required": ["jsonrpc", "id"],
+        "properties": {
+            "jsonrpc": {"const": "2.0"},
+            "result": {},
+            "error": _ref("JsonRpcError"),
+            "id": {"type": ["string", "number", "null"]},
+        },
+    },
+    "Behaviour": {
+        "type": "object",
+        "description": "a behaviour as the agent describes it",
+        "properties": {
+            "name": {"type": "string"},
+            "state": {"type": "string"},
+        },
+        "additionalProperties": True,
+    },
+    "Agent": {
+        "type": "object",
+        "description": "an agent's `describe` answer",
+        "required": ["identity"],
+        "properties": {
+            "identity": {"type": "string"},
+            "state": {"type": "string"},
+            "behaviours": {"type": "array", "items": _ref("Behaviour")},
+            "methods": {"type": "array", "items": {"type": "string"}},
+            "started_at": {"type": ["number", "null"]},
+        },
+    },
+    "AgentStatus": {
+        "description": "an agent's `status` answer: `describe` plus runtime figures",
+        "allOf": [
+            _ref("Agent"),
+            {
+                "type": "object",
+                "properties": {
+                    "url": {"type": "string"},
+                    "connected": {"type": "boolean"},
+                    "reconnects": {"type": "integer"},
+                    "uptime": {"type": "number"},
+                    "counters": {
+                        "type": "object",
+                        "additionalProperties": {"type": "integer"},
+                    },
+                    "pending_calls": {"type": "integer"},
+                    "unconfirmed": {"type": "integer"},
+                },
+            },
+        ],
+    },
+    "Status": {
+        "type": "object",
+        "required": ["status"],
+        "properties": {"status": {"type": "string"}},
+    },
+    "Published": {
+        "type": "object",
+        "required": ["published", "routing_key"],
+        "properties": {"published": {"const": True}, "routing_key": {"type": "string"}},
+    },
+}
+
+
+def _behaviour_operation(action: str) -> dict[str, Any]:
+    return {
+        "post": {
+            "tags": ["agents"],
+            "operationId": f"{action}_behaviour",
+            "summary": f"{action.capitalize()} one of an agent's behaviours",
+            "parameters": [_IDENTITY, _path_param("name", "the behaviour's name")],
+            "responses": {
+                "200": _json(_ref("Behaviour"), "the behaviour after the change"),
+                **_RPC_ERRORS,
+                "404": _error("unknown agent (-32001) or behaviour (-32004)"),
+            },
+        }
+    }
+
+
+PATHS: dict[str, Any] = {
+    "/jsonrpc": {
+        "post": {
+            "tags": ["json-rpc"],
+            "operationId": "jsonrpc",
+            "summary": "JSON-RPC 2.0: call IDENTITY.METHOD (single, batch, notifications)",
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "oneOf": [
+                                _ref("JsonRpcRequest"),
+                                {"type": "array", "items": _ref("JsonRpcRequest")},
+                            ]
+                        },
+                        "example": {
+                            "jsonrpc": "2.0",
+                            "method": "calculator.mul",
+                            "params": [6, 7],
+                            "id": 1,
+                        },
+                    }
+                },
+            },
+            "responses": {
+                "200": _json(
+                    {
+                        "oneOf": [
+                            _ref("JsonRpcResponse"),
+                            {"type": "array", "items": _ref("JsonRpcResponse")},
+                        ]
+                    },
+                    "the response (errors too), or an array for a batch",
+                ),
+                "204": {"description": "only notifications: nothing to answer"},
+                "413": _json(_ref("JsonRpcResponse"), "the body exceeds the size limit"),
+                "415": _json(_ref("JsonRpcResponse"), "Content-Type is not application/json"),
+            },
+        }
+    },
+    "/agents": {
+        "get": {
+            "tags": ["agents"],
+            "operationId": "list_agents",
+            "summary": "The running agents (collected for `wait` seconds)",
+            "parameters": [
+                {
+                    "name": "wait",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "number", "minimum": 0, "maximum": 5, "default": 0.3},
+                }
+            ],
+            "responses": {
+                "200": _json({"type": "array", "items": _ref("Agent")}, "the agents"),
+                "400": _error("wait is not a number from 0 to 5"),
+            },
+        }
+    },
+    "/agents/{identity}": {
+        "get": {
+            "tags": ["agents"],
+            "operationId": "agent_status",
+            "summary": "An agent's status",
+            "parameters": [_IDENTITY],
+            "responses": {
+                "200": _json(_ref("AgentStatus"), "the agent's status"),
+                **_RPC_ERRORS,
+            },
+        }
+    },
+    "/agents/{identity}/call/{method}": {
+        "post": {
+            "tags": ["agents"],
+            "operationId": "call_method",
+            "summary": "Call an exposed method",
+            "parameters": [_IDENTITY, _path_param("method", "the exposed method")],
+            "requestBody": {
+                "required": False,
+                "description": "array: params by position; object: by name; empty: none",
+                "content": {"application/json": {"schema": _ref("Params"), "example": [6, 7]}},
+            },
+            "responses": {
+                "200": _json({}, "the method's result"),
+                **_BODY_ERRORS,
+                **_RPC_ERRORS,
+            },
+        }
+    },
+    "/agents/{identity}/behaviours/{name}/start": _behaviour_operation("start"),
+    "/agents/{identity}/behaviours/{name}/stop": _behaviour_operation("stop"),
+    "/topics/{routing_key}": {
+        "post": {
+            "tags": ["topics"],
+            "operationId": "publish",
+            "summary": "Publish the JSON body on munggoggo.topic with this routing key",
+            "parameters": [_path_param("routing_key", "the topic, e.g. sensors.t1")],
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {}, "example": {"value": 21.5}}},
+            },
+            "responses": {
+                "202": _json(_ref("Published"), "handed to the broker"),
+                **_BODY_ERRORS,
+            },
+        }
+    },
+    "/healthz": {
+        "get": {
+            "tags": ["operations"],
+            "operationId": "healthz",
+            "summary": "Liveness: the worker answers",
+            "responses": {"200": _json(_ref("Status"), "alive")},
+        }
+    },
+    "/readyz": {
+        "get": {
+            "tags": ["operations"],
+            "operationId": "readyz",
+            "summary": "Readiness: connected to the broker",
+            "responses": {
+                "200": _json(_ref("Status"), "ready"),
+                "503": _json(_ref("Status"), "not connected"),
+            },
+        }
+    },
+    "/metrics": {
+        "get": {
+            "tags": ["operations"],
+            "operationId": "metrics",
+            "summary": "Prometheus text exposition of this worker's counters",
+            "responses": {
+                "200": {
+                    "description": "metrics",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                }
+            },
+        }
+    },
+    "/openapi.json": {
+        "get": {
+            "tags": ["operations"],
+            "operationId": "openapi",
+            "summary": "This description",
+            "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1")},
+        }
+    },
+    "/docs": {
+        "get": {
+            "tags": ["operations"],
+            "operationId": "docs",
+            "summary": "Interactive docs page (served locally)",
+            "responses": {
+                "200": {
+                    "description": "HTML",
+                    "content": {"text/html": {"schema": {"type": "string"}}},
+                }
+            },
+        }
+    },
+    "/": {
+        "get": {
+            "tags": ["dashboard"],
+            "operationId": "dashboard",
+            "summary": "The dashboard page",
+            "responses": {
+                "200": {
+                    "description": "HTML",
+                    "content": {"text/html": {"schema": {"type": "string"}}},
+                }
+            },
+        }
+    },
+    "/static/{path}": {
+        "get": {
+            "tags": ["dashboard"],
+            "operationId": "dashboard_static",
+            "summary": "The dashboard's static files",
+            "parameters": [_path_param("path", "file below gateway/static/")],
+            "responses": {"200": {"description": "the file"}, "404": {"description": "none"}},
+        }
+    },
+    "/ws": {
+        "get": {
+            "tags": ["websocket"],
+            "operationId": "websocket",
+            "summary": "WebSocket: topic subscriptions, calls and publishes",
+            "description": "Upgrade to a WebSocket (see the WebSocket protocol in the docs).",
+            "responses": {"101": {"description": "switching protocols"}},
+        }
+    },
+}
+
+SPEC: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "munggoggo gateway",
+        "version": __version__,
+        "description": "REST and JSON-RPC 2.0 to the agents of a munggoggo mesh.",
+    },
+    "servers": [{"url": "/"}],
+    "tags": [
+        {"name": "json-rpc", "description": "JSON-RPC 2.0 to any agent's exposed methods"},
+        {"name": "agents", "description": "agents, their methods and behaviours"},
+        {"name": "topics", "description": "publish on munggoggo.topic"},
+        {"name": "operations", "description": "health, readiness, metrics, this description"},
+        {"name": "dashboard", "description": "the dashboard (gateway.dashboard)"},
+        {"name": "websocket", "description": "the WebSocket (gateway.ws)"},
+    ],
+    "paths": PATHS,
+    "components": {"schemas": SCHEMAS},
+}
+
+_spec_body: bytes | None = None
+_docs_body: bytes | None = None
+
+
+async def openapi_endpoint(request: Request, state: Any) -> Response:
+    global _spec_body
+    if _spec_body is None:
+        _spec_body = encode_json(SPEC)
+    return Response(200, _spec_body, JSON)
+
+
+async def docs_endpoint(request: Request, state: Any) -> Response:
+    global _docs_body
+    if _docs_body is None:
+        _docs_body = DOCS_PAGE.read_bytes()
+    return Response(200, _docs_body, HTML)
