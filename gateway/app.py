@@ -1,0 +1,293 @@
+"""The gateway's ASGI application: lifespan, routing, and the last line of error handling.
+
+`create_app()` is the factory granian serves (`munggoggo.gateway.app:create_app`). Each
+worker's lifespan builds its `GatewayState` (settings from the environment, its own `Mesh`
+client agent) and stops the mesh on shutdown. Plain ASGI with a small router of our own:
+a dict lookup for fixed paths, a segment match for the few with parameters (see
+docs/decisions.md for why not Starlette).
+
+Our handlers take `(request, state)` and return a `Response`; the WebSocket and dashboard
+endpoints follow the raw handler contract of gateway/state.py and are imported on first
+use (404 while their modules do not exist). Whatever a handler raises becomes a JSON
+answer: HTTPError its status, anything else a logged 500 with a short message; the worker
+keeps serving.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import unquote
+
+from munggoggo.amqp.errors import AMQPError
+
+from . import jsonrpc, openapi, rest
+from .http import HTTPError, Request, Response, error_response, send_response
+from .limits import ClientDisconnected
+from .mesh import Mesh
+from .state import GatewaySettings, GatewayState
+
+log = logging.getLogger("munggoggo.gateway")
+
+Handler = Callable[[Request, Any], Awaitable[Response]]
+RawEndpoint = Callable[[dict[str, Any], Any, Any, Any], Awaitable[None]]
+
+
+_INTERNAL_ERROR = error_response(500, 500, "internal error in the gateway (logged)")
+
+
+class Route:
+    """`template` segments: literal, `{name}` (one segment) or `{name...}` (the rest)."""
+
+    __slots__ = ("endpoint", "needs_state", "raw", "segments", "tail", "template")
+
+    def __init__(self, template: str, endpoint: Any, *, raw: bool, needs_state: bool) -> None:
+        self.template = template
+        self.segments = template.strip("/").split("/")
+        self.tail = self.segments[-1].endswith("...}")
+        self.endpoint = endpoint
+        self.raw = raw
+        self.needs_state = needs_state
+
+    def match(self, parts: list[str]) -> tuple[str, ...] | None:
+        segments = self.segments
+        if len(parts) != len(segments) and not (self.tail and len(parts) >= len(segments)):
+            return None
+        params = []
+        for i, segment in enumerate(segments):
+            if segment[0] != "{":
+                if parts[i] != segment:
+                    return None
+            elif self.tail and i == len(segments) - 1:
+                params.append("/".join(parts[i:]))
+            else:
+                params.append(parts[i])
+        if any(not p for p in params):
+            return None
+        return tuple(params)
+
+
+class Router:
+    """Fixed paths by dict lookup; templated ones tried in order."""
+
+    def __init__(self) -> None:
+        self.fixed: dict[str, dict[str, Route]] = {}
+        self.templated: list[tuple[str, Route]] = []
+
+    def add(
+        self,
+        method: str,
+        template: str,
+        endpoint: Any,
+        *,
+        raw: bool = False,
+        needs_state: bool = True,
+    ) -> None:
+        route = Route(template, endpoint, raw=raw, needs_state=needs_state)
+        if "{" in template:
+            self.templated.append((method, route))
+        else:
+            self.fixed.setdefault(template, {})[method] = route
+
+    def routes(self) -> list[tuple[str, str]]:
+        """(path, method) of every route, paths as OpenAPI writes them (`{name}`)."""
+        found = [(path, m) for path, by_method in self.fixed.items() for m in by_method]
+        found += [(r.template.replace("...}", "}"), m) for m, r in self.templated]
+        return found
+
+    def resolve(self, method: str, scope: dict[str, Any]) -> tuple[Route, tuple[str, ...]]:
+        """The route and its path parameters; HTTPError 404 or 405 (with Allow)."""
+        by_method = self.fixed.get(scope["path"])
+        if by_method is not None:
+            route = by_method.get(method)
+            if route is not None:
+                return route, ()
+            raise _not_allowed(by_method)
+        # Split the raw path so an escaped "/" (%2F) stays inside its segment.
+        raw_path = scope.get("raw_path")
+        path = raw_path.decode("latin-1") if raw_path else scope["path"]
+        parts = [unquote(p) for p in path.strip("/").split("/")]
+        allowed = []
+        for route_method, route in self.templated:
+            params = route.match(parts)
+            if params is None:
+                continue
+            if route_method == method:
+                return route, params
+            allowed.append(route_method)
+        if allowed:
+            raise _not_allowed(dict.fromkeys(allowed))
+        raise HTTPError(404, f"no route for {scope['path']}")
+
+
+def _not_allowed(methods: dict[str, Any]) -> HTTPError:
+    allow = ", ".join(sorted(methods))
+    return HTTPError(405, "method not allowed", headers=[(b"allow", allow.encode())])
+
+
+def build_router(app: GatewayApp) -> Router:
+    r = Router()
+    r.add("POST", "/jsonrpc", jsonrpc.jsonrpc_endpoint)
+    r.add("GET", "/agents", rest.list_agents)
+    r.add("GET", "/agents/{identity}", rest.agent_status)
+    r.add("POST", "/agents/{identity}/call/{method}", rest.call_method)
+    r.add("POST", "/agents/{identity}/behaviours/{name}/start", rest.start_behaviour)
+    r.add("POST", "/agents/{identity}/behaviours/{name}/stop", rest.stop_behaviour)
+    r.add("POST", "/topics/{routing_key...}", rest.publish_topic)
+    r.add("GET", "/healthz", rest.healthz, needs_state=False)
+    r.add("GET", "/readyz", rest.readyz, needs_state=False)
+    r.add("GET", "/metrics", rest.metrics_endpoint)
+    r.add("GET", "/openapi.json", openapi.openapi_endpoint, needs_state=False)
+    r.add("GET", "/docs", openapi.docs_endpoint, needs_state=False)
+    dashboard = app.optional("dashboard", "dashboard_endpoint")
+    r.add("GET", "/", dashboard, raw=True)
+    r.add("GET", "/static/{path...}", dashboard, raw=True)
+    return r
+
+
+class GatewayApp:
+    """The ASGI callable. `settings=None` reads them from the environment at startup."""
+
+    def __init__(self, settings: GatewaySettings | None = None) -> None:
+        self.settings = settings
+        self.state: GatewayState | None = None
+        self.router = build_router(self)
+        self._websocket = self.optional("ws", "websocket_endpoint")
+
+    def routes(self) -> list[tuple[str, str]]:
+        return self.router.routes()
+
+    def optional(self, module: str, name: str) -> RawEndpoint:
+        """An endpoint from a sibling module imported on first use; 404 while the module
+        does not exist."""
+        resolved: list[Any] = []
+
+        async def endpoint(scope: dict[str, Any], receive: Any, send: Any, state: Any) -> None:
+            if not resolved:
+                resolved.append(_import_endpoint(module, name))
+            target = resolved[0]
+            if target is None:
+                await _not_found(scope, receive, send)
+                return
+            await target(scope, receive, send, state)
+
+        return endpoint
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "websocket":
+            if scope["path"] != "/ws" or self.state is None:
+                await _not_found(scope, receive, send)
+                return
+            await _call_raw(self._websocket, scope, receive, send, self.state)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        state = self.state
+        try:
+            route, params = self.router.resolve(scope["method"], scope)
+            if route.needs_state and state is None:
+                raise HTTPError(503, "the gateway is starting or stopping")
+            if route.raw:
+                await _call_raw(route.endpoint, scope, receive, send, state)
+                return
+            if state is not None:
+                state.count("http_requests")
+            response = await route.endpoint(Request(scope, receive, params), state)
+        except HTTPError as exc:
+            response = exc.response()
+        except ClientDisconnected:
+            return
+        except Exception:
+            log.exception("%s %s failed", scope.get("method"), scope.get("path"))
+            response = _INTERNAL_ERROR
+        await send_response(send, response)
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    settings = self.settings or GatewaySettings.from_env()
+                    mesh = Mesh(settings.url)
+                    await mesh.start()
+                except Exception as exc:
+                    # A broker that does not answer is news, not a bug: no traceback.
+                    expected = isinstance(exc, AMQPError | OSError)
+                    log.error("gateway startup failed: %s", exc, exc_info=not expected)
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                self.state = GatewayState(settings=settings, mesh=mesh)
+                log.info("gateway worker connected to the mesh as %s", mesh.identity)
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                state, self.state = self.state, None
+                if state is not None:
+                    try:
+                        await state.mesh.stop()
+                    except Exception as exc:
+                        log.exception("gateway shutdown failed")
+                        await send({"type": "lifespan.shutdown.failed", "message": str(exc)})
+                        return
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+async def _call_raw(
+    endpoint: RawEndpoint, scope: dict[str, Any], receive: Any, send: Any, state: Any
+) -> None:
+    """Run an endpoint that sends for itself; a 500 if it fails before sending anything."""
+    sent = False
+
+    async def tracking_send(message: dict[str, Any]) -> None:
+        nonlocal sent
+        sent = True
+        await send(message)
+
+    try:
+        await endpoint(scope, receive, tracking_send, state)
+    except Exception:
+        log.exception("%s %s failed", scope.get("method", "WEBSOCKET"), scope.get("path"))
+        if not sent and scope["type"] == "http":
+            await send_response(send, _INTERNAL_ERROR)
+
+
+def _import_endpoint(module: str, name: str) -> RawEndpoint | None:
+    full_name = f"{__package__}.{module}"
+    try:
+        imported = importlib.import_module(full_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == full_name:
+            return None
+        raise
+    return getattr(imported, name)
+
+
+async def _not_found(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "http":
+        await send_response(send, error_response(404, 404, f"no route for {scope['path']}"))
+        return
+    # A WebSocket handshake: deny it with an HTTP 404 where the server supports that.
+    await receive()  # websocket.connect
+    if "websocket.http.response" in scope.get("extensions", {}):
+        body = b'{"error":{"code":404,"message":"no WebSocket here"}}'
+        await send(
+            {
+                "type": "websocket.http.response.start",
+                "status": 404,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "websocket.http.response.body", "body": body})
+    else:
+        await send({"type": "websocket.close", "code": 1008})
+
+
+def create_app(settings: GatewaySettings | None = None) -> GatewayApp:
+    """The gateway's ASGI app (granian: `munggoggo.gateway.app:create_app`, factory)."""
+    return GatewayApp(settings)
