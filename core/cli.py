@@ -56,6 +56,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=None, help="stop after this long")
     p.set_defaults(handler=cmd_demo)
 
+    p = sub.add_parser("gateway", help="serve the HTTP/WebSocket gateway to the mesh (granian)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=1, help="worker processes")
+    p.add_argument("--url", dest="gateway_url", help="broker URL")
+    p.add_argument("--call-timeout", type=float, help="seconds an RPC may take (default 5)")
+    p.add_argument("--max-in-flight", type=int, help="concurrent calls per worker (default 1024)")
+    p.add_argument(
+        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+    )
+    p.add_argument("--access-log", action="store_true", help="log every request")
+    p.set_defaults(handler=cmd_gateway)
+
     ctl = sub.add_parser("ctl", help="control a running mesh")
     ctl.add_argument("--timeout", type=float, default=5.0)
     csub = ctl.add_subparsers(dest="ctl_command", required=True)
@@ -152,6 +165,36 @@ def cmd_demo(args: argparse.Namespace) -> int:
         await serve(*agents, stop=stop)
 
     asyncio.run(timed())
+    return 0
+
+
+# -- gateway -----------------------------------------------------------------------
+
+
+def cmd_gateway(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from .gateway.server import serve as serve_gateway
+    from .gateway.state import GatewaySettings
+
+    settings = GatewaySettings.from_env()
+    overrides: dict[str, Any] = {}
+    if args.gateway_url or args.url:
+        overrides["url"] = args.gateway_url or args.url
+    if args.call_timeout is not None:
+        overrides["call_timeout"] = args.call_timeout
+    if args.max_in_flight is not None:
+        overrides["max_in_flight"] = args.max_in_flight
+    if overrides.get("url"):
+        parse_url(overrides["url"])  # a bad URL fails here, not in every worker
+    serve_gateway(
+        replace(settings, **overrides),
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=args.log_level,
+        access_log=args.access_log,
+    )
     return 0
 
 
