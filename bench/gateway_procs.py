@@ -189,6 +189,16 @@ def pid_cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK
 
 
+def machine_busy_seconds() -> float | None:
+    """CPU seconds all cores spent busy since boot (/proc/stat: all but idle and iowait)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return (sum(fields[:8]) - fields[3] - fields[4]) / _CLK_TCK
+
+
 def busiest(pids: list[int]) -> int:
     """The pid among `pids` that used the most CPU so far (a server's worker process)."""
     return max(pids, key=lambda pid: pid_cpu_seconds(pid) or 0.0)

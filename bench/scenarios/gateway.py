@@ -18,11 +18,14 @@ counts as an error unless it is a 2xx carrying `"result": 42` (see bench/gateway
 After the run a few direct requests with their own ids are checked field by field.
 
 One JSON object: `rps`, `p50_ms`, `p99_ms`, `errors` for munggoggo, the same four with a
-`baseline_` prefix, and `ratio` (rps / baseline_rps); then the CPU each process used during
-the measured window in percent of one core (`gateway_cpu_pct`, `agent_cpu_pct`,
-`broker_cpu_pct`, `wrk_cpu_pct`, and the baseline's), whether the issue's targets were met,
-and the machine. `--profile FILE` also records the gateway's worker with py-spy (raw
-collapsed stacks) during the measured window and adds its top self-time frames.
+`baseline_` prefix, and `ratio` (rps / baseline_rps). Then the CPU each process used during
+the measured window, in percent of one core (`gateway_cpu_pct`, `agent_cpu_pct`,
+`broker_cpu_pct`, `wrk_cpu_pct`, and the baseline's) and in CPU microseconds per request
+(`..._cpu_us_per_req`: on a small machine these shares decide the ceiling); `other_cpu_pct`
+is the rest of the machine's busy time (kernel, other processes: high means a disturbed
+run). Then whether the issue's targets were met, and the machine. `--profile FILE` also
+records the gateway's worker with py-spy (raw collapsed stacks) during the measured window
+and adds its top self-time frames.
 All traffic stays on 127.0.0.1; every process started is stopped when the run ends.
 """
 
@@ -47,6 +50,7 @@ from ..gateway_procs import (
     Processes,
     busiest,
     free_port,
+    machine_busy_seconds,
     sample_check,
     top_self_frames,
     wait_answering,
@@ -259,12 +263,18 @@ def measure_side(
     figures = summary(result)
     figures["errors"] += sample_bad
     figures["sample_errors"] = sample_bad
-    figures["server_cpu_pct"] = pct(cpu0["server"], cpu1["server"], wall)
-    if agent is not None:
-        figures["agent_cpu_pct"] = pct(cpu0["agent"], cpu1["agent"], wall)
-    figures["broker_cpu_pct"] = pct(cpu0["broker"], cpu1["broker"], wall)
-    if result.cpu_seconds is not None:
-        figures["wrk_cpu_pct"] = round(100 * result.cpu_seconds / result.seconds, 1)
+    used = {name: delta(cpu0[name], cpu1[name]) for name in cpu0}
+    used["wrk"] = result.cpu_seconds
+    # Busy CPU of the whole machine minus the processes above: other work, kernel time
+    # (loopback networking) and the bench itself. Large values mean a disturbed run.
+    machine = used.pop("machine")
+    if machine is not None:
+        used["other"] = machine - sum(v for v in used.values() if v is not None)
+    for name, seconds in used.items():
+        if seconds is None:
+            continue
+        figures[f"{name}_cpu_pct"] = round(100 * seconds / wall, 1)
+        figures[f"{name}_cpu_us_per_req"] = round(seconds / max(1, result.requests) * 1e6, 1)
     if profile:
         figures["profile_file"] = profile
         figures["profile_top_self"] = [
@@ -278,13 +288,12 @@ def snapshot(server: Process, agent: Process | None) -> dict[str, float | None]:
         "server": server.cpu_seconds(),
         "agent": agent.cpu_seconds() if agent is not None else None,
         "broker": broker_cpu_seconds(),
+        "machine": machine_busy_seconds(),
     }
 
 
-def pct(before: float | None, after: float | None, wall: float) -> float | None:
-    if before is None or after is None or wall <= 0:
-        return None
-    return round(100 * (after - before) / wall, 1)
+def delta(before: float | None, after: float | None) -> float | None:
+    return None if before is None or after is None else after - before
 
 
 def start_profile(server: Process, out: str, seconds: int) -> subprocess.Popen[bytes]:
@@ -349,15 +358,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.side == "both":
         out["ratio"] = round(out["rps"] / out["baseline_rps"], 2) if out["baseline_rps"] else None
     if args.side in ("both", "gateway"):
-        out["requests"] = mine.pop("requests")
-        out["gateway_cpu_pct"] = mine.pop("server_cpu_pct")
-        out.update(mine)
+        out.update({k.replace("server_", "gateway_", 1): v for k, v in mine.items()})
     if args.side in ("both", "baseline"):
-        out["baseline_requests"] = base.pop("requests")
-        base["baseline_server_cpu_pct"] = base.pop("server_cpu_pct")
-        out.update(
-            {k if k.startswith("baseline_") else f"baseline_{k}": v for k, v in base.items()}
-        )
+        out.update({f"baseline_{k}": v for k, v in base.items()})
     if args.calibrate:
         progress("calibrate: wrk against a trivial uvloop server")
         ceiling = measure_side("trivial", url, **{**common, "method": "mul"})
