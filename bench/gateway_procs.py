@@ -280,6 +280,9 @@ def sample_check(port: int, request: dict[str, Any], expected: Any, n: int = 5) 
 # -- py-spy ----------------------------------------------------------------------------
 
 
+NATIVE_THREAD = "(a thread without Python frames)"
+
+
 def top_self_frames(raw_path: str, top: int = 15) -> list[tuple[str, float]]:
     """The frames with the most self time in a py-spy `-f raw` (collapsed stacks) file:
     [(frame, share of all samples in percent)], largest first."""
@@ -288,11 +291,12 @@ def top_self_frames(raw_path: str, top: int = 15) -> list[tuple[str, float]]:
     with open(raw_path) as f:
         for line in f:
             stack, _, count = line.rstrip("\n").rpartition(" ")
-            if not stack or not count.isdigit():
+            if not count.isdigit():
                 continue
             n = int(count)
             total += n
-            self_samples[stack.rpartition(";")[2]] += n
+            # A thread with no Python frame: granian's Rust runtime threads, say.
+            self_samples[stack.rpartition(";")[2] or NATIVE_THREAD] += n
     if not total:
         return []
     return [(frame, round(100 * n / total, 1)) for frame, n in self_samples.most_common(top)]

@@ -71,10 +71,11 @@ def test_lua_script_embeds_body_and_escapes_the_expected_result():
 
 def test_top_self_frames(tmp_path):
     raw = tmp_path / "gw.txt"
-    raw.write_text("main;serve;parse (h.py:1) 30\nmain;serve;send (h.py:9) 10\nmain;idle 60\n")
+    raw.write_text("main;serve;parse (h.py:1) 30\nmain;serve;send (h.py:9) 10\nmain;idle 40\n 20\n")
     assert top_self_frames(str(raw)) == [
-        ("idle", 60.0),
+        ("idle", 40.0),
         ("parse (h.py:1)", 30.0),
+        ("(a thread without Python frames)", 20.0),
         ("send (h.py:9)", 10.0),
     ]
 
