@@ -1,0 +1,494 @@
+"""WebSocket `/ws`: live topic subscriptions, publishing and JSON-RPC over one socket.
+
+Plain ASGI websocket protocol, JSON text frames. Any client frame may carry an `"id"`; the
+acknowledgement or error it causes echoes it.
+
+Client -> server:
+    {"op": "subscribe", "topic": "sensors.*"}       ack {"op": "subscribed", "topic": ...}
+    {"op": "unsubscribe", "topic": "sensors.*"}     ack {"op": "unsubscribed", "topic": ...}
+    {"op": "publish", "topic": "sensors.t1", "body": <any JSON>, "headers": {...}}
+        no ack (a publish is fire-and-forget), unless it carries an "id": {"op": "published"}
+    {"jsonrpc": "2.0", "method": "IDENTITY.METHOD", "params": ..., "id": ...}
+        the JSON-RPC 2.0 response (the method is split at the last dot; a batch, i.e. a
+        list of requests, gets a list of responses; notifications get none)
+
+Server -> client:
+    {"op": "message", "topic": routing key, "sender": app_id, "body": ...}
+        body: the decoded JSON (or msgpack) value, else the text; a body that is not UTF-8
+        comes base64-encoded with "encoding": "base64". A message matching several of a
+        client's patterns is sent to it once.
+    {"op": "dropped", "count": n}   where messages were dropped (once per burst)
+    {"op": "error", "error": "a sentence for a person"}
+
+Each client has a bounded buffer (`settings.ws_buffer` messages) drained by its own sender
+task, so a slow reader never stalls the mesh or the other clients: when its buffer is full,
+the newest messages are dropped (docs/decisions.md says why). Replies are never dropped;
+a client that stops reading them stops being read (TCP backpressure on that socket only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from collections import deque
+from typing import Any
+
+import msgspec
+
+from munggoggo import envelope
+from munggoggo.message import Message
+from munggoggo.rpc import INTERNAL_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, RpcError
+
+from .state import GatewayState
+
+log = logging.getLogger("munggoggo.gateway.ws")
+
+Scope = dict[str, Any]
+Receive = Any
+Send = Any
+
+GATEWAY_BUSY = -32000  # the worker has settings.max_in_flight calls waiting already
+
+_decoder = msgspec.json.Decoder()
+_encoder = msgspec.json.Encoder()
+
+
+def origin_allowed(scope: Scope, state: GatewayState) -> bool:
+    """Whether to accept a connection from this page origin (the `origin` header).
+
+    The seam for the origin check of a later issue: every origin is accepted today.
+    Returning False refuses the handshake (the server answers 403)."""
+    return True
+
+
+async def websocket_endpoint(scope: Scope, receive: Receive, send: Send, state: GatewayState):
+    """The ASGI websocket handler for `/ws` (handler contract of gateway/state.py)."""
+    event = await receive()
+    if event["type"] != "websocket.connect":
+        return
+    if not origin_allowed(scope, state):
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    await send({"type": "websocket.accept"})
+    state.count("ws_connected")
+    client = WebSocketClient(state, send)
+    try:
+        while True:
+            event = await receive()
+            kind = event["type"]
+            if kind == "websocket.receive":
+                text = event.get("text")
+                await client.handle_frame(text if text is not None else event.get("bytes"))
+            elif kind == "websocket.disconnect":
+                break
+    finally:
+        await client.close()
+        state.count("ws_disconnected")
+
+
+class _Reply(str):
+    """A frame that answers the client (ack, error, RPC response): never dropped."""
+
+
+class _Gap:
+    """Where messages were dropped: sent as {"op": "dropped", "count": n} in their place."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+class WebSocketClient:
+    """One connected socket: its subscriptions, its outgoing buffer and its sender task."""
+
+    def __init__(self, state: GatewayState, send: Send) -> None:
+        self.state = state
+        self.settings = state.settings
+        self._send = send
+        # Outgoing frames in order: message frames (str), replies (_Reply) and gaps (_Gap).
+        self._out: deque[str | _Gap] = deque()
+        self._limit = max(1, self.settings.ws_buffer)
+        self._buffered = 0  # message frames in _out, including the one being written
+        self._replies = 0  # replies in _out
+        self._gap: _Gap | None = None  # the open burst of drops, if any
+        self._last: Message | None = None
+        self._wake = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._subscriptions: dict[str, int] = {}  # pattern -> Mesh token
+        self._calls: set[asyncio.Task[None]] = set()
+        self.closed = False
+        self.dropped = 0
+        self.sent = 0
+        self._sender = asyncio.get_running_loop().create_task(self._pump())
+
+    # -- client frames ---------------------------------------------------------
+
+    async def handle_frame(self, data: str | bytes | None) -> None:
+        if not self._room.is_set():
+            await self._room.wait()
+        if data is None:
+            return self._error("an empty frame: send a JSON object such as " + _EXAMPLE)
+        if len(data) > self.settings.max_body_bytes:
+            return self._error(
+                f"a frame of {len(data)} bytes is larger than the limit of "
+                f"{self.settings.max_body_bytes} bytes"
+            )
+        try:
+            value = _decoder.decode(data)
+        except msgspec.DecodeError as exc:
+            return self._error(f"that frame is not valid JSON ({exc}); send e.g. {_EXAMPLE}")
+        if _too_deep(value, self.settings.max_json_depth):
+            return self._error(f"JSON nested deeper than {self.settings.max_json_depth} levels")
+        if isinstance(value, list):
+            return self._start_call(value)
+        if not isinstance(value, dict):
+            return self._error("send a JSON object such as " + _EXAMPLE)
+        if "jsonrpc" in value:
+            return self._start_call(value)
+        op = value.get("op")
+        handler = _OPS.get(op) if isinstance(op, str) else None
+        if handler is None:
+            ops = ", ".join(sorted(_OPS))
+            if op is None:
+                return self._error(f'a frame needs an "op" ({ops}) or must be JSON-RPC 2.0')
+            return self._error(f"unknown op {op!r}: use one of {ops}", value)
+        await handler(self, value)
+
+    async def _subscribe(self, request: dict[str, Any]) -> None:
+        topic = request.get("topic")
+        problem = pattern_problem(topic)
+        if problem:
+            return self._error(problem, request)
+        assert isinstance(topic, str)
+        if topic not in self._subscriptions:
+            limit = self.settings.ws_max_subscriptions
+            if len(self._subscriptions) >= limit:
+                return self._error(
+                    f"too many subscriptions: at most {limit} patterns per connection; "
+                    "unsubscribe from one first (or use a wider pattern with * or #)",
+                    request,
+                )
+            try:
+                token = await self.state.mesh.subscribe(topic, self._deliver)
+            except Exception as exc:
+                log.warning("subscribe %r failed: %s", topic, exc)
+                return self._error(f"cannot subscribe to {topic!r} now: {exc}", request)
+            if self.closed:  # the socket went away while the broker was binding
+                await self.state.mesh.unsubscribe(token)
+                return None
+            self._subscriptions[topic] = token
+        self._reply({"op": "subscribed", "topic": topic}, request)
+
+    async def _unsubscribe(self, request: dict[str, Any]) -> None:
+        topic = request.get("topic")
+        if not isinstance(topic, str):
+            return self._error('unsubscribe needs the "topic" pattern you subscribed to', request)
+        token = self._subscriptions.pop(topic, None)
+        if token is None:
+            subscribed = ", ".join(repr(t) for t in self._subscriptions) or "nothing"
+            return self._error(
+                f"not subscribed to {topic!r} (subscribed to: {subscribed})", request
+            )
+        await self.state.mesh.unsubscribe(token)
+        self._reply({"op": "unsubscribed", "topic": topic}, request)
+
+    async def _publish(self, request: dict[str, Any]) -> None:
+        topic = request.get("topic")
+        problem = topic_problem(topic)
+        if problem:
+            return self._error(problem, request)
+        if "body" not in request:
+            return self._error('publish needs a "body" (any JSON value)', request)
+        headers = request.get("headers")
+        if headers is not None and not isinstance(headers, dict):
+            return self._error('"headers" must be a JSON object', request)
+        assert isinstance(topic, str)
+        try:
+            await self.state.mesh.publish(topic, request["body"], headers=headers)
+        except Exception as exc:
+            log.warning("publish to %r failed: %s", topic, exc)
+            return self._error(f"cannot publish to {topic!r} now: {exc}", request)
+        self.state.count("ws_published")
+        if "id" in request:
+            self._reply({"op": "published", "topic": topic}, request)
+
+    # -- JSON-RPC ----------------------------------------------------------------
+
+    def _start_call(self, request: dict[str, Any] | list[Any]) -> None:
+        # A task per call, so a slow agent does not hold up this client's other frames.
+        task = asyncio.get_running_loop().create_task(self._answer(request))
+        self._calls.add(task)
+        task.add_done_callback(self._calls.discard)
+
+    async def _answer(self, request: dict[str, Any] | list[Any]) -> None:
+        if isinstance(request, dict):
+            response: Any = await self._call(request)
+        elif not request:
+            response = _rpc_error(INVALID_REQUEST, "Invalid Request: an empty batch", None)
+        elif len(request) > self.settings.max_batch:
+            response = _rpc_error(
+                INVALID_REQUEST,
+                f"Invalid Request: a batch of {len(request)} is more than the limit of "
+                f"{self.settings.max_batch}",
+                None,
+            )
+        else:
+            answers = await asyncio.gather(*(self._call(r) for r in request))
+            response = [a for a in answers if a is not None] or None
+        if response is not None and not self.closed:
+            self._put_reply(_encoder.encode(response).decode())
+
+    async def _call(self, request: Any) -> dict[str, Any] | None:
+        """One JSON-RPC request -> its response object (None for a notification)."""
+        if not isinstance(request, dict):
+            return _rpc_error(INVALID_REQUEST, "Invalid Request: not a JSON object", None)
+        call_id = request.get("id")
+        notification = "id" not in request
+        if call_id is not None and (
+            isinstance(call_id, bool) or not isinstance(call_id, int | str)
+        ):
+            return _rpc_error(
+                INVALID_REQUEST, "Invalid Request: id must be a string or number", None
+            )
+        method = request.get("method")
+        params = request.get("params")
+        if request.get("jsonrpc") != "2.0":
+            return _rpc_error(INVALID_REQUEST, 'Invalid Request: jsonrpc must be "2.0"', call_id)
+        if not isinstance(method, str):
+            return _rpc_error(INVALID_REQUEST, "Invalid Request: method must be a string", call_id)
+        if params is not None and not isinstance(params, list | dict):
+            return _rpc_error(
+                INVALID_REQUEST, "Invalid Request: params must be an array or object", call_id
+            )
+        identity, dot, name = method.rpartition(".")
+        if not dot or not identity or not name:
+            return _rpc_error(
+                METHOD_NOT_FOUND,
+                f"method {method!r} names no agent: use IDENTITY.METHOD, e.g. calculator.mul",
+                call_id,
+            )
+        state = self.state
+        if state.in_flight >= self.settings.max_in_flight:
+            return _rpc_error(
+                GATEWAY_BUSY,
+                f"gateway busy: {state.in_flight} calls are waiting for agents; retry later",
+                call_id,
+            )
+        state.in_flight += 1
+        state.count("ws_calls")
+        try:
+            result = await state.mesh.call(identity, name, params, self.settings.call_timeout)
+        except RpcError as exc:
+            return (
+                None if notification else {"jsonrpc": "2.0", "error": exc.to_error(), "id": call_id}
+            )
+        except Exception as exc:
+            log.exception("JSON-RPC call %s over the websocket failed", method)
+            return (
+                None
+                if notification
+                else _rpc_error(INTERNAL_ERROR, f"internal error: {exc}", call_id)
+            )
+        finally:
+            state.in_flight -= 1
+        return None if notification else {"jsonrpc": "2.0", "result": result, "id": call_id}
+
+    # -- outgoing ------------------------------------------------------------------
+
+    def _deliver(self, msg: Message) -> None:
+        """Mesh subscriber callback: buffer a message frame or drop it. Never blocks."""
+        if msg is self._last or self.closed:
+            return  # the same message again through another of this client's patterns
+        self._last = msg
+        if self._buffered >= self._limit:
+            self.dropped += 1
+            self.state.count("ws_dropped")
+            gap = self._gap
+            if gap is None:
+                gap = self._gap = _Gap()
+                self._out.append(gap)
+            gap.count += 1
+            return
+        self._gap = None
+        self._out.append(message_frame(msg))
+        self._buffered += 1
+        self._wake.set()
+
+    def _reply(self, obj: dict[str, Any], request: dict[str, Any] | None = None) -> None:
+        if request is not None and "id" in request:
+            obj["id"] = request["id"]
+        self._put_reply(_encoder.encode(obj).decode())
+
+    def _error(self, text: str, request: dict[str, Any] | None = None) -> None:
+        self.state.count("ws_errors")
+        self._reply({"op": "error", "error": text}, request)
+
+    def _put_reply(self, text: str) -> None:
+        self._out.append(_Reply(text))
+        self._replies += 1
+        if self._replies >= self._limit:
+            self._room.clear()  # stop reading this client until it reads its replies
+        self._wake.set()
+
+    async def _pump(self) -> None:
+        """Write the buffered frames in order. A frame stays counted in the buffer until
+        it is written, so at most `ws_buffer` messages wait per client."""
+        out = self._out
+        send = self._send
+        state = self.state
+        try:
+            while True:
+                if not out:
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                entry = out[0]
+                if entry.__class__ is str:
+                    await send({"type": "websocket.send", "text": entry})
+                    out.popleft()
+                    self._buffered -= 1
+                    self.sent += 1
+                    state.count("ws_messages_out")
+                elif entry.__class__ is _Gap:
+                    assert isinstance(entry, _Gap)
+                    if self._gap is entry:
+                        self._gap = None  # the burst is over: later drops start a new gap
+                    notice = _encoder.encode({"op": "dropped", "count": entry.count}).decode()
+                    await send({"type": "websocket.send", "text": notice})
+                    out.popleft()
+                else:
+                    await send({"type": "websocket.send", "text": str(entry)})
+                    out.popleft()
+                    self._replies -= 1
+                    if self._replies < self._limit:
+                        self._room.set()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the connection is gone; the receive loop will hear of it
+            log.debug("websocket send failed: %s", exc)
+            self.closed = True
+            self._room.set()
+
+    # -- end -------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Unsubscribe everything, stop the sender and the calls still waiting."""
+        self.closed = True
+        tasks = [self._sender, *self._calls]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        subscriptions, self._subscriptions = self._subscriptions, {}
+        for topic, token in subscriptions.items():
+            try:
+                await self.state.mesh.unsubscribe(token)
+            except Exception as exc:
+                log.warning("unsubscribe %r after disconnect failed: %s", topic, exc)
+        self._out.clear()
+        self._last = None
+
+
+_OPS = {
+    "subscribe": WebSocketClient._subscribe,
+    "unsubscribe": WebSocketClient._unsubscribe,
+    "publish": WebSocketClient._publish,
+}
+
+_EXAMPLE = '{"op": "subscribe", "topic": "sensors.*"}'
+
+
+# -- message frames -------------------------------------------------------------------
+
+# The last message encoded: the mesh hands the same Message to every subscribed client in
+# turn, so 50 clients cost one encoding, not 50.
+_cached_message: Message | None = None
+_cached_frame = ""
+
+
+def message_frame(msg: Message) -> str:
+    global _cached_message, _cached_frame
+    if msg is _cached_message:
+        return _cached_frame
+    frame: dict[str, Any] = {"op": "message", "topic": msg.routing_key, "sender": msg.sender}
+    body, encoding = _body_value(msg)
+    frame["body"] = body
+    if encoding:
+        frame["encoding"] = encoding
+    _cached_frame = _encoder.encode(frame).decode()
+    _cached_message = msg
+    return _cached_frame
+
+
+def _body_value(msg: Message) -> tuple[Any, str | None]:
+    raw = msg.body
+    content_type = msg.content_type
+    if content_type is None:
+        # Plain AMQP clients often send JSON without saying so.
+        try:
+            return _decoder.decode(raw), None
+        except (msgspec.DecodeError, UnicodeDecodeError):
+            value: Any = raw
+    else:
+        try:
+            value = msg.decode()
+        except envelope.DecodeError:
+            value = bytes(raw)
+    if isinstance(value, bytes | bytearray | memoryview):
+        try:
+            return bytes(value).decode("utf-8"), None
+        except UnicodeDecodeError:
+            return base64.b64encode(value).decode("ascii"), "base64"
+    return value, None
+
+
+# -- validation -----------------------------------------------------------------------
+
+
+def pattern_problem(topic: Any) -> str | None:
+    """Why `topic` cannot be a subscription pattern, or None when it can."""
+    if not isinstance(topic, str) or not topic:
+        return 'subscribe needs a "topic" pattern such as "sensors.*" or "#"'
+    if len(topic.encode()) > 255:
+        return "a topic pattern is at most 255 bytes long"
+    for word in topic.split("."):
+        if word not in ("*", "#") and ("*" in word or "#" in word):
+            return (
+                f"invalid pattern {topic!r}: {word!r} mixes a wildcard with other characters;"
+                " '*' (one word) and '#' (any words) stand alone between dots, "
+                "as in 'sensors.*' or 'sensors.#'"
+            )
+    return None
+
+
+def topic_problem(topic: Any) -> str | None:
+    """Why `topic` cannot be published to, or None when it can."""
+    if not isinstance(topic, str) or not topic:
+        return 'publish needs a "topic" such as "sensors.t1"'
+    if len(topic.encode()) > 255:
+        return "a topic is at most 255 bytes long"
+    if "*" in topic or "#" in topic:
+        return f"publish to a concrete topic, not {topic!r}: '*' and '#' only work in subscribe"
+    return None
+
+
+def _too_deep(value: Any, limit: int) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def _rpc_error(code: int, message: str, call_id: Any) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "error": {"code": code, "message": message}, "id": call_id}
