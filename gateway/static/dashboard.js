@@ -1,0 +1,438 @@
+// munggoggo gateway dashboard: agents with behaviour start/stop, a live message stream over
+// /ws and a messages/s sparkline. Plain browser JavaScript; every URL is relative to the page.
+"use strict";
+
+const MAX_ROWS = 200; // rows kept in the stream table
+const WINDOW_SECONDS = 60; // sparkline width
+const REFRESH_MS = 5000; // agent list refresh
+// Every agent has these (the control plane); the page lists only an agent's own methods.
+const CONTROL_METHODS = new Set([
+  "describe",
+  "list_behaviours",
+  "ping",
+  "start_behaviour",
+  "status",
+  "stop_behaviour",
+  "traces",
+]);
+
+const $ = (id) => document.getElementById(id);
+
+// ---------------------------------------------------------------- small helpers
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (key === "text") node.textContent = value;
+    else if (key.startsWith("data-") || key.startsWith("aria-")) node.setAttribute(key, value);
+    else node[key] = value;
+  }
+  for (const child of children) if (child != null) node.append(child);
+  return node;
+}
+
+let toastTimer = 0;
+function toast(text) {
+  const box = $("toast");
+  box.textContent = text;
+  box.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => (box.hidden = true), 6000);
+}
+
+async function errorText(response) {
+  let text = `${response.status} ${response.statusText}`;
+  try {
+    const body = await response.json();
+    const detail = body.error?.message || body.error || body.detail || body.message;
+    if (detail) text = typeof detail === "string" ? detail : JSON.stringify(detail);
+  } catch (_) {
+    /* not JSON: keep the status line */
+  }
+  return text;
+}
+
+// ---------------------------------------------------------------- agents
+
+const agents = {
+  list: [],
+  pending: new Set(), // "identity/behaviour" while a start/stop request runs
+  loading: false,
+};
+
+async function loadAgents() {
+  if (agents.loading) return;
+  agents.loading = true;
+  try {
+    const response = await fetch("agents", { headers: { accept: "application/json" } });
+    if (!response.ok) throw new Error(await errorText(response));
+    const data = await response.json();
+    agents.list = Array.isArray(data) ? data : data.agents || [];
+    renderAgents();
+  } catch (err) {
+    $("agents-count").textContent = "cannot list agents: " + err.message;
+  } finally {
+    agents.loading = false;
+  }
+}
+
+function renderAgents() {
+  const box = $("agents");
+  const list = [...agents.list].sort((a, b) => a.identity.localeCompare(b.identity));
+  $("agents-count").textContent = `${list.length} running`;
+  if (!list.length) {
+    box.replaceChildren(el("p", { className: "empty", text: "No agents answered." }));
+    return;
+  }
+  box.replaceChildren(...list.map(renderAgent));
+}
+
+function renderAgent(agent) {
+  const behaviours = agent.behaviours || [];
+  const methods = (agent.methods || []).filter((m) => !CONTROL_METHODS.has(m));
+  const rows = behaviours.map((b) => renderBehaviour(agent.identity, b));
+  const table = behaviours.length
+    ? el(
+        "table",
+        { className: "behaviours" },
+        el(
+          "thead",
+          {},
+          el("tr", {}, ...["behaviour", "kind", "state", ""].map((t) => el("th", { text: t })))
+        ),
+        el("tbody", {}, ...rows)
+      )
+    : el("p", { className: "empty", text: "no behaviours" });
+  return el(
+    "article",
+    { className: "agent", "data-agent": agent.identity },
+    el(
+      "div",
+      { className: "agent-head" },
+      el("span", { className: "identity", text: agent.identity }),
+      el("span", { className: "state", "data-state": agent.state || "", text: agent.state || "?" })
+    ),
+    methods.length
+      ? el("div", { className: "methods", text: "methods: " + methods.join(", ") })
+      : null,
+    table
+  );
+}
+
+function renderBehaviour(identity, behaviour) {
+  const key = `${identity}/${behaviour.name}`;
+  const running = behaviour.state === "running";
+  const action = running ? "stop" : "start";
+  const button = el("button", {
+    type: "button",
+    text: agents.pending.has(key) ? "…" : running ? "Stop" : "Start",
+    disabled: agents.pending.has(key),
+    "data-action": action,
+    "aria-label": `${action} ${behaviour.name} of ${identity}`,
+  });
+  button.addEventListener("click", () => control(identity, behaviour.name, action));
+  return el(
+    "tr",
+    { "data-behaviour": behaviour.name },
+    el("td", { className: "name", text: behaviour.name }),
+    el("td", { className: "muted", text: behaviour.kind || "" }),
+    el(
+      "td",
+      {},
+      el("span", { className: "state", "data-state": behaviour.state, text: behaviour.state })
+    ),
+    el("td", { className: "action" }, button)
+  );
+}
+
+async function control(identity, name, action) {
+  const key = `${identity}/${name}`;
+  agents.pending.add(key);
+  renderAgents();
+  try {
+    const url = `agents/${encodeURIComponent(identity)}/behaviours/${encodeURIComponent(name)}/${action}`;
+    const response = await fetch(url, { method: "POST", headers: { accept: "application/json" } });
+    if (!response.ok) throw new Error(await errorText(response));
+    const body = await response.json().catch(() => null);
+    const described = body && (body.result || body.behaviour || body);
+    const agent = agents.list.find((a) => a.identity === identity);
+    const behaviour = agent?.behaviours?.find((b) => b.name === name);
+    if (behaviour && described && typeof described.state === "string") {
+      Object.assign(behaviour, described);
+    }
+  } catch (err) {
+    toast(`${action} ${name} of ${identity} failed: ${err.message}`);
+  } finally {
+    agents.pending.delete(key);
+    renderAgents();
+    loadAgents();
+  }
+}
+
+// ---------------------------------------------------------------- throughput
+
+const throughput = {
+  buckets: new Array(WINDOW_SECONDS).fill(0), // completed seconds, oldest first
+  current: 0, // messages in the second now running
+  total: 0,
+  dropped: 0,
+  peak: 0,
+};
+
+function countMessage() {
+  throughput.current += 1;
+  throughput.total += 1;
+}
+
+function tick() {
+  throughput.buckets.push(throughput.current);
+  throughput.buckets.shift();
+  throughput.peak = Math.max(...throughput.buckets);
+  $("rate").textContent = throughput.current.toLocaleString();
+  throughput.current = 0;
+  $("peak").textContent = throughput.peak.toLocaleString();
+  $("total").textContent = throughput.total.toLocaleString();
+  $("dropped").textContent = throughput.dropped.toLocaleString();
+  drawSparkline();
+}
+
+function drawSparkline() {
+  const canvas = $("sparkline");
+  const ratio = window.devicePixelRatio || 1;
+  const width = canvas.clientWidth;
+  const height = canvas.clientHeight;
+  if (canvas.width !== Math.round(width * ratio) || canvas.height !== Math.round(height * ratio)) {
+    canvas.width = Math.round(width * ratio);
+    canvas.height = Math.round(height * ratio);
+  }
+  const ctx = canvas.getContext("2d");
+  ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+  ctx.clearRect(0, 0, width, height);
+
+  const values = throughput.buckets;
+  const top = Math.max(1, throughput.peak) * 1.15;
+  const pad = 4;
+  const step = (width - 2 * pad) / (values.length - 1);
+  const y = (v) => height - pad - (v / top) * (height - 2 * pad);
+
+  ctx.strokeStyle = "#e2e6ee";
+  ctx.lineWidth = 1;
+  ctx.beginPath();
+  ctx.moveTo(pad, height - pad + 0.5);
+  ctx.lineTo(width - pad, height - pad + 0.5);
+  ctx.stroke();
+
+  ctx.beginPath();
+  values.forEach((v, i) => (i ? ctx.lineTo(pad + i * step, y(v)) : ctx.moveTo(pad, y(v))));
+  ctx.lineTo(width - pad, height - pad);
+  ctx.lineTo(pad, height - pad);
+  ctx.closePath();
+  const fill = ctx.createLinearGradient(0, 0, 0, height);
+  fill.addColorStop(0, "rgba(31, 111, 235, 0.30)");
+  fill.addColorStop(1, "rgba(31, 111, 235, 0.02)");
+  ctx.fillStyle = fill;
+  ctx.fill();
+
+  ctx.beginPath();
+  values.forEach((v, i) => (i ? ctx.lineTo(pad + i * step, y(v)) : ctx.moveTo(pad, y(v))));
+  ctx.strokeStyle = "#1f6feb";
+  ctx.lineWidth = 2;
+  ctx.lineJoin = "round";
+  ctx.stroke();
+
+  const last = values[values.length - 1];
+  ctx.fillStyle = "#1f6feb";
+  ctx.beginPath();
+  ctx.arc(width - pad, y(last), 3, 0, 2 * Math.PI);
+  ctx.fill();
+
+  ctx.fillStyle = "#6a7486";
+  ctx.font = "11px system-ui, sans-serif";
+  ctx.textBaseline = "top";
+  ctx.fillText(`${throughput.peak.toLocaleString()}/s`, pad + 2, pad);
+}
+
+// ---------------------------------------------------------------- live stream
+
+const stream = {
+  socket: null,
+  patterns: new Set(["#"]), // what we want; re-sent after every reconnect
+  confirmed: new Set(), // what the gateway acknowledged
+  rows: [], // waiting to be drawn on the next animation frame
+  paused: false,
+  retry: 500,
+  drawScheduled: false,
+};
+
+function socketUrl() {
+  const url = new URL("ws", window.location.href);
+  url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+  return url.href;
+}
+
+function setConnection(state, text) {
+  const pill = $("connection");
+  pill.dataset.state = state;
+  pill.textContent = text;
+}
+
+function connect() {
+  const socket = new WebSocket(socketUrl());
+  stream.socket = socket;
+  setConnection("connecting", "connecting");
+  socket.onopen = () => {
+    stream.retry = 500;
+    stream.confirmed.clear();
+    setConnection("open", "live");
+    for (const pattern of stream.patterns) subscribe(pattern);
+    renderChips();
+  };
+  socket.onclose = () => {
+    stream.confirmed.clear();
+    renderChips();
+    setConnection("closed", "disconnected, retrying");
+    setTimeout(connect, stream.retry);
+    stream.retry = Math.min(stream.retry * 2, 10000);
+  };
+  socket.onmessage = (event) => onFrame(JSON.parse(event.data));
+}
+
+function send(frame) {
+  if (stream.socket && stream.socket.readyState === WebSocket.OPEN) {
+    stream.socket.send(JSON.stringify(frame));
+  }
+}
+
+function subscribe(pattern) {
+  // The id comes back with an error, so a refused pattern can be taken off the list.
+  send({ op: "subscribe", topic: pattern, id: "sub:" + pattern });
+}
+
+function onFrame(frame) {
+  switch (frame.op) {
+    case "message":
+      countMessage();
+      if (!stream.paused) queueRow(frame);
+      break;
+    case "dropped":
+      throughput.dropped += frame.count;
+      if (!stream.paused) queueRow({ gap: frame.count });
+      break;
+    case "subscribed":
+      stream.confirmed.add(frame.topic);
+      renderChips();
+      break;
+    case "unsubscribed":
+      stream.confirmed.delete(frame.topic);
+      renderChips();
+      break;
+    case "error":
+      if (typeof frame.id === "string" && frame.id.startsWith("sub:")) {
+        stream.patterns.delete(frame.id.slice(4));
+        renderChips();
+      }
+      toast(frame.error);
+      break;
+  }
+}
+
+function queueRow(row) {
+  stream.rows.push(row);
+  if (stream.rows.length > MAX_ROWS) stream.rows.splice(0, stream.rows.length - MAX_ROWS);
+  if (!stream.drawScheduled) {
+    stream.drawScheduled = true;
+    requestAnimationFrame(drawRows);
+  }
+}
+
+function formatBody(body) {
+  const text = typeof body === "string" ? body : JSON.stringify(body);
+  return text.length > 300 ? text.slice(0, 300) + "…" : text;
+}
+
+function drawRows() {
+  stream.drawScheduled = false;
+  const tbody = $("stream").tBodies[0];
+  const now = new Date();
+  const pad = (n, width = 2) => String(n).padStart(width, "0");
+  const time =
+    `${pad(now.getHours())}:${pad(now.getMinutes())}:${pad(now.getSeconds())}` +
+    `.${pad(now.getMilliseconds(), 3)}`;
+  const fragment = document.createDocumentFragment();
+  for (const row of stream.rows.reverse()) {
+    if (row.gap) {
+      fragment.append(
+        el(
+          "tr",
+          { className: "gap" },
+          el("td", { text: time }),
+          el("td", { colSpan: 3, text: `${row.gap} messages dropped (this page read too slowly)` })
+        )
+      );
+      continue;
+    }
+    const body = formatBody(row.body);
+    fragment.append(
+      el(
+        "tr",
+        { "data-topic": row.topic },
+        el("td", { text: time }),
+        el("td", { text: row.topic, title: row.topic }),
+        el("td", { text: row.sender || "", title: row.sender || "" }),
+        el("td", { text: body, title: body })
+      )
+    );
+  }
+  stream.rows = [];
+  tbody.prepend(fragment);
+  while (tbody.rows.length > MAX_ROWS) tbody.deleteRow(-1);
+}
+
+function renderChips() {
+  const list = $("subscriptions");
+  list.replaceChildren(
+    ...[...stream.patterns].map((pattern) => {
+      const remove = el("button", {
+        type: "button",
+        text: "×",
+        title: `unsubscribe ${pattern}`,
+        "aria-label": `unsubscribe ${pattern}`,
+      });
+      remove.addEventListener("click", () => {
+        stream.patterns.delete(pattern);
+        send({ op: "unsubscribe", topic: pattern });
+        renderChips();
+      });
+      const label = stream.confirmed.has(pattern) ? pattern : `${pattern} (pending)`;
+      return el("li", { "data-pattern": pattern }, el("span", { text: label }), remove);
+    })
+  );
+}
+
+// ---------------------------------------------------------------- wiring
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("refresh").addEventListener("click", loadAgents);
+  $("subscribe-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const pattern = $("pattern").value.trim();
+    if (!pattern) return;
+    stream.patterns.add(pattern);
+    subscribe(pattern);
+    renderChips();
+  });
+  $("pause").addEventListener("click", (event) => {
+    stream.paused = !stream.paused;
+    event.target.setAttribute("aria-pressed", String(stream.paused));
+    event.target.textContent = stream.paused ? "Resume" : "Pause";
+  });
+  $("clear").addEventListener("click", () => $("stream").tBodies[0].replaceChildren());
+  window.addEventListener("resize", drawSparkline);
+
+  renderChips();
+  drawSparkline();
+  loadAgents();
+  setInterval(loadAgents, REFRESH_MS);
+  setInterval(tick, 1000);
+  connect();
+});
