@@ -9,8 +9,9 @@ Client -> server:
     {"op": "publish", "topic": "sensors.t1", "body": <any JSON>, "headers": {...}}
         no ack (a publish is fire-and-forget), unless it carries an "id": {"op": "published"}
     {"jsonrpc": "2.0", "method": "IDENTITY.METHOD", "params": ..., "id": ...}
-        the JSON-RPC 2.0 response (the method is split at the last dot; a batch, i.e. a
-        list of requests, gets a list of responses; notifications get none)
+        the JSON-RPC 2.0 response, by the rules of POST /jsonrpc (gateway/jsonrpc.py: the
+        method is split at the last dot; a batch gets a list of responses; notifications
+        get none; -32000 when the worker's `max_in_flight` calls are all taken)
 
 Server -> client:
     {"op": "message", "topic": routing key, "sender": app_id, "body": ...}
@@ -38,8 +39,9 @@ import msgspec
 
 from munggoggo import envelope
 from munggoggo.message import Message
-from munggoggo.rpc import INTERNAL_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, RpcError
 
+from . import jsonrpc
+from .limits import json_too_deep
 from .state import GatewayState
 
 log = logging.getLogger("munggoggo.gateway.ws")
@@ -47,8 +49,6 @@ log = logging.getLogger("munggoggo.gateway.ws")
 Scope = dict[str, Any]
 Receive = Any
 Send = Any
-
-GATEWAY_BUSY = -32000  # the worker has settings.max_in_flight calls waiting already
 
 _decoder = msgspec.json.Decoder()
 _encoder = msgspec.json.Encoder()
@@ -131,23 +131,23 @@ class WebSocketClient:
             await self._room.wait()
         if data is None:
             return self._error("an empty frame: send a JSON object such as " + _EXAMPLE)
-        if len(data) > self.settings.max_body_bytes:
+        body = data.encode() if isinstance(data, str) else data
+        settings = self.settings
+        if len(body) > settings.max_body_bytes:
             return self._error(
-                f"a frame of {len(data)} bytes is larger than the limit of "
-                f"{self.settings.max_body_bytes} bytes"
+                f"a frame of {len(body)} bytes is larger than the limit of "
+                f"{settings.max_body_bytes} bytes"
             )
+        if json_too_deep(body, settings.max_json_depth):
+            return self._error(f"JSON nested deeper than {settings.max_json_depth} levels")
         try:
-            value = _decoder.decode(data)
+            value = _decoder.decode(body)
         except msgspec.DecodeError as exc:
             return self._error(f"that frame is not valid JSON ({exc}); send e.g. {_EXAMPLE}")
-        if _too_deep(value, self.settings.max_json_depth):
-            return self._error(f"JSON nested deeper than {self.settings.max_json_depth} levels")
-        if isinstance(value, list):
-            return self._start_call(value)
+        if isinstance(value, list) or (isinstance(value, dict) and "jsonrpc" in value):
+            return self._start_call(body)
         if not isinstance(value, dict):
             return self._error("send a JSON object such as " + _EXAMPLE)
-        if "jsonrpc" in value:
-            return self._start_call(value)
         op = value.get("op")
         handler = _OPS.get(op) if isinstance(op, str) else None
         if handler is None:
@@ -217,84 +217,18 @@ class WebSocketClient:
 
     # -- JSON-RPC ----------------------------------------------------------------
 
-    def _start_call(self, request: dict[str, Any] | list[Any]) -> None:
+    def _start_call(self, body: bytes) -> None:
         # A task per call, so a slow agent does not hold up this client's other frames.
-        task = asyncio.get_running_loop().create_task(self._answer(request))
+        task = asyncio.get_running_loop().create_task(self._answer(body))
         self._calls.add(task)
         task.add_done_callback(self._calls.discard)
 
-    async def _answer(self, request: dict[str, Any] | list[Any]) -> None:
-        if isinstance(request, dict):
-            response: Any = await self._call(request)
-        elif not request:
-            response = _rpc_error(INVALID_REQUEST, "Invalid Request: an empty batch", None)
-        elif len(request) > self.settings.max_batch:
-            response = _rpc_error(
-                INVALID_REQUEST,
-                f"Invalid Request: a batch of {len(request)} is more than the limit of "
-                f"{self.settings.max_batch}",
-                None,
-            )
-        else:
-            answers = await asyncio.gather(*(self._call(r) for r in request))
-            response = [a for a in answers if a is not None] or None
-        if response is not None and not self.closed:
-            self._put_reply(_encoder.encode(response).decode())
-
-    async def _call(self, request: Any) -> dict[str, Any] | None:
-        """One JSON-RPC request -> its response object (None for a notification)."""
-        if not isinstance(request, dict):
-            return _rpc_error(INVALID_REQUEST, "Invalid Request: not a JSON object", None)
-        call_id = request.get("id")
-        notification = "id" not in request
-        if call_id is not None and (
-            isinstance(call_id, bool) or not isinstance(call_id, int | str)
-        ):
-            return _rpc_error(
-                INVALID_REQUEST, "Invalid Request: id must be a string or number", None
-            )
-        method = request.get("method")
-        params = request.get("params")
-        if request.get("jsonrpc") != "2.0":
-            return _rpc_error(INVALID_REQUEST, 'Invalid Request: jsonrpc must be "2.0"', call_id)
-        if not isinstance(method, str):
-            return _rpc_error(INVALID_REQUEST, "Invalid Request: method must be a string", call_id)
-        if params is not None and not isinstance(params, list | dict):
-            return _rpc_error(
-                INVALID_REQUEST, "Invalid Request: params must be an array or object", call_id
-            )
-        identity, dot, name = method.rpartition(".")
-        if not dot or not identity or not name:
-            return _rpc_error(
-                METHOD_NOT_FOUND,
-                f"method {method!r} names no agent: use IDENTITY.METHOD, e.g. calculator.mul",
-                call_id,
-            )
-        state = self.state
-        if state.in_flight >= self.settings.max_in_flight:
-            return _rpc_error(
-                GATEWAY_BUSY,
-                f"gateway busy: {state.in_flight} calls are waiting for agents; retry later",
-                call_id,
-            )
-        state.in_flight += 1
-        state.count("ws_calls")
-        try:
-            result = await state.mesh.call(identity, name, params, self.settings.call_timeout)
-        except RpcError as exc:
-            return (
-                None if notification else {"jsonrpc": "2.0", "error": exc.to_error(), "id": call_id}
-            )
-        except Exception as exc:
-            log.exception("JSON-RPC call %s over the websocket failed", method)
-            return (
-                None
-                if notification
-                else _rpc_error(INTERNAL_ERROR, f"internal error: {exc}", call_id)
-            )
-        finally:
-            state.in_flight -= 1
-        return None if notification else {"jsonrpc": "2.0", "result": result, "id": call_id}
+    async def _answer(self, body: bytes) -> None:
+        # The same JSON-RPC rules as POST /jsonrpc: one implementation, in gateway/jsonrpc.py.
+        self.state.count("ws_calls")
+        reply = await jsonrpc.handle_payload(body, self.state)
+        if reply is not None and not self.closed:
+            self._put_reply(reply.decode())
 
     # -- outgoing ------------------------------------------------------------------
 
@@ -472,23 +406,3 @@ def topic_problem(topic: Any) -> str | None:
     if "*" in topic or "#" in topic:
         return f"publish to a concrete topic, not {topic!r}: '*' and '#' only work in subscribe"
     return None
-
-
-def _too_deep(value: Any, limit: int) -> bool:
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children: Any = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        if depth > limit:
-            return True
-        stack.extend((child, depth + 1) for child in children)
-    return False
-
-
-def _rpc_error(code: int, message: str, call_id: Any) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "error": {"code": code, "message": message}, "id": call_id}

@@ -355,7 +355,7 @@ async def test_calls_beyond_max_in_flight_are_refused(gateway, calculator):
             {"jsonrpc": "2.0", "method": f"{calculator.identity}.mul", "params": [1, 2], "id": 2}
         )
         assert reply["id"] == 2 and reply["error"]["code"] == -32000
-        assert "busy" in reply["error"]["message"]
+        assert "overloaded" in reply["error"]["message"]
         calculator.release.set()
         assert (await ws.receive_json())["result"] == "released"
 
