@@ -58,31 +58,34 @@ def overloaded_message(state: Any) -> str:
 async def read_body(receive: Any, limit: int, declared: bytes | None = None) -> bytes:
     """Read an ASGI request body of at most `limit` bytes; BodyTooLarge past it (without
     reading the rest), ClientDisconnected if the client left."""
+    size = -1
     if declared is not None:
         try:
             size = int(declared)
         except ValueError:
-            size = 0  # not a number: the server's own framing decides; we count below
+            size = -1  # not a number: the server's own framing decides; we count below
         if size > limit:
             raise BodyTooLarge(f"request body of {size} bytes exceeds the limit of {limit}")
     message = await receive()
     if message["type"] != "http.request":
         raise ClientDisconnected
     body = message.get("body", b"")
-    if not message.get("more_body", False) and len(body) <= limit:
-        return body  # the common case: one message
+    if len(body) <= limit and (len(body) == size or not message.get("more_body", False)):
+        # The common case: one message. Once the declared length is complete, waiting for
+        # the server's empty closing message would only cost another await.
+        return body
     chunks = [body]
-    size = len(body)
+    total = len(body)
     while True:
-        if size > limit:
+        if total > limit:
             raise BodyTooLarge(f"request body exceeds the limit of {limit} bytes")
-        if not message.get("more_body", False):
+        if total == size or not message.get("more_body", False):
             return b"".join(chunks)
         message = await receive()
         if message["type"] != "http.request":
             raise ClientDisconnected
         chunk = message.get("body", b"")
-        size += len(chunk)
+        total += len(chunk)
         chunks.append(chunk)
 
 

@@ -13,7 +13,7 @@ import uuid
 import pytest
 from gateway_agents import FAILURE_CODE, Calc, Gateway, running_gateway
 
-from munggoggo.gateway.limits import json_too_deep
+from munggoggo.gateway.limits import BodyTooLarge, json_too_deep, read_body
 from munggoggo.gateway.state import GatewaySettings
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.timeout(30)]
@@ -355,6 +355,40 @@ async def test_body_reading_stops_at_the_limit(broker_url):
         assert sent[0]["status"] == 413
         assert reads <= 11
         assert json.loads(sent[1]["body"])["error"]["code"] == -32600
+
+
+def chunks(*parts: bytes):
+    messages = [
+        {"type": "http.request", "body": p, "more_body": i < len(parts) - 1}
+        for i, p in enumerate(parts)
+    ]
+    reads = []
+
+    async def receive():
+        reads.append(1)
+        return messages[len(reads) - 1]
+
+    return receive, reads
+
+
+async def test_read_body_joins_chunks_up_to_the_declared_length():
+    receive, reads = chunks(b"12345", b"67890", b"")
+    assert await read_body(receive, 100, b"10") == b"1234567890"
+    # The declared length is complete after two chunks: the empty closing one is not awaited.
+    assert len(reads) == 2
+    receive, reads = chunks(b"12345", b"67890", b"")
+    assert await read_body(receive, 100, None) == b"1234567890"
+    assert len(reads) == 3
+
+
+async def test_read_body_refuses_a_declared_length_above_the_limit_without_reading():
+    receive, reads = chunks(b"x" * 50)
+    with pytest.raises(BodyTooLarge):
+        await read_body(receive, 10, b"50")
+    assert reads == []
+    receive, reads = chunks(b"x" * 6, b"x" * 6)  # a Content-Length that understates
+    with pytest.raises(BodyTooLarge):
+        await read_body(receive, 10, b"5")
 
 
 async def test_deep_nesting_is_refused_before_decoding(gateway, calc):
