@@ -106,7 +106,14 @@ async def list_agents(request: Request, state: Any) -> Response:
         raise HTTPError(400, f"wait must be a number of seconds, got {raw!r}") from None
     if not 0 <= wait <= 5:
         raise HTTPError(400, "wait must be between 0 and 5 seconds")
-    return json_response(await state.mesh.peers(wait))
+    # Discovery broadcasts to every agent: it takes a call slot like any call.
+    if not try_acquire(state):
+        raise HTTPError(503, overloaded_message(state), code=OVERLOADED, headers=RETRY_AFTER)
+    try:
+        peers = await state.mesh.peers(wait)
+    finally:
+        release(state)
+    return json_response(peers)
 
 
 async def agent_status(request: Request, state: Any) -> Response:
