@@ -178,6 +178,8 @@ class _Queue:
         self.max_bytes: int | None = args.get("x-max-length-bytes")
         self.overflow: str = args.get("x-overflow", "drop-head")
         self.expires: int | None = args.get("x-expires")
+        # Only the oldest consumer gets messages; the next takes over when it goes.
+        self.single_active = args.get("x-single-active-consumer") is True
         self.ready: deque[_Entry] = deque()
         self.bytes = 0  # body bytes of ready messages, for x-max-length-bytes
         self.subs: deque[_Sub] = deque()  # rotated: the head is the next to get a message
@@ -232,8 +234,7 @@ class _Queue:
         else:
             self.ready.append(entry)
             self.bytes += size
-        if len(self.ready) == 1:
-            self._arm_ttl_timer()
+        self._arm_ttl_timer()  # the head may be new (first message, or maxlen dropped one)
         if self.subs:
             broker.mark(self)
         return True
@@ -256,6 +257,12 @@ class _Queue:
     def _assign(self, entry: _Entry) -> bool:
         """Give a message to the next consumer (round-robin) with room under its prefetch."""
         subs = self.subs
+        if self.single_active:
+            sub = subs[0]
+            if not sub.has_capacity():
+                return False
+            self.broker._pending(sub, sub.channel._deliver(sub, entry, self))
+            return True
         for _ in range(len(subs)):
             sub = subs[0]
             subs.rotate(-1)
@@ -327,8 +334,9 @@ class _Queue:
         if self._ttl_timer is not None:
             self._ttl_timer.cancel()
             self._ttl_timer = None
-        self._arm_ttl_timer()
-        self.broker.mark(self)
+        # RabbitMQ hands a requeued message to a consumer with room at once, so
+        # redeliveries follow the order of the nacks, not of the original publishes.
+        self.deliver(self.broker.loop.time())
 
     def purge(self) -> int:
         count = len(self.ready)
@@ -868,9 +876,14 @@ class MemoryChannel:
     # ------------------------------------------------------------------ closing and reopening
 
     def _detach(self) -> None:
-        """The broker side of the channel closes: unacked deliveries are requeued (marked
-        redelivered) and its consumers removed, in RabbitMQ's order."""
+        """The broker side of the channel closes: its consumers are removed and its unacked
+        deliveries requeued, marked redelivered."""
         self._live = False
+        # Consumers go first so requeued messages cannot be handed straight back to this
+        # channel; an auto-delete queue losing its last consumer takes them with it, as in
+        # RabbitMQ.
+        for sub in list(self._subs.values()):
+            self._unsubscribe(sub)
         if self._unacked:
             by_queue: dict[_Queue, list[_Entry]] = {}
             for entry, queue, _sub in self._unacked.values():
@@ -880,8 +893,6 @@ class MemoryChannel:
             for queue, entries in by_queue.items():
                 if not queue.deleted:
                     queue.requeue(entries)
-        for sub in list(self._subs.values()):
-            self._unsubscribe(sub)
 
     def _close_async(self, error: BrokerError) -> None:
         """The broker refused a publish or ack: it closes the channel now, and the client
@@ -968,7 +979,7 @@ class MemoryChannel:
         lost = self._doomed + [item[0] for item in self._buffered]
         self._doomed, self._buffered = [], []
         if lost and self.confirms:
-            reason = ConnectionLost(f"channel {self.id} closed")
+            reason = self._closing_error or ConnectionLost(f"channel {self.id} closed")
             self._record_failures([(seq, reason) for seq in lost])
         self._wake_confirm_waiters()
         self.connection._forget_channel(self)
