@@ -13,7 +13,6 @@ Every limit answers the client at once instead of queueing or crashing:
 
 from __future__ import annotations
 
-import re
 from itertools import accumulate
 from typing import Any
 
@@ -91,20 +90,37 @@ async def read_body(receive: Any, limit: int, declared: bytes | None = None) -> 
 
 # -- JSON nesting ------------------------------------------------------------------
 
-# A JSON string (escapes included); what is left once strings are gone holds the brackets.
-_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
-# Openers become +1 and closers -1 as signed bytes, so the running sum is the depth.
+# The pre-scan keeps only what decides the nesting: quotes and brackets.
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'"[]{}')
+# Openers become +1 and closers -1 as signed bytes, so a running sum is the depth.
 _BRACKET_STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
+_OPEN, _CLOSE = b"\x01", b"\xff"
 
 
 def json_too_deep(body: bytes, max_depth: int) -> bool:
     """True when the JSON text nests arrays/objects deeper than `max_depth`.
 
-    Cheap: a body with at most `max_depth` opening brackets cannot be too deep (two C-level
-    counts); otherwise strings are cut out and the bracket depth summed in C.
+    Every step is a C-level pass over bytes; no Python loop per character:
+    * a body with at most `max_depth` opening brackets cannot be too deep (the usual case);
+    * escaped backslashes and quotes are dropped, then everything but quotes and brackets,
+      then what lies between quotes: the brackets outside strings remain;
+    * a run of `max_depth + 1` openers answers at once (the typical attack); otherwise the
+      innermost pairs are removed (one level off every deepest branch, usually most of the
+      brackets) and the depth of the rest is a running sum.
+    Invalid JSON may get either answer; the decoder reports it.
     """
     if body.count(b"[") + body.count(b"{") <= max_depth:
         return False
-    steps = _JSON_STRING.sub(b"", body).translate(_BRACKET_STEPS, _NOT_BRACKETS)
-    return max(accumulate(memoryview(steps).cast("b")), default=0) > max_depth
+    if b"\\" in body:
+        # Left to right like the JSON lexer: `\\` first, so `\\"` still ends a string.
+        body = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    structure = body.translate(None, _NOT_STRUCTURE)
+    if b'"' in structure:
+        structure = b"".join(structure.split(b'"')[::2])
+    steps = structure.translate(_BRACKET_STEPS)
+    if _OPEN * (max_depth + 1) in steps:
+        return True
+    inner = steps.replace(_OPEN + _CLOSE, b"")
+    if not inner:
+        return bool(steps) and max_depth < 1
+    return max(accumulate(memoryview(inner).cast("b"))) + 1 > max_depth

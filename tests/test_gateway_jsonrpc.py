@@ -10,8 +10,12 @@ import asyncio
 import json
 import uuid
 
+import msgspec
 import pytest
 from gateway_agents import FAILURE_CODE, Calc, Gateway, running_gateway
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from munggoggo.gateway.limits import BodyTooLarge, json_too_deep, read_body
 from munggoggo.gateway.state import GatewaySettings
@@ -413,13 +417,41 @@ async def test_deep_nesting_is_refused_before_decoding(gateway, calc):
         (b'{"a": {"b": [[1]]}}', True),
         (b'["[[[[[[[[", "{{{{{{"]', False),
         (b'["\\"[[[[[[", "]"]', False),  # an escaped quote does not end the string
-        (b"[[]] [[]] [[]]", False),  # depth, not the count of brackets
-        (b"[]" * 50, False),
-        (b'"' + b"[" * 50, True),  # an unterminated string is not a string
+        (b"[[[1]], [[2]], [[3]]]", False),  # depth, not the count of brackets
+        (b"[" + b",".join([b"[]"] * 50) + b"]", False),
+        (b'["\\\\", [[[]]]]', True),  # an escaped backslash, then the string ends
+        (b'["\\\\\\"[[[[", 1]', False),  # an escaped backslash and an escaped quote
+        (b"[" * 5000 + b"]" * 5000, True),
+        (b"[" + b",".join([b"[[]]", b"[{}]"] * 200) + b"]", False),  # wide, not deep
+        (b"[[[" + b",".join([b"[]"] * 100) + b"]]]", True),
+        (b'"' + b"[" * 50, False),  # inside an unterminated string: the decoder's -32700
     ],
 )
 def test_json_depth_prescan(body, too_deep):
     assert json_too_deep(body, 3) is too_deep
+
+
+def nesting(value) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(nesting, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(nesting, value), default=0)
+    return 0
+
+
+tricky_text = st.text(alphabet='[]{}"\\ab,:', max_size=8)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | tricky_text,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(tricky_text, inner, max_size=4),
+    max_leaves=40,
+)
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(value=json_values, max_depth=st.integers(0, 8))
+def test_json_depth_prescan_agrees_with_the_decoder(value, max_depth):
+    body = msgspec.json.encode(value)
+    assert json_too_deep(body, max_depth) is (nesting(value) > max_depth)
 
 
 @pytest.mark.parametrize(
