@@ -206,7 +206,10 @@ class GatewayApp:
         except Exception:
             log.exception("%s %s failed", scope.get("method"), scope.get("path"))
             response = _INTERNAL_ERROR
-        await send_response(send, response)
+        try:
+            await send_response(send, response)
+        except OSError:  # the client left while we worked (ASGI servers may say so)
+            return
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
         while True:
