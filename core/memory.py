@@ -36,6 +36,7 @@ from ._speedups import DELIVER, GET_OK, RETURN, Delivery, Properties
 from .amqp.errors import AMQPConnectError, BrokerError, ConnectionLost, LocalProtocolError
 from .channel import Consumer, DeliveryCallback, PublishError, PublishNacked, QueueDeclareOk
 from .memory_routing import Exchange
+from .metrics import CONFIRM_SAMPLE_MASK, FastHistogram
 from .url import BrokerURL, parse_url
 
 __all__ = ["MemoryBroker", "MemoryChannel", "MemoryConnection"]
@@ -47,6 +48,9 @@ _EMPTY_PROPERTIES = _speedups.encode_properties(None)
 _HEADER_PREFIX = b"\x00\x3c\x00\x00" + bytes(8)
 _REPLY_TO_OR_EXPIRATION = 0x0300  # property flag bits
 _EXPIRATION = re.compile(r"[+-]?[0-9]+")  # what Erlang's string:to_integer accepts whole
+# In-process publishing has no socket buffer to fill; `writable` turns False after this
+# many publishes without a drain(), so a publishing loop still lets consumers run.
+_PUBLISHES_PER_YIELD = 1024
 # Timers may fire a little early (loop clock resolution); a message due within this
 # slack counts as expired rather than re-arming a timer in a tight loop.
 _EXPIRY_SLACK = 0.001
@@ -701,7 +705,11 @@ class MemoryConnection:
         return self
 
     async def channel(
-        self, *, confirms: bool = True, prefetch_count: int | None = None
+        self,
+        *,
+        confirms: bool = True,
+        prefetch_count: int | None = None,
+        max_unconfirmed: int = 1024,
     ) -> MemoryChannel:
         """Open a new channel (with publisher confirms unless `confirms=False`)."""
         if self._state != _OPEN:
@@ -709,7 +717,7 @@ class MemoryConnection:
                 f"cannot open a channel: connection to {self.url} is {self._state}"
             )
         channel_id = self._allocate_channel_id()
-        ch = MemoryChannel(self, channel_id, confirms=confirms)
+        ch = MemoryChannel(self, channel_id, confirms=confirms, max_unconfirmed=max_unconfirmed)
         self._channels[channel_id] = ch
         ch._open()
         await asyncio.sleep(0)
@@ -770,7 +778,7 @@ class MemoryChannel:
         channel_id: int,
         *,
         confirms: bool = True,
-        max_unconfirmed: int = 16384,
+        max_unconfirmed: int = 1024,
     ) -> None:
         self.connection = connection
         self.id = channel_id
@@ -806,6 +814,13 @@ class MemoryChannel:
         self._to_notify: list[tuple[int, Exception]] = []
         self._confirm_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._waiter_ids = itertools.count()
+        self._later: list[int] = []  # ack_later tags, acked at the end of the tick
+        self._unyielded = 0  # publishes since the last drain()
+        self.acked = 0  # messages acked with ack_later / nacked or rejected (counters)
+        self.nacked = 0
+        # Same metric as the real channel; confirms are immediate here, so samples are 0.
+        self.sample_confirms = True
+        self.confirm_seconds = FastHistogram()
 
     # ------------------------------------------------------------------ state
 
@@ -1452,6 +1467,23 @@ class MemoryChannel:
                 self._settle_taken(taken, None)
         return True
 
+    def ack_later(self, delivery_tag: int, generation: int) -> bool:
+        """Ack at the end of this loop tick, like the real channel's coalesced ack (which
+        never acks a tag settled another way meanwhile). False if the tag is void."""
+        if generation != self.generation or not self.is_open:
+            return False
+        self.acked += 1
+        if not self._later:
+            self._loop.call_soon(self._ack_later_due, self.generation)
+        self._later.append(delivery_tag)
+        return True
+
+    def _ack_later_due(self, generation: int) -> None:
+        tags, self._later = self._later, []
+        if generation != self.generation or not self._live:
+            return  # the channel reopened: the broker requeued these already
+        self._settle(sorted(tags), requeue=None)
+
     def nack(
         self,
         delivery_tag: int,
@@ -1462,6 +1494,7 @@ class MemoryChannel:
     ) -> bool:
         if not self._valid_tag(generation):
             return False
+        self.nacked += 1
         if self._live:
             taken = self._take(delivery_tag, multiple, rules.BASIC_NACK)
             if taken:
@@ -1473,6 +1506,7 @@ class MemoryChannel:
     ) -> bool:
         if not self._valid_tag(generation):
             return False
+        self.nacked += 1
         if self._live:
             taken = self._take(delivery_tag, False, rules.BASIC_REJECT)
             if taken:
@@ -1508,7 +1542,7 @@ class MemoryChannel:
             taken.append(unacked.popitem(last=False)[1])
         return taken
 
-    def _settle(self, tags: list[int], requeue: bool) -> None:
+    def _settle(self, tags: list[int], requeue: bool | None) -> None:
         taken = [self._unacked.pop(t) for t in tags if t in self._unacked]
         if taken:
             self._settle_taken(taken, requeue)
@@ -1564,9 +1598,12 @@ class MemoryChannel:
                 raise ValueError(f"short string longer than 255 bytes: {value[:40]!r}...")
         if type(body) is not bytes:
             body = bytes(body)
+        self._unyielded += 1
         if self.is_open:
             seq = self._next_seq()
             self._publish_now(seq, exchange, routing_key, body, raw, props, mandatory)
+            if seq and not seq & CONFIRM_SAMPLE_MASK and self.sample_confirms:
+                self.confirm_seconds.observe(0.0)
         elif self.confirms and not self._closed_by_user and not self.connection.is_closed:
             seq = self._next_seq()
             self._buffered.append((seq, exchange, routing_key, body, raw, props, mandatory))
@@ -1640,12 +1677,18 @@ class MemoryChannel:
                 delivery.routing_key,
             )
 
+    @property
+    def writable(self) -> bool:
+        """True when publishing may go on without waiting (see `drain`)."""
+        return self.connection.is_open and self._unyielded < _PUBLISHES_PER_YIELD
+
     async def drain(self) -> None:
-        """Never blocks on flow control (there is none in process), but yields once so a
-        publishing loop lets consumers run, as socket back-pressure would."""
+        """No flow control in process, but it yields once so a publishing loop lets
+        consumers run, as socket back-pressure would."""
         if self.connection.is_closed:
             raise ConnectionLost(f"connection to {self.connection.url} is closed")
         await asyncio.sleep(0)
+        self._unyielded = 0
 
     async def wait_confirms(self, upto: int | None = None, timeout: float | None = None) -> None:
         """Wait until every publish with seq <= `upto` (default: all so far) is settled.

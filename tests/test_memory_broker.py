@@ -592,6 +592,37 @@ async def test_unknown_delivery_tag_closes_the_channel_and_it_reopens(ch):
     assert ch.ack(got[1].delivery_tag, generation=generation) is False
 
 
+async def test_ack_later_acks_at_the_end_of_the_tick(conn, ch):
+    await ch.queue_declare("q")
+    for i in range(3):
+        ch.publish(b"%d" % i, "", "q")
+    got, _ = await collect(ch, "q", ack=False)
+    await ticks()
+    assert ch.ack_later(got[0].delivery_tag, ch.generation)
+    assert ch.ack_later(got[2].delivery_tag, ch.generation)
+    assert ch.ack_later(got[1].delivery_tag, ch.generation - 1) is False  # void tag
+    ch.nack(got[1].delivery_tag, requeue=False)
+    assert (ch.acked, ch.nacked) == (2, 1)
+    await ticks()
+    await ch.close()
+    other = await conn.channel()
+    # Nothing came back: two acked at the end of the tick, one dropped by the nack.
+    assert (await other.queue_declare("q", passive=True)).message_count == 0
+    assert other.is_open and other.generation == 1
+
+
+async def test_writable_turns_false_until_drain(ch):
+    await ch.queue_declare("q")
+    assert ch.writable
+    for _ in range(1024):
+        ch.publish(b"x", "", "q")
+    assert not ch.writable
+    await ch.drain()
+    assert ch.writable
+    await ch.wait_confirms()
+    assert ch.confirm_seconds.count == 1024 // 32
+
+
 async def test_get_returns_get_ok_records(ch):
     await ch.queue_declare("q")
     assert await ch.get("q") is None
