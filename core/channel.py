@@ -110,6 +110,9 @@ class Channel:
         self._closed_by_user = False
         self._tags = itertools.count(1)
         self._reopen_task: asyncio.Task[None] | None = None
+        self._recovering = False  # a reopen after a channel error is under way
+        # no_ack consumers cancelled lately: their in-flight deliveries need no settling.
+        self._cancelled_no_ack: deque[str] = deque(maxlen=64)
         self._acks = _speedups.AckTracker()  # coalesced acks of this generation
         self._acks_pending = False
         self.acked = 0  # messages acked / nacked or rejected (Prometheus counters)
@@ -134,7 +137,11 @@ class Channel:
         return f"<Channel {self.id} {state} gen={self.generation}>"
 
     async def _open(self) -> None:
-        """(Re)open this channel on the current connection and restore its state."""
+        """(Re)open this channel on the wire with its qos and confirm mode.
+
+        Users still wait: the channel is theirs again only after `_mark_ready()`, once its
+        consumers are restored, so nothing they send can interleave with the restore.
+        """
         self._open_event.clear()
         fut = self._expect_reply()
         self.connection._amqp_open_channel(self.id)
@@ -151,32 +158,57 @@ class Channel:
             self.connection._amqp().enable_confirms(self.id, self._tracker)
             self.connection._schedule_flush()
             await fut
+
+    def _mark_ready(self) -> None:
+        """The channel is open and restored: user calls and publishes go to the wire."""
         self._open_event.set()
 
     async def _restore_consumers(self) -> None:
-        for consumer in list(self._consumers.values()):
-            try:
-                await self._call(
-                    commands.Basic.Consume(
-                        queue=consumer.queue,
-                        consumer_tag=consumer.tag,
-                        no_ack=consumer.no_ack,
-                        exclusive=consumer.exclusive,
-                        arguments=consumer.arguments or {},
+        """Consume again with every recorded consumer (the channel is open on the wire).
+
+        A consumer the broker refuses (its queue is gone, say) is dropped and told through
+        on_cancel; the refusal closed the channel and with it the consumers restored before,
+        so the channel is reopened and restoring starts over with the rest.
+        """
+        while True:
+            for consumer in list(self._consumers.values()):
+                try:
+                    await self._call(
+                        commands.Basic.Consume(
+                            queue=consumer.queue,
+                            consumer_tag=consumer.tag,
+                            no_ack=consumer.no_ack,
+                            exclusive=consumer.exclusive,
+                            arguments=consumer.arguments or {},
+                        )
                     )
-                )
-            except BrokerError as exc:
-                log.error(
-                    "consumer %s on queue %r could not be restored: %s",
-                    consumer.tag,
-                    consumer.queue,
-                    exc,
-                )
-                self._consumers.pop(consumer.tag, None)
-                if consumer.on_cancel is not None:
-                    consumer.on_cancel(consumer.tag)
-                if not self.is_open:
+                except BrokerError as exc:
+                    log.error(
+                        "consumer %s on queue %r could not be restored: %s",
+                        consumer.tag,
+                        consumer.queue,
+                        exc,
+                    )
+                    self._consumers.pop(consumer.tag, None)
+                    if consumer.on_cancel is not None:
+                        consumer.on_cancel(consumer.tag)
                     await self._open()
+                    break
+            else:
+                return
+
+    async def _recover(self, republish: bool) -> None:
+        """Reopen after the broker closed this channel: one recovery at a time."""
+        if self._recovering:
+            return
+        self._recovering = True
+        try:
+            await self._open()
+            await self._restore_consumers()
+            self._mark_ready()
+            self._republish_or_fail(republish)
+        finally:
+            self._recovering = False
 
     def _republish_or_fail(self, republish: bool) -> None:
         if self._tracker is None:
@@ -405,10 +437,15 @@ class Channel:
         """
         tag = consumer_tag or f"mg.{self.id}.{next(self._tags)}"
         consumer = Consumer(tag, queue, callback, no_ack, exclusive, arguments, on_cancel)
-        # Registered before the reply: deliveries may follow ConsumeOk in the same buffer.
+        if self._closed_by_user:
+            raise LocalProtocolError(f"channel {self.id} is closed")
+        while not self.is_open:
+            await self._wait_open()
+        # Registered only now (a reopen in between would have consumed with it already),
+        # and before the reply: deliveries may follow ConsumeOk in the same buffer.
         self._consumers[tag] = consumer
         try:
-            await self._rpc(
+            await self._call(
                 commands.Basic.Consume(
                     queue=queue,
                     consumer_tag=tag,
@@ -431,6 +468,8 @@ class Channel:
                 await self._call(commands.Basic.Cancel(consumer_tag=consumer_tag))
         finally:
             self._consumers.pop(consumer_tag, None)
+            if consumer.no_ack:
+                self._cancelled_no_ack.append(consumer_tag)
 
     async def get(self, queue: str, *, no_ack: bool = False) -> Delivery | None:
         """Basic.Get: one message or None when the queue is empty."""
@@ -647,8 +686,9 @@ class Channel:
     def _dispatch(self, tag: str, batch: list[Delivery]) -> None:
         consumer = self._consumers.get(tag)
         if consumer is None:
-            # Deliveries in flight after a cancel: hand them back to the queue.
-            if self.is_open and not batch[0].kind:
+            # Deliveries in flight after a cancel: hand them back to the queue (unless the
+            # consumer was no_ack: those are settled already, a nack would be an error).
+            if self.is_open and not batch[0].kind and tag not in self._cancelled_no_ack:
                 amqp = self.connection._amqp()
                 for d in batch:
                     self._acks.forget(d.delivery_tag)

@@ -197,6 +197,7 @@ class Connection:
         self._channels[channel_id] = ch
         try:
             await ch._open()
+            ch._mark_ready()
             if prefetch_count is not None:
                 await ch.basic_qos(prefetch_count)
         except BaseException:
@@ -436,14 +437,14 @@ class Connection:
         level = logging.DEBUG if ch._replies else logging.WARNING
         log.log(level, "channel %d: %s", channel_id, error)
         ch._on_closed(error, by_broker=True)
-        if self._state == _OPEN and not ch._closed_by_user:
+        if self._state == _OPEN and not ch._closed_by_user and not ch._recovering:
             ch._reopen_task = self.loop.create_task(self._reopen_channel(ch))
 
     async def _reopen_channel(self, ch: Channel) -> None:
         try:
-            await ch._open()
-            await ch._restore_consumers()
-            ch._republish_or_fail(True)  # only what was published while it was closed
+            # Republish only what was published while it was closed: what was unconfirmed
+            # at the close was failed to the publisher.
+            await ch._recover(republish=True)
         except AMQPError as exc:
             if self._state == _OPEN:  # while closing or recovering this is expected
                 log.warning("channel %d could not be reopened: %s", ch.id, exc)
@@ -533,6 +534,7 @@ class Connection:
         for ch in channels:
             await ch._restore_consumers()
         for ch in channels:
+            ch._mark_ready()
             ch._republish_or_fail(self.republish)
 
     async def _replay_topology(self, channels: list[Channel]) -> None:
@@ -542,6 +544,7 @@ class Connection:
         self._channels[helper.id] = helper
         try:
             await helper._open()
+            helper._mark_ready()
             topo = self.topology
             for ex in list(topo.exchanges.values()):
                 await self._replay(
@@ -595,4 +598,5 @@ class Connection:
             log.error("could not restore %s after reconnect: %s", what, exc)
             if not helper.is_open:
                 await helper._open()
+                helper._mark_ready()
             return None
