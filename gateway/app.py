@@ -43,7 +43,9 @@ class Route:
 
     __slots__ = ("endpoint", "needs_state", "raw", "segments", "tail", "template")
 
-    def __init__(self, template: str, endpoint: Any, *, raw: bool, needs_state: bool) -> None:
+    def __init__(
+        self, template: str, endpoint: Handler | RawEndpoint, *, raw: bool, needs_state: bool
+    ) -> None:
         self.template = template
         self.segments = template.strip("/").split("/")
         self.tail = self.segments[-1].endswith("...}")
@@ -80,7 +82,7 @@ class Router:
         self,
         method: str,
         template: str,
-        endpoint: Any,
+        endpoint: Handler | RawEndpoint,
         *,
         raw: bool = False,
         needs_state: bool = True,
