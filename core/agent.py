@@ -15,9 +15,10 @@ import contextvars
 import functools
 import itertools
 import logging
+import os
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import envelope
@@ -83,7 +84,12 @@ class AgentConfig:
     rpc_timeout: float = 5.0
     drain_timeout: float = 10.0  # grace for in-flight work when stopping
     trace_size: int = 1000  # 0 turns the trace store off
-    behaviour_queue_expires_ms: int | None = 24 * 3600 * 1000  # unused queues vanish later
+    # A behaviour queue outlives its agent (a successor picks up what was left), then
+    # expires unused; MUNGGOGGO_QUEUE_EXPIRES_MS changes the default (the test suite
+    # shortens it so test runs do not leave queues behind on a shared broker).
+    behaviour_queue_expires_ms: int | None = field(
+        default_factory=lambda: int(os.environ.get("MUNGGOGGO_QUEUE_EXPIRES_MS", 24 * 3600 * 1000))
+    )
     queue_type: str | None = None  # e.g. "quorum" for behaviour queues
     metrics: bool = True  # time steps, RPCs and (sampled) confirms; counters are always kept
 

@@ -17,6 +17,10 @@ from munggoggo.client import Connection
 from munggoggo.url import DEFAULT_URL
 
 BROKER_URL = os.environ.get("MUNGGOGGO_URL") or DEFAULT_URL
+# Behaviour queues of test agents (and of agent subprocesses, which inherit this) expire a
+# minute after their last consumer: long enough for a crash test's successor, short enough
+# that repeated runs do not pile up queues and bindings that slow the shared broker down.
+os.environ.setdefault("MUNGGOGGO_QUEUE_EXPIRES_MS", "60000")
 
 
 def pytest_asyncio_loop_factories(config, item):
