@@ -232,6 +232,8 @@ async def test_redeclare_with_other_arguments_fails_precondition(connection, uni
     with pytest.raises(PreconditionFailed) as info:
         await ch.queue_declare(unique_name, auto_delete=True, arguments={"x-max-length": 20})
     assert info.value.reply_code == 406
+    # auto_delete removes a queue only after it had a consumer: this one never did.
+    await ch.queue_delete(unique_name)
 
 
 async def test_publish_to_missing_exchange_fails_to_the_publisher(connection, unique_name):
