@@ -442,10 +442,24 @@ class Agent:
         """Call `method` of agent `target`; returns its result or raises RpcError / RpcTimeout."""
         if args and kwargs:
             raise ValueError("JSON-RPC params go by position or by name, not both")
+        return await self.call_params(
+            target, method, list(args) if args else (kwargs or None), timeout=timeout
+        )
+
+    async def call_params(
+        self,
+        target: str,
+        method: str,
+        params: list[Any] | dict[str, Any] | None,
+        *,
+        timeout: float | None = None,
+    ) -> Any:
+        """`call` with the JSON-RPC params given as they travel (a list, a dict or None):
+        for callers that forward params, whose names may be anything (even `timeout`)."""
         if self.state != RUNNING:
             raise RpcError(UNAVAILABLE, f"agent {self.identity!r} is {self.state}")
         call_id = self._call_prefix + str(next(self._call_ids))
-        body = encode_request(method, list(args) if args else (kwargs or None), call_id)
+        body = encode_request(method, params, call_id)
         props = encode_properties(
             Properties(
                 content_type=envelope.JSON,

@@ -67,9 +67,7 @@ class Mesh:
         self, target: str, method: str, params: list[Any] | dict[str, Any] | None, timeout: float
     ) -> Any:
         """Call an exposed method; raises munggoggo.RpcError (incl. RpcTimeout)."""
-        if isinstance(params, dict):
-            return await self.agent.call(target, method, timeout=timeout, **params)
-        return await self.agent.call(target, method, *(params or ()), timeout=timeout)
+        return await self.agent.call_params(target, method, params or None, timeout=timeout)
 
     async def publish(
         self, routing_key: str, body: Any, headers: dict[str, Any] | None = None

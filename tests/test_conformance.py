@@ -75,6 +75,10 @@ class Calc(Agent):
         return p.x * p.x + p.y * p.y
 
     @expose
+    def schedule(self, target: str, method: str, timeout: int) -> str:
+        return f"{target}.{method} in {timeout}s"
+
+    @expose
     async def slow(self, seconds: float) -> str:
         await asyncio.sleep(seconds)
         return "late"
@@ -189,6 +193,9 @@ async def test_rpc_results_and_errors(mesh_url):
         assert await caller.call(calc.identity, "mul", 6, 7) == 42
         assert await caller.call(calc.identity, "mul", a=3, b=5) == 15
         assert await caller.call(calc.identity, "norm", {"x": 3, "y": 4}) == 25
+        # Param names that are also call()'s own keywords travel as data with call_params.
+        named = {"target": "t", "method": "m", "timeout": 3}
+        assert await caller.call_params(calc.identity, "schedule", named) == "t.m in 3s"
         with pytest.raises(RpcError) as info:
             await caller.call(calc.identity, "mul", "six", 7)
         assert info.value.code == -32602 and "Expected `int`" in info.value.message
