@@ -228,6 +228,10 @@ class Channel:
                     f"connection to {self.connection.url} lost before the broker confirmed"
                 )
                 self._record_failures([(seq, reason) for seq, _ in failed])
+            # Settled by failing: wake whoever waits for confirms or for room in the window
+            # (a publisher blocked on a full window would otherwise wait forever).
+            self._wake_confirm_waiters(self._tracker.confirmed_through)
+            self._capacity.set()
 
     # ------------------------------------------------------------------ sync methods
 

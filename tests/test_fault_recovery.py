@@ -133,3 +133,23 @@ async def test_consumer_and_server_named_queue_come_back_after_forced_close(brok
         assert await wait_until(lambda: got == [b"after"])
     finally:
         await conn.close()
+
+
+async def test_failing_unconfirmed_publishes_releases_a_blocked_publisher(broker_url):
+    # Regression: with republish off, a reconnect failed the unconfirmed publishes but left
+    # the window "full", so a publisher waiting in drain() waited forever.
+    conn = await Connection(broker_url, republish=False).connect()
+    try:
+        ch = await conn.channel(max_unconfirmed=2)
+        failures: list = []
+        ch.on_publish_failure = failures.extend
+        for _ in range(2):  # what the broker had not confirmed when the connection died
+            ch._tracker.add(b"frames")
+        ch._capacity.clear()
+        assert not ch.writable
+        ch._republish_or_fail(republish=False)
+        await asyncio.wait_for(ch.drain(), 5)  # must not hang
+        assert ch.writable and ch.unconfirmed == 0
+        assert [seq for seq, _ in failures] == [1, 2]
+    finally:
+        await conn.close()
