@@ -77,19 +77,9 @@ class AgentCollector:
             CounterMetricFamily,
             GaugeMetricFamily,
             HistogramMetricFamily,
-            InfoMetricFamily,
         )
 
-        info = InfoMetricFamily("munggoggo_build", "munggoggo build information")
-        info.add_metric(
-            [],
-            {
-                "version": __version__,
-                "python": platform.python_version(),
-                "extensions": str(_speedups.USING_EXTENSIONS).lower(),
-            },
-        )
-        yield info
+        yield build_info_family()
 
         def counter(name: str, doc: str, labels: list[str]) -> Any:
             return CounterMetricFamily(f"munggoggo_{name}", doc, labels=labels)
@@ -193,6 +183,22 @@ class AgentCollector:
             reconnects, rpc_served, mailbox, inflight, connected, unconfirmed, confirm, step,
             rpc_client, rpc_server,
         )  # fmt: skip
+
+
+def build_info_family() -> Any:
+    """`munggoggo_build_info`: version, Python and whether the compiled speedups loaded."""
+    from prometheus_client.core import InfoMetricFamily
+
+    info = InfoMetricFamily("munggoggo_build", "munggoggo build information")
+    info.add_metric(
+        [],
+        {
+            "version": __version__,
+            "python": platform.python_version(),
+            "extensions": str(_speedups.USING_EXTENSIONS).lower(),
+        },
+    )
+    return info
 
 
 def _add_histogram(family: Any, labels: list[str], hist: FastHistogram) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib
 import logging
 from collections.abc import Awaitable, Callable
+from time import perf_counter
 from typing import Any
 from urllib.parse import unquote
 
@@ -27,6 +28,7 @@ from . import jsonrpc, openapi, rest
 from .http import HTTPError, Request, Response, error_response, send_response
 from .limits import ClientDisconnected
 from .mesh import Mesh
+from .metrics import UNMATCHED_ROUTE
 from .state import GatewaySettings, GatewayState
 
 log = logging.getLogger("munggoggo.gateway")
@@ -36,6 +38,8 @@ RawEndpoint = Callable[[dict[str, Any], Any, Any, Any], Awaitable[None]]
 
 
 _INTERNAL_ERROR = error_response(500, 500, "internal error in the gateway (logged)")
+# Counted as 499 (nginx's "client closed request"): the client left before the answer.
+_CLIENT_LEFT = Response(499, b"", b"text/plain")
 
 
 class Route:
@@ -191,27 +195,37 @@ class GatewayApp:
 
     async def _http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         state = self.state
+        started = perf_counter()
+        template = UNMATCHED_ROUTE
         try:
             route, params = self.router.resolve(scope["method"], scope)
+            template = route.template
             if route.needs_state and state is None:
                 raise HTTPError(503, "the gateway is starting or stopping")
             if route.raw:
-                await _call_raw(route.endpoint, scope, receive, send, state)
+                status = await _call_raw(route.endpoint, scope, receive, send, state)
+                if state is not None:
+                    state.metrics.observe_request(
+                        template, scope["method"], status, perf_counter() - started
+                    )
                 return
-            if state is not None:
-                state.count("http_requests")
             response = await route.endpoint(Request(scope, receive, params), state)
         except HTTPError as exc:
             response = exc.response()
         except ClientDisconnected:
-            return
+            response = _CLIENT_LEFT
         except Exception:
             log.exception("%s %s failed", scope.get("method"), scope.get("path"))
             response = _INTERNAL_ERROR
-        try:
-            await send_response(send, response)
-        except OSError:  # the client left while we worked (ASGI servers may say so)
-            return
+        if response is not _CLIENT_LEFT:
+            try:
+                await send_response(send, response)
+            except OSError:  # the client left while we worked (ASGI servers may say so)
+                response = _CLIENT_LEFT
+        if state is not None:
+            state.metrics.observe_request(
+                template, scope["method"], response.status, perf_counter() - started
+            )
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
         while True:
@@ -233,6 +247,7 @@ class GatewayApp:
             elif message["type"] == "lifespan.shutdown":
                 state, self.state = self.state, None
                 if state is not None:
+                    state.metrics.close()
                     try:
                         await state.mesh.stop()
                     except Exception as exc:
@@ -245,21 +260,25 @@ class GatewayApp:
 
 async def _call_raw(
     endpoint: RawEndpoint, scope: dict[str, Any], receive: Any, send: Any, state: Any
-) -> None:
-    """Run an endpoint that sends for itself; a 500 if it fails before sending anything."""
-    sent = False
+) -> int:
+    """Run an endpoint that sends for itself; a 500 if it fails before sending anything.
+    Returns the HTTP status it sent (0 when it sent none)."""
+    status = 0
 
     async def tracking_send(message: dict[str, Any]) -> None:
-        nonlocal sent
-        sent = True
+        nonlocal status
+        if not status:
+            status = message.get("status", 0) or 101  # 101: an accepted WebSocket
         await send(message)
 
     try:
         await endpoint(scope, receive, tracking_send, state)
     except Exception:
         log.exception("%s %s failed", scope.get("method", "WEBSOCKET"), scope.get("path"))
-        if not sent and scope["type"] == "http":
+        if not status and scope["type"] == "http":
             await send_response(send, _INTERNAL_ERROR)
+            status = 500
+    return status
 
 
 def _import_endpoint(module: str, name: str) -> RawEndpoint | None:

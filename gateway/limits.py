@@ -36,12 +36,12 @@ def try_acquire(state: Any) -> bool:
     if state.in_flight >= state.settings.max_in_flight:
         state.count("overloaded")
         return False
-    state.in_flight += 1
+    state.call_started()
     return True
 
 
 def release(state: Any) -> None:
-    state.in_flight -= 1
+    state.call_finished()
 
 
 def overloaded_message(state: Any) -> str:

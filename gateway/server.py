@@ -3,17 +3,22 @@
 granian forks `workers` processes; each imports `munggoggo.gateway.app:create_app`, calls it
 (factory) and runs its lifespan, which reads `GatewaySettings.from_env()`. So the settings
 travel as `MUNGGOGGO_GATEWAY_*` environment variables set here before the workers start.
-HTTP/1 only (granian's fast path; WebSockets included), uvloop.
+HTTP/1 only (granian's fast path; WebSockets included), uvloop. With several workers it
+also turns on prometheus_client's multiprocess mode so one scrape sees them all.
 """
 
 from __future__ import annotations
 
 import copy
 import os
+import shutil
+import sys
+import tempfile
 from typing import Any
 
 from .state import GatewaySettings
 
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's switch to multiprocess mode
 APP_FACTORY = "munggoggo.gateway.app:create_app"
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
@@ -55,6 +60,7 @@ def serve(
     from granian.log import LogLevels
 
     os.environ.update(settings.to_env())
+    own_dir = _prepare_multiprocess_metrics(workers)
     server = Granian(
         APP_FACTORY,
         factory=True,
@@ -69,4 +75,36 @@ def serve(
         log_dictconfig=log_config(log_level),
         log_access=access_log,
     )
-    server.serve()
+    try:
+        server.serve()
+    finally:
+        if own_dir is not None:
+            shutil.rmtree(own_dir, ignore_errors=True)
+
+
+def _prepare_multiprocess_metrics(workers: int) -> str | None:
+    """Make every worker's metrics visible in each worker's `/metrics`.
+
+    With more than one worker, prometheus_client's multiprocess mode: values in per-process
+    files under PROMETHEUS_MULTIPROC_DIR, summed at scrape time. A directory we create is
+    ours to remove (returned); one the user set is emptied of old files first, as
+    prometheus_client requires, since files of dead processes would count again.
+    The variable must be set before workers create metrics; workers are forked or spawned
+    after this, and a prometheus_client imported earlier in this process is told too."""
+    directory = os.environ.get(MULTIPROC_ENV)
+    created = None
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+        for name in os.listdir(directory):
+            if name.endswith(".db"):
+                os.unlink(os.path.join(directory, name))
+    elif workers > 1:
+        directory = created = tempfile.mkdtemp(prefix="munggoggo-gateway-metrics-")
+        os.environ[MULTIPROC_ENV] = directory
+    else:
+        return None
+    values = sys.modules.get("prometheus_client.values")
+    if values is not None:
+        # Forked workers inherit the value class chosen at import; choose again now.
+        values.ValueClass = values.get_value_class()
+    return created

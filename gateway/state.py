@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .mesh import Mesh
+from .metrics import GatewayMetrics
 
 _PREFIX = "MUNGGOGGO_GATEWAY_"
 
@@ -30,6 +31,15 @@ class GatewaySettings:
     max_batch: int = 100  # JSON-RPC batch entries
     ws_buffer: int = 1000  # messages queued per WebSocket client before it drops
     ws_max_subscriptions: int = 100  # topic patterns per WebSocket client
+    # Security (gateway/guard.py; README "Securing the gateway"). No tokens: open to anyone.
+    # repr=False: settings get logged and printed; the secrets must not be.
+    tokens: tuple[str, ...] = field(default=(), repr=False)  # bearer tokens / API keys
+    tokens_file: str | None = None  # more tokens, one a line, read by each worker at start
+    metrics_public: bool = False  # serve /metrics without credentials (a scraper's network)
+    cors_origins: tuple[str, ...] = ()  # page origins allowed cross-origin and on /ws; "*": any
+    rate_limit: float = 0.0  # requests per second per client and worker; 0: no limit
+    rate_burst: int = 0  # requests a client may make at once; 0: twice the rate (at least 1)
+    rate_limit_clients: int = 10_000  # clients tracked per worker before idle ones are evicted
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> GatewaySettings:
@@ -39,13 +49,7 @@ class GatewaySettings:
             raw = env.get(_PREFIX + name.upper())
             if raw is None:
                 continue
-            kind = f.type if isinstance(f.type, type) else str(f.type)
-            if kind in ("float", float):
-                values[name] = float(raw)
-            elif kind in ("int", int):
-                values[name] = int(raw)
-            else:
-                values[name] = raw or None
+            values[name] = _parse(_PREFIX + name.upper(), raw, str(f.type))
         if "url" not in values and env.get("MUNGGOGGO_URL"):
             values["url"] = env["MUNGGOGGO_URL"]
         return cls(**values)
@@ -55,9 +59,37 @@ class GatewaySettings:
         env = {}
         for name in self.__dataclass_fields__:
             value = getattr(self, name)
-            if value is not None:
+            if isinstance(value, bool):
+                env[_PREFIX + name.upper()] = "1" if value else "0"
+            elif isinstance(value, tuple):
+                env[_PREFIX + name.upper()] = ",".join(value)
+            elif value is not None:
                 env[_PREFIX + name.upper()] = str(value)
         return env
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
+
+
+def _parse(variable: str, raw: str, kind: str) -> Any:
+    """One setting from its environment variable; ValueError naming the variable."""
+    try:
+        if kind == "float":
+            return float(raw)
+        if kind == "int":
+            return int(raw)
+    except ValueError:
+        raise ValueError(f"{variable} must be a number, got {raw!r}") from None
+    if kind == "bool":
+        word = raw.strip().lower()
+        if word not in _TRUE and word not in _FALSE:
+            raise ValueError(f"{variable} must be 1/0, true/false, yes/no or on/off")
+        return word in _TRUE
+    if kind.startswith("tuple"):
+        # Comma-separated; a value may not contain commas (tokens are checked for it).
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+    return raw or None
 
 
 @dataclass
@@ -68,8 +100,22 @@ class GatewayState:
     mesh: Mesh
     started_at: float = field(default_factory=time.time)
     in_flight: int = 0  # calls currently waiting for an agent
-    # Counters the metrics issue turns into Prometheus series; handlers increment them.
+    # This worker's own event counts (the Prometheus series may sum several workers).
     counters: dict[str, int] = field(default_factory=dict)
+    metrics: GatewayMetrics = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.metrics = GatewayMetrics(self.settings.max_in_flight)
 
     def count(self, name: str, n: int = 1) -> None:
+        """Count a gateway event; `name` must be one of gateway/metrics.py's EVENTS."""
+        self.metrics.event(name, n)
         self.counters[name] = self.counters.get(name, 0) + n
+
+    def call_started(self) -> None:
+        self.in_flight += 1
+        self.metrics.in_flight.inc()
+
+    def call_finished(self) -> None:
+        self.in_flight -= 1
+        self.metrics.in_flight.dec()

@@ -72,6 +72,7 @@ async def websocket_endpoint(scope: Scope, receive: Receive, send: Send, state: 
         return
     await send({"type": "websocket.accept"})
     state.count("ws_connected")
+    state.metrics.ws_clients.inc()
     client = WebSocketClient(state, send)
     try:
         while True:
@@ -85,6 +86,7 @@ async def websocket_endpoint(scope: Scope, receive: Receive, send: Send, state: 
     finally:
         await client.close()
         state.count("ws_disconnected")
+        state.metrics.ws_clients.dec()
 
 
 class _Reply(str):

@@ -231,17 +231,6 @@ async def test_startup_fails_cleanly_without_a_broker():
     assert app.state is None
 
 
-async def test_metrics(gateway, calc):
-    await gateway.http.post(f"/agents/{calc.identity}/call/get_data")
-    response = await gateway.http.get("/metrics")
-    assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
-    text = response.text
-    assert "munggoggo_gateway_in_flight 0\n" in text
-    assert "munggoggo_gateway_rest_calls_total 1\n" in text
-    assert re.search(r"^munggoggo_gateway_http_requests_total [1-9]", text, re.M)
-
-
 async def test_unexpected_failure_is_a_short_500_and_the_worker_goes_on(gateway, calc):
     mesh = gateway.app.state.mesh
 

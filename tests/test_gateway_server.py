@@ -113,7 +113,7 @@ async def test_gateway_command_serves_jsonrpc_and_rest(broker_url, tmp_path):
         assert response.status_code == 415
 
         metrics = (await http.get("/metrics")).text
-        assert "munggoggo_gateway_max_in_flight 77\n" in metrics  # --max-in-flight too
+        assert "munggoggo_gateway_max_in_flight 77.0\n" in metrics  # --max-in-flight too
         assert (await http.get("/openapi.json")).json()["openapi"] == "3.1.0"
         assert (await http.get("/docs")).status_code == 200  # the page was installed with us
 
