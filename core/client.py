@@ -30,7 +30,7 @@ from .amqp.errors import (
 )
 from .channel import Channel
 from .topology import Topology
-from .transport import AMQPStream, Backoff, open_stream
+from .transport import AMQPStream, Backoff, describe_handshake_loss, open_stream
 from .url import BrokerURL, parse_url
 
 log = logging.getLogger("munggoggo.client")
@@ -324,8 +324,8 @@ class Connection:
         if self._handshake is not None and not self._handshake.done():
             if not isinstance(reason, AMQPConnectError):
                 reason = AMQPConnectError(
-                    f"cannot connect to {self.url}: the broker closed the connection during the "
-                    f"handshake ({reason})"
+                    f"cannot connect to {self.url}: "
+                    f"{describe_handshake_loss(self.url, self._close_reason or exc)}"
                 )
             self._handshake.set_exception(reason)
             self._handshake.exception()

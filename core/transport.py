@@ -112,6 +112,25 @@ def describe_os_error(exc: OSError) -> str:
     return exc.strerror or str(exc) or type(exc).__name__
 
 
+def describe_handshake_loss(url: BrokerURL, exc: Exception | None) -> str:
+    """Why a connection ended before the AMQP handshake finished, in words that point at the
+    fix. Over TLS a broker that requires client certificates ends the session right after
+    the TLS handshake when none (or an untrusted one) was sent: TLS 1.3 reports that with an
+    alert, but the TCP reset can overtake it, so a reset over TLS gets the same hint."""
+    if not url.tls:
+        return f"the broker closed the connection during the handshake ({exc or 'no reason'})"
+    if isinstance(exc, ssl.SSLError):
+        what = f"the broker ended the TLS session during the handshake: {exc}"
+    else:
+        what = (
+            "the broker closed the TLS connection during the handshake "
+            f"({describe_os_error(exc) if isinstance(exc, OSError) else exc or 'no reason'})"
+        )
+    if url.certfile is None:
+        return f"{what}; if it requires client certificates, set certfile and keyfile"
+    return f"{what}; if it requires client certificates, check that it trusts certfile's issuer"
+
+
 class Backoff:
     """Exponential reconnect delays with full jitter, capped; reset after a success."""
 

@@ -67,11 +67,18 @@ class BrokerURL:
         return f"{self.scheme}://{self.host}:{self.port}/{vhost}"
 
     def ssl_context(self) -> ssl.SSLContext | None:
+        """The client TLS context; a file that cannot be loaded raises an OSError naming the
+        URL parameter and the path (OpenSSL's own message names neither)."""
         if not self.tls:
             return None
-        ctx = ssl.create_default_context(cafile=self.cafile)
-        if self.certfile:
-            ctx.load_cert_chain(self.certfile, self.keyfile)
+        what = f"cafile {self.cafile!r}" if self.cafile else "the system CA certificates"
+        try:
+            ctx = ssl.create_default_context(cafile=self.cafile)
+            if self.certfile:
+                what = f"certfile {self.certfile!r} / keyfile {self.keyfile or self.certfile!r}"
+                ctx.load_cert_chain(self.certfile, self.keyfile)
+        except OSError as exc:  # ssl.SSLError is an OSError too
+            raise OSError(f"{what}: {exc.strerror or exc}") from None
         if not self.verify:
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE

@@ -252,6 +252,11 @@ class AMQPConnection:
             records = self._reader.feed(data)
         except FrameError as exc:
             error = RemoteProtocolError(f"malformed data from broker: {exc}")
+            if self.state is ConnState.AWAIT_START and data[:1] in (b"\x15", b"\x16"):
+                # A TLS record (alert / handshake) where Connection.Start belongs.
+                error = RemoteProtocolError(
+                    "the broker answered with TLS, not AMQP: use an amqps:// URL for this port"
+                )
             self.abort_protocol(error)
             raise error from None
         out: list[Any] = []
