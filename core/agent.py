@@ -51,9 +51,16 @@ from .tracing import HEADER as TRACE_HEADER
 from .tracing import TRACEPARENT, adopt, outgoing_headers
 from .url import BrokerURL, parse_url
 from .wire import (
+    AGENT_HEADER,
+    BEHAVIOUR_HEADER,
     DEAD_LETTER_EXCHANGE,
+    DEAD_LETTER_ID_HEADER,
     DEAD_LETTER_QUEUE,
+    DEAD_LETTERED_AT_HEADER,
     FANOUT_EXCHANGE,
+    ORIGINAL_EXCHANGE_HEADER,
+    ORIGINAL_ROUTING_KEY_HEADER,
+    QUEUE_HEADER,
     REASON_HEADER,
     RETRIES_HEADER,
     TOPIC_EXCHANGE,
@@ -719,12 +726,14 @@ class Agent:
             reason = f"{type(exc).__name__}: {exc}"
             self._dead_letter(msg, reason, behaviour, retries)
             return
-        if not msg.queue or msg.queue == self.identity:
-            msg.nack(requeue=True)  # inbox messages: the count cannot travel, RabbitMQ requeues
-            return
+        # A retry is a redelivery by our own hand (the broker's flag stays unset on the copy).
+        self.stats.count(self.stats.redelivered, behaviour)
         headers = dict(msg.headers)
         headers[RETRIES_HEADER] = retries
-        self._handoff(msg, "", msg.queue, headers)
+        # The copy carries the count back to the queue it came from; the inbox too (an
+        # exclusive queue still takes publishes from anyone): a plain requeue there would
+        # lose the count and retry a poison message forever.
+        self._handoff(msg, "", msg.queue or self.identity, headers)
 
     def _dead_letter(
         self, msg: Message, reason: str, behaviour: str | None, retries: int = 0
@@ -737,15 +746,17 @@ class Agent:
         headers.update(
             {
                 REASON_HEADER: reason[:1000],
-                "x-munggoggo-agent": self.identity,
-                "x-munggoggo-queue": msg.queue,
-                "x-munggoggo-original-exchange": msg.exchange,
-                "x-munggoggo-original-routing-key": msg.routing_key,
+                DEAD_LETTER_ID_HEADER: uuid.uuid4().hex[:16],
+                DEAD_LETTERED_AT_HEADER: int(time.time()),
+                AGENT_HEADER: self.identity,
+                QUEUE_HEADER: msg.queue,
+                ORIGINAL_EXCHANGE_HEADER: msg.exchange,
+                ORIGINAL_ROUTING_KEY_HEADER: msg.routing_key,
                 RETRIES_HEADER: retries,
             }
         )
         if behaviour:
-            headers["x-munggoggo-behaviour"] = behaviour
+            headers[BEHAVIOUR_HEADER] = behaviour
         self._handoff(msg, DEAD_LETTER_EXCHANGE, msg.queue or msg.routing_key, headers)
 
     def _handoff(

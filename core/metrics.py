@@ -93,7 +93,10 @@ class AgentCollector:
         acked = counter("messages_acked", "Messages acked after handling", ["agent", "behaviour"])
         nacked = counter("messages_nacked", "Messages nacked or requeued", ["agent", "behaviour"])
         redelivered = counter(
-            "messages_redelivered", "Deliveries marked redelivered", ["agent", "behaviour"]
+            "messages_redelivered",
+            "Messages delivered again: flagged redelivered by the broker, or retried after a"
+            " failed step",
+            ["agent", "behaviour"],
         )
         dead = counter(
             "messages_dead_lettered", "Messages sent to munggoggo.dlx", ["agent", "behaviour"]
@@ -264,12 +267,14 @@ def register() -> None:
     _registered = True
 
 
-def serve_metrics(port: int, addr: str = "0.0.0.0") -> None:
-    """Serve /metrics for this process; a port in use is a clear error, not silence."""
+def serve_metrics(port: int, addr: str = "0.0.0.0") -> Any:
+    """Serve /metrics for this process from a daemon thread; a port in use is a clear
+    error, not silence. Returns the server (`.shutdown()` stops it)."""
     from prometheus_client import start_http_server
 
     register()
     try:
-        start_http_server(port, addr=addr)
+        server, _thread = start_http_server(port, addr=addr)
     except OSError as exc:
         raise OSError(f"cannot serve metrics on {addr}:{port}: {exc.strerror or exc}") from None
+    return server

@@ -162,6 +162,12 @@ async def test_failures_and_dead_letters_are_counted(broker_url):
             )
             == 1
         )
+        assert (
+            value(
+                s, "munggoggo_messages_redelivered_total", agent=agent.identity, behaviour="fragile"
+            )
+            == 1  # the one retry before the dead letter
+        )
         assert b.got == 2
 
 
