@@ -22,7 +22,9 @@ from time import perf_counter
 from typing import Any
 from urllib.parse import unquote
 
+from munggoggo import tracing
 from munggoggo.amqp.errors import AMQPError
+from munggoggo.tracing import TRACEPARENT
 
 from . import jsonrpc, openapi, rest
 from .http import HTTPError, Request, Response, error_response, send_response
@@ -183,6 +185,18 @@ class GatewayApp:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         kind = scope["type"]
+        # A caller's W3C traceparent becomes current for the request (or the WebSocket
+        # connection): every call and publish it makes carries a child of it.
+        trace = _adopt_traceparent(scope) if kind != "lifespan" else None
+        if trace is not None:
+            try:
+                await self._dispatch(kind, scope, receive, send)
+            finally:
+                TRACEPARENT.reset(trace)
+        else:
+            await self._dispatch(kind, scope, receive, send)
+
+    async def _dispatch(self, kind: str, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if kind == "http":
             await self._http(scope, receive, send)
         elif kind == "websocket":
@@ -279,6 +293,15 @@ async def _call_raw(
             await send_response(send, _INTERNAL_ERROR)
             status = 500
     return status
+
+
+def _adopt_traceparent(scope: dict[str, Any]) -> Any:
+    """Make a valid `traceparent` request header current; the token to reset, or None."""
+    for name, value in scope.get("headers", ()):
+        if name == b"traceparent":
+            traceparent = value.decode("latin-1")
+            return TRACEPARENT.set(traceparent) if tracing.is_valid(traceparent) else None
+    return None
 
 
 def _import_endpoint(module: str, name: str) -> RawEndpoint | None:

@@ -106,3 +106,52 @@ async def test_a_trace_spans_rpc_caller_and_callee(broker_url):
         assert await wait_until(lambda: len(got.got) == 1)
         assert trace_id(got.got[0].headers["traceparent"]) == trace_id(tp)
         assert TRACEPARENT.get() is None  # the callee's context did not leak into ours
+
+
+class Front(Agent):
+    """Calls another agent from inside an RPC method: gateway -> Front -> Traced."""
+
+    back = ""
+
+    @expose
+    async def ask_back(self) -> list[str | None]:
+        return [TRACEPARENT.get(), await self.call(self.back, "whoami")]
+
+
+async def test_a_trace_spans_gateway_agent_and_agent(broker_url):
+    from gateway_agents import running_gateway
+
+    from munggoggo.gateway.state import GatewaySettings
+
+    tag = uuid.uuid4().hex[:8]
+    back = Traced(f"trace-back-{tag}", url=broker_url)
+    front = Front(f"trace-front-{tag}", url=broker_url)
+    front.back = back.identity
+    topic = f"trace.gw.{tag}"
+    listener = Agent(f"trace-listener-{tag}", url=broker_url)
+    settings = GatewaySettings(url=broker_url, call_timeout=5.0)
+    async with back, front, listener, running_gateway(settings) as gateway:
+        got = await listener.add_behaviour(Collect(listener, binding_keys=[topic]))
+        tp = new_traceparent()
+        headers = {"traceparent": tp}
+        reply = await gateway.http.post(f"/agents/{front.identity}/call/ask_back", headers=headers)
+        assert reply.status_code == 200, reply.text
+        at_front, at_back = reply.json()
+        # Each hop sees the caller's trace with a parent id of its own.
+        assert trace_id(at_front) == trace_id(tp) and at_front != tp
+        assert trace_id(at_back) == trace_id(tp) and at_back not in (tp, at_front)
+
+        rpc = {"jsonrpc": "2.0", "method": f"{back.identity}.whoami", "id": 1}
+        seen = (await gateway.http.post("/jsonrpc", json=rpc, headers=headers)).json()["result"]
+        assert trace_id(seen) == trace_id(tp)
+        published = await gateway.http.post(f"/topics/{topic}", json="hi", headers=headers)
+        assert published.status_code in (200, 202), published.text
+        assert await wait_until(lambda: len(got.got) == 1)
+        assert trace_id(got.got[0].headers["traceparent"]) == trace_id(tp)
+
+        # No header, or a malformed one: no trace reaches the agent.
+        assert (await gateway.http.post(f"/agents/{back.identity}/call/whoami")).json() is None
+        bad = {"traceparent": "00-" + "0" * 32 + "-" + "1" * 16 + "-01"}
+        reply = await gateway.http.post(f"/agents/{back.identity}/call/whoami", headers=bad)
+        assert reply.json() is None
+    assert TRACEPARENT.get() is None  # the request's trace did not leak into our context
