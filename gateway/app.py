@@ -27,6 +27,7 @@ from munggoggo.amqp.errors import AMQPError
 from munggoggo.tracing import TRACEPARENT
 
 from . import jsonrpc, openapi, rest
+from .guard import Guard
 from .http import HTTPError, Request, Response, error_response, send_response
 from .limits import ClientDisconnected
 from .mesh import Mesh
@@ -212,6 +213,9 @@ class GatewayApp:
         started = perf_counter()
         template = UNMATCHED_ROUTE
         try:
+            if state is not None:
+                # Origins, credentials, rate limit (gateway/guard.py): refusals raise.
+                send = state.guard.screen(scope, send)
             route, params = self.router.resolve(scope["method"], scope)
             template = route.template
             if route.needs_state and state is None:
@@ -247,16 +251,18 @@ class GatewayApp:
             if message["type"] == "lifespan.startup":
                 try:
                     settings = self.settings or GatewaySettings.from_env()
+                    guard = Guard(settings)  # reads the tokens file: a bad one stops here
                     mesh = Mesh(settings.url)
                     await mesh.start()
                 except Exception as exc:
                     # A broker that does not answer is news, not a bug: no traceback.
-                    expected = isinstance(exc, AMQPError | OSError)
+                    expected = isinstance(exc, AMQPError | OSError | ValueError)
                     log.error("gateway startup failed: %s", exc, exc_info=not expected)
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
-                self.state = GatewayState(settings=settings, mesh=mesh)
+                self.state = GatewayState(settings=settings, mesh=mesh, guard=guard)
                 log.info("gateway worker connected to the mesh as %s", mesh.identity)
+                guard.log_startup()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 state, self.state = self.state, None

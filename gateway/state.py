@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from .guard import Guard
 from .mesh import Mesh
 from .metrics import GatewayMetrics
 
@@ -100,12 +101,17 @@ class GatewayState:
     mesh: Mesh
     started_at: float = field(default_factory=time.time)
     in_flight: int = 0  # calls currently waiting for an agent
+    # Origins, credentials and rate limit of this worker (gateway/guard.py); built from the
+    # settings when None (tests and tools that make a state without the app's lifespan).
+    guard: Guard = None  # type: ignore[assignment]
     # This worker's own event counts (the Prometheus series may sum several workers).
     counters: dict[str, int] = field(default_factory=dict)
     metrics: GatewayMetrics = field(init=False)
 
     def __post_init__(self) -> None:
         self.metrics = GatewayMetrics(self.settings.max_in_flight)
+        if self.guard is None:
+            self.guard = Guard(self.settings)
 
     def count(self, name: str, n: int = 1) -> None:
         """Count a gateway event; `name` must be one of gateway/metrics.py's EVENTS."""

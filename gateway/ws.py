@@ -33,6 +33,7 @@ import asyncio
 import base64
 import logging
 from collections import deque
+from collections.abc import Hashable
 from typing import Any
 
 import msgspec
@@ -41,7 +42,10 @@ from munggoggo import envelope
 from munggoggo.message import Message
 
 from . import jsonrpc
-from .limits import json_too_deep
+from .cors import describe
+from .guard import Answer
+from .http import JSON, Response, error_response
+from .limits import OVERLOADED, json_too_deep
 from .state import GatewayState
 
 log = logging.getLogger("munggoggo.gateway.ws")
@@ -57,9 +61,11 @@ _encoder = msgspec.json.Encoder()
 def origin_allowed(scope: Scope, state: GatewayState) -> bool:
     """Whether to accept a connection from this page origin (the `origin` header).
 
-    The seam for the origin check of a later issue: every origin is accepted today.
-    Returning False refuses the handshake (the server answers 403)."""
-    return True
+    Accepted: no Origin (not a browser), a page served by the gateway itself, or an origin
+    in `settings.cors_origins` (gateway/cors.py). Browsers do not apply CORS to WebSockets,
+    so without this check any web page a user visits could use their access to the
+    gateway. Returning False refuses the handshake (403)."""
+    return state.guard.websocket_origin_allowed(scope)
 
 
 async def websocket_endpoint(scope: Scope, receive: Receive, send: Send, state: GatewayState):
@@ -68,12 +74,22 @@ async def websocket_endpoint(scope: Scope, receive: Receive, send: Send, state: 
     if event["type"] != "websocket.connect":
         return
     if not origin_allowed(scope, state):
-        await send({"type": "websocket.close", "code": 1008})
+        origin = dict(scope["headers"]).get(b"origin", b"")
+        message = (
+            f"origin {describe(origin)} may not open this WebSocket: it is neither the "
+            "gateway's own nor in its CORS allow-list"
+        )
+        await refuse(scope, send, error_response(403, 403, message))
+        return
+    try:
+        key = state.guard.admit_websocket(scope)  # credentials, then the rate limit
+    except Answer as answer:
+        await refuse(scope, send, answer.response())
         return
     await send({"type": "websocket.accept"})
     state.count("ws_connected")
     state.metrics.ws_clients.inc()
-    client = WebSocketClient(state, send)
+    client = WebSocketClient(state, send, key)
     try:
         while True:
             event = await receive()
@@ -87,6 +103,20 @@ async def websocket_endpoint(scope: Scope, receive: Receive, send: Send, state: 
         await client.close()
         state.count("ws_disconnected")
         state.metrics.ws_clients.dec()
+
+
+async def refuse(scope: Scope, send: Send, response: Response) -> None:
+    """Deny the handshake: the HTTP answer itself where the server lets us send one (status,
+    JSON reason, WWW-Authenticate or Retry-After), else a close before accepting, which the
+    server turns into 403 (the code 1008, policy violation, is what ASGI lets us say)."""
+    if "websocket.http.response" not in scope.get("extensions", {}):
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    headers = [(b"content-type", JSON), *(response.headers or ())]
+    await send(
+        {"type": "websocket.http.response.start", "status": response.status, "headers": headers}
+    )
+    await send({"type": "websocket.http.response.body", "body": response.body})
 
 
 class _Reply(str):
@@ -105,10 +135,13 @@ class _Gap:
 class WebSocketClient:
     """One connected socket: its subscriptions, its outgoing buffer and its sender task."""
 
-    def __init__(self, state: GatewayState, send: Send) -> None:
+    def __init__(self, state: GatewayState, send: Send, key: Hashable = None) -> None:
         self.state = state
         self.settings = state.settings
         self._send = send
+        # Frames take from the same rate-limit bucket as the client's HTTP requests.
+        self._limiter = state.guard.limiter
+        self._key = key
         # Outgoing frames in order: message frames (str), replies (_Reply) and gaps (_Gap).
         self._out: deque[str | _Gap] = deque()
         self._limit = max(1, self.settings.ws_buffer)
@@ -135,6 +168,10 @@ class WebSocketClient:
             return self._error("an empty frame: send a JSON object such as " + _EXAMPLE)
         body = data.encode() if isinstance(data, str) else data
         settings = self.settings
+        if self._limiter is not None:
+            wait = self._limiter.take(self._key)
+            if wait:
+                return self._rate_limited(body, wait)
         if len(body) > settings.max_body_bytes:
             return self._error(
                 f"a frame of {len(body)} bytes is larger than the limit of "
@@ -216,6 +253,35 @@ class WebSocketClient:
         self.state.count("ws_published")
         if "id" in request:
             self._reply({"op": "published", "topic": topic}, request)
+
+    def _rate_limited(self, body: bytes, wait: float) -> None:
+        """Refuse a frame over the rate limit, answering the way the frame expects: a
+        JSON-RPC error (-32000, `retry_after` in its data) per request with an id, else an
+        error frame. The frame is only decoded to find those ids; nothing of it runs."""
+        message = self.state.guard.rate_limit_message(wait)
+        data = {"retry_after": round(wait, 3)}
+        value: Any = None
+        if len(body) <= self.settings.max_body_bytes and not json_too_deep(
+            body, self.settings.max_json_depth
+        ):
+            try:
+                value = _decoder.decode(body)
+            except msgspec.DecodeError:
+                value = None
+        requests = value if isinstance(value, list) else [value]
+        if any(isinstance(r, dict) and "jsonrpc" in r for r in requests):
+            replies = [
+                jsonrpc.error_reply(OVERLOADED, message, _reply_id(r.get("id")), data)
+                for r in requests
+                if isinstance(r, dict) and "id" in r
+            ]
+            self.state.count("ws_errors")
+            if isinstance(value, list) and replies:
+                self._put_reply((b"[" + b",".join(replies) + b"]").decode())
+            elif replies:
+                self._put_reply(replies[0].decode())
+            return
+        self._error(message, value if isinstance(value, dict) else None)
 
     # -- JSON-RPC ----------------------------------------------------------------
 
@@ -408,3 +474,8 @@ def topic_problem(topic: Any) -> str | None:
     if "*" in topic or "#" in topic:
         return f"publish to a concrete topic, not {topic!r}: '*' and '#' only work in subscribe"
     return None
+
+
+def _reply_id(id: Any) -> Any:
+    """A request's id as a reply may echo it (JSON-RPC: a string, number or null)."""
+    return id if id is None or type(id) in (str, int, float) else None
