@@ -9,3 +9,12 @@ DEAD_LETTER_EXCHANGE = "munggoggo.dlx"  # topic, durable: what nobody could hand
 DEAD_LETTER_QUEUE = "munggoggo.dead-letters"  # bound to the DLX with '#'
 RETRIES_HEADER = "x-munggoggo-retries"  # failed handling attempts so far
 REASON_HEADER = "x-munggoggo-reason"  # why a message was dead-lettered
+# Set on a dead letter by the agent that gave up on it (read by core/deadletters.py):
+DEAD_LETTER_ID_HEADER = "x-munggoggo-dead-letter-id"  # unique: `ctl dead-letters ... --id`
+DEAD_LETTERED_AT_HEADER = "x-munggoggo-dead-lettered-at"  # seconds since the epoch
+AGENT_HEADER = "x-munggoggo-agent"  # identity of the agent that gave up
+BEHAVIOUR_HEADER = "x-munggoggo-behaviour"  # its behaviour, if one was handling it
+QUEUE_HEADER = "x-munggoggo-queue"  # the queue it was consumed from: requeue goes back there
+ORIGINAL_EXCHANGE_HEADER = "x-munggoggo-original-exchange"
+ORIGINAL_ROUTING_KEY_HEADER = "x-munggoggo-original-routing-key"
+REQUEUED_FROM_HEADER = "x-munggoggo-requeued-from"  # set by a requeue: the dead letter's id
