@@ -730,6 +730,10 @@ class Agent:
         self.stats.count(self.stats.redelivered, behaviour)
         headers = dict(msg.headers)
         headers[RETRIES_HEADER] = retries
+        # The copy travels through the default exchange: remember where the first try came
+        # from, so a dead letter still names the original exchange and routing key.
+        headers.setdefault(ORIGINAL_EXCHANGE_HEADER, msg.exchange)
+        headers.setdefault(ORIGINAL_ROUTING_KEY_HEADER, msg.routing_key)
         # The copy carries the count back to the queue it came from; the inbox too (an
         # exclusive queue still takes publishes from anyone): a plain requeue there would
         # lose the count and retry a poison message forever.
@@ -743,6 +747,8 @@ class Agent:
             "agent %s: dead-lettering message from %r (%s)", self.identity, msg.sender, reason
         )
         headers = dict(msg.headers)
+        headers.setdefault(ORIGINAL_EXCHANGE_HEADER, msg.exchange)  # unless a retry kept it
+        headers.setdefault(ORIGINAL_ROUTING_KEY_HEADER, msg.routing_key)
         headers.update(
             {
                 REASON_HEADER: reason[:1000],
@@ -750,8 +756,6 @@ class Agent:
                 DEAD_LETTERED_AT_HEADER: int(time.time()),
                 AGENT_HEADER: self.identity,
                 QUEUE_HEADER: msg.queue,
-                ORIGINAL_EXCHANGE_HEADER: msg.exchange,
-                ORIGINAL_ROUTING_KEY_HEADER: msg.routing_key,
                 RETRIES_HEADER: retries,
             }
         )

@@ -16,7 +16,8 @@ import sys
 import uuid
 from typing import Any
 
-from .agent import Agent
+from . import cli_deadletters
+from .agent import Agent, open_connection
 from .amqp.errors import AMQPError
 from .client import install_uvloop
 from .rpc import RpcError
@@ -67,6 +68,50 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
     p.add_argument("--access-log", action="store_true", help="log every request")
+    g = p.add_argument_group(
+        "security", "see README, Securing the gateway; each flag overrides its environment variable"
+    )
+    g.add_argument(
+        "--tokens-file",
+        metavar="PATH",
+        help="accept the bearer tokens / API keys in this file, one a line, # comments "
+        "($MUNGGOGGO_GATEWAY_TOKENS_FILE); without any token the gateway is open to anyone",
+    )
+    g.add_argument(
+        "--token",
+        action="append",
+        dest="tokens",
+        metavar="TOKEN",
+        help="accept this token (repeatable; $MUNGGOGGO_GATEWAY_TOKENS, comma-separated). "
+        "Other users can read command lines: prefer --tokens-file",
+    )
+    g.add_argument(
+        "--metrics-public",
+        action="store_true",
+        default=None,
+        help="serve /metrics without a token ($MUNGGOGGO_GATEWAY_METRICS_PUBLIC)",
+    )
+    g.add_argument(
+        "--cors-origin",
+        action="append",
+        dest="cors_origins",
+        metavar="ORIGIN",
+        help="a web page origin allowed to call the gateway and open /ws, e.g. "
+        "https://app.example.com, or * for any (repeatable; $MUNGGOGGO_GATEWAY_CORS_ORIGINS)",
+    )
+    g.add_argument(
+        "--rate-limit",
+        type=float,
+        metavar="RPS",
+        help="requests per second per client and worker, 0 for none "
+        "($MUNGGOGGO_GATEWAY_RATE_LIMIT; default 0)",
+    )
+    g.add_argument(
+        "--rate-burst",
+        type=int,
+        metavar="N",
+        help="requests a client may make at once (default: twice --rate-limit)",
+    )
     p.set_defaults(handler=cmd_gateway)
 
     ctl = sub.add_parser("ctl", help="control a running mesh")
@@ -98,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = csub.add_parser("traces", help="the last messages an agent saw")
     c.add_argument("identity")
     c.add_argument("--limit", type=int, default=20)
+    cli_deadletters.add_parser(csub)
     ctl.set_defaults(handler=cmd_ctl)
     return parser
 
@@ -174,6 +220,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_gateway(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    from .gateway.guard import Guard
     from .gateway.server import serve as serve_gateway
     from .gateway.state import GatewaySettings
 
@@ -185,10 +232,18 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         overrides["call_timeout"] = args.call_timeout
     if args.max_in_flight is not None:
         overrides["max_in_flight"] = args.max_in_flight
+    for name in ("tokens", "cors_origins"):
+        if getattr(args, name):
+            overrides[name] = tuple(getattr(args, name))
+    for name in ("tokens_file", "metrics_public", "rate_limit", "rate_burst"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
     if overrides.get("url"):
         parse_url(overrides["url"])  # a bad URL fails here, not in every worker
+    settings = replace(settings, **overrides)
+    Guard(settings)  # so does a bad token, tokens file, origin or rate limit
     serve_gateway(
-        replace(settings, **overrides),
+        settings,
         host=args.host,
         port=args.port,
         workers=args.workers,
@@ -210,10 +265,21 @@ def _json_arg(text: str) -> Any:
 
 def cmd_ctl(args: argparse.Namespace) -> int:
     install_uvloop()
+    if args.ctl_command == "dead-letters":
+        return asyncio.run(_dead_letters(args))
     result = asyncio.run(_ctl(args))
     if result is not None:
         print(json.dumps(result, indent=2, default=str))
     return 0
+
+
+async def _dead_letters(args: argparse.Namespace) -> int:
+    # A plain connection: reading a queue needs no agent identity, inbox or behaviours.
+    connection = await open_connection(parse_url(args.url), f"ctl-{uuid.uuid4().hex[:8]}")
+    try:
+        return await cli_deadletters.run(connection, args)
+    finally:
+        await connection.close()
 
 
 async def _ctl(args: argparse.Namespace) -> Any:
