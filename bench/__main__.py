@@ -4,6 +4,7 @@
 - `throughput --scenario NAME|all`: the scenarios of bench/scenarios/, one result each;
 - `gateway [--connections 64] [--duration 10]`: HTTP JSON-RPC into an agent through
   `munggoggo gateway` and through the Starlette + aio-pika baseline, driven by wrk;
+- `dashboards [--minutes 3]`: the Grafana dashboards drawn from a loaded mesh's real data;
 - `report [--input FILE]`: docs/bench-results.md and docs/bench-throughput.png.
 
 A command module has `add_arguments(parser)` and either `run(args) -> dict` (one result,
@@ -32,6 +33,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "gateway": (
         "bench.scenarios.gateway",
         "HTTP JSON-RPC through `munggoggo gateway` vs a Starlette + aio-pika RPC baseline (wrk)",
+    ),
+    "dashboards": (
+        "bench.dashboards",
+        "run a loaded mesh + gateway under Prometheus; draw grafana/dashboards/ into docs/",
     ),
     "report": (
         "bench.report",
