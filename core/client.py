@@ -322,7 +322,12 @@ class Connection:
         if self._close_ok is not None and not self._close_ok.done():
             self._close_ok.set_result(None)
         if self._handshake is not None and not self._handshake.done():
-            if not isinstance(reason, AMQPConnectError):
+            if isinstance(reason, AuthenticationError):
+                # The sans-IO layer knows the user and vhost, not which broker refused them.
+                named = AuthenticationError(f"cannot connect to {self.url}: {reason}")
+                named.reply_code = getattr(reason, "reply_code", 0)  # type: ignore[attr-defined]
+                reason = named
+            elif not isinstance(reason, AMQPConnectError):
                 reason = AMQPConnectError(
                     f"cannot connect to {self.url}: "
                     f"{describe_handshake_loss(self.url, self._close_reason or exc)}"

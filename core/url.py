@@ -93,6 +93,10 @@ def parse_url(url: str | None = None) -> BrokerURL:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
+        if "@" in url and not _authority_has_credentials(url):
+            # The authority ended at a '/', '?' or '#' inside the password: urllib's message
+            # would quote the part of the password it took for a port.
+            raise URLError(f"invalid broker URL {_redact(url)!r}: {_UNENCODED}") from None
         raise URLError(f"invalid broker URL {_redact(url)!r}: {exc}") from None
     scheme = parts.scheme.lower()
     if scheme not in SCHEMES:
@@ -102,6 +106,16 @@ def parse_url(url: str | None = None) -> BrokerURL:
         )
     if scheme == "memory":
         return BrokerURL("memory", parts.netloc or "default", 0, "", "", "/")
+    if not url[len(parts.scheme) + 1 :].startswith("//"):
+        # "amqp:user:pw@host" parses as a URL without host whose path (the vhost, which
+        # str() and the broker's refusal show) holds the password.
+        raise URLError(
+            f"broker URL {_redact(url)!r} has no host: write {scheme}://user:password@host:port/vhost"
+        )
+    if "@" in parts.path or "@" in parts.query or "@" in parts.fragment:
+        # The authority ended early at a '/', '?' or '#' of the password; the rest of it would
+        # become the vhost or a query parameter.
+        raise URLError(f"invalid broker URL {_redact(url)!r}: {_UNENCODED}")
     path = parts.path
     if path in ("", "/"):
         vhost = "/"
@@ -153,11 +167,32 @@ def _int_param(key: str, value: str, url: str) -> int:
     return number
 
 
+_UNENCODED = (
+    "cannot tell the user name and password from the host "
+    "(percent-encode '/', '?', '#' and '@' in them, e.g. '/' as %2F)"
+)
+
+
+def _authority_has_credentials(url: str) -> bool:
+    """Whether the '@' ending the credentials lies inside the authority urllib will see."""
+    rest = url.partition("://")[2]
+    for stop in "/?#":
+        rest = rest.split(stop, 1)[0]
+    return "@" in rest
+
+
 def _redact(url: str) -> str:
-    """Replace the password of a URL we could not parse, so it never reaches a message."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    creds, _, host = rest.rpartition("@")
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}"
+    """A URL we could not parse, fit for a message: everything between the scheme and the
+    last '@' could be the password, so only a user name that is surely not part of it (the
+    text before the first ':', without '/', '?' or '#') is kept."""
+    head, at, host = url.rpartition("@")
+    if not at:
+        return url  # no credentials in it
+    scheme, sep, creds = head.partition("://")
+    if not sep:
+        scheme, sep, creds = head.partition(":")
+        return f"{scheme}:***@{host}" if sep and scheme.isalpha() else f"***@{host}"
+    user, colon, _ = creds.partition(":")
+    if any(c in user for c in "/?#"):
+        return f"{scheme}://***@{host}"
+    return f"{scheme}://{user}{':***' if colon else ''}@{host}"

@@ -24,7 +24,9 @@ _PREFIX = "MUNGGOGGO_GATEWAY_"
 
 @dataclass(frozen=True)
 class GatewaySettings:
-    url: str | None = None  # broker URL (None: MUNGGOGGO_URL or local RabbitMQ)
+    # Broker URL (None: MUNGGOGGO_URL or local RabbitMQ). repr=False: it may hold the
+    # broker password; str(parse_url(url)) is the printable form.
+    url: str | None = field(default=None, repr=False)
     call_timeout: float = 5.0  # seconds an RPC may take before 504 / -32000
     max_in_flight: int = 1024  # concurrent calls per worker before 503 / -32000
     max_body_bytes: int = 1_048_576  # request bodies above this get 413
