@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="run the demo agents (falls back to memory:// without a broker)"
     )
     p.add_argument("--seconds", type=float, default=None, help="stop after this long")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
     p.set_defaults(handler=cmd_demo)
 
     p = sub.add_parser("gateway", help="serve the HTTP/WebSocket gateway to the mesh (granian)")
@@ -200,6 +201,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         )
         url = "memory://demo"
     agents = demo_agents(url)
+    if args.metrics_port is not None:
+        from .metrics import serve_metrics
+
+        serve_metrics(args.metrics_port)
     if args.seconds is None:
         run(*agents)
         return 0

@@ -272,6 +272,8 @@ def serve_metrics(port: int, addr: str = "0.0.0.0") -> Any:
     error, not silence. Returns the server (`.shutdown()` stops it)."""
     from prometheus_client import start_http_server
 
+    if not 0 <= port <= 65535:
+        raise ValueError(f"cannot serve metrics on port {port}: ports are 0-65535")
     register()
     try:
         server, _thread = start_http_server(port, addr=addr)

@@ -207,3 +207,55 @@ def test_metrics_port_in_use_is_a_clear_error():
         or "cannot serve metrics" in result.stderr
     )
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--metrics-port", "70000"], "cannot serve metrics on port 70000: ports are 0-65535"),
+    (["--metrics-port", "-1"], "cannot serve metrics on port -1: ports are 0-65535"),
+])  # fmt: skip
+def test_a_metrics_port_that_cannot_be_is_a_clear_error(args, message):
+    for command in (["run", "munggoggo.demo:CalculatorAgent"], ["demo", "--seconds", "5"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "munggoggo", "--url", "memory://metrics", *command, *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert result.returncode == 1, result.stderr
+        assert message in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+async def test_the_demo_serves_metrics_while_it_runs():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "munggoggo", "--url", "memory://metrics-demo", "demo",
+        "--seconds", "20", "--metrics-port", str(port),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    import httpx
+
+    published = 0.0
+    try:
+        async with httpx.AsyncClient() as http, asyncio.timeout(15):
+            while published < 2:  # the ping agents publish once a second each
+                try:
+                    text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+                except httpx.TransportError:
+                    await asyncio.sleep(0.2)
+                    continue
+                published = sum(
+                    s.value
+                    for family in text_string_to_metric_families(text)
+                    for s in family.samples
+                    if s.name == "munggoggo_messages_published_total"
+                    and s.labels.get("agent") in ("ping-1", "ping-2")
+                )
+                await asyncio.sleep(0.2)
+    finally:
+        proc.terminate()
+        await proc.wait()
+    assert published >= 2
