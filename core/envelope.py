@@ -303,12 +303,17 @@ def decode_body(body: bytes, content_type: str | None, type: Any = None) -> Any:
         # UnicodeDecodeError msgspec lets through for invalid UTF-8 inside JSON strings.
         except ValueError as exc:
             raise _decode_error(content_type, type, exc) from exc
+        except RecursionError:
+            # msgspec recurses per nesting level: ~1000 levels of [[[... exhaust the stack.
+            raise _decode_error(content_type, type, "nested too deeply") from None
 
     if type is bytes or (type is None and fmt is _FMT_OPAQUE):
         return body if body.__class__ is bytes else bytes(body)
     if type is str or type is None:
         try:
             return str(body, charset)
-        except (LookupError, UnicodeDecodeError) as exc:
+        # Any codec the peer names may run: besides UnicodeDecodeError, some raise a plain
+        # UnicodeError ("idna", "undefined") or another ValueError.
+        except (LookupError, ValueError) as exc:
             raise _decode_error(content_type, str, exc) from exc
     raise _decode_error(content_type, type, f"{content_type} bodies decode only into bytes or str")

@@ -164,8 +164,8 @@ def decode_request(body: bytes) -> Request:
     """Parse one JSON-RPC request; raises RpcError (-32700 / -32600) with the request id
     attached as `.request_id` when it could be read."""
     try:
-        raw = _raw_decoder.decode(body)
-    except msgspec.DecodeError as exc:
+        raw = _parse(body)
+    except ValueError as exc:
         error = RpcError(PARSE_ERROR, f"Parse error: {exc}")
         error.request_id = None  # type: ignore[attr-defined]
         raise error from None
@@ -185,18 +185,31 @@ def decode_request(body: bytes) -> Request:
 def is_notification(body: bytes) -> bool:
     """A request without an `id` member gets no reply (JSON-RPC 2.0 section 4.1)."""
     try:
-        raw = _raw_decoder.decode(body)
-    except msgspec.DecodeError:
+        raw = _parse(body)
+    except ValueError:
         return False
     return isinstance(raw, dict) and "id" not in raw
+
+
+def _parse(body: bytes) -> Any:
+    """Any JSON value, or ValueError. Requests come from anyone: besides msgspec's
+    DecodeError, invalid UTF-8 in a string raises UnicodeDecodeError and deep nesting
+    RecursionError, and either one escaping the inbox callback would drop the connection,
+    after which the unacked request comes back and drops it again."""
+    try:
+        return _raw_decoder.decode(body)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
 
 
 def decode_response(body: bytes) -> Any:
     """The result of a JSON-RPC response, or raise its error as RpcError."""
     try:
         response = _response_decoder.decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except ValueError as exc:  # msgspec's errors and UnicodeDecodeError
         raise RpcError(INTERNAL_ERROR, f"malformed JSON-RPC response: {exc}") from None
+    except RecursionError:
+        raise RpcError(INTERNAL_ERROR, "malformed JSON-RPC response: nested too deeply") from None
     if response.error is not None:
         err = response.error
         raise RpcError(

@@ -7,7 +7,7 @@ import json
 
 import msgspec
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from munggoggo import envelope
@@ -522,3 +522,152 @@ def test_any_json_value_round_trips(value: object) -> None:
     assert decode_body(body, content_type) == value
     body, content_type = encode_body(value, MSGPACK)
     assert decode_body(body, content_type) == value
+
+
+# --- fuzzing: whatever arrives, decoding fails only with DecodeError -----------------------
+
+# Charsets a peer may name: real text codecs, codecs that are not text encodings, codecs
+# that raise their own UnicodeError subclasses, and nonsense.
+_CHARSETS = [
+    "utf-8",
+    "latin-1",
+    "utf-16",
+    "utf-7",
+    "ascii",
+    "cp037",
+    "idna",
+    "punycode",
+    "undefined",
+    "unicode_escape",
+    "base64",
+    "rot13",
+    "zlib",
+    "hex",
+    "uu",
+    "mbcs",
+    "no-such-charset",
+    "",
+]
+_MEDIA_TYPES = [JSON, "application/vnd.x+json", MSGPACK, X_MSGPACK, TEXT, "text/csv", OCTET, "x/y"]
+
+content_types = st.one_of(
+    st.none(),
+    st.text(max_size=60),
+    st.sampled_from(_MEDIA_TYPES),
+    st.builds(
+        lambda media, charset, sep: f"{media}{sep}charset={charset}",
+        st.sampled_from(_MEDIA_TYPES),
+        st.sampled_from(_CHARSETS) | st.text(max_size=12),
+        st.sampled_from(["; ", ";", " ; ", ';charset="x";']),
+    ),
+)
+decode_types = st.sampled_from(
+    [None, bytes, str, int, float, bool, dict, list[int], dict[str, Point], Point, Line, Request]
+)
+nested = st.integers(0, 20_000).flatmap(
+    lambda depth: st.sampled_from(
+        [
+            b"[" * depth + b"]" * depth,  # JSON arrays
+            b'{"a":' * depth + b"1" + b"}" * depth,  # JSON objects
+            b"\x91" * depth + b"\xc0",  # msgpack fixarrays of one
+            b"\x81\xa1a" * depth + b"\x01",  # msgpack fixmaps of one
+        ]
+    )
+)
+bodies = st.one_of(
+    st.binary(max_size=500),
+    nested,
+    st.text(max_size=200).map(str.encode),
+    st.builds(lambda v: json.dumps(v).encode(), st.recursive(st.integers() | st.text(), st.lists)),
+)
+
+
+@settings(max_examples=300)
+@given(body=bodies, content_type=content_types, tp=decode_types)
+def test_any_body_decodes_or_raises_decode_error(body: bytes, content_type: str | None, tp) -> None:
+    try:
+        decode_body(body, content_type, tp)
+    except DecodeError as exc:
+        assert str(exc).startswith("cannot decode")
+
+
+@given(
+    body=st.binary(max_size=200),
+    media=st.sampled_from(["text/plain", "text/csv"]),
+    charset=st.sampled_from(_CHARSETS),
+    tp=st.sampled_from([None, str, bytes, int]),
+)
+def test_any_charset_decodes_or_raises_decode_error(body, media, charset, tp) -> None:
+    try:
+        decode_body(body, f"{media}; charset={charset}", tp)
+    except DecodeError as exc:
+        assert str(exc).startswith("cannot decode")
+
+
+@pytest.mark.parametrize("depth", [100, 1_000, 10_000, 200_000])
+@pytest.mark.parametrize(
+    ("content_type", "open_", "close"),
+    [
+        (JSON, b"[", b"]"),
+        (JSON, b'{"a":', b"}"),
+        (MSGPACK, b"\x91", b""),
+        (MSGPACK, b"\x81\xa1a", b""),
+    ],
+    ids=["json-array", "json-object", "msgpack-array", "msgpack-map"],
+)
+@pytest.mark.parametrize("tp", [None, dict, list])
+def test_deeply_nested_bodies_are_decode_errors_or_values(depth, content_type, open_, close, tp):
+    leaf = b"1" if content_type == JSON else b"\x01"
+    body = open_ * depth + leaf + close * depth
+    try:
+        decode_body(body, content_type, tp)
+    except DecodeError as exc:
+        assert str(exc).startswith(f"cannot decode {content_type} body")
+
+
+@given(body=bodies, content_type=content_types, tp=decode_types)
+def test_any_body_decodes_the_same_from_a_memoryview(body, content_type, tp) -> None:
+    """Bodies arrive as bytes or memoryview slices of a receive buffer: same outcome."""
+
+    def outcome(data):
+        try:
+            value = decode_body(data, content_type, tp)
+        except DecodeError as exc:
+            return ("error", str(exc))
+        return ("ok", bytes(value) if isinstance(value, memoryview) else value)
+
+    assert outcome(body) == outcome(memoryview(body))
+
+
+@given(
+    properties=st.builds(
+        Properties,
+        content_type=st.none() | st.text(max_size=40),
+        headers=st.none()
+        | st.dictionaries(
+            st.text(max_size=20),
+            st.recursive(
+                st.none() | st.booleans() | st.integers() | st.text() | st.binary(),
+                lambda inner: st.lists(inner, max_size=4)
+                | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+                max_leaves=10,
+            ),
+            max_size=5,
+        ),
+        type=st.none() | st.text(max_size=20),
+        app_id=st.none() | st.text(max_size=20),
+        timestamp=st.none() | st.integers(0, 2**63),
+    ),
+    body=bodies,
+    tp=decode_types,
+)
+def test_any_delivered_message_gives_meta_and_decodes_or_raises_decode_error(
+    properties, body, tp
+) -> None:
+    meta = properties_to_meta(properties)
+    assert meta.kind == (properties.type if properties.type is not None else KIND_MESSAGE)
+    assert meta.headers == properties.headers
+    try:
+        decode_body(body, meta.content_type, tp)
+    except DecodeError:
+        pass
