@@ -721,7 +721,7 @@ class Agent:
     def _retry_or_dead_letter(self, msg: Message, exc: BaseException, behaviour: str) -> None:
         """A step failed with `msg` unsettled: requeue it with a retry count, or dead-letter
         it once it failed `max_redeliveries` times (or can never be decoded)."""
-        retries = int(msg.headers.get(RETRIES_HEADER, 0)) + 1
+        retries = _retry_count(msg.headers.get(RETRIES_HEADER)) + 1
         if retries > self.config.max_redeliveries or isinstance(exc, envelope.DecodeError):
             reason = f"{type(exc).__name__}: {exc}"
             self._dead_letter(msg, reason, behaviour, retries)
@@ -886,6 +886,15 @@ class Agent:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.identity!r} {self.state}>"
+
+
+def _retry_count(value: Any) -> int:
+    """The retry header as any client may have set it: a count that is not a non-negative
+    int counts as none (int() of a string or list would raise inside the failure path and
+    take the behaviour down)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return 0
 
 
 def _expire_call(fut: asyncio.Future[bytes], target: str, method: str, limit: float) -> None:

@@ -16,6 +16,7 @@ import pytest
 from broker_tools import wait_until
 
 from munggoggo import Agent, AgentConfig, Behaviour, RestartPolicy, Template
+from munggoggo._speedups import Properties
 from munggoggo.client import Connection
 from munggoggo.deadletters import DeadLetters
 from munggoggo.wire import DEAD_LETTER_QUEUE, REQUEUED_FROM_HEADER, RETRIES_HEADER
@@ -148,6 +149,27 @@ async def test_poison_direct_message_in_the_inbox_is_dead_lettered_too(mesh_url)
             picky.fixed = True
             assert (await dead.requeue([letter.id])).requeued == [letter.id]
             assert await wait_until(lambda: b"poison letter" in picky.handled)
+        finally:
+            await dead.purge(all=True, agent=agent.identity)
+
+
+@pytest.mark.parametrize("stranger_count", ["lots", [1, 2], -7, 2.5, None])
+async def test_a_retry_count_set_by_a_stranger_does_not_break_the_failure_path(
+    broker_url, stranger_count
+):
+    topic = uid("odd")
+    agent = poisoned_agent(broker_url)
+    async with agent, Connection(broker_url) as conn:
+        dead = DeadLetters(agent.connection)
+        try:
+            picky = await agent.add_behaviour(Picky(agent, binding_keys=[topic]))
+            ch = await conn.channel()
+            props = Properties(headers={RETRIES_HEADER: stranger_count})
+            await ch.wait_confirms(ch.publish(b"poison odd", "munggoggo.topic", topic, props))
+            (letter,) = await dead_letters_of(dead, agent.identity, 1)
+            assert letter.retries == MAX_REDELIVERIES + 1  # counted from zero
+            assert picky.attempts[b"poison odd"] == MAX_REDELIVERIES + 1
+            assert picky.state == "running"
         finally:
             await dead.purge(all=True, agent=agent.identity)
 
