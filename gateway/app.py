@@ -150,6 +150,7 @@ def build_router(app: GatewayApp) -> Router:
     r.add("GET", "/metrics", rest.metrics_endpoint)
     r.add("GET", "/openapi.json", openapi.openapi_endpoint, needs_state=False)
     r.add("GET", "/docs", openapi.docs_endpoint, needs_state=False)
+    r.add("GET", "/ws", openapi.websocket_upgrade_required, needs_state=False)  # plain HTTP
     dashboard = app.optional("dashboard", "dashboard_endpoint")
     r.add("GET", "/", dashboard, raw=True)
     r.add("GET", "/static/{path...}", dashboard, raw=True)

@@ -116,7 +116,9 @@ class Request:
         return None
 
     def query(self) -> dict[str, str]:
-        return dict(parse_qsl(self.scope.get("query_string", b"").decode("latin-1")))
+        # Blank values kept: `?wait=` is a wait that is not a number, not an absent one.
+        query = self.scope.get("query_string", b"").decode("latin-1")
+        return dict(parse_qsl(query, keep_blank_values=True))
 
     def has_json_body(self) -> bool:
         """True for Content-Type application/json (parameters such as charset allowed)."""

@@ -13,7 +13,8 @@ from typing import Any
 
 from munggoggo import __version__
 
-from .http import HTML, JSON, Request, Response, encode_json
+from .guard import PAGES, PROBES
+from .http import HTML, JSON, HTTPError, Request, Response, encode_json
 
 DOCS_PAGE = Path(__file__).resolve().parent / "docs" / "index.html"
 
@@ -43,6 +44,39 @@ def _path_param(name: str, description: str) -> dict[str, Any]:
     }
 
 
+def _refusal(description: str, headers: dict[str, Any], jsonrpc: bool) -> dict[str, Any]:
+    response = _json(_ref("JsonRpcResponse" if jsonrpc else "Error"), description)
+    response["headers"] = headers
+    return response
+
+
+_RETRY_AFTER = {
+    "Retry-After": {"description": "seconds to wait", "schema": {"type": "integer", "minimum": 1}}
+}
+_CHALLENGE = {"WWW-Authenticate": {"description": "Bearer", "schema": {"type": "string"}}}
+
+
+def _guard_responses(path: str, method: str) -> dict[str, Any]:
+    """What gateway/guard.py may answer before the route runs (JSON-RPC errors on /jsonrpc)."""
+    if path in OPEN_PATHS:
+        return {}
+    rpc = path == "/jsonrpc"
+    responses = {
+        "429": _refusal("over the per-client rate limit; Retry-After says when", _RETRY_AFTER, rpc)
+    }
+    if path not in PAGE_PATHS:
+        responses["401"] = _refusal(
+            '"missing credentials" or "invalid credentials" (gateway with tokens)', _CHALLENGE, rpc
+        )
+    if method == "post":
+        responses["403"] = _refusal(
+            "a request from a web page whose origin the gateway does not allow", {}, rpc
+        )
+    return responses
+
+
+OPEN_PATHS = PROBES  # never refused by the guard
+PAGE_PATHS = PAGES | {"/static/{path}"}  # rate-limited, but open without credentials
 _IDENTITY = _path_param("identity", "the agent's identity")
 _RPC_ERRORS = {
     "404": _error("unknown agent (-32001) or unknown method (-32601)"),
@@ -376,8 +410,21 @@ PATHS: dict[str, Any] = {
             "tags": ["websocket"],
             "operationId": "websocket",
             "summary": "WebSocket: topic subscriptions, calls and publishes",
-            "description": "Upgrade to a WebSocket (see the WebSocket protocol in the docs).",
-            "responses": {"101": {"description": "switching protocols"}},
+            "description": "Upgrade to a WebSocket (see the WebSocket protocol in the docs). "
+            "A browser passes its token as `?token=` (it cannot set headers on a WebSocket).",
+            "parameters": [
+                {
+                    "name": "token",
+                    "in": "query",
+                    "required": False,
+                    "description": "the bearer token, for clients that cannot send headers",
+                    "schema": {"type": "string"},
+                }
+            ],
+            "responses": {
+                "101": {"description": "switching protocols"},
+                "426": _error("a plain HTTP request: this path is the WebSocket"),
+            },
         }
     },
 }
@@ -399,18 +446,57 @@ SPEC: dict[str, Any] = {
         {"name": "websocket", "description": "the WebSocket (gateway.ws)"},
     ],
     "paths": PATHS,
-    "components": {"schemas": SCHEMAS},
+    "components": {
+        "schemas": SCHEMAS,
+        "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer"},
+            "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+        },
+    },
 }
+for _path, _item in PATHS.items():
+    for _method, _operation in _item.items():
+        for _status, _response in _guard_responses(_path, _method).items():
+            _operation["responses"].setdefault(_status, _response)
 
-_spec_body: bytes | None = None
+_spec_bodies: dict[tuple[bool, bool], bytes] = {}
 _docs_body: bytes | None = None
 
 
+def spec_for(secured: bool, metrics_public: bool) -> dict[str, Any]:
+    """The description as this gateway runs: with tokens, every operation but the open ones
+    requires a bearer token or an API key."""
+    if not secured:
+        return SPEC
+    open_paths = OPEN_PATHS | PAGE_PATHS | ({"/metrics"} if metrics_public else set())
+    paths = {
+        path: {
+            method: {**operation, "security": []} if path in open_paths else operation
+            for method, operation in item.items()
+        }
+        for path, item in PATHS.items()
+    }
+    return {**SPEC, "paths": paths, "security": [{"bearer": []}, {"apiKey": []}]}
+
+
 async def openapi_endpoint(request: Request, state: Any) -> Response:
-    global _spec_body
-    if _spec_body is None:
-        _spec_body = encode_json(SPEC)
-    return Response(200, _spec_body, JSON)
+    guard = getattr(state, "guard", None)
+    secured = guard is not None and guard.tokens is not None
+    metrics_public = guard is not None and "/metrics" in guard.open_paths
+    key = (secured, metrics_public)
+    body = _spec_bodies.get(key)
+    if body is None:
+        body = _spec_bodies[key] = encode_json(spec_for(*key))
+    return Response(200, body, JSON)
+
+
+async def websocket_upgrade_required(request: Request, state: Any) -> Response:
+    """A plain HTTP GET of /ws (the WebSocket itself never reaches the HTTP router)."""
+    raise HTTPError(
+        426,
+        "/ws is a WebSocket: connect with a WebSocket client (Upgrade: websocket)",
+        headers=[(b"upgrade", b"websocket")],
+    )
 
 
 async def docs_endpoint(request: Request, state: Any) -> Response:

@@ -52,7 +52,7 @@ async def test_list_agents(gateway, calc):
     assert not any(identity.startswith("gateway-") for identity in agents)
 
 
-@pytest.mark.parametrize("wait", ["soon", "9", "-1"])
+@pytest.mark.parametrize("wait", ["soon", "9", "-1", "", "nan"])
 async def test_list_agents_bad_wait(gateway, wait):
     error_of(await gateway.http.get("/agents", params={"wait": wait}), 400)
 
