@@ -25,6 +25,7 @@ from pamqp import body as pamqp_body
 from pamqp import commands, header, heartbeat
 
 from munggoggo import _speedups
+from munggoggo._speedups import _confirms_py, _frames_py
 from munggoggo.amqp import (
     AMQPConnection,
     AuthenticationError,
@@ -38,6 +39,63 @@ from munggoggo.amqp import (
 )
 
 SETTINGS = settings(deadline=None, max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+
+# Each test runs on every twin of the hot paths, as tests/test_frames.py does: the layer
+# looks up `_speedups.FrameReader`, `pack_publish`, ... when it runs, so pointing those names
+# at one twin's module makes the whole layer (parser fuzzing included) run on it.
+TWINS = [("pure-python", _frames_py, _confirms_py)]
+try:
+    from munggoggo._speedups import _confirms, _frames  # type: ignore[attr-defined]
+except ImportError:
+    pass
+else:
+    TWINS.append(("compiled", _frames, _confirms))
+_FRAMES_NAMES = (
+    "FrameReader",
+    "Delivery",
+    "Properties",
+    "encode_properties",
+    "decode_properties",
+    "encode_table",
+    "decode_table",
+    "publish_method_frame",
+    "pack_publish",
+    "pack_ack",
+)
+_CONFIRMS_NAMES = ("ConfirmTracker", "AckTracker")
+
+
+@pytest.fixture(scope="module", params=TWINS, ids=lambda twin: twin[0], autouse=True)
+def twin(request):
+    _, frames, confirms = request.param
+    with pytest.MonkeyPatch.context() as patch:
+        for attr in _FRAMES_NAMES:
+            patch.setattr(_speedups, attr, getattr(frames, attr))
+        for attr in _CONFIRMS_NAMES:
+            patch.setattr(_speedups, attr, getattr(confirms, attr))
+        yield request.param
+
+
+def test_the_protocol_layer_runs_on_the_twin_under_test(twin):
+    _, frames, confirms = twin
+    conn, peer = with_channel(1)
+    assert type(conn._reader) is frames.FrameReader
+    conn.publish(1, "", "q", b"x", b"\x00\x00")
+    assert [f.name for _, f in sent(conn, peer)] == [
+        "Basic.Publish",
+        "ContentHeader",
+        "ContentBody",
+    ]
+    assert isinstance(_speedups.ConfirmTracker(), confirms.ConfirmTracker)
+
+
+def test_tls_where_amqp_was_expected_says_use_amqps():
+    conn = AMQPConnection()
+    conn.initiate()
+    conn.data_to_send()
+    tls_alert = b"\x15\x03\x03\x00\x02\x02\x46"  # what a TLS port answers to AMQP bytes
+    with pytest.raises(RemoteProtocolError, match=r"answered with TLS.*amqps://"):
+        conn.receive_data(tls_alert)
 
 
 def connected(frame_max=131072, **kwargs):
