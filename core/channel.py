@@ -102,6 +102,11 @@ class Channel:
         self._consumers: dict[str, Consumer] = {}
         self._qos: tuple[int, int] | None = None
         self._open_event = asyncio.Event()
+        # Open on the wire (OpenOk received, not closed since). Settling deliveries of the
+        # current generation needs only this, not `is_open`: a restored consumer gets
+        # deliveries before the channel is handed back to users (`_mark_ready`), and acks
+        # dropped then would leave them unacked for good, the consumer starved at prefetch.
+        self._wire_open = False
         self._capacity = asyncio.Event()
         self._capacity.set()
         self._confirm_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
@@ -143,9 +148,11 @@ class Channel:
         consumers are restored, so nothing they send can interleave with the restore.
         """
         self._open_event.clear()
+        self._wire_open = False
         fut = self._expect_reply()
         self.connection._amqp_open_channel(self.id)
         await fut
+        self._wire_open = True
         self.generation += 1
         self._acks.reset()
         self._acks_pending = False
@@ -496,7 +503,7 @@ class Channel:
     def ack_later(self, delivery_tag: int, generation: int) -> bool:
         """Ack, coalesced: at the end of this loop tick one ack with multiple=true covers
         the contiguous prefix of tags acked this way. False if the tag is void."""
-        if generation != self.generation or not self.is_open:
+        if generation != self.generation or not self._wire_open:
             return False
         self._acks.done(delivery_tag)
         self.acked += 1
@@ -508,7 +515,7 @@ class Channel:
     def _emit_acks(self) -> None:
         """Called by the connection right before it writes: one frame for the prefix."""
         self._acks_pending = False
-        if not self.is_open:
+        if not self._wire_open:
             return
         tag = self._acks.take()
         if tag:
@@ -545,7 +552,7 @@ class Channel:
     def _valid_tag(self, generation: int | None) -> bool:
         if generation is not None and generation != self.generation:
             return False
-        return self.is_open
+        return self._wire_open
 
     # ------------------------------------------------------------------ publishing
 
@@ -692,7 +699,7 @@ class Channel:
         if consumer is None:
             # Deliveries in flight after a cancel: hand them back to the queue (unless the
             # consumer was no_ack: those are settled already, a nack would be an error).
-            if self.is_open and not batch[0].kind and tag not in self._cancelled_no_ack:
+            if self._wire_open and not batch[0].kind and tag not in self._cancelled_no_ack:
                 amqp = self.connection._amqp()
                 for d in batch:
                     self._acks.forget(d.delivery_tag)
@@ -707,6 +714,7 @@ class Channel:
     def _on_closed(self, error: BaseException | None, by_broker: bool) -> None:
         """The channel is gone (broker close, or the whole connection was lost)."""
         self._open_event.clear()
+        self._wire_open = False
         exc = error or ConnectionLost(f"channel {self.id} closed")
         while self._replies:
             fut = self._replies.popleft()
@@ -741,7 +749,9 @@ class Channel:
             self.connection._amqp().close_channel(self.id)
             self.connection._schedule_flush()
             self._open_event.clear()
+            self._wire_open = False  # nothing may follow Channel.Close on the wire
             with contextlib.suppress(AMQPError, TimeoutError):
                 await asyncio.wait_for(fut, 5.0)
         self._open_event.clear()
+        self._wire_open = False
         self.connection._forget_channel(self)
