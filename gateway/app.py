@@ -29,7 +29,7 @@ from munggoggo.tracing import TRACEPARENT
 from . import jsonrpc, openapi, rest
 from .guard import Guard
 from .http import HTTPError, Request, Response, error_response, send_response
-from .limits import ClientDisconnected
+from .limits import RETRY_AFTER, ClientDisconnected
 from .mesh import Mesh
 from .metrics import UNMATCHED_ROUTE
 from .state import GatewaySettings, GatewayState
@@ -233,6 +233,10 @@ class GatewayApp:
             response = exc.response()
         except ClientDisconnected:
             response = _CLIENT_LEFT
+        except AMQPError as exc:  # the broker connection is down; the mesh reconnects by itself
+            response = error_response(
+                503, 503, f"not connected to the broker ({exc}); retry later", None, RETRY_AFTER
+            )
         except Exception:
             log.exception("%s %s failed", scope.get("method"), scope.get("path"))
             response = _INTERNAL_ERROR

@@ -279,6 +279,7 @@ PATHS: dict[str, Any] = {
             "responses": {
                 "200": _json({"type": "array", "items": _ref("Agent")}, "the agents"),
                 "400": _error("wait is not a number from 0 to 5"),
+                "503": _error("too many calls in flight, or the broker connection is down"),
             },
         }
     },
@@ -327,6 +328,7 @@ PATHS: dict[str, Any] = {
             "responses": {
                 "202": _json(_ref("Published"), "handed to the broker"),
                 **_BODY_ERRORS,
+                "503": _error("the broker connection is down (Retry-After: 1)"),
             },
         }
     },
