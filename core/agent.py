@@ -49,7 +49,7 @@ from .rpc import (
 )
 from .tracing import HEADER as TRACE_HEADER
 from .tracing import TRACEPARENT, adopt, outgoing_headers
-from .url import BrokerURL, parse_url
+from .url import BrokerURL, parse_urls
 from .wire import (
     AGENT_HEADER,
     BEHAVIOUR_HEADER,
@@ -101,15 +101,17 @@ class AgentConfig:
     metrics: bool = True  # time steps, RPCs and (sampled) confirms; counters are always kept
 
 
-async def open_connection(url: BrokerURL, name: str) -> Any:
-    """A connected client for the URL: the real AMQP client, or the in-process broker."""
-    if url.is_memory:
+async def open_connection(url: BrokerURL | tuple[BrokerURL, ...], name: str) -> Any:
+    """A connected client for the URL (or failover list): the real AMQP client, or the
+    in-process broker."""
+    urls = url if isinstance(url, tuple) else (url,)
+    if urls[0].is_memory:
         from .memory import MemoryConnection
 
-        return await MemoryConnection(url).connect()
+        return await MemoryConnection(urls[0]).connect()
     from .client import Connection
 
-    return await Connection(url, name=name).connect()
+    return await Connection(urls, name=name).connect()
 
 
 class Agent:
@@ -119,7 +121,7 @@ class Agent:
         self,
         identity: str | None = None,
         *,
-        url: str | None = None,
+        url: str | list[str] | None = None,
         config: AgentConfig | None = None,
     ):
         self.identity = identity or f"agent-{uuid.uuid4().hex[:8]}"
@@ -131,7 +133,7 @@ class Agent:
             raise ValueError(
                 f"invalid agent identity {self.identity!r}: 1-200 bytes, no whitespace"
             )
-        self.url = parse_url(url)
+        self.urls = parse_urls(url)  # several: failover, tried in order (README)
         self.config = config or AgentConfig()
         self.state = CREATED
         self.behaviours: dict[str, Behaviour] = {}
@@ -159,6 +161,12 @@ class Agent:
         self._props_second = -1
         self._props_cache: dict[tuple[str, str], bytes] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+
+    @property
+    def url(self) -> BrokerURL:
+        """The broker URL in use (the first of a failover list before connecting)."""
+        conn = self.connection
+        return conn.url if conn is not None else self.urls[0]
 
     # -- hooks ---------------------------------------------------------------------
 
@@ -209,7 +217,7 @@ class Agent:
         )
 
     async def _connect(self) -> None:
-        self.connection = conn = await open_connection(self.url, self.identity)
+        self.connection = conn = await open_connection(self.urls, self.identity)
         self._pub = await conn.channel()
         self._pub.on_return = self._on_return
         self._pub.on_publish_failure = self._on_publish_failure

@@ -5,7 +5,8 @@ buffer is parsed once and its events are dispatched in order, deliveries in per-
 batches. Everything queued during a loop tick goes out in one write. When the connection
 drops it reconnects with backoff and restores what the application built: exchanges,
 queues and bindings (`topology.Topology`), then each channel's qos, confirm mode and
-consumers, then republishes unconfirmed messages.
+consumers, then republishes unconfirmed messages. Given several broker URLs (failover), every
+connect and every reconnect tries them in order and takes the first that works.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._speedups import DELIVER, GET_OK, Delivery
@@ -31,7 +32,7 @@ from .amqp.errors import (
 from .channel import Channel
 from .topology import Topology
 from .transport import AMQPStream, Backoff, describe_handshake_loss, open_stream
-from .url import BrokerURL, parse_url
+from .url import BrokerURL, parse_urls
 
 log = logging.getLogger("munggoggo.client")
 
@@ -57,18 +58,20 @@ def install_uvloop() -> bool:
 
 class Connection:
     """An AMQP connection that recovers by itself. Use `await Connection(url).connect()`
-    or `async with Connection(url) as conn:`."""
+    or `async with Connection(url) as conn:`. `url` may be a failover list (a Python list or
+    a comma-separated string): `self.url` is then the one connected to (or being tried)."""
 
     def __init__(
         self,
-        url: str | BrokerURL | None = None,
+        url: str | BrokerURL | Sequence[str | BrokerURL] | None = None,
         *,
         reconnect: bool = True,
         republish: bool = True,
         backoff: Backoff | None = None,
         name: str | None = None,
     ) -> None:
-        self.url = url if isinstance(url, BrokerURL) else parse_url(url)
+        self.urls = parse_urls(url)
+        self.url = self.urls[0]
         if self.url.is_memory:
             raise AMQPConnectError(
                 "memory:// URLs are served by the in-process broker, not by Connection"
@@ -145,8 +148,31 @@ class Connection:
         return self
 
     async def _establish(self) -> None:
-        """Open a socket and run the AMQP handshake; raises AMQPConnectError subclasses."""
-        url = self.url
+        """Connect to the first broker URL that works, in order; raises AMQPConnectError
+        subclasses. With several URLs each failure is logged on one line, and when none
+        works the error names every URL and why it failed (never the password)."""
+        if len(self.urls) == 1:
+            await self._establish_one(self.urls[0])
+            return
+        failures: list[BaseException] = []
+        for index, url in enumerate(self.urls, 1):
+            try:
+                await self._establish_one(url)
+                return
+            except (AMQPError, OSError) as exc:
+                log.warning("broker URL %d of %d failed: %s", index, len(self.urls), exc)
+                failures.append(exc)
+        kinds = {type(exc) for exc in failures}
+        # One kind of failure keeps its class (AuthenticationError everywhere is still one).
+        error_class = kinds.pop() if len(kinds) == 1 else AMQPConnectError
+        if not issubclass(error_class, AMQPConnectError):
+            error_class = AMQPConnectError
+        raise error_class(
+            f"no broker URL of {len(self.urls)} works: " + "; ".join(map(str, failures))
+        )
+
+    async def _establish_one(self, url: BrokerURL) -> None:
+        self.url = url
         self._close_reason = None
         self._handshake = self.loop.create_future()
         stream = await open_stream(url, self)
@@ -167,9 +193,15 @@ class Connection:
             await asyncio.wait_for(asyncio.shield(self._handshake), url.connection_timeout)
         except TimeoutError:
             stream.abort()
+            # Let the aborted socket report its loss now (it fails the handshake future),
+            # not in the middle of the next URL's attempt.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._handshake), 1.0)
             raise AMQPConnectError(
                 f"cannot connect to {url}: no AMQP handshake within {url.connection_timeout:g}s"
             ) from None
+        if self._stream is not stream:  # lost between the handshake and now
+            raise AMQPConnectError(f"cannot connect to {url}: lost right after the handshake")
         self.frame_max = self._amqp_conn.frame_max
         self.heartbeat = self._amqp_conn.heartbeat
         self.server_properties = self._amqp_conn.server_properties
@@ -346,9 +378,9 @@ class Connection:
                 self._recovery = self.loop.create_task(self._recover())
             else:
                 self._finish(reason)
-        elif self._state == _CLOSING:
-            pass  # close() finishes
-        elif self._state != _RECOVERING:
+        elif self._state in (_CLOSING, _CONNECTING, _RECOVERING):
+            pass  # close(), connect() (which may try the next URL) or the recovery goes on
+        else:
             self._finish(reason)
 
     # ------------------------------------------------------------------ event dispatch
@@ -416,7 +448,11 @@ class Connection:
         elif t is ev.ConnectionClosed:
             if e.error is not None:
                 self._close_reason = e.error
-                log.error("broker closed the connection to %s: %s", self.url, e.error)
+                # A refusal during the handshake is the connect error, which its caller
+                # reports (with several URLs, one line per URL): only a debug line here.
+                handshaking = self._handshake is not None and not self._handshake.done()
+                level = logging.DEBUG if handshaking else logging.ERROR
+                log.log(level, "broker closed the connection to %s: %s", self.url, e.error)
             self._flush()  # CloseOk
             if self._stream is not None:
                 self._stream.close()
@@ -510,6 +546,13 @@ class Connection:
                 return
             try:
                 await self._establish()
+            except (AMQPError, OSError) as exc:
+                if len(self.urls) == 1:  # with several, _establish logged each URL's failure
+                    log.warning("reconnect to %s failed: %s", self.url, exc)
+                if self._stream is not None:
+                    self._stream.abort()
+                continue
+            try:
                 await self._restore()
             except (AMQPError, OSError) as exc:
                 log.warning("reconnect to %s failed: %s", self.url, exc)

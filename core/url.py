@@ -4,12 +4,15 @@ Query parameters follow the RabbitMQ URI spec names: heartbeat, frame_max, chann
 connection_timeout (seconds), name (connection name); for TLS also cafile, certfile,
 keyfile, server_name_indication and verify (verify_peer / verify_none).
 The password never appears in `str()` or `repr()`: errors and logs print the safe form.
+`parse_urls` reads a failover list: several URLs, comma-separated or as a Python list.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import ssl
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -26,6 +29,11 @@ _KNOWN_PARAMS = {
     "server_name_indication",
     "verify",
 }
+
+
+# A comma starts the next URL of a list only when a scheme follows it, so a comma inside a
+# password or a query value (RFC 3986 allows them unencoded) does not split a URL.
+_LIST_SEPARATOR = re.compile(r"\s*,\s*(?=[A-Za-z][A-Za-z0-9+.-]*://)")
 
 
 class URLError(ValueError):
@@ -89,6 +97,13 @@ def parse_url(url: str | None = None) -> BrokerURL:
     """Parse a broker URL; None reads MUNGGOGGO_URL, then falls back to the local default."""
     if url is None:
         url = os.environ.get("MUNGGOGGO_URL") or DEFAULT_URL
+    several = split_urls(url)
+    if len(several) > 1:
+        listed = ", ".join(repr(_redact(u)) for u in several)
+        raise URLError(
+            f"expected one broker URL, got a list of {len(several)}: {listed} "
+            "(parse_urls reads lists)"
+        )
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -153,6 +168,30 @@ def parse_url(url: str | None = None) -> BrokerURL:
         vhost=vhost,
         **options,  # type: ignore[arg-type]
     )
+
+
+def split_urls(text: str) -> list[str]:
+    """The URLs of a comma-separated failover list (one URL gives a list of one)."""
+    return [part for part in _LIST_SEPARATOR.split(text.strip()) if part]
+
+
+def parse_urls(
+    urls: str | BrokerURL | Iterable[str | BrokerURL] | None = None,
+) -> tuple[BrokerURL, ...]:
+    """Parse a failover list: a comma-separated string, a list, or one URL; None reads
+    MUNGGOGGO_URL (which may be a list too), then falls back to the local default.
+    Connections try the URLs in order. memory:// stands alone: it has nothing to fail over to."""
+    if urls is None:
+        urls = os.environ.get("MUNGGOGGO_URL") or DEFAULT_URL
+    if isinstance(urls, BrokerURL):
+        return (urls,)
+    items = split_urls(urls) if isinstance(urls, str) else list(urls)
+    parsed = tuple(u if isinstance(u, BrokerURL) else parse_url(u) for u in items)
+    if not parsed:
+        raise URLError("no broker URL given")
+    if len(parsed) > 1 and any(u.is_memory for u in parsed):
+        raise URLError("a memory:// URL cannot be part of a failover list")
+    return parsed
 
 
 def _int_param(key: str, value: str, url: str) -> int:

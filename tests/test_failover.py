@@ -1,0 +1,205 @@
+"""Several broker URLs (failover) against the real RabbitMQ: the connection tries them in
+order on connect and on every recovery, logs one line per URL that failed (never its
+password), and fails with every URL named only when none works.
+
+"Dead" URLs point at a loopback port nothing listens on; a URL that stops working during a
+test goes through bench/fault_proxy.py (refuse new connections, cut the current one).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import uuid
+
+import pytest
+from broker_tools import wait_until
+
+from bench.fault_proxy import FaultProxy
+from munggoggo import Agent
+from munggoggo._speedups import Properties
+from munggoggo.amqp.errors import AMQPConnectError
+from munggoggo.client import Connection
+from munggoggo.transport import Backoff
+from munggoggo.url import URLError, parse_url, parse_urls
+
+pytestmark = [pytest.mark.rabbitmq, pytest.mark.timeout(60)]
+
+SECRET = "Fa1l0ver-s3cret"  # a password that must never reach a log line or an error
+
+
+def dead_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again: connects get ECONNREFUSED
+
+
+def dead_url() -> str:
+    return f"amqp://guest:{SECRET}@127.0.0.1:{dead_port()}/"
+
+
+def failed_lines(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "failed" in r.getMessage()]
+
+
+def assert_no_secret(caplog, *texts: str) -> None:
+    for text in [*texts, *(r.getMessage() for r in caplog.records)]:
+        assert SECRET not in text
+
+
+# -- parsing ---------------------------------------------------------------------------
+
+
+def test_a_list_parses_from_commas_or_python_lists():
+    a, b = "amqp://u:p@h1:5672/", "amqps://u:p@h2/vh?heartbeat=5"
+    assert [str(u) for u in parse_urls(f"{a}, {b}")] == ["amqp://h1:5672/", "amqps://h2:5671/vh"]
+    assert parse_urls([a, b]) == parse_urls(f"{a},{b}")
+    assert len(parse_urls(a)) == 1
+
+
+def test_a_comma_inside_a_password_does_not_split_the_url():
+    (url,) = parse_urls("amqp://user:pa,ss@h1:5672/")
+    assert url.password == "pa,ss" and url.host == "h1"
+
+
+def test_bad_lists_are_clear_errors_without_passwords():
+    with pytest.raises(URLError, match="memory:// URL cannot be part of a failover list"):
+        parse_urls(["memory://x", "amqp://h1/"])
+    with pytest.raises(URLError, match="no broker URL given"):
+        parse_urls([])
+    with pytest.raises(URLError) as info:  # one-URL callers get told, not a garbled vhost
+        parse_url(f"amqp://u:{SECRET}@h1/,amqp://u:{SECRET}@h2/")
+    assert "expected one broker URL, got a list of 2" in str(info.value)
+    assert SECRET not in str(info.value)
+
+
+# -- connecting --------------------------------------------------------------------------
+
+
+async def test_a_dead_first_url_is_skipped_with_one_line(broker_url, caplog):
+    caplog.set_level(logging.WARNING, logger="munggoggo")
+    dead = dead_url()
+    async with Connection([dead, broker_url]) as conn:
+        assert conn.is_open
+        assert conn.url == parse_url(broker_url)
+        ch = await conn.channel()
+        q = await ch.queue_declare("", exclusive=True)
+        assert q.queue
+    lines = failed_lines(caplog)
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("broker URL 1 of 2 failed: cannot connect to amqp://127.0.0.1:")
+    assert "connection refused" in lines[0]
+    assert_no_secret(caplog)
+
+
+async def test_a_wrong_password_in_the_list_does_not_stop_the_agent(broker_url, caplog):
+    caplog.set_level(logging.WARNING, logger="munggoggo")
+    host_port = broker_url.rsplit("@", 1)[1]
+    wrong = f"amqp://guest:{SECRET}@{host_port}"  # a broker that refuses this login
+    identity = f"failover-{uuid.uuid4().hex[:6]}"
+    async with Agent(identity, url=f"{wrong},{broker_url}") as agent, Agent(url=broker_url) as peer:
+        assert agent.status()["connected"]
+        assert agent.url == parse_url(broker_url)
+        assert (await peer.call(identity, "status", timeout=5))["url"] == str(agent.url)
+    lines = failed_lines(caplog)
+    assert len(lines) == 1 and "broker URL 1 of 2 failed" in lines[0], lines
+    assert_no_secret(caplog)
+
+
+async def test_every_url_dead_names_each_without_passwords(caplog):
+    caplog.set_level(logging.WARNING, logger="munggoggo")
+    urls = [dead_url(), dead_url()]
+    with pytest.raises(AMQPConnectError) as info:
+        await Connection(urls).connect()
+    message = str(info.value)
+    assert message.startswith("no broker URL of 2 works: ")
+    for url in parse_urls(urls):
+        assert f"cannot connect to {url}: connection refused" in message
+    assert len(failed_lines(caplog)) == 2
+    assert_no_secret(caplog, message)
+    with pytest.raises(AMQPConnectError) as info:  # the same through an agent
+        await Agent(url=",".join(urls)).start()
+    assert "no broker URL of 2 works" in str(info.value)
+    assert SECRET not in str(info.value)
+
+
+# -- recovering --------------------------------------------------------------------------
+
+
+async def test_recovery_moves_to_the_next_working_url(broker_url, unique_name, caplog):
+    """URL 1 stops accepting and its connection is cut: the recovery logs URL 1's refusal,
+    connects to URL 2, and the restored consumer gets what is published afterwards."""
+    caplog.set_level(logging.WARNING, logger="munggoggo")
+    upstream = parse_url(broker_url)
+    async with (
+        FaultProxy(upstream=(upstream.host, upstream.port)) as first,
+        FaultProxy(upstream=(upstream.host, upstream.port)) as second,
+    ):
+        urls = [
+            f"amqp://guest:guest@127.0.0.1:{first.port}/",
+            f"amqp://guest:guest@127.0.0.1:{second.port}/",
+        ]
+        conn = await Connection(urls, backoff=Backoff(initial=0.05, maximum=0.2)).connect()
+        try:
+            assert conn.url.port == first.port
+            ch = await conn.channel()
+            # Not exclusive: the broker may still hold the cut connection's exclusive queue
+            # when the recovery declares it again. Expires if the test dies before deleting.
+            await ch.queue_declare(unique_name, arguments={"x-expires": 60_000})
+            got: list[bytes] = []
+
+            def on_batch(batch):
+                got.extend(d.body for d in batch)
+                ch.ack(batch[-1].delivery_tag, multiple=True)
+
+            await ch.consume(unique_name, on_batch)
+            first.refuse()
+            assert first.cut() == 1
+            assert await wait_until(lambda: conn.reconnects == 1 and conn.is_open, timeout=20)
+            assert conn.url.port == second.port
+            assert second.connections == 1
+            seq = ch.publish(b"after failover", "", unique_name, Properties())
+            await ch.wait_confirms(seq, timeout=10)
+            assert await wait_until(lambda: got == [b"after failover"], timeout=10)
+            await ch.queue_delete(unique_name)
+        finally:
+            await conn.close()
+    lines = failed_lines(caplog)
+    assert any(
+        line.startswith(
+            f"broker URL 1 of 2 failed: cannot connect to amqp://127.0.0.1:{first.port}/"
+        )
+        for line in lines
+    ), lines
+    assert not any(f":{second.port}/" in line for line in lines), lines
+
+
+async def test_recovery_waits_with_backoff_until_some_url_works(broker_url, caplog):
+    """Both URLs refuse for a while: rounds repeat (each URL's refusal logged), and the
+    connection recovers as soon as one accepts again."""
+    caplog.set_level(logging.WARNING, logger="munggoggo")
+    upstream = parse_url(broker_url)
+    async with (
+        FaultProxy(upstream=(upstream.host, upstream.port)) as first,
+        FaultProxy(upstream=(upstream.host, upstream.port)) as second,
+    ):
+        urls = [f"amqp://guest:guest@127.0.0.1:{p.port}/" for p in (first, second)]
+        conn = await Connection(urls, backoff=Backoff(initial=0.05, maximum=0.2)).connect()
+        try:
+            first.refuse()
+            second.refuse()
+            first.cut()
+            assert await wait_until(lambda: len(failed_lines(caplog)) >= 4, timeout=20)
+            assert conn.state == "recovering"
+            await second.accept()
+            assert await wait_until(lambda: conn.is_open, timeout=20)
+            assert conn.url.port == second.port
+            ch = await conn.channel()
+            assert (await ch.queue_declare("", exclusive=True)).queue
+        finally:
+            await conn.close()
+    lines = failed_lines(caplog)
+    assert {line.split(" failed")[0] for line in lines} == {
+        "broker URL 1 of 2",
+        "broker URL 2 of 2",
+    }
