@@ -18,8 +18,9 @@ import uuid
 from urllib.parse import quote
 
 import pytest
-from broker_tools import close_broker_connection, local_port, rabbitmqctl, wait_until
+from broker_tools import close_broker_connection, local_port, wait_until
 from tls_broker import rabbitmqctl_available
+from tls_broker import rabbitmqctl_patiently as rabbitmqctl
 
 from munggoggo import Agent
 from munggoggo.amqp.errors import AMQPConnectError, AuthenticationError

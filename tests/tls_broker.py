@@ -17,6 +17,7 @@ import ipaddress
 import shutil
 import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,21 @@ class TLSListener:
 
 def rabbitmqctl_available() -> bool:
     return shutil.which("rabbitmqctl") is not None
+
+
+def rabbitmqctl_patiently(*args: str, wait: float = 90.0) -> str:
+    """rabbitmqctl for set-up and clean-up: the fault tests stop the broker app for a few
+    seconds now and then, and a clean-up refused meanwhile would leave things behind."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return rabbitmqctl(*args)
+        except RuntimeError as exc:
+            # "no_exists": the app's tables are gone while it is stopped.
+            down = any(s in str(exc) for s in ("'rabbit' app to", "nodedown", "no_exists"))
+            if not down or time.monotonic() > deadline:
+                raise
+        time.sleep(1.0)
 
 
 def _name(common_name: str) -> x509.Name:
@@ -192,7 +208,7 @@ def _start_listener(port: int, files: TLSFiles) -> str:
     )
     # ensure_ssl() starts Erlang's ssl application, which a broker without TLS listeners
     # has not started; fix_ssl_options/1 applies the broker's defaults (TLS versions).
-    return rabbitmqctl(
+    return rabbitmqctl_patiently(
         "eval",
         "_ = rabbit_networking:ensure_ssl(), "
         f'rabbit_networking:start_ssl_listener({{"127.0.0.1", {port}}}, '
@@ -201,7 +217,12 @@ def _start_listener(port: int, files: TLSFiles) -> str:
 
 
 def _stop_listener(port: int) -> None:
-    rabbitmqctl("eval", f'rabbit_networking:stop_tcp_listener({{"127.0.0.1", {port}}}).')
+    # A broker app restarted meanwhile (fault tests) has dropped the listener already; then
+    # the call fails inside the broker and there is nothing left to stop.
+    with contextlib.suppress(RuntimeError):
+        rabbitmqctl_patiently(
+            "eval", f'rabbit_networking:stop_tcp_listener({{"127.0.0.1", {port}}}).'
+        )
 
 
 @contextlib.contextmanager
@@ -230,10 +251,17 @@ def tls_listener() -> Iterator[TLSListener]:
 
 def listener_ports() -> set[int]:
     """The ports the broker listens on (to check that a test left none behind)."""
-    out = rabbitmqctl(
+    out = rabbitmqctl_patiently(
         "eval", "[P || {listener, _, _, _, _, P, _} <- rabbit_networking:active_listeners()]."
     )
     return {int(p) for p in out.strip().strip("[]").split(",") if p.strip()}
 
 
-__all__ = ["TLSFiles", "TLSListener", "listener_ports", "rabbitmqctl_available", "tls_listener"]
+__all__ = [
+    "TLSFiles",
+    "TLSListener",
+    "listener_ports",
+    "rabbitmqctl_available",
+    "rabbitmqctl_patiently",
+    "tls_listener",
+]
