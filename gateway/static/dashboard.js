@@ -18,6 +18,67 @@ const CONTROL_METHODS = new Set([
 
 const $ = (id) => document.getElementById(id);
 
+// ---------------------------------------------------------------- the gateway's token
+//
+// A gateway with tokens serves this page openly, but its API and /ws need a token. The
+// page takes it from the address (`#token=...`: a fragment never travels to a server or
+// into a Referer) or from the form shown after a 401, and keeps it in sessionStorage: this
+// tab only, gone when it closes.
+
+const TOKEN_KEY = "munggoggo.gateway.token";
+
+function takeTokenFromAddress() {
+  const fragment = new URLSearchParams(window.location.hash.slice(1));
+  const token = fragment.get("token");
+  if (!token) return false;
+  sessionStorage.setItem(TOKEN_KEY, token);
+  fragment.delete("token");
+  const rest = fragment.toString();
+  const url = window.location.pathname + window.location.search + (rest ? "#" + rest : "");
+  history.replaceState(null, "", url); // out of the address bar and the history
+  return true;
+}
+
+function token() {
+  return sessionStorage.getItem(TOKEN_KEY) || "";
+}
+
+function apiHeaders() {
+  const headers = { accept: "application/json" };
+  if (token()) headers.authorization = `Bearer ${token()}`;
+  return headers;
+}
+
+function askForToken(why) {
+  $("token-label").textContent = why;
+  $("token-form").hidden = false;
+}
+
+function useToken(event) {
+  event.preventDefault();
+  const value = $("token").value.trim();
+  if (!value) return;
+  sessionStorage.setItem(TOKEN_KEY, value);
+  $("token").value = "";
+  tokenChanged();
+}
+
+function tokenChanged() {
+  $("token-form").hidden = true;
+  loadAgents();
+  stream.retry = 500;
+  if (stream.socket) stream.socket.close(); // reconnects with the token
+}
+
+// A 401 shows the token form; the error text comes back for the caller to show too.
+async function refusal(response) {
+  const text = await errorText(response);
+  if (response.status === 401) {
+    askForToken(token() ? "that token was not accepted" : "this gateway needs a token");
+  }
+  return text;
+}
+
 // ---------------------------------------------------------------- small helpers
 
 function el(tag, attrs, ...children) {
@@ -64,8 +125,8 @@ async function loadAgents() {
   if (agents.loading) return;
   agents.loading = true;
   try {
-    const response = await fetch("agents", { headers: { accept: "application/json" } });
-    if (!response.ok) throw new Error(await errorText(response));
+    const response = await fetch("agents", { headers: apiHeaders() });
+    if (!response.ok) throw new Error(await refusal(response));
     const data = await response.json();
     agents.list = Array.isArray(data) ? data : data.agents || [];
     renderAgents();
@@ -151,8 +212,8 @@ async function control(identity, name, action) {
   renderAgents();
   try {
     const url = `agents/${encodeURIComponent(identity)}/behaviours/${encodeURIComponent(name)}/${action}`;
-    const response = await fetch(url, { method: "POST", headers: { accept: "application/json" } });
-    if (!response.ok) throw new Error(await errorText(response));
+    const response = await fetch(url, { method: "POST", headers: apiHeaders() });
+    if (!response.ok) throw new Error(await refusal(response));
     const body = await response.json().catch(() => null);
     const described = body && (body.result || body.behaviour || body);
     const agent = agents.list.find((a) => a.identity === identity);
@@ -267,6 +328,9 @@ const stream = {
 function socketUrl() {
   const url = new URL("ws", window.location.href);
   url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+  url.hash = "";
+  // Browsers cannot set headers on a WebSocket: the token goes in the query.
+  if (token()) url.searchParams.set("token", token());
   return url.href;
 }
 
@@ -411,7 +475,12 @@ function renderChips() {
 
 // ---------------------------------------------------------------- wiring
 
+takeTokenFromAddress();
+
 document.addEventListener("DOMContentLoaded", () => {
+  $("token-form").addEventListener("submit", useToken);
+  // A #token=... pasted into the address of the open page.
+  window.addEventListener("hashchange", () => takeTokenFromAddress() && tokenChanged());
   $("refresh").addEventListener("click", loadAgents);
   $("subscribe-form").addEventListener("submit", (event) => {
     event.preventDefault();
