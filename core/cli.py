@@ -22,7 +22,7 @@ from .amqp.errors import AMQPError
 from .client import install_uvloop
 from .rpc import RpcError
 from .runner import run, serve
-from .url import URLError, parse_url
+from .url import URLError, parse_urls
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,17 +38,25 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+HEALTH_HELP = "serve GET /livez and /readyz (connected, consumers up) on this port"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="munggoggo", description=__doc__.splitlines()[0])
-    parser.add_argument("--url", help="broker URL (default: $MUNGGOGGO_URL or local RabbitMQ)")
+    parser.add_argument(
+        "--url",
+        help="broker URL, or several comma-separated for failover, tried in order "
+        "(default: $MUNGGOGGO_URL or local RabbitMQ)",
+    )
     sub = parser.add_subparsers(dest="command")
 
     p = sub.add_parser("run", help="run an agent class: MODULE:CLASS")
     p.add_argument("target", help="e.g. myagents:PingAgent")
     p.add_argument("--identity", help="agent identity (default: generated)")
-    p.add_argument("--url", dest="run_url", help="broker URL")
+    p.add_argument("--url", dest="run_url", help="broker URL (several: comma-separated)")
     p.add_argument("--log-level", default="INFO")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
+    p.add_argument("--health-port", type=int, help=HEALTH_HELP)
     p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser(
@@ -56,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seconds", type=float, default=None, help="stop after this long")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
+    p.add_argument("--health-port", type=int, help=HEALTH_HELP)
     p.set_defaults(handler=cmd_demo)
 
     p = sub.add_parser("gateway", help="serve the HTTP/WebSocket gateway to the mesh (granian)")
@@ -170,50 +179,64 @@ def load_agent_class(target: str) -> type[Agent]:
 def cmd_run(args: argparse.Namespace) -> int:
     cls = load_agent_class(args.target)
     agent = cls(args.identity, url=args.run_url or args.url)
+    health = bind_health(args.health_port)  # a port in use fails here, before the agent starts
     if args.metrics_port is not None:
         from .metrics import serve_metrics
 
-        serve_metrics(args.metrics_port)  # a port in use fails here, before the agent starts
-    run(agent, log_level=args.log_level)
+        serve_metrics(args.metrics_port)  # so does this one
+    run(agent, log_level=args.log_level, health=health)
     return 0
+
+
+def bind_health(port: int | None) -> Any:
+    if port is None:
+        return None
+    from .health import HealthServer
+
+    return HealthServer(port)
 
 
 # -- demo --------------------------------------------------------------------------
 
 
 def broker_answers(url: str, timeout: float = 1.0) -> bool:
-    parsed = parse_url(url)
-    try:
-        socket.create_connection((parsed.host, parsed.port), timeout=timeout).close()
-    except OSError:
-        return False
-    return True
+    """Whether any broker of the URL (or failover list) accepts a TCP connection."""
+    for parsed in parse_urls(url):
+        try:
+            socket.create_connection((parsed.host, parsed.port), timeout=timeout).close()
+        except OSError:
+            continue
+        return True
+    return False
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import demo_agents
 
     url = args.url or os.environ.get("MUNGGOGGO_URL") or "amqp://guest:guest@127.0.0.1:5672/"
-    if not parse_url(url).is_memory and not broker_answers(url):
+    urls = parse_urls(url)
+    if not urls[0].is_memory and not broker_answers(url):
         print(
-            f"no broker answers at {parse_url(url)}; running the demo on memory:// instead",
+            f"no broker answers at {', '.join(map(str, urls))}; "
+            "running the demo on memory:// instead",
             flush=True,
         )
         url = "memory://demo"
     agents = demo_agents(url)
+    health = bind_health(args.health_port)
     if args.metrics_port is not None:
         from .metrics import serve_metrics
 
         serve_metrics(args.metrics_port)
     if args.seconds is None:
-        run(*agents)
+        run(*agents, health=health)
         return 0
     install_uvloop()
 
     async def timed() -> None:
         stop = asyncio.Event()
         asyncio.get_running_loop().call_later(args.seconds, stop.set)
-        await serve(*agents, stop=stop)
+        await serve(*agents, stop=stop, health=health)
 
     asyncio.run(timed())
     return 0
@@ -244,7 +267,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     if overrides.get("url"):
-        parse_url(overrides["url"])  # a bad URL fails here, not in every worker
+        parse_urls(overrides["url"])  # a bad URL fails here, not in every worker
     settings = replace(settings, **overrides)
     Guard(settings)  # so does a bad token, tokens file, origin or rate limit
     serve_gateway(
@@ -280,7 +303,7 @@ def cmd_ctl(args: argparse.Namespace) -> int:
 
 async def _dead_letters(args: argparse.Namespace) -> int:
     # A plain connection: reading a queue needs no agent identity, inbox or behaviours.
-    connection = await open_connection(parse_url(args.url), f"ctl-{uuid.uuid4().hex[:8]}")
+    connection = await open_connection(parse_urls(args.url), f"ctl-{uuid.uuid4().hex[:8]}")
     try:
         return await cli_deadletters.run(connection, args)
     finally:

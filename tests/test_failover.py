@@ -8,6 +8,7 @@ test goes through bench/fault_proxy.py (refuse new connections, cut the current 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import uuid
@@ -203,3 +204,28 @@ async def test_recovery_waits_with_backoff_until_some_url_works(broker_url, capl
         "broker URL 1 of 2",
         "broker URL 2 of 2",
     }
+
+
+async def test_a_silent_first_url_times_out_and_the_second_stays_up(broker_url, caplog):
+    """URL 1 accepts TCP but never speaks AMQP: its handshake times out, and the aborted
+    socket's late loss must not break the connection made to URL 2."""
+    caplog.set_level(logging.WARNING, logger="munggoggo")
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    silent = f"amqp://guest:{SECRET}@127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+    try:
+        async with Connection([f"{silent}?connection_timeout=200", broker_url]) as conn:
+            await asyncio.sleep(0.3)  # time for a stray loss to arrive
+            assert conn.is_open and conn.url == parse_url(broker_url)
+            ch = await conn.channel()
+            assert (await ch.queue_declare("", exclusive=True)).queue
+    finally:
+        server.close()
+        await server.wait_closed()
+    lines = failed_lines(caplog)
+    assert len(lines) == 1 and "no AMQP handshake within 0.2s" in lines[0], lines
+    assert_no_secret(caplog)
