@@ -26,6 +26,7 @@ from munggoggo import (
     expose,
 )
 from munggoggo.agent import DEAD_LETTER_EXCHANGE, REASON_HEADER, RETRIES_HEADER
+from munggoggo.deadletters import DeadLetters
 
 
 @pytest.fixture(params=["rabbitmq", "memory"])
@@ -85,6 +86,12 @@ class Calc(Agent):
 
     def not_exposed(self) -> str:
         return "secret"
+
+
+async def purge_dead_letters(agent: Agent, of: str) -> None:
+    """Take a test's dead letters out of the shared munggoggo.dead-letters again (they are
+    routed there together with the test's private queue, so they are there by now)."""
+    assert (await DeadLetters(agent.connection).purge(all=True, agent=of)).purged >= 1
 
 
 async def dead_letter_queue(agent: Agent, source_queue: str) -> list:
@@ -184,6 +191,7 @@ async def test_direct_message_nobody_accepts_is_dead_lettered_with_a_reason(mesh
         assert headers["x-munggoggo-agent"] == receiver.identity
         assert dead[0].body == b"unwanted"
         assert receiver.state == "running"
+        await purge_dead_letters(sender, receiver.identity)
 
 
 async def test_rpc_results_and_errors(mesh_url):
@@ -257,6 +265,7 @@ async def test_failing_step_redelivers_then_dead_letters(mesh_url):
         assert headers[RETRIES_HEADER] == 3
         assert headers["x-munggoggo-behaviour"] == "Flaky"
         assert agent.state == "running" and b.state == "running"
+        await purge_dead_letters(pub, agent.identity)
 
 
 async def test_undecodable_body_is_dead_lettered_at_once(mesh_url):
@@ -276,6 +285,7 @@ async def test_undecodable_body_is_dead_lettered_at_once(mesh_url):
         assert await wait_until(lambda: len(dead) == 1)
         assert "DecodeError" in dead[0].properties.headers[REASON_HEADER]
         assert dead[0].properties.headers[RETRIES_HEADER] == 1
+        await purge_dead_letters(agent, agent.identity)
 
 
 async def test_mailbox_is_bounded_by_prefetch(mesh_url):
