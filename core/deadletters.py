@@ -20,6 +20,7 @@ connection, or `agent.connection`. No printing here: `munggoggo ctl dead-letters
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 from collections.abc import Callable, Iterable
@@ -229,8 +230,9 @@ class DeadLetters:
         if limit < 1:
             raise ValueError("limit must be at least 1")
         found: list[DeadLetter] = []
-        async with _Reader(self) as reader:
-            async for _, letter in reader.scan():
+        # A full list stops reading: the scan is closed before the reader hands back.
+        async with _Reader(self) as reader, contextlib.aclosing(reader.scan()) as letters:
+            async for _, letter in letters:
                 if agent is None or letter.agent == agent:
                     found.append(letter)
                     if len(found) >= limit:
