@@ -5,6 +5,8 @@
 - `gateway [--connections 64] [--duration 10]`: HTTP JSON-RPC into an agent through
   `munggoggo gateway` and through the Starlette + aio-pika baseline, driven by wrk;
 - `dashboards [--minutes 3]`: the Grafana dashboards drawn from a loaded mesh's real data;
+- `soak [--minutes 10] [--rate R] [--plot docs/soak.png]`: the agent pipe under a fault
+  every 30 s; exit status 1 when a confirmed message was lost;
 - `report [--input FILE]`: docs/bench-results.md and docs/bench-throughput.png.
 
 A command module has `add_arguments(parser)` and either `run(args) -> dict` (one result,
@@ -37,6 +39,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "dashboards": (
         "bench.dashboards",
         "run a loaded mesh + gateway under Prometheus; draw grafana/dashboards/ into docs/",
+    ),
+    "soak": (
+        "bench.soak",
+        "the agent pipe through a fault proxy at half its maximum, a fault every 30 s; "
+        "counts lost/duplicated messages, RSS over time (JSON + PNG)",
     ),
     "report": (
         "bench.report",

@@ -75,12 +75,14 @@ def rabbitmqctl(*args: str, timeout: float = 60) -> str:
 
 
 def close_named_connection(name: str, reason: str = "fault injection") -> int:
-    """Force-close the broker side of every connection whose client-given name is `name`
-    (agents name their connection after their identity); returns how many were closed."""
+    """Force-close the broker side of every connection whose client-given name (the
+    `connection_name` client property; agents use their identity) is `name`; returns how
+    many were closed. rabbitmqctl's `name` column is the peer address, not this."""
+    wanted = f'{{"connection_name","{name}"}}'
     closed = 0
-    for line in rabbitmqctl("list_connections", "pid", "name").splitlines():
-        pid, _, conn_name = line.partition("\t")
-        if conn_name.strip() == name:
+    for line in rabbitmqctl("list_connections", "pid", "client_properties").splitlines():
+        pid, _, properties = line.partition("\t")
+        if wanted in properties:
             try:
                 rabbitmqctl("close_connection", pid.strip(), reason)
             except RuntimeError:
