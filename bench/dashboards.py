@@ -220,6 +220,11 @@ class LoadedMesh:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        from munggoggo.deadletters import DeadLetters
+
+        # The poison messages were ours: leave the shared dead-letter queue as we found it.
+        with contextlib.suppress(Exception):
+            await DeadLetters(self.worker.connection).purge(all=True, agent=self.worker.identity)
         for agent in (self.caller, self.producer, self.worker, self.calculator):
             await agent.stop()
 

@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from test_gateway_ws import WsClient
 
 from munggoggo import Agent, AgentConfig, Behaviour, RestartPolicy, RpcError
+from munggoggo.deadletters import DeadLetters
 from munggoggo.gateway.state import GatewaySettings
 from munggoggo.metrics import serve_metrics
 
@@ -108,6 +109,9 @@ async def test_every_agent_series_on_the_dashboards_is_in_a_live_scrape(broker_u
                 response = await http.get(url)
             assert response.status_code == 200
             scraped = sample_names(response.text)
+            # Leave the shared munggoggo.dead-letters as we found it.
+            dead = await DeadLetters(worker.connection).purge(all=True, agent=worker.identity)
+            assert dead.purged == 1
     finally:
         server.shutdown()
     wanted = dashboard_metric_names("munggoggo_") - dashboard_metric_names("munggoggo_gateway_")

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from munggoggo import Agent, Behaviour, RpcError, expose
+from munggoggo.deadletters import DeadLetters
 from munggoggo.metrics import COLLECTOR, FastHistogram, serve_metrics
 
 pytestmark = pytest.mark.rabbitmq
@@ -169,6 +170,9 @@ async def test_failures_and_dead_letters_are_counted(broker_url):
             == 1  # the one retry before the dead letter
         )
         assert b.got == 2
+        # Leave the shared munggoggo.dead-letters as we found it.
+        purged = await DeadLetters(agent.connection).purge(all=True, agent=agent.identity)
+        assert purged.purged == 1
 
 
 async def test_stopped_agents_leave_the_scrape(broker_url):
