@@ -28,7 +28,7 @@ from .behaviour import Behaviour
 from .channel import PublishError
 from .control import TraceStore
 from .eager import run_eagerly
-from .message import Message
+from .message import Message, copy_properties
 from .metrics import COLLECTOR, AgentStats
 from .rpc import (
     METHOD_NOT_FOUND,
@@ -775,20 +775,7 @@ class Agent:
         self, msg: Message, exchange: str, routing_key: str, headers: dict[str, Any]
     ) -> None:
         """Publish a copy, ack the original once the broker confirmed the copy."""
-        p = msg.delivery.properties
-        props = Properties(
-            content_type=p.content_type,
-            content_encoding=p.content_encoding,
-            headers=headers,
-            delivery_mode=p.delivery_mode,
-            priority=p.priority,
-            correlation_id=p.correlation_id,
-            reply_to=p.reply_to,
-            message_id=p.message_id,
-            timestamp=p.timestamp,
-            type=p.type,
-            app_id=p.app_id,
-        )
+        props = copy_properties(msg.delivery, headers)
         msg._begin_handoff()
         seq = self._pub.publish(msg.body, exchange, routing_key, props)
         task = self.loop.create_task(self._finish_handoff(msg, seq))

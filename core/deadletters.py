@@ -30,6 +30,7 @@ from typing import Any
 from . import _speedups
 from ._speedups import Delivery, Properties
 from .channel import PublishError
+from .message import copy_properties
 from .wire import (
     AGENT_HEADER,
     BEHAVIOUR_HEADER,
@@ -193,28 +194,11 @@ def _digest(delivery: Delivery) -> str:
 
 
 def requeue_properties(delivery: Delivery, dead_letter_id: str) -> Properties:
-    """The properties of a requeued copy: the original ones without the death headers.
-
-    `user_id` is left out: RabbitMQ refuses a publish whose user_id is not the publishing
-    user, and whoever requeues is rarely the original sender.
-    """
+    """The properties of a requeued copy: the original ones without the death headers."""
     p = delivery.properties
     headers = {k: v for k, v in (p.headers or {}).items() if k not in _DEATH_HEADERS}
     headers[REQUEUED_FROM_HEADER] = dead_letter_id
-    return Properties(
-        content_type=p.content_type,
-        content_encoding=p.content_encoding,
-        headers=headers,
-        delivery_mode=p.delivery_mode,
-        priority=p.priority,
-        correlation_id=p.correlation_id,
-        reply_to=p.reply_to,
-        expiration=p.expiration,
-        message_id=p.message_id,
-        timestamp=p.timestamp,
-        type=p.type,
-        app_id=p.app_id,
-    )
+    return copy_properties(delivery, headers, expiration=p.expiration)
 
 
 class DeadLetters:

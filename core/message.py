@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from . import envelope
 
 if TYPE_CHECKING:
-    from ._speedups import Delivery
+    from ._speedups import Delivery, Properties
     from .channel import Channel
 
 PENDING, ACKED, NACKED, HANDOFF = 0, 1, 2, 3
@@ -134,3 +134,32 @@ class Message:
             f"<Message {self.kind} from {self.sender!r} key={self.routing_key!r} "
             f"{self.content_type or '-'} {shown!r}>"
         )
+
+
+def copy_properties(
+    delivery: Delivery, headers: dict[str, Any], *, expiration: str | None = None
+) -> Properties:
+    """The properties for a copy of a received message (a retry, a dead letter, a requeue):
+    the original ones with new `headers`.
+
+    `user_id` is left out: RabbitMQ refuses a publish whose user_id is not the publishing
+    user, and whoever publishes the copy is rarely the original sender. `expiration` only
+    when the caller passes it on: a retried copy starts its life anew.
+    """
+    from ._speedups import Properties
+
+    p = delivery.properties
+    return Properties(
+        content_type=p.content_type,
+        content_encoding=p.content_encoding,
+        headers=headers,
+        delivery_mode=p.delivery_mode,
+        priority=p.priority,
+        correlation_id=p.correlation_id,
+        reply_to=p.reply_to,
+        expiration=expiration,
+        message_id=p.message_id,
+        timestamp=p.timestamp,
+        type=p.type,
+        app_id=p.app_id,
+    )
