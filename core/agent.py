@@ -585,7 +585,13 @@ class Agent:
             consumed[key] = consumed.get(key, 0) + 1
             if kind == envelope.KIND_RPC or kind == envelope.KIND_CONTROL:
                 call_id = d.properties.correlation_id
-                if call_id is not None and call_id.startswith(self._call_prefix):
+                # A reply carries our call id and no reply_to; a request carrying our call
+                # id is one we sent ourselves (a call to our own method, our own broadcast).
+                if (
+                    call_id is not None
+                    and d.properties.reply_to is None
+                    and call_id.startswith(self._call_prefix)
+                ):
                     msg.ack()
                     fut = self._pending_calls.pop(call_id, None)
                     if fut is not None and not fut.done():

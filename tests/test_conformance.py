@@ -227,6 +227,18 @@ async def test_rpc_results_and_errors(mesh_url):
         assert await caller.call(calc.identity, "mul", 2, 2) == 4
 
 
+async def test_an_agent_can_call_its_own_methods(mesh_url):
+    calc = Calc(uid("calc"), url=mesh_url)
+    async with calc:
+        # The request lands in the caller's own inbox: it must be served, not taken for
+        # the reply (it carries the caller's call id).
+        assert await calc.call(calc.identity, "mul", 6, 7) == 42
+        with pytest.raises(RpcError) as info:
+            await calc.call(calc.identity, "not_exposed")
+        assert info.value.code == -32601
+        assert calc.identity not in {p["identity"] for p in await calc.peers(timeout=0.3)}
+
+
 async def test_many_concurrent_rpc_calls(mesh_url):
     calc = Calc(uid("calc"), url=mesh_url)
     caller = Agent(uid("caller"), url=mesh_url)
