@@ -21,7 +21,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import envelope
+from . import envelope, tracing
 from ._speedups import Properties, encode_properties
 from .amqp.errors import AMQPError, ResourceLocked
 from .behaviour import Behaviour
@@ -375,8 +375,8 @@ class Agent:
         self, body: Any, content_type: str | None, kind: str, headers: dict[str, Any] | None
     ) -> tuple[bytes, bytes]:
         data, ctype = envelope.encode_body(body, content_type)
-        if TRACEPARENT.get() is not None:
-            headers = outgoing_headers(headers)
+        if TRACEPARENT.get() is not None or tracing.hooks is not None:
+            headers = outgoing_headers(headers, kind)
         if headers:
             props = encode_properties(
                 Properties(
@@ -483,7 +483,7 @@ class Agent:
                 correlation_id=call_id,
                 reply_to=self.identity,
                 timestamp=int(time.time()),
-                headers=outgoing_headers(None),
+                headers=outgoing_headers(None, envelope.KIND_RPC, target, method),
             )
         )
         fut: asyncio.Future[bytes] = self.loop.create_future()
@@ -646,13 +646,17 @@ class Agent:
             return
         context = contextvars.copy_context()
         headers = msg.delivery.properties.headers
-        if headers and TRACE_HEADER in headers:
+        func = method.func
+        if tracing.hooks is not None:
+            # A server span around the method, current while it runs (it sets the trace).
+            func = tracing.hooks.server(func, method.is_async, self.identity, name, headers)
+        elif headers and TRACE_HEADER in headers:
             context.run(adopt, headers)  # the method's publishes and calls continue the trace
         if method.is_async:
             # Most async methods never suspend: run them now and reply in this very tick.
             task = run_eagerly(
                 self.loop,
-                method.func(self, **kwargs),
+                func(self, **kwargs),
                 functools.partial(self._async_served, msg, msg_id, name, started),
                 context,
             )
@@ -661,7 +665,7 @@ class Agent:
                 task.add_done_callback(self._tasks.discard)
             return
         try:
-            result = context.run(method.func, self, **kwargs)
+            result = context.run(func, self, **kwargs)
         except Exception as exc:
             log.warning("agent %s: %s() raised %s", self.identity, name, exc, exc_info=True)
             self._reply(msg, msg_id, error=exception_error(exc), method=name, started=started)

@@ -18,6 +18,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from . import tracing
 from .message import Message
 from .metrics import FastHistogram
 from .tracing import TRACEPARENT, adopt
@@ -80,6 +81,7 @@ class Behaviour:
         self._waiter: asyncio.Future[None] | None = None  # receive() waiting for mail
         self._sleeper: asyncio.Future[None] | None = None  # a backoff/period sleep
         self._inflight: list[Message] = []
+        self._span: Any = None  # a tracer's consumer span for the messages in flight
         self._task: asyncio.Task[None] | None = None
         self._stop = False
         self._step_running = False
@@ -127,7 +129,9 @@ class Behaviour:
         self._inflight.append(msg)
         # The message's trace (or none) is current for what this step does next.
         headers = msg.delivery.properties.headers
-        if headers or TRACEPARENT.get() is not None:
+        if tracing.hooks is not None:
+            self._span = tracing.hooks.consumer(self._span, msg, self)
+        elif headers or TRACEPARENT.get() is not None:
             adopt(headers)
         if self.agent._tracing:
             self.agent.trace.record_in(msg, self.name)
@@ -240,8 +244,12 @@ class Behaviour:
         for msg in self._inflight:
             msg.ack()
         self._inflight.clear()
+        if self._span is not None:
+            self._span = self._span.finish(None)
 
     def _fail_inflight(self, exc: BaseException) -> None:
+        if self._span is not None:
+            self._span = self._span.finish(exc)
         inflight, self._inflight = self._inflight, []
         for msg in inflight:
             if not msg.settled:

@@ -5,6 +5,11 @@ agent). Inside an agent the current one lives in a context variable: receiving a
 (or serving an RPC request) that carries one makes it current for that step or call, and
 everything published meanwhile carries a child: same trace id, a new parent (span) id.
 No trace current means no header and no cost.
+
+`hooks` is where an optional tracer plugs in (`munggoggo.otel.instrument()`): with it, each
+hop is a real span (producer, consumer, server) and the traceparent a message carries names
+the span that sent it, so a tracing backend can join the hops. Without it, nothing here
+touches more than a context variable.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import contextvars
 import os
 import re
+from typing import Any
 
 HEADER = "traceparent"
 TRACEPARENT: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -44,13 +50,25 @@ def trace_id(traceparent: str) -> str:
     return traceparent[3:35]
 
 
-def outgoing_headers(headers: dict | None) -> dict | None:
-    """`headers` plus a child traceparent when a trace is current (else unchanged)."""
-    current = TRACEPARENT.get()
-    if current is None:
+# The tracer's hooks (munggoggo/otel.py's `_Hooks`), or None: no tracer, no spans.
+hooks: Any = None
+
+
+def outgoing_headers(
+    headers: dict | None, kind: str = "message", destination: str = "", operation: str = ""
+) -> dict | None:
+    """`headers` plus a child traceparent when a trace is current (else unchanged).
+    `kind`, `destination` and `operation` only name the span a tracer records."""
+    tracer = hooks
+    if tracer is not None:
+        child = tracer.producer(TRACEPARENT.get(), kind, destination, operation)
+    else:
+        current = TRACEPARENT.get()
+        child = None if current is None else child_of(current)
+    if child is None:
         return headers
     merged = dict(headers) if headers else {}
-    merged.setdefault(HEADER, child_of(current))
+    merged.setdefault(HEADER, child)
     return merged
 
 
