@@ -23,10 +23,18 @@ from typing import Any
 
 from . import envelope, tracing
 from ._speedups import Properties, encode_properties
-from .amqp.errors import AMQPError, ResourceLocked
+from .amqp.errors import AMQPError, PreconditionFailed, ResourceLocked
 from .behaviour import Behaviour
 from .channel import PublishError
 from .control import TraceStore
+from .durable import (
+    PERSISTENT,
+    QUORUM,
+    declare_dead_letter_queue,
+    mismatch,
+    normalize_queue_type,
+    queue_declaration,
+)
 from .eager import run_eagerly
 from .message import Message, copy_properties
 from .metrics import COLLECTOR, AgentStats
@@ -97,8 +105,21 @@ class AgentConfig:
     behaviour_queue_expires_ms: int | None = field(
         default_factory=lambda: int(os.environ.get("MUNGGOGGO_QUEUE_EXPIRES_MS", 24 * 3600 * 1000))
     )
-    queue_type: str | None = None  # e.g. "quorum" for behaviour queues
+    # "transient" (None and "classic" mean the same) or "quorum": durable mode, quorum
+    # behaviour queues and persistent messages (core/durable.py, docs/durable.md).
+    # MUNGGOGGO_QUEUE_TYPE changes the default (`munggoggo run --queue-type` sets it).
+    queue_type: str | None = field(
+        default_factory=lambda: os.environ.get("MUNGGOGGO_QUEUE_TYPE") or "transient"
+    )
     metrics: bool = True  # time steps, RPCs and (sampled) confirms; counters are always kept
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "queue_type", normalize_queue_type(self.queue_type))
+
+    @property
+    def durable(self) -> bool:
+        """Durable mode: quorum behaviour queues, persistent messages."""
+        return self.queue_type == QUORUM
 
 
 async def open_connection(url: BrokerURL | tuple[BrokerURL, ...], name: str) -> Any:
@@ -160,6 +181,7 @@ class Agent:
         self._call_prefix = f"{self.identity}.{uuid.uuid4().hex[:6]}."
         self._props_second = -1
         self._props_cache: dict[tuple[str, str], bytes] = {}
+        self._delivery_mode: int | None = None  # PERSISTENT in durable mode, set on connect
         self._tasks: set[asyncio.Task[Any]] = set()
 
     @property
@@ -217,6 +239,8 @@ class Agent:
         )
 
     async def _connect(self) -> None:
+        # Read here, not in __init__: `munggoggo run --queue-type` replaces the config.
+        self._delivery_mode = PERSISTENT if self.config.durable else None
         self.connection = conn = await open_connection(self.urls, self.identity)
         self._pub = await conn.channel()
         self._pub.on_return = self._on_return
@@ -230,9 +254,11 @@ class Agent:
         await sub.exchange_declare(TOPIC_EXCHANGE, "topic", durable=True)
         await sub.exchange_declare(FANOUT_EXCHANGE, "fanout", durable=True)
         await sub.exchange_declare(DEAD_LETTER_EXCHANGE, "topic", durable=True)
-        await sub.queue_declare(DEAD_LETTER_QUEUE, durable=True)
+        await declare_dead_letter_queue(sub, self.config.queue_type)
         await sub.queue_bind(DEAD_LETTER_QUEUE, DEAD_LETTER_EXCHANGE, "#")
         try:
+            # Exclusive and transient in both modes: the identity lock, and where RPC
+            # replies come back (docs/decisions.md, "Durable mode").
             await sub.queue_declare(
                 self.identity,
                 exclusive=True,
@@ -308,15 +334,17 @@ class Agent:
             if sub is None:
                 sub = await self.connection.channel(confirms=False)
                 self._behaviour_channels[behaviour.name] = sub
-            queue = f"{self.identity}.{behaviour.name}"
-            arguments: dict[str, Any] = {"x-dead-letter-exchange": DEAD_LETTER_EXCHANGE}
-            if self.config.behaviour_queue_expires_ms:
-                arguments["x-expires"] = self.config.behaviour_queue_expires_ms
-            if self.config.queue_type:
-                arguments["x-queue-type"] = self.config.queue_type
-            await sub.queue_declare(
-                queue, durable=self.config.queue_type == "quorum", arguments=arguments
+            # Its own queue, or a queue shared with other agents' behaviours (competing
+            # consumers) when it was given one.
+            queue = behaviour.queue or f"{self.identity}.{behaviour.name}"
+            queue_type = self.config.queue_type
+            durable, arguments = queue_declaration(
+                queue_type, self.config.behaviour_queue_expires_ms
             )
+            try:
+                await sub.queue_declare(queue, durable=durable, arguments=arguments)
+            except PreconditionFailed as exc:
+                raise mismatch(queue, queue_type, exc) from None
             for key in behaviour.binding_keys:
                 await sub.queue_bind(queue, TOPIC_EXCHANGE, key)
             await sub.basic_qos(self._prefetch_share(behaviour))  # per-consumer qos
@@ -366,7 +394,11 @@ class Agent:
         if props is None:
             props = self._props_cache[key] = encode_properties(
                 Properties(
-                    content_type=content_type, type=kind, app_id=self.identity, timestamp=now
+                    content_type=content_type,
+                    type=kind,
+                    app_id=self.identity,
+                    timestamp=now,
+                    delivery_mode=self._delivery_mode,
                 )
             )
         return props
@@ -385,6 +417,7 @@ class Agent:
                     app_id=self.identity,
                     timestamp=int(time.time()),
                     headers=headers,
+                    delivery_mode=self._delivery_mode,
                 )
             )
         else:
@@ -785,7 +818,10 @@ class Agent:
         self, msg: Message, exchange: str, routing_key: str, headers: dict[str, Any]
     ) -> None:
         """Publish a copy, ack the original once the broker confirmed the copy."""
-        props = copy_properties(msg.delivery, headers)
+        # In durable mode a retry or dead letter is persistent even if the original was not
+        # (a transient agent's publish reaching our quorum queue): it may land in a durable
+        # classic queue (the dead-letter queue on a broker where it is classic).
+        props = copy_properties(msg.delivery, headers, delivery_mode=self._delivery_mode)
         msg._begin_handoff()
         seq = self._pub.publish(msg.body, exchange, routing_key, props)
         task = self.loop.create_task(self._finish_handoff(msg, seq))

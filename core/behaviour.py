@@ -51,7 +51,9 @@ class Behaviour:
     """A cyclic behaviour: `run()` is called again and again until the behaviour stops.
 
     `binding_keys` subscribe it to topics on `munggoggo.topic` (its own queue
-    `<identity>.<name>`); `template` routes matching direct messages to it.
+    `<identity>.<name>`); `template` routes matching direct messages to it. With `queue`
+    the subscription uses that queue instead, shared by every behaviour (of any agent) that
+    names it: competing consumers, each message handled by one of them.
     """
 
     restart_policy = RestartPolicy()
@@ -64,10 +66,22 @@ class Behaviour:
         template: Template | Any = None,
         name: str | None = None,
         prefetch: int | None = None,
+        queue: str | None = None,
     ) -> None:
         self.agent = agent
         self.name = name or type(self).__name__
         self.binding_keys = list(binding_keys or [])
+        if queue is not None:
+            if not self.binding_keys:
+                raise ValueError(
+                    f"behaviour {self.name!r}: a shared queue is a topic subscription; "
+                    "give binding_keys with queue="
+                )
+            if not queue or len(queue.encode()) > 255 or queue.startswith("amq."):
+                raise ValueError(
+                    f"behaviour {self.name!r}: invalid queue name {queue!r} "
+                    "(1-255 bytes, not starting with 'amq.')"
+                )
         self.template = template
         self.prefetch = prefetch or agent.config.prefetch
         self.state = CREATED
@@ -76,7 +90,8 @@ class Behaviour:
         self.steps = 0
         self.step_seconds = FastHistogram()
         self.last_error: str | None = None
-        self.queue: str | None = None  # set by the agent when binding_keys are given
+        # The queue it consumes: `queue` if given, else set by the agent (binding_keys given)
+        self.queue: str | None = queue
         self._mailbox: deque[Message] = deque()
         self._waiter: asyncio.Future[None] | None = None  # receive() waiting for mail
         self._sleeper: asyncio.Future[None] | None = None  # a backoff/period sleep

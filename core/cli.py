@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import importlib
 import json
 import os
@@ -57,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="INFO")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
     p.add_argument("--health-port", type=int, help=HEALTH_HELP)
+    p.add_argument(
+        "--queue-type",
+        choices=["transient", "quorum"],
+        help="behaviour queues: transient (fast) or quorum (durable mode: replicated, on disk, "
+        "persistent messages); default $MUNGGOGGO_QUEUE_TYPE or transient",
+    )
     p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser(
@@ -179,6 +186,8 @@ def load_agent_class(target: str) -> type[Agent]:
 def cmd_run(args: argparse.Namespace) -> int:
     cls = load_agent_class(args.target)
     agent = cls(args.identity, url=args.run_url or args.url)
+    if args.queue_type:  # the flag wins over a config the class chose itself
+        agent.config = dataclasses.replace(agent.config, queue_type=args.queue_type)
     health = bind_health(args.health_port)  # a port in use fails here, before the agent starts
     if args.metrics_port is not None:
         from .metrics import serve_metrics

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from typing import Any
 from . import _speedups
 from ._speedups import Delivery, Properties
 from .channel import PublishError
+from .durable import declare_dead_letter_queue, normalize_queue_type
 from .message import copy_properties
 from .wire import (
     AGENT_HEADER,
@@ -372,7 +374,9 @@ class _Reader:
         if self.owner.queue == DEAD_LETTER_QUEUE:
             # The same declarations as every agent's: a mesh with no agent yet has none.
             await ch.exchange_declare(DEAD_LETTER_EXCHANGE, "topic", durable=True)
-            await ch.queue_declare(DEAD_LETTER_QUEUE, durable=True)
+            # Of whichever type it already has (quorum on a mesh of durable-mode agents).
+            queue_type = normalize_queue_type(os.environ.get("MUNGGOGGO_QUEUE_TYPE"))
+            await declare_dead_letter_queue(ch, queue_type)
             await ch.queue_bind(DEAD_LETTER_QUEUE, DEAD_LETTER_EXCHANGE, "#")
         return self
 

@@ -1171,7 +1171,7 @@ class MemoryChannel:
             owner = self.connection if exclusive else None
             existing = broker.queues.get(name)
             if existing is None:
-                rules.validate_queue_args(name, arguments, exclusive)
+                rules.validate_queue_args(name, arguments, exclusive, durable, auto_delete)
                 queue = _Queue(
                     broker,
                     name,

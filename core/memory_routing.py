@@ -217,8 +217,15 @@ def _int_arg_problem(value: Any, low: int, high: int | None) -> str | None:
     return None
 
 
-def validate_queue_args(name: str, args: dict[str, Any], exclusive: bool) -> None:
-    """Raise RabbitMQ's PRECONDITION_FAILED for the first invalid declare argument."""
+def validate_queue_args(
+    name: str,
+    args: dict[str, Any],
+    exclusive: bool,
+    durable: bool = True,
+    auto_delete: bool = False,
+) -> None:
+    """Raise RabbitMQ's PRECONDITION_FAILED for the first invalid declare argument (or
+    queue property a replicated queue type cannot have)."""
 
     def invalid(key: str, problem: str) -> BrokerError:
         return error(
@@ -251,12 +258,20 @@ def validate_queue_args(name: str, args: dict[str, Any], exclusive: bool) -> Non
         elif key == "x-queue-type":
             if value not in QUEUE_TYPES:
                 raise invalid(key, f"\"unsupported queue type '{_show(value)}'\"")
-            if value != "classic" and exclusive:
-                raise error(
-                    "PRECONDITION_FAILED",
-                    f"invalid property 'exclusive-owner' for {rs('queue', name)}",
-                    QUEUE_DECLARE,
-                )
+            # Quorum and stream queues are replicated: never exclusive, transient or
+            # auto-deleted (RabbitMQ checks in this order).
+            replicated = value != "classic"
+            for bad, prop in (
+                (exclusive, "exclusive-owner"),
+                (not durable, "non-durable"),
+                (auto_delete, "auto-delete"),
+            ):
+                if replicated and bad:
+                    raise error(
+                        "PRECONDITION_FAILED",
+                        f"invalid property '{prop}' for {rs('queue', name)}",
+                        QUEUE_DECLARE,
+                    )
 
 
 def queue_args_difference(

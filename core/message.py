@@ -137,7 +137,11 @@ class Message:
 
 
 def copy_properties(
-    delivery: Delivery, headers: dict[str, Any], *, expiration: str | None = None
+    delivery: Delivery,
+    headers: dict[str, Any],
+    *,
+    expiration: str | None = None,
+    delivery_mode: int | None = None,
 ) -> Properties:
     """The properties for a copy of a received message (a retry, a dead letter, a requeue):
     the original ones with new `headers`.
@@ -153,7 +157,7 @@ def copy_properties(
         content_type=p.content_type,
         content_encoding=p.content_encoding,
         headers=headers,
-        delivery_mode=p.delivery_mode,
+        delivery_mode=delivery_mode or p.delivery_mode,  # durable mode makes copies persistent
         priority=p.priority,
         correlation_id=p.correlation_id,
         reply_to=p.reply_to,

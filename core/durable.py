@@ -1,0 +1,111 @@
+"""Queue modes: what `AgentConfig.queue_type` changes on the wire, and the declarations
+that must work on a mesh where both modes meet.
+
+- `transient` (the default): behaviour queues are classic and non-durable, messages are not
+  persistent. Fastest; a broker restart empties the queues.
+- `quorum` (durable mode): behaviour queues are quorum queues (durable, replicated over the
+  cluster, every message on disk) and everything the agent publishes with confirms is
+  persistent (delivery_mode 2), so a durable classic queue it reaches keeps it too.
+
+In both modes the exchanges are durable and the agent's inbox `<identity>` is exclusive and
+transient (the identity lock and the RPC reply queue; docs/decisions.md says why).
+RabbitMQ refuses (406) to redeclare a queue with another type, durability or arguments, so
+a queue left over from the other mode gets `QueueMismatch`, which says what to do, and the
+one queue both modes share, `munggoggo.dead-letters`, is taken as it is
+(`declare_dead_letter_queue`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from .amqp.errors import PreconditionFailed
+from .wire import DEAD_LETTER_EXCHANGE, DEAD_LETTER_QUEUE
+
+log = logging.getLogger("munggoggo.durable")
+
+TRANSIENT = "transient"
+QUORUM = "quorum"
+QUEUE_TYPES = (TRANSIENT, QUORUM)
+PERSISTENT = 2  # AMQP delivery_mode
+QUORUM_ARGUMENTS = {"x-queue-type": QUORUM}
+
+
+class QueueMismatch(PreconditionFailed):
+    """A queue exists with another type, durability or arguments than this agent declares.
+
+    RabbitMQ cannot change them in place; the message names the queue and the ways out."""
+
+
+def normalize_queue_type(value: str | None) -> str:
+    """`transient` or `quorum`; None, "" and "classic" (what transient queues are) mean
+    transient, so configurations written before the modes existed keep their meaning."""
+    if value in (None, "", TRANSIENT, "classic"):
+        return TRANSIENT
+    if value == QUORUM:
+        return QUORUM
+    raise ValueError(f"unknown queue type {value!r}: expected 'transient' or 'quorum'")
+
+
+def queue_declaration(queue_type: str, expires_ms: int | None) -> tuple[bool, dict[str, Any]]:
+    """(durable, arguments) of a behaviour queue in this mode.
+
+    Transient queues carry no `x-queue-type`: RabbitMQ 3.10 compares the argument on
+    redeclare, and the queues of agents from before the modes existed have none."""
+    arguments: dict[str, Any] = {"x-dead-letter-exchange": DEAD_LETTER_EXCHANGE}
+    if expires_ms:
+        arguments["x-expires"] = expires_ms  # allowed on quorum queues too
+    if queue_type == QUORUM:
+        arguments.update(QUORUM_ARGUMENTS)
+        return True, arguments  # a quorum queue is always durable (406 otherwise)
+    return False, arguments
+
+
+def mismatch(queue: str, queue_type: str, exc: PreconditionFailed) -> PreconditionFailed:
+    """`exc` (a 406 on queue.declare) as a QueueMismatch that explains itself, when it is an
+    inequivalent redeclaration; other 406s (an invalid argument) are returned unchanged."""
+    if "inequivalent arg" not in exc.reply_text:
+        return exc
+    wanted = (
+        "a quorum queue (durable, AgentConfig.queue_type='quorum')"
+        if queue_type == QUORUM
+        else "a transient classic queue (AgentConfig.queue_type='transient')"
+    )
+    text = (
+        f"{exc.reply_text}. This agent declares queue {queue!r} as {wanted}, and it already "
+        "exists with other properties, which RabbitMQ cannot change in place: run the agent "
+        "with the queue type the queue has, or delete the queue once it is drained "
+        f"(rabbitmqctl delete_queue {queue}; an unused behaviour queue also expires on its own "
+        "after AgentConfig.behaviour_queue_expires_ms) and start the agent again"
+    )
+    return QueueMismatch(exc.reply_code, text, exc.class_id, exc.method_id, exc.scope)
+
+
+async def declare_dead_letter_queue(channel: Any, queue_type: str) -> str:
+    """Declare `munggoggo.dead-letters` (durable) as this mode prefers, or as it already is.
+
+    The queue is shared by every agent of the mesh, so agents of both modes must accept the
+    type the first one gave it: the preferred declaration is tried, and on a 406 about the
+    queue type the other one (the refusal closed the channel; the client reopens it).
+    Returns the type the queue has. A durable-mode agent warns about a classic dead-letter
+    queue: on a cluster it lives on one node and is unreachable while that node is down.
+    """
+    other = TRANSIENT if queue_type == QUORUM else QUORUM
+    for attempt in (queue_type, other):
+        arguments = QUORUM_ARGUMENTS if attempt == QUORUM else None
+        try:
+            await channel.queue_declare(DEAD_LETTER_QUEUE, durable=True, arguments=arguments)
+        except PreconditionFailed as exc:
+            if attempt == other or "x-queue-type" not in exc.reply_text:
+                raise
+            continue
+        if attempt != queue_type and queue_type == QUORUM:
+            log.warning(
+                "%s is a classic queue: on a RabbitMQ cluster it lives on one node and dead "
+                "letters cannot reach it while that node is down; delete it when it is empty "
+                "and a durable-mode agent recreates it as a quorum queue",
+                DEAD_LETTER_QUEUE,
+            )
+        return attempt
+    raise AssertionError("unreachable")
