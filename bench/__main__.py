@@ -7,7 +7,9 @@
 - `dashboards [--minutes 3]`: the Grafana dashboards drawn from a loaded mesh's real data;
 - `soak [--minutes 10] [--rate R] [--plot docs/soak.png]`: the agent pipe under a fault
   every 30 s; exit status 1 when a confirmed message was lost;
-- `report [--input FILE]`: docs/bench-results.md and docs/bench-throughput.png.
+- `report [--input FILE]`: docs/bench-results.md and docs/bench-throughput.png;
+- `cluster start|stop|status|failover`: a 3-node RabbitMQ cluster on this machine, and a
+  node stopped under a confirmed stream between agents with a failover URL list.
 
 A command module has `add_arguments(parser)` and either `run(args) -> dict` (one result,
 printed by `emit`) or `main(args) -> int` (it prints its own output; the exit status).
@@ -44,6 +46,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "bench.soak",
         "the agent pipe through a fault proxy at half its maximum, a fault every 30 s; "
         "counts lost/duplicated messages, RSS over time (JSON + PNG)",
+    ),
+    "cluster": (
+        "bench.cluster",
+        "a 3-node RabbitMQ cluster on this machine (start, stop, status); failover: a node "
+        "stopped under a confirmed stream, exit 1 on any loss",
     ),
     "report": (
         "bench.report",
