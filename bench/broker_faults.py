@@ -4,7 +4,8 @@ Owns the rabbitmqctl calls that hurt a running broker (close a connection by its
 stop_app / start_app, a memory alarm through the high watermark) and the lock that keeps
 two of them apart: anything that stops the broker or moves its watermark holds an
 exclusive flock on LOCK_PATH meanwhile, so two such faults never overlap, even across
-processes (pytest runs of different engineers, a soak). Everything here blocks (subprocess,
+processes (pytest runs of different engineers); a soak holds it shared for its whole run,
+so nobody else restarts the broker under it. Everything here blocks (subprocess,
 sockets): async callers use asyncio.to_thread or the async lock.
 
 The proxy-level faults (cut, freeze, slow) live in bench/fault_proxy.py.
@@ -13,33 +14,93 @@ The proxy-level faults (cut, freeze, slow) live in bench/fault_proxy.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
 import socket
 import subprocess
+import sys
 import time
 
 LOCK_PATH = "/tmp/munggoggo-broker-fault.lock"
+LOCK_TIMEOUT = 60.0  # seconds to wait for another holder before giving up
 WATERMARK_QUERY = "vm_memory_monitor:get_vm_memory_high_watermark()."
 ALARM_WATERMARK = "0.0000001"  # far below what any broker uses: the alarm goes off at once
 DEFAULT_WATERMARK = ["0.4"]  # RabbitMQ's default
 
 
 class BrokerFaultLock:
-    """Exclusive flock on LOCK_PATH: `with BrokerFaultLock():` or `async with ...`."""
+    """flock on LOCK_PATH: `with BrokerFaultLock():` or `async with BrokerFaultLock():`.
 
-    def __init__(self, path: str = LOCK_PATH) -> None:
+    Exclusive for a fault that hurts the broker (stop_app, a memory alarm); shared for a
+    run that must not be hurt meanwhile (a soak holds it for its whole duration, and takes
+    it exclusive with `exclusive()` for a restart of its own). Waiting is bounded: after
+    `timeout` seconds a TimeoutError names the holder, so a test waiting behind a
+    ten-minute soak fails with a reason instead of hanging into its time limit.
+    """
+
+    def __init__(
+        self,
+        path: str = LOCK_PATH,
+        *,
+        shared: bool = False,
+        timeout: float = LOCK_TIMEOUT,
+        holder: str = "",
+    ) -> None:
         self.path = path
+        self.shared = shared
+        self.timeout = timeout
+        self.holder = holder or " ".join(sys.argv)[:200]
         self._fd: int | None = None
 
     def acquire(self) -> None:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._flock(fd, fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX)
         except BaseException:
             os.close(fd)
             raise
         self._fd = fd
+        self._sign()
+
+    def _flock(self, fd: int, mode: int) -> None:
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                fcntl.flock(fd, mode | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"the broker fault lock {self.path} is still held after "
+                        f"{self.timeout:g}s by: {self._holders(fd)}"
+                    ) from None
+                time.sleep(0.1)
+
+    @staticmethod
+    def _holders(fd: int) -> str:
+        try:
+            return os.pread(fd, 500, 0).decode(errors="replace").strip() or "unknown"
+        except OSError:
+            return "unknown"
+
+    def _sign(self) -> None:
+        """Say in the lock file who holds it (the last holder, with shared holders)."""
+        kind = "shared" if self.shared else "exclusive"
+        text = f"pid {os.getpid()} ({kind}) since {time.strftime('%H:%M:%S')}: {self.holder}\n"
+        with contextlib.suppress(OSError):
+            os.ftruncate(self._fd, 0)  # type: ignore[arg-type]
+            os.pwrite(self._fd, text.encode(), 0)  # type: ignore[arg-type]
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self):
+        """A shared holder's own broker fault: exclusive meanwhile, shared again after."""
+        assert self._fd is not None and self.shared, "exclusive() is for a shared holder"
+        await asyncio.to_thread(self._flock, self._fd, fcntl.LOCK_EX)
+        try:
+            yield self
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_SH)
 
     def release(self) -> None:
         if self._fd is not None:

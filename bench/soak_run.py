@@ -149,11 +149,18 @@ class Soak:
 
     async def run(self) -> dict[str, Any]:
         broker = parse_url(self.url)
-        proxy = await FaultProxy(upstream=(broker.host, broker.port)).start()
+        # Shared for the whole run: fault tests elsewhere (exclusive) wait or give up with
+        # a reason instead of restarting the broker under the soak's transient queue.
+        self.lock = BrokerFaultLock(shared=True, timeout=300, holder="python -m bench soak")
+        await self.lock.__aenter__()
         try:
-            return await self._run(proxy)
+            proxy = await FaultProxy(upstream=(broker.host, broker.port)).start()
+            try:
+                return await self._run(proxy)
+            finally:
+                await proxy.stop()
         finally:
-            await proxy.stop()
+            await self.lock.__aexit__()
 
     async def _run(self, proxy: FaultProxy) -> dict[str, Any]:
         max_rate = None
@@ -215,6 +222,14 @@ class Soak:
                 original_hook(failures)
 
         pub_channel.on_publish_failure = on_failure
+        self.shutdowns = 0  # connection losses because the broker shut down
+
+        def on_lost(conn: Any, reason: BaseException) -> None:
+            if "reason 'shutdown'" in str(reason):
+                self.shutdowns += 1
+
+        tx.connection.on_lost.append(on_lost)
+        rx.connection.on_lost.append(on_lost)
         gc.collect()
         self.t0 = time.monotonic()
         publisher = PacedPublisher(tx, key, self.rate)  # type: ignore[arg-type]
@@ -273,6 +288,9 @@ class Soak:
             "faults_by_kind": kinds,
             "faults_not_recovered": sum(1 for e in self.events if not e.get("recovered_s")),
             "fault_errors": sum(1 for e in self.events if "error" in e),
+            # Losses to a broker shutdown beyond our own restarts (2 connections each):
+            # someone else restarted the broker, and a transient queue loses what it holds.
+            "external_broker_shutdowns": max(0, self.shutdowns - 2 * kinds.get("restart", 0)),
             "recovery_s_median": round(statistics.median(recoveries), 2) if recoveries else None,
             "recovery_s_max": max(recoveries) if recoveries else None,
             "rss_start_mb": rss[0] if rss else None,
@@ -373,7 +391,7 @@ class Soak:
         event["frozen_s"] = round(time.monotonic() - self.t0 - event["t"], 2)
 
     async def _restart(self, tx: Agent, rx: Agent, event: dict) -> None:
-        async with BrokerFaultLock():
+        async with self.lock.exclusive():
             try:
                 await asyncio.to_thread(stop_app)
                 limit = time.monotonic() + 30
