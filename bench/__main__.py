@@ -10,6 +10,8 @@
 - `report [--input FILE]`: docs/bench-results.md and docs/bench-throughput.png;
 - `cluster start|stop|status|failover`: a 3-node RabbitMQ cluster on this machine, and a
   node stopped under a confirmed stream between agents with a failover URL list.
+- `scaleout [--workers 1,2,4] [--work-us 0,100]`: competing consumers across agent
+  processes; docs/scaleout.md and docs/scaleout.png.
 
 A command module has `add_arguments(parser)` and either `run(args) -> dict` (one result,
 printed by `emit`) or `main(args) -> int` (it prints its own output; the exit status).
@@ -51,6 +53,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "bench.cluster",
         "a 3-node RabbitMQ cluster on this machine (start, stop, status); failover: a node "
         "stopped under a confirmed stream, exit 1 on any loss",
+    ),
+    "scaleout": (
+        "bench.scaleout",
+        "competing consumers: 1, 2, 4 agent processes on one shared queue, a producer at full "
+        "speed; writes docs/scaleout.md and docs/scaleout.png",
     ),
     "report": (
         "bench.report",

@@ -30,6 +30,7 @@ QUORUM = "quorum"
 QUEUE_TYPES = (TRANSIENT, QUORUM)
 PERSISTENT = 2  # AMQP delivery_mode
 QUORUM_ARGUMENTS = {"x-queue-type": QUORUM}
+_warned_classic_dlq = False  # the warning is about the mesh: once per process is enough
 
 
 class QueueMismatch(PreconditionFailed):
@@ -100,7 +101,9 @@ async def declare_dead_letter_queue(channel: Any, queue_type: str) -> str:
             if attempt == other or "x-queue-type" not in exc.reply_text:
                 raise
             continue
-        if attempt != queue_type and queue_type == QUORUM:
+        global _warned_classic_dlq
+        if attempt != queue_type and queue_type == QUORUM and not _warned_classic_dlq:
+            _warned_classic_dlq = True
             log.warning(
                 "%s is a classic queue: on a RabbitMQ cluster it lives on one node and dead "
                 "letters cannot reach it while that node is down; delete it when it is empty "

@@ -27,7 +27,7 @@ from fault_tools import delete_queues, eventually
 from tls_broker import rabbitmqctl_patiently as rabbitmqctl
 
 from bench.broker_faults import BrokerFaultLock, start_app, stop_app
-from munggoggo import Agent, AgentConfig, Behaviour, RestartPolicy, expose
+from munggoggo import Agent, AgentConfig, Behaviour, RestartPolicy, durable, expose
 from munggoggo.amqp.errors import NotFound, PreconditionFailed
 from munggoggo.client import Connection
 from munggoggo.deadletters import DeadLetters
@@ -291,8 +291,11 @@ async def test_quorum_queues_refuse_what_they_cannot_be(mesh_url, properties, pr
         assert f"invalid property '{problem}' for queue '{name}'" in str(caught.value)
 
 
-async def test_durable_agent_takes_the_classic_dead_letter_queue_with_a_warning(broker_url, caplog):
+async def test_durable_agent_takes_the_classic_dead_letter_queue_with_a_warning(
+    broker_url, caplog, monkeypatch
+):
     caplog.set_level(logging.WARNING, logger="munggoggo.durable")
+    monkeypatch.setattr(durable, "_warned_classic_dlq", False)  # once per process
     assert queue_info(DEAD_LETTER_QUEUE)["type"] == "classic"  # the shared vhost's
     async with Agent(uid("durable-dlq"), url=broker_url, config=DURABLE) as agent:
         assert agent.state == "running"

@@ -26,6 +26,7 @@ SCENARIOS: dict[str, str] = {
 EXTRA_SCENARIOS: dict[str, str] = {
     "agent_soak": "bench.scenarios.agent_soak",
     "agent_metrics": "bench.scenarios.agent_metrics",
+    "agent_durable": "bench.scenarios.agent_durable",
 }
 
 ALL = list(SCENARIOS)
