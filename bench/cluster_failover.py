@@ -132,6 +132,8 @@ async def failover(
         port = _port(sender)
         stopped = next(n for n in cluster.nodes if n.port == port)
         assert _port(receiver) == port, "both agents start on the first URL's node"
+        survivor = next(n for n in cluster.nodes if n is not stopped)
+        leader_before = await asyncio.to_thread(_leader, cluster, survivor, queue)
         outages = Outage(sender), Outage(receiver)
         t_stop = time.monotonic()
         await asyncio.to_thread(cluster.stop_app, stopped)
@@ -144,6 +146,7 @@ async def failover(
         await _until(lambda: numbers.sent >= resumed_at + after, timeout, "publishing after")
         await _until(lambda: len(seen) >= consumed_at + after, timeout, "consuming after")
         rate_after = (len(seen) - consumed_at) / (time.monotonic() - t_resume)
+        leader_after = await asyncio.to_thread(_leader, cluster, survivor, queue)
         await numbers.stop(timeout=10)
         await sender.flush(timeout=timeout)  # raises PublishError if any publish failed
         sent = numbers.sent
@@ -160,6 +163,8 @@ async def failover(
             "duplicates": sum(c - 1 for c in Counter(seen).values() if c > 1),
             "lost": len(expected - unique),
             "stopped_node": stopped.name,
+            "queue_leader_before": leader_before,
+            "queue_leader_after": leader_after,
             "publisher_now_on": _node_name(cluster, _port(sender)),
             "consumer_now_on": _node_name(cluster, _port(receiver)),
             "stop_app_s": round(stop_took, 2),
@@ -175,6 +180,15 @@ async def failover(
             await asyncio.to_thread(cluster.start_app, stopped)
         if queue:
             await _delete_queue(cluster, queue)
+
+
+def _leader(cluster: Cluster, node: Any, queue: str) -> str:
+    """The node holding the quorum queue's leader, as `node` sees it."""
+    for row in cluster.ctl(node, "list_queues", "name", "leader").splitlines():
+        name, _, leader = row.partition("\t")
+        if name == queue:
+            return leader.strip()
+    return "?"
 
 
 def _node_name(cluster: Cluster, port: int) -> str:

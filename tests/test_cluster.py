@@ -56,6 +56,7 @@ async def test_no_confirmed_message_is_lost_when_a_node_stops(cluster):
     assert result["stopped_node"] == cluster.nodes[0].name  # the first URL's node
     assert result["publisher_now_on"] != result["stopped_node"]
     assert result["consumer_now_on"] != result["stopped_node"]
+    assert result["queue_leader_after"] in {n.name for n in cluster.nodes[1:]}
     assert result["sent"] >= 6000
     assert result["failed_reported"] == 0  # every publish was confirmed (republished ones too)
     assert result["lost"] == 0
