@@ -15,6 +15,7 @@ one result object per configuration on stdout (JSON lines with --json).
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import os
 import time
@@ -54,12 +55,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--queue-type", choices=["transient", "quorum"], default="transient")
     parser.add_argument("--url", default=None, help="broker URL (default MUNGGOGGO_URL)")
     parser.add_argument("--no-docs", action="store_true", help="do not write docs/scaleout.*")
+    parser.add_argument(
+        "--input", type=Path, help="write the docs from these JSON lines instead of measuring"
+    )
 
 
 def main(args: argparse.Namespace) -> int:
     from munggoggo.client import install_uvloop
 
     install_uvloop()
+    if args.input is not None:
+        results = [json.loads(line) for line in args.input.read_text().splitlines() if line]
+        _write_docs(results, args)
+        return 0
     url = broker_url(args.url)
     machine = environment(True)
     machine["broker"] = run_loop(lambda: broker_version(url))
@@ -77,11 +85,15 @@ def main(args: argparse.Namespace) -> int:
             emit(result, args.json)
             results.append(result)
     if not args.no_docs:
-        from .scaleout_report import write
-
-        write(results, DOCS / "scaleout.md", DOCS / "scaleout.png", args)
-        progress("wrote docs/scaleout.md and docs/scaleout.png")
+        _write_docs(results, args)
     return 0
+
+
+def _write_docs(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    from .scaleout_report import write
+
+    write(results, DOCS / "scaleout.md", DOCS / "scaleout.png", args)
+    progress("wrote docs/scaleout.md and docs/scaleout.png")
 
 
 def _cpu_seconds(pid: int) -> float:

@@ -12,6 +12,8 @@ import datetime
 from pathlib import Path
 from typing import Any
 
+COLORS = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"]
+
 
 def write(results: list[dict[str, Any]], md: Path, png: Path, args: argparse.Namespace) -> None:
     md.parent.mkdir(parents=True, exist_ok=True)
@@ -49,6 +51,16 @@ def markdown(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
         "",
         "![consumed msgs/s by worker processes](scaleout.png)",
         "",
+        "How to read it: the broker, the producer and every consumer share this machine's "
+        f"{cores} cores. A consumer process adds throughput only while there is a free core "
+        "for it; once all are busy it takes CPU from the broker and the other consumers. "
+        "RabbitMQ also serves one queue from one Erlang process, so a single shared queue "
+        "is bounded by about one core of broker work, however many consumers it has. With "
+        "the broker on its own hosts and consumers in their own pods, each consumer brings "
+        "its own core and the curve follows the handlers' cost until that queue bound; "
+        "several queues (topics) spread the broker's side too. The load column is the "
+        "1-minute load average before each point, the previous point's processes included.",
+        "",
     ]
     for work_us, rows in _levels(results).items():
         base = rows[0]["consumed_msgs_per_s"] or 1
@@ -67,16 +79,49 @@ def markdown(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
                 f"| {r['published_msgs_per_s']:,} | {r.get('broker_cores', '?')} "
                 f"| {r['consumers_cores']} | {r['producer_cores']} | {r['load_1m_before']} |"
             )
-        busiest = max(rows, key=lambda r: r["workers"])
-        used = busiest.get("broker_cores", 0) + busiest["consumers_cores"]
-        used += busiest["producer_cores"]
-        lines += [
-            "",
-            f"With {busiest['workers']} workers the broker, consumers and producer together "
-            f"used {used:.2f} of the machine's {cores} cores.",
-            "",
-        ]
+        lines += ["", *observations(rows, cores), ""]
     return "\n".join(lines)
+
+
+def _used(r: dict[str, Any]) -> float:
+    return r.get("broker_cores", 0) + r["consumers_cores"] + r["producer_cores"]
+
+
+def observations(rows: list[dict[str, Any]], cores: int) -> list[str]:
+    """What the figures of one work level say, read off the figures themselves."""
+    best = max(rows, key=lambda r: r["consumed_msgs_per_s"])
+    base = rows[0]
+    if best is base:
+        first = (
+            f"- Most consumed with {base['workers']} worker(s), "
+            f"{base['consumed_msgs_per_s']:,} msgs/s: more processes only lowered it."
+        )
+    else:
+        gain = best["consumed_msgs_per_s"] / (base["consumed_msgs_per_s"] or 1)
+        first = (
+            f"- Most consumed: {best['consumed_msgs_per_s']:,} msgs/s with {best['workers']} "
+            f"workers, {gain:.2f}x {base['workers']} worker(s)."
+        )
+    out = [first]
+    busy = [r for r in rows if _used(r) >= 0.9 * cores]
+    if busy:
+        out.append(
+            f"- CPU-bound: with {', '.join(str(r['workers']) for r in busy)} worker(s) the "
+            f"processes used {', '.join(f'{_used(r):.2f}' for r in busy)} of the "
+            f"{cores} cores, RabbitMQ alone "
+            f"{', '.join(str(r.get('broker_cores', '?')) for r in busy)}: another consumer "
+            "process can only take CPU from the others, the broker included."
+        )
+    ahead = [r for r in rows if r["published_msgs_per_s"] > 1.1 * r["consumed_msgs_per_s"]]
+    if ahead:
+        growth = [r["published_msgs_per_s"] - r["consumed_msgs_per_s"] for r in ahead]
+        out.append(
+            "- The producer outran the consumers with "
+            f"{', '.join(str(r['workers']) for r in ahead)} worker(s): the queue grew by "
+            f"{', '.join(f'{g:,}' for g in growth)} msgs/s, and taking those in cost the "
+            "broker CPU the deliveries needed."
+        )
+    return out
 
 
 def plot(results: list[dict[str, Any]], path: Path) -> None:
@@ -85,12 +130,15 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    cores = results[0]["cpus"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for work_us, rows in _levels(results).items():
+    for (work_us, rows), color in zip(_levels(results).items(), COLORS, strict=False):
         xs = [r["workers"] for r in rows]
         label = f"work {work_us} µs/msg"
-        left.plot(xs, [r["consumed_msgs_per_s"] for r in rows], marker="o", label=label)
-        right.plot(xs, [r.get("broker_cores", 0) for r in rows], marker="o", label=label)
+        left.plot(xs, [r["consumed_msgs_per_s"] for r in rows], "o-", color=color, label=label)
+        broker = [r.get("broker_cores", 0) for r in rows]
+        right.plot(xs, broker, "o-", color=color, label=f"{label}: RabbitMQ")
+        right.plot(xs, [_used(r) for r in rows], "s--", color=color, label=f"{label}: all")
     for ax in (left, right):
         ax.set_xlabel("consumer processes")
         ax.set_xticks(sorted({r["workers"] for r in results}))
@@ -99,9 +147,10 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
         ax.legend(fontsize=8)
     left.set_ylabel("consumed msgs/s")
     left.set_title("competing consumers on one shared queue", fontsize=10)
-    right.set_ylabel("broker CPU (cores)")
-    right.axhline(results[0]["cpus"], color="gray", linestyle="--", linewidth=0.8)
-    right.set_title(f"RabbitMQ's CPU ({results[0]['cpus']} cores in the machine)", fontsize=10)
+    right.set_ylabel("CPU (cores)")
+    right.set_ylim(0, cores * 1.1)
+    right.axhline(cores, color="gray", linestyle=":", linewidth=0.8)
+    right.set_title(f"CPU used: RabbitMQ and all processes ({cores} cores)", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
