@@ -18,7 +18,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import signal
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
@@ -146,6 +151,40 @@ async def test_durable_mode_declares_quorum_queues_and_publishes_persistent(brok
     finally:
         if queue:
             await delete_queues(broker_url, queue)
+
+
+async def test_munggoggo_run_queue_type_flag(broker_url):
+    """`munggoggo run ... --queue-type quorum` gives the agent class quorum queues (the
+    class itself sets no config), and the agent drains and exits on SIGTERM."""
+    identity = uid("cli-durable")
+    tests_dir = Path(__file__).resolve().parent
+    env = {**os.environ, "PYTHONPATH": str(tests_dir), "MUNGGOGGO_URL": broker_url}
+    env.pop("MUNGGOGGO_QUEUE_TYPE", None)
+    command = [sys.executable, "-m", "munggoggo", "run", "process_agents:Worker"]
+    proc = subprocess.Popen(
+        [*command, "--identity", identity, "--queue-type", "quorum"],
+        cwd=tests_dir,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    queue = f"{identity}.Work"
+    try:
+        info = None
+        for _ in range(100):
+            info = await asyncio.to_thread(queue_info, queue)
+            if info is not None or proc.poll() is not None:
+                break
+            await asyncio.sleep(0.2)
+        assert info is not None, proc.stderr.read().decode() if proc.poll() is not None else ""
+        assert info["type"] == "quorum" and info["durable"]
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(proc.wait, 30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        await delete_queues(broker_url, queue)
 
 
 async def test_transient_mode_declares_what_it_always_did(broker_url):
