@@ -25,8 +25,18 @@ from munggoggo import Agent, AgentConfig
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(240)]
 
 
+def _remove_abandoned_clusters() -> None:
+    """Clusters of test runs that were killed before their teardown: their nodes would hold
+    the ports. A directory whose pytest process is gone is stopped and removed."""
+    for base in Path("/var/tmp").glob("munggoggo-cluster-test-*"):
+        pid = base.name.rpartition("-")[2]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            Cluster(base=base).stop()
+
+
 @pytest.fixture(scope="module")
 def cluster():
+    _remove_abandoned_clusters()
     c = Cluster(base=Path(f"/var/tmp/munggoggo-cluster-test-{os.getpid()}"))
     try:
         c.start()
