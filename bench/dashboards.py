@@ -162,6 +162,7 @@ class LoadedMesh:
         from munggoggo import Agent, AgentConfig, Behaviour, expose
 
         tag = uuid.uuid4().hex[:6]
+        self.url = url
         self.rate = rate
         self.work_topic = f"dash.work.{tag}"
         self.check_topic = f"dash.check.{tag}"
@@ -225,8 +226,16 @@ class LoadedMesh:
         # The poison messages were ours: leave the shared dead-letter queue as we found it.
         with contextlib.suppress(Exception):
             await DeadLetters(self.worker.connection).purge(all=True, agent=self.worker.identity)
+        queues = [b.queue for b in (self._counting, self._checking) if b.queue]
         for agent in (self.caller, self.producer, self.worker, self.calculator):
             await agent.stop()
+        # Behaviour queues outlive their agent (for a successor): this bench has none.
+        from munggoggo.client import Connection
+
+        async with Connection(self.url, reconnect=False) as admin:
+            ch = await admin.channel(confirms=False)
+            for queue in queues:
+                await ch.queue_delete(queue)
 
     async def keep_going(self, stop: asyncio.Event, step: Any) -> None:
         """Run `step` until `stop`; a failure (the broker went away, say) is counted and

@@ -148,6 +148,16 @@ async def test_durable_mode_declares_quorum_queues_and_publishes_persistent(brok
             assert inbox["type"] == "classic" and inbox["exclusive"] and not inbox["durable"]
             # RPC stays on the transient inbox and works as before.
             assert await tx.call(rx.identity, "ping") == "pong"
+            # The direct message was dead-lettered (no template wants it): take it out of
+            # the shared munggoggo.dead-letters again.
+            purged = 0
+            for _ in range(50):
+                result = await DeadLetters(rx.connection).purge(all=True, agent=rx.identity)
+                purged += result.purged
+                if purged:
+                    break
+                await asyncio.sleep(0.1)
+            assert purged == 1
     finally:
         if queue:
             await delete_queues(broker_url, queue)
