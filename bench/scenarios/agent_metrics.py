@@ -1,6 +1,6 @@
 """Scenario `agent_metrics`: the `agent` pipe with metrics on and off, in the same run.
 
-Not part of `all`. Alternates three runs of each (on, off, on, off, ...) so drift in the
+Not part of `all`. Alternates five runs of each (on, off, on, off, ...) so drift in the
 machine's load hits both alike, and reports the median of each and the slowdown. "On"
 means `AgentConfig(metrics=True)` (step, RPC and sampled confirm timing) with the
 Prometheus collector registered and scraped once a second during the run, more often than
@@ -24,7 +24,7 @@ from ._mesh import CONFIG
 from .agent import agent_pipe
 
 DEFAULT_MESSAGES = 100_000
-ROUNDS = 3
+ROUNDS = 5
 
 
 async def measure(url: str, messages: int) -> dict[str, Any]:
