@@ -369,7 +369,11 @@ class Connection:
         for ch in self._channels.values():
             ch._on_closed(reason, by_broker=False)
         if self._state == _OPEN:
-            log.warning("%s", reason)
+            recovering = self.reconnect and not isinstance(reason, AuthenticationError)
+            text = str(reason)
+            if str(self.url) not in text:
+                text = f"connection to {self.url} lost: {text}"
+            log.warning("%s%s", text, "; recovering" if recovering else "")
             for cb in self.on_lost:
                 cb(self, reason)
             if self.reconnect and not isinstance(reason, AuthenticationError):
@@ -448,11 +452,10 @@ class Connection:
         elif t is ev.ConnectionClosed:
             if e.error is not None:
                 self._close_reason = e.error
-                # A refusal during the handshake is the connect error, which its caller
-                # reports (with several URLs, one line per URL): only a debug line here.
-                handshaking = self._handshake is not None and not self._handshake.done()
-                level = logging.DEBUG if handshaking else logging.ERROR
-                log.log(level, "broker closed the connection to %s: %s", self.url, e.error)
+                # Only a debug line: a refusal during the handshake is the connect error its
+                # caller reports (one line per URL), and the loss of an open connection gets
+                # its one line (with the URL and what happens next) where it is handled.
+                log.debug("broker closed the connection to %s: %s", self.url, e.error)
             self._flush()  # CloseOk
             if self._stream is not None:
                 self._stream.close()

@@ -229,3 +229,27 @@ async def test_a_silent_first_url_times_out_and_the_second_stays_up(broker_url, 
     lines = failed_lines(caplog)
     assert len(lines) == 1 and "no AMQP handshake within 0.2s" in lines[0], lines
     assert_no_secret(caplog)
+
+
+async def test_a_connection_the_broker_closes_is_one_line_then_one_on_recovery(broker_url, caplog):
+    """A node going away (here: the broker force-closing our connection, as a stopping
+    node does with 320 CONNECTION_FORCED) is one WARNING line naming the URL, the reason
+    and that we recover; the recovery is one INFO line. No ERROR."""
+    from broker_tools import close_broker_connection, local_port
+
+    caplog.set_level(logging.DEBUG, logger="munggoggo")
+    conn = await Connection(broker_url, backoff=Backoff(initial=0.05, maximum=0.2)).connect()
+    try:
+        await asyncio.to_thread(close_broker_connection, local_port(conn))
+        assert await wait_until(lambda: conn.reconnects == 1 and conn.is_open, timeout=20)
+    finally:
+        await conn.close()
+    loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(loud) == 1, [r.getMessage() for r in loud]
+    line = loud[0].getMessage()
+    assert line.startswith(f"connection to {parse_url(broker_url)} lost: ")
+    assert "320" in line and line.endswith("; recovering")
+    infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert [m for m in infos if m.startswith("reconnected to")] == [
+        f"reconnected to {parse_url(broker_url)} (recovery #1)"
+    ]
