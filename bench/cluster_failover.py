@@ -121,7 +121,7 @@ async def failover(
         await receiver.add_behaviour(record)
         queue = record.queue or ""
         await sender.start()
-        sender._pub.on_publish_failure = failures.extend  # the agent only logs them
+        sender.on_publish_failure = failures.extend
         numbers = Numbers(sender)
         numbers.key = key
         await sender.add_behaviour(numbers)

@@ -18,6 +18,7 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -161,6 +162,9 @@ class Agent:
         self.trace = TraceStore(self.config.trace_size)
         self._tracing = self.config.trace_size > 0
         self.connection: Any = None
+        # Called with [(sequence number, error)] for publishes the broker will never
+        # confirm (publish/send/broadcast return the sequence number); they are logged too.
+        self.on_publish_failure: Callable[[list[tuple[int, Exception]]], None] | None = None
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self.started_at: float | None = None
         self.stats = AgentStats()  # read by the Prometheus collector at scrape time
@@ -431,9 +435,10 @@ class Agent:
         *,
         headers: dict[str, Any] | None = None,
         content_type: str | None = None,
-    ) -> None:
-        """Publish to `munggoggo.topic` (pub/sub). Bytes, str or any msgspec-encodable value."""
-        await self._emit(body, TOPIC_EXCHANGE, routing_key, headers, content_type)
+    ) -> int:
+        """Publish to `munggoggo.topic` (pub/sub). Bytes, str or any msgspec-encodable value.
+        Returns the publish's sequence number (what `on_publish_failure` reports)."""
+        return await self._emit(body, TOPIC_EXCHANGE, routing_key, headers, content_type)
 
     async def send(
         self,
@@ -442,15 +447,16 @@ class Agent:
         *,
         headers: dict[str, Any] | None = None,
         content_type: str | None = None,
-    ) -> None:
-        """Send a direct message to agent `target`'s inbox (returned and logged if unknown)."""
-        await self._emit(body, "", target, headers, content_type)
+    ) -> int:
+        """Send a direct message to agent `target`'s inbox (returned and logged if unknown).
+        Returns the publish's sequence number."""
+        return await self._emit(body, "", target, headers, content_type)
 
     async def broadcast(
         self, body: Any, *, headers: dict[str, Any] | None = None, content_type: str | None = None
-    ) -> None:
-        """Send to every agent's inbox through `munggoggo.fanout`."""
-        await self._emit(body, FANOUT_EXCHANGE, "", headers, content_type)
+    ) -> int:
+        """Send to every agent's inbox through `munggoggo.fanout`; the sequence number."""
+        return await self._emit(body, FANOUT_EXCHANGE, "", headers, content_type)
 
     async def _emit(
         self,
@@ -460,14 +466,14 @@ class Agent:
         headers: dict[str, Any] | None,
         content_type: str | None,
         origin: str = "",
-    ) -> None:
+    ) -> int:
         """Publish one message (confirmed); `origin` is the publishing behaviour, if any.
 
         Direct messages are mandatory: an unknown target comes back as a return.
         """
         data, props = self._encode(body, content_type, envelope.KIND_MESSAGE, headers)
         ch = self._pub
-        ch.publish(data, exchange, routing_key, props, mandatory=not exchange)
+        seq = ch.publish(data, exchange, routing_key, props, mandatory=not exchange)
         published = self.stats.published
         key = (origin, envelope.KIND_MESSAGE)
         published[key] = published.get(key, 0) + 1
@@ -477,6 +483,7 @@ class Agent:
             )
         if not ch.writable:
             await ch.drain()
+        return seq
 
     async def flush(self, timeout: float | None = None) -> None:
         """Wait until the broker confirmed everything this agent published."""
@@ -604,6 +611,11 @@ class Agent:
             len(failures),
             failures[0][1],
         )
+        if self.on_publish_failure is not None:
+            try:
+                self.on_publish_failure(failures)
+            except Exception:
+                log.exception("agent %s: on_publish_failure callback failed", self.identity)
 
     # -- inbox dispatch ------------------------------------------------------------
 

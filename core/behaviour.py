@@ -159,9 +159,11 @@ class Behaviour:
         *,
         headers: dict[str, Any] | None = None,
         content_type: str | None = None,
-    ) -> None:
+    ) -> int:
         """Publish on `munggoggo.topic` (see Agent.publish), counted for this behaviour."""
-        await self.agent._emit(body, TOPIC_EXCHANGE, routing_key, headers, content_type, self.name)
+        return await self.agent._emit(
+            body, TOPIC_EXCHANGE, routing_key, headers, content_type, self.name
+        )
 
     async def send(
         self,
@@ -170,15 +172,15 @@ class Behaviour:
         *,
         headers: dict[str, Any] | None = None,
         content_type: str | None = None,
-    ) -> None:
+    ) -> int:
         """Send to agent `target`'s inbox (see Agent.send)."""
-        await self.agent._emit(body, "", target, headers, content_type, self.name)
+        return await self.agent._emit(body, "", target, headers, content_type, self.name)
 
     async def broadcast(
         self, body: Any, *, headers: dict[str, Any] | None = None, content_type: str | None = None
-    ) -> None:
+    ) -> int:
         """Send to every agent's inbox (see Agent.broadcast)."""
-        await self.agent._emit(body, FANOUT_EXCHANGE, "", headers, content_type, self.name)
+        return await self.agent._emit(body, FANOUT_EXCHANGE, "", headers, content_type, self.name)
 
     async def call(
         self, target: str, method: str, *args: Any, timeout: float | None = None, **kwargs: Any

@@ -101,7 +101,7 @@ async def test_agents_resume_after_a_broker_restart(broker_url, queue_type):
         await receiver.add_behaviour(collector)
         queue = collector.queue
         await sender.start()
-        sender._pub.on_publish_failure = failures.extend  # the agent only logs them
+        sender.on_publish_failure = failures.extend
         producer = Producer(sender)
         producer.key = key
         await sender.add_behaviour(producer)

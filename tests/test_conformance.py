@@ -442,3 +442,17 @@ async def test_second_agent_with_the_same_identity_fails_clearly(mesh_url):
     # Once the first is gone the identity is free again.
     async with Agent(name, url=mesh_url) as again:
         assert again.state == "running"
+
+
+async def test_publishes_return_sequence_numbers_the_failure_hook_reports(mesh_url):
+    agent = Agent(uid("seq"), url=mesh_url)
+    async with agent:
+        nobody = f"seq.{uuid.uuid4().hex[:6]}"  # no subscriber: nothing to clean up
+        first = await agent.publish(b"a", nobody)
+        second = await agent.broadcast(b"b")  # every agent acks a broadcast it has no use for
+        assert second == first + 1
+        reported: list = []
+        agent.on_publish_failure = reported.extend
+        failure = (second + 1, RuntimeError("never confirmed"))
+        agent._pub.on_publish_failure([failure])  # what the channel calls after a loss
+        assert reported == [failure]

@@ -152,7 +152,7 @@ async def test_agents_recover_from_a_cut_on_their_own(broker_url, proxy):
         await receiver.add_behaviour(collector)
         queue = collector.queue
         await sender.start()
-        sender._pub.on_publish_failure = failures.extend  # the agent only logs them
+        sender.on_publish_failure = failures.extend
         producer = Producer(sender)
         producer.key = key
         await sender.add_behaviour(producer)
