@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import itertools
 import logging
 import time
@@ -30,6 +29,7 @@ from pamqp import commands
 from . import _speedups
 from ._speedups import Delivery, Properties
 from .amqp.errors import AMQPError, BrokerError, ConnectionLost, LocalProtocolError
+from .confirm_waiters import ConfirmWaiters
 from .metrics import CONFIRM_SAMPLE_MASK, FastHistogram
 from .topology import BindingRecord, ExchangeRecord, QueueRecord
 
@@ -109,9 +109,7 @@ class Channel:
         self._wire_open = False
         self._capacity = asyncio.Event()
         self._capacity.set()
-        self._confirm_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
-        self._waiter_ids = itertools.count()
-        self._failures: list[tuple[int, Exception]] = []
+        self._confirm_waiters = ConfirmWaiters()
         self._closed_by_user = False
         self._tags = itertools.count(1)
         self._reopen_task: asyncio.Task[None] | None = None
@@ -625,17 +623,7 @@ class Channel:
             raise LocalProtocolError(f"channel {self.id} has publisher confirms off")
         if upto is None:
             upto = tracker.last_seq
-        if tracker.confirmed_through < upto:
-            fut: asyncio.Future[None] = self._loop.create_future()
-            heapq.heappush(self._confirm_waiters, (upto, next(self._waiter_ids), fut))
-            if timeout is None:
-                await fut
-            else:
-                await asyncio.wait_for(fut, timeout)
-        if self._failures and self._failures[0][0] <= upto:
-            mine = [f for f in self._failures if f[0] <= upto]
-            self._failures = [f for f in self._failures if f[0] > upto]
-            raise PublishError(mine)
+        await self._confirm_waiters.wait(self._loop, upto, tracker.confirmed_through, timeout)
 
     # ------------------------------------------------------------------ events (from Connection)
 
@@ -659,20 +647,10 @@ class Channel:
             self._capacity.set()
 
     def _wake_confirm_waiters(self, confirmed_through: int) -> None:
-        waiters = self._confirm_waiters
-        while waiters and waiters[0][0] <= confirmed_through:
-            fut = heapq.heappop(waiters)[2]
-            if not fut.done():
-                fut.set_result(None)
+        self._confirm_waiters.wake(confirmed_through)
 
     def _record_failures(self, failures: list[tuple[int, Exception]]) -> None:
-        self._failures.extend(failures)
-        self._failures.sort(key=lambda f: f[0])
-        if self.on_publish_failure is not None:
-            try:
-                self.on_publish_failure(failures)
-            except Exception:
-                log.exception("on_publish_failure callback failed")
+        self._confirm_waiters.record(failures, self.on_publish_failure)
 
     def _on_return(self, delivery: Delivery) -> None:
         if self.on_return is not None:

@@ -34,7 +34,9 @@ from . import _speedups
 from . import memory_routing as rules
 from ._speedups import DELIVER, GET_OK, RETURN, Delivery, Properties
 from .amqp.errors import AMQPConnectError, BrokerError, ConnectionLost, LocalProtocolError
-from .channel import Consumer, DeliveryCallback, PublishError, PublishNacked, QueueDeclareOk
+from .channel import Consumer, DeliveryCallback, PublishNacked, QueueDeclareOk
+from .confirm_waiters import ConfirmWaiters
+from .confirm_waiters import report as report_failures
 from .memory_routing import Exchange
 from .metrics import CONFIRM_SAMPLE_MASK, FastHistogram
 from .url import BrokerURL, parse_url
@@ -810,10 +812,8 @@ class MemoryChannel:
         self._last_seq = 0
         self._doomed: list[int] = []
         self._buffered: list[tuple[int, str, str, bytes, bytes, Properties | None, bool]] = []
-        self._failures: list[tuple[int, Exception]] = []
         self._to_notify: list[tuple[int, Exception]] = []
-        self._confirm_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
-        self._waiter_ids = itertools.count()
+        self._confirm_waiters = ConfirmWaiters()
         self._later: list[int] = []  # ack_later tags, acked at the end of the tick
         self._unyielded = 0  # publishes since the last drain()
         self.acked = 0  # messages acked with ack_later / nacked or rejected (counters)
@@ -1640,8 +1640,7 @@ class MemoryChannel:
             return
         if refused and seq:
             failure = (seq, PublishNacked(f"broker nacked publish on channel {self.id}"))
-            self._failures.append(failure)
-            self._failures.sort(key=lambda f: f[0])
+            self._confirm_waiters.add([failure])
             # Reported from the loop, never from inside publish().
             if not self._to_notify:
                 self._loop.call_soon(self._notify_failures)
@@ -1649,11 +1648,7 @@ class MemoryChannel:
 
     def _notify_failures(self) -> None:
         failures, self._to_notify = self._to_notify, []
-        if failures and self.on_publish_failure is not None:
-            try:
-                self.on_publish_failure(failures)
-            except Exception:
-                log.exception("on_publish_failure callback failed")
+        report_failures(failures, self.on_publish_failure)
 
     def _schedule_return(self, content: _Content) -> None:
         d = Delivery(self.id, RETURN)
@@ -1700,35 +1695,14 @@ class MemoryChannel:
             raise LocalProtocolError(f"channel {self.id} has publisher confirms off")
         if upto is None:
             upto = self._last_seq
-        if self._confirmed_through() < upto:
-            fut: asyncio.Future[None] = self._loop.create_future()
-            heapq.heappush(self._confirm_waiters, (upto, next(self._waiter_ids), fut))
-            if timeout is None:
-                await fut
-            else:
-                await asyncio.wait_for(fut, timeout)
-        if self._failures and self._failures[0][0] <= upto:
-            mine = [f for f in self._failures if f[0] <= upto]
-            self._failures = [f for f in self._failures if f[0] > upto]
-            raise PublishError(mine)
+        await self._confirm_waiters.wait(self._loop, upto, self._confirmed_through(), timeout)
 
     def _confirmed_through(self) -> int:
         # Doomed and buffered publishes are always the newest ones.
         return self._last_seq - len(self._doomed) - len(self._buffered)
 
     def _wake_confirm_waiters(self) -> None:
-        through = self._confirmed_through()
-        waiters = self._confirm_waiters
-        while waiters and waiters[0][0] <= through:
-            fut = heapq.heappop(waiters)[2]
-            if not fut.done():
-                fut.set_result(None)
+        self._confirm_waiters.wake(self._confirmed_through())
 
     def _record_failures(self, failures: list[tuple[int, Exception]]) -> None:
-        self._failures.extend(failures)
-        self._failures.sort(key=lambda f: f[0])
-        if self.on_publish_failure is not None:
-            try:
-                self.on_publish_failure(failures)
-            except Exception:
-                log.exception("on_publish_failure callback failed")
+        self._confirm_waiters.record(failures, self.on_publish_failure)
