@@ -100,6 +100,10 @@ class Behaviour:
         self._task: asyncio.Task[None] | None = None
         self._stop = False
         self._step_running = False
+        # Time this step spent waiting in receive(), and whether it waited for nothing: the
+        # step histogram measures the work, not the wait for mail.
+        self._waited = 0.0
+        self._idle_step = False
         self._set_up: asyncio.Event | None = None  # set once setup() has run
 
     # -- user hooks ------------------------------------------------------------------
@@ -129,16 +133,20 @@ class Behaviour:
             if self._stop or timeout == 0:
                 return None
             waiter = self._waiter = self.agent.loop.create_future()
+            waiting_since = time.perf_counter()
             try:
                 if timeout is None:
                     await waiter
                 else:
                     await asyncio.wait_for(waiter, timeout)
             except TimeoutError:
+                self._idle_step = True
                 return None
             finally:
                 self._waiter = None
+                self._waited += time.perf_counter() - waiting_since
             if not mailbox:
+                self._idle_step = True
                 return None
         msg = mailbox.popleft()
         self._inflight.append(msg)
@@ -330,8 +338,10 @@ class Behaviour:
             return True
         finally:
             self._step_running = False
-            if timed:
-                self.step_seconds.observe(time.perf_counter() - started)
+            if timed and not self._idle_step:
+                self.step_seconds.observe(time.perf_counter() - started - self._waited)
+            self._waited = 0.0
+            self._idle_step = False
         self.steps += 1
         self.failures = 0
         if self._inflight:

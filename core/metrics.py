@@ -134,7 +134,8 @@ class AgentCollector:
         )
         step = HistogramMetricFamily(
             "munggoggo_behaviour_step_seconds",
-            "Behaviour step duration",
+            "Behaviour step duration without the wait for mail in receive(); a step whose"
+            " receive() waited and got nothing is not counted",
             labels=["agent", "behaviour"],
         )
         rpc_client = HistogramMetricFamily(

@@ -263,3 +263,19 @@ async def test_the_demo_serves_metrics_while_it_runs():
         proc.terminate()
         await proc.wait()
     assert published >= 2
+
+
+async def test_step_duration_leaves_out_the_wait_for_mail(broker_url):
+    topic = f"metrics.wait.{uuid.uuid4().hex[:8]}"
+    agent = Agent(f"metrics-wait-{uuid.uuid4().hex[:6]}", url=broker_url)
+    async with agent:
+        sink = await agent.add_behaviour(Sink(agent, binding_keys=[topic], name="patient"))
+        await asyncio.sleep(1.0)  # ~10 idle polls (receive(timeout=0.1) that got nothing)
+        assert sink.steps >= 3
+        assert sink.step_seconds.count == 0  # idle polls are not steps of work
+        await agent.publish(b"late", topic)
+        assert await wait_until(lambda: sink.got == 1)
+        assert await wait_until(lambda: sink.step_seconds.count == 1)
+        # The step that got the message waited up to 0.1 s for it inside receive(): the
+        # histogram holds the work after it, not the wait.
+        assert sink.step_seconds.sum < 0.1
