@@ -10,8 +10,10 @@ recovered on their own.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from broker_tools import rabbitmqctl, wait_until
@@ -193,3 +195,45 @@ class Collector(Behaviour):
         msg = await self.receive(timeout=0.5)
         if msg is not None:
             self.consumed.add(msg.decode(int))
+
+
+class AgentPipe:
+    """A receiver agent with a Collector on a fresh topic and a sender agent whose Producer
+    publishes numbers on it; `async with` starts both (consuming before it returns) and at
+    the end stops them and deletes the receiver's queue (through `admin_url`)."""
+
+    def __init__(self, admin_url: str, url: str, name: str, config: Any = None) -> None:
+        from munggoggo import Agent
+
+        rid = uuid.uuid4().hex[:8]
+        self.admin_url = admin_url
+        self.key = f"test.{name}.{rid}"
+        self.receiver = Agent(f"{name}-rx-{rid}", url=url, config=config)
+        self.sender = Agent(f"{name}-tx-{rid}", url=url, config=config)
+        self.consumed = Consumed()
+        self.failures: list = []  # what the sender's on_publish_failure reported
+        self.collector = Collector(self.receiver, binding_keys=[self.key])
+        self.collector.consumed = self.consumed
+        self.producer = Producer(self.sender)
+        self.producer.key = self.key
+
+    async def __aenter__(self) -> AgentPipe:
+        try:
+            await self.receiver.start()
+            await self.receiver.add_behaviour(self.collector)
+            await self.sender.start()
+            self.sender.on_publish_failure = self.failures.extend
+            await self.sender.add_behaviour(self.producer)
+        except BaseException:
+            await self.__aexit__()
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.sender.stop()
+        await self.receiver.stop()
+        if self.collector.queue:
+            await delete_queues(self.admin_url, self.collector.queue)
+
+    def both_reconnected(self) -> bool:
+        return self.sender.connection.reconnects >= 1 and self.receiver.connection.reconnects >= 1

@@ -20,10 +20,9 @@ What a broker restart promises, and what it does not:
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 import pytest
-from fault_tools import Collector, ConfirmedStream, Consumed, Producer, delete_queues, eventually
+from fault_tools import AgentPipe, ConfirmedStream, Consumed, delete_queues, eventually
 
 from bench.broker_faults import (
     BrokerFaultLock,
@@ -33,7 +32,7 @@ from bench.broker_faults import (
     start_app,
     stop_app,
 )
-from munggoggo import Agent, AgentConfig
+from munggoggo import AgentConfig
 from munggoggo.client import Connection
 from munggoggo.transport import Backoff
 
@@ -86,41 +85,21 @@ async def test_broker_restart_keeps_every_confirmed_persistent_message(broker_ur
 
 @pytest.mark.parametrize("queue_type", [None, "quorum"], ids=["transient", "quorum"])
 async def test_agents_resume_after_a_broker_restart(broker_url, queue_type):
-    rid = uuid.uuid4().hex[:8]
-    key = f"test.restart.{rid}"
     config = AgentConfig(queue_type=queue_type)
-    receiver = Agent(f"restart-rx-{rid}", url=broker_url, config=config)
-    sender = Agent(f"restart-tx-{rid}", url=broker_url, config=config)
-    consumed = Consumed()
-    failures: list = []
-    queue = ""
-    try:
-        await receiver.start()
-        collector = Collector(receiver, binding_keys=[key])
-        collector.consumed = consumed
-        await receiver.add_behaviour(collector)
-        queue = collector.queue
-        await sender.start()
-        sender.on_publish_failure = failures.extend
-        producer = Producer(sender)
-        producer.key = key
-        await sender.add_behaviour(producer)
+    async with AgentPipe(broker_url, broker_url, "restart", config) as pipe:
+        consumed, producer = pipe.consumed, pipe.producer
         await eventually(lambda: len(consumed.seen) >= 2000, 30, "consuming before the restart")
 
         await restart_broker(
-            lambda: not sender.connection.is_open and not receiver.connection.is_open
+            lambda: not pipe.sender.connection.is_open and not pipe.receiver.connection.is_open
         )
-        await eventually(
-            lambda: sender.connection.reconnects >= 1 and receiver.connection.reconnects >= 1,
-            60,
-            "both agents reconnected on their own",
-        )
+        await eventually(pipe.both_reconnected, 60, "both agents reconnected on their own")
         # From here on both are back: the receiver's queue is declared and bound again.
         resumed_at = producer.sent
         await eventually(lambda: producer.sent >= resumed_at + 2000, 30, "publishing resumed")
         await producer.stop(timeout=10)
-        await sender.flush(timeout=30)  # raises PublishError if any publish failed
-        assert failures == []
+        await pipe.sender.flush(timeout=30)  # raises PublishError if any publish failed
+        assert pipe.failures == []
         sent = producer.sent
         if queue_type == "quorum":
             expected = set(range(sent))  # durable queue, messages on disk: all of them
@@ -131,12 +110,7 @@ async def test_agents_resume_after_a_broker_restart(broker_url, queue_type):
         print(f"lost in the restart with the transient queue: {sent - len(set(consumed.seen))}")
         assert counts["lost"] == 0
         assert set(consumed.seen) <= set(range(sent))
-        assert collector.is_running
-    finally:
-        await sender.stop()
-        await receiver.stop()
-        if queue:
-            await delete_queues(broker_url, queue)
+        assert pipe.collector.is_running
 
 
 async def test_memory_alarm_blocks_publishers_who_wait_and_lose_nothing(broker_url, unique_name):

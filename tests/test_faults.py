@@ -13,14 +13,12 @@ tests need no lock; each deletes the queues it declared.
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 import pytest
 from broker_tools import close_broker_connection, local_port
-from fault_tools import Collector, ConfirmedStream, Consumed, Producer, delete_queues, eventually
+from fault_tools import AgentPipe, ConfirmedStream, Consumed, delete_queues, eventually
 
 from bench.fault_proxy import FaultProxy
-from munggoggo import Agent
 from munggoggo.client import Connection
 from munggoggo.transport import Backoff
 
@@ -138,50 +136,25 @@ async def test_heartbeat_loss_is_noticed_and_recovered(broker_url, proxy, unique
 
 
 async def test_agents_recover_from_a_cut_on_their_own(broker_url, proxy):
-    rid = uuid.uuid4().hex[:8]
-    key = f"test.faults.{rid}"
-    receiver = Agent(f"fault-rx-{rid}", url=through(proxy))
-    sender = Agent(f"fault-tx-{rid}", url=through(proxy))
-    consumed = Consumed()
-    failures: list = []
-    queue = ""
-    try:
-        await receiver.start()
-        collector = Collector(receiver, binding_keys=[key])
-        collector.consumed = consumed
-        await receiver.add_behaviour(collector)
-        queue = collector.queue
-        await sender.start()
-        sender.on_publish_failure = failures.extend
-        producer = Producer(sender)
-        producer.key = key
-        await sender.add_behaviour(producer)
+    async with AgentPipe(broker_url, through(proxy), "fault") as pipe:
+        consumed, producer = pipe.consumed, pipe.producer
         await eventually(lambda: len(consumed.seen) >= 2000, 30, "consuming before the cut")
 
         assert proxy.cut() >= 2
-        await eventually(
-            lambda: sender.connection.reconnects >= 1 and receiver.connection.reconnects >= 1,
-            30,
-            "both agents reconnected on their own",
-        )
+        await eventually(pipe.both_reconnected, 30, "both agents reconnected on their own")
         after = producer.sent
         await eventually(lambda: producer.sent >= after + 2000, 30, "the producer going on")
         seen_before = len(consumed.seen)
         await eventually(lambda: len(consumed.seen) >= seen_before + 1000, 30, "consuming again")
         await producer.stop(timeout=10)
-        await sender.flush(timeout=30)  # raises PublishError if any publish failed
-        assert failures == []
+        await pipe.sender.flush(timeout=30)  # raises PublishError if any publish failed
+        assert pipe.failures == []
         sent = producer.sent
         await consumed.wait_for(set(range(sent)))
         counts = consumed.report(sent, set(range(sent)), set())
         assert counts["lost"] == 0
         assert set(consumed.seen) <= set(range(sent))
-        assert receiver.behaviour("Collector").is_running and producer.state == "stopped"
-    finally:
-        await sender.stop()
-        await receiver.stop()
-        if queue:
-            await delete_queues(broker_url, queue)
+        assert pipe.collector.is_running and producer.state == "stopped"
 
 
 async def test_acks_of_a_restored_consumer_count_before_the_channel_is_handed_back(
