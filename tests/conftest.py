@@ -40,6 +40,19 @@ def broker_url() -> str:
     return BROKER_URL
 
 
+@pytest.fixture(params=["rabbitmq", "memory"])
+def mesh_url(request, broker_url):
+    """The same test on RabbitMQ and on a fresh memory:// broker (the conformance pattern)."""
+    if request.param == "memory":
+        from munggoggo.memory import MemoryBroker
+
+        name = f"{request.module.__name__.removeprefix('test_')}-{uuid.uuid4().hex[:8]}"
+        yield f"memory://{name}"
+        MemoryBroker.reset(name)
+    else:
+        yield broker_url
+
+
 @pytest.fixture
 async def connection(broker_url):
     conn = await Connection(broker_url).connect()

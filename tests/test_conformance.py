@@ -29,17 +29,6 @@ from munggoggo.agent import DEAD_LETTER_EXCHANGE, REASON_HEADER, RETRIES_HEADER
 from munggoggo.deadletters import DeadLetters
 
 
-@pytest.fixture(params=["rabbitmq", "memory"])
-def mesh_url(request, broker_url):
-    if request.param == "memory":
-        memory = pytest.importorskip("munggoggo.memory", reason="memory broker not built yet")
-        name = f"conformance-{uuid.uuid4().hex[:8]}"
-        yield f"memory://{name}"
-        memory.MemoryBroker.reset(name)
-    else:
-        yield broker_url
-
-
 def uid(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 

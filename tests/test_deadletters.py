@@ -24,18 +24,6 @@ from munggoggo.wire import DEAD_LETTER_QUEUE, REQUEUED_FROM_HEADER, RETRIES_HEAD
 MAX_REDELIVERIES = 3
 
 
-@pytest.fixture(params=["rabbitmq", "memory"])
-def mesh_url(request, broker_url):
-    if request.param == "memory":
-        from munggoggo.memory import MemoryBroker
-
-        name = f"deadletters-{uuid.uuid4().hex[:8]}"
-        yield f"memory://{name}"
-        MemoryBroker.reset(name)
-    else:
-        yield broker_url
-
-
 def uid(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 

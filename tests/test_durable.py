@@ -37,20 +37,9 @@ from munggoggo.amqp.errors import NotFound, PreconditionFailed
 from munggoggo.client import Connection
 from munggoggo.deadletters import DeadLetters
 from munggoggo.durable import QueueMismatch
-from munggoggo.memory import MemoryBroker
 from munggoggo.wire import DEAD_LETTER_QUEUE, TOPIC_EXCHANGE
 
 DURABLE = AgentConfig(queue_type="quorum")
-
-
-@pytest.fixture(params=["rabbitmq", "memory"])
-def mesh_url(request, broker_url):
-    if request.param == "memory":
-        name = f"durable-{uuid.uuid4().hex[:8]}"
-        yield f"memory://{name}"
-        MemoryBroker.reset(name)
-    else:
-        yield broker_url
 
 
 def uid(prefix: str) -> str:

@@ -19,18 +19,6 @@ from fault_tools import delete_queues
 from munggoggo import Agent, AgentConfig, Behaviour
 
 
-@pytest.fixture(params=["rabbitmq", "memory"])
-def mesh_url(request, broker_url):
-    if request.param == "memory":
-        from munggoggo.memory import MemoryBroker
-
-        name = f"shared-{uuid.uuid4().hex[:8]}"
-        yield f"memory://{name}"
-        MemoryBroker.reset(name)
-    else:
-        yield broker_url
-
-
 class Worker(Behaviour):
     """Records the numbers it handles; the first try of each number in `fail_once` (shared by
     the workers) fails, whichever worker makes it."""
