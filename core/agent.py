@@ -15,11 +15,9 @@ import contextvars
 import functools
 import itertools
 import logging
-import os
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import envelope, tracing
@@ -27,13 +25,12 @@ from ._speedups import Properties, encode_properties
 from .amqp.errors import AMQPError, PreconditionFailed, ResourceLocked
 from .behaviour import Behaviour
 from .channel import PublishError
+from .config import AgentConfig, agent_config
 from .control import TraceStore
 from .durable import (
     PERSISTENT,
-    QUORUM,
     declare_dead_letter_queue,
     mismatch,
-    normalize_queue_type,
     queue_declaration,
 )
 from .eager import run_eagerly
@@ -91,38 +88,6 @@ class IdentityInUse(AMQPError):
     """Another running agent already holds this identity (its exclusive inbox)."""
 
 
-@dataclass(frozen=True)
-class AgentConfig:
-    prefetch: int = 256  # per behaviour queue consumer: bounds each behaviour's mailbox
-    prefetch_budget: int = 4096  # shared by all consuming behaviours of the agent
-    inbox_prefetch: int = 256
-    max_redeliveries: int = 3  # failed handling attempts before a message is dead-lettered
-    rpc_timeout: float = 5.0
-    drain_timeout: float = 10.0  # grace for in-flight work when stopping
-    trace_size: int = 1000  # 0 turns the trace store off
-    # A behaviour queue outlives its agent (a successor picks up what was left), then
-    # expires unused; MUNGGOGGO_QUEUE_EXPIRES_MS changes the default (the test suite
-    # shortens it so test runs do not leave queues behind on a shared broker).
-    behaviour_queue_expires_ms: int | None = field(
-        default_factory=lambda: int(os.environ.get("MUNGGOGGO_QUEUE_EXPIRES_MS", 24 * 3600 * 1000))
-    )
-    # "transient" (None and "classic" mean the same) or "quorum": durable mode, quorum
-    # behaviour queues and persistent messages (core/durable.py, docs/durable.md).
-    # MUNGGOGGO_QUEUE_TYPE changes the default (`munggoggo run --queue-type` sets it).
-    queue_type: str | None = field(
-        default_factory=lambda: os.environ.get("MUNGGOGGO_QUEUE_TYPE") or "transient"
-    )
-    metrics: bool = True  # time steps, RPCs and (sampled) confirms; counters are always kept
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "queue_type", normalize_queue_type(self.queue_type))
-
-    @property
-    def durable(self) -> bool:
-        """Durable mode: quorum behaviour queues, persistent messages."""
-        return self.queue_type == QUORUM
-
-
 async def open_connection(url: BrokerURL | tuple[BrokerURL, ...], name: str) -> Any:
     """A connected client for the URL (or failover list): the real AMQP client, or the
     in-process broker."""
@@ -144,7 +109,7 @@ class Agent:
         identity: str | None = None,
         *,
         url: str | list[str] | None = None,
-        config: AgentConfig | None = None,
+        config: AgentConfig | Mapping[str, Any] | None = None,
     ):
         self.identity = identity or f"agent-{uuid.uuid4().hex[:8]}"
         if (
@@ -156,7 +121,7 @@ class Agent:
                 f"invalid agent identity {self.identity!r}: 1-200 bytes, no whitespace"
             )
         self.urls = parse_urls(url)  # several: failover, tried in order (README)
-        self.config = config or AgentConfig()
+        self.config = agent_config(config)
         self.state = CREATED
         self.behaviours: dict[str, Behaviour] = {}
         self.trace = TraceStore(self.config.trace_size)
@@ -321,11 +286,11 @@ class Agent:
     # -- behaviours ------------------------------------------------------------------
 
     async def add_behaviour(self, behaviour: Behaviour) -> Behaviour:
-        if behaviour.name in self.behaviours:
+        if behaviour.short_name in self.behaviours:
             raise ValueError(
-                f"agent {self.identity!r} already has a behaviour named {behaviour.name!r}"
+                f"agent {self.identity!r} already has a behaviour named {behaviour.short_name!r}"
             )
-        self.behaviours[behaviour.name] = behaviour
+        self.behaviours[behaviour.short_name] = behaviour
         if self.state == RUNNING and not self._setting_up:
             await self._start_behaviour(behaviour)
         return behaviour
@@ -333,14 +298,14 @@ class Agent:
     add_runtime_dependency = add_behaviour  # the seed's spelling
 
     async def _start_behaviour(self, behaviour: Behaviour) -> None:
-        if behaviour.binding_keys and behaviour.name not in self._consumers:
-            sub = self._behaviour_channels.get(behaviour.name)
+        if behaviour.binding_keys and behaviour.short_name not in self._consumers:
+            sub = self._behaviour_channels.get(behaviour.short_name)
             if sub is None:
                 sub = await self.connection.channel(confirms=False)
-                self._behaviour_channels[behaviour.name] = sub
+                self._behaviour_channels[behaviour.short_name] = sub
             # Its own queue, or a queue shared with other agents' behaviours (competing
             # consumers) when it was given one.
-            queue = behaviour.queue or f"{self.identity}.{behaviour.name}"
+            queue = behaviour.queue or behaviour.name  # <identity>.<short name>
             queue_type = self.config.queue_type
             durable, arguments = queue_declaration(
                 queue_type, self.config.behaviour_queue_expires_ms
@@ -354,7 +319,7 @@ class Agent:
             await sub.basic_qos(self._prefetch_share(behaviour))  # per-consumer qos
             behaviour.queue = queue
             tag = await sub.consume(queue, self._behaviour_consumer(behaviour, queue, sub))
-            self._consumers[behaviour.name] = (sub, tag)
+            self._consumers[behaviour.short_name] = (sub, tag)
         behaviour.start()
         await behaviour.wait_set_up()
 
@@ -368,13 +333,14 @@ class Agent:
     def _behaviour_consumer(self, behaviour: Behaviour, queue: str, sub: Any) -> Any:
         consumed = self.stats.consumed
         redelivered = self.stats.redelivered
-        key = (behaviour.name, "message")
+        label = behaviour.short_name
+        key = (label, "message")
 
         def on_batch(batch: list[Any]) -> None:
             consumed[key] = consumed.get(key, 0) + len(batch)
             again = sum(1 for d in batch if d.redelivered)
             if again:
-                redelivered[behaviour.name] = redelivered.get(behaviour.name, 0) + again
+                redelivered[label] = redelivered.get(label, 0) + again
             behaviour._deliver([Message(d, sub, queue) for d in batch])
 
         return on_batch
@@ -653,7 +619,7 @@ class Agent:
             template = behaviour.template
             if template is not None and behaviour.state == "running" and template.match(msg):
                 if self._tracing:
-                    self.trace.record_in(msg, behaviour.name)
+                    self.trace.record_in(msg, behaviour.short_name)
                 behaviour._deliver([msg])
                 return
         if msg.exchange == FANOUT_EXCHANGE:
@@ -922,7 +888,7 @@ class Agent:
     async def _stop_behaviour(self, behaviour: Behaviour) -> None:
         """Stop consuming its queue first, so new messages wait there (ready, not held in a
         mailbox) until it is started again."""
-        consumer = self._consumers.pop(behaviour.name, None)
+        consumer = self._consumers.pop(behaviour.short_name, None)
         if consumer is not None:
             await consumer[0].cancel(consumer[1])
         await behaviour.stop(timeout=self.config.drain_timeout)
@@ -932,7 +898,10 @@ class Agent:
         return self.trace.last(limit)
 
     def _behaviour_or_error(self, name: str) -> Behaviour:
+        """The behaviour by short name, or by full name `<identity>.<short name>`."""
         behaviour = self.behaviours.get(name)
+        if behaviour is None and name.startswith(self.identity + "."):
+            behaviour = self.behaviours.get(name[len(self.identity) + 1 :])
         if behaviour is None:
             raise RpcError(-32004, f"agent {self.identity!r} has no behaviour {name!r}")
         return behaviour

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -32,6 +33,12 @@ log = logging.getLogger("munggoggo.behaviour")
 
 CREATED, RUNNING, STOPPED, FAILED, DONE = "created", "running", "stopped", "failed", "done"
 YIELD_EVERY = 32  # steps in a row before a cyclic behaviour yields to the event loop
+# A cyclic step that polled an empty mailbox (`receive()` returned None at once) and took
+# less than this is "idle": the next step waits for mail, at most this long, doubling up
+# to IDLE_WAIT_MAX while the behaviour stays idle. Mail wakes it at once, so only a polling
+# behaviour's non-message work is paced; a busy one never waits (docs/decisions.md).
+IDLE_WAIT_MIN = 0.001
+IDLE_WAIT_MAX = 0.05
 
 
 @dataclass(frozen=True)
@@ -51,9 +58,21 @@ class Behaviour:
     """A cyclic behaviour: `run()` is called again and again until the behaviour stops.
 
     `binding_keys` subscribe it to topics on `munggoggo.topic` (its own queue
-    `<identity>.<name>`); `template` routes matching direct messages to it. With `queue`
-    the subscription uses that queue instead, shared by every behaviour (of any agent) that
-    names it: competing consumers, each message handled by one of them.
+    `<identity>.<short_name>`); `template` routes matching direct messages to it. With
+    `queue` the subscription uses that queue instead, shared by every behaviour (of any
+    agent) that names it: competing consumers, each message handled by one of them.
+
+    Args:
+        agent: the agent that hosts it.
+        binding_keys: topic patterns (`*` one word, `#` zero or more) to subscribe to.
+        template: which direct messages of the agent's inbox it receives.
+        name: its short name within the agent (default: the class name); `name` is then
+            `<identity>.<short name>`, as in the original munggoggo.
+        prefetch: its consumer's prefetch (default `AgentConfig.prefetch`).
+        queue: a queue shared with other behaviours instead of its own.
+
+    Raises:
+        ValueError: `queue` without binding keys, or an invalid queue name.
     """
 
     restart_policy = RestartPolicy()
@@ -69,17 +88,17 @@ class Behaviour:
         queue: str | None = None,
     ) -> None:
         self.agent = agent
-        self.name = name or type(self).__name__
+        self.short_name = name or type(self).__name__
         self.binding_keys = list(binding_keys or [])
         if queue is not None:
             if not self.binding_keys:
                 raise ValueError(
-                    f"behaviour {self.name!r}: a shared queue is a topic subscription; "
+                    f"behaviour {self.short_name!r}: a shared queue is a topic subscription; "
                     "give binding_keys with queue="
                 )
             if not queue or len(queue.encode()) > 255 or queue.startswith("amq."):
                 raise ValueError(
-                    f"behaviour {self.name!r}: invalid queue name {queue!r} "
+                    f"behaviour {self.short_name!r}: invalid queue name {queue!r} "
                     "(1-255 bytes, not starting with 'amq.')"
                 )
         self.template = template
@@ -104,7 +123,22 @@ class Behaviour:
         # step histogram measures the work, not the wait for mail.
         self._waited = 0.0
         self._idle_step = False
+        # Idle pacing (_pace_idle): this step polled an empty mailbox / got a message; how
+        # long the last idle step's wait was, and what is left of it after the step.
+        self._polled_empty = False
+        self._got_mail = False
+        self._idle_wait = 0.0
+        self._idle_remaining = 0.0
         self._set_up: asyncio.Event | None = None  # set once setup() has run
+
+    @property
+    def name(self) -> str:
+        """`<agent identity>.<short name>` (the original munggoggo's behaviour name): what
+        logs and prints show. Its queue has this name unless it shares one (`queue=`)."""
+        return f"{self.agent.identity}.{self.short_name}"
+
+    def __str__(self) -> str:
+        return self.name
 
     # -- user hooks ------------------------------------------------------------------
 
@@ -124,18 +158,36 @@ class Behaviour:
         return len(self._mailbox)
 
     async def receive(self, timeout: float | None = None) -> Message | None:
-        """The next message for this behaviour, or None after `timeout` seconds (or when
-        the behaviour is stopping). Receiving settles the previously received message."""
+        """The next message of this behaviour's mailbox, or None.
+
+        As in the original munggoggo and in SPADE: without a timeout (None or 0) it returns
+        at once, the next message or None when the mailbox is empty; with `timeout=t` it
+        waits up to t seconds for one; `timeout=math.inf` waits until a message arrives.
+        It returns None at once when the behaviour is stopping. Receiving settles (acks)
+        the message received before it in the same step.
+
+        Args:
+            timeout: seconds to wait for a message; None or 0: do not wait.
+
+        Returns:
+            The message, or None when none arrived in time.
+
+        Raises:
+            ValueError: a negative or NaN timeout.
+        """
         if self._inflight:
             self._settle_inflight()
         mailbox = self._mailbox
         if not mailbox:
-            if self._stop or timeout == 0:
+            if timeout is not None and not timeout >= 0:
+                raise ValueError(f"receive timeout must be >= 0 or None, got {timeout!r}")
+            if self._stop or not timeout:
+                self._idle_step = self._polled_empty = True
                 return None
             waiter = self._waiter = self.agent.loop.create_future()
             waiting_since = time.perf_counter()
             try:
-                if timeout is None:
+                if timeout == math.inf:
                     await waiter
                 else:
                     await asyncio.wait_for(waiter, timeout)
@@ -149,6 +201,7 @@ class Behaviour:
                 self._idle_step = True
                 return None
         msg = mailbox.popleft()
+        self._got_mail = True
         self._inflight.append(msg)
         # The message's trace (or none) is current for what this step does next.
         headers = msg.delivery.properties.headers
@@ -157,7 +210,7 @@ class Behaviour:
         elif headers or TRACEPARENT.get() is not None:
             adopt(headers)
         if self.agent._tracing:
-            self.agent.trace.record_in(msg, self.name)
+            self.agent.trace.record_in(msg, self.short_name)
         return msg
 
     async def publish(
@@ -170,7 +223,7 @@ class Behaviour:
     ) -> int:
         """Publish on `munggoggo.topic` (see Agent.publish), counted for this behaviour."""
         return await self.agent._emit(
-            body, TOPIC_EXCHANGE, routing_key, headers, content_type, self.name
+            body, TOPIC_EXCHANGE, routing_key, headers, content_type, self.short_name
         )
 
     async def send(
@@ -182,13 +235,15 @@ class Behaviour:
         content_type: str | None = None,
     ) -> int:
         """Send to agent `target`'s inbox (see Agent.send)."""
-        return await self.agent._emit(body, "", target, headers, content_type, self.name)
+        return await self.agent._emit(body, "", target, headers, content_type, self.short_name)
 
     async def broadcast(
         self, body: Any, *, headers: dict[str, Any] | None = None, content_type: str | None = None
     ) -> int:
         """Send to every agent's inbox (see Agent.broadcast)."""
-        return await self.agent._emit(body, FANOUT_EXCHANGE, "", headers, content_type, self.name)
+        return await self.agent._emit(
+            body, FANOUT_EXCHANGE, "", headers, content_type, self.short_name
+        )
 
     async def call(
         self, target: str, method: str, *args: Any, timeout: float | None = None, **kwargs: Any
@@ -203,7 +258,7 @@ class Behaviour:
 
     def describe(self) -> dict[str, Any]:
         return {
-            "name": self.name,
+            "name": self.short_name,
             "kind": self.kind,
             "state": self.state,
             "binding_keys": self.binding_keys,
@@ -222,9 +277,7 @@ class Behaviour:
         self._stop = False
         self.state = RUNNING
         self._set_up = asyncio.Event()
-        self._task = self.agent.loop.create_task(
-            self._main(), name=f"{self.agent.identity}.{self.name}"
-        )
+        self._task = self.agent.loop.create_task(self._main(), name=self.name)
 
     async def wait_set_up(self) -> None:
         """Wait until setup() has run (or failed): then the behaviour's state is usable."""
@@ -278,13 +331,13 @@ class Behaviour:
         inflight, self._inflight = self._inflight, []
         for msg in inflight:
             if not msg.settled:
-                self.agent._retry_or_dead_letter(msg, exc, self.name)
+                self.agent._retry_or_dead_letter(msg, exc, self.short_name)
 
     async def _main(self) -> None:
         try:
             await self.setup()
         except Exception as exc:
-            log.exception("%s.%s: setup failed", self.agent.identity, self.name)
+            log.exception("%s: setup failed", self.name)
             self.last_error = f"{type(exc).__name__}: {exc}"
             self.state = FAILED
             return
@@ -299,13 +352,19 @@ class Behaviour:
             try:
                 await self.teardown()
             except Exception:
-                log.exception("%s.%s: teardown failed", self.agent.identity, self.name)
+                log.exception("%s: teardown failed", self.name)
 
     async def _loop(self) -> None:
         unyielded = 0
         while not self._stop:
             if not await self._step():
                 return
+            if self._idle_remaining > 0:
+                # It polled an empty mailbox and did nothing else worth a loop cycle:
+                # wait for mail instead of spinning (woken at once when some arrives).
+                await self._wait_for_mail(self._idle_remaining)
+                unyielded = 0
+                continue
             # A run() that never suspends (its mailbox is full) must not starve the other
             # behaviours; yielding after every step would cost a loop cycle per message.
             unyielded += 1
@@ -315,8 +374,7 @@ class Behaviour:
 
     async def _step(self) -> bool:
         """Run one step; returns False when the loop should end."""
-        timed = self.agent.config.metrics
-        started = time.perf_counter() if timed else 0.0
+        started = time.perf_counter()
         try:
             self._step_running = True
             await self.run()
@@ -326,9 +384,7 @@ class Behaviour:
             self.failures += 1
             self.failed_steps += 1
             self.last_error = f"{type(exc).__name__}: {exc}"
-            log.exception(
-                "%s.%s: step failed (%d in a row)", self.agent.identity, self.name, self.failures
-            )
+            log.exception("%s: step failed (%d in a row)", self.name, self.failures)
             self._fail_inflight(exc)
             policy = self.restart_policy
             if policy.max_failures is not None and self.failures >= policy.max_failures:
@@ -338,8 +394,14 @@ class Behaviour:
             return True
         finally:
             self._step_running = False
-            if timed and not self._idle_step:
-                self.step_seconds.observe(time.perf_counter() - started - self._waited)
+            elapsed = time.perf_counter() - started
+            if self.agent.config.metrics and not self._idle_step:
+                self.step_seconds.observe(elapsed - self._waited)
+            if self._polled_empty:
+                self._pace_idle(elapsed)
+            elif self._idle_wait:
+                self._idle_wait = self._idle_remaining = 0.0
+            self._got_mail = False
             self._waited = 0.0
             self._idle_step = False
         self.steps += 1
@@ -347,6 +409,31 @@ class Behaviour:
         if self._inflight:
             self._settle_inflight()
         return True
+
+    def _pace_idle(self, elapsed: float) -> None:
+        """After a step that polled an empty mailbox, set how long the next step waits
+        for mail: nothing if the step also got a message (it drained the mailbox: work),
+        else IDLE_WAIT_MIN doubling up to IDLE_WAIT_MAX over consecutive idle steps, less
+        the time the step itself took."""
+        self._polled_empty = False
+        if self._got_mail:
+            self._idle_wait = self._idle_remaining = 0.0
+            return
+        wait = min(self._idle_wait * 2, IDLE_WAIT_MAX) if self._idle_wait else IDLE_WAIT_MIN
+        self._idle_wait = wait
+        self._idle_remaining = wait - elapsed
+
+    async def _wait_for_mail(self, seconds: float) -> None:
+        """Wait until mail arrives, the behaviour is asked to stop, or `seconds` pass."""
+        if self._mailbox or self._stop:
+            return
+        waiter = self._waiter = self.agent.loop.create_future()
+        timer = self.agent.loop.call_later(seconds, _wake_future, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep, but wake early when asked to stop."""
@@ -359,6 +446,11 @@ class Behaviour:
             pass
         finally:
             self._sleeper = None
+
+
+def _wake_future(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 class OneShotBehaviour(Behaviour):

@@ -167,10 +167,10 @@ class AgentCollector:
                 acked.add_metric([a, behaviour], channel.acked)
                 nacked.add_metric([a, behaviour], channel.nacked)
             for b in agent.behaviours.values():
-                mailbox.add_metric([a, b.name], b.mailbox_size)
-                inflight.add_metric([a, b.name], b.mailbox_size + len(b._inflight))
-                failures.add_metric([a, b.name], b.failed_steps)
-                _add_histogram(step, [a, b.name], b.step_seconds)
+                mailbox.add_metric([a, b.short_name], b.mailbox_size)
+                inflight.add_metric([a, b.short_name], b.mailbox_size + len(b._inflight))
+                failures.add_metric([a, b.short_name], b.failed_steps)
+                _add_histogram(step, [a, b.short_name], b.step_seconds)
             conn = agent.connection
             reconnects.add_metric([a], getattr(conn, "reconnects", 0))
             connected.add_metric([a], 1.0 if conn is not None and conn.is_open else 0.0)

@@ -99,11 +99,11 @@ class _Hooks:
                 "messaging.operation": "process",
                 "messaging.destination.name": msg.routing_key or "",
                 "munggoggo.agent": behaviour.agent.identity,
-                "munggoggo.behaviour": behaviour.name,
+                "munggoggo.behaviour": behaviour.short_name,
             },
         )
         span = self.tracer.start_span(
-            f"process {behaviour.agent.identity}.{behaviour.name}",
+            f"process {behaviour.name}",
             context=parent,
             kind=SpanKind.CONSUMER,
             attributes=attributes,

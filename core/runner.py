@@ -13,27 +13,83 @@ import contextlib
 import logging
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .client import install_uvloop
+
+if TYPE_CHECKING:
+    from .agent import Agent
+    from .health import HealthServer
 
 log = logging.getLogger("munggoggo.run")
 
 
-def run(*agents: Any, log_level: str = "INFO", health: Any = None) -> None:
-    """Run agents until SIGTERM/SIGINT (blocking). The seed's `Worker(...).execute...`."""
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def log_level_of(level: str | int) -> int:
+    """The logging level for a name in any case ("info", "INFO") or a number.
+
+    Raises:
+        ValueError: an unknown level name.
+    """
+    if isinstance(level, int):
+        return level
+    number = logging.getLevelName(str(level).upper())
+    if not isinstance(number, int):
+        raise ValueError(
+            f"unknown log level {level!r}: one of debug, info, warning, error, critical"
         )
+    return number
+
+
+def run(*agents: Agent, log_level: str | int = "INFO", health: HealthServer | None = None) -> None:
+    """Run agents until SIGTERM/SIGINT (blocking), then drain them and return.
+
+    Configures logging at `log_level` unless the program already did, installs uvloop
+    when available, and makes stdout line-buffered so that what agents print reaches a
+    pipe (a container log, a supervisor) line by line.
+
+    Args:
+        agents: the agents to start, in order (they stop in reverse order).
+        log_level: a level name in any case, or a number.
+        health: a bound `HealthServer`, served while the agents run.
+
+    Raises:
+        ValueError: an unknown log level.
+        Exception: whatever an agent's start raised (the agents started before it are
+            stopped first).
+    """
+    level = log_level_of(log_level)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=level, format=LOG_FORMAT)
+    line_buffer_stdout()
     install_uvloop()
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(*agents, health=health))
 
 
-async def serve(*agents: Any, stop: asyncio.Event | None = None, health: Any = None) -> None:
+def line_buffer_stdout() -> None:
+    """Flush stdout at every newline (Python block-buffers it when it is a pipe)."""
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None and not getattr(sys.stdout, "line_buffering", True):
+        with contextlib.suppress(ValueError, OSError):
+            reconfigure(line_buffering=True)
+
+
+async def serve(
+    *agents: Agent, stop: asyncio.Event | None = None, health: HealthServer | None = None
+) -> None:
     """Start agents, wait for a signal (or `stop`), stop them. Usable from async code.
-    `health`: a bound `HealthServer`, served while this runs (and closed at the end)."""
+
+    Args:
+        agents: the agents to start, in order (they stop in reverse order).
+        stop: set it to stop the agents (outside the main thread there are no signals).
+        health: a bound `HealthServer`, served while this runs (and closed at the end).
+
+    Raises:
+        Exception: whatever an agent's start raised, after the started ones stopped.
+    """
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
     signals_seen = 0

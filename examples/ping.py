@@ -17,7 +17,7 @@ class PingAgent(Agent):
             self.counter += 1
             msg = await self.receive(timeout=1.0)
             if msg:
-                print(f"{self.agent.identity}.{self.name}: Message received: {msg.body.decode()}")
+                print(f"{self.name}: Message received: {msg.body.decode()}")
             await self.publish(str(self.counter), "ping")
             await asyncio.sleep(0.9)
 

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
+import uuid
+from collections.abc import Iterator
+from urllib.parse import quote
 
 from munggoggo.client import Connection
 
@@ -16,6 +20,21 @@ def rabbitmqctl(*args: str, timeout: float = 60) -> str:
     if result.returncode != 0:
         raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed: {result.stderr.strip()}")
     return result.stdout
+
+
+@contextlib.contextmanager
+def throwaway_vhost(broker_url: str, prefix: str = "mg-test") -> Iterator[str]:
+    """A fresh vhost (guest may do anything in it) for the duration: yields the URL of
+    `broker_url`'s broker in that vhost, and deletes the vhost with all it holds after.
+    A test in its own vhost shares no queue or identity with demos, examples or other
+    runs on the same broker."""
+    vhost = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    rabbitmqctl("add_vhost", vhost)
+    try:
+        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        yield broker_url.rstrip("/") + "/" + quote(vhost, safe="")
+    finally:
+        rabbitmqctl("delete_vhost", vhost)
 
 
 def close_broker_connection(local_port: int, reason: str = "test fault") -> None:

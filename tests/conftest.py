@@ -6,9 +6,11 @@ Tests never mock the broker. If RabbitMQ does not answer, the broker tests fail 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import uuid
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
@@ -40,17 +42,47 @@ def broker_url() -> str:
     return BROKER_URL
 
 
+@contextlib.contextmanager
+def memory_broker(request) -> Iterator[str]:
+    """A fresh memory:// broker named after the test module, reset afterwards."""
+    from munggoggo.memory import MemoryBroker
+
+    name = f"{request.module.__name__.removeprefix('test_')}-{uuid.uuid4().hex[:8]}"
+    yield f"memory://{name}"
+    MemoryBroker.reset(name)
+
+
 @pytest.fixture(params=["rabbitmq", "memory"])
 def mesh_url(request, broker_url):
     """The same test on RabbitMQ and on a fresh memory:// broker (the conformance pattern)."""
     if request.param == "memory":
-        from munggoggo.memory import MemoryBroker
-
-        name = f"{request.module.__name__.removeprefix('test_')}-{uuid.uuid4().hex[:8]}"
-        yield f"memory://{name}"
-        MemoryBroker.reset(name)
+        with memory_broker(request) as url:
+            yield url
     else:
         yield broker_url
+
+
+@pytest.fixture
+def vhost_url(broker_url):
+    """The broker's URL in a throwaway vhost: for tests whose agents use fixed names that
+    a demo, an example or another run may hold on the shared vhost."""
+    from broker_tools import throwaway_vhost
+
+    with throwaway_vhost(broker_url) as url:
+        yield url
+
+
+@pytest.fixture(params=["rabbitmq", "memory"])
+def isolated_mesh_url(request, broker_url):
+    """Like mesh_url, with RabbitMQ in a throwaway vhost (see vhost_url)."""
+    if request.param == "memory":
+        with memory_broker(request) as url:
+            yield url
+    else:
+        from broker_tools import throwaway_vhost
+
+        with throwaway_vhost(broker_url) as url:
+            yield url
 
 
 @pytest.fixture

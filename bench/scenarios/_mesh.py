@@ -2,15 +2,16 @@
 
 The behaviours are written the way the README teaches users to write them: the publisher
 awaits `self.publish(Reading(...), key)` in a loop inside `run()`; the receiver's `run()`
-step is `msg = await self.receive()` followed by `msg.decode(Reading)` (the message is acked
-by the runtime when the step ends). Counting is a few integer operations per message; the
-clock is read once at the start of the publishing loop and once when the last expected
-message was decoded.
+step is `msg = await self.receive(timeout=math.inf)` (wait for the next message) followed
+by `msg.decode(Reading)` (the message is acked by the runtime when the step ends).
+Counting is a few integer operations per message; the clock is read once at the start of
+the publishing loop and once when the last expected message was decoded.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import uuid
 from typing import Any
@@ -65,7 +66,7 @@ class Receive(Behaviour):
         self.count = 0
 
     async def run(self) -> None:
-        msg = await self.receive()
+        msg = await self.receive(timeout=math.inf)
         if msg is None:  # stopping
             return
         reading = msg.decode(Reading)

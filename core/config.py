@@ -1,0 +1,119 @@
+"""An agent's settings: `AgentConfig`, and `agent_config()` which takes what users pass.
+
+Agents take an `AgentConfig`, or a plain mapping of its field names (the original
+munggoggo's `Core(identity, config={...})` spelling); anything else is refused with an
+error that names what is accepted, before the agent touches the broker.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .durable import QUORUM, normalize_queue_type
+
+# Keys of the original munggoggo's config dict that have no field here, and why.
+RETIRED_KEYS = {
+    "update_peer_interval": "peers are found on demand: `await agent.peers()` asks the mesh",
+}
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Settings of one agent; every field has a default.
+
+    Attributes:
+        prefetch: per behaviour queue consumer: bounds each behaviour's mailbox.
+        prefetch_budget: shared by all consuming behaviours of the agent.
+        inbox_prefetch: the inbox consumer's prefetch.
+        max_redeliveries: failed handling attempts before a message is dead-lettered.
+        rpc_timeout: seconds `call()` waits for a reply when it is given no timeout.
+        drain_timeout: grace, in seconds, for in-flight work when stopping.
+        trace_size: messages kept for the `traces` control method; 0 turns it off.
+        behaviour_queue_expires_ms: how long a behaviour queue outlives its last consumer.
+        queue_type: "transient" (None and "classic" mean the same) or "quorum".
+        metrics: time steps, RPCs and (sampled) confirms; counters are always kept.
+    """
+
+    prefetch: int = 256
+    prefetch_budget: int = 4096
+    inbox_prefetch: int = 256
+    max_redeliveries: int = 3
+    rpc_timeout: float = 5.0
+    drain_timeout: float = 10.0
+    trace_size: int = 1000
+    # A behaviour queue outlives its agent (a successor picks up what was left), then
+    # expires unused; MUNGGOGGO_QUEUE_EXPIRES_MS changes the default (the test suite
+    # shortens it so test runs do not leave queues behind on a shared broker).
+    behaviour_queue_expires_ms: int | None = field(
+        default_factory=lambda: int(os.environ.get("MUNGGOGGO_QUEUE_EXPIRES_MS", 24 * 3600 * 1000))
+    )
+    # Durable mode is "quorum": quorum behaviour queues and persistent messages
+    # (core/durable.py, docs/durable.md). MUNGGOGGO_QUEUE_TYPE changes the default
+    # (`munggoggo run --queue-type` sets it).
+    queue_type: str | None = field(
+        default_factory=lambda: os.environ.get("MUNGGOGGO_QUEUE_TYPE") or "transient"
+    )
+    metrics: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "queue_type", normalize_queue_type(self.queue_type))
+
+    @property
+    def durable(self) -> bool:
+        """Durable mode: quorum behaviour queues, persistent messages."""
+        return self.queue_type == QUORUM
+
+    @classmethod
+    def from_mapping(cls, settings: Mapping[str, Any]) -> AgentConfig:
+        """An AgentConfig from a mapping of field names (any case: `PREFETCH` or
+        `prefetch`), the rest at their defaults.
+
+        Args:
+            settings: field name -> value.
+
+        Returns:
+            The config.
+
+        Raises:
+            ValueError: a key that is no field (the message lists the fields).
+            TypeError: a key that is not a string.
+        """
+        names = [f.name for f in dataclasses.fields(cls)]
+        values: dict[str, Any] = {}
+        for key, value in settings.items():
+            if not isinstance(key, str):
+                raise TypeError(f"agent config keys are field names (str), got {key!r}")
+            name = key.lower()
+            if name not in names:
+                why = RETIRED_KEYS.get(name)
+                hint = f" ({why})" if why else ""
+                raise ValueError(
+                    f"unknown agent config key {key!r}{hint}; accepted keys (any case): "
+                    + ", ".join(names)
+                )
+            values[name] = value
+        return cls(**values)
+
+
+def agent_config(config: AgentConfig | Mapping[str, Any] | None) -> AgentConfig:
+    """The AgentConfig for what an agent was given: itself, a mapping of field names
+    (`AgentConfig.from_mapping`), or None for the defaults.
+
+    Raises:
+        TypeError: anything else (the message names what is accepted).
+        ValueError: a mapping with a key that is no field.
+    """
+    if config is None:
+        return AgentConfig()
+    if isinstance(config, AgentConfig):
+        return config
+    if isinstance(config, Mapping):
+        return AgentConfig.from_mapping(config)
+    raise TypeError(
+        "agent config must be an AgentConfig or a dict of its fields "
+        f"(for example {{'prefetch': 64}}), got {type(config).__name__}"
+    )
