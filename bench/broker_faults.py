@@ -17,10 +17,14 @@ import asyncio
 import contextlib
 import fcntl
 import os
+import shlex
 import socket
 import subprocess
 import sys
 import time
+from urllib.parse import urlsplit
+
+from .common import broker_url
 
 LOCK_PATH = "/tmp/munggoggo-broker-fault.lock"
 LOCK_TIMEOUT = 60.0  # seconds to wait for another holder before giving up
@@ -124,11 +128,21 @@ class BrokerFaultLock:
         self.release()
 
 
+def rabbitmqctl_command() -> list[str]:
+    """The rabbitmqctl of the broker under test: the command line in MUNGGOGGO_RABBITMQCTL
+    (`bash .ci/rabbitmq43 ctl` for the RabbitMQ 4.3 node), else the machine's own."""
+    return shlex.split(os.environ.get("MUNGGOGGO_RABBITMQCTL") or "rabbitmqctl")
+
+
 def rabbitmqctl(*args: str, timeout: float = 60) -> str:
-    """Run rabbitmqctl (root on the test machines) and return its stdout; raises
-    RuntimeError with rabbitmqctl's own message when it fails."""
+    """Run the broker under test's rabbitmqctl (root on the test machines) and return its
+    stdout; raises RuntimeError with rabbitmqctl's own message when it fails."""
     result = subprocess.run(
-        ["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=timeout, check=False
+        [*rabbitmqctl_command(), "-q", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
     if result.returncode != 0:
         raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed: {result.stderr.strip()}")
@@ -152,9 +166,18 @@ def close_named_connection(name: str, reason: str = "fault injection") -> int:
     return closed
 
 
-def broker_answers(host: str = "127.0.0.1", port: int = 5672, timeout: float = 2.0) -> bool:
-    """True when something on host:port answers the AMQP 0-9-1 header with a method frame
-    (Connection.Start): the broker's listener is up, not merely the Erlang node."""
+def broker_address() -> tuple[str, int]:
+    """(host, port) of the broker under test: MUNGGOGGO_URL's, else 127.0.0.1:5672."""
+    parts = urlsplit(broker_url(None))
+    return parts.hostname or "127.0.0.1", parts.port or 5672
+
+
+def broker_answers(host: str | None = None, port: int | None = None, timeout: float = 2.0) -> bool:
+    """True when something on host:port (default: the broker under test) answers the AMQP
+    0-9-1 header with a method frame (Connection.Start): the broker's listener is up, not
+    merely the Erlang node."""
+    if host is None or port is None:
+        host, port = broker_address()
     try:
         with socket.create_connection((host, port), timeout=timeout) as sock:
             sock.sendall(b"AMQP\x00\x00\x09\x01")
@@ -163,7 +186,11 @@ def broker_answers(host: str = "127.0.0.1", port: int = 5672, timeout: float = 2
         return False
 
 
-def wait_for_broker(host: str = "127.0.0.1", port: int = 5672, timeout: float = 60.0) -> None:
+def wait_for_broker(
+    host: str | None = None, port: int | None = None, timeout: float = 60.0
+) -> None:
+    if host is None or port is None:
+        host, port = broker_address()
     deadline = time.monotonic() + timeout
     while not broker_answers(host, port):
         if time.monotonic() > deadline:
@@ -175,7 +202,7 @@ def stop_app() -> None:
     rabbitmqctl("stop_app", timeout=120)
 
 
-def start_app(host: str = "127.0.0.1", port: int = 5672) -> None:
+def start_app(host: str | None = None, port: int | None = None) -> None:
     """start_app, then wait until the listener answers again."""
     rabbitmqctl("start_app", timeout=120)
     wait_for_broker(host, port)

@@ -22,16 +22,16 @@ from typing import Any
 
 from . import envelope, tracing
 from ._speedups import Properties, encode_properties
-from .amqp.errors import AMQPError, PreconditionFailed, ResourceLocked
+from .amqp.errors import AccessRefused, AMQPError, ResourceLocked
 from .behaviour import Behaviour
 from .channel import PublishError
 from .config import AgentConfig, agent_config
 from .control import TraceStore
 from .durable import (
     PERSISTENT,
+    declare_behaviour_queue,
     declare_dead_letter_queue,
-    mismatch,
-    queue_declaration,
+    declare_inbox,
 )
 from .eager import run_eagerly
 from .message import Message, copy_properties
@@ -85,7 +85,25 @@ CREATED, STARTING, RUNNING, STOPPING, STOPPED = (
 
 
 class IdentityInUse(AMQPError):
-    """Another running agent already holds this identity (its exclusive inbox)."""
+    """Another running agent already holds this identity (it consumes the inbox)."""
+
+
+def identity_in_use(identity: str, url: BrokerURL) -> IdentityInUse:
+    return IdentityInUse(
+        f"agent identity {identity!r} is already in use on {url}: another running agent "
+        "consumes its inbox queue"
+    )
+
+
+async def declare_inbox_or_fail(
+    channel: Any, identity: str, expires_ms: int | None, url: BrokerURL
+) -> None:
+    """declare_inbox, with an older version's exclusive inbox held by a running agent
+    reported as the identity in use."""
+    try:
+        await declare_inbox(channel, identity, expires_ms)
+    except ResourceLocked:
+        raise identity_in_use(identity, url) from None
 
 
 async def open_connection(url: BrokerURL | tuple[BrokerURL, ...], name: str) -> Any:
@@ -152,6 +170,7 @@ class Agent:
         self._props_cache: dict[tuple[str, str], bytes] = {}
         self._delivery_mode: int | None = None  # PERSISTENT in durable mode, set on connect
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._inbox_restorer: asyncio.Task[None] | None = None
 
     @property
     def url(self) -> BrokerURL:
@@ -225,23 +244,17 @@ class Agent:
         await sub.exchange_declare(DEAD_LETTER_EXCHANGE, "topic", durable=True)
         await declare_dead_letter_queue(sub, self.config.queue_type)
         await sub.queue_bind(DEAD_LETTER_QUEUE, DEAD_LETTER_EXCHANGE, "#")
-        try:
-            # Exclusive and transient in both modes: the identity lock, and where RPC
-            # replies come back (docs/decisions.md, "Durable mode").
-            await sub.queue_declare(
-                self.identity,
-                exclusive=True,
-                arguments={"x-dead-letter-exchange": DEAD_LETTER_EXCHANGE},
-            )
-        except ResourceLocked:
-            raise IdentityInUse(
-                f"agent identity {self.identity!r} is already in use on {self.url}: "
-                "another running "
-                "agent holds its inbox queue"
-            ) from None
+        await declare_inbox_or_fail(sub, self.identity, self.config.inbox_expires_ms, self.url)
         await sub.queue_bind(self.identity, FANOUT_EXCHANGE, "")
-        tag = await sub.consume(self.identity, self._on_inbox, exclusive=True)
-        self._consumers[""] = (sub, tag)
+        # The exclusive consumer is the identity lock: a second agent with this identity
+        # is refused here (docs/decisions.md, "The inbox").
+        try:
+            await self._consume_inbox()
+        except AccessRefused:
+            holder = await sub.queue_declare(self.identity, passive=True)
+            if holder.consumer_count:
+                raise identity_in_use(self.identity, self.url) from None
+            raise
 
     async def stop(self) -> None:
         """Drain: stop consuming, let behaviours finish their step and settle, flush
@@ -253,6 +266,8 @@ class Agent:
             return
         self.state = STOPPING
         grace = self.config.drain_timeout
+        if self._inbox_restorer is not None:
+            self._inbox_restorer.cancel()
         for channel, tag in list(self._consumers.values()):
             try:
                 await asyncio.wait_for(channel.cancel(tag), grace)
@@ -278,10 +293,64 @@ class Agent:
             )
         if self._tasks:  # settle-after-confirm tasks woken by the flush above
             await asyncio.wait(list(self._tasks), timeout=grace)
+        await self._release_inbox(grace)
         await self.connection.close()
         COLLECTOR.remove(self)
         self.state = STOPPED
         log.info("agent %s stopped", self.identity)
+
+    async def _consume_inbox(self) -> None:
+        tag = await self._sub.consume(
+            self.identity, self._on_inbox, exclusive=True, on_cancel=self._on_inbox_cancelled
+        )
+        self._consumers[""] = (self._sub, tag)
+
+    def _on_inbox_cancelled(self, tag: str) -> None:
+        """The broker cancelled the inbox consumer (the inbox was deleted), or could not
+        restore it after a reconnect (the broker still held the old connection's
+        exclusive consumer): consume again until it works, so the agent never goes deaf."""
+        if self._consumers.get("", (None, None))[1] == tag:
+            del self._consumers[""]
+        if self.state != RUNNING or self._inbox_restorer is not None:
+            return
+        log.warning(
+            "agent %s: inbox consumer %s was cancelled; consuming again", self.identity, tag
+        )
+        self._inbox_restorer = self.loop.create_task(self._restore_inbox())
+
+    async def _restore_inbox(self) -> None:
+        delay = 0.1
+        try:
+            while self.state == RUNNING:
+                try:
+                    sub = self._sub
+                    await declare_inbox(sub, self.identity, self.config.inbox_expires_ms)
+                    await sub.queue_bind(self.identity, FANOUT_EXCHANGE, "")
+                    # Consume only once the old consumer is gone: a refused consume would
+                    # close the channel again.
+                    if not (await sub.queue_declare(self.identity, passive=True)).consumer_count:
+                        await self._consume_inbox()
+                        log.info("agent %s: consuming its inbox again", self.identity)
+                        return
+                except AMQPError as exc:
+                    log.warning("agent %s: inbox not consumed yet: %s", self.identity, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        finally:
+            self._inbox_restorer = None
+
+    async def _release_inbox(self, grace: float) -> None:
+        """Delete the inbox when it is empty and unused, so that later sends to this
+        identity are refused as unknown (NO_ROUTE) at once; an inbox still holding
+        messages stays for a successor until it expires."""
+        if self._sub is None or not self.connection.is_open:
+            return
+        try:
+            await asyncio.wait_for(
+                self._sub.queue_delete(self.identity, if_unused=True, if_empty=True), grace
+            )
+        except (AMQPError, TimeoutError) as exc:
+            log.info("agent %s: inbox kept (%s)", self.identity, exc)
 
     # -- behaviours ------------------------------------------------------------------
 
@@ -306,14 +375,9 @@ class Agent:
             # Its own queue, or a queue shared with other agents' behaviours (competing
             # consumers) when it was given one.
             queue = behaviour.queue or behaviour.name  # <identity>.<short name>
-            queue_type = self.config.queue_type
-            durable, arguments = queue_declaration(
-                queue_type, self.config.behaviour_queue_expires_ms
+            await declare_behaviour_queue(
+                sub, queue, self.config.queue_type, self.config.behaviour_queue_expires_ms
             )
-            try:
-                await sub.queue_declare(queue, durable=durable, arguments=arguments)
-            except PreconditionFailed as exc:
-                raise mismatch(queue, queue_type, exc) from None
             for key in behaviour.binding_keys:
                 await sub.queue_bind(queue, TOPIC_EXCHANGE, key)
             await sub.basic_qos(self._prefetch_share(behaviour))  # per-consumer qos

@@ -164,6 +164,11 @@ class Channel:
             self.connection._schedule_flush()
             await fut
 
+    @property
+    def has_consumers(self) -> bool:
+        """Whether consumers were started on this channel (and not cancelled)."""
+        return bool(self._consumers)
+
     def _mark_ready(self) -> None:
         """The channel is open and restored: user calls and publishes go to the wire."""
         self._open_event.set()

@@ -582,9 +582,16 @@ class Connection:
         for ch in channels:
             await ch._open()
         await self._replay_topology(channels)
+        # Channels without consumers first: a delivery to a restored consumer may be
+        # handled at once and publish (an RPC reply, a handoff) on one of them.
+        consuming = [ch for ch in channels if ch.has_consumers]
         for ch in channels:
+            if not ch.has_consumers:
+                ch._mark_ready()
+                ch._republish_or_fail(self.republish)
+        for ch in consuming:
             await ch._restore_consumers()
-        for ch in channels:
+        for ch in consuming:
             ch._mark_ready()
             ch._republish_or_fail(self.republish)
 

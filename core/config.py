@@ -29,6 +29,8 @@ class AgentConfig:
         prefetch: per behaviour queue consumer: bounds each behaviour's mailbox.
         prefetch_budget: shared by all consuming behaviours of the agent.
         inbox_prefetch: the inbox consumer's prefetch.
+        inbox_expires_ms: how long the inbox (a durable queue) outlives its consumer: what
+            is sent to an agent during a connection blip or a restart waits that long.
         max_redeliveries: failed handling attempts before a message is dead-lettered.
         rpc_timeout: seconds `call()` waits for a reply when it is given no timeout.
         drain_timeout: grace, in seconds, for in-flight work when stopping.
@@ -41,6 +43,7 @@ class AgentConfig:
     prefetch: int = 256
     prefetch_budget: int = 4096
     inbox_prefetch: int = 256
+    inbox_expires_ms: int | None = 60_000
     max_redeliveries: int = 3
     rpc_timeout: float = 5.0
     drain_timeout: float = 10.0

@@ -1,18 +1,24 @@
-"""Queue modes: what `AgentConfig.queue_type` changes on the wire, and the declarations
-that must work on a mesh where both modes meet.
+"""Queue modes and declarations: what `AgentConfig.queue_type` changes on the wire, and the
+declarations that must work on every broker we support (RabbitMQ 3.10 and 4.3 with
+upstream defaults) and on a mesh where both modes meet.
 
-- `transient` (the default): behaviour queues are classic and non-durable, messages are not
-  persistent. Fastest; a broker restart empties the queues.
+No queue is both non-durable and non-exclusive: RabbitMQ 4.3 refuses those by default
+(`transient_nonexcl_queues`, a 541 that closes the connection).
+
+- `transient` (the default): behaviour queues are durable classic queues with `x-expires`,
+  and messages are not persistent: fast, and a broker restart empties the queues (the
+  queues themselves come back).
 - `quorum` (durable mode): behaviour queues are quorum queues (durable, replicated over the
   cluster, every message on disk) and everything the agent publishes with confirms is
   persistent (delivery_mode 2), so a durable classic queue it reaches keeps it too.
 
-In both modes the exchanges are durable and the agent's inbox `<identity>` is exclusive and
-transient (the identity lock and the RPC reply queue; docs/decisions.md says why).
-RabbitMQ refuses (406) to redeclare a queue with another type, durability or arguments, so
-a queue left over from the other mode gets `QueueMismatch`, which says what to do, and the
-one queue both modes share, `munggoggo.dead-letters`, is taken as it is
-(`declare_dead_letter_queue`).
+In both modes the exchanges are durable and the agent's inbox `<identity>` is a durable
+classic queue with `x-expires` that the agent consumes exclusively (the identity lock): a
+connection blip keeps what is queued there (`declare_inbox`). RabbitMQ refuses (406) to
+redeclare a queue with another type, durability or arguments: a behaviour queue left
+empty and unused by an older version (non-durable) is replaced, any other mismatch is a
+`QueueMismatch` that says what to do; an inbox is taken as it is. The one queue both
+modes share, `munggoggo.dead-letters`, is taken as it is (`declare_dead_letter_queue`).
 """
 
 from __future__ import annotations
@@ -50,17 +56,51 @@ def normalize_queue_type(value: str | None) -> str:
 
 
 def queue_declaration(queue_type: str, expires_ms: int | None) -> tuple[bool, dict[str, Any]]:
-    """(durable, arguments) of a behaviour queue in this mode.
+    """(durable, arguments) of a behaviour queue in this mode: always durable (see the
+    module docstring); quorum in durable mode.
 
-    Transient queues carry no `x-queue-type`: RabbitMQ 3.10 compares the argument on
+    Classic queues carry no `x-queue-type`: RabbitMQ 3.10 compares the argument on
     redeclare, and the queues of agents from before the modes existed have none."""
     arguments: dict[str, Any] = {"x-dead-letter-exchange": DEAD_LETTER_EXCHANGE}
     if expires_ms:
         arguments["x-expires"] = expires_ms  # allowed on quorum queues too
     if queue_type == QUORUM:
         arguments.update(QUORUM_ARGUMENTS)
-        return True, arguments  # a quorum queue is always durable (406 otherwise)
-    return False, arguments
+    return True, arguments
+
+
+async def declare_behaviour_queue(
+    channel: Any, queue: str, queue_type: str, expires_ms: int | None
+) -> None:
+    """Declare a behaviour (or shared) queue for this mode.
+
+    A queue an older version left non-durable (RabbitMQ 4.3 would not even let it be
+    created) is replaced when it is empty and unused, which loses nothing; otherwise the
+    406 becomes a QueueMismatch naming the queue and the ways out.
+
+    Raises:
+        QueueMismatch: the queue exists with other properties and holds messages or has
+            consumers.
+        PreconditionFailed: another refusal (an invalid argument).
+    """
+    durable, arguments = queue_declaration(queue_type, expires_ms)
+    try:
+        await channel.queue_declare(queue, durable=durable, arguments=arguments)
+        return
+    except PreconditionFailed as exc:
+        if "inequivalent arg 'durable'" not in exc.reply_text:
+            raise mismatch(queue, queue_type, exc) from None
+        refusal = exc
+    # The refusal closed the channel; the client has reopened it.
+    existing = await channel.queue_declare(queue, passive=True)
+    if existing.message_count or existing.consumer_count:
+        raise mismatch(queue, queue_type, refusal) from None
+    try:
+        await channel.queue_delete(queue, if_unused=True, if_empty=True)
+    except PreconditionFailed:  # a message or consumer arrived in between: keep it
+        raise mismatch(queue, queue_type, refusal) from None
+    log.info("queue %r was left non-durable by an older version, empty: declared anew", queue)
+    await channel.queue_declare(queue, durable=durable, arguments=arguments)
 
 
 def mismatch(queue: str, queue_type: str, exc: PreconditionFailed) -> PreconditionFailed:
@@ -71,7 +111,7 @@ def mismatch(queue: str, queue_type: str, exc: PreconditionFailed) -> Preconditi
     wanted = (
         "a quorum queue (durable, AgentConfig.queue_type='quorum')"
         if queue_type == QUORUM
-        else "a transient classic queue (AgentConfig.queue_type='transient')"
+        else "a durable classic queue (AgentConfig.queue_type='transient')"
     )
     text = (
         f"{exc.reply_text}. This agent declares queue {queue!r} as {wanted}, and it already "
@@ -81,6 +121,26 @@ def mismatch(queue: str, queue_type: str, exc: PreconditionFailed) -> Preconditi
         "after AgentConfig.behaviour_queue_expires_ms) and start the agent again"
     )
     return QueueMismatch(exc.reply_code, text, exc.class_id, exc.method_id, exc.scope)
+
+
+async def declare_inbox(channel: Any, identity: str, expires_ms: int | None) -> None:
+    """Declare the agent's inbox `<identity>`: a durable classic queue that outlives a
+    connection blip (`expires_ms` after its last consumer left, RabbitMQ drops it).
+
+    An inbox left with other arguments (another `AgentConfig.inbox_expires_ms`) is taken
+    as it is: it holds messages for this identity, and RabbitMQ cannot change it.
+
+    Raises:
+        ResourceLocked: an exclusive inbox of an older version, held by a running agent.
+    """
+    arguments: dict[str, Any] = {"x-dead-letter-exchange": DEAD_LETTER_EXCHANGE}
+    if expires_ms:
+        arguments["x-expires"] = expires_ms
+    try:
+        await channel.queue_declare(identity, durable=True, arguments=arguments)
+    except PreconditionFailed as exc:
+        log.warning("inbox %r exists with other properties, used as it is: %s", identity, exc)
+        await channel.queue_declare(identity, passive=True)
 
 
 async def declare_dead_letter_queue(channel: Any, queue_type: str) -> str:

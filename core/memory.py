@@ -1171,6 +1171,8 @@ class MemoryChannel:
             owner = self.connection if exclusive else None
             existing = broker.queues.get(name)
             if existing is None:
+                if not durable and not exclusive:
+                    raise rules.transient_nonexclusive(name)
                 rules.validate_queue_args(name, arguments, exclusive, durable, auto_delete)
                 queue = _Queue(
                     broker,

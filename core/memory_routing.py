@@ -53,10 +53,25 @@ _CODES = {
     "COMMAND_INVALID": 503,
     "NOT_ALLOWED": 530,
     "NOT_IMPLEMENTED": 540,
+    "INTERNAL_ERROR": 541,
 }
 # Errors RabbitMQ raises as connection errors. The memory broker closes only the channel
 # (there is no reconnect to replay topology), but the error says what RabbitMQ would do.
-_CONNECTION_SCOPE = frozenset(("COMMAND_INVALID", "NOT_ALLOWED", "NOT_IMPLEMENTED"))
+_CONNECTION_SCOPE = frozenset(
+    ("COMMAND_INVALID", "NOT_ALLOWED", "NOT_IMPLEMENTED", "INTERNAL_ERROR")
+)
+
+
+def transient_nonexclusive(name: str) -> BrokerError:
+    """RabbitMQ 4.3's refusal (upstream defaults) of a queue that is neither durable nor
+    exclusive: deprecated feature `transient_nonexcl_queues`. memory:// refuses it always,
+    so code that runs here runs on every broker we support."""
+    return error(
+        "INTERNAL_ERROR",
+        f"Feature `transient_nonexcl_queues` is deprecated: {rs('queue', name)} must be "
+        "durable or exclusive",
+        QUEUE_DECLARE,
+    )
 
 
 def error(name: str, text: str, method: tuple[int, int]) -> BrokerError:

@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import subprocess
 import uuid
 from collections.abc import Iterator
 from urllib.parse import quote
 
+from bench import broker_faults
 from munggoggo.client import Connection
 
 
 def rabbitmqctl(*args: str, timeout: float = 60) -> str:
-    """Run rabbitmqctl (we are root on the test machines) and return its stdout."""
-    result = subprocess.run(
-        ["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=timeout, check=False
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed: {result.stderr.strip()}")
-    return result.stdout
+    """Run the broker under test's rabbitmqctl (MUNGGOGGO_RABBITMQCTL, else the machine's;
+    we are root on the test machines) and return its stdout."""
+    return broker_faults.rabbitmqctl(*args, timeout=timeout)
 
 
 @contextlib.contextmanager

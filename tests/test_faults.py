@@ -18,6 +18,7 @@ import pytest
 from broker_tools import close_broker_connection, local_port
 from fault_tools import AgentPipe, ConfirmedStream, Consumed, delete_queues, eventually
 
+from bench.broker_faults import broker_address
 from bench.fault_proxy import FaultProxy
 from munggoggo.client import Connection
 from munggoggo.transport import Backoff
@@ -27,7 +28,7 @@ pytestmark = [pytest.mark.rabbitmq, pytest.mark.fault]
 
 @pytest.fixture
 async def proxy(broker_url):
-    p = await FaultProxy(upstream=("127.0.0.1", 5672)).start()
+    p = await FaultProxy(upstream=broker_address()).start()
     yield p
     await p.stop()
 
