@@ -195,7 +195,10 @@ async def test_rpc_results_and_errors(mesh_url):
         assert await caller.call_params(calc.identity, "schedule", named) == "t.m in 3s"
         with pytest.raises(RpcError) as info:
             await caller.call(calc.identity, "mul", "six", 7)
-        assert info.value.code == -32602 and "Expected `int`" in info.value.message
+        assert info.value.code == -32602
+        # Our prefix names the method; msgspec's account of the mismatch follows it.
+        prefix = "invalid params for mul: "
+        assert info.value.message.startswith(prefix) and info.value.message[len(prefix) :].strip()
         with pytest.raises(RpcError) as info:
             await caller.call(calc.identity, "not_exposed")
         assert info.value.code == -32601

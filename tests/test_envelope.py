@@ -56,6 +56,18 @@ class Put(msgspec.Struct, tag=True):
 Request = Get | Put
 
 
+def assert_chained(error: Exception, prefix: str, cause_type: type[BaseException]) -> None:
+    """`error` reads ``<prefix>: <cause>``: our prefix, then the text of the error it chains.
+
+    The cause's own wording belongs to msgspec or Python's codecs and changes between releases;
+    only its kind and that it says something are asserted.
+    """
+    cause = error.__cause__
+    assert isinstance(cause, cause_type), repr(cause)
+    assert str(cause).strip()
+    assert str(error) == f"{prefix}: {cause}"
+
+
 @dataclasses.dataclass
 class Sample:
     name: str
@@ -156,8 +168,11 @@ def test_typed_decode_tagged_union() -> None:
 
 
 def test_tagged_union_unknown_tag_is_decode_error() -> None:
-    with pytest.raises(DecodeError, match="Invalid value 'Delete'"):
+    with pytest.raises(DecodeError) as info:
         decode_body(b'{"type": "Delete", "key": "k"}', JSON, Request)
+    assert_chained(
+        info.value, f"cannot decode application/json body as {Request!r}", msgspec.ValidationError
+    )
 
 
 @pytest.mark.parametrize(
@@ -180,21 +195,26 @@ def test_typed_decode_builtins(value: object, tp: object) -> None:
 def test_typed_decode_validates() -> None:
     with pytest.raises(DecodeError) as info:
         decode_body(b'{"x": "a", "y": 2}', JSON, Point)
-    assert str(info.value) == (
-        "cannot decode application/json body as Point: Expected `int`, got `str` - at `$.x`"
+    assert_chained(
+        info.value, "cannot decode application/json body as Point", msgspec.ValidationError
     )
     assert isinstance(info.value, ValueError)
-    assert isinstance(info.value.__cause__, msgspec.ValidationError)
 
 
 def test_typed_decode_names_generic_type() -> None:
-    with pytest.raises(DecodeError, match=r"as list\[int\]: Expected `int`, got `str`"):
+    with pytest.raises(DecodeError) as info:
         decode_body(b'[1, "2"]', JSON, list[int])
+    assert_chained(
+        info.value, "cannot decode application/json body as list[int]", msgspec.ValidationError
+    )
 
 
 def test_typed_decode_missing_field() -> None:
-    with pytest.raises(DecodeError, match="as Point: Object missing required field `y`"):
+    with pytest.raises(DecodeError) as info:
         decode_body(b'{"x": 1}', JSON, Point)
+    assert_chained(
+        info.value, "cannot decode application/json body as Point", msgspec.ValidationError
+    )
 
 
 def test_json_str_and_bytes_round_trip_through_explicit_json() -> None:
@@ -334,59 +354,71 @@ def test_octet_content_type_with_parameters_stays_bytes() -> None:
 def test_unencodable_value_names_type() -> None:
     with pytest.raises(EncodeError) as info:
         encode_body(object())
-    message = str(info.value)
-    assert message.startswith("cannot encode body of type <class 'object'>: ")
-    assert "unsupported" in message
+    assert_chained(info.value, "cannot encode body of type <class 'object'>", TypeError)
     assert isinstance(info.value, ValueError)
 
 
 @pytest.mark.parametrize(
-    ("value", "content_type", "fragment"),
+    ("value", "content_type", "cause_type"),
     [
-        ({(1, 2): 3}, None, "<class 'dict'>: Only dicts with str-like or number-like keys"),
-        ({1j}, JSON, "<class 'set'>: Encoding objects of type complex is unsupported"),
-        (2**64, MSGPACK, "<class 'int'>: can't serialize ints"),
+        ({(1, 2): 3}, None, TypeError),  # a dict key JSON cannot carry
+        ({1j}, JSON, TypeError),  # an unsupported type nested inside the value
+        (2**64, MSGPACK, OverflowError),  # beyond msgpack's 64-bit integers
     ],
 )
-def test_encode_errors(value: object, content_type: str | None, fragment: str) -> None:
+def test_encode_errors(
+    value: object, content_type: str | None, cause_type: type[BaseException]
+) -> None:
     with pytest.raises(EncodeError) as info:
         encode_body(value, content_type)
-    assert fragment in str(info.value)
+    assert_chained(info.value, f"cannot encode body of type {type(value)!r}", cause_type)
 
 
 def test_self_containing_value_is_encode_error() -> None:
     loop: list[object] = []
     loop.append(loop)
-    with pytest.raises(EncodeError, match="<class 'list'>: maximum recursion depth"):
+    with pytest.raises(EncodeError) as info:
         encode_body(loop)
+    assert_chained(info.value, "cannot encode body of type <class 'list'>", RecursionError)
 
 
 def test_garbage_json_is_decode_error() -> None:
     with pytest.raises(DecodeError) as info:
         decode_body(b"{not json", JSON)
-    assert str(info.value) == (
-        "cannot decode application/json body: JSON is malformed: "
-        "object keys must be strings (byte 1)"
-    )
-    with pytest.raises(DecodeError, match="as Point: Input data was truncated"):
+    assert_chained(info.value, "cannot decode application/json body", msgspec.DecodeError)
+    with pytest.raises(DecodeError) as info:
         decode_body(b"", JSON, Point)
+    assert_chained(info.value, "cannot decode application/json body as Point", msgspec.DecodeError)
 
 
 @pytest.mark.parametrize(
-    ("body", "content_type", "tp"),
+    ("body", "content_type", "tp", "prefix", "cause_type"),
     [
-        (b"ab\xffcd", TEXT, None),
-        (b"ab\xffcd", TEXT, str),
-        (b"ab\xffcd", OCTET, str),
-        (b'"ab\xffcd"', JSON, None),
-        (b'"ab\xffcd"', JSON, str),
+        # A text body always decodes into str, so its error says so even when no type was asked.
+        (b"ab\xffcd", TEXT, None, "cannot decode text/plain body as str", UnicodeDecodeError),
+        (b"ab\xffcd", TEXT, str, "cannot decode text/plain body as str", UnicodeDecodeError),
+        (
+            b"ab\xffcd",
+            OCTET,
+            str,
+            "cannot decode application/octet-stream body as str",
+            UnicodeDecodeError,
+        ),
+        # Invalid UTF-8 inside a JSON string is msgspec's to report, as some ValueError.
+        (b'"ab\xffcd"', JSON, None, "cannot decode application/json body", ValueError),
+        (b'"ab\xffcd"', JSON, str, "cannot decode application/json body as str", ValueError),
     ],
 )
-def test_invalid_utf8_is_decode_error(body: bytes, content_type: str, tp: type | None) -> None:
+def test_invalid_utf8_is_decode_error(
+    body: bytes,
+    content_type: str,
+    tp: type | None,
+    prefix: str,
+    cause_type: type[BaseException],
+) -> None:
     with pytest.raises(DecodeError) as info:
         decode_body(body, content_type, tp)
-    assert str(info.value).startswith(f"cannot decode {content_type} body")
-    assert "can't decode byte 0xff" in str(info.value)
+    assert_chained(info.value, prefix, cause_type)
 
 
 # --- decoder cache ----------------------------------------------------------------------------

@@ -10,6 +10,7 @@ whose first URL is dead), and the start-up errors for a port in use or out of ra
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import signal
 import socket
@@ -201,9 +202,10 @@ def test_a_health_port_in_use_stops_the_command_with_one_line(command):
         port = taken.getsockname()[1]
         result = run_cli(*command, "--health-port", str(port))
     assert result.returncode == 1
+    # One line: our sentence naming the address, then the operating system's own reason.
     assert result.stderr.splitlines() == [
         f"munggoggo {command[0]}: cannot serve health checks on 0.0.0.0:{port}: "
-        "Address already in use"
+        + os.strerror(errno.EADDRINUSE)
     ]
 
 
