@@ -118,7 +118,7 @@ async def test_memory_alarm_blocks_publishers_who_wait_and_lose_nothing(broker_u
     consumer = await Connection(broker_url).connect()
     try:
         ch = await publisher.channel()
-        await ch.queue_declare(unique_name)
+        await ch.queue_declare(unique_name, durable=True, arguments={"x-expires": 60_000})
         consumed = Consumed()
         await consumed.start(consumer, unique_name)
         stream = ConfirmedStream(ch, unique_name).start()

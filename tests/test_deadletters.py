@@ -172,7 +172,7 @@ async def test_requeue_keeps_a_dead_letter_whose_queue_is_gone(mesh_url):
             await agent.publish(b"poison orphan", topic)
             (letter,) = await dead_letters_of(dead, agent.identity, 1)
             await picky.stop()
-            channel, tag = agent._consumers.pop(picky.name)
+            channel, tag = agent._consumers.pop(picky.short_name)
             await channel.cancel(tag)
             await channel.queue_delete(picky.queue)
 
@@ -224,7 +224,7 @@ async def test_broker_dead_letters_are_read_from_x_death(broker_url):
         ch = await conn.channel()
         queue = uid("test.dl.rejecting")
         await ch.queue_declare(
-            queue, auto_delete=False, arguments={"x-dead-letter-exchange": "munggoggo.dlx"}
+            queue, durable=True, arguments={"x-dead-letter-exchange": "munggoggo.dlx"}
         )
         dead = DeadLetters(conn)
         try:

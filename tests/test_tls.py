@@ -22,6 +22,9 @@ from munggoggo.url import parse_url
 
 pytestmark = [
     pytest.mark.rabbitmq,
+    # The TLS listener is added to the machine's node, reading certificates from this
+    # machine's files (a chrooted node would not see them).
+    pytest.mark.main_broker,
     pytest.mark.skipif(not rabbitmqctl_available(), reason="rabbitmqctl is not available"),
 ]
 
