@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
@@ -168,11 +169,30 @@ def check(condition: bool, message: str) -> None:
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _broker_pids: list[int] | None = None
+_broker_port: int | None = None
+
+
+def watch_broker(url: str) -> None:
+    """Count the CPU of the broker node behind `url` only (several nodes may run here:
+    RabbitMQ 3.10 and 4.3, a local cluster). Call before the first broker_cpu_seconds()."""
+    global _broker_port, _broker_pids
+    _broker_port = urlsplit(url.split(",")[0].strip()).port or 5672
+    _broker_pids = None
+
+
+def _node_port(pid: str) -> int:
+    """The AMQP port a beam.smp was started for (RABBITMQ_NODE_PORT, 5672 by default)."""
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        for item in f.read().split(b"\0"):
+            if item.startswith(b"RABBITMQ_NODE_PORT="):
+                return int(item.partition(b"=")[2] or 5672)
+    return 5672
 
 
 def broker_cpu_seconds() -> float | None:
-    """CPU seconds used so far by a RabbitMQ on this machine (its beam.smp processes), or
-    None when none is visible here (a remote broker, another container, no /proc)."""
+    """CPU seconds used so far by the RabbitMQ on this machine (its beam.smp processes; only
+    the node `watch_broker` named, if it was called), or None when none is visible here (a
+    remote broker, another container, no /proc)."""
     global _broker_pids
     if _broker_pids is None:
         _broker_pids = []
@@ -181,9 +201,11 @@ def broker_cpu_seconds() -> float | None:
                 if entry.isdigit():
                     try:
                         with open(f"/proc/{entry}/comm") as f:
-                            if f.read().strip() == "beam.smp":
-                                _broker_pids.append(int(entry))
-                    except OSError:
+                            if f.read().strip() != "beam.smp":
+                                continue
+                        if _broker_port is None or _node_port(entry) == _broker_port:
+                            _broker_pids.append(int(entry))
+                    except (OSError, ValueError):
                         continue
         except OSError:
             pass

@@ -36,6 +36,7 @@ from .common import (
     run_loop,
     timeout_for,
     use_uvloop,
+    watch_broker,
 )
 from .scenarios import ALL, module_name, names
 
@@ -75,6 +76,7 @@ def emit_line(result: dict[str, Any], as_json: bool) -> None:
 def run_scenarios(args: argparse.Namespace, on_result: Any = None) -> list[dict[str, Any]]:
     """Run the scenarios `args` select; returns their result objects (errors included)."""
     url = broker_url(args.url)
+    watch_broker(url)
     uvloop = use_uvloop(not args.no_uvloop)
     selected = ALL if args.scenario == "all" else [args.scenario]
     machine = environment(uvloop)
