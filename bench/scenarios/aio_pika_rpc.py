@@ -32,11 +32,15 @@ async def measure(url: str, messages: int) -> dict[str, Any]:
     method = f"bench-echo-{run_id()}"
     server_conn = await aio_pika.connect(url)
     async with server_conn:
-        server = await RPC.create(await server_conn.channel())
-        await server.register(method, echo, auto_delete=True)
+        # Exclusive result queues: the pattern's default (non-durable, auto-delete) is a
+        # queue RabbitMQ 4.3 refuses.
+        server = await RPC.create(await server_conn.channel(), exclusive=True)
+        # Durable: RabbitMQ 4.3 refuses a non-durable, non-exclusive queue (the pattern's
+        # default); auto-delete still removes it after the run.
+        await server.register(method, echo, durable=True, auto_delete=True)
         client_conn = await aio_pika.connect(url)
         async with client_conn:
-            client = await RPC.create(await client_conn.channel())
+            client = await RPC.create(await client_conn.channel(), exclusive=True)
             call = client.call
             for i in range(WARMUP):
                 if await call(method, kwargs={"x": i}) != i:
