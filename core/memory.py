@@ -1171,9 +1171,10 @@ class MemoryChannel:
             owner = self.connection if exclusive else None
             existing = broker.queues.get(name)
             if existing is None:
+                # RabbitMQ 4.3's order: invalid arguments (406) before the kind of queue.
+                rules.validate_queue_args(name, arguments, exclusive, durable, auto_delete)
                 if not durable and not exclusive:
                     raise rules.transient_nonexclusive(name)
-                rules.validate_queue_args(name, arguments, exclusive, durable, auto_delete)
                 queue = _Queue(
                     broker,
                     name,

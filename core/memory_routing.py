@@ -282,6 +282,8 @@ def validate_queue_args(
                 (auto_delete, "auto-delete"),
             ):
                 if replicated and bad:
+                    if prop == "non-durable" and not exclusive:
+                        raise transient_nonexclusive(name)  # RabbitMQ 4.3 says this first
                     raise error(
                         "PRECONDITION_FAILED",
                         f"invalid property '{prop}' for {rs('queue', name)}",

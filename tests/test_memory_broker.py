@@ -84,7 +84,7 @@ async def test_connection_api_mirrors_the_client(url):
     with pytest.raises(ConnectionLost):
         ch.publish(b"x", "", "q")
     with pytest.raises(ConnectionLost):
-        await ch.queue_declare("q")
+        await ch.queue_declare("q", durable=True)
     assert ch.ack(1) is False
 
 
@@ -94,7 +94,7 @@ async def test_async_with_and_bare_url_is_the_default_broker():
         async with MemoryConnection("memory://") as a, MemoryConnection(None) as b:
             assert a.broker is b.broker is MemoryBroker.get("default")
             cha, chb = await a.channel(), await b.channel()
-            await cha.queue_declare("shared")
+            await cha.queue_declare("shared", durable=True)
             assert (await chb.queue_declare("shared", passive=True)).queue == "shared"
         assert a.is_closed and b.is_closed
     finally:
@@ -111,7 +111,7 @@ async def test_connections_share_a_broker_by_name_only(url):
         other = f"{url}-other"
         async with MemoryConnection(other) as c:
             cha, chb, chc = await a.channel(), await b.channel(), await c.channel()
-            await cha.queue_declare("inbox")
+            await cha.queue_declare("inbox", durable=True)
             got, _ = await collect(chb, "inbox")
             cha.publish(b"hello", "", "inbox")
             await cha.wait_confirms()
@@ -125,7 +125,7 @@ async def test_connections_share_a_broker_by_name_only(url):
 async def test_reset_gives_a_fresh_broker(url):
     name = url.removeprefix("memory://")
     async with MemoryConnection(url) as a:
-        await (await a.channel()).queue_declare("q")
+        await (await a.channel()).queue_declare("q", durable=True)
     MemoryBroker.reset(name)
     async with MemoryConnection(url) as b:
         with pytest.raises(NotFound):
@@ -136,8 +136,8 @@ async def test_reset_gives_a_fresh_broker(url):
 
 
 async def test_default_exchange_routes_by_queue_name(ch):
-    await ch.queue_declare("a")
-    await ch.queue_declare("b")
+    await ch.queue_declare("a", durable=True)
+    await ch.queue_declare("b", durable=True)
     got_a, _ = await collect(ch, "a")
     got_b, _ = await collect(ch, "b")
     ch.publish(b"1", "", "a")
@@ -152,7 +152,7 @@ async def test_default_exchange_routes_by_queue_name(ch):
 async def test_direct_exchange(ch):
     await ch.exchange_declare("d", "direct")
     for q, key in (("q1", "red"), ("q2", "red"), ("q3", "blue")):
-        await ch.queue_declare(q)
+        await ch.queue_declare(q, durable=True)
         await ch.queue_bind(q, "d", key)
     ch.publish(b"r", "d", "red")
     ch.publish(b"b", "d", "blue")
@@ -166,7 +166,7 @@ async def test_direct_exchange(ch):
 async def test_fanout_exchange_ignores_routing_keys(ch):
     await ch.exchange_declare("f", "fanout")
     for q in ("q1", "q2"):
-        await ch.queue_declare(q)
+        await ch.queue_declare(q, durable=True)
         await ch.queue_bind(q, "f", "whatever")
     ch.publish(b"x", "f", "anything")
     await ch.wait_confirms()
@@ -215,7 +215,7 @@ async def test_headers_exchange(ch):
     ]
     got: dict[int, list[bytes]] = {}
     for i, args in enumerate(bindings):
-        await ch.queue_declare(f"h{i}")
+        await ch.queue_declare(f"h{i}", durable=True)
         await ch.queue_bind(f"h{i}", "amq.headers", "", args)
         got[i] = []
         await ch.consume(f"h{i}", lambda b, i=i: got[i].extend(d.body for d in b), no_ack=True)
@@ -230,7 +230,7 @@ async def test_exchange_to_exchange_bindings_deliver_each_queue_once(ch):
     await ch.exchange_declare("src", "topic")
     await ch.exchange_declare("dst", "fanout")
     await ch.exchange_bind("dst", "src", "a.*")
-    await ch.queue_declare("q")
+    await ch.queue_declare("q", durable=True)
     await ch.queue_bind("q", "dst")
     await ch.queue_bind("q", "src", "#")  # a second path to the same queue
     ch.publish(b"x", "src", "a.b")
@@ -247,10 +247,10 @@ async def test_exchange_to_exchange_bindings_deliver_each_queue_once(ch):
 
 async def test_alternate_exchange_takes_what_the_exchange_cannot_route(ch):
     await ch.exchange_declare("ae", "fanout")
-    await ch.queue_declare("unrouted")
+    await ch.queue_declare("unrouted", durable=True)
     await ch.queue_bind("unrouted", "ae")
     await ch.exchange_declare("main", "direct", arguments={"alternate-exchange": "ae"})
-    await ch.queue_declare("routed")
+    await ch.queue_declare("routed", durable=True)
     await ch.queue_bind("routed", "main", "k")
     returned = []
     ch.on_return = returned.append
@@ -265,7 +265,7 @@ async def test_alternate_exchange_takes_what_the_exchange_cannot_route(ch):
 
 async def test_auto_delete_exchange_goes_with_its_last_binding(ch):
     await ch.exchange_declare("tmp", "direct", auto_delete=True)
-    await ch.queue_declare("q")
+    await ch.queue_declare("q", durable=True)
     await ch.queue_bind("q", "tmp", "k")
     await ch.exchange_declare("tmp", passive=True)
     await ch.queue_unbind("q", "tmp", "k")
@@ -275,10 +275,10 @@ async def test_auto_delete_exchange_goes_with_its_last_binding(ch):
 
 async def test_deleting_an_exchange_or_queue_removes_its_bindings(ch):
     await ch.exchange_declare("e", "fanout")
-    await ch.queue_declare("q")
+    await ch.queue_declare("q", durable=True)
     await ch.queue_bind("q", "e")
     await ch.queue_delete("q")
-    await ch.queue_declare("q")
+    await ch.queue_declare("q", durable=True)
     ch.publish(b"x", "e", "")
     await ch.wait_confirms()
     assert (await ch.queue_declare("q", passive=True)).message_count == 0
@@ -294,7 +294,7 @@ async def test_deleting_an_exchange_or_queue_removes_its_bindings(ch):
 
 
 async def test_queue_declare_returns_counts_and_names_server_queues(ch):
-    ok = await ch.queue_declare("")
+    ok = await ch.queue_declare("", exclusive=True)
     assert isinstance(ok, QueueDeclareOk)
     assert ok.queue.startswith("amq.gen-") and len(ok.queue) == 30
     assert (ok.message_count, ok.consumer_count) == (0, 0)
@@ -312,20 +312,20 @@ async def test_declare_errors_carry_rabbitmq_codes_and_texts(conn, ch):
         "NOT_FOUND - no queue 'missing' in vhost '/'",
     )
     assert e.value.scope == "channel"
-    await ch.queue_declare("q")
+    await ch.queue_declare("q", durable=True)
     cases = [
         (
-            {"durable": True},
+            {"durable": False},
             "PRECONDITION_FAILED - inequivalent arg 'durable' for queue 'q' in vhost '/': "
-            "received 'true' but current is 'false'",
+            "received 'false' but current is 'true'",
         ),
         (
-            {"auto_delete": True},
+            {"durable": True, "auto_delete": True},
             "PRECONDITION_FAILED - inequivalent arg 'auto_delete' for queue 'q' in vhost '/': "
             "received 'true' but current is 'false'",
         ),
         (
-            {"arguments": {"x-message-ttl": 100}},
+            {"durable": True, "arguments": {"x-message-ttl": 100}},
             "PRECONDITION_FAILED - inequivalent arg 'x-message-ttl' for queue 'q' in vhost "
             "'/': received the value '100' of type 'byte' but current is none",
         ),
@@ -334,9 +334,9 @@ async def test_declare_errors_carry_rabbitmq_codes_and_texts(conn, ch):
         with pytest.raises(PreconditionFailed) as e:
             await ch.queue_declare("q", **kwargs)
         assert (e.value.reply_code, e.value.reply_text) == (406, text)
-    await ch.queue_declare("q", arguments={"app-specific": 1})  # not compared
+    await ch.queue_declare("q", durable=True, arguments={"app-specific": 1})  # not compared
     with pytest.raises(AccessRefused) as e:
-        await ch.queue_declare("amq.mine")
+        await ch.queue_declare("amq.mine", durable=True)
     assert e.value.reply_text == (
         "ACCESS_REFUSED - queue name 'amq.mine' contains reserved prefix 'amq.*'"
     )
@@ -355,7 +355,7 @@ async def test_declare_errors_carry_rabbitmq_codes_and_texts(conn, ch):
         await ch.queue_bind("q", "", "k")
     assert e.value.reply_text == "ACCESS_REFUSED - operation not permitted on the default exchange"
     with pytest.raises(PreconditionFailed) as e:
-        await ch.queue_declare("bad", arguments={"x-message-ttl": -1})
+        await ch.queue_declare("bad", durable=True, arguments={"x-message-ttl": -1})
     assert e.value.reply_text == (
         "PRECONDITION_FAILED - invalid arg 'x-message-ttl' for queue 'bad' in vhost '/': "
         "{value_negative,-1}"
@@ -371,7 +371,7 @@ async def test_invalid_names_fail_locally_like_pamqp(ch):
 
 
 async def test_delete_and_purge_return_counts(ch):
-    await ch.queue_declare("q")
+    await ch.queue_declare("q", durable=True)
     for i in range(3):
         ch.publish(b"%d" % i, "", "q")
     await ch.wait_confirms()
@@ -387,7 +387,7 @@ async def test_delete_and_purge_return_counts(ch):
 
 
 async def test_queue_delete_cancels_its_consumers(conn, ch):
-    await ch.queue_declare("q")
+    await ch.queue_declare("q", durable=True)
     cancelled = []
     await ch.consume("q", lambda b: None, consumer_tag="c", on_cancel=cancelled.append)
     admin = await conn.channel()
@@ -438,7 +438,7 @@ async def test_closing_a_connection_deletes_its_exclusive_queues(url, conn, ch):
 
 
 async def test_auto_delete_queue_goes_with_its_last_consumer(ch):
-    await ch.queue_declare("ad", auto_delete=True)
+    await ch.queue_declare("ad", durable=True, auto_delete=True)
     await ch.queue_declare("ad", passive=True)  # no consumer yet: it stays
     t1 = await ch.consume("ad", lambda b: None)
     t2 = await ch.consume("ad", lambda b: None)
@@ -450,13 +450,13 @@ async def test_auto_delete_queue_goes_with_its_last_consumer(ch):
 
 
 async def test_exclusive_consumer_and_consumer_tag_reuse(conn, ch):
-    await ch.queue_declare("q")
+    await ch.queue_declare("q", durable=True)
     await ch.consume("q", lambda b: None, exclusive=True, consumer_tag="only")
     ch2 = await conn.channel()
     with pytest.raises(AccessRefused) as e:
         await ch2.consume("q", lambda b: None)
     assert e.value.reply_text == "ACCESS_REFUSED - queue 'q' in vhost '/' in exclusive use"
-    await ch.queue_declare("q2")
+    await ch.queue_declare("q2", durable=True)
     with pytest.raises(NotAllowed) as e:
         await ch.consume("q2", lambda b: None, consumer_tag="only")
     assert e.value.reply_text == "NOT_ALLOWED - attempt to reuse consumer tag 'only'"
@@ -468,7 +468,7 @@ async def test_exclusive_consumer_and_consumer_tag_reuse(conn, ch):
 
 
 async def test_several_publishes_in_one_tick_arrive_in_one_batch(ch):
-    await ch.queue_declare("q")
+    await ch.queue_declare("q", durable=True)
     batches = []
     await ch.consume("q", batches.append, no_ack=True)
     for i in range(5):
@@ -480,7 +480,7 @@ async def test_several_publishes_in_one_tick_arrive_in_one_batch(ch):
 
 
 async def test_callbacks_are_not_reentered_from_publish_or_ack(ch):
-    await ch.queue_declare("q")
+    await ch.queue_declare("q", durable=True)
     depth = 0
     seen = []
 
@@ -501,7 +501,7 @@ async def test_callbacks_are_not_reentered_from_publish_or_ack(ch):
 
 
 async def test_prefetch_limits_each_consumer_and_round_robins(ch):
-    await ch.queue_declare("q")
+    await ch.queue_declare("q", durable=True)
     await ch.basic_qos(2)
     got = {"A": [], "B": []}
     await ch.consume("q", lambda b: got["A"].extend(b), consumer_tag="A")
@@ -521,7 +521,7 @@ async def test_prefetch_limits_each_consumer_and_round_robins(ch):
 
 
 async def test_qos_applies_to_consumers_started_after_it(ch):
-    await ch.queue_declare("q")
+    await ch.queue_declare("q", durable=True)
     before = []
     await ch.consume("q", before.extend, consumer_tag="before")
     await ch.basic_qos(1)
@@ -534,7 +534,7 @@ async def test_qos_applies_to_consumers_started_after_it(ch):
 
 
 async def test_nack_requeues_at_the_head_as_redelivered(ch):
-    await ch.queue_declare("q")
+    await ch.queue_declare("q", durable=True)
     for i in range(4):
         ch.publish(b"%d" % i, "", "q")
     got, _ = await collect(ch, "q", ack=False)
@@ -555,7 +555,7 @@ async def test_nack_requeues_at_the_head_as_redelivered(ch):
 
 
 async def test_multiple_ack_settles_everything_up_to_the_tag(ch):
-    await ch.queue_declare("q")
+    await ch.queue_declare("q", durable=True)
     for i in range(5):
         ch.publish(b"%d" % i, "", "q")
     got, _ = await collect(ch, "q", ack=False)
@@ -573,7 +573,7 @@ async def test_multiple_ack_settles_everything_up_to_the_tag(ch):
 
 
 async def test_unknown_delivery_tag_closes_the_channel_and_it_reopens(ch):
-    await ch.queue_declare("q")
+    await ch.queue_declare("q", durable=True)
     for i in range(2):
         ch.publish(b"%d" % i, "", "q")
     got, tag = await collect(ch, "q", ack=False)
@@ -593,7 +593,7 @@ async def test_unknown_delivery_tag_closes_the_channel_and_it_reopens(ch):
 
 
 async def test_ack_later_acks_at_the_end_of_the_tick(conn, ch):
-    await ch.queue_declare("q")
+    await ch.queue_declare("q", durable=True)
     for i in range(3):
         ch.publish(b"%d" % i, "", "q")
     got, _ = await collect(ch, "q", ack=False)
@@ -612,7 +612,7 @@ async def test_ack_later_acks_at_the_end_of_the_tick(conn, ch):
 
 
 async def test_writable_turns_false_until_drain(ch):
-    await ch.queue_declare("q")
+    await ch.queue_declare("q", durable=True)
     assert ch.writable
     for _ in range(1024):
         ch.publish(b"x", "", "q")
@@ -624,7 +624,7 @@ async def test_writable_turns_false_until_drain(ch):
 
 
 async def test_get_returns_get_ok_records(ch):
-    await ch.queue_declare("q")
+    await ch.queue_declare("q", durable=True)
     assert await ch.get("q") is None
     ch.publish(b"a", "", "q", Properties(headers={"h": 1}))
     ch.publish(b"b", "", "q")
@@ -646,8 +646,8 @@ async def test_get_returns_get_ok_records(ch):
 
 
 async def test_properties_reach_consumers_as_private_copies(ch):
-    await ch.queue_declare("q1")
-    await ch.queue_declare("q2")
+    await ch.queue_declare("q1", durable=True)
+    await ch.queue_declare("q2", durable=True)
     await ch.exchange_declare("f", "fanout")
     await ch.queue_bind("q1", "f")
     await ch.queue_bind("q2", "f")
@@ -680,7 +680,7 @@ async def test_properties_reach_consumers_as_private_copies(ch):
 
 
 async def test_confirms_settle_immediately(ch):
-    await ch.queue_declare("q")
+    await ch.queue_declare("q", durable=True)
     seqs = [ch.publish(b"x", "", "q") for _ in range(3)]
     assert seqs == [1, 2, 3]
     await ch.wait_confirms()
@@ -714,7 +714,7 @@ async def test_mandatory_unroutable_publish_is_returned(ch):
 
 
 async def test_publish_to_a_missing_exchange_fails_and_the_channel_reopens(ch):
-    await ch.queue_declare("q")
+    await ch.queue_declare("q", durable=True)
     got, _ = await collect(ch, "q")
     failures = []
     ch.on_publish_failure = failures.append
@@ -740,13 +740,13 @@ async def test_publish_to_a_missing_exchange_fails_and_the_channel_reopens(ch):
 async def test_a_method_sent_while_the_channel_is_closing_gets_the_close(ch):
     ch.publish(b"x", "no-such-exchange", "k")
     with pytest.raises(NotFound, match="no-such-exchange"):
-        await ch.queue_declare("q")
-    await ch.queue_declare("q")  # reopened by now
+        await ch.queue_declare("q", durable=True)
+    await ch.queue_declare("q", durable=True)  # reopened by now
     assert ch.generation == 2
 
 
 async def test_publishes_while_reopening_are_sent_after_the_reopen(ch):
-    await ch.queue_declare("q")
+    await ch.queue_declare("q", durable=True)
     with pytest.raises(NotFound):
         await ch.queue_declare("missing", passive=True)
     assert not ch.is_open  # closed, reopening on the next tick
@@ -758,7 +758,7 @@ async def test_publishes_while_reopening_are_sent_after_the_reopen(ch):
 
 
 async def test_invalid_expiration_closes_the_channel(ch):
-    await ch.queue_declare("q")
+    await ch.queue_declare("q", durable=True)
     ch.publish(b"x", "", "q", Properties(expiration="soon"))
     with pytest.raises(PublishError) as e:
         await ch.wait_confirms()
@@ -781,10 +781,12 @@ async def test_internal_exchange_refuses_publishes(ch):
 async def dlx_setup(ch, **queue_args):
     """Queue "src" dead-lettering to topic exchange "dlx", whose "#" binding fills "dead"."""
     await ch.exchange_declare("dlx", "topic")
-    await ch.queue_declare("dead")
+    await ch.queue_declare("dead", durable=True)
     await ch.queue_bind("dead", "dlx", "#")
     dead, _ = await collect(ch, "dead")
-    await ch.queue_declare("src", arguments={"x-dead-letter-exchange": "dlx", **queue_args})
+    await ch.queue_declare(
+        "src", durable=True, arguments={"x-dead-letter-exchange": "dlx", **queue_args}
+    )
     return dead
 
 
@@ -884,7 +886,9 @@ async def test_max_length_drops_the_head_to_the_dlx(ch):
 
 
 async def test_reject_publish_overflow_nacks(ch):
-    await ch.queue_declare("full", arguments={"x-max-length": 1, "x-overflow": "reject-publish"})
+    await ch.queue_declare(
+        "full", durable=True, arguments={"x-max-length": 1, "x-overflow": "reject-publish"}
+    )
     ch.publish(b"1", "", "full")
     refused = ch.publish(b"2", "", "full")
     with pytest.raises(PublishError) as e:
@@ -898,6 +902,7 @@ async def test_expiry_cycle_is_dropped(ch):
     # A queue dead-lettering expired messages back into itself would loop forever.
     await ch.queue_declare(
         "loop",
+        durable=True,
         arguments={
             "x-message-ttl": 10,
             "x-dead-letter-exchange": "",
@@ -923,7 +928,7 @@ async def test_expiry_cycle_is_dropped(ch):
 
 
 async def test_direct_reply_to_round_trip(url, ch):
-    await ch.queue_declare("server")
+    await ch.queue_declare("server", durable=True)
     replies = []
     await ch.consume("amq.rabbitmq.reply-to", replies.extend, no_ack=True, consumer_tag="r")
     async with MemoryConnection(url) as server_conn:
@@ -967,7 +972,7 @@ async def test_direct_reply_to_round_trip(url, ch):
 
 
 async def test_direct_reply_to_misuse(conn, ch):
-    await ch.queue_declare("server")
+    await ch.queue_declare("server", durable=True)
     ch.publish(b"x", "", "server", Properties(reply_to="amq.rabbitmq.reply-to"))
     with pytest.raises(PublishError) as e:
         await ch.wait_confirms()
@@ -988,7 +993,7 @@ async def test_direct_reply_to_misuse(conn, ch):
 
 
 async def test_closing_a_connection_requeues_its_unacked_deliveries(url, conn, ch):
-    await ch.queue_declare("work")
+    await ch.queue_declare("work", durable=True)
     for i in range(3):
         ch.publish(b"%d" % i, "", "work")
     got, _ = await collect(ch, "work", ack=False)
@@ -1006,7 +1011,7 @@ async def test_closing_a_connection_requeues_its_unacked_deliveries(url, conn, c
 
 
 async def test_closing_a_channel_requeues_and_drops_its_consumers(conn, ch):
-    await ch.queue_declare("q")
+    await ch.queue_declare("q", durable=True)
     ch.publish(b"x", "", "q")
     got, _ = await collect(ch, "q", ack=False)
     await ticks()
@@ -1017,7 +1022,7 @@ async def test_closing_a_channel_requeues_and_drops_its_consumers(conn, ch):
     ok = await ch2.queue_declare("q", passive=True)
     assert (ok.message_count, ok.consumer_count) == (1, 0)
     with pytest.raises(Exception, match="closed"):
-        await ch.queue_declare("q")
+        await ch.queue_declare("q", durable=True)
 
 
 async def test_wait_confirms_fails_publishes_lost_with_the_connection(conn, ch):
