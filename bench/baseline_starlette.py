@@ -13,6 +13,11 @@ Two processes, each started by `python -m bench gateway` (and by the smoke test)
   kwargs=params)` as the pattern's documentation shows, on a `connect_robust` connection and
   a default channel (publisher confirms on, pickle serializer: aio-pika's defaults).
 
+The pattern's default queues (non-durable, auto-delete, not exclusive) are a kind RabbitMQ 4
+refuses, so each side's result queue is exclusive and each method queue durable and
+auto-delete: the same routing, consumers and non-persistent messages, on queues both
+RabbitMQ 3.10 and 4.3 accept (the bench's aio_pika_rpc scenario does the same).
+
 The baseline gets the best serving stack uvicorn offers (uvloop, httptools, no access log),
 so the comparison is with the original design, not with a slow configuration of it.
 """
@@ -90,7 +95,7 @@ def create_app(url: str | None = None) -> Any:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         connection = await aio_pika.connect_robust(broker_url(url))
         try:
-            app.state.rpc = await RPC.create(await connection.channel())
+            app.state.rpc = await RPC.create(await connection.channel(), exclusive=True)
             yield
             await app.state.rpc.close()
         finally:
@@ -129,9 +134,9 @@ async def worker(identity: str, url: str | None) -> None:
         loop.add_signal_handler(sig, stop.set)
     connection = await aio_pika.connect_robust(broker_url(url))
     async with connection:
-        rpc = await RPC.create(await connection.channel())
+        rpc = await RPC.create(await connection.channel(), exclusive=True)
         for name, func in METHODS.items():
-            await rpc.register(f"{identity}.{name}", func, auto_delete=True)
+            await rpc.register(f"{identity}.{name}", func, durable=True, auto_delete=True)
         print("ready", flush=True)
         await stop.wait()
         await rpc.close()

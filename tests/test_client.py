@@ -22,6 +22,10 @@ from munggoggo.client import Connection
 
 pytestmark = pytest.mark.rabbitmq
 
+# Named test queues are durable (RabbitMQ 4 refuses transient non-exclusive queues) and
+# expire a minute after their last use, so a failed test leaves nothing behind for long.
+QUEUE_EXPIRES_MS = 60_000
+
 
 async def consume_into(ch, queue, *, ack=True, **kwargs):
     """Start a consumer that appends every delivery to the returned list."""
@@ -80,11 +84,14 @@ async def test_publish_and_consume_round_trip_with_every_property(connection):
 
 
 async def test_body_larger_than_frame_max_is_split_and_reassembled(broker_url):
-    async with Connection(broker_url + "?frame_max=4096") as conn:
+    # 8192 is the smallest frame_max RabbitMQ 4 negotiates (3.10 allows 4096); a body
+    # frame carries frame_max - 8 bytes of body.
+    async with Connection(broker_url + "?frame_max=8192") as conn:
+        assert conn.frame_max == 8192
         ch = await conn.channel()
         q = await ch.queue_declare("", exclusive=True)
         got, _ = await consume_into(ch, q.queue)
-        bodies = [bytes(range(256)) * 4000, b"", b"x" * 4088, b"y" * 4089]
+        bodies = [bytes(range(256)) * 4000, b"", b"x" * 8184, b"y" * 8185]
         for body in bodies:
             ch.publish(body, "", q.queue)
         await ch.wait_confirms()
@@ -131,7 +138,13 @@ async def test_exchange_to_exchange_binding_and_unbind(connection, unique_name):
 async def test_queue_arguments_purge_delete_and_get(connection, unique_name):
     ch = await connection.channel()
     ok = await ch.queue_declare(
-        unique_name, arguments={"x-queue-type": "classic", "x-dead-letter-exchange": "dlx"}
+        unique_name,
+        durable=True,
+        arguments={
+            "x-queue-type": "classic",
+            "x-dead-letter-exchange": "dlx",
+            "x-expires": QUEUE_EXPIRES_MS,
+        },
     )
     assert ok.queue == unique_name and ok.message_count == 0
     for i in range(5):
@@ -182,7 +195,9 @@ async def test_prefetch_limits_unacked_deliveries(connection):
 
 async def test_broker_cancels_consumer_when_its_queue_is_deleted(connection, unique_name):
     ch = await connection.channel()
-    await ch.queue_declare(unique_name, auto_delete=False)
+    await ch.queue_declare(
+        unique_name, durable=True, auto_delete=False, arguments={"x-expires": QUEUE_EXPIRES_MS}
+    )
     cancelled = []
     await ch.consume(unique_name, lambda b: None, on_cancel=cancelled.append)
     other = await connection.channel()
@@ -232,9 +247,14 @@ async def test_exclusive_queue_of_another_connection_is_locked(connection, broke
 
 async def test_redeclare_with_other_arguments_fails_precondition(connection, unique_name):
     ch = await connection.channel()
-    await ch.queue_declare(unique_name, auto_delete=True, arguments={"x-max-length": 10})
+    expires = {"x-expires": QUEUE_EXPIRES_MS}
+    await ch.queue_declare(
+        unique_name, durable=True, auto_delete=True, arguments={"x-max-length": 10, **expires}
+    )
     with pytest.raises(PreconditionFailed) as info:
-        await ch.queue_declare(unique_name, auto_delete=True, arguments={"x-max-length": 20})
+        await ch.queue_declare(
+            unique_name, durable=True, auto_delete=True, arguments={"x-max-length": 20, **expires}
+        )
     assert info.value.reply_code == 406
     # auto_delete removes a queue only after it had a consumer: this one never did.
     await ch.queue_delete(unique_name)

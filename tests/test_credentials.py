@@ -22,6 +22,7 @@ from broker_tools import close_broker_connection, local_port, wait_until
 from tls_broker import rabbitmqctl_available
 from tls_broker import rabbitmqctl_patiently as rabbitmqctl
 
+from bench.broker_faults import broker_address
 from munggoggo import Agent
 from munggoggo.amqp.errors import AMQPConnectError, AuthenticationError
 from munggoggo.client import Connection
@@ -33,6 +34,8 @@ SECRET = f"Pw-{uuid.uuid4().hex[:12]}-sEcReT"
 # The forms a password can take in text: as given, percent-encoded, and its tail (a
 # message that cut the password at a '/' would show only part of it).
 FORMS = (SECRET, quote(SECRET, safe=""), SECRET[3:])
+# host:port of the broker under test (MUNGGOGGO_URL's): where a connection is really made.
+BROKER = "{}:{}".format(*broker_address())
 
 
 def assert_clean(*texts: str) -> None:
@@ -116,22 +119,24 @@ async def silent_server() -> tuple[asyncio.Server, int]:
 
 async def test_failed_connections_never_show_the_password(debug_logs, broker_url):
     server, silent_port = await silent_server()
-    host = f"guest:{quote(SECRET, safe='')}@127.0.0.1"
+    creds = f"guest:{quote(SECRET, safe='')}"
+    host = f"{creds}@127.0.0.1"
+    broker = f"{creds}@{BROKER}"
     cases = {
-        "wrong password": (f"amqp://{host}:5672/", AuthenticationError),
+        "wrong password": (f"amqp://{broker}/", AuthenticationError),
         "nothing listening": (f"amqp://{host}:{free_port()}/", AMQPConnectError),
         "no handshake": (f"amqp://{host}:{silent_port}/?connection_timeout=300", AMQPConnectError),
-        "TLS to a plain port": (f"amqps://{host}:5672/?connection_timeout=3000", AMQPConnectError),
-        "missing CA file": (f"amqps://{host}:5672/?cafile=/nonexistent/ca.pem", AMQPConnectError),
+        "TLS to a plain port": (f"amqps://{broker}/?connection_timeout=3000", AMQPConnectError),
+        "missing CA file": (f"amqps://{broker}/?cafile=/nonexistent/ca.pem", AMQPConnectError),
     }
     try:
         for name, (url, error) in cases.items():
             with pytest.raises(error) as info:
                 await Connection(url, reconnect=False).connect()
-            assert "127.0.0.1" in str(info.value), name  # the message names the broker
+            assert parse_url(url).host in str(info.value), name  # it names the broker
             assert_clean(*exception_texts(info.value))
         # An agent that cannot start says so without the password, in logs and error.
-        agent = Agent(f"cred-{uuid.uuid4().hex[:8]}", url=f"amqp://{host}:5672/")
+        agent = Agent(f"cred-{uuid.uuid4().hex[:8]}", url=f"amqp://{broker}/")
         with pytest.raises(AuthenticationError) as info:
             await agent.start()
         assert_clean(*exception_texts(info.value))
@@ -157,7 +162,7 @@ def broker_user():
 
 
 async def test_bad_vhost_and_recovery_never_show_the_password(debug_logs, broker_user):
-    creds = f"{broker_user}:{quote(SECRET, safe='')}@127.0.0.1:5672"
+    creds = f"{broker_user}:{quote(SECRET, safe='')}@{BROKER}"
     with pytest.raises(AuthenticationError) as info:
         await Connection(f"amqp://{creds}/no-such-vhost-{uuid.uuid4().hex[:6]}").connect()
     assert "may not open vhost" in str(info.value)
@@ -203,22 +208,22 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
 @pytest.mark.parametrize(
     ("args", "env", "says"),
     [
-        (["--url", f"amqp://guest:{SECRET}@127.0.0.1:5672/", "ctl", "peers"], {}, "credentials"),
-        (["ctl", "peers"], {"MUNGGOGGO_URL": f"amqp://guest:{SECRET}@127.0.0.1/"}, "credentials"),
+        (["--url", f"amqp://guest:{SECRET}@{BROKER}/", "ctl", "peers"], {}, "credentials"),
+        (["ctl", "peers"], {"MUNGGOGGO_URL": f"amqp://guest:{SECRET}@{BROKER}/"}, "credentials"),
         (
-            ["--url", f"amqp://guest:{SECRET}@127.0.0.1:5672/", "ctl", "dead-letters", "list"],
+            ["--url", f"amqp://guest:{SECRET}@{BROKER}/", "ctl", "dead-letters", "list"],
             {},
             "credentials",
         ),
         (["--url", f"amqp://guest:{SECRET}/x@127.0.0.1/", "ctl", "peers"], {}, "percent-encode"),
         (
-            ["run", "munggoggo.demo:CalculatorAgent", "--url", f"amqp://guest:{SECRET}@127.0.0.1/"],
+            ["run", "munggoggo.demo:CalculatorAgent", "--url", f"amqp://guest:{SECRET}@{BROKER}/"],
             {},
             "credentials",
         ),
         (
             ["run", "munggoggo.demo:CalculatorAgent", "--url", "amqp://guest:x@127.0.0.1:1/"],
-            {"MUNGGOGGO_URL": f"amqp://guest:{SECRET}@127.0.0.1/"},
+            {"MUNGGOGGO_URL": f"amqp://guest:{SECRET}@{BROKER}/"},
             "connection refused",
         ),
         (["run", "munggoggo.demo:PingAgent", "--url", f"amqp:guest:{SECRET}@h"], {}, "no host"),

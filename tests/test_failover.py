@@ -145,8 +145,9 @@ async def test_recovery_moves_to_the_next_working_url(broker_url, unique_name, c
             assert conn.url.port == first.port
             ch = await conn.channel()
             # Not exclusive: the broker may still hold the cut connection's exclusive queue
-            # when the recovery declares it again. Expires if the test dies before deleting.
-            await ch.queue_declare(unique_name, arguments={"x-expires": 60_000})
+            # when the recovery declares it again; so durable (RabbitMQ 4 refuses transient
+            # non-exclusive queues). Expires if the test dies before deleting.
+            await ch.queue_declare(unique_name, durable=True, arguments={"x-expires": 60_000})
             got: list[bytes] = []
 
             def on_batch(batch):

@@ -14,6 +14,8 @@ from munggoggo.transport import Backoff
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.fault]
 
+EXPIRES = {"x-expires": 60_000}  # a queue a failed run leaves behind goes away by itself
+
 
 async def stream_through_a_forced_close(publisher, queue, *, after_recovery: int = 2000):
     """Publish numbered messages until the connection was killed and recovered, then some
@@ -64,7 +66,9 @@ async def test_forced_close_republishes_unconfirmed_and_loses_nothing(broker_url
     consumer = await Connection(broker_url).connect()
     try:
         setup = await consumer.channel()
-        await setup.queue_declare(unique_name)  # not exclusive: it must outlive the connection
+        # Not exclusive: it must outlive the connection (durable: RabbitMQ 4 refuses
+        # transient non-exclusive queues; x-expires cleans up after a failed run).
+        await setup.queue_declare(unique_name, durable=True, arguments=EXPIRES)
         numbers, failures = await stream_through_a_forced_close(publisher, unique_name)
 
         assert publisher.reconnects == 1
@@ -88,7 +92,7 @@ async def test_forced_close_without_republish_reports_every_unconfirmed(broker_u
     publisher = await Connection(broker_url, republish=False, backoff=Backoff(0.05, 0.5)).connect()
     try:
         setup = await publisher.channel()
-        await setup.queue_declare(unique_name)
+        await setup.queue_declare(unique_name, durable=True, arguments=EXPIRES)
         numbers, failures = await stream_through_a_forced_close(publisher, unique_name)
 
         assert publisher.reconnects == 1

@@ -25,6 +25,10 @@ from munggoggo.transport import Backoff
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.fault]
 
+# Test queues outlive their connections, so they are durable (RabbitMQ 4 refuses transient
+# non-exclusive queues); a queue a failed run leaves behind expires by itself.
+EXPIRES = {"x-expires": 60_000}
+
 
 @pytest.fixture
 async def proxy(broker_url):
@@ -50,7 +54,8 @@ async def test_proxy_cut_mid_stream_loses_no_confirmed_message(
     publisher, consumer = await open_pair(through(proxy), republish)
     try:
         ch = await publisher.channel()
-        await ch.queue_declare(unique_name)  # not exclusive: it outlives the connections
+        # Not exclusive: it outlives the connections.
+        await ch.queue_declare(unique_name, durable=True, arguments=EXPIRES)
         consumed = Consumed()
         await consumed.start(consumer, unique_name)
         stream = ConfirmedStream(ch, unique_name).start()
@@ -96,7 +101,7 @@ async def test_heartbeat_loss_is_noticed_and_recovered(broker_url, proxy, unique
     try:
         assert publisher.heartbeat == consumer.heartbeat == 2
         ch = await publisher.channel()
-        await ch.queue_declare(unique_name)
+        await ch.queue_declare(unique_name, durable=True, arguments=EXPIRES)
         consumed = Consumed()
         await consumed.start(consumer, unique_name)
         stream = ConfirmedStream(ch, unique_name).start()
@@ -170,8 +175,8 @@ async def test_acks_of_a_restored_consumer_count_before_the_channel_is_handed_ba
         first = await conn.channel(confirms=False, prefetch_count=10)
         second = await conn.channel(confirms=False)
         other = f"{unique_name}.other"
-        await first.queue_declare(unique_name)
-        await first.queue_declare(other)
+        await first.queue_declare(unique_name, durable=True, arguments=EXPIRES)
+        await first.queue_declare(other, durable=True, arguments=EXPIRES)
         publish = await conn.channel()
         for n in range(100):
             publish.publish(str(n).encode(), "", unique_name)

@@ -16,6 +16,7 @@ from broker_tools import wait_until
 from tls_broker import rabbitmqctl_available
 from tls_broker import rabbitmqctl_patiently as rabbitmqctl
 
+from bench.broker_faults import broker_address
 from munggoggo import Agent, AgentConfig, Behaviour
 from munggoggo.amqp.errors import AccessRefused, AuthenticationError
 from munggoggo.deadletters import DeadLetters
@@ -50,7 +51,8 @@ def tenant():
             "set_permissions", "-p", vhost, agents, *agent_permissions(f"sensor-{tag}-[^.]+")
         )
         rabbitmqctl("set_permissions", "-p", vhost, ops, ".*", ".*", ".*")
-        base = "amqp://{}:" + password + "@127.0.0.1:5672/" + quote(vhost, safe="")
+        host, port = broker_address()  # the broker under test
+        base = "amqp://{}:" + password + f"@{host}:{port}/" + quote(vhost, safe="")
         yield {"tag": tag, "vhost": vhost, "agents": base.format(agents), "ops": base.format(ops)}
     finally:
         rabbitmqctl("delete_vhost", vhost)  # its queues and exchanges go with it
