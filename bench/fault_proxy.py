@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import deque
 
 # A slowed direction holds at most this many bytes before it stops reading its source.
@@ -123,7 +124,9 @@ class _Pipe:
             self.dst.write(data)
             proxy._count(self.up, len(data))
             return
-        self.queue.append((proxy._loop.time(), data))
+        # A fresh clock, not the loop's (cached since the start of this loop iteration):
+        # a chunk must be held for the whole delay after it really arrived.
+        self.queue.append((time.monotonic(), data))
         self.queued += len(data)
         if self.queued > _QUEUE_LIMIT:
             self.src.pause("queue")
@@ -142,7 +145,6 @@ class _Pipe:
 
     async def _pump(self) -> None:
         proxy = self.proxy
-        loop = proxy._loop
         queue = self.queue
         while queue:
             if proxy.mode == "frozen":
@@ -150,7 +152,7 @@ class _Pipe:
                 continue
             arrived, data = queue[0]
             if proxy.delay:
-                wait = arrived + proxy.delay - loop.time()
+                wait = arrived + proxy.delay - time.monotonic()
                 if wait > 0:
                     await proxy._changed(wait)
                     continue
