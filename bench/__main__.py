@@ -7,6 +7,7 @@
 - `dashboards [--minutes 3]`: the Grafana dashboards drawn from a loaded mesh's real data;
 - `soak [--minutes 10] [--rate R] [--plot docs/soak.png]`: the agent pipe under a fault
   every 30 s; exit status 1 when a confirmed message was lost;
+- `idle [--seconds 5] [--no-pacing]`: CPU and steps of an idle behaviour polling `receive()`;
 - `report [--input FILE]`: docs/bench-results.md and docs/bench-throughput.png;
 - `cluster start|stop|status|failover`: a 3-node RabbitMQ cluster on this machine, and a
   node stopped under a confirmed stream between agents with a failover URL list.
@@ -58,6 +59,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "bench.scaleout",
         "competing consumers: 1, 2, 4 agent processes on one shared queue, a producer at full "
         "speed; writes docs/scaleout.md and docs/scaleout.png",
+    ),
+    "idle": (
+        "bench.idle",
+        "what an idle behaviour polling receive() costs: CPU and steps over a window",
     ),
     "report": (
         "bench.report",
