@@ -27,6 +27,8 @@ else:
         USING_EXTENSIONS = False
 
 FrameError = _frames_impl.FrameError
+PropertiesTooLarge = _frames_impl.PropertiesTooLarge
+check_header_fits = _frames_impl.check_header_fits
 Properties = _frames_impl.Properties
 Delivery = _frames_impl.Delivery
 FrameReader = _frames_impl.FrameReader
@@ -49,6 +51,7 @@ from ._frames_py import (  # noqa: E402  (constants are plain ints, shared by bo
     FRAME_METHOD,
     GET_OK,
     HEARTBEAT_FRAME,
+    MAX_TABLE_DEPTH,
     PROPERTY_NAMES,
     R_CONFIRM,
     R_HEARTBEAT,
@@ -65,6 +68,7 @@ __all__ = [
     "FRAME_METHOD",
     "GET_OK",
     "HEARTBEAT_FRAME",
+    "MAX_TABLE_DEPTH",
     "NO_EXTENSIONS",
     "PROPERTY_NAMES",
     "RETURN",
@@ -78,6 +82,8 @@ __all__ = [
     "FrameError",
     "FrameReader",
     "Properties",
+    "PropertiesTooLarge",
+    "check_header_fits",
     "decode_properties",
     "decode_table",
     "encode_properties",

@@ -5,6 +5,7 @@ Same names and behaviour as the pure-Python twin; entries are C-level records in
 lists, so `add()` (once per publish) and `settle()` (once per ack frame) cost less.
 """
 
+from bisect import bisect_right
 from collections import deque
 
 
@@ -117,45 +118,77 @@ cdef class ConfirmTracker:
 
 
 cdef class AckTracker:
-    """Delivery tags handed to the application and not yet acked (see `_confirms_py`)."""
+    """Delivery tags handed to the application and not yet acked (see `_confirms_py`):
+    one multiple-ack over the contiguous settled prefix (`take`), single acks for what
+    finished above a gap (`take_singles`), runs of settled tags above the gap."""
 
     cdef long long _acked_through
     cdef long long _highest
     cdef set _done_above
     cdef set _forgotten
+    cdef list _run_starts
+    cdef list _run_ends
 
     def __init__(self):
         self._acked_through = 0
         self._highest = 0
         self._done_above = set()
         self._forgotten = set()
+        self._run_starts = []
+        self._run_ends = []
 
     cpdef void received(self, long long tag):
+        """Note a delivered tag (only `outstanding` uses it)."""
         if tag > self._highest:
             self._highest = tag
 
     cpdef void done(self, long long tag):
+        """Mark one delivery processed (ignored at or below the acked prefix)."""
         if tag > self._acked_through:
             self._done_above.add(tag)
 
     cpdef void forget(self, long long tag):
+        """Mark one delivery settled another way: never acked, no longer blocking."""
         if tag > self._acked_through:
             self._forgotten.add(tag)
 
     cpdef long long take(self):
-        """Advance over the contiguous settled prefix; returns the tag to ack or 0."""
+        """Advance over the contiguous settled prefix; returns the tag to ack with
+        multiple=true, or 0."""
         cdef set done = self._done_above
         cdef set forgotten = self._forgotten
         if not done and not forgotten:
             return 0
+        cdef list starts = self._run_starts
         cdef long long mark = self._acked_through
         cdef long long ack = 0
-        cdef long long nxt
+        cdef long long nxt = mark + 1
+        if not forgotten and not starts:
+            # In order, nothing settled another way: the done tags from the prefix on.
+            while nxt in done:
+                done.discard(nxt)
+                nxt += 1
+            if nxt == mark + 1:
+                return 0
+            self._acked_through = nxt - 1
+            return nxt - 1
+        # 0: no run (tags start at 1)
+        cdef long long run_start = <long long>starts[0] if starts else 0
         while True:
             nxt = mark + 1
+            if nxt == run_start:
+                # The gap below a run closed: its tags are settled already, skip them.
+                mark = <long long>self._run_ends[0]
+                del starts[0]
+                del self._run_ends[0]
+                run_start = <long long>starts[0] if starts else 0
+                continue
             if nxt in done:
                 done.discard(nxt)
-                ack = nxt
+                if forgotten and nxt in forgotten:
+                    forgotten.discard(nxt)  # its nack went out already: acking it is a 406
+                else:
+                    ack = nxt
             elif nxt in forgotten:
                 forgotten.discard(nxt)
             else:
@@ -164,12 +197,80 @@ cdef class AckTracker:
         self._acked_through = mark
         return ack
 
+    cpdef list take_singles(self):
+        """The tags done above a gap, ascending, to ack with multiple=false; they and the
+        forgotten tags above the gap join the settled runs."""
+        cdef set done = self._done_above
+        cdef set forgotten = self._forgotten
+        if not done and not forgotten:
+            return []
+        cdef long long mark = self._acked_through
+        cdef list singles = []
+        cdef list settled
+        cdef long long tag
+        for tag in sorted(done):
+            if tag > mark and tag not in forgotten and not self._in_run(tag):
+                singles.append(tag)
+        done.clear()
+        if forgotten:
+            settled = [t for t in forgotten if t > mark]
+            settled.extend(singles)
+            settled.sort()
+            forgotten.clear()
+        else:
+            settled = singles
+        for tag in settled:
+            self._add_to_runs(tag)
+        return singles
+
+    cdef bint _in_run(self, long long tag):
+        cdef list starts = self._run_starts
+        if not starts or tag < <long long>starts[0]:
+            return False
+        cdef Py_ssize_t i = bisect_right(starts, tag) - 1
+        return tag <= <long long>self._run_ends[i]
+
+    cdef void _add_to_runs(self, long long tag):
+        """Record `tag` as settled above the gap (tags come in ascending order)."""
+        cdef list starts = self._run_starts
+        cdef list ends = self._run_ends
+        cdef Py_ssize_t i, n = len(starts)
+        if n and <long long>ends[n - 1] + 1 == tag:  # the usual case: after the newest run
+            ends[n - 1] = tag
+            return
+        if not n or tag > <long long>ends[n - 1]:
+            starts.append(tag)
+            ends.append(tag)
+            return
+        i = bisect_right(starts, tag) - 1  # the run starting at or below tag, or -1
+        if i >= 0 and tag <= <long long>ends[i]:
+            return  # already settled
+        if i >= 0 and <long long>ends[i] + 1 == tag:
+            ends[i] = tag
+            if i + 1 < n and <long long>starts[i + 1] == tag + 1:  # closes the gap between two
+                ends[i] = ends[i + 1]
+                del starts[i + 1]
+                del ends[i + 1]
+        elif i + 1 < n and <long long>starts[i + 1] == tag + 1:
+            starts[i + 1] = tag
+        else:
+            starts.insert(i + 1, tag)
+            ends.insert(i + 1, tag)
+
     @property
     def outstanding(self):
-        return self._highest - self._acked_through
+        """Deliveries received but not yet settled."""
+        cdef long long settled_above = 0
+        cdef Py_ssize_t i
+        for i in range(len(self._run_starts)):
+            settled_above += <long long>self._run_ends[i] - <long long>self._run_starts[i] + 1
+        return self._highest - self._acked_through - settled_above
 
     def reset(self):
+        """A new channel generation: tags start again from 1."""
         self._acked_through = 0
         self._highest = 0
         self._done_above.clear()
         self._forgotten.clear()
+        self._run_starts.clear()
+        self._run_ends.clear()

@@ -25,14 +25,19 @@ from ._frames_py import (  # noqa: F401  (re-exported: shared with the Python tw
     FRAME_HEARTBEAT,
     FRAME_METHOD,
     FRAME_OVERHEAD,
+    CONTENT_HEADER_OVERHEAD,
     GET_OK,
+    HEADER_SLACK,
     HEARTBEAT_FRAME,
+    MAX_TABLE_DEPTH,
     PROPERTY_NAMES,
     R_CONFIRM,
     R_HEARTBEAT,
     R_METHOD,
     RETURN,
     FrameError,
+    PropertiesTooLarge,
+    check_header_fits,
     decode_table,
     encode_table,
 )
@@ -45,6 +50,7 @@ cdef object _py_encode_table = _frames_py.encode_table
 cdef int _DELIVER = DELIVER
 cdef int _GET_OK = GET_OK
 cdef int _RETURN = RETURN
+cdef Py_ssize_t _HEADER_OVERHEAD = CONTENT_HEADER_OVERHEAD
 
 
 
@@ -108,10 +114,15 @@ cdef class Properties:
 @cython.no_gc
 @cython.freelist(512)
 cdef class Delivery:
-    """One assembled message: Basic.Deliver, Basic.GetOk or Basic.Return with its content."""
+    """One assembled message: Basic.Deliver, Basic.GetOk or Basic.Return with its content.
+
+    `properties_error`: None, or why the properties could not be decoded (then
+    `properties` is empty); see `_frames_py.Delivery`.
+    """
 
     cdef public int channel, kind
     cdef public object consumer_tag, delivery_tag, exchange, routing_key, properties, body
+    cdef public object properties_error
     cdef public object reply_text
     cdef public bint redelivered
     cdef public int reply_code
@@ -126,6 +137,7 @@ cdef class Delivery:
         self.exchange = ""
         self.routing_key = ""
         self.properties = None
+        self.properties_error = None
         self.body = b""
         self.reply_code = 0
         self.reply_text = ""
@@ -150,6 +162,7 @@ cdef inline Delivery _new_delivery(int channel, int kind):
     d.exchange = ""
     d.routing_key = ""
     d.properties = None
+    d.properties_error = None
     d.body = b""
     d.reply_code = 0
     d.reply_text = ""
@@ -253,8 +266,6 @@ cdef class _PropsDecoder:
                 raise
             except (IndexError, ValueError, _struct_error) as exc:
                 raise FrameError(f"truncated content header: {exc}") from None
-            except RecursionError:
-                raise FrameError("headers table nested too deeply") from None
         if flags & 0x1000:
             if pos + 1 > end:
                 raise FrameError("truncated content header: delivery mode")
@@ -389,7 +400,9 @@ cdef class FrameReader:
                     "the peer rejected AMQP 0-9-1 and answered with protocol header "
                     + repr(buf[pos : pos + 8])
                 )
-            if limit and <Py_ssize_t>size + FRAME_OVERHEAD > limit:
+            if limit and <Py_ssize_t>size + FRAME_OVERHEAD > limit and (
+                ftype != 2 or <Py_ssize_t>size + FRAME_OVERHEAD > limit + HEADER_SLACK
+            ):
                 raise FrameError(
                     f"frame of {size + FRAME_OVERHEAD} bytes exceeds frame_max {limit}"
                 )
@@ -516,7 +529,18 @@ cdef class FrameReader:
         if end - start < 14:
             raise FrameError("truncated content header: shorter than its fixed fields")
         cdef uint64_t body_size = _u64(p + start + 4)
-        part.delivery.properties = self._props.decode(buf, start, end)
+        # The fixed fields frame the content: without them the stream cannot go on. The
+        # properties only concern this message: if they cannot be decoded, the delivery
+        # still goes out, marked, so that it can be settled as one bad message.
+        if _u16(p + start) != 60:
+            raise FrameError(f"content header for class {_u16(p + start)}, expected Basic (60)")
+        if _u16(p + start + 12) & 1:
+            raise FrameError("property flags continuation is not used by class Basic")
+        try:
+            part.delivery.properties = self._props.decode(buf, start, end)
+        except FrameError as exc:
+            part.delivery.properties = Properties.__new__(Properties)
+            part.delivery.properties_error = str(exc)
         if body_size == 0:
             del self._partial[channel]
             out.append(part.delivery)
@@ -689,7 +713,10 @@ def publish_method_frame(channel, exchange, routing_key, mandatory=False):
 
 
 def pack_publish(bytes method_frame, int channel, bytes properties, body, Py_ssize_t frame_max):
-    """Frames of one publish in one allocation: method frame, content header, body frames."""
+    """Frames of one publish in one allocation: method frame, content header, body frames.
+
+    Raises PropertiesTooLarge when the content header alone exceeds frame_max.
+    """
     cdef const unsigned char[:] view
     cdef bytes body_bytes
     if type(body) is bytes:
@@ -699,6 +726,8 @@ def pack_publish(bytes method_frame, int channel, bytes properties, body, Py_ssi
     cdef Py_ssize_t size = PyBytes_GET_SIZE(body_bytes)
     cdef Py_ssize_t mlen = PyBytes_GET_SIZE(method_frame)
     cdef Py_ssize_t plen = PyBytes_GET_SIZE(properties)
+    if frame_max and plen + _HEADER_OVERHEAD > frame_max:
+        check_header_fits(plen, frame_max)  # raises PropertiesTooLarge, nothing is packed
     cdef Py_ssize_t chunk = frame_max - FRAME_OVERHEAD if frame_max else size
     if chunk <= 0:
         chunk = size if size else 1

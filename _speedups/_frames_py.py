@@ -16,6 +16,11 @@ FRAME_BODY = 3
 FRAME_HEARTBEAT = 8
 FRAME_END = 0xCE
 FRAME_OVERHEAD = 8  # 7-byte header + frame-end octet
+# RabbitMQ itself sends content header frames over frame_max: dead-lettering adds an
+# x-death table to headers that were already close to the limit, and a header cannot be
+# split. Such a frame is read (up to this much over the limit) rather than taken for a
+# broken stream, which would drop the connection and get the same message again.
+HEADER_SLACK = 65536
 
 # Record kinds produced by FrameReader.feed (Delivery objects are records of their own).
 R_METHOD = 0
@@ -45,8 +50,42 @@ _F64 = struct.Struct(">d")
 _CONTENT_HEAD = struct.Struct(">HHQH")  # class, weight, body size, property flags
 
 
+# Field tables and arrays nested deeper than this are refused (FrameError on decode,
+# ValueError on encode): far below the interpreter's recursion limit, far above any real
+# use, and one message's headers must never be able to exhaust the parser's stack.
+MAX_TABLE_DEPTH = 64
+
+# A content header frame is its 7-byte frame header, class id, weight and body size
+# (12 bytes), the encoded properties, and the frame-end octet.
+CONTENT_HEADER_OVERHEAD = 20
+
+
 class FrameError(ValueError):
     """The peer sent bytes that are not valid AMQP 0-9-1 framing."""
+
+
+class PropertiesTooLarge(ValueError):
+    """A publish's encoded properties do not fit one content header frame of frame_max.
+
+    AMQP 0-9-1 cannot split a content header over frames: the broker would close the
+    connection with 501 FRAME_ERROR, so the publish is refused before anything is sent.
+    `size` is the content header frame's size in bytes, `frame_max` the negotiated limit.
+    """
+
+    def __init__(self, size, frame_max):
+        self.size = size
+        self.frame_max = frame_max
+        super().__init__(
+            f"message properties (headers included) need a content header frame of {size} "
+            f"bytes, more than the negotiated frame_max of {frame_max} bytes"
+        )
+
+
+def check_header_fits(properties_len, frame_max):
+    """Raise PropertiesTooLarge when `properties_len` encoded property bytes do not fit
+    one content header frame of `frame_max` bytes (0 means no limit)."""
+    if frame_max and properties_len + CONTENT_HEADER_OVERHEAD > frame_max:
+        raise PropertiesTooLarge(properties_len + CONTENT_HEADER_OVERHEAD, frame_max)
 
 
 PROPERTY_NAMES = (
@@ -133,7 +172,14 @@ class Properties:
 
 
 class Delivery:
-    """One assembled message: Basic.Deliver, Basic.GetOk or Basic.Return with its content."""
+    """One assembled message: Basic.Deliver, Basic.GetOk or Basic.Return with its content.
+
+    `properties_error` is None for a normal delivery. When the content header's properties
+    could not be decoded (headers nested deeper than MAX_TABLE_DEPTH, an unknown field
+    type, ...) it holds the reason, and `properties` is an empty Properties: the message
+    is still delivered (its delivery tag can be acked or rejected), only its properties
+    are unknown. One message's content never costs the connection.
+    """
 
     __slots__ = (
         "body",
@@ -144,6 +190,7 @@ class Delivery:
         "kind",
         "message_count",
         "properties",
+        "properties_error",
         "redelivered",
         "reply_code",
         "reply_text",
@@ -159,6 +206,7 @@ class Delivery:
         self.exchange = ""
         self.routing_key = ""
         self.properties = None
+        self.properties_error = None
         self.body = b""
         self.reply_code = 0
         self.reply_text = ""
@@ -201,7 +249,7 @@ def _longstr(data, pos):
     return data[pos + 4 : end], end
 
 
-def _field_value(data, pos):
+def _field_value(data, pos, depth):
     kind = data[pos]
     pos += 1
     if kind == 0x53:  # S long string
@@ -215,10 +263,12 @@ def _field_value(data, pos):
     if kind == 0x74:  # t boolean
         return data[pos] != 0, pos + 1
     if kind == 0x46:  # F table
-        return _table(data, pos)
+        return _table(data, pos, depth + 1)
     if kind == 0x6C:  # l signed 64
         return _I64.unpack_from(data, pos)[0], pos + 8
     if kind == 0x41:  # A array
+        if depth >= MAX_TABLE_DEPTH:
+            raise FrameError(_too_deep())
         (n,) = _U32.unpack_from(data, pos)
         pos += 4
         end = pos + n
@@ -226,7 +276,7 @@ def _field_value(data, pos):
             raise FrameError("field array runs past the end of its frame")
         items = []
         while pos < end:
-            value, pos = _field_value(data, pos)
+            value, pos = _field_value(data, pos, depth + 1)
             items.append(value)
         if pos != end:
             raise FrameError("field array length does not match its content")
@@ -258,7 +308,14 @@ def _field_value(data, pos):
     raise FrameError(f"unknown field table value type {kind!r}")
 
 
-def _table(data, pos):
+def _too_deep():
+    return f"field tables or arrays nested deeper than {MAX_TABLE_DEPTH} levels"
+
+
+def _table(data, pos, depth=0):
+    """Decode the field table at `pos`; `depth` counts the tables and arrays around it."""
+    if depth > MAX_TABLE_DEPTH:
+        raise FrameError(_too_deep())
     (n,) = _U32.unpack_from(data, pos)
     pos += 4
     end = pos + n
@@ -267,7 +324,7 @@ def _table(data, pos):
     table = {}
     while pos < end:
         key, pos = _shortstr(data, pos)
-        table[key], pos = _field_value(data, pos)
+        table[key], pos = _field_value(data, pos, depth)
     if pos != end:
         raise FrameError("field table length does not match its content")
     return table, pos
@@ -279,8 +336,6 @@ def decode_table(data):
         table, _ = _table(data, 0)
     except (struct.error, IndexError) as exc:
         raise FrameError(f"truncated field table: {exc}") from None
-    except RecursionError:
-        raise FrameError("field tables or arrays nested too deeply") from None
     return table
 
 
@@ -345,8 +400,6 @@ def decode_properties(payload):
         props, pos = _decode_properties(payload, _CONTENT_HEAD.size, flags)
     except (struct.error, IndexError) as exc:
         raise FrameError(f"truncated content header: {exc}") from None
-    except RecursionError:
-        raise FrameError("headers table nested too deeply") from None
     if pos != len(payload):
         raise FrameError("content header length does not match its properties")
     return body_size, props
@@ -394,7 +447,9 @@ class FrameReader:
                         "the peer rejected AMQP 0-9-1 and answered with protocol header "
                         + repr(bytes(data[pos : pos + 8]))
                     )
-                if frame_limit and size + FRAME_OVERHEAD > frame_limit:
+                if frame_limit and size + FRAME_OVERHEAD > frame_limit and (
+                    ftype != FRAME_HEADER or size + FRAME_OVERHEAD > frame_limit + HEADER_SLACK
+                ):
                     raise FrameError(
                         f"frame of {size + FRAME_OVERHEAD} bytes exceeds frame_max {frame_limit}"
                     )
@@ -488,7 +543,21 @@ class FrameReader:
         state = self._partial.get(channel)
         if state is None or state[1] != -1:
             raise FrameError(f"channel {channel}: unexpected content header frame")
-        body_size, state[0].properties = decode_properties(payload)
+        # The fixed fields frame the content: without them the stream cannot go on. The
+        # properties only concern this message: if they cannot be decoded, the delivery
+        # still goes out, marked, so that it can be settled as one bad message.
+        if len(payload) < _CONTENT_HEAD.size:
+            raise FrameError("truncated content header: shorter than its fixed fields")
+        class_id, _weight, body_size, flags = _CONTENT_HEAD.unpack_from(payload, 0)
+        if class_id != _BASIC:
+            raise FrameError(f"content header for class {class_id}, expected Basic (60)")
+        if flags & 1:
+            raise FrameError("property flags continuation is not used by class Basic")
+        try:
+            state[0].properties = decode_properties(payload)[1]
+        except FrameError as exc:
+            state[0].properties = Properties()
+            state[0].properties_error = str(exc)
         if body_size == 0:
             del self._partial[channel]
             out.append(state[0])
@@ -528,7 +597,7 @@ def _enc_shortstr(value):
     return _U8.pack(len(raw)) + raw
 
 
-def _enc_field_value(value):
+def _enc_field_value(value, depth):
     if value is None:
         return b"V"
     if value is True or value is False:
@@ -548,21 +617,33 @@ def _enc_field_value(value):
         raw = bytes(value)
         return b"x" + _U32.pack(len(raw)) + raw
     if isinstance(value, dict):
-        return b"F" + encode_table(value)
+        return b"F" + _enc_table(value, depth + 1)
     if isinstance(value, list | tuple):
-        items = b"".join([_enc_field_value(v) for v in value])
+        if depth >= MAX_TABLE_DEPTH:
+            raise ValueError(_too_deep())
+        items = b"".join([_enc_field_value(v, depth + 1) for v in value])
         return b"A" + _U32.pack(len(items)) + items
     raise ValueError(f"cannot encode {type(value).__name__} in an AMQP field table")
 
 
 def encode_table(table):
-    """Encode a dict as an AMQP field table, length prefix included."""
+    """Encode a dict as an AMQP field table, length prefix included.
+
+    Raises ValueError for a value the wire cannot carry, and for tables or arrays nested
+    deeper than MAX_TABLE_DEPTH (what no munggoggo peer would decode).
+    """
+    return _enc_table(table, 0)
+
+
+def _enc_table(table, depth):
+    if depth > MAX_TABLE_DEPTH:
+        raise ValueError(_too_deep())
     if not table:
         return b"\x00\x00\x00\x00"
     parts = []
     for key, value in table.items():
         parts.append(_enc_shortstr(key))
-        parts.append(_enc_field_value(value))
+        parts.append(_enc_field_value(value, depth))
     raw = b"".join(parts)
     return _U32.pack(len(raw)) + raw
 
@@ -645,8 +726,11 @@ def pack_publish(method_frame, channel, properties, body, frame_max):
     """Frames of one publish: the cached method frame, a content header, body frames.
 
     `properties` is the output of encode_properties (flags included); bodies larger
-    than frame_max are split into several body frames.
+    than frame_max are split into several body frames. Raises PropertiesTooLarge when the
+    content header frame alone exceeds frame_max (it cannot be split).
     """
+    if frame_max and len(properties) + CONTENT_HEADER_OVERHEAD > frame_max:
+        check_header_fits(len(properties), frame_max)
     size = len(body)
     header_len = 12 + len(properties)
     parts = [

@@ -8,6 +8,7 @@ The original munggoggo's names are kept: `Core` is `Agent`, and
 
 __version__ = "0.1.0"
 
+from ._speedups import PropertiesTooLarge
 from .agent import Agent, IdentityInUse
 from .behaviour import Behaviour, OneShotBehaviour, PeriodicBehaviour, RestartPolicy
 from .config import AgentConfig
@@ -28,6 +29,7 @@ __all__ = [
     "Message",
     "OneShotBehaviour",
     "PeriodicBehaviour",
+    "PropertiesTooLarge",
     "RestartPolicy",
     "RpcError",
     "RpcTimeout",

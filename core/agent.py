@@ -13,15 +13,15 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-import itertools
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import envelope, tracing
-from ._speedups import Properties, encode_properties
+from ._speedups import Properties, PropertiesTooLarge, encode_properties
 from .amqp.errors import AccessRefused, AMQPError, ResourceLocked
 from .behaviour import Behaviour
 from .channel import PublishError
@@ -34,6 +34,7 @@ from .durable import (
     declare_inbox,
 )
 from .eager import run_eagerly
+from .lifecycle import abort_start, refused_by_stopping
 from .message import Message, copy_properties
 from .metrics import COLLECTOR, AgentStats
 from .rpc import (
@@ -55,6 +56,7 @@ from .rpc import (
 )
 from .tracing import HEADER as TRACE_HEADER
 from .tracing import TRACEPARENT, adopt, outgoing_headers
+from .undecodable import reject_undecodable
 from .url import BrokerURL, parse_urls
 from .wire import (
     AGENT_HEADER,
@@ -163,8 +165,10 @@ class Agent:
         self._behaviour_channels: dict[str, Any] = {}
         self._setting_up = False
         self._pending_calls: dict[str, asyncio.Future[bytes]] = {}
+        self._call_targets: dict[str, str] = {}  # call id -> the agent called
         self._collectors: dict[str, list[bytes]] = {}
-        self._call_ids = itertools.count(1)
+        # Marks our call ids (a late reply is recognised and dropped); the random part of
+        # each id (`_new_call_id`) is what keeps a reply from being forged.
         self._call_prefix = f"{self.identity}.{uuid.uuid4().hex[:6]}."
         self._props_second = -1
         self._props_cache: dict[tuple[str, str], bytes] = {}
@@ -216,8 +220,7 @@ class Agent:
                 await self._start_behaviour(behaviour)
         except BaseException:
             self.state = STOPPED
-            if self.connection is not None:
-                await self.connection.close()
+            await abort_start(self)
             raise
         log.info(
             "agent %s running on %s with %d behaviour(s)",
@@ -400,7 +403,12 @@ class Agent:
         label = behaviour.short_name
         key = (label, "message")
 
+        rejected = functools.partial(self.stats.count, self.stats.dead_lettered, label)
+
         def on_batch(batch: list[Any]) -> None:
+            batch = reject_undecodable(batch, sub, queue, rejected)
+            if not batch:
+                return
             consumed[key] = consumed.get(key, 0) + len(batch)
             again = sum(1 for d in batch if d.redelivered)
             if again:
@@ -543,7 +551,7 @@ class Agent:
         for callers that forward params, whose names may be anything (even `timeout`)."""
         if self.state != RUNNING:
             raise RpcError(UNAVAILABLE, f"agent {self.identity!r} is {self.state}")
-        call_id = self._call_prefix + str(next(self._call_ids))
+        call_id = self._new_call_id()
         body = encode_request(method, params, call_id)
         props = encode_properties(
             Properties(
@@ -558,6 +566,7 @@ class Agent:
         )
         fut: asyncio.Future[bytes] = self.loop.create_future()
         self._pending_calls[call_id] = fut
+        self._call_targets[call_id] = target
         limit = timeout if timeout is not None else self.config.rpc_timeout
         # One timer on the future itself: asyncio.wait_for would add a Task per call.
         timer = self.loop.call_later(limit, _expire_call, fut, target, method, limit)
@@ -582,12 +591,13 @@ class Agent:
         finally:
             timer.cancel()
             self._pending_calls.pop(call_id, None)
+            self._call_targets.pop(call_id, None)
             if self.config.metrics:
                 self.stats.rpc_client_hist(method, outcome).observe(time.perf_counter() - started)
 
     async def peers(self, timeout: float = 0.5) -> list[dict[str, Any]]:
         """Discover the other agents: broadcast `describe`, collect answers for `timeout` s."""
-        call_id = self._call_prefix + str(next(self._call_ids))
+        call_id = self._new_call_id()
         collector: list[bytes] = []
         self._collectors[call_id] = collector
         props = encode_properties(
@@ -613,6 +623,33 @@ class Agent:
             if isinstance(info, dict) and info.get("identity") != self.identity:
                 found.append(info)
         return sorted(found, key=lambda i: i["identity"])
+
+    def _new_call_id(self) -> str:
+        """A correlation id for one call: our prefix and 96 random bits, so that nobody
+        who saw earlier ids can guess the next one and answer in the callee's place."""
+        return self._call_prefix + os.urandom(12).hex()
+
+    def _take_reply(self, call_id: str, delivery: Any) -> None:
+        """A reply carrying one of our call ids: it answers the call if that call still
+        waits and the reply comes from the agent called. A reply naming another sender
+        (`app_id`) is dropped; one naming none is taken, as plain AMQP servers send them
+        (see docs/decisions.md). A late reply (the call timed out) is dropped."""
+        fut = self._pending_calls.get(call_id)
+        if fut is None:
+            collector = self._collectors.get(call_id)
+            if collector is not None:
+                collector.append(delivery.body)
+            return
+        sender = delivery.properties.app_id
+        target = self._call_targets.get(call_id)
+        if sender and target is not None and sender != target:
+            log.warning(
+                "agent %s: dropped a reply from %r to a call to %r", self.identity, sender, target
+            )
+            return
+        del self._pending_calls[call_id]
+        if not fut.done():
+            fut.set_result(delivery.body)
 
     def _on_return(self, delivery: Any) -> None:
         self.stats.returned += 1
@@ -653,6 +690,7 @@ class Agent:
         sub = self._sub
         identity = self.identity
         consumed = self.stats.consumed
+        batch = reject_undecodable(batch, sub, identity, self._count_inbox_rejected)
         for d in batch:
             msg = Message(d, sub, identity)
             kind = d.properties.type
@@ -668,15 +706,14 @@ class Agent:
                     and call_id.startswith(self._call_prefix)
                 ):
                     msg.ack()
-                    fut = self._pending_calls.pop(call_id, None)
-                    if fut is not None and not fut.done():
-                        fut.set_result(d.body)
-                    elif call_id in self._collectors:
-                        self._collectors[call_id].append(d.body)
-                    continue  # a late reply to a call that timed out: dropped
+                    self._take_reply(call_id, d)
+                    continue
                 self._serve_rpc(msg)
                 continue
             self._route_direct(msg)
+
+    def _count_inbox_rejected(self) -> None:
+        self.stats.count(self.stats.dead_lettered, "")
 
     def _route_direct(self, msg: Message) -> None:
         for behaviour in self.behaviours.values():
@@ -758,6 +795,9 @@ class Agent:
     ) -> None:
         if exc is None:
             self._reply(msg, msg_id, result=result, method=name, started=started)
+            return
+        if self.state == STOPPING and refused_by_stopping(exc):
+            msg.nack(requeue=True)  # the method did not fail: the drain cut it short
             return
         if isinstance(exc, Exception):
             log.warning("agent %s: %s() raised %s", self.identity, name, exc, exc_info=exc)
@@ -864,15 +904,22 @@ class Agent:
         # (a transient agent's publish reaching our quorum queue): it may land in a durable
         # classic queue (the dead-letter queue on a broker where it is classic).
         props = copy_properties(msg.delivery, headers, delivery_mode=self._delivery_mode)
+        try:
+            seq = self._pub.publish(msg.body, exchange, routing_key, props)
+        except PropertiesTooLarge as exc:
+            # Our headers made the copy too large to send: the queue's dead-letter
+            # exchange takes the original as it is, rather than leaving it unsettled.
+            log.warning("agent %s: %s; rejecting the original instead", self.identity, exc)
+            msg.nack(requeue=False)
+            return
         msg._begin_handoff()
-        seq = self._pub.publish(msg.body, exchange, routing_key, props)
         task = self.loop.create_task(self._finish_handoff(msg, seq))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _finish_handoff(self, msg: Message, seq: int) -> None:
         try:
-            await self._pub.wait_confirms(seq)
+            await self._pub.wait_confirm_of(seq)  # this copy's fate, not an earlier one's
         except (PublishError, AMQPError) as exc:
             log.error(
                 "agent %s: copy not confirmed, original goes back to the queue: %s",
@@ -952,10 +999,28 @@ class Agent:
     async def _stop_behaviour(self, behaviour: Behaviour) -> None:
         """Stop consuming its queue first, so new messages wait there (ready, not held in a
         mailbox) until it is started again."""
+        await self.release_consumer(behaviour)
+        await behaviour.stop(timeout=self.config.drain_timeout)
+
+    async def release_consumer(self, behaviour: Behaviour) -> None:
+        """Stop consuming `behaviour`'s queue: what is ready there waits for the other
+        consumers of the queue, or for the behaviour to start again. Nothing to do when it
+        does not consume one.
+
+        Args:
+            behaviour: one of this agent's behaviours.
+
+        Raises:
+            AMQPError: the broker refused the cancel or the channel closed.
+        """
         consumer = self._consumers.pop(behaviour.short_name, None)
         if consumer is not None:
             await consumer[0].cancel(consumer[1])
-        await behaviour.stop(timeout=self.config.drain_timeout)
+
+    def consumers(self) -> dict[str, tuple[Any, str]]:
+        """The active consumers: behaviour short name ("" for the inbox) -> (channel,
+        consumer tag). A copy: changing it changes nothing."""
+        return dict(self._consumers)
 
     @expose
     def traces(self, limit: int = 100) -> list[dict[str, Any]]:

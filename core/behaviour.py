@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import tracing
+from .amqp.errors import AMQPError
 from .message import Message
 from .metrics import FastHistogram
 from .tracing import TRACEPARENT, adopt
@@ -76,6 +77,9 @@ class Behaviour:
     """
 
     restart_policy = RestartPolicy()
+    # A step that only polled an empty mailbox waits for mail (up to IDLE_WAIT_MAX) before
+    # the next one, so a polling loop does not spin a core; False turns that off.
+    pace_idle_steps = True
 
     def __init__(
         self,
@@ -256,6 +260,12 @@ class Behaviour:
     def is_running(self) -> bool:
         return self.state == RUNNING
 
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The task running its step loop (None before the first start); done once the
+        behaviour has ended or stopped."""
+        return self._task
+
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.short_name,
@@ -285,7 +295,14 @@ class Behaviour:
             await self._set_up.wait()
 
     async def stop(self, timeout: float | None = None) -> None:
-        """Let the current step finish, settle what it received, run teardown."""
+        """Let the current step finish, settle what it received, run teardown.
+
+        A step still running after `timeout` seconds is cancelled and hands back the
+        messages it held, uncounted (shutdown is not a failure); the mailbox goes back too.
+
+        Args:
+            timeout: seconds the current step may take (None: no limit).
+        """
         self._stop = True
         self._wake()
         task = self._task
@@ -297,6 +314,8 @@ class Behaviour:
                 await asyncio.gather(task, return_exceptions=True)
         if self.state == RUNNING:
             self.state = STOPPED
+        # One that had already ended (failed) hands back what reached it since.
+        self._return_mailbox()
 
     def _wake(self) -> None:
         for waiter in (self._waiter, self._sleeper):
@@ -311,12 +330,33 @@ class Behaviour:
             waiter.set_result(None)
 
     def _return_mailbox(self) -> int:
-        """Stopping: hand undelivered messages back to the broker for someone else."""
+        """Ending: hand undelivered messages back to the broker for someone else."""
         returned = 0
         while self._mailbox:
             self._mailbox.popleft().nack(requeue=True)
             returned += 1
         return returned
+
+    def _return_inflight(self) -> None:
+        """A step cut short by stopping hands back what it held, as it came: shutdown is
+        not a failure, so no retry is counted and nothing is dead-lettered."""
+        if not self._inflight:
+            return
+        if self._span is not None:
+            self._span = self._span.finish(RuntimeError("behaviour stopped mid-step"))
+        inflight, self._inflight = self._inflight, []
+        for msg in inflight:
+            msg.nack(requeue=True)  # no-op for what is settled or being handed off
+
+    async def _release_consumer(self) -> None:
+        """It ended by itself (failed or done): stop consuming before handing the mailbox
+        back, or the broker would deliver what it requeues to this consumer again."""
+        try:
+            await asyncio.wait_for(
+                self.agent.release_consumer(self), self.agent.config.drain_timeout
+            )
+        except (AMQPError, TimeoutError) as exc:  # the connection is down: consumers too
+            log.warning("%s: could not cancel its consumer: %s", self.name, exc)
 
     def _settle_inflight(self) -> None:
         for msg in self._inflight:
@@ -340,26 +380,34 @@ class Behaviour:
             log.exception("%s: setup failed", self.name)
             self.last_error = f"{type(exc).__name__}: {exc}"
             self.state = FAILED
+            await self._end()
             return
         finally:
             self._set_up.set()  # type: ignore[union-attr]
         try:
             await self._loop()
         finally:
-            self._fail_inflight(RuntimeError("behaviour stopped mid-step"))
-            if self._stop:
-                self._return_mailbox()
+            self._return_inflight()
+            await self._end()
             try:
                 await self.teardown()
             except Exception:
                 log.exception("%s: teardown failed", self.name)
+
+    async def _end(self) -> None:
+        """The step loop is over: a behaviour that ended by itself (failed, or a one-shot
+        done) gives up its consumer; either way it hands back its mailbox at once, for a
+        competing consumer or (direct messages) the agent's inbox."""
+        if not self._stop:
+            await self._release_consumer()
+        self._return_mailbox()
 
     async def _loop(self) -> None:
         unyielded = 0
         while not self._stop:
             if not await self._step():
                 return
-            if self._idle_remaining > 0:
+            if self._idle_remaining > 0 and self.pace_idle_steps:
                 # It polled an empty mailbox and did nothing else worth a loop cycle:
                 # wait for mail instead of spinning (woken at once when some arrives).
                 await self._wait_for_mail(self._idle_remaining)

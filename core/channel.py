@@ -27,10 +27,11 @@ from typing import TYPE_CHECKING, Any
 from pamqp import commands
 
 from . import _speedups
-from ._speedups import Delivery, Properties
+from ._speedups import Delivery, Properties, PropertiesTooLarge
 from .amqp.errors import AMQPError, BrokerError, ConnectionLost, LocalProtocolError
 from .confirm_waiters import ConfirmWaiters
 from .metrics import CONFIRM_SAMPLE_MASK, FastHistogram
+from .republish import fit_to_frame_max
 from .topology import BindingRecord, ExchangeRecord, QueueRecord
 
 if TYPE_CHECKING:
@@ -226,8 +227,11 @@ class Channel:
         if republish:
             pending = self._tracker.restart()
             if pending:
+                fitted = self._fit_for_republish(pending)
+                if fitted is None:
+                    return
                 amqp = self.connection._amqp()
-                for _seq, data in pending:
+                for data in fitted:
                     amqp.send_raw(data)
                 self.connection._schedule_flush()
                 log.info("channel %d: republished %d unconfirmed message(s)", self.id, len(pending))
@@ -242,6 +246,41 @@ class Channel:
             # (a publisher blocked on a full window would otherwise wait forever).
             self._wake_confirm_waiters(self._tracker.confirmed_through)
             self._capacity.set()
+
+    def _fit_for_republish(self, pending: list[tuple[int, bytes]]) -> list[bytes] | None:
+        """The kept publishes' frames, re-split for this connection's frame_max.
+
+        Returns None when one of them no longer fits at all (its properties exceed the new
+        frame_max): then every kept publish is failed, that one with PropertiesTooLarge,
+        since skipping one would shift the broker's delivery tags under the others.
+        """
+        frame_max = self.connection.frame_max
+        fitted: list[bytes] = []
+        refused: dict[int, Exception] = {}
+        for seq, data in pending:
+            try:
+                fitted.append(fit_to_frame_max(data, frame_max))
+            except PropertiesTooLarge as exc:
+                refused[seq] = exc
+        if not refused:
+            return fitted
+        failed = self._tracker.fail_all()  # type: ignore[union-attr]
+        other = ConnectionLost(
+            f"not republished after the reconnect to {self.connection.url}: another "
+            f"unconfirmed publish on channel {self.id} no longer fits frame_max {frame_max}"
+        )
+        log.error(
+            "channel %d: %d unconfirmed publish(es) exceed frame_max %d after the reconnect; "
+            "failing all %d kept publishes",
+            self.id,
+            len(refused),
+            frame_max,
+            len(failed),
+        )
+        self._record_failures([(seq, refused.get(seq, other)) for seq, _ in failed])
+        self._wake_confirm_waiters(self._tracker.confirmed_through)  # type: ignore[union-attr]
+        self._capacity.set()
+        return None
 
     # ------------------------------------------------------------------ sync methods
 
@@ -448,6 +487,11 @@ class Channel:
         """Start a consumer; `callback(deliveries)` gets each received batch, in order.
 
         `on_cancel(tag)` runs when the broker cancels the consumer (queue deleted).
+        A delivery whose properties could not be decoded (headers nested deeper than
+        `_speedups.MAX_TABLE_DEPTH`, say) still arrives, with `properties_error` set to the
+        reason and empty `properties`: settle it like any other (`reject(tag,
+        requeue=False)` hands it to the queue's dead-letter exchange). The connection
+        stays up.
         """
         tag = consumer_tag or f"mg.{self.id}.{next(self._tags)}"
         consumer = Consumer(tag, queue, callback, no_ack, exclusive, arguments, on_cancel)
@@ -499,13 +543,24 @@ class Channel:
         """
         if not self._valid_tag(generation):
             return False
+        if not multiple:
+            self._acks.forget(delivery_tag)  # settled: no longer blocks the coalesced prefix
         self.connection._amqp().ack(self.id, delivery_tag, multiple)
         self.connection._schedule_flush()
         return True
 
     def ack_later(self, delivery_tag: int, generation: int) -> bool:
         """Ack, coalesced: at the end of this loop tick one ack with multiple=true covers
-        the contiguous prefix of tags acked this way. False if the tag is void."""
+        the contiguous prefix of settled tags, and tags above a still unsettled one are
+        acked singly, so a slow delivery never holds back the acks of later ones.
+
+        Args:
+            delivery_tag: the delivery's tag.
+            generation: the channel generation it was delivered on.
+
+        Returns:
+            False if the tag is void (an earlier generation, or the channel is closed).
+        """
         if generation != self.generation or not self._wire_open:
             return False
         self._acks.done(delivery_tag)
@@ -516,13 +571,18 @@ class Channel:
         return True
 
     def _emit_acks(self) -> None:
-        """Called by the connection right before it writes: one frame for the prefix."""
+        """Called by the connection right before it writes: one multiple-ack for the
+        settled prefix, one single ack per tag that finished above a gap."""
         self._acks_pending = False
         if not self._wire_open:
             return
-        tag = self._acks.take()
+        acks = self._acks
+        tag = acks.take()
+        amqp = self.connection._amqp()
         if tag:
-            self.connection._amqp().ack(self.id, tag, True)
+            amqp.ack(self.id, tag, True)
+        for single in acks.take_singles():  # empty unless something settled out of order
+            amqp.ack(self.id, single, False)
 
     def nack(
         self,
@@ -573,6 +633,13 @@ class Channel:
         Never blocks: call `await drain()` to respect flow control and the unconfirmed
         window. While the connection is recovering, publishes on a confirm channel are kept
         and sent after recovery; without confirms they raise ConnectionLost.
+
+        Raises:
+            PropertiesTooLarge: the encoded properties (headers included) do not fit one
+                content header frame of the negotiated frame_max; nothing is sent and no
+                sequence number is taken (the broker would close the whole connection).
+            ValueError: a property the wire cannot carry.
+            ConnectionLost: the channel is not open and cannot keep the publish.
         """
         if properties is None:
             props = _EMPTY_PROPERTIES
@@ -621,7 +688,8 @@ class Channel:
         """Wait until every publish with seq <= `upto` (default: all so far) is settled.
 
         Raises PublishError listing those that were nacked or lost (each failure is reported
-        to one waiter only: the first whose range covers it).
+        to one such waiter only: the first whose range covers it; a failure that a
+        `wait_confirm_of` waiting for that very publish got is not reported here).
         """
         tracker = self._tracker
         if tracker is None:
@@ -629,6 +697,24 @@ class Channel:
         if upto is None:
             upto = tracker.last_seq
         await self._confirm_waiters.wait(self._loop, upto, tracker.confirmed_through, timeout)
+
+    async def wait_confirm_of(self, seq: int, timeout: float | None = None) -> None:
+        """Wait until the publish with sequence number `seq` is settled.
+
+        Args:
+            seq: what `publish()` returned.
+            timeout: seconds, or None to wait as long as it takes.
+
+        Raises:
+            PublishError: that publish was nacked or lost (its failure only: another
+                publish's failure never fails this wait).
+            TimeoutError: not settled within `timeout`.
+            LocalProtocolError: the channel has publisher confirms off.
+        """
+        tracker = self._tracker
+        if tracker is None:
+            raise LocalProtocolError(f"channel {self.id} has publisher confirms off")
+        await self._confirm_waiters.wait_one(self._loop, seq, tracker.confirmed_through, timeout)
 
     # ------------------------------------------------------------------ events (from Connection)
 
@@ -729,6 +815,8 @@ class Channel:
         self._closed_by_user = True
         if self.is_open and self.connection.is_open:
             fut = self._expect_reply()
+            if self._acks_pending:  # acks made this tick: nothing may follow Channel.Close
+                self._emit_acks()
             self.connection._amqp().close_channel(self.id)
             self.connection._schedule_flush()
             self._open_event.clear()

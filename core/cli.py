@@ -117,6 +117,15 @@ def build_parser() -> argparse.ArgumentParser:
         "https://app.example.com, or * for any (repeatable; $MUNGGOGGO_GATEWAY_CORS_ORIGINS)",
     )
     g.add_argument(
+        "--allowed-host",
+        action="append",
+        dest="allowed_hosts",
+        metavar="HOST",
+        help="a host name browsers may reach the gateway by, e.g. gateway.example.com "
+        "(repeatable; $MUNGGOGGO_GATEWAY_ALLOWED_HOSTS). Always allowed: localhost, "
+        "127.0.0.1, [::1], the --host address and the --cors-origin hosts; * for any",
+    )
+    g.add_argument(
         "--rate-limit",
         type=float,
         metavar="RPS",
@@ -269,7 +278,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         overrides["call_timeout"] = args.call_timeout
     if args.max_in_flight is not None:
         overrides["max_in_flight"] = args.max_in_flight
-    for name in ("tokens", "cors_origins"):
+    for name in ("tokens", "cors_origins", "allowed_hosts"):
         if getattr(args, name):
             overrides[name] = tuple(getattr(args, name))
     for name in ("tokens_file", "metrics_public", "rate_limit", "rate_burst"):
@@ -278,7 +287,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     if overrides.get("url"):
         parse_urls(overrides["url"])  # a bad URL fails here, not in every worker
     settings = replace(settings, **overrides)
-    Guard(settings)  # so does a bad token, tokens file, origin or rate limit
+    Guard(settings)  # so does a bad token, tokens file, origin, host or rate limit
     serve_gateway(
         settings,
         host=args.host,

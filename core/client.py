@@ -262,6 +262,9 @@ class Connection:
             self._recovery.cancel()
         if previous == _OPEN and self._amqp_conn is not None and self._stream is not None:
             self._close_ok = self.loop.create_future()
+            # The broker ignores what follows Connection.Close: acks made this tick go first,
+            # or the messages they settle would be delivered again.
+            self._emit_due_acks()
             self._amqp_conn.close()
             self._flush()
             with contextlib.suppress(TimeoutError, AMQPError):
@@ -305,12 +308,17 @@ class Connection:
         self._ack_channels.append(ch)
         self._schedule_flush()
 
-    def _flush(self) -> None:
-        self._flush_scheduled = False
+    def _emit_due_acks(self) -> None:
+        """Queue the coalesced acks of every channel that has some, ahead of what follows."""
         if self._ack_channels:
             channels, self._ack_channels = self._ack_channels, []
             for ch in channels:
                 ch._emit_acks()
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._ack_channels:
+            self._emit_due_acks()
         conn = self._amqp_conn
         stream = self._stream
         if conn is None or stream is None:

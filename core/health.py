@@ -3,9 +3,9 @@
 `GET /livez` answers 200 while the process's event loop turns: it is served by that loop,
 so a loop wedged by blocking code fails the probe (a thread would answer regardless).
 `GET /readyz` answers 200 only when every hosted agent is running, its broker connection is
-open and each of its consumers (inbox and behaviour queues) is up; otherwise 503 with a JSON
-body listing what is not ready. A tiny HTTP/1.0-style server on asyncio streams: one request
-per connection, no dependency (docs/decisions.md).
+open, each of its consumers (inbox and behaviour queues) is up and none of its behaviours
+failed; otherwise 503 with a JSON body listing what is not ready. A tiny HTTP/1.0-style
+server on asyncio streams: one request per connection, no dependency (docs/decisions.md).
 
 The socket is bound when `HealthServer` is made, before any agent starts, so a port in use
 or out of range fails the command at start-up with one line; it serves once `start()` runs
@@ -26,8 +26,17 @@ _READ_TIMEOUT = 5.0  # a client that sends nothing does not hold a connection op
 
 
 def agent_problems(agent: Any) -> list[str]:
-    """Why `agent` is not ready (empty when it is): not running, connection not open, or a
-    consumer (inbox or behaviour) that is not consuming on an open channel."""
+    """Why `agent` is not ready (empty when it is): not running, connection not open, a
+    consumer (inbox or behaviour) that is not consuming on an open channel, or a behaviour
+    that failed (its setup raised, or its steps reached `restart_policy.max_failures`; a
+    one-shot that is done is not a failure).
+
+    Args:
+        agent: the agent to check.
+
+    Returns:
+        One line per problem.
+    """
     who = f"agent {agent.identity}"
     if agent.state != "running":
         return [f"{who} is {agent.state}"]
@@ -35,8 +44,12 @@ def agent_problems(agent: Any) -> list[str]:
     if conn is None or not conn.is_open:
         state = getattr(conn, "state", "not connected") if conn is not None else "not connected"
         return [f"{who}: connection to {agent.url} is {state}"]
-    problems = []
-    for name, (channel, tag) in list(agent._consumers.items()):
+    problems = [
+        f"{who}: behaviour {behaviour.short_name} failed: {behaviour.last_error}"
+        for behaviour in list(agent.behaviours.values())
+        if behaviour.state == "failed"
+    ]
+    for name, (channel, tag) in agent.consumers().items():
         what = f"behaviour {name}" if name else "inbox"
         if not channel.is_open:
             problems.append(f"{who}: {what} channel is not open")

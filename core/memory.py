@@ -49,6 +49,8 @@ _EMPTY_PROPERTIES = _speedups.encode_properties(None)
 # decode_properties wants a whole content-header payload: class 60, weight, body size.
 _HEADER_PREFIX = b"\x00\x3c\x00\x00" + bytes(8)
 _REPLY_TO_OR_EXPIRATION = 0x0300  # property flag bits
+# A content header frame: frame header, class, weight, body size, properties, frame end.
+_HEADER_OVERHEAD = 20
 _EXPIRATION = re.compile(r"[+-]?[0-9]+")  # what Erlang's string:to_integer accepts whole
 # In-process publishing has no socket buffer to fill; `writable` turns False after this
 # many publishes without a drain(), so a publishing loop still lets consumers run.
@@ -753,6 +755,8 @@ class MemoryConnection:
         self._state = _CLOSING
         broker = self.broker
         for ch in list(self._channels.values()):
+            # Acks made this tick reach the broker before the close, as on the wire.
+            ch._ack_later_now()
             if ch._live:
                 ch._detach()
         for queue in [q for q in broker.queues.values() if q.owner is self]:
@@ -983,6 +987,7 @@ class MemoryChannel:
         if self._closed_by_user:
             return
         self._closed_by_user = True
+        self._ack_later_now()  # before Channel.Close, as the real channel sends them
         if self._live:
             self._detach()
         self._open_event.clear()
@@ -1481,6 +1486,11 @@ class MemoryChannel:
         self._later.append(delivery_tag)
         return True
 
+    def _ack_later_now(self) -> None:
+        """Settle the ack_later tags of this tick now (a close must not drop them)."""
+        if self._later:
+            self._ack_later_due(self.generation)
+
     def _ack_later_due(self, generation: int) -> None:
         tags, self._later = self._later, []
         if generation != self.generation or not self._live:
@@ -1587,6 +1597,9 @@ class MemoryChannel:
         Routing happens now; consumers see the message from the next loop tick. A publish
         the broker refuses (missing exchange, ...) returns normally and closes the channel
         a tick later; `wait_confirms()` then raises PublishError.
+
+        Raises PropertiesTooLarge, as the client does, when the encoded properties would
+        not fit one content header frame of the URL's frame_max (nothing is published).
         """
         props: Properties | None = None
         if properties is None:
@@ -1596,6 +1609,9 @@ class MemoryChannel:
             props = _decode(raw)  # validates, and RabbitMQ decodes every publish too
         else:
             raw = _speedups.encode_properties(properties)  # a snapshot, raising like the client
+        frame_max = self.connection.frame_max
+        if frame_max and len(raw) + _HEADER_OVERHEAD > frame_max:
+            _speedups.check_header_fits(len(raw), frame_max)  # raises PropertiesTooLarge
         for value in (exchange, routing_key):
             if len(value) > 85 and len(value.encode("utf-8", "surrogateescape")) > 255:
                 raise ValueError(f"short string longer than 255 bytes: {value[:40]!r}...")
@@ -1692,13 +1708,30 @@ class MemoryChannel:
         """Wait until every publish with seq <= `upto` (default: all so far) is settled.
 
         Raises PublishError listing those that were nacked or lost (each failure is reported
-        to one waiter only: the first whose range covers it).
+        to one such waiter only: the first whose range covers it; a failure that a
+        `wait_confirm_of` waiting for that very publish got is not reported here).
         """
         if not self.confirms:
             raise LocalProtocolError(f"channel {self.id} has publisher confirms off")
         if upto is None:
             upto = self._last_seq
         await self._confirm_waiters.wait(self._loop, upto, self._confirmed_through(), timeout)
+
+    async def wait_confirm_of(self, seq: int, timeout: float | None = None) -> None:
+        """Wait until the publish with sequence number `seq` is settled.
+
+        Args:
+            seq: what `publish()` returned.
+            timeout: seconds, or None to wait as long as it takes.
+
+        Raises:
+            PublishError: that publish was nacked or lost (its failure only).
+            TimeoutError: not settled within `timeout`.
+            LocalProtocolError: the channel has publisher confirms off.
+        """
+        if not self.confirms:
+            raise LocalProtocolError(f"channel {self.id} has publisher confirms off")
+        await self._confirm_waiters.wait_one(self._loop, seq, self._confirmed_through(), timeout)
 
     def _confirmed_through(self) -> int:
         # Doomed and buffered publishes are always the newest ones.

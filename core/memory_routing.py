@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .amqp.errors import BrokerError, broker_error
+from .topics import compile_topic, split_words, words_match
 
 # (class id, method id) of the methods that can fail: errors name the method like the
 # real broker's Channel.Close does.
@@ -309,36 +310,12 @@ def queue_args_difference(
 
 def split_key(key: str) -> list[str]:
     """Topic words as RabbitMQ splits them: "" has no words, "a." has two."""
-    return key.split(".") if key else []
+    return split_words(key)
 
 
 def topic_matches(pattern: list[str], words: list[str]) -> bool:
-    """`*` matches exactly one word, `#` zero or more (an NFA walk, no backtracking)."""
-    n = len(pattern)
-
-    def closure(states: set[int]) -> set[int]:
-        todo = list(states)
-        while todo:
-            i = todo.pop()
-            if i < n and pattern[i] == "#" and i + 1 not in states:
-                states.add(i + 1)
-                todo.append(i + 1)
-        return states
-
-    states = closure({0})
-    for word in words:
-        step: set[int] = set()
-        for i in states:
-            if i < n:
-                p = pattern[i]
-                if p == "#":
-                    step.add(i)
-                elif p == "*" or p == word:
-                    step.add(i + 1)
-        if not step:
-            return False
-        states = closure(step)
-    return n in states
+    """`*` matches exactly one word, `#` zero or more (core/topics.py's matcher)."""
+    return words_match(pattern, words)
 
 
 def headers_match(arguments: dict[str, Any], headers: dict[str, Any] | None) -> bool:
@@ -472,7 +449,11 @@ class Exchange:
             result = _unique(b.destination for b in self.bindings if b.routing_key == routing_key)
         else:
             words = split_key(routing_key)
-            result = _unique(b.destination for b in self.bindings if topic_matches(b.words, words))
+            result = _unique(
+                b.destination
+                for b in self.bindings
+                if compile_topic(b.routing_key).match_words(words)
+            )
         if len(self._cache) >= 4096:  # routing keys may be unbounded
             self._cache.clear()
         self._cache[routing_key] = result

@@ -102,7 +102,8 @@ class Message:
         if self._settled != PENDING:
             return False
         self._settled = ACKED
-        # Coalesced: one multiple-ack per loop tick covers every message acked this way.
+        # Coalesced: acked at the end of the loop tick, with one multiple-ack for the
+        # settled prefix of delivery tags (alone, if an earlier one is still unsettled).
         return self._channel.ack_later(self._delivery.delivery_tag, self._generation)  # type: ignore[union-attr]
 
     def nack(self, requeue: bool = True) -> bool:

@@ -7,6 +7,9 @@ families when Prometheus scrapes. Confirm latency is sampled (one publish in 32)
 every publish would cost more than the rest of the publish path.
 
 Names are prefixed `munggoggo_`; labels are agent, behaviour and kind where they apply.
+Every family is exported from an agent's first scrape on, zero-valued for the label values
+known by then (each behaviour and the inbox `""`, the message kinds, the exposed methods),
+so dashboards show 0 rather than "No data" before the first event.
 """
 
 from __future__ import annotations
@@ -14,10 +17,12 @@ from __future__ import annotations
 import platform
 import weakref
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from . import __version__, _speedups
+from .envelope import KIND_CONTROL, KIND_MESSAGE, KIND_RPC
+from .rpc import exposed_methods
 
 if TYPE_CHECKING:
     from .agent import Agent
@@ -28,6 +33,7 @@ LATENCY_BUCKETS = (
     2.5, 5.0, 10.0,
 )  # fmt: skip
 CONFIRM_SAMPLE_MASK = 31  # sample publishes whose seq & mask == 0
+RPC_SERVED_OUTCOMES = ("ok", "error")  # the outcome label of munggoggo_rpc_served_total
 
 
 class FastHistogram:
@@ -152,16 +158,28 @@ class AgentCollector:
         for agent in list(self._agents):
             a = agent.identity
             stats = agent.stats
-            for (behaviour, kind), n in stats.published.items():
+            # Every series whose labels are known now is exported from the start, at 0
+            # until its first event: a dashboard shows 0, not "No data", and rate() has a
+            # starting point (Prometheus' instrumentation guidance).
+            behaviours = ["", *(b.short_name for b in agent.behaviours.values())]
+            methods = list(exposed_methods(type(agent)))
+            for (behaviour, kind), n in _with_zeros(
+                stats.published, [(b, KIND_MESSAGE) for b in behaviours]
+            ):
                 published.add_metric([a, behaviour, kind], n)
-            for (behaviour, kind), n in stats.consumed.items():
+            inbox_kinds = [("", kind) for kind in (KIND_MESSAGE, KIND_RPC, KIND_CONTROL)]
+            for (behaviour, kind), n in _with_zeros(
+                stats.consumed, [*inbox_kinds, *((b, KIND_MESSAGE) for b in behaviours[1:])]
+            ):
                 consumed.add_metric([a, behaviour, kind], n)
-            for behaviour, n in stats.redelivered.items():
+            for behaviour, n in _with_zeros(stats.redelivered, behaviours):
                 redelivered.add_metric([a, behaviour], n)
-            for behaviour, n in stats.dead_lettered.items():
+            for behaviour, n in _with_zeros(stats.dead_lettered, behaviours):
                 dead.add_metric([a, behaviour], n)
             returned.add_metric([a], stats.returned)
-            for (method, outcome), n in stats.rpc_served.items():
+            for (method, outcome), n in _with_zeros(
+                stats.rpc_served, [(m, o) for m in methods for o in RPC_SERVED_OUTCOMES]
+            ):
                 rpc_served.add_metric([a, method, outcome], n)
             for behaviour, channel in agent._settling_channels():
                 acked.add_metric([a, behaviour], channel.acked)
@@ -176,11 +194,15 @@ class AgentCollector:
             connected.add_metric([a], 1.0 if conn is not None and conn.is_open else 0.0)
             pub = agent._pub
             unconfirmed.add_metric([a], pub.unconfirmed if pub is not None else 0)
-            if pub is not None and hasattr(pub, "confirm_seconds"):
-                _add_histogram(confirm, [a], pub.confirm_seconds)
-            for (method, outcome), hist in stats.rpc_client.items():
-                _add_histogram(rpc_client, [a, method, outcome], hist)
-            for method, hist in stats.rpc_server.items():
+            _add_histogram(confirm, [a], getattr(pub, "confirm_seconds", _NO_EVENTS))
+            if stats.rpc_client:
+                for (method, outcome), hist in stats.rpc_client.items():
+                    _add_histogram(rpc_client, [a, method, outcome], hist)
+            else:
+                # The methods an agent will call are unknown until it calls one: until
+                # then one zero series without method and outcome stands in for them.
+                _add_histogram(rpc_client, [a, "", ""], _NO_EVENTS)
+            for method, hist in _with_zeros(stats.rpc_server, methods, _NO_EVENTS):
                 _add_histogram(rpc_server, [a, method], hist)
         yield from (
             published, consumed, acked, nacked, redelivered, dead, returned, failures,
@@ -207,6 +229,15 @@ def build_info_family() -> Any:
 
 def _add_histogram(family: Any, labels: list[str], hist: FastHistogram) -> None:
     family.add_metric(labels, hist.buckets(), hist.sum)
+
+
+def _with_zeros(
+    table: dict[Any, Any], known: Iterable[Any], zero: Any = 0
+) -> list[tuple[Any, Any]]:
+    """`table`'s items plus `zero` for every key in `known` that has no entry yet."""
+    items = list(table.items())
+    items.extend((key, zero) for key in dict.fromkeys(known) if key not in table)
+    return items
 
 
 class AgentStats:
@@ -252,6 +283,8 @@ class AgentStats:
             hist = self.rpc_server[method] = FastHistogram()
         return hist
 
+
+_NO_EVENTS = FastHistogram()  # never observed: the zero histogram of a series without events
 
 COLLECTOR = AgentCollector()
 _registered = False

@@ -2,43 +2,20 @@
 
 A template matches on sender, kind, routing key (AMQP topic patterns with `*` and `#`),
 headers (all given items must be equal) and body type (the body must decode into it).
+Topic matching itself is core/topics.py's (`topic_matches` is re-exported here).
 Direct messages to an agent's inbox go to the first behaviour whose template matches.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
 from .envelope import DecodeError
 from .message import Message
+from .topics import topic_matches
 
-
-@lru_cache(maxsize=1024)
-def topic_pattern(binding_key: str) -> re.Pattern[str]:
-    """Compile an AMQP topic binding key: `*` is one word, `#` zero or more words."""
-    parts = binding_key.split(".")
-    regex = ""
-    for i, word in enumerate(parts):
-        if word == "#":
-            if len(parts) == 1:
-                regex = ".*"
-            elif i == 0:
-                regex += r"(?:[^.]+\.)*"
-            else:
-                regex += r"(?:\.[^.]+)*"
-            continue
-        piece = "[^.]+" if word == "*" else re.escape(word)
-        if i > 0 and not (parts[i - 1] == "#" and i == 1):
-            regex += r"\."
-        regex += piece
-    return re.compile(f"^{regex}$")
-
-
-def topic_matches(binding_key: str, routing_key: str) -> bool:
-    return topic_pattern(binding_key).match(routing_key) is not None
+__all__ = ["AllOf", "AnyOf", "Template", "topic_matches"]
 
 
 @dataclass(frozen=True)

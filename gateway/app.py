@@ -106,6 +106,12 @@ class Router:
         found += [(r.template.replace("...}", "}"), m) for m, r in self.templated]
         return found
 
+    def templates(self) -> list[tuple[str, str]]:
+        """(template, method) of every route: the labels its requests are counted under."""
+        found = [(path, m) for path, by_method in self.fixed.items() for m in by_method]
+        found += [(r.template, m) for m, r in self.templated]
+        return found
+
     def resolve(self, method: str, scope: dict[str, Any]) -> tuple[Route, tuple[str, ...]]:
         """The route and its path parameters; HTTPError 404 or 405 (with Allow)."""
         by_method = self.fixed.get(scope["path"])
@@ -228,7 +234,8 @@ class GatewayApp:
                         template, scope["method"], status, perf_counter() - started
                     )
                 return
-            response = await route.endpoint(Request(scope, receive, params), state)
+            deadlines = state.body_deadlines if state is not None else None
+            response = await route.endpoint(Request(scope, receive, params, deadlines), state)
         except HTTPError as exc:
             response = exc.response()
         except ClientDisconnected:
@@ -266,6 +273,7 @@ class GatewayApp:
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
                 self.state = GatewayState(settings=settings, mesh=mesh, guard=guard)
+                self.state.metrics.declare_routes(self.router.templates())
                 log.info("gateway worker connected to the mesh as %s", mesh.identity)
                 guard.log_startup()
                 await send({"type": "lifespan.startup.complete"})

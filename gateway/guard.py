@@ -6,8 +6,10 @@ this order:
 
 1. `/healthz` and `/readyz` pass untouched: probes carry no credentials, and an orchestrator
    must not see a live gateway as dead because of a limit.
-2. a browser's CORS preflight is answered here (204 for a listed origin, 403 otherwise), and a
-   POST from a page of another origin that is not listed is refused (gateway/cors.py);
+2. a browser's request (it carries `Origin` or `Sec-Fetch-Site`) must name an allowed host,
+   else 421 (DNS rebinding, gateway/hosts.py); its CORS preflight is answered here (204 for a
+   listed origin, 403 otherwise), and a POST from a page of another origin that is not
+   listed is refused (gateway/cors.py);
 3. with tokens configured, the credentials (gateway/auth.py); the dashboard page, its static
    files, /docs and /openapi.json stay open (they hold no data: the page's own API calls
    carry a token), and /metrics too when `metrics_public` is set;
@@ -20,7 +22,8 @@ error path sends it; nothing of the request has run. Refusals on `/jsonrpc` carr
 error object like the endpoint's other early refusals (docs/decisions.md). Responses to a
 listed origin get the CORS headers through a wrapped `send`.
 
-WebSocket handshakes go through `websocket_origin_allowed` and `admit_websocket`
+WebSocket handshakes go through `websocket_host_refusal`, `websocket_origin_allowed` and
+`admit_websocket`
 (gateway/ws.py): the same rules, plus a `?token=` query parameter because browsers cannot set
 headers on a WebSocket.
 """
@@ -34,6 +37,7 @@ from urllib.parse import parse_qsl
 
 from .auth import TokenSet, Unauthorized, load_tokens
 from .cors import SAFE_METHODS, OriginPolicy, describe
+from .hosts import HostPolicy, is_browser_request
 from .http import JSON, Headers, HTTPError, Response, encode_json, error_body
 from .ratelimit import RateLimiter, retry_after_header
 
@@ -43,6 +47,7 @@ PROBES = frozenset({"/healthz", "/readyz"})
 PAGES = frozenset({"/", "/docs", "/openapi.json"})  # open pages; no data in them
 STATIC = "/static/"
 JSONRPC_PATH = "/jsonrpc"
+MISDIRECTED = 421  # a browser request for a host that is not the gateway's (RFC 9110 15.5.20)
 _INVALID_REQUEST = -32600  # JSON-RPC: the codes of gateway/jsonrpc.py's early refusals
 _OVERLOADED = -32000
 _WWW_AUTHENTICATE = b'Bearer realm="munggoggo"'
@@ -67,6 +72,9 @@ class Guard:
         tokens = load_tokens(settings)
         self.tokens: TokenSet | None = TokenSet(tokens) if tokens else None
         self.origins = OriginPolicy(settings.cors_origins)
+        self.hosts = HostPolicy(
+            settings.allowed_hosts, settings.cors_origins, settings.bind_address
+        )
         self.limiter: RateLimiter | None = None
         if settings.rate_limit > 0:
             self.limiter = RateLimiter(
@@ -93,6 +101,8 @@ class Guard:
         origins = self.origins
         allowed = "any" if origins.any else ", ".join(sorted(origins.origins)) or "none"
         log.info("gateway cross-origin pages allowed: %s", allowed)
+        hosts = "any" if self.hosts.any else ", ".join(sorted(self.hosts.names))
+        log.info("gateway host names allowed for browsers: %s", hosts)
         limiter = self.limiter
         if limiter is None:
             log.info("gateway rate limit: off")
@@ -112,6 +122,8 @@ class Guard:
         if path in PROBES:
             return send
         headers = dict(scope["headers"])
+        if is_browser_request(headers) and not self.hosts.permits(headers.get(b"host")):
+            raise _answer(path, MISDIRECTED, self.hosts.refusal(headers.get(b"host")), [])
         origin = headers.get(b"origin")
         cors: Headers | None = None
         if origin is not None:
@@ -194,6 +206,22 @@ class Guard:
         )
 
     # -- WebSocket -----------------------------------------------------------------
+
+    def websocket_host_refusal(self, scope: dict[str, Any]) -> Answer | None:
+        """None when a handshake names an allowed host (or comes from no browser); else
+        the 421 refusal to send.
+
+        Args:
+            scope: the ASGI websocket scope.
+
+        Returns:
+            None, or the `Answer` refusing the handshake.
+        """
+        headers = dict(scope["headers"])
+        host = headers.get(b"host")
+        if not is_browser_request(headers) or self.hosts.permits(host):
+            return None
+        return _answer("/ws", MISDIRECTED, self.hosts.refusal(host), [])
 
     def websocket_origin_allowed(self, scope: dict[str, Any]) -> bool:
         headers = dict(scope["headers"])

@@ -13,7 +13,7 @@ from urllib.parse import parse_qsl
 
 import msgspec
 
-from .limits import BodyTooLarge, read_body
+from .limits import BodyDeadlines, BodyTimeout, BodyTooLarge, read_body
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -97,12 +97,25 @@ async def send_response(send: Any, response: Response) -> None:
 class Request:
     """One HTTP request: scope, body reader, path parameters from the router."""
 
-    __slots__ = ("params", "receive", "scope")
+    __slots__ = ("body_deadlines", "params", "receive", "scope")
 
-    def __init__(self, scope: dict[str, Any], receive: Any, params: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        scope: dict[str, Any],
+        receive: Any,
+        params: tuple[str, ...] = (),
+        body_deadlines: BodyDeadlines | None = None,
+    ) -> None:
+        """Args:
+        scope: the ASGI HTTP scope.
+        receive: the ASGI receive callable.
+        params: the path parameters the router found.
+        body_deadlines: the worker's time limit on reading bodies; None: no limit.
+        """
         self.scope = scope
         self.receive = receive
         self.params = params
+        self.body_deadlines = body_deadlines
 
     @property
     def method(self) -> str:
@@ -128,9 +141,13 @@ class Request:
         return value.split(b";", 1)[0].strip().lower() == JSON
 
     async def body(self, limit: int) -> bytes:
-        """The whole body; HTTP 413 past `limit` bytes (reading stops there)."""
+        """The whole body; HTTP 413 past `limit` bytes (reading stops there), HTTP 408 when
+        it takes longer than the worker's body timeout (the connection is then closed: the
+        rest of the body would otherwise be read as the next request)."""
         declared = self.header(b"content-length")
         try:
-            return await read_body(self.receive, limit, declared)
+            return await read_body(self.receive, limit, declared, self.body_deadlines)
         except BodyTooLarge as exc:
             raise HTTPError(413, str(exc)) from None
+        except BodyTimeout as exc:
+            raise HTTPError(408, str(exc), headers=[(b"connection", b"close")]) from None

@@ -5,6 +5,11 @@ Every limit answers the client at once instead of queueing or crashing:
   JSON-RPC server error -32000 (the call is never sent to the mesh);
 * a body above `settings.max_body_bytes`: HTTP 413, decided from Content-Length when the
   client declares it, else while reading (reading stops at the limit);
+* a body still arriving `settings.body_timeout` seconds after the handler began reading
+  it (a client that trickles it in, or stops sending): HTTP 408 and the connection closed.
+  One `BodyDeadlines` per worker tracks the reads in progress (a dict entry each, no timer
+  per request) and a watchdog task, alive only while reads are in progress, cancels the
+  overdue ones;
 * JSON nested deeper than `settings.max_json_depth`: HTTP 400 / -32600, decided by a
   pre-scan of the brackets outside strings before the body is decoded;
 * the per-call timeout (`settings.call_timeout`) is handed to the mesh with each call and
@@ -13,7 +18,9 @@ Every limit answers the client at once instead of queueing or crashing:
 
 from __future__ import annotations
 
+import asyncio
 from itertools import accumulate
+from time import monotonic
 from typing import Any
 
 OVERLOADED = -32000  # JSON-RPC: implementation-defined server error
@@ -26,6 +33,10 @@ class BodyTooLarge(ValueError):
 
 class ClientDisconnected(Exception):
     """The client went away while we read its request."""
+
+
+class BodyTimeout(Exception):
+    """The request body did not arrive within the time allowed."""
 
 
 # -- calls in flight -----------------------------------------------------------------
@@ -54,9 +65,99 @@ def overloaded_message(state: Any) -> str:
 # -- request body ------------------------------------------------------------------
 
 
-async def read_body(receive: Any, limit: int, declared: bytes | None = None) -> bytes:
-    """Read an ASGI request body of at most `limit` bytes; BodyTooLarge past it (without
-    reading the rest), ClientDisconnected if the client left."""
+class BodyDeadlines:
+    """Per worker: cut off request bodies that take longer than `timeout` seconds."""
+
+    def __init__(self, timeout: float) -> None:
+        """Args:
+        timeout: seconds a body may take, from the first read on; 0 or less: no limit.
+        """
+        self.timeout = timeout
+        # Checked this often: a read is cut off at most a quarter of the timeout late.
+        self._interval = min(1.0, max(0.05, timeout / 4))
+        self._reading: dict[asyncio.Task[Any], float] = {}  # task -> deadline (monotonic)
+        self._expired: set[asyncio.Task[Any]] = set()
+        self._watchdog: asyncio.Task[None] | None = None
+
+    def begin(self) -> asyncio.Task[Any] | None:
+        """The current task starts reading a body. Returns the token for `end`."""
+        if self.timeout <= 0:
+            return None
+        task = asyncio.current_task()
+        if task is None:
+            return None
+        self._reading[task] = monotonic() + self.timeout
+        if self._watchdog is None:
+            self._watchdog = task.get_loop().create_task(self._watch())
+        return task
+
+    def end(self, task: asyncio.Task[Any] | None) -> bool:
+        """The read of `begin` is over. Returns True when it was cut off (the watchdog
+        cancelled the task: the caller turns that cancellation into `BodyTimeout`)."""
+        if task is None:
+            return False
+        self._reading.pop(task, None)
+        if task in self._expired:
+            self._expired.discard(task)
+            task.uncancel()
+            return True
+        return False
+
+    async def _watch(self) -> None:
+        try:
+            while self._reading:
+                await asyncio.sleep(self._interval)
+                now = monotonic()
+                for task, deadline in list(self._reading.items()):
+                    if deadline <= now:
+                        del self._reading[task]
+                        self._expired.add(task)
+                        task.cancel()
+        finally:
+            self._watchdog = None
+
+
+async def read_body(
+    receive: Any,
+    limit: int,
+    declared: bytes | None = None,
+    deadlines: BodyDeadlines | None = None,
+) -> bytes:
+    """Read an ASGI request body of at most `limit` bytes.
+
+    Args:
+        receive: the ASGI receive callable.
+        limit: the most bytes accepted.
+        declared: the Content-Length header's value, if any.
+        deadlines: the worker's `BodyDeadlines`; None: no time limit.
+
+    Returns:
+        The body.
+
+    Raises:
+        BodyTooLarge: past `limit` (without reading the rest).
+        ClientDisconnected: the client left.
+        BodyTimeout: the body took longer than the deadlines allow.
+    """
+    if deadlines is None:
+        return await _read_body(receive, limit, declared)
+    task = deadlines.begin()
+    try:
+        body = await _read_body(receive, limit, declared)
+    except asyncio.CancelledError:
+        if deadlines.end(task):
+            raise BodyTimeout(
+                f"the request body did not arrive within {deadlines.timeout:g} s"
+            ) from None
+        raise
+    except BaseException:
+        deadlines.end(task)
+        raise
+    deadlines.end(task)
+    return body
+
+
+async def _read_body(receive: Any, limit: int, declared: bytes | None) -> bytes:
     size = -1
     if declared is not None:
         try:

@@ -9,10 +9,17 @@ Subscriptions: one exclusive queue per worker, bound to `munggoggo.topic` with t
 every client's patterns (a binding per distinct pattern, removed when its last subscriber
 leaves). Each received batch is matched against the subscribers' patterns in process and
 handed to their callbacks; a callback must not block (WebSocket clients buffer on their side).
+
+A pattern whose last subscriber leaves while the connection is down cannot be unbound then;
+the connection's recovery would even bind it again (it replays the bindings it knows). So
+it stays due for an unbind, and a background task unbinds what is due once the channel is
+open again; a new subscriber of that pattern takes it back first. Binding changes run one
+at a time (a lock), so an unbind and a new bind of the same pattern never cross.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import os
@@ -22,8 +29,9 @@ from typing import Any
 
 from munggoggo import Agent
 from munggoggo.agent import TOPIC_EXCHANGE
+from munggoggo.amqp.errors import AMQPError
 from munggoggo.message import Message
-from munggoggo.template import topic_matches
+from munggoggo.topics import topic_matches
 
 log = logging.getLogger("munggoggo.gateway.mesh")
 
@@ -41,6 +49,10 @@ class Mesh:
         self._tokens = itertools.count(1)
         self._channel: Any = None
         self._queue: str | None = None
+        self._binding_lock = asyncio.Lock()
+        self._unbind_due: set[str] = set()  # patterns nobody subscribes to, still bound
+        self._unbinder: asyncio.Task[None] | None = None
+        self._stopping = False
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -54,6 +66,9 @@ class Mesh:
         await self._channel.consume(self._queue, self._on_batch, no_ack=True)
 
     async def stop(self) -> None:
+        self._stopping = True
+        if self._unbinder is not None:
+            self._unbinder.cancel()
         await self.agent.stop()
 
     @property
@@ -93,24 +108,67 @@ class Mesh:
         if not pattern or len(pattern.encode()) > 255:
             raise ValueError("a topic pattern is 1 to 255 bytes")
         if self._pattern_counts.get(pattern, 0) == 0:
-            await self._channel.queue_bind(self._queue, TOPIC_EXCHANGE, pattern)
+            async with self._binding_lock:
+                # Due for an unbind: not any more (binding again is harmless if it stayed).
+                self._unbind_due.discard(pattern)
+                await self._channel.queue_bind(self._queue, TOPIC_EXCHANGE, pattern)
         self._pattern_counts[pattern] = self._pattern_counts.get(pattern, 0) + 1
         token = next(self._tokens)
         self._subscribers[token] = (pattern, callback)
         return token
 
     async def unsubscribe(self, token: int) -> None:
+        """Stop delivering to the subscriber of `token` (unknown tokens are ignored). The
+        pattern's binding goes with its last subscriber: at once when the connection is up,
+        else as soon as it is back (this never waits for the broker to come back)."""
         entry = self._subscribers.pop(token, None)
         if entry is None:
             return
         pattern = entry[0]
         remaining = self._pattern_counts.get(pattern, 1) - 1
-        if remaining <= 0:
-            self._pattern_counts.pop(pattern, None)
-            if self._channel is not None and self._channel.is_open:
-                await self._channel.queue_unbind(self._queue, TOPIC_EXCHANGE, pattern)
-        else:
+        if remaining > 0:
             self._pattern_counts[pattern] = remaining
+            return
+        self._pattern_counts.pop(pattern, None)
+        self._unbind_due.add(pattern)
+        if self._channel is not None and self._channel.is_open:
+            try:
+                await self._unbind_due_patterns()
+            except AMQPError as exc:  # the connection went down meanwhile
+                log.info("unbinding %r after the connection is back (%s)", pattern, exc)
+        if self._unbind_due and self._unbinder is None and not self._stopping:
+            self._unbinder = asyncio.get_running_loop().create_task(self._unbind_when_back())
+
+    @property
+    def unbinds_due(self) -> frozenset[str]:
+        """Patterns nobody subscribes to any more whose binding is still to be removed."""
+        return frozenset(self._unbind_due)
+
+    async def _unbind_due_patterns(self) -> None:
+        async with self._binding_lock:
+            while self._unbind_due:
+                pattern = next(iter(self._unbind_due))
+                # Waits for the channel to be open again if it is not.
+                await self._channel.queue_unbind(self._queue, TOPIC_EXCHANGE, pattern)
+                self._unbind_due.discard(pattern)
+
+    async def _unbind_when_back(self) -> None:
+        """Unbind what is due once the channel is open, retrying until it is done or the
+        mesh stops."""
+        delay = 0.05
+        try:
+            while self._unbind_due and not self._stopping:
+                try:
+                    await self._unbind_due_patterns()
+                except AMQPError as exc:
+                    conn = self.agent.connection
+                    if self._stopping or conn is None or getattr(conn, "is_closed", False):
+                        return
+                    log.info("unbinding %d pattern(s) later: %s", len(self._unbind_due), exc)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+        finally:
+            self._unbinder = None
 
     @property
     def subscriptions(self) -> int:

@@ -12,12 +12,18 @@ workers only). Without it, values live in memory and a scrape shows the one proc
 
 Label children are cached per (route, method, status): a request costs a dict lookup, a
 counter increment and a histogram observation, no label resolution.
+
+Every series is there from the worker's start: the event counters and gauges have no
+labels, and `declare_routes` creates the request counter (status 200) and the latency
+histogram of every route at 0, so dashboards show 0 rather than "No data" before the
+first request.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import (
@@ -108,6 +114,17 @@ class GatewayMetrics:
             name: Counter(PREFIX + name, doc, registry=registry) for name, doc in EVENTS.items()
         }
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def declare_routes(self, routes: Iterable[tuple[str, str]]) -> None:
+        """Export every route's request series at 0 before its first request.
+
+        Args:
+            routes: (route template, method) pairs, the labels `observe_request` gets.
+        """
+        for route, method in routes:
+            key = (route, method, 200)
+            if key not in self._children:
+                self._children[key] = self._label_children(route, method, 200)
 
     def event(self, name: str, n: int = 1) -> None:
         self._events[name].inc(n)

@@ -62,7 +62,10 @@ def _guard_responses(path: str, method: str) -> dict[str, Any]:
         return {}
     rpc = path == "/jsonrpc"
     responses = {
-        "429": _refusal("over the per-client rate limit; Retry-After says when", _RETRY_AFTER, rpc)
+        "429": _refusal("over the per-client rate limit; Retry-After says when", _RETRY_AFTER, rpc),
+        "421": _refusal(
+            "a browser request for a host name that is not one of the gateway's", {}, rpc
+        ),
     }
     if path not in PAGE_PATHS:
         responses["401"] = _refusal(
@@ -87,6 +90,7 @@ _RPC_ERRORS = {
 }
 _BODY_ERRORS = {
     "400": _error("the body is not JSON, or nests too deep"),
+    "408": _error("the body did not arrive within the body timeout"),
     "413": _error("the body exceeds the size limit"),
     "415": _error("a body that is not Content-Type application/json"),
 }
@@ -258,6 +262,9 @@ PATHS: dict[str, Any] = {
                     "the response (errors too), or an array for a batch",
                 ),
                 "204": {"description": "only notifications: nothing to answer"},
+                "408": _json(
+                    _ref("JsonRpcResponse"), "the body did not arrive within the body timeout"
+                ),
                 "413": _json(_ref("JsonRpcResponse"), "the body exceeds the size limit"),
                 "415": _json(_ref("JsonRpcResponse"), "Content-Type is not application/json"),
             },

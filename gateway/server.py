@@ -10,6 +10,7 @@ also turns on prometheus_client's multiprocess mode so one scrape sees them all.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import shutil
 import sys
@@ -59,6 +60,8 @@ def serve(
     from granian.constants import HTTPModes, Interfaces, Loops
     from granian.log import LogLevels
 
+    # Browsers may reach the gateway by the address it listens on (gateway/hosts.py).
+    settings = dataclasses.replace(settings, bind_address=settings.bind_address or host)
     os.environ.update(settings.to_env())
     own_dir = _prepare_multiprocess_metrics(workers)
     server = Granian(

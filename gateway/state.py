@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .guard import Guard
+from .limits import BodyDeadlines
 from .mesh import Mesh
 from .metrics import GatewayMetrics
 
@@ -32,7 +33,11 @@ class GatewaySettings:
     max_body_bytes: int = 1_048_576  # request bodies above this get 413
     max_json_depth: int = 32  # nesting deeper than this is refused (400 / -32600)
     max_batch: int = 100  # JSON-RPC batch entries
+    body_timeout: float = 30.0  # seconds a request body may take to arrive before 408
     ws_buffer: int = 1000  # messages queued per WebSocket client before it drops
+    # Bytes of message frames queued per WebSocket client before it drops (a frame larger
+    # than this still goes out when nothing else is queued).
+    ws_buffer_bytes: int = 4_194_304
     ws_max_subscriptions: int = 100  # topic patterns per WebSocket client
     # Security (gateway/guard.py; README "Securing the gateway"). No tokens: open to anyone.
     # repr=False: settings get logged and printed; the secrets must not be.
@@ -40,6 +45,10 @@ class GatewaySettings:
     tokens_file: str | None = None  # more tokens, one a line, read by each worker at start
     metrics_public: bool = False  # serve /metrics without credentials (a scraper's network)
     cors_origins: tuple[str, ...] = ()  # page origins allowed cross-origin and on /ws; "*": any
+    # Host names browsers may reach the gateway by, besides the loopback names, the bind
+    # address and the CORS origins' hosts (gateway/hosts.py: DNS rebinding); "*": any.
+    allowed_hosts: tuple[str, ...] = ()
+    bind_address: str | None = None  # where the server listens (`munggoggo gateway --host`)
     rate_limit: float = 0.0  # requests per second per client and worker; 0: no limit
     rate_burst: int = 0  # requests a client may make at once; 0: twice the rate (at least 1)
     rate_limit_clients: int = 10_000  # clients tracked per worker before idle ones are evicted
@@ -109,9 +118,11 @@ class GatewayState:
     # This worker's own event counts (the Prometheus series may sum several workers).
     counters: dict[str, int] = field(default_factory=dict)
     metrics: GatewayMetrics = field(init=False)
+    body_deadlines: BodyDeadlines = field(init=False)  # settings.body_timeout, per worker
 
     def __post_init__(self) -> None:
         self.metrics = GatewayMetrics(self.settings.max_in_flight)
+        self.body_deadlines = BodyDeadlines(self.settings.body_timeout)
         if self.guard is None:
             self.guard = Guard(self.settings)
 

@@ -21,10 +21,12 @@ Server -> client:
     {"op": "dropped", "count": n}   where messages were dropped (once per burst)
     {"op": "error", "error": "a sentence for a person"}
 
-Each client has a bounded buffer (`settings.ws_buffer` messages) drained by its own sender
-task, so a slow reader never stalls the mesh or the other clients: when its buffer is full,
-the newest messages are dropped (docs/decisions.md says why). Replies are never dropped;
-a client that stops reading them stops being read (TCP backpressure on that socket only).
+Each client has a bounded buffer (`settings.ws_buffer` messages and `settings.ws_buffer_bytes`
+bytes of them) drained by its own sender task, so a slow reader never stalls the mesh or the
+other clients: when its buffer is full, the newest messages are dropped (docs/decisions.md
+says why). A message larger than the byte bound still goes out when nothing else waits.
+Replies are never dropped; a client that stops reading them stops being read (TCP
+backpressure on that socket only).
 """
 
 from __future__ import annotations
@@ -72,6 +74,10 @@ async def websocket_endpoint(scope: Scope, receive: Receive, send: Send, state: 
     """The ASGI websocket handler for `/ws` (handler contract of gateway/state.py)."""
     event = await receive()
     if event["type"] != "websocket.connect":
+        return
+    misdirected = state.guard.websocket_host_refusal(scope)  # DNS rebinding: gateway/hosts.py
+    if misdirected is not None:
+        await refuse(scope, send, misdirected.response())
         return
     if not origin_allowed(scope, state):
         origin = dict(scope["headers"]).get(b"origin", b"")
@@ -145,7 +151,10 @@ class WebSocketClient:
         # Outgoing frames in order: message frames (str), replies (_Reply) and gaps (_Gap).
         self._out: deque[str | _Gap] = deque()
         self._limit = max(1, self.settings.ws_buffer)
+        self._byte_limit = max(1, self.settings.ws_buffer_bytes)
         self._buffered = 0  # message frames in _out, including the one being written
+        self._buffered_bytes = 0  # their encoded size
+        self._sizes: deque[int] = deque()  # the size of each message frame in _out, in order
         self._replies = 0  # replies in _out
         self._gap: _Gap | None = None  # the open burst of drops, if any
         self._last: Message | None = None
@@ -247,6 +256,8 @@ class WebSocketClient:
         assert isinstance(topic, str)
         try:
             await self.state.mesh.publish(topic, request["body"], headers=headers)
+        except ValueError as exc:  # the message itself cannot go (PropertiesTooLarge, ...)
+            return self._error(f"cannot publish to {topic!r}: {exc}", request)
         except Exception as exc:
             log.warning("publish to %r failed: %s", topic, exc)
             return self._error(f"cannot publish to {topic!r} now: {exc}", request)
@@ -305,7 +316,9 @@ class WebSocketClient:
         if msg is self._last or self.closed:
             return  # the same message again through another of this client's patterns
         self._last = msg
-        if self._buffered >= self._limit:
+        frame, size = encoded_message(msg)
+        buffered = self._buffered
+        if buffered >= self._limit or (buffered and self._buffered_bytes + size > self._byte_limit):
             self.dropped += 1
             self.state.count("ws_dropped")
             gap = self._gap
@@ -315,8 +328,10 @@ class WebSocketClient:
             gap.count += 1
             return
         self._gap = None
-        self._out.append(message_frame(msg))
-        self._buffered += 1
+        self._out.append(frame)
+        self._sizes.append(size)
+        self._buffered = buffered + 1
+        self._buffered_bytes += size
         self._wake.set()
 
     def _reply(self, obj: dict[str, Any], request: dict[str, Any] | None = None) -> None:
@@ -352,6 +367,7 @@ class WebSocketClient:
                     await send({"type": "websocket.send", "text": entry})
                     out.popleft()
                     self._buffered -= 1
+                    self._buffered_bytes -= self._sizes.popleft()
                     self.sent += 1
                     state.count("ws_messages_out")
                 elif entry.__class__ is _Gap:
@@ -390,6 +406,8 @@ class WebSocketClient:
             except Exception as exc:
                 log.warning("unsubscribe %r after disconnect failed: %s", topic, exc)
         self._out.clear()
+        self._sizes.clear()
+        self._buffered_bytes = 0
         self._last = None
 
 
@@ -407,21 +425,30 @@ _EXAMPLE = '{"op": "subscribe", "topic": "sensors.*"}'
 # The last message encoded: the mesh hands the same Message to every subscribed client in
 # turn, so 50 clients cost one encoding, not 50.
 _cached_message: Message | None = None
-_cached_frame = ""
+_cached_encoding: tuple[str, int] = ("", 0)
 
 
-def message_frame(msg: Message) -> str:
-    global _cached_message, _cached_frame
+def encoded_message(msg: Message) -> tuple[str, int]:
+    """The `{"op": "message", ...}` frame for a mesh message and its size in bytes (UTF-8,
+    what the client's buffer is bounded by). The last one is cached."""
+    global _cached_message, _cached_encoding
     if msg is _cached_message:
-        return _cached_frame
+        return _cached_encoding
     frame: dict[str, Any] = {"op": "message", "topic": msg.routing_key, "sender": msg.sender}
     body, encoding = _body_value(msg)
     frame["body"] = body
     if encoding:
         frame["encoding"] = encoding
-    _cached_frame = _encoder.encode(frame).decode()
+    data = _encoder.encode(frame)
+    _cached_encoding = (data.decode(), len(data))
     _cached_message = msg
-    return _cached_frame
+    return _cached_encoding
+
+
+def message_frame(msg: Message) -> str:
+    """The `{"op": "message", ...}` text frame for a mesh message (cached like
+    `encoded_message`)."""
+    return encoded_message(msg)[0]
 
 
 def _body_value(msg: Message) -> tuple[Any, str | None]:

@@ -1119,3 +1119,54 @@ def test_data_to_send_coalesces():
     conn.ack(1, 2)
     assert data == handed_out  # the buffer handed out is not written to again
     assert [f.name for _, f in sent(conn, peer)] == ["Basic.Ack"]
+
+
+# --------------------------------------------------------------------------- one bad message
+
+
+def _nested_headers_content(channel, tag, levels=3000):
+    """Basic.Deliver of a message whose headers nest `levels` tables (RabbitMQ forwards
+    those from any publisher), encoded by hand: no encoder here would produce them.
+    Deeper than the ~600 that exhaust a default stack: hypothesis raises the recursion
+    limit while it runs a test."""
+    table = b"\x00\x00\x00\x00"
+    for _ in range(levels):
+        table = struct.pack(">I", len(table) + 3) + b"\x01hF" + table
+    body = b"poison"
+    payload = struct.pack(">HHQH", 60, 0, len(body), 0x2000) + table
+    method = method_frame(channel, commands.Basic.Deliver("ctag", tag, False, "ex", "k"))
+    head = struct.pack(">BHI", 2, channel, len(payload)) + payload + b"\xce"
+    return method + head + struct.pack(">BHI", 3, channel, len(body)) + body + b"\xce"
+
+
+@SETTINGS
+@given(cuts=st.lists(st.integers(0, 24000), max_size=8))
+def test_undecodable_headers_are_one_bad_delivery_not_a_dead_connection(cuts):
+    conn, peer = with_channel(1)
+    good = content_frames(1, commands.Basic.Deliver("ctag", 2, False, "ex", "k"), b"next")
+    evs = []
+    for piece in split(_nested_headers_content(1, 1) + good, cuts):
+        evs += conn.receive_data(piece)
+    assert conn.state is ConnState.OPEN
+    assert conn.data_to_send() == b""  # no Connection.Close went out
+    bad, after = evs
+    assert (bad.delivery_tag, bad.body) == (1, b"poison")
+    assert "nested deeper than" in bad.properties_error
+    assert (after.delivery_tag, after.body, after.properties_error) == (2, b"next", None)
+    # the bad one is settled like any other delivery
+    conn.reject(1, bad.delivery_tag, requeue=False)
+    ((_, reject),) = sent(conn, peer)
+    assert isinstance(reject, commands.Basic.Reject)
+    assert (reject.delivery_tag, reject.requeue) == (1, False)
+
+
+def test_publish_with_properties_over_frame_max_is_refused_and_sends_nothing():
+    conn, peer, tracker = confirming()
+    props = _speedups.encode_properties(_speedups.Properties(headers={"h": "x" * 200_000}))
+    with pytest.raises(_speedups.PropertiesTooLarge, match="frame_max of 131072"):
+        conn.publish(1, "", "q", b"body", props)
+    assert conn.data_to_send() == b""
+    assert tracker.last_seq == 0  # no confirm number was taken
+    assert conn.publish(1, "", "q", b"fine", b"\x00\x00") == 1
+    publish, *_ = sent(conn, peer)
+    assert isinstance(publish[1], commands.Basic.Publish)

@@ -273,3 +273,193 @@ def test_ack_tracker_against_reference(impl, steps):
             assert acks.take() == (mark if mark > acked_through else 0)
             acked_through = mark
         assert acks.outstanding == received - acked_through
+
+
+# --------------------------------------------------------------------------- AckTracker, gaps
+
+
+def test_in_order_acks_go_out_as_one_multiple_ack(impl):
+    acks = impl.AckTracker()
+    for tag in range(1, 101):
+        acks.received(tag)
+        acks.done(tag)
+    assert acks.take() == 100
+    assert acks.take_singles() == []
+    assert acks.outstanding == 0
+
+
+def test_tags_done_above_a_gap_are_acked_singly_at_once(impl):
+    acks = impl.AckTracker()
+    for tag in range(1, 8):
+        acks.received(tag)
+    for tag in (2, 3, 5):
+        acks.done(tag)
+    assert acks.take() == 0  # 1 is still being processed
+    assert acks.take_singles() == [2, 3, 5]
+    assert acks.outstanding == 4  # 1, 4, 6, 7
+    acks.done(6)
+    assert acks.take() == 0
+    assert acks.take_singles() == [6]
+    acks.done(4)  # fills the hole between two runs of acked tags
+    assert acks.take() == 0
+    assert acks.take_singles() == [4]
+    assert acks.outstanding == 2  # 1, 7
+    acks.done(1)
+    assert acks.take() == 1  # 2..6 were acked already: the multiple-ack names only 1
+    assert acks.take_singles() == []
+    assert acks.outstanding == 1
+    acks.done(7)
+    assert acks.take() == 7
+    assert acks.take_singles() == []
+    assert acks.outstanding == 0
+
+
+def test_the_prefix_and_singles_in_the_same_tick(impl):
+    acks = impl.AckTracker()
+    for tag in (1, 2, 4, 5):
+        acks.done(tag)
+    assert acks.take() == 2
+    assert acks.take_singles() == [4, 5]
+    acks.done(3)
+    acks.done(6)
+    assert acks.take() == 6  # 3, then over the acked 4..5, then 6
+    assert acks.take_singles() == []
+
+
+def test_a_tag_is_never_acked_twice(impl):
+    # RabbitMQ answers an ack of a tag that is no longer outstanding with 406.
+    acks = impl.AckTracker()
+    acks.done(2)
+    assert acks.take() == 0
+    assert acks.take_singles() == [2]
+    acks.done(2)
+    assert acks.take() == 0
+    assert acks.take_singles() == []
+    acks.done(1)
+    acks.done(2)  # again, together with the tag that closes the gap
+    assert acks.take() == 1
+    assert acks.take_singles() == []
+    acks.done(1)
+    acks.done(2)
+    assert acks.take() == 0
+    assert acks.take_singles() == []
+
+
+def test_forgotten_tags_are_never_acked(impl):
+    acks = impl.AckTracker()
+    acks.forget(2)
+    acks.done(3)
+    acks.forget(4)
+    acks.done(5)
+    assert acks.take() == 0
+    assert acks.take_singles() == [3, 5]
+    acks.done(1)
+    assert acks.take() == 1  # over 2..5, settled one way or the other
+    acks.done(6)
+    acks.forget(7)
+    assert acks.take() == 6  # never 7: its nack went out on its own
+    assert acks.take_singles() == []
+
+
+def test_a_tag_forgotten_after_it_was_done_is_not_acked(impl):
+    # The nack goes out at once, the coalesced ack only at the end of the tick.
+    acks = impl.AckTracker()
+    acks.done(1)
+    acks.forget(1)
+    assert acks.take() == 0
+    assert acks.take_singles() == []
+    acks.done(3)
+    acks.forget(3)
+    acks.done(4)
+    assert acks.take() == 0  # 2 is open
+    assert acks.take_singles() == [4]
+    acks.done(2)
+    assert acks.take() == 2
+    assert acks.take_singles() == []
+
+
+def test_reset_forgets_the_acked_runs(impl):
+    acks = impl.AckTracker()
+    acks.received(3)
+    acks.done(3)
+    assert acks.take() == 0
+    assert acks.take_singles() == [3]
+    acks.reset()
+    assert acks.outstanding == 0
+    for tag in (1, 2, 3):
+        acks.received(tag)
+        acks.done(tag)
+    assert acks.take() == 3  # tag 3 of the new generation is a new delivery
+    assert acks.take_singles() == []
+
+
+class AckWireModel(RuleBasedStateMachine):
+    """The tracker against the broker's side of the wire: the frames it makes the channel
+    send must never name a tag that is not outstanding (RabbitMQ's 406), never cover a
+    delivery the application has not settled, and must ack everything settled by the end
+    of the tick."""
+
+    def __init__(self, impl):
+        super().__init__()
+        self.acks = impl.AckTracker()
+        self.delivered = 0
+        self.outstanding: set[int] = set()  # the broker's unacked deliveries
+        self.unsettled: set[int] = set()  # delivered, not settled by the application
+        self.done_this_tick: set[int] = set()
+
+    @rule(count=st.integers(1, 6))
+    def deliver(self, count):
+        for _ in range(count):
+            self.delivered += 1
+            self.outstanding.add(self.delivered)
+            self.unsettled.add(self.delivered)
+            self.acks.received(self.delivered)
+
+    @rule(data=st.data())
+    def done(self, data):
+        if self.unsettled:
+            tag = data.draw(st.sampled_from(sorted(self.unsettled)), label="done")
+            self.unsettled.discard(tag)
+            self.done_this_tick.add(tag)
+            self.acks.done(tag)
+
+    @rule(data=st.data())
+    def forget(self, data):
+        if self.unsettled:
+            tag = data.draw(st.sampled_from(sorted(self.unsettled)), label="forget")
+            self.unsettled.discard(tag)
+            self.outstanding.discard(tag)  # the nack/reject went out at once
+            self.acks.forget(tag)
+
+    @rule()
+    def tick(self):
+        frames = 0
+        multiple = self.acks.take()
+        if multiple:
+            frames += 1
+            assert multiple in self.outstanding
+            covered = {t for t in self.outstanding if t <= multiple}
+            assert not covered & self.unsettled
+            self.outstanding -= covered
+        singles = self.acks.take_singles()
+        assert singles == sorted(singles)
+        for tag in singles:
+            frames += 1
+            assert tag in self.outstanding
+            assert tag not in self.unsettled
+            self.outstanding.discard(tag)
+        # Everything the application settled is acked now; nothing else is.
+        assert self.outstanding == self.unsettled
+        if self.done_this_tick and (
+            not self.unsettled or max(self.done_this_tick) < min(self.unsettled)
+        ):
+            assert frames == 1  # in order: one multiple-ack, however many were done
+        self.done_this_tick.clear()
+        assert self.acks.outstanding == len(self.outstanding)
+
+
+def test_ack_tracker_against_the_wire_model(impl):
+    run_state_machine_as_test(
+        lambda: AckWireModel(impl),
+        settings=settings(max_examples=200, stateful_step_count=60, deadline=None),
+    )

@@ -146,3 +146,63 @@ async def eventually(condition, timeout: float = 10.0) -> None:
     async with asyncio.timeout(timeout):
         while not condition():
             await asyncio.sleep(0.01)
+
+
+def samples_by_name(text: str) -> dict[str, list[Any]]:
+    found: dict[str, list[Any]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found.setdefault(sample.name, []).append(sample)
+    return found
+
+
+class Idle(Behaviour):
+    async def run(self) -> None:
+        await self.receive(timeout=0.1)
+
+
+async def test_a_fresh_agent_exports_every_dashboard_series_at_zero(mesh_url):
+    """Before any traffic every series the dashboards query is there, at 0 (Prometheus'
+    instrumentation guidance): panels show 0, not "No data"."""
+    agent = Agent(f"dash-fresh-{uuid.uuid4().hex[:6]}", url=mesh_url)
+    server = serve_metrics(free_port(), addr="127.0.0.1")
+    try:
+        async with agent:
+            await agent.add_behaviour(Idle(agent, binding_keys=[f"dash.fresh.{agent.identity}"]))
+            url = f"http://127.0.0.1:{server.server_port}/metrics"
+            async with httpx.AsyncClient() as http:
+                response = await http.get(url)
+            assert response.status_code == 200
+    finally:
+        server.shutdown()
+    scraped = samples_by_name(response.text)
+    wanted = dashboard_metric_names("munggoggo_") - dashboard_metric_names("munggoggo_gateway_")
+    ours = {
+        name: [s for s in scraped.get(name, ()) if s.labels.get("agent") == agent.identity]
+        for name in wanted
+    }
+    missing = sorted(name for name, samples in ours.items() if not samples)
+    assert not missing, f"dashboard series a fresh agent does not export: {missing}"
+    for name, samples in ours.items():
+        expected = 1.0 if name == "munggoggo_connection_up" else 0.0
+        moved = [(s.labels, s.value) for s in samples if s.value != expected]
+        assert not moved, f"{name} before any traffic: {moved}"
+    # Labels known at the start are there: the behaviour, the inbox, the exposed methods.
+    labels = [s.labels for s in ours["munggoggo_messages_redelivered_total"]]
+    assert {"agent": agent.identity, "behaviour": "Idle"} in labels
+    served = {s.labels["method"] for s in ours["munggoggo_rpc_served_total"]}
+    assert "list_behaviours" in served
+
+
+async def test_a_fresh_gateway_exports_every_dashboard_series_at_zero(broker_url):
+    async with running_gateway(GatewaySettings(url=broker_url)) as gateway:
+        text = (await gateway.http.get("/metrics")).text  # the first request it answers
+    scraped = samples_by_name(text)
+    wanted = dashboard_metric_names("munggoggo_gateway_")
+    missing = sorted(name for name in wanted if not scraped.get(name))
+    assert not missing, f"dashboard series a fresh gateway does not export: {missing}"
+    for name in wanted:
+        moved = [(s.labels, s.value) for s in scraped[name] if s.value != 0]
+        assert not moved, f"{name} before any traffic: {moved}"
+    routes = {s.labels["route"] for s in scraped["munggoggo_gateway_requests_total"]}
+    assert {"/jsonrpc", "/agents/{identity}/call/{method}", "/metrics"} <= routes

@@ -305,6 +305,166 @@ def test_deeply_nested_table_is_a_frame_error(impl):
         impl.decode_properties(header_payload(b"\x20\x00" + table))
 
 
+def nested_table(levels, inner=b""):
+    """Raw bytes of a field table with `levels` tables nested inside it, one in another;
+    `inner` is the innermost table's content (encoded independently of our encoder)."""
+    table = struct.pack(">I", len(inner)) + inner
+    for _ in range(levels):
+        table = struct.pack(">I", len(table) + 3) + b"\x01hF" + table
+    return table
+
+
+def nested_array(levels):
+    """Raw bytes of a field table holding `levels` arrays, one in another."""
+    value = b"A\x00\x00\x00\x00"
+    for _ in range(levels - 1):
+        value = b"A" + struct.pack(">I", len(value)) + value
+    content = b"\x01a" + value
+    return struct.pack(">I", len(content)) + content
+
+
+def test_nesting_limit_is_max_table_depth(impl):
+    limit = impl.MAX_TABLE_DEPTH
+    assert 16 <= limit <= 100  # far below the interpreter's recursion limit
+    deepest = impl.decode_table(nested_table(limit, b"\x01kI\x00\x00\x00\x07"))
+    for _ in range(limit):
+        deepest = deepest["h"]
+    assert deepest == {"k": 7}
+    with pytest.raises(impl.FrameError, match=f"nested deeper than {limit} levels"):
+        impl.decode_table(nested_table(limit + 1))
+    assert impl.decode_table(nested_array(limit))["a"] is not None
+    with pytest.raises(impl.FrameError, match=f"nested deeper than {limit} levels"):
+        impl.decode_table(nested_array(limit + 1))
+
+
+def test_encoder_refuses_what_the_decoder_would_refuse(impl):
+    limit = impl.MAX_TABLE_DEPTH
+    table = {"k": 7}
+    for _ in range(limit):
+        table = {"h": table}
+    assert impl.decode_table(impl.encode_table(table)) == table
+    too_deep = {"h": table}
+    with pytest.raises(ValueError, match="nested deeper"):
+        impl.encode_table(too_deep)
+    array = []  # the table's own level is 0: this array is level 1
+    for _ in range(limit - 1):
+        array = [array]
+    assert impl.decode_table(impl.encode_table({"a": array})) == {"a": array}
+    with pytest.raises(ValueError, match="nested deeper"):
+        impl.encode_table({"a": [array]})
+    # an unbounded depth is a ValueError, never a RecursionError
+    with pytest.raises(ValueError, match="nested deeper"):
+        impl.encode_properties(impl.Properties(headers=_deep_dict(5000)))
+
+
+def _deep_dict(levels):
+    table = {}
+    for _ in range(levels):
+        table = {"h": table}
+    return table
+
+
+def _undecodable_stream(channel=1, tag=1, body=b"poison", levels=3000):
+    """Basic.Deliver of a message whose headers nest `levels` tables, then its content."""
+    method = method_frame(
+        channel,
+        commands.Basic.Deliver(consumer_tag="c", delivery_tag=tag, exchange="ex", routing_key="k"),
+    )
+    props = b"\x20\x08" + nested_table(levels) + b"\x05alice"  # headers + app_id
+    head = struct.pack(">HHQH", 60, 0, len(body), 0x2008)[:-2] + props
+    return method + _frame(2, channel, head) + _frame(3, channel, body)
+
+
+@SETTINGS
+@given(cuts=st.lists(st.integers(0, 24000), max_size=8))
+def test_undecodable_properties_cost_one_message_not_the_stream(impl, cuts):
+    good = _deliver(1, b"after", frame_max=131072)
+    data = _undecodable_stream(1, tag=1) + _deliver(2, b"other channel") + good
+    reader = impl.FrameReader(131072)
+    records = []
+    for piece in split(data, cuts):
+        records += reader.feed(piece)
+    assert [r.body for r in records] == [b"poison", b"other channel", b"after"]
+    bad, *rest = records
+    assert bad.kind == DELIVER
+    assert (bad.channel, bad.delivery_tag, bad.routing_key) == (1, 1, "k")
+    assert "nested deeper than" in bad.properties_error
+    assert bad.properties == impl.Properties()  # nothing half-decoded
+    assert all(r.properties_error is None for r in rest)
+    assert reader.pending_content() == []
+
+
+def test_undecodable_properties_on_a_return_and_an_empty_body(impl):
+    table = nested_table(100)
+    method = method_frame(1, commands.Basic.Return(312, "NO_ROUTE", "ex", "k"))
+    head = struct.pack(">HHQH", 60, 0, 0, 0x2000) + table
+    (record,) = impl.FrameReader().feed(method + _frame(2, 1, head))
+    assert record.kind == RETURN
+    assert record.reply_code == 312
+    assert record.body == b""
+    assert "nested deeper than" in record.properties_error
+    assert impl.Delivery(1, DELIVER).properties_error is None
+
+
+@SETTINGS
+@given(
+    depth=st.integers(0, 300),
+    kinds=st.lists(st.sampled_from([b"F", b"A"]), min_size=1, max_size=300),
+    flips=st.lists(st.tuples(st.integers(0, 4000), st.integers(0, 255)), max_size=3),
+    cuts=st.lists(st.integers(0, 4000), max_size=5),
+)
+def test_nested_headers_fuzz_raise_only_frame_error(impl, depth, kinds, flips, cuts):
+    # tables and arrays mixed at any depth, some bytes corrupted: the reader yields
+    # deliveries (marked when their properties are undecodable) or raises FrameError
+    value = b"I\x00\x00\x00\x01"
+    for i in range(depth):
+        if kinds[i % len(kinds)] == b"F":
+            content = b"\x01k" + value
+            value = b"F" + struct.pack(">I", len(content)) + content
+        else:
+            value = b"A" + struct.pack(">I", len(value)) + value
+    content = b"\x01k" + value
+    table = struct.pack(">I", len(content)) + content
+    method = method_frame(1, commands.Basic.Deliver("c", 1, False, "ex", "k"))
+    head = struct.pack(">HHQH", 60, 0, 2, 0x2000) + table
+    data = bytearray(method + _frame(2, 1, head) + _frame(3, 1, b"ok"))
+    for pos, byte in flips:
+        data[pos % len(data)] = byte
+    reader = impl.FrameReader(8192)
+    try:
+        for piece in split(bytes(data), cuts):
+            for record in reader.feed(piece):
+                if not isinstance(record, tuple):
+                    assert record.properties_error is None or isinstance(
+                        record.properties_error, str
+                    )
+                    assert record.properties is not None
+    except impl.FrameError:
+        pass
+    if not flips:
+        assert reader.pending_content() == []
+
+
+def test_pack_publish_refuses_properties_larger_than_frame_max(impl):
+    method = impl.publish_method_frame(1, "ex", "rk")
+    props = impl.encode_properties(impl.Properties(headers={"h": "x" * 200_000}))
+    with pytest.raises(impl.PropertiesTooLarge) as info:
+        impl.pack_publish(method, 1, props, b"body", 131072)
+    assert isinstance(info.value, ValueError)
+    assert not isinstance(info.value, impl.FrameError)  # ours to refuse, not the peer's
+    assert info.value.size == len(props) + 20
+    assert info.value.frame_max == 131072
+    assert "131072" in str(info.value) and str(len(props) + 20) in str(info.value)
+    # the largest content header that fits: exactly frame_max bytes on the wire
+    fits = b"\x00\x00" + b"\x00" * (4096 - 20 - 2)
+    packed = impl.pack_publish(method, 1, fits, b"", 4096)
+    assert len(packed) == len(method) + 4096
+    with pytest.raises(impl.PropertiesTooLarge):
+        impl.pack_publish(method, 1, fits + b"\x00", b"", 4096)
+    # frame_max 0 means no limit
+    impl.pack_publish(method, 1, props, b"", 0)
+
+
 @pytest.mark.parametrize(
     "table",
     [
@@ -910,6 +1070,7 @@ def _outcome(impl, chunks):
                         record.message_count,
                         record.body,
                         tuple(getattr(props, n) for n in _frames_py.PROPERTY_NAMES),
+                        record.properties_error,
                     )
                 )
     except impl.FrameError as exc:

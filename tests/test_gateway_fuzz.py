@@ -101,6 +101,7 @@ class LiveGateway:
             call_timeout=0.5,  # `slow` may be called with any number of seconds
             tokens=(TOKEN,),
             cors_origins=("https://app.example.com",),
+            allowed_hosts=("gateway",),  # the in-process client's host name
             rate_limit=1e6,  # on, so its code runs, but never reached
         )
         app = create_app(settings)

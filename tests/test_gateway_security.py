@@ -55,7 +55,10 @@ def error_of(response: httpx.Response, status: int) -> dict[str, Any]:
 
 @contextlib.asynccontextmanager
 async def secured(broker_url: str, **overrides: Any):
-    settings = GatewaySettings(url=broker_url, call_timeout=3.0, tokens=(TOKEN, OTHER))
+    # The in-process client reaches the gateway as "gateway": one of its host names.
+    settings = GatewaySettings(
+        url=broker_url, call_timeout=3.0, tokens=(TOKEN, OTHER), allowed_hosts=("gateway",)
+    )
     async with running_gateway(settings.__class__(**{**settings.__dict__, **overrides})) as gw:
         yield gw
 
@@ -283,7 +286,8 @@ async def test_preflight_from_another_origin_is_403(broker_url):
             error = error_of(response, 403)
             assert "not allowed" in error["message"]
             assert "access-control-allow-origin" not in response.headers
-    async with running_gateway(GatewaySettings(url=broker_url)) as gw:  # no list: none
+    settings = GatewaySettings(url=broker_url, allowed_hosts=("gateway",))
+    async with running_gateway(settings) as gw:  # no list: none
         response = await gw.http.options("/jsonrpc", headers=preflight(ORIGIN))
         assert response.status_code == 403
 
@@ -312,7 +316,8 @@ async def test_cors_headers_only_for_listed_origins(broker_url, calc):
 
 
 async def test_cross_origin_writes_from_unlisted_pages_are_refused(broker_url, calc):
-    async with running_gateway(GatewaySettings(url=broker_url, cors_origins=(ORIGIN,))) as gw:
+    settings = GatewaySettings(url=broker_url, cors_origins=(ORIGIN,), allowed_hosts=("gateway",))
+    async with running_gateway(settings) as gw:
         url = f"/agents/{calc.identity}/call/notify_hello"
         # A form-like POST from another site, no preflight: CORS would only hide the answer.
         response = await gw.http.post(url, json=[1], headers={"origin": EVIL})
@@ -482,7 +487,7 @@ REFUSED = [{"type": "websocket.close", "code": 1008}]
 
 
 async def test_websocket_origin_check(ws_state):
-    state = await ws_state(cors_origins=(ORIGIN,))
+    state = await ws_state(cors_origins=(ORIGIN,), allowed_hosts=("gw",))
     assert await handshake(state) == ACCEPTED  # not a browser
     assert await handshake(state, {"origin": ORIGIN}) == ACCEPTED
     assert await handshake(state, {"origin": "http://gw:8000", "host": "gw:8000"}) == ACCEPTED

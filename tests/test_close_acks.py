@@ -1,0 +1,116 @@
+"""Closing a channel or a connection puts its coalesced acks on the wire first.
+
+Acks made with `ack_later` wait for the end of the loop tick. A close in that same tick
+must send them before Channel.Close / Connection.Close: the broker ignores what follows a
+close, and would deliver the acked messages again. Runs on RabbitMQ and on memory://.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from munggoggo.agent import open_connection
+from munggoggo.url import parse_urls
+
+COUNT = 20
+QUEUE_ARGUMENTS = {"x-expires": 60_000}  # durable (RabbitMQ 4.3), gone after the test
+
+
+async def _connect(url: str):
+    return await open_connection(parse_urls(url), name="close-acks")
+
+
+async def _fill_queue(url: str) -> str:
+    """A durable queue holding COUNT messages; returns its name."""
+    queue = f"test.close-acks.{uuid.uuid4().hex[:8]}"
+    conn = await _connect(url)
+    try:
+        ch = await conn.channel()
+        await ch.queue_declare(queue, durable=True, arguments=QUEUE_ARGUMENTS)
+        for i in range(COUNT):
+            ch.publish(str(i).encode(), "", queue)
+        await ch.wait_confirms(timeout=10)
+    finally:
+        await conn.close()
+    return queue
+
+
+async def _receive_all(ch, queue: str) -> list:
+    """Consume COUNT deliveries without settling them."""
+    got: list = []
+    done = asyncio.Event()
+
+    def on_batch(batch: list) -> None:
+        got.extend(batch)
+        if len(got) >= COUNT:
+            done.set()
+
+    await ch.consume(queue, on_batch)
+    await asyncio.wait_for(done.wait(), 10)
+    assert len(got) == COUNT
+    return got
+
+
+async def _ready_and_clean_up(url: str, queue: str) -> int:
+    """Ready messages left in the queue (after the closed consumer's unacked were requeued)."""
+    conn = await _connect(url)
+    try:
+        ch = await conn.channel()
+        ready = (await ch.queue_declare(queue, passive=True)).message_count
+        await ch.queue_delete(queue)
+        return ready
+    finally:
+        await conn.close()
+
+
+async def test_connection_close_sends_acks_made_in_the_same_tick(mesh_url):
+    queue = await _fill_queue(mesh_url)
+    conn = await _connect(mesh_url)
+    ch = await conn.channel(prefetch_count=COUNT)
+    got = await _receive_all(ch, queue)
+    for delivery in got:
+        assert ch.ack_later(delivery.delivery_tag, ch.generation)
+    await conn.close()  # same tick as the acks: nothing awaited in between
+    assert await _ready_and_clean_up(mesh_url, queue) == 0
+
+
+async def test_channel_close_sends_acks_made_in_the_same_tick(mesh_url):
+    queue = await _fill_queue(mesh_url)
+    conn = await _connect(mesh_url)
+    try:
+        ch = await conn.channel(prefetch_count=COUNT)
+        got = await _receive_all(ch, queue)
+        for delivery in got:
+            assert ch.ack_later(delivery.delivery_tag, ch.generation)
+        await ch.close()
+        assert await _ready_and_clean_up(mesh_url, queue) == 0
+    finally:
+        await conn.close()
+
+
+async def test_connection_close_sends_the_acks_of_every_channel(mesh_url):
+    queue = await _fill_queue(mesh_url)
+    conn = await _connect(mesh_url)
+    first = await conn.channel(prefetch_count=COUNT // 2)
+    second = await conn.channel(prefetch_count=COUNT // 2)
+    got: dict = {first: [], second: []}
+    done = asyncio.Event()
+
+    def collector(ch):
+        def on_batch(batch: list) -> None:
+            got[ch].extend(batch)
+            if len(got[first]) + len(got[second]) >= COUNT:
+                done.set()
+
+        return on_batch
+
+    await first.consume(queue, collector(first))
+    await second.consume(queue, collector(second))
+    await asyncio.wait_for(done.wait(), 10)
+    assert got[first] and got[second]  # each prefetch is half the queue
+    for ch, deliveries in got.items():
+        for delivery in deliveries:
+            assert ch.ack_later(delivery.delivery_tag, ch.generation)
+    await conn.close()
+    assert await _ready_and_clean_up(mesh_url, queue) == 0
