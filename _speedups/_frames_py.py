@@ -447,8 +447,12 @@ class FrameReader:
                         "the peer rejected AMQP 0-9-1 and answered with protocol header "
                         + repr(bytes(data[pos : pos + 8]))
                     )
-                if frame_limit and size + FRAME_OVERHEAD > frame_limit and (
-                    ftype != FRAME_HEADER or size + FRAME_OVERHEAD > frame_limit + HEADER_SLACK
+                if (
+                    frame_limit
+                    and size + FRAME_OVERHEAD > frame_limit
+                    and (
+                        ftype != FRAME_HEADER or size + FRAME_OVERHEAD > frame_limit + HEADER_SLACK
+                    )
                 ):
                     raise FrameError(
                         f"frame of {size + FRAME_OVERHEAD} bytes exceeds frame_max {frame_limit}"
