@@ -9,10 +9,10 @@ Each test runs on RabbitMQ and on memory://, which must behave the same.
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 import pytest
 from broker_tools import wait_until
+from mesh_tools import BodyCollector, uid
 
 from munggoggo import Agent, AgentConfig, Behaviour, Template, expose
 from munggoggo.agent import open_connection
@@ -23,10 +23,6 @@ pytestmark = pytest.mark.timeout(90)
 
 PREFETCH = 8
 FAST_CALLS = 3 * PREFETCH  # well past the inbox prefetch
-
-
-def uid(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 class SlowServer(Agent):
@@ -90,16 +86,8 @@ class Holder(Behaviour):
         self.late_acks.append(msg.ack())
 
 
-class Collector(Behaviour):
-    """Keeps the bodies; each message is settled when the next one is received."""
-
-    async def setup(self) -> None:
-        self.got: list[bytes] = []
-
-    async def run(self) -> None:
-        msg = await self.receive(timeout=0.2)
-        if msg is not None:
-            self.got.append(msg.body)
+class Collector(BodyCollector):
+    """Keeps the bodies of the fast lane's messages."""
 
 
 class TwoLanes(Agent):
@@ -123,15 +111,15 @@ async def test_a_message_acked_late_by_a_behaviour_does_not_stall_the_others(mes
                     await sender.send(identity, body, headers=FAST_LANE)
                 # All of them reach the other behaviour and are settled behind the held one.
                 assert await wait_until(
-                    lambda: len(receiver.collector.got) == len(fast), timeout=20
+                    lambda: len(receiver.collector.bodies) == len(fast), timeout=20
                 )
             finally:
                 receiver.holder.release.set()
-            assert receiver.collector.got == fast
+            assert receiver.collector.bodies == fast
             assert receiver.holder.got == [b"held"]
             assert await wait_until(lambda: receiver.holder.late_acks == [True], timeout=10)
             await sender.send(identity, b"last", headers=FAST_LANE)
-            assert await wait_until(lambda: receiver.collector.got[-1:] == [b"last"], timeout=10)
+            assert await wait_until(lambda: receiver.collector.bodies[-1:] == [b"last"], timeout=10)
         # The late ack reached the broker: a successor with the same identity is not handed
         # the held message again before what is sent to it now.
         async with TwoLanes(identity, url=mesh_url, config=config) as successor:

@@ -14,14 +14,14 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 import pytest
 from broker_tools import rabbitmqctl, wait_until
+from mesh_tools import BodyCollector, uid
 
 from bench.broker_faults import broker_address
 from bench.fault_proxy import FaultProxy
-from munggoggo import Agent, Behaviour, IdentityInUse, RpcError, Template, expose
+from munggoggo import Agent, IdentityInUse, RpcError, Template, expose
 from munggoggo.amqp.errors import BrokerError
 from munggoggo.client import Connection
 from munggoggo.durable import QueueMismatch
@@ -30,20 +30,8 @@ from munggoggo.memory import MemoryConnection
 pytestmark = pytest.mark.timeout(90)
 
 
-def uid(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-class Inbox(Behaviour):
+class Inbox(BodyCollector):
     """Keeps the bodies of the direct messages its template lets through."""
-
-    async def setup(self) -> None:
-        self.got: list[bytes] = []
-
-    async def run(self) -> None:
-        msg = await self.receive(timeout=0.2)
-        if msg is not None:
-            self.got.append(msg.body)
 
 
 class Receiver(Agent):
@@ -74,8 +62,8 @@ async def test_a_blip_loses_no_confirmed_direct_message_or_rpc_request(broker_ur
             await proxy.accept()
             assert await call == 42
             inbox = receiver.behaviours["Inbox"]
-            assert await wait_until(lambda: len(inbox.got) == 20, timeout=20)
-            assert inbox.got == [f"m{i}".encode() for i in range(20)]
+            assert await wait_until(lambda: len(inbox.bodies) == 20, timeout=20)
+            assert inbox.bodies == [f"m{i}".encode() for i in range(20)]
             assert receiver.connection.reconnects == 1
 
 

@@ -10,9 +10,9 @@ untouched, the next publish fine.
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 import pytest
+from mesh_tools import BodyCollector, uid
 from test_gateway_ws import WsClient
 from test_gateway_ws import settings as gateway_settings
 
@@ -33,18 +33,8 @@ WAIT = 10.0
 HUGE = {"h": "x" * 200_000}  # far above RabbitMQ's default frame_max of 131072
 
 
-def uid(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-class Collector(Behaviour):
-    async def setup(self) -> None:
-        self.bodies: list[bytes] = []
-
-    async def run(self) -> None:
-        msg = await self.receive(timeout=0.2)
-        if msg is not None:
-            self.bodies.append(msg.body)
+class Collector(BodyCollector):
+    """Keeps the bodies of what its topics bring."""
 
 
 async def eventually(condition, timeout: float = WAIT) -> None:

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import struct
-import uuid
 
 import pytest
+from mesh_tools import BodyCollector, uid
 
-from munggoggo import Agent, Behaviour
+from munggoggo import Agent
 from munggoggo._speedups import MAX_TABLE_DEPTH
 from munggoggo.client import Connection
 from munggoggo.wire import DEAD_LETTER_QUEUE, TOPIC_EXCHANGE
@@ -25,10 +25,6 @@ pytestmark = pytest.mark.rabbitmq
 
 WAIT = 15.0
 LEVELS = 600  # ~4 KB of headers: enough to exhaust a recursive parser's stack
-
-
-def uid(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 def nested_headers_properties(levels: int = LEVELS) -> bytes:
@@ -47,14 +43,8 @@ async def eventually(condition, timeout: float = WAIT) -> None:
         await asyncio.sleep(0.02)
 
 
-class Collector(Behaviour):
-    async def setup(self) -> None:
-        self.bodies: list[bytes] = []
-
-    async def run(self) -> None:
-        msg = await self.receive(timeout=0.2)
-        if msg is not None:
-            self.bodies.append(msg.body)
+class Collector(BodyCollector):
+    """Keeps the bodies of what its topics bring."""
 
 
 async def dead_letter_bodies(conn: Connection, count: int) -> list[bytes]:
