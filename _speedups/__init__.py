@@ -31,6 +31,7 @@ PropertiesTooLarge = _frames_impl.PropertiesTooLarge
 check_header_fits = _frames_impl.check_header_fits
 Properties = _frames_impl.Properties
 Delivery = _frames_impl.Delivery
+EncodedTable = _frames_impl.EncodedTable
 FrameReader = _frames_impl.FrameReader
 decode_properties = _frames_impl.decode_properties
 encode_properties = _frames_impl.encode_properties
@@ -79,6 +80,7 @@ __all__ = [
     "AckTracker",
     "ConfirmTracker",
     "Delivery",
+    "EncodedTable",
     "FrameError",
     "FrameReader",
     "Properties",

@@ -26,6 +26,7 @@ from ._frames_py import (  # noqa: F401  (re-exported: shared with the Python tw
     FRAME_METHOD,
     FRAME_OVERHEAD,
     CONTENT_HEADER_OVERHEAD,
+    EncodedTable,
     GET_OK,
     HEADER_SLACK,
     HEARTBEAT_FRAME,
@@ -117,12 +118,13 @@ cdef class Delivery:
     """One assembled message: Basic.Deliver, Basic.GetOk or Basic.Return with its content.
 
     `properties_error`: None, or why the properties could not be decoded (then
-    `properties` is empty); see `_frames_py.Delivery`.
+    `properties` is empty); `properties_raw`: the encoded properties as received when they
+    hold a header table, else None; see `_frames_py.Delivery`.
     """
 
     cdef public int channel, kind
     cdef public object consumer_tag, delivery_tag, exchange, routing_key, properties, body
-    cdef public object properties_error
+    cdef public object properties_error, properties_raw
     cdef public object reply_text
     cdef public bint redelivered
     cdef public int reply_code
@@ -138,6 +140,7 @@ cdef class Delivery:
         self.routing_key = ""
         self.properties = None
         self.properties_error = None
+        self.properties_raw = None
         self.body = b""
         self.reply_code = 0
         self.reply_text = ""
@@ -163,6 +166,7 @@ cdef inline Delivery _new_delivery(int channel, int kind):
     d.routing_key = ""
     d.properties = None
     d.properties_error = None
+    d.properties_raw = None
     d.body = b""
     d.reply_code = 0
     d.reply_text = ""
@@ -536,6 +540,8 @@ cdef class FrameReader:
             raise FrameError(f"content header for class {_u16(p + start)}, expected Basic (60)")
         if _u16(p + start + 12) & 1:
             raise FrameError("property flags continuation is not used by class Basic")
+        if _u16(p + start + 12) & 0x2000:  # a header table: keep it as it came, for copies
+            part.delivery.properties_raw = buf[start + 12 : end]
         try:
             part.delivery.properties = self._props.decode(buf, start, end)
         except FrameError as exc:

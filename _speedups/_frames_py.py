@@ -174,6 +174,11 @@ class Properties:
 class Delivery:
     """One assembled message: Basic.Deliver, Basic.GetOk or Basic.Return with its content.
 
+    `properties_raw` is the encoded properties exactly as received (property flags and
+    fields), kept when they hold a header table (or the broker is memory://), else None:
+    a copy of the message (a retry, a dead letter) carries that table on byte for byte
+    instead of re-encoding what was decoded (which would change types, or fail).
+
     `properties_error` is None for a normal delivery. When the content header's properties
     could not be decoded (headers nested deeper than MAX_TABLE_DEPTH, an unknown field
     type, ...) it holds the reason, and `properties` is an empty Properties: the message
@@ -191,6 +196,7 @@ class Delivery:
         "message_count",
         "properties",
         "properties_error",
+        "properties_raw",
         "redelivered",
         "reply_code",
         "reply_text",
@@ -207,6 +213,7 @@ class Delivery:
         self.routing_key = ""
         self.properties = None
         self.properties_error = None
+        self.properties_raw = None
         self.body = b""
         self.reply_code = 0
         self.reply_text = ""
@@ -557,6 +564,8 @@ class FrameReader:
             raise FrameError(f"content header for class {class_id}, expected Basic (60)")
         if flags & 1:
             raise FrameError("property flags continuation is not used by class Basic")
+        if flags & 0x2000:  # a header table: keep it as it came, for copies
+            state[0].properties_raw = payload[12:]
         try:
             state[0].properties = decode_properties(payload)[1]
         except FrameError as exc:
@@ -630,12 +639,43 @@ def _enc_field_value(value, depth):
     raise ValueError(f"cannot encode {type(value).__name__} in an AMQP field table")
 
 
+class EncodedTable(dict):
+    """A header table that travels as `wire`, its exact encoding (length prefix included),
+    while it reads as the dict of its decoded values.
+
+    Copies of received messages carry their headers this way: every field keeps the type
+    and bytes it came with (a decimal, a uint16, a timestamp beyond 2^63, a string that is
+    not UTF-8), which decoding and re-encoding would change or refuse. Read-only: a change
+    would not reach the wire, so changing it raises TypeError; build a new one instead.
+    """
+
+    __slots__ = ("wire",)
+
+    def __init__(self, values, wire):
+        dict.__init__(self, values)
+        self.wire = bytes(wire)
+
+    def _read_only(self, *args, **kwargs):
+        raise TypeError("an EncodedTable is read-only: its wire form would not change")
+
+    __setitem__ = __delitem__ = _read_only
+    clear = pop = popitem = setdefault = update = _read_only
+    __ior__ = _read_only
+
+    def __repr__(self):
+        return f"EncodedTable({dict.__repr__(self)})"
+
+
 def encode_table(table):
     """Encode a dict as an AMQP field table, length prefix included.
+
+    An EncodedTable is sent as its `wire` bytes, unchanged.
 
     Raises ValueError for a value the wire cannot carry, and for tables or arrays nested
     deeper than MAX_TABLE_DEPTH (what no munggoggo peer would decode).
     """
+    if type(table) is EncodedTable:
+        return table.wire
     return _enc_table(table, 0)
 
 

@@ -21,11 +21,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import envelope, tracing
-from ._speedups import Properties, PropertiesTooLarge, encode_properties
+from ._speedups import FrameError, Properties, PropertiesTooLarge, encode_properties
 from .amqp.errors import AccessRefused, AMQPError, ResourceLocked
 from .behaviour import Behaviour
 from .channel import PublishError
 from .config import AgentConfig, agent_config
+from .consumer_restore import ConsumerRestorer
 from .control import TraceStore
 from .durable import (
     PERSISTENT,
@@ -34,6 +35,7 @@ from .durable import (
     declare_inbox,
 )
 from .eager import run_eagerly
+from .header_copy import copy_headers
 from .lifecycle import abort_start, refused_by_stopping
 from .message import Message, copy_properties
 from .metrics import COLLECTOR, AgentStats
@@ -174,7 +176,10 @@ class Agent:
         self._props_cache: dict[tuple[str, str], bytes] = {}
         self._delivery_mode: int | None = None  # PERSISTENT in durable mode, set on connect
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._inbox_restorer: asyncio.Task[None] | None = None
+        self._restorer = ConsumerRestorer(self.identity)
+        self._inbox_consumed_on = 0  # connection.reconnects when the inbox was consumed
+        self.stop_reason: str | None = None
+        self._stopping_task: asyncio.Task[None] | None = None
 
     @property
     def url(self) -> BrokerURL:
@@ -269,8 +274,7 @@ class Agent:
             return
         self.state = STOPPING
         grace = self.config.drain_timeout
-        if self._inbox_restorer is not None:
-            self._inbox_restorer.cancel()
+        self._restorer.cancel_all()
         for channel, tag in list(self._consumers.values()):
             try:
                 await asyncio.wait_for(channel.cancel(tag), grace)
@@ -307,40 +311,85 @@ class Agent:
             self.identity, self._on_inbox, exclusive=True, on_cancel=self._on_inbox_cancelled
         )
         self._consumers[""] = (self._sub, tag)
+        self._inbox_consumed_on = getattr(self.connection, "reconnects", 0)
 
     def _on_inbox_cancelled(self, tag: str) -> None:
         """The broker cancelled the inbox consumer (the inbox was deleted), or could not
         restore it after a reconnect (the broker still held the old connection's
         exclusive consumer): consume again until it works, so the agent never goes deaf."""
-        if self._consumers.get("", (None, None))[1] == tag:
-            del self._consumers[""]
-        if self.state != RUNNING or self._inbox_restorer is not None:
+        if self._consumers.get("", (None, None))[1] != tag:
+            return  # an earlier consumer's late news
+        del self._consumers[""]
+        if self.state != RUNNING:
+            return
+        log.warning("agent %s: inbox consumer was cancelled; consuming again", self.identity)
+        self.stats.count(self.stats.consumer_cancels, "")
+        # A stale consumer of ours can hold the inbox only if we reconnected since we
+        # consumed it; it goes once the broker notices the old connection is dead.
+        stale_for = 2 * max(1, getattr(self.connection, "heartbeat", 0) or 60) + 5
+        deadline = self.loop.time() + stale_for
+        self._restorer.restore("", "inbox", functools.partial(self._consume_inbox_again, deadline))
+
+    async def _consume_inbox_again(self, stale_deadline: float) -> bool:
+        """One attempt of the inbox restore: True when consuming again (or stopping)."""
+        if self.state != RUNNING:
+            return True
+        sub = self._sub
+        await declare_inbox(sub, self.identity, self.config.inbox_expires_ms)
+        await sub.queue_bind(self.identity, FANOUT_EXCHANGE, "")
+        # Consume only once no one else does: a refused exclusive consume would close the
+        # channel again.
+        if not (await sub.queue_declare(self.identity, passive=True)).consumer_count:
+            await self._consume_inbox()
+            log.info("agent %s: consuming its inbox again", self.identity)
+            return True
+        reconnected = getattr(self.connection, "reconnects", 0) != self._inbox_consumed_on
+        if reconnected and self.loop.time() < stale_deadline:
+            return False  # perhaps our own old consumer, not yet reaped
+        self._identity_taken()
+        return True
+
+    def _identity_taken(self) -> None:
+        """Another process consumes our inbox: it holds our identity now. Two agents with
+        one identity would split its messages and calls, so this one stops."""
+        self.stop_reason = (
+            f"another agent took identity {self.identity!r} while its inbox was restored"
+        )
+        log.critical("agent %s: %s; stopping", self.identity, self.stop_reason)
+        # Not one of self._tasks: stop() waits for those, and would wait for itself.
+        self._stopping_task = self.loop.create_task(self.stop())
+
+    def _on_behaviour_cancelled(self, behaviour: Behaviour, tag: str) -> None:
+        """The broker cancelled a behaviour's consumer (its queue was deleted): declare,
+        bind and consume again until it works."""
+        name = behaviour.short_name
+        if self._consumers.get(name, (None, None))[1] != tag:
+            return  # released by us, or an earlier consumer's late news
+        del self._consumers[name]
+        if self.state != RUNNING or not behaviour.is_running:
             return
         log.warning(
-            "agent %s: inbox consumer %s was cancelled; consuming again", self.identity, tag
+            "agent %s: consumer of behaviour %s was cancelled; consuming again",
+            self.identity,
+            name,
         )
-        self._inbox_restorer = self.loop.create_task(self._restore_inbox())
+        self.stats.count(self.stats.consumer_cancels, name)
+        self._restorer.restore(
+            name, f"behaviour {name}", functools.partial(self._consume_behaviour_again, behaviour)
+        )
 
-    async def _restore_inbox(self) -> None:
-        delay = 0.1
-        try:
-            while self.state == RUNNING:
-                try:
-                    sub = self._sub
-                    await declare_inbox(sub, self.identity, self.config.inbox_expires_ms)
-                    await sub.queue_bind(self.identity, FANOUT_EXCHANGE, "")
-                    # Consume only once the old consumer is gone: a refused consume would
-                    # close the channel again.
-                    if not (await sub.queue_declare(self.identity, passive=True)).consumer_count:
-                        await self._consume_inbox()
-                        log.info("agent %s: consuming its inbox again", self.identity)
-                        return
-                except AMQPError as exc:
-                    log.warning("agent %s: inbox not consumed yet: %s", self.identity, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-        finally:
-            self._inbox_restorer = None
+    async def _consume_behaviour_again(self, behaviour: Behaviour) -> bool:
+        if self.state != RUNNING or not behaviour.is_running:
+            return True
+        await self._consume_behaviour(behaviour)
+        log.info("agent %s: behaviour %s consumes again", self.identity, behaviour.short_name)
+        return True
+
+    @property
+    def restoring_consumers(self) -> frozenset[str]:
+        """Consumers the broker cancelled that are not consuming again yet: behaviour short
+        names, "" for the inbox. The agent is not ready while any is."""
+        return self._restorer.restoring
 
     async def _release_inbox(self, grace: float) -> None:
         """Delete the inbox when it is empty and unused, so that later sends to this
@@ -371,24 +420,32 @@ class Agent:
 
     async def _start_behaviour(self, behaviour: Behaviour) -> None:
         if behaviour.binding_keys and behaviour.short_name not in self._consumers:
-            sub = self._behaviour_channels.get(behaviour.short_name)
-            if sub is None:
-                sub = await self.connection.channel(confirms=False)
-                self._behaviour_channels[behaviour.short_name] = sub
-            # Its own queue, or a queue shared with other agents' behaviours (competing
-            # consumers) when it was given one.
-            queue = behaviour.queue or behaviour.name  # <identity>.<short name>
-            await declare_behaviour_queue(
-                sub, queue, self.config.queue_type, self.config.behaviour_queue_expires_ms
-            )
-            for key in behaviour.binding_keys:
-                await sub.queue_bind(queue, TOPIC_EXCHANGE, key)
-            await sub.basic_qos(self._prefetch_share(behaviour))  # per-consumer qos
-            behaviour.queue = queue
-            tag = await sub.consume(queue, self._behaviour_consumer(behaviour, queue, sub))
-            self._consumers[behaviour.short_name] = (sub, tag)
+            await self._consume_behaviour(behaviour)
         behaviour.start()
         await behaviour.wait_set_up()
+
+    async def _consume_behaviour(self, behaviour: Behaviour) -> None:
+        """Declare the behaviour's queue, bind its keys, consume it."""
+        sub = self._behaviour_channels.get(behaviour.short_name)
+        if sub is None:
+            sub = await self.connection.channel(confirms=False)
+            self._behaviour_channels[behaviour.short_name] = sub
+        # Its own queue, or a queue shared with other agents' behaviours (competing
+        # consumers) when it was given one.
+        queue = behaviour.queue or behaviour.name  # <identity>.<short name>
+        await declare_behaviour_queue(
+            sub, queue, self.config.queue_type, self.config.behaviour_queue_expires_ms
+        )
+        for key in behaviour.binding_keys:
+            await sub.queue_bind(queue, TOPIC_EXCHANGE, key)
+        await sub.basic_qos(self._prefetch_share(behaviour))  # per-consumer qos
+        behaviour.queue = queue
+        tag = await sub.consume(
+            queue,
+            self._behaviour_consumer(behaviour, queue, sub),
+            on_cancel=functools.partial(self._on_behaviour_cancelled, behaviour),
+        )
+        self._consumers[behaviour.short_name] = (sub, tag)
 
     def _prefetch_share(self, behaviour: Behaviour) -> int:
         """This behaviour's part of the agent's prefetch budget (never above its own
@@ -413,7 +470,12 @@ class Agent:
             again = sum(1 for d in batch if d.redelivered)
             if again:
                 redelivered[label] = redelivered.get(label, 0) + again
-            behaviour._deliver([Message(d, sub, queue) for d in batch])
+            messages = [Message(d, sub, queue) for d in batch]
+            try:
+                behaviour._deliver(messages)
+            except Exception as exc:  # a bug: still, each message is settled, none is lost
+                for msg in messages:
+                    self.reject_failed(msg, exc, label)
 
         return on_batch
 
@@ -693,24 +755,51 @@ class Agent:
         batch = reject_undecodable(batch, sub, identity, self._count_inbox_rejected)
         for d in batch:
             msg = Message(d, sub, identity)
-            kind = d.properties.type
-            key = ("", kind or envelope.KIND_MESSAGE)
-            consumed[key] = consumed.get(key, 0) + 1
-            if kind == envelope.KIND_RPC or kind == envelope.KIND_CONTROL:
-                call_id = d.properties.correlation_id
-                # A reply carries our call id and no reply_to; a request carrying our call
-                # id is one we sent ourselves (a call to our own method, our own broadcast).
-                if (
-                    call_id is not None
-                    and d.properties.reply_to is None
-                    and call_id.startswith(self._call_prefix)
-                ):
-                    msg.ack()
-                    self._take_reply(call_id, d)
+            try:
+                kind = d.properties.type
+                key = ("", kind or envelope.KIND_MESSAGE)
+                consumed[key] = consumed.get(key, 0) + 1
+                if kind == envelope.KIND_RPC or kind == envelope.KIND_CONTROL:
+                    call_id = d.properties.correlation_id
+                    # A reply carries our call id and no reply_to; a request carrying our
+                    # call id is one we sent ourselves (a call to our own method, our own
+                    # broadcast).
+                    if (
+                        call_id is not None
+                        and d.properties.reply_to is None
+                        and call_id.startswith(self._call_prefix)
+                    ):
+                        msg.ack()
+                        self._take_reply(call_id, d)
+                        continue
+                    self._serve_rpc(msg)
                     continue
-                self._serve_rpc(msg)
-                continue
-            self._route_direct(msg)
+                self._route_direct(msg)
+            except Exception as exc:  # one message's failure is that message's alone
+                self.reject_failed(msg, exc)
+
+    def reject_failed(self, msg: Message, exc: BaseException, behaviour: str = "") -> None:
+        """Settle a message whose handling failed where no retry can follow (a delivery
+        callback, a copy that could not be made): logged, counted as dead-lettered, and
+        rejected without requeue, so the queue's dead-letter exchange takes it as it is.
+        A message already settled (or handed off) is left alone.
+
+        Args:
+            msg: the message.
+            exc: what went wrong.
+            behaviour: the behaviour it was for ("" for the inbox).
+        """
+        log.error(
+            "agent %s: handling a message from %r failed, rejecting it: %s: %s",
+            self.identity,
+            msg.sender,
+            type(exc).__name__,
+            exc,
+            exc_info=exc,
+        )
+        if not msg.settled:
+            self.stats.count(self.stats.dead_lettered, behaviour)
+            msg.nack(requeue=False)
 
     def _count_inbox_rejected(self) -> None:
         self.stats.count(self.stats.dead_lettered, "")
@@ -861,16 +950,16 @@ class Agent:
             return
         # A retry is a redelivery by our own hand (the broker's flag stays unset on the copy).
         self.stats.count(self.stats.redelivered, behaviour)
-        headers = dict(msg.headers)
-        headers[RETRIES_HEADER] = retries
         # The copy travels through the default exchange: remember where the first try came
         # from, so a dead letter still names the original exchange and routing key.
-        headers.setdefault(ORIGINAL_EXCHANGE_HEADER, msg.exchange)
-        headers.setdefault(ORIGINAL_ROUTING_KEY_HEADER, msg.routing_key)
+        origin = {
+            ORIGINAL_EXCHANGE_HEADER: msg.exchange,
+            ORIGINAL_ROUTING_KEY_HEADER: msg.routing_key,
+        }
         # The copy carries the count back to the queue it came from; the inbox too (an
         # exclusive queue still takes publishes from anyone): a plain requeue there would
         # lose the count and retry a poison message forever.
-        self._handoff(msg, "", msg.queue or self.identity, headers)
+        self._handoff(msg, "", msg.queue or self.identity, {RETRIES_HEADER: retries}, origin)
 
     def _dead_letter(
         self, msg: Message, reason: str, behaviour: str | None, retries: int = 0
@@ -879,37 +968,55 @@ class Agent:
         log.warning(
             "agent %s: dead-lettering message from %r (%s)", self.identity, msg.sender, reason
         )
-        headers = dict(msg.headers)
-        headers.setdefault(ORIGINAL_EXCHANGE_HEADER, msg.exchange)  # unless a retry kept it
-        headers.setdefault(ORIGINAL_ROUTING_KEY_HEADER, msg.routing_key)
-        headers.update(
-            {
-                REASON_HEADER: reason[:1000],
-                DEAD_LETTER_ID_HEADER: uuid.uuid4().hex[:16],
-                DEAD_LETTERED_AT_HEADER: int(time.time()),
-                AGENT_HEADER: self.identity,
-                QUEUE_HEADER: msg.queue,
-                RETRIES_HEADER: retries,
-            }
-        )
+        changes: dict[str, Any] = {
+            REASON_HEADER: reason[:1000],
+            DEAD_LETTER_ID_HEADER: uuid.uuid4().hex[:16],
+            DEAD_LETTERED_AT_HEADER: int(time.time()),
+            AGENT_HEADER: self.identity,
+            QUEUE_HEADER: msg.queue,
+            RETRIES_HEADER: retries,
+        }
         if behaviour:
-            headers[BEHAVIOUR_HEADER] = behaviour
-        self._handoff(msg, DEAD_LETTER_EXCHANGE, msg.queue or msg.routing_key, headers)
+            changes[BEHAVIOUR_HEADER] = behaviour
+        origin = {  # unless a retry kept them
+            ORIGINAL_EXCHANGE_HEADER: msg.exchange,
+            ORIGINAL_ROUTING_KEY_HEADER: msg.routing_key,
+        }
+        self._handoff(msg, DEAD_LETTER_EXCHANGE, msg.queue or msg.routing_key, changes, origin)
 
     def _handoff(
-        self, msg: Message, exchange: str, routing_key: str, headers: dict[str, Any]
+        self,
+        msg: Message,
+        exchange: str,
+        routing_key: str,
+        changes: dict[str, Any],
+        defaults: dict[str, Any],
     ) -> None:
-        """Publish a copy, ack the original once the broker confirmed the copy."""
-        # In durable mode a retry or dead letter is persistent even if the original was not
-        # (a transient agent's publish reaching our quorum queue): it may land in a durable
-        # classic queue (the dead-letter queue on a broker where it is classic).
-        props = copy_properties(msg.delivery, headers, delivery_mode=self._delivery_mode)
+        """Publish a copy, ack the original once the broker confirmed the copy.
+
+        The copy carries the original's headers byte for byte, with `changes` set and
+        `defaults` where the original lacks them. When no copy can be sent, the original
+        is rejected without requeue (the queue's dead-letter exchange takes it as it is):
+        a message that cannot be copied costs that message, never the consumer.
+        """
         try:
+            headers = copy_headers(msg.delivery, changes, defaults=defaults)
+            # In durable mode a retry or dead letter is persistent even if the original was
+            # not (a transient agent's publish reaching our quorum queue): it may land in a
+            # durable classic queue (the dead-letter queue on a broker where it is classic).
+            props = copy_properties(msg.delivery, headers, delivery_mode=self._delivery_mode)
             seq = self._pub.publish(msg.body, exchange, routing_key, props)
-        except PropertiesTooLarge as exc:
-            # Our headers made the copy too large to send: the queue's dead-letter
-            # exchange takes the original as it is, rather than leaving it unsettled.
-            log.warning("agent %s: %s; rejecting the original instead", self.identity, exc)
+        except (PropertiesTooLarge, ValueError, FrameError, AMQPError) as exc:
+            # Our headers made the copy too large to send, or the original's cannot be
+            # carried on, or the connection is down: reject rather than leave it unsettled.
+            log.warning(
+                "agent %s: cannot send a copy of a message from %r (%s: %s); "
+                "rejecting the original instead",
+                self.identity,
+                msg.sender,
+                type(exc).__name__,
+                exc,
+            )
             msg.nack(requeue=False)
             return
         msg._begin_handoff()
@@ -1013,6 +1120,7 @@ class Agent:
         Raises:
             AMQPError: the broker refused the cancel or the channel closed.
         """
+        self._restorer.cancel(behaviour.short_name)
         consumer = self._consumers.pop(behaviour.short_name, None)
         if consumer is not None:
             await consumer[0].cancel(consumer[1])

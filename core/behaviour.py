@@ -371,7 +371,10 @@ class Behaviour:
         inflight, self._inflight = self._inflight, []
         for msg in inflight:
             if not msg.settled:
-                self.agent._retry_or_dead_letter(msg, exc, self.short_name)
+                try:
+                    self.agent._retry_or_dead_letter(msg, exc, self.short_name)
+                except Exception as failure:  # never lose the message, never end the loop
+                    self.agent.reject_failed(msg, failure, self.short_name)
 
     async def _main(self) -> None:
         try:
@@ -386,6 +389,17 @@ class Behaviour:
             self._set_up.set()  # type: ignore[union-attr]
         try:
             await self._loop()
+        except asyncio.CancelledError:
+            if not self._stop:  # cancelled by someone else than stop(): it no longer runs
+                self.last_error = "CancelledError: step loop cancelled"
+                self.state = FAILED
+            raise
+        except BaseException as exc:  # the task ends: its state must say so, never running
+            log.error("%s: step loop ended by %s", self.name, type(exc).__name__, exc_info=exc)
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            self.state = FAILED
+            if isinstance(exc, KeyboardInterrupt | SystemExit):
+                raise  # the process is asked to end: that goes on
         finally:
             self._return_inflight()
             await self._end()

@@ -165,6 +165,18 @@ class Channel:
             self.connection._schedule_flush()
             await fut
 
+    def is_consuming(self, consumer_tag: str) -> bool:
+        """Whether the consumer `consumer_tag` is consuming on this channel: started, and
+        neither cancelled by us nor by the broker.
+
+        Args:
+            consumer_tag: a tag `consume` returned.
+
+        Returns:
+            True while it consumes.
+        """
+        return consumer_tag in self._consumers
+
     @property
     def has_consumers(self) -> bool:
         """Whether consumers were started on this channel (and not cancelled)."""

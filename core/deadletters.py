@@ -32,6 +32,7 @@ from . import _speedups
 from ._speedups import Delivery, Properties
 from .channel import PublishError
 from .durable import declare_dead_letter_queue, normalize_queue_type
+from .header_copy import copy_headers
 from .message import copy_properties
 from .wire import (
     AGENT_HEADER,
@@ -190,17 +191,16 @@ def _int(value: Any) -> int | None:
 def _digest(delivery: Delivery) -> str:
     """An id for a dead letter no agent named (RabbitMQ's own): the same message, the same
     id on every read, since body and properties (x-death with its time) do not change."""
-    h = hashlib.sha256(_speedups.encode_properties(delivery.properties))
+    raw = delivery.properties_raw  # as received: re-encoding may change it, or fail
+    h = hashlib.sha256(raw if raw is not None else _speedups.encode_properties(delivery.properties))
     h.update(delivery.body)
     return h.hexdigest()[:16]
 
 
 def requeue_properties(delivery: Delivery, dead_letter_id: str) -> Properties:
     """The properties of a requeued copy: the original ones without the death headers."""
-    p = delivery.properties
-    headers = {k: v for k, v in (p.headers or {}).items() if k not in _DEATH_HEADERS}
-    headers[REQUEUED_FROM_HEADER] = dead_letter_id
-    return copy_properties(delivery, headers, expiration=p.expiration)
+    headers = copy_headers(delivery, {REQUEUED_FROM_HEADER: dead_letter_id}, drop=_DEATH_HEADERS)
+    return copy_properties(delivery, headers, expiration=delivery.properties.expiration)
 
 
 class DeadLetters:

@@ -53,8 +53,11 @@ def agent_problems(agent: Any) -> list[str]:
         what = f"behaviour {name}" if name else "inbox"
         if not channel.is_open:
             problems.append(f"{who}: {what} channel is not open")
-        elif tag not in channel._consumers:  # the broker cancelled it (queue deleted, ...)
+        elif not channel.is_consuming(tag):  # the broker cancelled it (queue deleted, ...)
             problems.append(f"{who}: {what} consumer is not consuming")
+    for name in sorted(agent.restoring_consumers):
+        what = f"behaviour {name}" if name else "inbox"
+        problems.append(f"{who}: {what} consumer was cancelled by the broker; consuming again")
     return problems
 
 

@@ -832,6 +832,11 @@ class MemoryChannel:
     def is_open(self) -> bool:
         return self._open_event.is_set()
 
+    def is_consuming(self, consumer_tag: str) -> bool:
+        """Whether the consumer `consumer_tag` is consuming on this channel (as
+        `Channel.is_consuming`)."""
+        return consumer_tag in self._consumers
+
     @property
     def unconfirmed(self) -> int:
         return len(self._doomed) + len(self._buffered)
@@ -1431,6 +1436,7 @@ class MemoryChannel:
         d.exchange = content.exchange
         d.routing_key = content.routing_key
         d.properties = content.properties()
+        d.properties_raw = content.raw
         d.body = content.body
         return d
 
@@ -1676,6 +1682,7 @@ class MemoryChannel:
         d.exchange = content.exchange
         d.routing_key = content.routing_key
         d.properties = content.properties()
+        d.properties_raw = content.raw
         d.body = content.body
         self._loop.call_soon(self._on_return, d)
 

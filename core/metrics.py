@@ -114,6 +114,12 @@ class AgentCollector:
             "behaviour_failures", "Behaviour steps that raised", ["agent", "behaviour"]
         )
         reconnects = counter("reconnects", "Connection recoveries", ["agent"])
+        cancels = counter(
+            "consumer_cancels",
+            "Consumers the broker cancelled (queue deleted, not restorable): each is"
+            " consumed again",
+            ["agent", "behaviour"],
+        )
         rpc_served = counter("rpc_served", "RPC requests served", ["agent", "method", "outcome"])
         mailbox = GaugeMetricFamily(
             "munggoggo_mailbox_depth",
@@ -177,6 +183,8 @@ class AgentCollector:
             for behaviour, n in _with_zeros(stats.dead_lettered, behaviours):
                 dead.add_metric([a, behaviour], n)
             returned.add_metric([a], stats.returned)
+            for behaviour, n in _with_zeros(stats.consumer_cancels, behaviours):
+                cancels.add_metric([a, behaviour], n)
             for (method, outcome), n in _with_zeros(
                 stats.rpc_served, [(m, o) for m in methods for o in RPC_SERVED_OUTCOMES]
             ):
@@ -206,8 +214,8 @@ class AgentCollector:
                 _add_histogram(rpc_server, [a, method], hist)
         yield from (
             published, consumed, acked, nacked, redelivered, dead, returned, failures,
-            reconnects, rpc_served, mailbox, inflight, connected, unconfirmed, confirm, step,
-            rpc_client, rpc_server,
+            reconnects, cancels, rpc_served, mailbox, inflight, connected, unconfirmed, confirm,
+            step, rpc_client, rpc_server,
         )  # fmt: skip
 
 
@@ -245,6 +253,7 @@ class AgentStats:
 
     __slots__ = (
         "consumed",
+        "consumer_cancels",
         "dead_lettered",
         "published",
         "redelivered",
@@ -259,6 +268,7 @@ class AgentStats:
         self.consumed: dict[tuple[str, str], int] = {}
         self.redelivered: dict[str, int] = {}
         self.dead_lettered: dict[str, int] = {}
+        self.consumer_cancels: dict[str, int] = {}  # behaviour short name, "" the inbox
         self.returned = 0
         self.rpc_served: dict[tuple[str, str], int] = {}
         self.rpc_client: dict[tuple[str, str], FastHistogram] = {}
