@@ -180,6 +180,7 @@ class Agent:
         self._inbox_consumed_on = 0  # connection.reconnects when the inbox was consumed
         self.stop_reason: str | None = None
         self._stopping_task: asyncio.Task[None] | None = None
+        self._stopped = asyncio.Event()
 
     @property
     def url(self) -> BrokerURL:
@@ -269,6 +270,7 @@ class Agent:
         confirms, close. Bounded by `config.drain_timeout`."""
         if self.state in (STOPPED, CREATED):
             self.state = STOPPED
+            self._stopped.set()
             return
         if self.state == STOPPING:
             return
@@ -304,7 +306,12 @@ class Agent:
         await self.connection.close()
         COLLECTOR.remove(self)
         self.state = STOPPED
+        self._stopped.set()
         log.info("agent %s stopped", self.identity)
+
+    async def wait_stopped(self) -> None:
+        """Wait until the agent has stopped: by `stop()`, or by itself (see `stop_reason`)."""
+        await self._stopped.wait()
 
     async def _consume_inbox(self) -> None:
         tag = await self._sub.consume(
