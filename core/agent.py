@@ -178,6 +178,7 @@ class Agent:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._restorer = ConsumerRestorer(self.identity)
         self._inbox_consumed_on = 0  # connection.reconnects when the inbox was consumed
+        # Why the agent stopped by itself (its identity taken), None when it did not.
         self.stop_reason: str | None = None
         self._stopping_task: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
@@ -1034,10 +1035,14 @@ class Agent:
     async def _finish_handoff(self, msg: Message, seq: int) -> None:
         try:
             await self._pub.wait_confirm_of(seq)  # this copy's fate, not an earlier one's
-        except (PublishError, AMQPError) as exc:
+        except asyncio.CancelledError:
+            msg._end_handoff(ack=False)  # stopping: the original goes back, as it came
+            raise
+        except Exception as exc:  # refused, connection lost, or a bug: never left pending
             log.error(
-                "agent %s: copy not confirmed, original goes back to the queue: %s",
+                "agent %s: copy not confirmed, original goes back to the queue: %s: %s",
                 self.identity,
+                type(exc).__name__,
                 exc,
             )
             msg._end_handoff(ack=False)

@@ -103,21 +103,25 @@ async def test_ready_after_start_not_ready_while_the_broker_is_away(broker_url):
     health.close()
 
 
-async def test_a_consumer_cancelled_by_the_broker_is_not_ready(broker_url):
-    """Deleting a behaviour's queue makes the broker cancel its consumer: the agent is
-    connected but no longer consumes what it should."""
+async def test_a_consumer_cancelled_by_the_broker_is_restored_and_ready_again(broker_url):
+    """Deleting a behaviour's queue makes the broker cancel its consumer: the agent consumes
+    again (not ready meanwhile: tests/test_consumer_cancel.py catches that window) and
+    /readyz says 200 once it does."""
     health = HealthServer(0, addr="127.0.0.1")
     async with Listener(f"health-{uuid.uuid4().hex[:6]}", url=broker_url) as agent:
         await health.start([agent])
         assert (await probe(health.port, "/readyz")).status_code == 200
+        before = dict(agent.consumers())["Listen"]
         async with Connection(broker_url) as other:
             ch = await other.channel()
             await ch.queue_delete(f"{agent.identity}.Listen")
-        down = await wait_status(health.port, "/readyz", 503)
-        assert down.status_code == 503
-        assert down.json()["agents"][agent.identity] == [
-            f"agent {agent.identity}: behaviour Listen consumer is not consuming"
-        ]
+        for _ in range(400):
+            if agent.consumers().get("Listen", before) != before:
+                break
+            await asyncio.sleep(0.05)
+        assert agent.consumers()["Listen"] != before, "never consumed again"
+        up = await wait_status(health.port, "/readyz", 200)
+        assert up.status_code == 200
     health.close()
 
 
