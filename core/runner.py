@@ -171,3 +171,5 @@ async def wait_start_ended(starting: asyncio.Task[None], agents: tuple[Agent, ..
     await asyncio.wait((starting,), timeout=limit)
     if not starting.done():
         log.error("the cancelled start did not end within %gs: exiting without it", limit)
+    elif starting.cancelled():
+        log.info("start cancelled: what it had started is stopped")
