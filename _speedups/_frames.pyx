@@ -227,6 +227,9 @@ cdef class _PropsDecoder:
     """Decodes content-header properties, with string caches for the repeating fields."""
 
     cdef _StrCache content_type, app_id, type, reply_to, user_id
+    # The encoded properties of the last decode, when they held a header table (sliced
+    # once, for the table decoder, and kept for Delivery.properties_raw); else None.
+    cdef public object raw
 
     def __cinit__(self):
         self.content_type = _StrCache()
@@ -238,6 +241,7 @@ cdef class _PropsDecoder:
     cdef Properties decode(self, bytes payload, Py_ssize_t start, Py_ssize_t end):
         """Decode [start, end) of payload: class..flags..properties. Sets body size in
         self.body_size."""
+        self.raw = None
         cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(payload)
         cdef Py_ssize_t pos
         cdef Py_ssize_t stop
@@ -263,9 +267,10 @@ cdef class _PropsDecoder:
             if pos + 4 > end:
                 raise FrameError("truncated content header: field table")
             try:
-                # Only this header's bytes: the reader's buffer may be much larger.
-                props.headers, pos = _py_table(payload[start:end], pos - start)
-                pos += start
+                # Only this header's properties: the reader's buffer may be much larger.
+                self.raw = payload[start + 12 : end]
+                props.headers, pos = _py_table(self.raw, pos - start - 12)
+                pos += start + 12
             except FrameError:
                 raise
             except (IndexError, ValueError, _struct_error) as exc:
@@ -540,13 +545,13 @@ cdef class FrameReader:
             raise FrameError(f"content header for class {_u16(p + start)}, expected Basic (60)")
         if _u16(p + start + 12) & 1:
             raise FrameError("property flags continuation is not used by class Basic")
-        if _u16(p + start + 12) & 0x2000:  # a header table: keep it as it came, for copies
-            part.delivery.properties_raw = buf[start + 12 : end]
         try:
             part.delivery.properties = self._props.decode(buf, start, end)
         except FrameError as exc:
             part.delivery.properties = Properties.__new__(Properties)
             part.delivery.properties_error = str(exc)
+        # A header table is kept as it came, for copies (the slice its decoder used).
+        part.delivery.properties_raw = self._props.raw
         if body_size == 0:
             del self._partial[channel]
             out.append(part.delivery)

@@ -36,7 +36,7 @@ from .durable import (
 )
 from .eager import run_eagerly
 from .header_copy import copy_headers
-from .lifecycle import abort_start, refused_by_stopping
+from .lifecycle import abort_start, refused_by_stopping, undo_behaviour_start
 from .message import Message, copy_properties
 from .metrics import COLLECTOR, AgentStats
 from .rpc import (
@@ -166,6 +166,7 @@ class Agent:
         self._consumers: dict[str, tuple[Any, str]] = {}
         self._behaviour_channels: dict[str, Any] = {}
         self._setting_up = False
+        self._adding: dict[str, Behaviour] = {}  # behaviours add_behaviour is starting
         self._pending_calls: dict[str, asyncio.Future[bytes]] = {}
         self._call_targets: dict[str, str] = {}  # call id -> the agent called
         self._collectors: dict[str, list[bytes]] = {}
@@ -415,13 +416,37 @@ class Agent:
     # -- behaviours ------------------------------------------------------------------
 
     async def add_behaviour(self, behaviour: Behaviour) -> Behaviour:
-        if behaviour.short_name in self.behaviours:
-            raise ValueError(
-                f"agent {self.identity!r} already has a behaviour named {behaviour.short_name!r}"
-            )
-        self.behaviours[behaviour.short_name] = behaviour
-        if self.state == RUNNING and not self._setting_up:
-            await self._start_behaviour(behaviour)
+        """Add a behaviour: in setup() it starts with the others once setup() returns; on a
+        running agent it starts now, and is added once its queue is declared and bound and
+        its consumer set up; this returns once its setup() ran. One that could not start is
+        not added and leaves nothing behind, so a corrected one can be added under the same
+        name.
+
+        Args:
+            behaviour: a behaviour of this agent, its short name not taken.
+
+        Returns:
+            The behaviour.
+
+        Raises:
+            ValueError: the agent already has (or is adding) a behaviour of that name.
+            QueueMismatch: its queue exists with other properties (core/durable.py).
+            AMQPError: the broker refused its queue, a binding or the consumer.
+        """
+        name = behaviour.short_name
+        if name in self.behaviours or name in self._adding:
+            raise ValueError(f"agent {self.identity!r} already has a behaviour named {name!r}")
+        if self.state != RUNNING or self._setting_up:
+            self.behaviours[name] = behaviour
+            return behaviour
+        self._adding[name] = behaviour  # its name is taken while it starts
+        try:
+            await self._start_behaviour(behaviour)  # adds it once its consumer is set up
+        except BaseException:
+            await undo_behaviour_start(self, behaviour)
+            raise
+        finally:
+            del self._adding[name]
         return behaviour
 
     add_runtime_dependency = add_behaviour  # the seed's spelling
@@ -429,6 +454,9 @@ class Agent:
     async def _start_behaviour(self, behaviour: Behaviour) -> None:
         if behaviour.binding_keys and behaviour.short_name not in self._consumers:
             await self._consume_behaviour(behaviour)
+        # add_behaviour adds it here, its queue and consumer set up (a refused queue leaves
+        # nothing behind); from now on direct messages its template matches reach it too.
+        self.behaviours[behaviour.short_name] = behaviour
         behaviour.start()
         await behaviour.wait_set_up()
 
@@ -458,7 +486,9 @@ class Agent:
     def _prefetch_share(self, behaviour: Behaviour) -> int:
         """This behaviour's part of the agent's prefetch budget (never above its own
         prefetch, never below 16). Consumers keep the share they started with."""
-        consuming = sum(1 for b in self.behaviours.values() if b.binding_keys)
+        # add_behaviour adds a behaviour once it started: count those it is starting too.
+        starting = list(self._adding.values())
+        consuming = sum(1 for b in [*self.behaviours.values(), *starting] if b.binding_keys)
         share = max(16, self.config.prefetch_budget // max(1, consuming))
         return min(behaviour.prefetch, share)
 
@@ -595,7 +625,8 @@ class Agent:
 
     async def flush(self, timeout: float | None = None) -> None:
         """Wait until the broker confirmed everything this agent published."""
-        await self._pub.wait_confirms(timeout=timeout)
+        if self._pub is not None:  # nothing published before it connected
+            await self._pub.wait_confirms(timeout=timeout)
 
     # -- RPC client ----------------------------------------------------------------
 

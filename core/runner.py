@@ -1,9 +1,10 @@
 """`run()`: host agents in a process until SIGTERM/SIGINT, then drain them.
 
 Installs uvloop when available, configures logging if nobody did, starts every agent,
-and on the first signal stops them (each drains within its grace period). A second
-signal during the drain exits at once. A `HealthServer` (core/health.py), if given, answers
-probes about the agents from the first moment to the last.
+and on the first signal stops them (each drains within its grace period), even in the
+middle of a start: the start is cancelled and what it had started drains. A second
+signal during the drain exits at once (status 1). A `HealthServer` (core/health.py), if
+given, answers probes about the agents from the first moment to the last.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import contextlib
 import logging
 import signal
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .client import install_uvloop
 
@@ -25,6 +26,9 @@ log = logging.getLogger("munggoggo.run")
 
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# A cancelled start undoes itself within its agent's drain_timeout, closing its connection
+# after that: how much longer it is waited for before the process exits without it.
+START_ABORT_MARGIN = 5.0
 
 
 def log_level_of(level: str | int) -> int:
@@ -59,6 +63,8 @@ def run(*agents: Agent, log_level: str | int = "INFO", health: HealthServer | No
         ValueError: an unknown log level.
         Exception: whatever an agent's start raised (the agents started before it are
             stopped first).
+        AgentStoppedByItself: an agent stopped without being asked (the others are
+            stopped first).
     """
     level = log_level_of(log_level)
     if not logging.getLogger().handlers:
@@ -81,6 +87,10 @@ async def serve(
     *agents: Agent, stop: asyncio.Event | None = None, health: HealthServer | None = None
 ) -> None:
     """Start agents, wait for a signal (or `stop`), stop them. Usable from async code.
+
+    A stop during start-up does not wait for the start: the start is cancelled (the setup()
+    running sees CancelledError), the agent being started drains what it had started, the
+    agents already running drain as usual, and this returns (within `drain_timeout`).
 
     Args:
         agents: the agents to start, in order (they stop in reverse order).
@@ -108,18 +118,84 @@ async def serve(
         # Outside the main thread there are no signal handlers: the caller uses `stop`.
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, on_signal, signum)
-    started = []
+    started: list[Agent] = []
     if health is not None:
         await health.start(agents)  # before they start: /readyz says "starting", /livez 200
+    # Starting races the stop: a signal during a long setup() cancels the start (the agent
+    # undoes it, see Agent.start) instead of waiting for it to finish.
+    starting = loop.create_task(start_in_order(agents, started))
+    stopping = loop.create_task(stop.wait())
     try:
-        for agent in agents:
-            await agent.start()
-            started.append(agent)
-        await stop.wait()
+        await asyncio.wait((starting, stopping), return_when=asyncio.FIRST_COMPLETED)
+        if starting.done():
+            starting.result()  # a start that failed raises (the started ones stop below)
+            await until_stop_or_self_stop(stopping, agents)
     finally:
-        await asyncio.gather(*(agent.stop() for agent in reversed(started)), return_exceptions=True)
+        stopping.cancel()
+        await shut_down(starting, started, agents)
         if health is not None:
             health.close()
         for signum in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(signum)
+    if starting.done() and not starting.cancelled():
+        starting.result()  # a start the stop cut short ended with an error of its own
+
+
+class AgentStoppedByItself(RuntimeError):
+    """An agent stopped without being asked (another process took its identity): the
+    others are stopped too, and `run()` raises this (a `Worker` exits 1)."""
+
+
+async def until_stop_or_self_stop(stopping: asyncio.Task[Any], agents: tuple[Agent, ...]) -> None:
+    """Wait for the stop event, or for an agent to stop by itself.
+
+    Raises:
+        AgentStoppedByItself: an agent stopped by itself (its `stop_reason` says why).
+    """
+    ended = [asyncio.ensure_future(agent.wait_stopped()) for agent in agents]
+    try:
+        await asyncio.wait((stopping, *ended), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in ended:
+            task.cancel()
+    if stopping.done():
+        return
+    gone = [agent for agent in agents if agent.state == "stopped"]
+    reasons = "; ".join(f"{a.identity}: {a.stop_reason or 'stopped'}" for a in gone)
+    raise AgentStoppedByItself(f"agent stopped by itself ({reasons})")
+
+
+async def start_in_order(agents: tuple[Agent, ...], started: list[Agent]) -> None:
+    """Start `agents` one after the other, appending each to `started` once it runs."""
+    for agent in agents:
+        await agent.start()
+        started.append(agent)
+
+
+async def shut_down(
+    starting: asyncio.Task[None], started: list[Agent], agents: tuple[Agent, ...]
+) -> None:
+    """Stop everything at once: cancel a start still under way (its agent drains what it
+    had started: behaviours, consumers, connection) and drain the agents that run.
+
+    A start that does not end once cancelled (its setup() swallowed the cancellation) is
+    waited for only the longest `drain_timeout` plus `START_ABORT_MARGIN`, so the process
+    still exits.
+    """
+    waits = [agent.stop() for agent in reversed(started)]
+    if not starting.done():
+        log.info("stopping during start-up: cancelling the start")
+        starting.cancel()
+        waits.append(wait_start_ended(starting, agents))
+    await asyncio.gather(*waits, return_exceptions=True)
+
+
+async def wait_start_ended(starting: asyncio.Task[None], agents: tuple[Agent, ...]) -> None:
+    """Wait for the cancelled start to undo itself, for a bounded time."""
+    limit = max((a.config.drain_timeout for a in agents), default=0.0) + START_ABORT_MARGIN
+    await asyncio.wait((starting,), timeout=limit)
+    if not starting.done():
+        log.error("the cancelled start did not end within %gs: exiting without it", limit)
+    elif starting.cancelled():
+        log.info("start cancelled: what it had started is stopped")

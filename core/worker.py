@@ -1,8 +1,9 @@
 """`Worker`: the original munggoggo's way to run agents, spelled as `mode.Worker` was.
 
 `Worker(agent, loglevel="info").execute_from_commandline()` does what `run()` does
-(logging at that level, uvloop, SIGTERM/SIGINT drain the agents) and then ends the
-process: exit status 0 after a clean stop, 1 when an agent could not start.
+(logging at that level, uvloop, SIGTERM/SIGINT drain the agents, during start-up too) and
+then ends the process: exit status 0 after a clean stop, 1 when an agent could not start
+(or a second signal cut the drain short).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from .agent import Agent
 from .amqp.errors import AMQPError
-from .runner import log_level_of, run
+from .runner import AgentStoppedByItself, log_level_of, run
 from .url import URLError
 
 if TYPE_CHECKING:
@@ -58,11 +59,16 @@ class Worker:
 
     def execute(self) -> int:
         """Run the agents until a signal stops them; returns the process exit status:
-        0 after a clean stop, 1 when an agent could not start (logged)."""
+        0 after a clean stop (a signal during start-up cancels the start and drains what
+        it had started: also 0), 1 when an agent could not start or stopped by itself
+        (another process took its identity; logged)."""
         try:
             run(*self.agents, log_level=self.loglevel, health=self.health)
         except EXPECTED_START_ERRORS as exc:
             log.error("agents could not start: %s", exc)
+            return 1
+        except AgentStoppedByItself as exc:
+            log.error("%s", exc)
             return 1
         except Exception:
             log.exception("agents could not start")

@@ -1,5 +1,5 @@
-"""Agents as processes: `munggoggo run` under SIGKILL and SIGTERM, identity conflicts,
-`munggoggo ctl` against a running agent, `munggoggo demo`.
+"""Agents as processes: `munggoggo run` under SIGKILL and SIGTERM (also in the middle of its
+start), identity conflicts, `munggoggo ctl` against a running agent, `munggoggo demo`.
 
 Agent classes live in tests/process_agents.py (run with tests/ on PYTHONPATH). The test side
 observes with aiormq, an independent client: it publishes jobs with publisher confirms and
@@ -26,7 +26,13 @@ import aiormq
 import pytest
 from broker_tools import rabbitmqctl, wait_until
 from pamqp.commands import Basic
-from process_agents import WORK_BEHAVIOUR, done_topic, jobs_topic
+from process_agents import (
+    SETUP_CANCELLED,
+    SETUP_WAITING,
+    WORK_BEHAVIOUR,
+    done_topic,
+    jobs_topic,
+)
 
 from munggoggo import Agent, IdentityInUse
 
@@ -110,6 +116,18 @@ class AgentProcess:
 
     def signal(self, signum: int) -> None:
         self.proc.send_signal(signum)
+
+    async def printed(self, line: str, timeout: float = 30) -> None:
+        """Wait until the agent printed `line` on stdout; fail if it exits or does not."""
+        await wait_until(
+            lambda: line in self.stdout.splitlines() or self.proc.poll() is not None,
+            timeout=timeout,
+            interval=0.05,
+        )
+        assert line in self.stdout.splitlines(), (
+            f"{self.identity} did not print {line!r} (exit {self.returncode}):\n"
+            f"{self.stderr[-3000:]}"
+        )
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -263,6 +281,14 @@ def unacked(queue: str) -> int:
         if fields[0] == queue:
             return int(fields[2])
     raise AssertionError(f"queue {queue!r} not listed:\n{out}")
+
+
+async def consumers_of(conn: aiormq.abc.AbstractConnection, queue: str) -> int:
+    """The consumers of `queue` (0 when it is gone)."""
+    try:
+        return (await queue_depth(conn, queue))[1]
+    except aiormq.exceptions.ChannelNotFoundEntity:
+        return 0
 
 
 async def delete_queue(conn: aiormq.abc.AbstractConnection, queue: str) -> None:
@@ -453,6 +479,89 @@ async def test_sigterm_drains_without_loss_or_unacked_leftovers(peer, broker_url
             await asyncio.gather(publishing, return_exceptions=True)
         worker.kill()
         await delete_queue(peer, work_queue)
+
+
+# -- c2. SIGTERM during start-up ----------------------------------------------------
+
+
+async def test_sigterm_during_setup_cancels_the_start_and_exits_cleanly(peer, broker_url, tmp_path):
+    identity = new_identity("slow-setup")
+    agent = AgentProcess("process_agents:SlowSetup", identity, broker_url, tmp_path)
+    try:
+        agent.start()
+        await agent.printed(SETUP_WAITING)  # its setup() waits a minute
+        assert await consumers_of(peer, identity) == 1  # connected, consuming its inbox
+        agent.signal(signal.SIGTERM)
+        code = await agent.wait(30)
+        assert code == 0, f"exit code {code}:\n{agent.stderr[-3000:]}"
+        assert SETUP_CANCELLED in agent.stdout.splitlines()
+        assert "Traceback" not in agent.stderr, agent.stderr
+        assert await consumers_of(peer, identity) == 0
+    finally:
+        agent.kill()
+        await delete_queue(peer, identity)
+
+
+async def test_sigterm_while_a_behaviour_sets_up_drains_the_one_running(peer, broker_url, tmp_path):
+    """`Work` consumes while the start still waits for the next behaviour's setup(): a
+    SIGTERM then drains `Work` as after a completed start (nothing lost, nothing left
+    unacknowledged) and the process exits 0, without waiting for that setup()."""
+    n = 500
+    identity = new_identity("slow-start")
+    work_queue = f"{identity}.{WORK_BEHAVIOUR}"
+    agent = AgentProcess("process_agents:SlowBehaviourStart", identity, broker_url, tmp_path)
+    try:
+        results = await Results.open(await peer.channel(), identity)
+        agent.start()
+        await agent.printed(SETUP_WAITING)  # Work is consuming by now
+        pub = await peer.channel()
+        job_ids = [f"{identity}-{i:04d}" for i in range(n)]
+        for job_id in job_ids:
+            await publish_job(pub, identity, job_id)
+        assert await wait_until(lambda: len(results.ids) >= 20, timeout=30), agent.stderr
+        agent.signal(signal.SIGTERM)
+        code = await agent.wait(30)  # the stuck setup() would wait a minute
+        assert code == 0, f"exit code {code}:\n{agent.stderr[-3000:]}"
+        assert "Traceback" not in agent.stderr, agent.stderr
+        assert SETUP_CANCELLED in agent.stdout.splitlines()  # once the 3 s drain was over
+
+        async def settled() -> bool:
+            ready, consumers = await queue_depth(peer, work_queue)
+            return consumers == 0 and ready == len(set(job_ids) - results.processed())
+
+        for _ in range(100):  # let the last results reach our consumer
+            if await settled():
+                break
+            await asyncio.sleep(0.05)
+        processed = results.processed()
+        ready, consumers = await queue_depth(peer, work_queue)
+        print(f"\nsigterm in start-up: sent={n} processed={len(processed)} left={ready}")
+        assert 0 < len(processed) < n, "the signal did not meet the work: nothing tested"
+        assert consumers == 0
+        assert unacked(work_queue) == 0
+        assert ready == n - len(processed)
+        assert processed <= set(job_ids)
+        assert not results.duplicates()
+    finally:
+        agent.kill()
+        await delete_queue(peer, work_queue)
+        await delete_queue(peer, identity)
+
+
+async def test_a_second_sigterm_ends_a_start_that_ignores_the_first(peer, broker_url, tmp_path):
+    identity = new_identity("stubborn")
+    agent = AgentProcess("process_agents:StubbornSetup", identity, broker_url, tmp_path)
+    try:
+        agent.start()
+        await agent.printed(SETUP_WAITING)
+        agent.signal(signal.SIGTERM)
+        await agent.printed(SETUP_CANCELLED)  # and it waits on (drain_timeout is a minute)
+        assert agent.returncode is None
+        agent.signal(signal.SIGTERM)
+        assert await agent.wait(15) == 1, agent.stderr[-3000:]
+    finally:
+        agent.kill()
+        await delete_queue(peer, identity)
 
 
 # -- d. munggoggo ctl ----------------------------------------------------------------

@@ -18,6 +18,7 @@ from bench.fault_proxy import FaultProxy
 from munggoggo import Agent, Template
 from munggoggo.health import agent_problems
 from munggoggo.metrics import COLLECTOR
+from munggoggo.runner import AgentStoppedByItself, serve
 from munggoggo.url import parse_url
 
 WAIT = 20.0
@@ -98,7 +99,8 @@ async def test_deleted_inbox_is_declared_and_consumed_again(mesh_url):
 
 async def test_identity_taken_while_the_inbox_was_gone_stops_the_agent(broker_url):
     """A's inbox is deleted while A cannot hear it (its network frozen); B starts with the
-    same identity; when A hears of the cancel, it finds B consuming and stops."""
+    same identity; when A hears of the cancel, it finds B consuming and stops, and the
+    `serve()` hosting it ends with AgentStoppedByItself (a Worker process exits 1)."""
     upstream = parse_url(broker_url)
     identity = uid("cancel-taken")
     async with FaultProxy(upstream=(upstream.host, upstream.port)) as proxy:
@@ -106,7 +108,9 @@ async def test_identity_taken_while_the_inbox_was_gone_stops_the_agent(broker_ur
         first = Agent(identity, url=proxied)
         second = Agent(identity, url=broker_url)
         caller = Agent(uid("cancel-asker"), url=broker_url)
-        async with first, caller:
+        serving = asyncio.ensure_future(serve(first, stop=asyncio.Event()))
+        async with caller:
+            await eventually(lambda: first.state == "running")
             proxy.freeze()
             try:
                 await delete_queue(caller, identity)
@@ -114,7 +118,10 @@ async def test_identity_taken_while_the_inbox_was_gone_stops_the_agent(broker_ur
             finally:
                 proxy.thaw()
             try:
-                await eventually(lambda: first.state == "stopped")
+                with pytest.raises(AgentStoppedByItself) as info:
+                    await asyncio.wait_for(serving, WAIT)
+                assert identity in str(info.value)
+                assert first.state == "stopped"
                 assert first.stop_reason is not None and identity in first.stop_reason
                 # The second one keeps the identity, and answers.
                 assert second.state == "running"
