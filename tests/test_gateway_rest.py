@@ -256,6 +256,21 @@ async def test_healthz_and_readyz(gateway):
     assert (await gateway.http.get("/healthz")).status_code == 200
 
 
+def test_publish_settings_come_from_the_environment_and_must_be_finite():
+    env = {
+        "MUNGGOGGO_GATEWAY_PUBLISH_TIMEOUT": "0.5",
+        "MUNGGOGGO_GATEWAY_PUBLISH_BUFFER": "10",
+        "MUNGGOGGO_GATEWAY_PUBLISH_BUFFER_BYTES": "4096",
+    }
+    settings = GatewaySettings.from_env(env)
+    assert (settings.publish_timeout, settings.publish_buffer) == (0.5, 10)
+    assert settings.publish_buffer_bytes == 4096
+    assert GatewaySettings.from_env(settings.to_env()) == settings
+    for value in ("nan", "inf", "-inf"):
+        with pytest.raises(ValueError, match="MUNGGOGGO_GATEWAY_PUBLISH_TIMEOUT"):
+            GatewaySettings.from_env({"MUNGGOGGO_GATEWAY_PUBLISH_TIMEOUT": value})
+
+
 async def test_without_lifespan_only_health_answers():
     import httpx
 
