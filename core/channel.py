@@ -59,6 +59,10 @@ class PublishNacked(AMQPError):
     """The broker nacked a publish (an internal error on its side, e.g. a full disk)."""
 
 
+class DrainTimeout(AMQPError, TimeoutError):
+    """`drain(timeout)` ran out: the channel could not take more publishes in time."""
+
+
 @dataclass(frozen=True, slots=True)
 class QueueDeclareOk:
     queue: str
@@ -684,9 +688,30 @@ class Channel:
         """True when publishing may go on without waiting (see `drain`)."""
         return self.connection._flow.is_set() and self._capacity.is_set()
 
-    async def drain(self) -> None:
+    async def drain(self, timeout: float | None = None) -> None:
         """Wait until publishing may go on: socket writable, broker not blocking us,
-        connection up, and fewer than `max_unconfirmed` publishes awaiting confirms."""
+        connection up, and fewer than `max_unconfirmed` publishes awaiting confirms.
+
+        Args:
+            timeout: seconds to wait at most; None waits as long as it takes (through a
+                whole reconnect). What was published before stays queued either way.
+
+        Raises:
+            DrainTimeout: publishing could not go on within `timeout`.
+            ConnectionLost: the connection closed for good.
+        """
+        if timeout is None:
+            await self._drain()
+        elif not self.writable:
+            try:
+                await asyncio.wait_for(self._drain(), timeout)
+            except TimeoutError:
+                raise DrainTimeout(
+                    f"channel {self.id}: publishing could not go on within {timeout:g}s "
+                    f"(connection {self.connection.state}, {self.unconfirmed} unconfirmed)"
+                ) from None
+
+    async def _drain(self) -> None:
         conn = self.connection
         while True:
             if not conn._flow.is_set():

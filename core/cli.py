@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import importlib
 import json
+import math
 import os
 import socket
 import sys
@@ -21,7 +22,7 @@ from . import cli_deadletters
 from .agent import Agent, open_connection
 from .amqp.errors import AMQPError
 from .client import install_uvloop
-from .rpc import RpcError
+from .rpc import UNKNOWN_AGENT, RpcError
 from .runner import run, serve
 from .url import URLError, parse_urls
 
@@ -40,6 +41,28 @@ def main(argv: list[str] | None = None) -> int:
 
 
 HEALTH_HELP = "serve GET /livez and /readyz (connected, consumers up) on this port"
+
+
+def seconds(text: str) -> float:
+    """argparse type: a finite number of seconds above 0 (nan and inf are refused: a timer
+    of nan seconds fails inside the event loop, one of inf never fires)."""
+    return _seconds(text, zero_ok=False)
+
+
+def seconds_or_zero(text: str) -> float:
+    """argparse type: a finite number of seconds, 0 or more."""
+    return _seconds(text, zero_ok=True)
+
+
+def _seconds(text: str, zero_ok: bool) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
+        least = "0 or more" if zero_ok else "more than 0"
+        raise argparse.ArgumentTypeError(f"seconds must be a finite number, {least}: {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "demo", help="run the demo agents (falls back to memory:// without a broker)"
     )
-    p.add_argument("--seconds", type=float, default=None, help="stop after this long")
+    p.add_argument("--seconds", type=seconds, default=None, help="stop after this long")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
     p.add_argument("--health-port", type=int, help=HEALTH_HELP)
     p.set_defaults(handler=cmd_demo)
@@ -79,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--workers", type=int, default=1, help="worker processes")
     p.add_argument("--url", dest="gateway_url", help="broker URL")
-    p.add_argument("--call-timeout", type=float, help="seconds an RPC may take (default 5)")
+    p.add_argument("--call-timeout", type=seconds, help="seconds an RPC may take (default 5)")
     p.add_argument("--max-in-flight", type=int, help="concurrent calls per worker (default 1024)")
     p.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
@@ -141,10 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_gateway)
 
     ctl = sub.add_parser("ctl", help="control a running mesh")
-    ctl.add_argument("--timeout", type=float, default=5.0)
+    ctl.add_argument("--timeout", type=seconds, default=5.0, help="seconds to wait for answers")
     csub = ctl.add_subparsers(dest="ctl_command", required=True)
     c = csub.add_parser("peers", help="list running agents")
-    c.add_argument("--wait", type=float, default=0.5, help="how long to collect answers")
+    c.add_argument("--wait", type=seconds_or_zero, default=0.5, help="how long to collect answers")
     c = csub.add_parser("status", help="an agent's status")
     c.add_argument("identity")
     c = csub.add_parser(
@@ -345,6 +368,7 @@ async def _ctl(args: argparse.Namespace) -> Any:
                 kwargs[name] = _json_arg(value)
             params = [_json_arg(p) for p in args.params]
             return await client.call(args.identity, args.method, *params, timeout=timeout, **kwargs)
+        returned = client.stats.returned
         if cmd == "send":
             await client.send(args.identity, _json_arg(args.body))
         elif cmd == "broadcast":
@@ -362,4 +386,13 @@ async def _ctl(args: argparse.Namespace) -> Any:
         elif cmd == "traces":
             return await client.call(args.identity, "traces", args.limit, timeout=timeout)
         await client.flush(timeout=timeout)
+        # The broker returns an unroutable direct message before it confirms it; memory://
+        # hands the return over from the loop right after.
+        await asyncio.sleep(0)
+        if cmd == "send" and client.stats.returned > returned:
+            raise RpcError(
+                UNKNOWN_AGENT,
+                f"unknown agent {args.identity!r}: the broker returned the message "
+                "(no inbox queue of that name)",
+            )
         return {"ok": True}

@@ -513,7 +513,11 @@ class Connection:
         if self._state == _CLOSED:
             raise ConnectionLost(f"connection to {self.url} is closed")
         waiter = asyncio.ensure_future(self._flow.wait())
-        await asyncio.wait([waiter, self._closed_future], return_when=asyncio.FIRST_COMPLETED)
+        try:
+            await asyncio.wait([waiter, self._closed_future], return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # the caller gave up (a drain with a timeout): no waiter left
+            waiter.cancel()
+            raise
         if not waiter.done():
             waiter.cancel()
             raise ConnectionLost(f"connection to {self.url} is closed")

@@ -1703,9 +1703,10 @@ class MemoryChannel:
         """True when publishing may go on without waiting (see `drain`)."""
         return self.connection.is_open and self._unyielded < _PUBLISHES_PER_YIELD
 
-    async def drain(self) -> None:
+    async def drain(self, timeout: float | None = None) -> None:
         """No flow control in process, but it yields once so a publishing loop lets
-        consumers run, as socket back-pressure would."""
+        consumers run, as socket back-pressure would (so `timeout`, taken for parity with
+        `Channel.drain`, never runs out)."""
         if self.connection.is_closed:
             raise ConnectionLost(f"connection to {self.connection.url} is closed")
         await asyncio.sleep(0)

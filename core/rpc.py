@@ -11,6 +11,7 @@ inherited attributes are refused.
 from __future__ import annotations
 
 import inspect
+import math
 import typing
 from collections.abc import Callable
 from typing import Any
@@ -153,7 +154,33 @@ def encode_request(method: str, params: list[Any] | dict[str, Any] | None, id: s
 
 
 def encode_result(result: Any, id: Any) -> bytes:
-    return _encoder.encode({"jsonrpc": "2.0", "result": result, "id": id})
+    """The JSON-RPC response carrying `result`.
+
+    Raises:
+        TypeError: the result holds a value msgspec cannot encode.
+        ValueError: the result holds a float JSON cannot carry (inf, -inf, NaN): msgspec
+            would write null, a different answer than the method gave.
+    """
+    data = _encoder.encode({"jsonrpc": "2.0", "result": result, "id": id})
+    # msgspec writes every non-finite float as null: only then is the walk worth it.
+    if b"null" in data and _holds_non_finite(result):
+        raise ValueError("it holds inf or NaN, which JSON cannot carry")
+    return data
+
+
+def _holds_non_finite(value: Any) -> bool:
+    """Whether an encodable value holds inf or NaN anywhere (iterative: no depth limit)."""
+    stack = [msgspec.to_builtins(value)]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return True
+        elif type(item) is dict:
+            stack.extend(item.values())
+        elif type(item) is list or type(item) is tuple:
+            stack.extend(item)
+    return False
 
 
 def encode_error(error: RpcError, id: Any) -> bytes:

@@ -113,10 +113,13 @@ class Router:
         return found
 
     def resolve(self, method: str, scope: dict[str, Any]) -> tuple[Route, tuple[str, ...]]:
-        """The route and its path parameters; HTTPError 404 or 405 (with Allow)."""
+        """The route and its path parameters; HTTPError 404 or 405 (with Allow). HEAD is
+        served wherever GET is (by the GET route; the app sends no body)."""
         by_method = self.fixed.get(scope["path"])
         if by_method is not None:
             route = by_method.get(method)
+            if route is None and method == "HEAD":
+                route = by_method.get("GET")
             if route is not None:
                 return route, ()
             raise _not_allowed(by_method)
@@ -129,7 +132,7 @@ class Router:
             params = route.match(parts)
             if params is None:
                 continue
-            if route_method == method:
+            if route_method == method or (method == "HEAD" and route_method == "GET"):
                 return route, params
             allowed.append(route_method)
         if allowed:
@@ -138,7 +141,10 @@ class Router:
 
 
 def _not_allowed(methods: dict[str, Any]) -> HTTPError:
-    allow = ", ".join(sorted(methods))
+    names = set(methods)
+    if "GET" in names:
+        names.add("HEAD")
+    allow = ", ".join(sorted(names))
     return HTTPError(405, "method not allowed", headers=[(b"allow", allow.encode())])
 
 
@@ -219,6 +225,8 @@ class GatewayApp:
         state = self.state
         started = perf_counter()
         template = UNMATCHED_ROUTE
+        if scope["method"] == "HEAD":
+            send = _without_body(send)
         try:
             if state is not None:
                 # Origins, credentials, rate limit (gateway/guard.py): refusals raise.
@@ -264,7 +272,12 @@ class GatewayApp:
                 try:
                     settings = self.settings or GatewaySettings.from_env()
                     guard = Guard(settings)  # reads the tokens file: a bad one stops here
-                    mesh = Mesh(settings.url)
+                    mesh = Mesh(
+                        settings.url,
+                        publish_timeout=settings.publish_timeout,
+                        publish_buffer=settings.publish_buffer,
+                        publish_buffer_bytes=settings.publish_buffer_bytes,
+                    )
                     await mesh.start()
                 except Exception as exc:
                     # A broker that does not answer is news, not a bug: no traceback.
@@ -312,6 +325,18 @@ async def _call_raw(
             await send_response(send, _INTERNAL_ERROR)
             status = 500
     return status
+
+
+def _without_body(send: Any) -> Any:
+    """`send` for a HEAD request: the GET answer's status and headers (its Content-Length
+    included, as HTTP wants), no body."""
+
+    async def send_head(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body" and message.get("body"):
+            message = {**message, "body": b""}
+        await send(message)
+
+    return send_head
 
 
 def _adopt_traceparent(scope: dict[str, Any]) -> Any:

@@ -3,7 +3,14 @@
 Everything the HTTP, JSON-RPC and WebSocket handlers need from the mesh goes through
 `Mesh`: calls, publishes, sends, peers, behaviour control, and topic subscriptions. It uses
 only the public Agent API and the public engine (`connection.channel()`); it never reaches
-into runtime internals.
+into runtime internals. Publishes go through `publisher` (gateway/publisher.py): bounded
+waits, a bounded buffer for the broker.
+
+The client agents of the gateway's workers are named `gateway-<host>-<pid>`: every
+identity starting with `gateway-` is one of them (`is_gateway_identity`). They are not
+agents of the mesh for the gateway's clients: not listed, not callable through the gateway
+(whatever worker serves the request: an unknown agent, like any other), and they keep no
+traces (their traffic is every client's).
 
 Subscriptions: one exclusive queue per worker, bound to `munggoggo.topic` with the union of
 every client's patterns (a binding per distinct pattern, removed when its last subscriber
@@ -30,20 +37,54 @@ from typing import Any
 from munggoggo import Agent
 from munggoggo.agent import TOPIC_EXCHANGE
 from munggoggo.amqp.errors import AMQPError
+from munggoggo.config import AgentConfig
 from munggoggo.message import Message
+from munggoggo.rpc import UNKNOWN_AGENT, RpcError
 from munggoggo.topics import topic_matches
+
+from .publisher import Publisher, PublishRefused
+from .topics import topic_problem
 
 log = logging.getLogger("munggoggo.gateway.mesh")
 
 Subscriber = Callable[[Message], None]
 
+GATEWAY_PREFIX = "gateway-"  # the identities of the gateway workers' client agents
+
+
+def is_gateway_identity(identity: str) -> bool:
+    """Whether `identity` names a gateway worker's client agent (of any gateway worker)."""
+    return identity.startswith(GATEWAY_PREFIX)
+
+
+class NotConnected(AMQPError):
+    """The broker connection is down: the mesh refuses at once instead of waiting."""
+
 
 class Mesh:
     """A connected client agent with the operations the gateway exposes."""
 
-    def __init__(self, url: str | None = None, identity: str | None = None) -> None:
-        self.identity = identity or f"gateway-{socket.gethostname()}-{os.getpid()}"
-        self.agent = Agent(self.identity, url=url)
+    def __init__(
+        self,
+        url: str | None = None,
+        identity: str | None = None,
+        *,
+        publish_timeout: float = 1.0,
+        publish_buffer: int = 1024,
+        publish_buffer_bytes: int = 16 * 1024 * 1024,
+    ) -> None:
+        """Args:
+        url: the broker URL (None: MUNGGOGGO_URL or local RabbitMQ).
+        identity: the client agent's identity (default `gateway-<host>-<pid>`).
+        publish_timeout, publish_buffer, publish_buffer_bytes: the `Publisher`'s bounds:
+            seconds a publish may wait for room; messages and bytes published and not
+            yet confirmed by the broker.
+        """
+        self.identity = identity or f"{GATEWAY_PREFIX}{socket.gethostname()}-{os.getpid()}"
+        # No traces: this agent carries every client's calls (their correlation ids).
+        self.agent = Agent(self.identity, url=url, config=AgentConfig(trace_size=0))
+        self.publisher: Publisher | None = None
+        self._publish_limits = (publish_timeout, publish_buffer, publish_buffer_bytes)
         self._subscribers: dict[int, tuple[str, Subscriber]] = {}
         self._pattern_counts: dict[str, int] = {}
         self._tokens = itertools.count(1)
@@ -57,8 +98,18 @@ class Mesh:
     # -- lifecycle -----------------------------------------------------------------
 
     async def start(self) -> None:
-        await self.agent.start()
-        self._channel = await self.agent.connection.channel(confirms=False, prefetch_count=1024)
+        agent = self.agent
+        await agent.start()
+        timeout, max_messages, max_bytes = self._publish_limits
+        self.publisher = Publisher(
+            await agent.connection.channel(max_unconfirmed=max(1, max_messages)),
+            self.identity,
+            timeout=timeout,
+            max_messages=max(1, max_messages),
+            max_bytes=max(1, max_bytes),
+            persistent=agent.config.durable,
+        )
+        self._channel = await agent.connection.channel(confirms=False, prefetch_count=1024)
         ok = await self._channel.queue_declare(
             f"{self.identity}.subscriptions", exclusive=True, auto_delete=True
         )
@@ -69,6 +120,8 @@ class Mesh:
         self._stopping = True
         if self._unbinder is not None:
             self._unbinder.cancel()
+        if self.publisher is not None:
+            await self.publisher.close(self.agent.config.drain_timeout)
         await self.agent.stop()
 
     @property
@@ -81,24 +134,38 @@ class Mesh:
     async def call(
         self, target: str, method: str, params: list[Any] | dict[str, Any] | None, timeout: float
     ) -> Any:
-        """Call an exposed method; raises munggoggo.RpcError (incl. RpcTimeout)."""
+        """Call an exposed method; raises munggoggo.RpcError (incl. RpcTimeout). A gateway
+        worker's client agent is unknown here, as an agent without an inbox is."""
+        if is_gateway_identity(target):
+            raise RpcError(UNKNOWN_AGENT, f"unknown agent {target!r}: no inbox queue of that name")
         return await self.agent.call_params(target, method, params or None, timeout=timeout)
 
     async def publish(
         self, routing_key: str, body: Any, headers: dict[str, Any] | None = None
     ) -> None:
-        await self.agent.publish(body, routing_key, headers=headers)
+        """Publish on `munggoggo.topic`, waiting at most the publish timeout for room.
+
+        Raises:
+            PublishRefused: the broker connection is down (at once), or no room in time.
+            ValueError: the routing key breaks the topic rule (gateway/topics.py), or the
+                body or headers cannot be encoded or do not fit a frame.
+        """
+        problem = topic_problem(routing_key)
+        if problem:
+            raise ValueError(problem)
+        publisher = self.publisher
+        if publisher is None:
+            raise PublishRefused("the gateway is not connected to the mesh yet")
+        data, props = publisher.encode(body, headers)
+        await publisher.publish(routing_key, data, props)
 
     async def send(self, target: str, body: Any, headers: dict[str, Any] | None = None) -> None:
         await self.agent.send(target, body, headers=headers)
 
     async def peers(self, wait: float = 0.3) -> list[dict[str, Any]]:
-        """Running agents (without this gateway's own client agent)."""
-        return [
-            p
-            for p in await self.agent.peers(timeout=wait)
-            if not p["identity"].startswith("gateway-")
-        ]
+        """Running agents, without the gateway workers' client agents."""
+        found = await self.agent.peers(timeout=wait)
+        return [p for p in found if not is_gateway_identity(p["identity"])]
 
     # -- subscriptions ---------------------------------------------------------------
 
@@ -108,6 +175,8 @@ class Mesh:
         if not pattern or len(pattern.encode()) > 255:
             raise ValueError("a topic pattern is 1 to 255 bytes")
         if self._pattern_counts.get(pattern, 0) == 0:
+            if not self.connected:  # binding would wait for the connection to come back
+                raise NotConnected("not connected to the broker; retry later")
             async with self._binding_lock:
                 # Due for an unbind: not any more (binding again is harmless if it stayed).
                 self._unbind_due.discard(pattern)

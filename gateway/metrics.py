@@ -1,7 +1,8 @@
 """Prometheus series of the gateway, and its `GET /metrics` exposition.
 
 Owns every `munggoggo_gateway_*` series: requests by route, method and status, a latency
-histogram by route and method, calls in flight, WebSocket clients, and one counter per
+histogram by route and method, calls in flight, WebSocket clients, the publish buffer
+(messages and bytes awaiting the broker's confirms, and its bounds), and one counter per
 gateway event (`state.count("ws_dropped")` -> `munggoggo_gateway_ws_dropped_total`).
 
 Several granian workers are separate processes, so a scrape answered by one worker must
@@ -58,6 +59,7 @@ EVENTS = {
     "ws_messages_out": "Mesh messages written to WebSocket clients",
     "ws_dropped": "Messages dropped because a WebSocket client's buffer was full",
     "ws_errors": "Error frames sent to WebSocket clients",
+    "publish_refused": "Publishes refused: broker connection down, or no room in time",
 }
 
 
@@ -103,6 +105,31 @@ class GatewayMetrics:
             multiprocess_mode="livemax",
         )
         max_gauge.set(max_in_flight)
+        self.publish_buffered = Gauge(
+            PREFIX + "publish_buffered",
+            "Messages published by the worker and not yet confirmed by the broker (kept "
+            "for a republish while the connection is down)",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.publish_buffered_bytes = Gauge(
+            PREFIX + "publish_buffered_bytes",
+            "Bytes of the messages in publish_buffered",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self._publish_max = Gauge(
+            PREFIX + "publish_buffer_max",
+            "Messages publish_buffered may reach per worker before publishes wait (then 503)",
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
+        self._publish_max_bytes = Gauge(
+            PREFIX + "publish_buffer_max_bytes",
+            "Bytes publish_buffered_bytes may reach per worker before publishes wait",
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
         started = Gauge(
             PREFIX + "start_time_seconds",
             "When the worker started (Unix time)",
@@ -125,6 +152,16 @@ class GatewayMetrics:
             key = (route, method, 200)
             if key not in self._children:
                 self._children[key] = self._label_children(route, method, 200)
+
+    def publish_limits(self, messages: int, size: int) -> None:
+        """Export the bounds of the worker's publish buffer."""
+        self._publish_max.set(messages)
+        self._publish_max_bytes.set(size)
+
+    def publish_buffer(self, messages: int, size: int) -> None:
+        """What the worker's publish buffer holds now (gateway/publisher.py)."""
+        self.publish_buffered.set(messages)
+        self.publish_buffered_bytes.set(size)
 
     def event(self, name: str, n: int = 1) -> None:
         self._events[name].inc(n)

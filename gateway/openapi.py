@@ -327,7 +327,9 @@ PATHS: dict[str, Any] = {
             "tags": ["topics"],
             "operationId": "publish",
             "summary": "Publish the JSON body on munggoggo.topic with this routing key",
-            "parameters": [_path_param("routing_key", "the topic, e.g. sensors.t1")],
+            "parameters": [
+                _path_param("routing_key", "the topic, e.g. sensors.t1 (no `*` or `#`)")
+            ],
             "requestBody": {
                 "required": True,
                 "content": {"application/json": {"schema": {}, "example": {"value": 21.5}}},
@@ -335,7 +337,15 @@ PATHS: dict[str, Any] = {
             "responses": {
                 "202": _json(_ref("Published"), "handed to the broker"),
                 **_BODY_ERRORS,
-                "503": _error("the broker connection is down (Retry-After: 1)"),
+                "400": _error(
+                    "the body is not JSON or nests too deep, or the routing key holds a "
+                    "wildcard (`*`, `#`) or exceeds 255 bytes"
+                ),
+                "503": _error(
+                    "the broker cannot take it now: its connection is down (answered at "
+                    "once), or no room within the publish timeout (-32003); or too many "
+                    "calls in flight (-32000). Retry-After: 1"
+                ),
             },
         }
     },

@@ -5,7 +5,9 @@ Every route answers JSON. RPC errors become HTTP statuses with the error's `code
 -32601 unknown method and -32001 unknown agent -> 404, -32602 invalid params -> 422,
 -32002 timeout -> 504, -32003 gateway not connected and -32000 overload -> 503 with
 `Retry-After`, an unknown behaviour (-32004, behaviour routes) -> 404, anything else the
-agent answered -> 502.
+agent answered -> 502. A publish the broker cannot take (its connection down: at once; no
+room within `publish_timeout`) -> 503 with -32003 and `Retry-After`; a routing key with
+`*` or `#` -> 400, as the WebSocket `publish` refuses it.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from munggoggo.rpc import (
 from . import metrics
 from .http import HTTPError, Request, Response, decode_json, json_response
 from .limits import OVERLOADED, RETRY_AFTER, json_too_deep, overloaded_message, release, try_acquire
+from .publisher import PublishRefused
+from .topics import topic_problem
 
 UNKNOWN_BEHAVIOUR = -32004  # what Agent.start_behaviour / stop_behaviour raise
 _MAX_NAME = 255  # identities and routing keys are AMQP short strings
@@ -155,12 +159,24 @@ async def _behaviour(request: Request, state: Any, control: str) -> Response:
 
 async def publish_topic(request: Request, state: Any) -> Response:
     (routing_key,) = request.params
-    if not routing_key or len(routing_key.encode()) > _MAX_NAME:
-        raise HTTPError(400, "a routing key is 1 to 255 bytes")
+    problem = topic_problem(routing_key)  # the WebSocket publish's rule too
+    if problem:
+        raise HTTPError(400, problem)
     body = await json_body(request, state)
     if body is _EMPTY:
         raise HTTPError(400, "a JSON body is required (the message to publish)")
-    await state.mesh.publish(routing_key, body)
+    # A publish may wait (publish_timeout) for room: it holds a slot like a call meanwhile.
+    if not try_acquire(state):
+        raise HTTPError(503, overloaded_message(state), code=OVERLOADED, headers=RETRY_AFTER)
+    try:
+        await state.mesh.publish(routing_key, body)
+    except PublishRefused as exc:
+        state.count("publish_refused")
+        raise HTTPError(503, str(exc), code=UNAVAILABLE, headers=RETRY_AFTER) from None
+    except ValueError as exc:  # the message cannot go at all (too large properties, ...)
+        raise HTTPError(400, f"cannot publish to {routing_key!r}: {exc}") from None
+    finally:
+        release(state)
     state.count("published")
     return json_response({"published": True, "routing_key": routing_key}, 202)
 

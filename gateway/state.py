@@ -10,6 +10,7 @@ Handler contract (so the HTTP, WebSocket and dashboard modules stay independent)
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -39,6 +40,14 @@ class GatewaySettings:
     # than this still goes out when nothing else is queued).
     ws_buffer_bytes: int = 4_194_304
     ws_max_subscriptions: int = 100  # topic patterns per WebSocket client
+    # Publishing (gateway/publisher.py): while the broker connection is down publishes are
+    # refused at once; otherwise one waits at most publish_timeout seconds for room among
+    # the published messages the broker has not confirmed yet (kept for a republish if the
+    # connection drops: all a worker holds for the broker), at most publish_buffer of them
+    # and publish_buffer_bytes bytes. Refused: 503 + Retry-After, or an error frame.
+    publish_timeout: float = 1.0
+    publish_buffer: int = 1024
+    publish_buffer_bytes: int = 16_777_216
     # Security (gateway/guard.py; README "Securing the gateway"). No tokens: open to anyone.
     # repr=False: settings get logged and printed; the secrets must not be.
     tokens: tuple[str, ...] = field(default=(), repr=False)  # bearer tokens / API keys
@@ -88,7 +97,10 @@ def _parse(variable: str, raw: str, kind: str) -> Any:
     """One setting from its environment variable; ValueError naming the variable."""
     try:
         if kind == "float":
-            return float(raw)
+            value = float(raw)
+            if not math.isfinite(value):  # nan and inf compare false: limits would vanish
+                raise ValueError(raw)
+            return value
         if kind == "int":
             return int(raw)
     except ValueError:
@@ -125,6 +137,10 @@ class GatewayState:
         self.body_deadlines = BodyDeadlines(self.settings.body_timeout)
         if self.guard is None:
             self.guard = Guard(self.settings)
+        publisher = self.mesh.publisher  # None until the mesh started
+        if publisher is not None:
+            self.metrics.publish_limits(publisher.max_messages, publisher.max_bytes)
+            publisher.on_change = self.metrics.publish_buffer
 
     def count(self, name: str, n: int = 1) -> None:
         """Count a gateway event; `name` must be one of gateway/metrics.py's EVENTS."""

@@ -8,6 +8,10 @@ Client -> server:
     {"op": "unsubscribe", "topic": "sensors.*"}     ack {"op": "unsubscribed", "topic": ...}
     {"op": "publish", "topic": "sensors.t1", "body": <any JSON>, "headers": {...}}
         no ack (a publish is fire-and-forget), unless it carries an "id": {"op": "published"}
+        once the broker took it. A publish the broker cannot take now (its connection down,
+        or no room within `settings.publish_timeout`) gets an error frame; one that waits
+        for room holds none of the client's other frames (gateway/publisher.py: its
+        publishes wait in order, at most `ws_buffer` of them and `ws_buffer_bytes`)
     {"jsonrpc": "2.0", "method": "IDENTITY.METHOD", "params": ..., "id": ...}
         the JSON-RPC 2.0 response, by the rules of POST /jsonrpc (gateway/jsonrpc.py: the
         method is split at the last dot; a batch gets a list of responses; notifications
@@ -48,7 +52,9 @@ from .cors import describe
 from .guard import Answer
 from .http import JSON, Response, error_response
 from .limits import OVERLOADED, json_too_deep
+from .publisher import PublishQueue, PublishRefused
 from .state import GatewayState
+from .topics import pattern_problem, topic_problem
 
 log = logging.getLogger("munggoggo.gateway.ws")
 
@@ -163,6 +169,18 @@ class WebSocketClient:
         self._room.set()
         self._subscriptions: dict[str, int] = {}  # pattern -> Mesh token
         self._calls: set[asyncio.Task[None]] = set()
+        # Publishes waiting for the broker, in order, bounded like the outgoing buffer.
+        publisher = state.mesh.publisher
+        self._publishes = (
+            None
+            if publisher is None
+            else PublishQueue(
+                publisher,
+                self._published,
+                max_messages=self._limit,
+                max_bytes=self._byte_limit,
+            )
+        )
         self.closed = False
         self.dropped = 0
         self.sent = 0
@@ -245,7 +263,7 @@ class WebSocketClient:
 
     async def _publish(self, request: dict[str, Any]) -> None:
         topic = request.get("topic")
-        problem = topic_problem(topic)
+        problem = topic_problem(topic)  # the REST publish's rule too
         if problem:
             return self._error(problem, request)
         if "body" not in request:
@@ -254,16 +272,31 @@ class WebSocketClient:
         if headers is not None and not isinstance(headers, dict):
             return self._error('"headers" must be a JSON object', request)
         assert isinstance(topic, str)
+        publishes = self._publishes
+        if publishes is None:  # the mesh never started: nothing to publish with
+            return self._error(f"cannot publish to {topic!r} now: not connected", request)
         try:
-            await self.state.mesh.publish(topic, request["body"], headers=headers)
-        except ValueError as exc:  # the message itself cannot go (PropertiesTooLarge, ...)
+            data, props = publishes.publisher.encode(request["body"], headers)
+        except ValueError as exc:
             return self._error(f"cannot publish to {topic!r}: {exc}", request)
-        except Exception as exc:
-            log.warning("publish to %r failed: %s", topic, exc)
-            return self._error(f"cannot publish to {topic!r} now: {exc}", request)
-        self.state.count("ws_published")
-        if "id" in request:
-            self._reply({"op": "published", "topic": topic}, request)
+        # Never awaited here: a publish waiting for the broker holds no other frame.
+        publishes.submit(topic, data, props, request)
+        return None
+
+    def _published(self, request: dict[str, Any], error: Exception | None) -> None:
+        """How a publish ended (PublishQueue's `done`)."""
+        if self.closed:
+            return
+        topic = request["topic"]
+        if error is None:
+            self.state.count("ws_published")
+            if "id" in request:
+                self._reply({"op": "published", "topic": topic}, request)
+        elif isinstance(error, PublishRefused):
+            self.state.count("publish_refused")
+            self._error(f"cannot publish to {topic!r} now: {error}", request)
+        else:  # the message itself cannot go (PropertiesTooLarge, ...)
+            self._error(f"cannot publish to {topic!r}: {error}", request)
 
     def _rate_limited(self, body: bytes, wait: float) -> None:
         """Refuse a frame over the rate limit, answering the way the frame expects: a
@@ -399,6 +432,8 @@ class WebSocketClient:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._publishes is not None:
+            await self._publishes.close()
         subscriptions, self._subscriptions = self._subscriptions, {}
         for topic, token in subscriptions.items():
             try:
@@ -473,34 +508,7 @@ def _body_value(msg: Message) -> tuple[Any, str | None]:
     return value, None
 
 
-# -- validation -----------------------------------------------------------------------
-
-
-def pattern_problem(topic: Any) -> str | None:
-    """Why `topic` cannot be a subscription pattern, or None when it can."""
-    if not isinstance(topic, str) or not topic:
-        return 'subscribe needs a "topic" pattern such as "sensors.*" or "#"'
-    if len(topic.encode()) > 255:
-        return "a topic pattern is at most 255 bytes long"
-    for word in topic.split("."):
-        if word not in ("*", "#") and ("*" in word or "#" in word):
-            return (
-                f"invalid pattern {topic!r}: {word!r} mixes a wildcard with other characters;"
-                " '*' (one word) and '#' (any words) stand alone between dots, "
-                "as in 'sensors.*' or 'sensors.#'"
-            )
-    return None
-
-
-def topic_problem(topic: Any) -> str | None:
-    """Why `topic` cannot be published to, or None when it can."""
-    if not isinstance(topic, str) or not topic:
-        return 'publish needs a "topic" such as "sensors.t1"'
-    if len(topic.encode()) > 255:
-        return "a topic is at most 255 bytes long"
-    if "*" in topic or "#" in topic:
-        return f"publish to a concrete topic, not {topic!r}: '*' and '#' only work in subscribe"
-    return None
+# -- ids ------------------------------------------------------------------------------
 
 
 def _reply_id(id: Any) -> Any:

@@ -67,6 +67,14 @@ class Calc(Agent):
         return value
 
     @expose
+    def non_finite(self, kind: str = "inf") -> Any:
+        """A result JSON cannot carry: inf, -inf or NaN (alone or nested)."""
+        values = {"inf": float("inf"), "-inf": float("-inf"), "nan": float("nan")}
+        if kind in values:
+            return values[kind]
+        return {"nested": [1.0, {"deep": values[kind.removeprefix("nested-")]}]}
+
+    @expose
     async def slow(self, seconds: float) -> float:
         await asyncio.sleep(seconds)
         return seconds

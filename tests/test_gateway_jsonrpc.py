@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from munggoggo.gateway.limits import BodyTooLarge, json_too_deep, read_body
 from munggoggo.gateway.state import GatewaySettings
+from munggoggo.rpc import INTERNAL_ERROR
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.timeout(30)]
 
@@ -255,6 +256,18 @@ async def test_agent_errors_pass_through_unchanged(gateway, calc):
     reply = answer(await gateway.rpc(request(f"{calc.identity}.crash", id=2)))
     assert reply["error"]["code"] == -32000
     assert reply["error"]["data"] == {"type": "ZeroDivisionError"}
+
+
+@pytest.mark.parametrize("kind", ["inf", "-inf", "nan", "nested-inf", "nested-nan"])
+async def test_a_result_json_cannot_carry_is_an_error_not_null(gateway, calc, kind):
+    """inf and NaN have no JSON spelling: the agent answers -32603, never a silent null."""
+    reply = answer(await gateway.rpc(request(f"{calc.identity}.non_finite", [kind], 1)))
+    assert "result" not in reply, reply
+    assert reply["error"]["code"] == INTERNAL_ERROR
+    assert reply["id"] == 1
+    response = await gateway.http.post(f"/agents/{calc.identity}/call/non_finite", json=[kind])
+    assert response.status_code == 502, response.text
+    assert response.json()["error"]["code"] == INTERNAL_ERROR
 
 
 async def test_unknown_agent(gateway):

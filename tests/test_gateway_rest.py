@@ -9,12 +9,15 @@ import asyncio
 import json
 import re
 import uuid
+from urllib.parse import unquote
 
 import pytest
 from gateway_agents import FAILURE_CODE, Calc, events_topic, lifespan, running_gateway
+from test_gateway_ws import WsClient
 
 from munggoggo.gateway.app import create_app
 from munggoggo.gateway.state import GatewaySettings
+from munggoggo.gateway.topics import topic_problem
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.timeout(30)]
 
@@ -198,6 +201,47 @@ async def test_publish_needs_a_json_body(gateway, calc):
     error_of(await gateway.http.post("/topics/" + "k" * 300, json=1), 400)
 
 
+@pytest.mark.parametrize("escaped", ["%23", "a.%2A", "a.%23.b", "sensors.%2A.temp"])
+async def test_publish_refuses_wildcards_by_the_websocket_rule(gateway, escaped):
+    """`*` and `#` have no meaning in a published routing key: REST refuses them as the
+    WebSocket `publish` does, with the same words."""
+    topic = unquote(escaped)
+    response = await gateway.http.post(f"/topics/{escaped}", json={"x": 1})
+    assert error_of(response, 400)["message"] == topic_problem(topic)
+    async with WsClient(gateway.app.state) as ws:
+        reply = await ws.request({"op": "publish", "topic": topic, "body": 1})
+    assert reply == {"op": "error", "error": topic_problem(topic)}
+    assert gateway.app.state.counters.get("published", 0) == 0
+
+
+# -- HEAD ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/healthz", "/readyz", "/openapi.json", "/docs", "/", "/static/dashboard.js", "/ws"],
+)
+async def test_head_is_answered_wherever_get_is(gateway, path):
+    got = await gateway.http.get(path)
+    head = await gateway.http.head(path)
+    assert head.status_code == got.status_code != 405
+    assert head.content == b""
+    for name in ("content-type", "content-length"):
+        assert head.headers.get(name) == got.headers.get(name), name
+
+
+async def test_head_of_routes_with_changing_answers(gateway, calc):
+    for path in ("/metrics", "/agents?wait=0", f"/agents/{calc.identity}"):
+        head = await gateway.http.head(path)
+        assert head.status_code == 200, path
+        assert head.content == b"" and int(head.headers["content-length"]) > 0, path
+        assert (
+            head.headers["content-type"] == (await gateway.http.get(path)).headers["content-type"]
+        )
+    response = await gateway.http.head("/jsonrpc")  # POST only: still not allowed
+    assert response.status_code == 405 and response.headers["allow"] == "POST"
+
+
 # -- health, readiness, metrics ----------------------------------------------------
 
 
@@ -210,6 +254,21 @@ async def test_healthz_and_readyz(gateway):
     response = await gateway.http.get("/readyz")
     assert response.status_code == 503
     assert (await gateway.http.get("/healthz")).status_code == 200
+
+
+def test_publish_settings_come_from_the_environment_and_must_be_finite():
+    env = {
+        "MUNGGOGGO_GATEWAY_PUBLISH_TIMEOUT": "0.5",
+        "MUNGGOGGO_GATEWAY_PUBLISH_BUFFER": "10",
+        "MUNGGOGGO_GATEWAY_PUBLISH_BUFFER_BYTES": "4096",
+    }
+    settings = GatewaySettings.from_env(env)
+    assert (settings.publish_timeout, settings.publish_buffer) == (0.5, 10)
+    assert settings.publish_buffer_bytes == 4096
+    assert GatewaySettings.from_env(settings.to_env()) == settings
+    for value in ("nan", "inf", "-inf"):
+        with pytest.raises(ValueError, match="MUNGGOGGO_GATEWAY_PUBLISH_TIMEOUT"):
+            GatewaySettings.from_env({"MUNGGOGGO_GATEWAY_PUBLISH_TIMEOUT": value})
 
 
 async def test_without_lifespan_only_health_answers():
@@ -256,7 +315,7 @@ async def test_unknown_route_and_wrong_method(gateway):
     assert error_of(await gateway.http.get("/nowhere"), 404)["code"] == 404
     response = await gateway.http.delete("/agents")
     error_of(response, 405)
-    assert response.headers["allow"] == "GET"
+    assert response.headers["allow"] == "GET, HEAD"  # HEAD is served wherever GET is
     response = await gateway.http.get("/agents/x/call/y")
     error_of(response, 405)
     assert response.headers["allow"] == "POST"

@@ -110,10 +110,17 @@ async def gateway(broker_url):
     meshes: list[Mesh] = []
 
     async def make(**overrides: Any) -> GatewayState:
-        mesh = Mesh(broker_url, identity=f"gateway-test-{uuid.uuid4().hex[:8]}")
+        chosen = settings(broker_url, **overrides)
+        mesh = Mesh(
+            broker_url,
+            identity=f"gateway-test-{uuid.uuid4().hex[:8]}",
+            publish_timeout=chosen.publish_timeout,
+            publish_buffer=chosen.publish_buffer,
+            publish_buffer_bytes=chosen.publish_buffer_bytes,
+        )
         await mesh.start()
         meshes.append(mesh)
-        return GatewayState(settings(broker_url, **overrides), mesh)
+        return GatewayState(chosen, mesh)
 
     yield make
     for mesh in meshes:
