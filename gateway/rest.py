@@ -3,9 +3,9 @@
 Every route answers JSON. RPC errors become HTTP statuses with the error's `code` and
 `message` in the body (`{"error": {"code", "message", "data"}}`):
 -32601 unknown method and -32001 unknown agent -> 404, -32602 invalid params -> 422,
--32002 timeout -> 504, -32003 gateway not connected and -32000 overload -> 503 with
-`Retry-After`, an unknown behaviour (-32004, behaviour routes) -> 404, anything else the
-agent answered -> 502.
+-32002 timeout -> 504, -32003 gateway not connected, -32005 agent unreachable right now and
+-32000 overload -> 503 with `Retry-After`, an unknown behaviour (-32004, behaviour routes)
+-> 404, anything else the agent answered -> 502.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from munggoggo.rpc import (
     TIMEOUT,
     UNAVAILABLE,
     UNKNOWN_AGENT,
+    UNREACHABLE,
     RpcError,
     RpcTimeout,
 )
@@ -36,6 +37,7 @@ _STATUS_FOR_CODE = {
     INVALID_PARAMS: 422,
     TIMEOUT: 504,
     UNAVAILABLE: 503,
+    UNREACHABLE: 503,  # the connection or the target is coming back: retry
 }
 _EMPTY = object()
 
