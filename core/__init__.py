@@ -13,7 +13,7 @@ from .agent import Agent, IdentityInUse
 from .behaviour import Behaviour, OneShotBehaviour, PeriodicBehaviour, RestartPolicy
 from .config import AgentConfig
 from .message import Message
-from .rpc import RpcError, RpcTimeout, expose
+from .rpc import AgentUnreachable, RpcError, RpcTimeout, expose
 from .runner import run, serve
 from .template import Template
 from .worker import Worker
@@ -23,6 +23,7 @@ Core = Agent  # the original munggoggo's name for the agent base class
 __all__ = [
     "Agent",
     "AgentConfig",
+    "AgentUnreachable",
     "Behaviour",
     "Core",
     "IdentityInUse",

@@ -39,11 +39,12 @@ from .header_copy import copy_headers
 from .lifecycle import abort_start, refused_by_stopping, undo_behaviour_start
 from .message import Message, copy_properties
 from .metrics import COLLECTOR, AgentStats
+from .reachability import Reachability
 from .rpc import (
     METHOD_NOT_FOUND,
     TIMEOUT,
     UNAVAILABLE,
-    UNKNOWN_AGENT,
+    AgentUnreachable,
     RpcError,
     RpcTimeout,
     decode_request,
@@ -169,6 +170,7 @@ class Agent:
         self._adding: dict[str, Behaviour] = {}  # behaviours add_behaviour is starting
         self._pending_calls: dict[str, asyncio.Future[bytes]] = {}
         self._call_targets: dict[str, str] = {}  # call id -> the agent called
+        self._reachability = Reachability(self._pending_calls, self._call_targets)
         self._collectors: dict[str, list[bytes]] = {}
         # Marks our call ids (a late reply is recognised and dropped); the random part of
         # each id (`_new_call_id`) is what keeps a reply from being forged.
@@ -241,6 +243,9 @@ class Agent:
         # Read here, not in __init__: `munggoggo run --queue-type` replaces the config.
         self._delivery_mode = PERSISTENT if self.config.durable else None
         self.connection = conn = await open_connection(self.urls, self.identity)
+        # Fails the calls in flight when the connection drops; tells unroutable calls
+        # after a recovery (unreachable) from calls to unknown agents.
+        self._reachability.watch(conn, self.config.unreachable_grace)
         self._pub = await conn.channel()
         self._pub.on_return = self._on_return
         self._pub.on_publish_failure = self._on_publish_failure
@@ -686,6 +691,9 @@ class Agent:
             except RpcTimeout:
                 outcome = "timeout"
                 raise
+            except AgentUnreachable:
+                outcome = "unreachable"
+                raise
             result = decode_response(reply)
             outcome = "ok"
             return result
@@ -757,12 +765,7 @@ class Agent:
         call_id = delivery.properties.correlation_id
         fut = self._pending_calls.pop(call_id, None) if call_id else None
         if fut is not None and not fut.done():
-            fut.set_exception(
-                RpcError(
-                    UNKNOWN_AGENT,
-                    f"unknown agent {delivery.routing_key!r}: no inbox queue of that name",
-                )
-            )
+            fut.set_exception(self._reachability.no_route(delivery.routing_key))
             return
         log.warning(
             "agent %s: message to %r returned by the broker: %d %s",

@@ -353,6 +353,15 @@ class Connection:
         self._update_flow()
 
     def stream_lost(self, exc: Exception | None) -> None:
+        # Open on the wire (handshake done) when lost, even if its recovery was still
+        # restoring channels: what was sent on it is lost with it (on_lost).
+        handshake = self._handshake
+        established = (
+            handshake is not None
+            and handshake.done()
+            and not handshake.cancelled()
+            and handshake.exception() is None
+        )
         self._stream = None
         self._amqp_conn = None
         self._stop_heartbeat()
@@ -391,7 +400,12 @@ class Connection:
             else:
                 self._finish(reason)
         elif self._state in (_CLOSING, _CONNECTING, _RECOVERING):
-            pass  # close(), connect() (which may try the next URL) or the recovery goes on
+            # close(), connect() (which may try the next URL) or the recovery goes on. A
+            # recovery lost after its handshake had channels ready (RPC requests may have
+            # gone out on them): the loss is reported like that of an open connection.
+            if self._state == _RECOVERING and established:
+                for cb in self.on_lost:
+                    cb(self, reason)
         else:
             self._finish(reason)
 

@@ -33,6 +33,9 @@ class AgentConfig:
             is sent to an agent during a connection blip or a restart waits that long.
         max_redeliveries: failed handling attempts before a message is dead-lettered.
         rpc_timeout: seconds `call()` waits for a reply when it is given no timeout.
+        unreachable_grace: seconds after this agent's connection recovered during which a
+            call to an agent without an inbox fails as unreachable (-32005, retry: it may
+            still be reconnecting) rather than as unknown (-32001).
         drain_timeout: grace, in seconds, for in-flight work when stopping.
         trace_size: messages kept for the `traces` control method; 0 turns it off.
         behaviour_queue_expires_ms: how long a behaviour queue outlives its last consumer.
@@ -46,6 +49,7 @@ class AgentConfig:
     inbox_expires_ms: int | None = 60_000
     max_redeliveries: int = 3
     rpc_timeout: float = 5.0
+    unreachable_grace: float = 15.0
     drain_timeout: float = 10.0
     trace_size: int = 1000
     # A behaviour queue outlives its agent (a successor picks up what was left), then

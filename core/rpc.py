@@ -27,6 +27,8 @@ SERVER_ERROR = -32000  # an exception inside the exposed method
 UNKNOWN_AGENT = -32001  # nobody has the target's inbox queue
 TIMEOUT = -32002  # no reply within the caller's timeout
 UNAVAILABLE = -32003  # the agent is stopping or not connected
+# -32004 is the control plane's unknown behaviour (Agent.start_behaviour / stop_behaviour)
+UNREACHABLE = -32005  # the target cannot be reached right now; a retry may work
 
 _EXPOSED_ATTR = "__munggoggo_exposed__"
 
@@ -49,6 +51,21 @@ class RpcError(Exception):
 
 class RpcTimeout(RpcError, TimeoutError):
     """No reply arrived within the timeout."""
+
+
+class AgentUnreachable(RpcError, ConnectionError):
+    """The call could not reach its target, or its reply could not come back, right now
+    (-32005); a retry may work once the connection or the target is back.
+
+    `may_have_run` (also in `data`) tells the two cases apart: True when the caller's
+    connection was lost with the call in flight (the request may have reached the agent
+    and run), False when the request came back unroutable right after the caller's
+    connection recovered (it reached nobody). See core/reachability.py.
+    """
+
+    def __init__(self, message: str, *, may_have_run: bool) -> None:
+        super().__init__(UNREACHABLE, message, {"may_have_run": may_have_run})
+        self.may_have_run = may_have_run
 
 
 class Request(msgspec.Struct, gc=False, omit_defaults=True):

@@ -3,11 +3,11 @@
 Every route answers JSON. RPC errors become HTTP statuses with the error's `code` and
 `message` in the body (`{"error": {"code", "message", "data"}}`):
 -32601 unknown method and -32001 unknown agent -> 404, -32602 invalid params -> 422,
--32002 timeout -> 504, -32003 gateway not connected and -32000 overload -> 503 with
-`Retry-After`, an unknown behaviour (-32004, behaviour routes) -> 404, anything else the
-agent answered -> 502. A publish the broker cannot take (its connection down: at once; no
-room within `publish_timeout`) -> 503 with -32003 and `Retry-After`; a routing key with
-`*` or `#` -> 400, as the WebSocket `publish` refuses it.
+-32002 timeout -> 504, -32003 gateway not connected, -32005 agent unreachable right now and
+-32000 overload -> 503 with `Retry-After`, an unknown behaviour (-32004, behaviour routes)
+-> 404, anything else the agent answered -> 502. A publish the broker cannot take (its
+connection down: at once; no room within `publish_timeout`) -> 503 with -32003 and
+`Retry-After`; a routing key with `*` or `#` -> 400, as the WebSocket `publish` refuses it.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from munggoggo.rpc import (
     TIMEOUT,
     UNAVAILABLE,
     UNKNOWN_AGENT,
+    UNREACHABLE,
     RpcError,
     RpcTimeout,
 )
@@ -40,6 +41,7 @@ _STATUS_FOR_CODE = {
     INVALID_PARAMS: 422,
     TIMEOUT: 504,
     UNAVAILABLE: 503,
+    UNREACHABLE: 503,  # the connection or the target is coming back: retry
 }
 _EMPTY = object()
 
