@@ -9,13 +9,13 @@ exchange in `memory_headers`; publish checks, CC/BCC and user_id in `memory_publ
 priority queues in `memory_priority`; typed reading and editing of encoded headers in
 `memory_fields`.
 
-Behaviour follows RabbitMQ (checked against 3.10 and 4.3 with the real client; 4.x where
-they differ), including where
-the real client is asynchronous: deliveries, returns and cancel notifications run from
-`loop.call_soon`, never from inside publish/ack, and consumers get one batch per loop tick;
-a publish or ack the broker refuses closes the channel after the call returned (as the
-broker's Channel.Close would), failing that channel's unconfirmed publishes; a channel
-closed by an error reopens by itself with `generation` + 1 and its consumers restored.
+Behaviour follows RabbitMQ (checked against 3.10 and 4.3 with the real client; where they
+differ, 4.x), including where the real client is asynchronous: deliveries, returns and
+cancel notifications run from `loop.call_soon`, never from inside publish/ack, and
+consumers get one batch per loop tick; a publish or ack the broker refuses closes the
+channel after the call returned (as the broker's Channel.Close would), failing that
+channel's unconfirmed publishes; a channel closed by an error reopens by itself with
+`generation` + 1 and its consumers restored.
 Pure asyncio, the standard library and pamqp's argument encoder: no sockets, no threads.
 """
 
@@ -560,10 +560,9 @@ class MemoryBroker:
                 # Rewritten to a routable name, as RabbitMQ does (on our private copy).
                 props.reply_to = reply.queue.name
                 raw = fields.with_headers_table(props, fields.headers_table(raw))
-            checked = checks.inspect(raw, props)
-            ttl, routes = checked[0], checked[1]
-            if checked[2] is not raw:  # BCC was taken out: props is stale
-                raw, props = checked[2], None
+            ttl, routes, checked = checks.inspect(raw, props)
+            if checked is not raw:  # BCC was taken out: props still has it
+                raw, props = checked, None
         content = _Content(exchange_name, routing_key, body, raw, props, ttl, routes)
         queues = self.route(exchange, routing_key, content)
         if not queues:

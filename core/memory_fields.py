@@ -267,8 +267,9 @@ def erl_string(data: bytes) -> str:
 
 
 def erl_binary(data: bytes) -> str:
-    """Erlang's ~tp of a binary: <<"text">>, <<"text"/utf8>> or <<1,2,3>>."""
-    if all(32 <= b < 127 for b in data):
+    """Erlang's ~tp of a binary: <<"text">> (ASCII or latin1), <<"text"/utf8>>, or
+    <<1,2,3>> when it is not printable."""
+    if all(b < 128 and b in _PRINTABLE for b in data):
         return '<<"' + "".join(_ESCAPES.get(b, chr(b)) for b in data) + '">>'
     try:
         text = data.decode("utf-8")
@@ -276,6 +277,8 @@ def erl_binary(data: bytes) -> str:
         text = None
     if text is not None and text.isprintable():
         return '<<"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"/utf8>>'
+    if all(b in _PRINTABLE for b in data):
+        return '<<"' + "".join(_ESCAPES.get(b, chr(b)) for b in data) + '">>'
     return "<<" + ",".join(str(b) for b in data) + ">>"
 
 

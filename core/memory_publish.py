@@ -35,7 +35,13 @@ def needs_look(raw: bytes) -> bool:
     flags = raw[0] << 8 | raw[1]
     if flags & (_REPLY_TO | _EXPIRATION | _USER_ID):
         return True
-    return bool(flags & _HEADERS) and (b"\x02CC" in raw or b"\x03BCC" in raw)
+    return bool(flags & _HEADERS) and _may_have_cc(raw)
+
+
+def _may_have_cc(raw: bytes) -> bool:
+    # A CC or BCC key is its length octet and name; other bytes may look alike (then the
+    # table is read for nothing).
+    return b"\x02CC" in raw or b"\x03BCC" in raw
 
 
 def parse_expiration(value: str) -> int:
@@ -112,7 +118,7 @@ def inspect(raw: bytes, props: Properties) -> tuple[int | None, tuple[str, ...],
     """
     ttl = parse_expiration(props.expiration) if props.expiration is not None else None
     routes: tuple[str, ...] = ()
-    if props.headers:
+    if props.headers and _may_have_cc(raw):
         table = fields.headers_table(raw)
         extra, has_bcc = header_routes(table)
         routes = tuple(extra)
