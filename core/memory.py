@@ -4,15 +4,19 @@ Owns the state of each named in-process broker (exchanges, queues, bindings, con
 unacked deliveries, direct reply-to routes) and `MemoryConnection` / `MemoryChannel`,
 which have the methods, signatures and return types of `client.Connection` and
 `channel.Channel`, so the runtime does not care which one it holds. Routing rules,
-declare checks, error texts and x-death bookkeeping live in `memory_routing`.
+declare checks, error texts and x-death bookkeeping live in `memory_routing`; the headers
+exchange in `memory_headers`; publish checks, CC/BCC and user_id in `memory_publish`;
+priority queues in `memory_priority`; typed reading and editing of encoded headers in
+`memory_fields`.
 
-Behaviour follows RabbitMQ (checked against 3.10 with the real client), including where
-the real client is asynchronous: deliveries, returns and cancel notifications run from
-`loop.call_soon`, never from inside publish/ack, and consumers get one batch per loop tick;
-a publish or ack the broker refuses closes the channel after the call returned (as the
-broker's Channel.Close would), failing that channel's unconfirmed publishes; a channel
-closed by an error reopens by itself with `generation` + 1 and its consumers restored.
-Pure asyncio and standard library: no sockets, no threads.
+Behaviour follows RabbitMQ (checked against 3.10 and 4.3 with the real client; where they
+differ, 4.x), including where the real client is asynchronous: deliveries, returns and
+cancel notifications run from `loop.call_soon`, never from inside publish/ack, and
+consumers get one batch per loop tick; a publish or ack the broker refuses closes the
+channel after the call returned (as the broker's Channel.Close would), failing that
+channel's unconfirmed publishes; a channel closed by an error reopens by itself with
+`generation` + 1 and its consumers restored.
+Pure asyncio, the standard library and pamqp's argument encoder: no sockets, no threads.
 """
 
 from __future__ import annotations
@@ -20,17 +24,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import heapq
 import itertools
 import logging
 import os
-import re
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any, ClassVar
 
 from . import _speedups
+from . import memory_fields as fields
+from . import memory_headers as headers_exchange
+from . import memory_priority as priority
+from . import memory_publish as checks
 from . import memory_routing as rules
 from ._speedups import DELIVER, GET_OK, RETURN, Delivery, Properties
 from .amqp.errors import AMQPConnectError, BrokerError, ConnectionLost, LocalProtocolError
@@ -48,10 +54,8 @@ log = logging.getLogger("munggoggo.memory")
 _EMPTY_PROPERTIES = _speedups.encode_properties(None)
 # decode_properties wants a whole content-header payload: class 60, weight, body size.
 _HEADER_PREFIX = b"\x00\x3c\x00\x00" + bytes(8)
-_REPLY_TO_OR_EXPIRATION = 0x0300  # property flag bits
 # A content header frame: frame header, class, weight, body size, properties, frame end.
 _HEADER_OVERHEAD = 20
-_EXPIRATION = re.compile(r"[+-]?[0-9]+")  # what Erlang's string:to_integer accepts whole
 # In-process publishing has no socket buffer to fill; `writable` turns False after this
 # many publishes without a drain(), so a publishing loop still lets consumers run.
 _PUBLISHES_PER_YIELD = 1024
@@ -75,7 +79,7 @@ def _server_name() -> str:
 class _Content:
     """One published message, shared by every queue it was routed to; never mutated."""
 
-    __slots__ = ("_props", "body", "exchange", "raw", "routing_key", "ttl")
+    __slots__ = ("_props", "body", "exchange", "raw", "routes", "routing_key", "ttl")
 
     def __init__(
         self,
@@ -85,6 +89,7 @@ class _Content:
         raw: bytes,
         props: Properties | None,
         ttl: int | None,
+        routes: tuple[str, ...] = (),
     ) -> None:
         self.exchange = exchange
         self.routing_key = routing_key
@@ -92,6 +97,12 @@ class _Content:
         self.raw = raw  # encoded properties, the form the wire would carry
         self._props = props
         self.ttl = ttl
+        self.routes = routes  # CC and BCC routing keys, routed like routing_key
+
+    @property
+    def routing_keys(self) -> tuple[str, ...]:
+        """Every key the message is routed by: the publish's, then CC and BCC."""
+        return (self.routing_key, *self.routes)
 
     def properties(self) -> Properties:
         """A private copy for one delivery: a consumer mutating it affects nobody else."""
@@ -116,10 +127,6 @@ class _Entry:
         self.seq = seq  # publish order: requeued messages go back to their old place
         self.redelivered = False
         self.expires_at: float | None = None
-
-
-def _seq(entry: _Entry) -> int:
-    return entry.seq
 
 
 class _Sub:
@@ -188,7 +195,8 @@ class _Queue:
         self.expires: int | None = args.get("x-expires")
         # Only the oldest consumer gets messages; the next takes over when it goes.
         self.single_active = args.get("x-single-active-consumer") is True
-        self.ready: deque[_Entry] = deque()
+        # A deque, or the per-priority FIFOs of an x-max-priority queue (same operations).
+        self.ready: deque[_Entry] | priority.PriorityReady = priority.ready_queue(args)
         self.bytes = 0  # body bytes of ready messages, for x-max-length-bytes
         self.subs: deque[_Sub] = deque()  # rotated: the head is the next to get a message
         self.exclusive_sub: _Sub | None = None
@@ -331,13 +339,7 @@ class _Queue:
 
     def requeue(self, entries: list[_Entry]) -> None:
         """Put messages back where they were (by publish order), ahead of newer ones."""
-        entries.sort(key=_seq)
-        ready = self.ready
-        last = entries[-1].seq
-        older: list[_Entry] = []
-        while ready and ready[0].seq < last:
-            older.append(ready.popleft())
-        ready.extendleft(reversed(list(heapq.merge(older, entries, key=_seq))))
+        priority.requeue(self.ready, entries)
         self.bytes += sum(len(e.content.body) for e in entries)
         if self._ttl_timer is not None:
             self._ttl_timer.cancel()
@@ -474,26 +476,33 @@ class MemoryBroker:
     # ------------------------------------------------------------------ routing
 
     def route(self, exchange: Exchange, routing_key: str, content: _Content) -> list[_Queue]:
-        """The queues a message reaches, through exchange bindings and alternate exchanges,
-        each once."""
+        """The queues a message reaches by its routing key and its CC and BCC keys, through
+        exchange bindings and alternate exchanges, each once."""
         if not exchange.name:
-            queue = self.queues.get(routing_key)
-            if queue is None and routing_key.startswith(rules.REPLY_TO_PREFIX):
-                queue = self._reply_queues.get(routing_key)
+            if content.routes:
+                found_by_name = (self._default_route(k) for k in content.routing_keys)
+                return list(dict.fromkeys(q for q in found_by_name if q is not None))
+            queue = self._default_route(routing_key)
             return [queue] if queue is not None else []
         found: dict[_Queue, None] = {}
         seen: set[str] = set()
         todo = [exchange]
+        keys = content.routing_keys if content.routes else None
+        typed: list[dict[str, Any]] = []
 
-        def headers() -> dict[str, Any] | None:
-            return content.peek().headers
+        def headers() -> dict[str, Any]:
+            if not typed:  # read once, and only if a headers exchange asks
+                typed.append(headers_exchange.routing_headers(content.raw))
+            return typed[0]
 
         while todo:
             ex = todo.pop()
             if ex.name in seen:
                 continue
             seen.add(ex.name)
-            destinations = ex.match(routing_key, headers)
+            destinations = (
+                ex.match(routing_key, headers) if keys is None else ex.match_keys(keys, headers)
+            )
             if not destinations:
                 alternate = ex.alternate
                 if alternate is not None and alternate in self.exchanges:
@@ -505,6 +514,12 @@ class MemoryBroker:
                 else:
                     found[destination] = None
         return list(found)
+
+    def _default_route(self, name: str) -> _Queue | None:
+        queue = self.queues.get(name)
+        if queue is None and name.startswith(rules.REPLY_TO_PREFIX):
+            queue = self._reply_queues.get(name)
+        return queue
 
     def publish(
         self,
@@ -530,7 +545,8 @@ class MemoryBroker:
                 rules.BASIC_PUBLISH,
             )
         ttl = None
-        if (raw[0] << 8 | raw[1]) & _REPLY_TO_OR_EXPIRATION:
+        routes: tuple[str, ...] = ()
+        if checks.needs_look(raw):
             if props is None:
                 props = _decode(raw)
             if props.reply_to == rules.REPLY_TO:
@@ -543,10 +559,11 @@ class MemoryBroker:
                     )
                 # Rewritten to a routable name, as RabbitMQ does (on our private copy).
                 props.reply_to = reply.queue.name
-                raw = _speedups.encode_properties(props)
-            if props.expiration is not None:
-                ttl = _parse_expiration(props.expiration)
-        content = _Content(exchange_name, routing_key, body, raw, props, ttl)
+                raw = fields.with_headers_table(props, fields.headers_table(raw))
+            ttl, routes, checked = checks.inspect(raw, props)
+            if checked is not raw:  # BCC was taken out: props still has it
+                raw, props = checked, None
+        content = _Content(exchange_name, routing_key, body, raw, props, ttl, routes)
         queues = self.route(exchange, routing_key, content)
         if not queues:
             if mandatory:
@@ -567,20 +584,25 @@ class MemoryBroker:
             return  # RabbitMQ drops it too (and logs a warning)
         old = entry.content
         props = old.properties()
+        before = props.headers or {}
         props.headers = rules.add_death(
-            props.headers,
+            before,
             reason=reason,
             queue=queue.name,
             exchange=old.exchange,
-            routing_keys=[old.routing_key],
+            routing_keys=checks.death_routing_keys(old.routing_key, old.raw),
             expiration=props.expiration,
             now=int(time.time()),
         )
-        props.expiration = None  # kept as original-expiration in x-death
-        routing_key = queue.dlrk if queue.dlrk is not None else old.routing_key
-        content = _Content(
-            queue.dlx, routing_key, old.body, _speedups.encode_properties(props), props, None
-        )
+        # Only x-death and the x-first-death-* it adds change; other headers keep their bytes.
+        changed = {k: v for k, v in props.headers.items() if k == "x-death" or k not in before}
+        raw = checks.dead_letter_properties(props, old.raw, changed)
+        # Without a dead-letter routing key the copy keeps all its keys, CC and BCC too.
+        if queue.dlrk is not None:
+            routing_key, routes = queue.dlrk, ()
+        else:
+            routing_key, routes = old.routing_key, old.routes
+        content = _Content(queue.dlx, routing_key, old.body, raw, props, None, routes)
         targets = self.route(exchange, routing_key, content)
         if reason != "rejected":
             deaths = props.headers["x-death"]
@@ -623,20 +645,12 @@ class MemoryBroker:
             self.delete_exchange(exchange)
 
 
-def _parse_expiration(value: str) -> int:
-    if not _EXPIRATION.fullmatch(value):
-        problem = "no_integer"
-    else:
-        ttl = int(value)
-        if ttl < 0:
-            problem = f"{{value_negative,{ttl}}}"
-        elif ttl > rules.MAX_EXPIRY:
-            problem = f"{{value_too_large,{ttl}}}"
-        else:
-            return ttl
-    raise rules.error(
-        "PRECONDITION_FAILED", f"invalid expiration '{value}': {problem}", rules.BASIC_PUBLISH
-    )
+def _check_binding(source: Exchange, args: dict[str, Any], method: tuple[int, int]) -> None:
+    """The exchange type's check of a new binding's arguments (headers: x-match)."""
+    if source.type == "headers":
+        problem = headers_exchange.binding_problem(args)
+        if problem:
+            raise rules.error("PRECONDITION_FAILED", problem, method)
 
 
 # --------------------------------------------------------------------------- connection
@@ -1098,6 +1112,7 @@ class MemoryChannel:
     ) -> None:
         rules.check_name("destination", destination)
         rules.check_name("source", source)
+        rules.check_arguments(arguments)
         await self._call(
             self._exchange_bind, destination, source, routing_key, dict(arguments or {}), True
         )
@@ -1111,6 +1126,7 @@ class MemoryChannel:
     ) -> None:
         rules.check_name("destination", destination)
         rules.check_name("source", source)
+        rules.check_arguments(arguments)
         await self._call(
             self._exchange_bind, destination, source, routing_key, dict(arguments or {}), False
         )
@@ -1128,6 +1144,7 @@ class MemoryChannel:
                 raise rules.no_exchange(source, method)
             if dst is None:
                 raise rules.no_exchange(destination, method)
+            _check_binding(src, args, method)
             src.bind(dst, routing_key, args)
         elif src is not None and dst is not None and src.unbind(dst, routing_key, args):
             self._broker._maybe_auto_delete(src)
@@ -1239,6 +1256,7 @@ class MemoryChannel:
     ) -> None:
         rules.check_name("queue", queue)
         rules.check_name("exchange", exchange)
+        rules.check_arguments(arguments)
         await self._call(
             self._queue_bind, queue, exchange, routing_key, dict(arguments or {}), True
         )
@@ -1252,6 +1270,7 @@ class MemoryChannel:
     ) -> None:
         rules.check_name("queue", queue)
         rules.check_name("exchange", exchange)
+        rules.check_arguments(arguments)
         await self._call(
             self._queue_bind, queue, exchange, routing_key, dict(arguments or {}), False
         )
@@ -1270,7 +1289,9 @@ class MemoryChannel:
         if bind:
             if source is None:
                 raise rules.no_exchange(exchange, method)
-            source.bind(self._queue(name, method), routing_key, args)
+            queue = self._queue(name, method)
+            _check_binding(source, args, method)
+            source.bind(queue, routing_key, args)
             return
         queue = broker.queues.get(name)
         if source is not None and queue is not None and source.unbind(queue, routing_key, args):

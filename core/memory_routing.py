@@ -1,10 +1,11 @@
 """The rules of the memory:// broker that need no event loop: routing and declarations.
 
-Owns exchange records and binding matching (direct, fanout, topic, headers), RabbitMQ's
-checks and error texts for declare arguments and redeclare equivalence, and the x-death
-bookkeeping of dead-lettering. `core/memory.py` holds the state and the asyncio side.
-Every text and rule here was checked against RabbitMQ (3.10) with the real client, so a
-test that passes on memory:// passes on the real broker.
+Owns exchange records and binding matching (direct, fanout, topic; headers through
+`memory_headers`), RabbitMQ's checks and error texts for declare arguments and redeclare
+equivalence, and the x-death bookkeeping of dead-lettering. `core/memory.py` holds the
+state and the asyncio side. Every text and rule here was checked against RabbitMQ (3.10
+and 4.3) with the real client, so a test that passes on memory:// passes on the real
+broker; where the two versions differ, memory:// does what 4.x does.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from pamqp import encode as pamqp_encode
+
 from .amqp.errors import BrokerError, broker_error
+from .memory_headers import Pattern
 from .topics import compile_topic, split_words, words_match
 
 # (class id, method id) of the methods that can fail: errors name the method like the
@@ -40,7 +44,9 @@ BASIC_NACK = (60, 120)
 EXCHANGE_TYPES = ("direct", "fanout", "topic", "headers")
 REPLY_TO = "amq.rabbitmq.reply-to"
 REPLY_TO_PREFIX = "amq.rabbitmq.reply-to."
-MAX_EXPIRY = 4294967295  # RabbitMQ's ceiling for TTLs and x-expires (ms)
+# RabbitMQ's ceiling for per-message and queue TTLs and x-expires: ten years in ms.
+MAX_EXPIRY = 315_360_000_000
+MAX_PRIORITY = 255
 
 # pamqp refuses other names before anything reaches the wire; the memory broker must too,
 # or code that works here would fail with ValueError against RabbitMQ.
@@ -78,7 +84,11 @@ def transient_nonexclusive(name: str) -> BrokerError:
 def error(name: str, text: str, method: tuple[int, int]) -> BrokerError:
     """The BrokerError RabbitMQ sends for reply `name` ("NOT_FOUND", ...) on `method`."""
     scope = "connection" if name in _CONNECTION_SCOPE else "channel"
-    return broker_error(_CODES[name], f"{name} - {text}", method[0], method[1], scope)
+    reply = f"{name} - {text}"
+    raw = reply.encode("utf-8", "surrogateescape")
+    if len(raw) > 255:  # a short string on the wire: RabbitMQ cuts it with "..."
+        reply = (raw[:252] + b"...").decode("utf-8", "surrogateescape")
+    return broker_error(_CODES[name], reply, method[0], method[1], scope)
 
 
 def rs(kind: str, name: str) -> str:
@@ -106,6 +116,12 @@ def locked(name: str, method: tuple[int, int]) -> BrokerError:
 
 def default_exchange_refused(method: tuple[int, int]) -> BrokerError:
     return error("ACCESS_REFUSED", "operation not permitted on the default exchange", method)
+
+
+def check_arguments(arguments: dict[str, Any] | None) -> None:
+    """Raise the TypeError pamqp raises for method arguments it cannot encode (bytes, for
+    one: it takes bytearray), as the real client does before anything is sent."""
+    pamqp_encode.field_table(arguments or {})
 
 
 def check_name(kind: str, value: str) -> None:
@@ -217,11 +233,15 @@ _INT_ARGS = {
     "x-max-length-bytes": (0, None),
     "x-max-in-memory-length": (0, None),
     "x-max-in-memory-bytes": (0, None),
-    "x-max-priority": (0, 255),
+    "x-max-priority": (0, MAX_PRIORITY),
 }
+# What RabbitMQ calls a value above the ceiling.
+_TOO_LARGE = {"x-max-priority": "max_value_exceeded"}
+# Arguments a replicated queue type refuses whatever their value, checked first.
+_UNSUPPORTED = {"quorum": ("x-max-priority",), "stream": ("x-max-priority",)}
 
 
-def _int_arg_problem(value: Any, low: int, high: int | None) -> str | None:
+def _int_arg_problem(key: str, value: Any, low: int, high: int | None) -> str | None:
     if isinstance(value, bool) or not isinstance(value, int):
         return f'"expected integer, got {amqp_type(value)}"'
     if value < 0:
@@ -229,7 +249,7 @@ def _int_arg_problem(value: Any, low: int, high: int | None) -> str | None:
     if value < low:
         return f"{{value_zero,{value}}}"
     if high is not None and value > high:
-        return f"{{value_too_large,{value}}}"
+        return f"{{{_TOO_LARGE.get(key, 'value_too_large')},{value}}}"
     return None
 
 
@@ -249,12 +269,21 @@ def validate_queue_args(
             QUEUE_DECLARE,
         )  # fmt: skip
 
+    queue_type = args.get("x-queue-type")
+    for key in _UNSUPPORTED.get(queue_type, ()) if isinstance(queue_type, str) else ():
+        if key in args:
+            raise error(
+                "PRECONDITION_FAILED",
+                f"invalid arg '{key}' for {rs('queue', name)} of queue type "
+                f"rabbit_{queue_type}_queue",
+                QUEUE_DECLARE,
+            )
     for key in QUEUE_ARGS:
         if key not in args:
             continue
         value = args[key]
         if key in _INT_ARGS:
-            problem = _int_arg_problem(value, *_INT_ARGS[key])
+            problem = _int_arg_problem(key, value, *_INT_ARGS[key])
             if problem:
                 raise invalid(key, problem)
         elif key in ("x-dead-letter-exchange", "x-dead-letter-routing-key"):
@@ -318,27 +347,20 @@ def topic_matches(pattern: list[str], words: list[str]) -> bool:
     return words_match(pattern, words)
 
 
-def headers_match(arguments: dict[str, Any], headers: dict[str, Any] | None) -> bool:
-    """Headers-exchange matching: x-match all (default) or any; a void value only asks
-    for the key to be present; binding keys starting with x- are not compared."""
-    mode = arguments.get("x-match", "all")
-    headers = headers or {}
-    wanted = [(k, v) for k, v in arguments.items() if not k.startswith("x-")]
-    if mode in ("any", "any-with-x"):
-        return any(k in headers and (v is None or equivalent(headers[k], v)) for k, v in wanted)
-    return all(k in headers and (v is None or equivalent(headers[k], v)) for k, v in wanted)
-
-
 class Binding:
     """One binding of an exchange to a queue or another exchange."""
 
-    __slots__ = ("arguments", "destination", "routing_key", "words")
+    __slots__ = ("arguments", "destination", "pattern", "routing_key", "words")
 
-    def __init__(self, destination: Any, routing_key: str, arguments: dict[str, Any]) -> None:
+    def __init__(
+        self, destination: Any, routing_key: str, arguments: dict[str, Any], headers: bool
+    ) -> None:
         self.destination = destination
         self.routing_key = routing_key
         self.arguments = arguments
         self.words = split_key(routing_key)
+        # What a binding of a headers exchange matches, compiled once.
+        self.pattern = Pattern(arguments) if headers else None
 
     def same(self, destination: Any, routing_key: str, arguments: dict[str, Any]) -> bool:
         return (
@@ -414,7 +436,9 @@ class Exchange:
         for b in self.bindings:
             if b.same(destination, routing_key, arguments):
                 return
-        self.bindings.append(Binding(destination, routing_key, arguments))
+        self.bindings.append(
+            Binding(destination, routing_key, arguments, headers=self.type == "headers")
+        )
         self._cache.clear()
 
     def unbind(self, destination: Any, routing_key: str, arguments: dict[str, Any]) -> bool:
@@ -433,12 +457,15 @@ class Exchange:
         self._cache.clear()
         return True
 
-    def match(self, routing_key: str, headers: Callable[[], dict[str, Any] | None]) -> list[Any]:
-        """Destinations of the bindings this routing key (or these headers) match."""
+    def match(self, routing_key: str, headers: Callable[[], dict[str, Any]]) -> list[Any]:
+        """Destinations of the bindings this routing key (or these headers, as
+        memory_headers.routing_headers gives them) match."""
         if self.type == "headers":
             found = headers()
             return _unique(
-                b.destination for b in self.bindings if headers_match(b.arguments, found)
+                b.destination
+                for b in self.bindings
+                if b.pattern is not None and b.pattern.matches(found)
             )
         cached = self._cache.get(routing_key)
         if cached is not None:
@@ -458,6 +485,15 @@ class Exchange:
             self._cache.clear()
         self._cache[routing_key] = result
         return result
+
+    def match_keys(
+        self, routing_keys: tuple[str, ...], headers: Callable[[], dict[str, Any]]
+    ) -> list[Any]:
+        """Destinations for a message with several routing keys (its CC and BCC keys after
+        the publish's own): each destination once, in order of the keys."""
+        if len(routing_keys) == 1 or self.type in ("fanout", "headers"):
+            return self.match(routing_keys[0], headers)
+        return _unique(d for key in routing_keys for d in self.match(key, headers))
 
 
 def _unique(items: Any) -> list[Any]:

@@ -2,6 +2,9 @@
 
 Routing with wildcards, fanout, direct messages with templates, RPC, redelivery,
 dead-lettering, prefetch-bounded mailboxes, typed bodies, behaviour kinds and restarts.
+Broker-level scenarios that run on both brokers in one test and compare the results (CC/BCC,
+priorities, the headers exchange, expiration, user_id, property round trips) are in
+tests/test_differential.py.
 """
 
 from __future__ import annotations
