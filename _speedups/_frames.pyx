@@ -253,6 +253,10 @@ cdef class _PropsDecoder:
         flags = _u16(p + start + 12)
         if flags & 1:
             raise FrameError("property flags continuation is not used by class Basic")
+        if flags & 0x2000:
+            # Sliced once: the table decoder reads it, Delivery.properties_raw keeps it
+            # (kept even when decoding fails, as the pure twin does).
+            self.raw = payload[start + 12 : end]
         cdef Properties props = Properties.__new__(Properties)
         pos = start + 14
         if flags & 0x8000:
@@ -268,7 +272,6 @@ cdef class _PropsDecoder:
                 raise FrameError("truncated content header: field table")
             try:
                 # Only this header's properties: the reader's buffer may be much larger.
-                self.raw = payload[start + 12 : end]
                 props.headers, pos = _py_table(self.raw, pos - start - 12)
                 pos += start + 12
             except FrameError:

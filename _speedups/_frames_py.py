@@ -665,6 +665,15 @@ class EncodedTable(dict):
     def __repr__(self):
         return f"EncodedTable({dict.__repr__(self)})"
 
+    def __reduce__(self):
+        return (EncodedTable, (dict(self), self.wire))
+
+    def __copy__(self):
+        return self  # read-only: a copy would be the same
+
+    def __deepcopy__(self, memo):
+        return self
+
 
 def encode_table(table):
     """Encode a dict as an AMQP field table, length prefix included.

@@ -180,7 +180,6 @@ class Agent:
         self._delivery_mode: int | None = None  # PERSISTENT in durable mode, set on connect
         self._tasks: set[asyncio.Task[Any]] = set()
         self._restorer = ConsumerRestorer(self.identity)
-        self._inbox_consumed_on = 0  # connection.reconnects when the inbox was consumed
         # Why the agent stopped by itself (its identity taken), None when it did not.
         self.stop_reason: str | None = None
         self._stopping_task: asyncio.Task[None] | None = None
@@ -283,7 +282,7 @@ class Agent:
             return
         self.state = STOPPING
         grace = self.config.drain_timeout
-        self._restorer.cancel_all()
+        await self._restorer.cancel_all(grace)
         for channel, tag in list(self._consumers.values()):
             try:
                 await asyncio.wait_for(channel.cancel(tag), grace)
@@ -325,7 +324,6 @@ class Agent:
             self.identity, self._on_inbox, exclusive=True, on_cancel=self._on_inbox_cancelled
         )
         self._consumers[""] = (self._sub, tag)
-        self._inbox_consumed_on = getattr(self.connection, "reconnects", 0)
 
     def _on_inbox_cancelled(self, tag: str) -> None:
         """The broker cancelled the inbox consumer (the inbox was deleted), or could not
@@ -338,13 +336,18 @@ class Agent:
             return
         log.warning("agent %s: inbox consumer was cancelled; consuming again", self.identity)
         self.stats.count(self.stats.consumer_cancels, "")
-        # A stale consumer of ours can hold the inbox only if we reconnected since we
-        # consumed it; it goes once the broker notices the old connection is dead.
-        stale_for = 2 * max(1, getattr(self.connection, "heartbeat", 0) or 60) + 5
-        deadline = self.loop.time() + stale_for
-        self._restorer.restore("", "inbox", functools.partial(self._consume_inbox_again, deadline))
+        # The broker cancels a consumer on an open channel (Basic.Cancel: the inbox was
+        # deleted) or refuses to restore it while the channel recovers: only then can a
+        # stale consumer of our own old connection hold the inbox, until the broker reaps
+        # that connection (within ~2 heartbeats).
+        if self._sub.is_open:
+            stale_until = 0.0
+        else:
+            stale_until = self.loop.time() + 2 * max(1, self.connection.heartbeat or 60) + 5
+        attempt = functools.partial(self._consume_inbox_again, stale_until)
+        self._restorer.restore("", "inbox", attempt)
 
-    async def _consume_inbox_again(self, stale_deadline: float) -> bool:
+    async def _consume_inbox_again(self, stale_until: float) -> bool:
         """One attempt of the inbox restore: True when consuming again (or stopping)."""
         if self.state != RUNNING:
             return True
@@ -357,8 +360,7 @@ class Agent:
             await self._consume_inbox()
             log.info("agent %s: consuming its inbox again", self.identity)
             return True
-        reconnected = getattr(self.connection, "reconnects", 0) != self._inbox_consumed_on
-        if reconnected and self.loop.time() < stale_deadline:
+        if self.loop.time() < stale_until:
             return False  # perhaps our own old consumer, not yet reaped
         self._identity_taken()
         return True
@@ -372,6 +374,7 @@ class Agent:
         log.critical("agent %s: %s; stopping", self.identity, self.stop_reason)
         # Not one of self._tasks: stop() waits for those, and would wait for itself.
         self._stopping_task = self.loop.create_task(self.stop())
+        self._stopping_task.add_done_callback(_log_failure)
 
     def _on_behaviour_cancelled(self, behaviour: Behaviour, tag: str) -> None:
         """The broker cancelled a behaviour's consumer (its queue was deleted): declare,
@@ -1001,7 +1004,8 @@ class Agent:
         # The copy carries the count back to the queue it came from; the inbox too (an
         # exclusive queue still takes publishes from anyone): a plain requeue there would
         # lose the count and retry a poison message forever.
-        self._handoff(msg, "", msg.queue or self.identity, {RETRIES_HEADER: retries}, origin)
+        changes = {RETRIES_HEADER: retries}
+        self._handoff(msg, "", msg.queue or self.identity, changes, origin, behaviour)
 
     def _dead_letter(
         self, msg: Message, reason: str, behaviour: str | None, retries: int = 0
@@ -1033,6 +1037,7 @@ class Agent:
         routing_key: str,
         changes: dict[str, Any],
         defaults: dict[str, Any],
+        behaviour: str | None = None,
     ) -> None:
         """Publish a copy, ack the original once the broker confirmed the copy.
 
@@ -1048,9 +1053,14 @@ class Agent:
             # durable classic queue (the dead-letter queue on a broker where it is classic).
             props = copy_properties(msg.delivery, headers, delivery_mode=self._delivery_mode)
             seq = self._pub.publish(msg.body, exchange, routing_key, props)
-        except (PropertiesTooLarge, ValueError, FrameError, AMQPError) as exc:
+        except AMQPError as exc:  # the connection is down: the broker requeues it anyway
+            log.warning("agent %s: cannot send a copy (%s); requeueing", self.identity, exc)
+            msg.nack(requeue=True)
+            return
+        except (PropertiesTooLarge, ValueError, FrameError) as exc:
             # Our headers made the copy too large to send, or the original's cannot be
-            # carried on, or the connection is down: reject rather than leave it unsettled.
+            # carried on: reject rather than leave it unsettled; the queue's dead-letter
+            # exchange takes it as it came (the reason is in this log line).
             log.warning(
                 "agent %s: cannot send a copy of a message from %r (%s: %s); "
                 "rejecting the original instead",
@@ -1059,6 +1069,8 @@ class Agent:
                 type(exc).__name__,
                 exc,
             )
+            if exchange != DEAD_LETTER_EXCHANGE:  # a dead letter was counted already
+                self.stats.count(self.stats.dead_lettered, behaviour or "")
             msg.nack(requeue=False)
             return
         msg._begin_handoff()
@@ -1166,7 +1178,7 @@ class Agent:
         Raises:
             AMQPError: the broker refused the cancel or the channel closed.
         """
-        self._restorer.cancel(behaviour.short_name)
+        await self._restorer.cancel(behaviour.short_name)
         consumer = self._consumers.pop(behaviour.short_name, None)
         if consumer is not None:
             await consumer[0].cancel(consumer[1])
@@ -1191,6 +1203,12 @@ class Agent:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.identity!r} {self.state}>"
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    """Done callback of a task nobody awaits: its error is logged, not lost."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s failed", task.get_name(), exc_info=task.exception())
 
 
 def _retry_count(value: Any) -> int:

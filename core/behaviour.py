@@ -288,6 +288,17 @@ class Behaviour:
         self.state = RUNNING
         self._set_up = asyncio.Event()
         self._task = self.agent.loop.create_task(self._main(), name=self.name)
+        self._task.add_done_callback(self._task_ended)
+
+    def _task_ended(self, task: asyncio.Task[None]) -> None:
+        """However the task ended (its setup raised what no handler catches, it was
+        cancelled before its first step), a behaviour whose task is over never says
+        running unless it is being stopped."""
+        if self.state == RUNNING and not self._stop:
+            self.state = FAILED
+            if self.last_error is None:
+                exc = None if task.cancelled() else task.exception()
+                self.last_error = f"{type(exc).__name__}: {exc}" if exc else "task ended"
 
     async def wait_set_up(self) -> None:
         """Wait until setup() has run (or failed): then the behaviour's state is usable."""

@@ -794,8 +794,13 @@ class Channel:
 
     def _on_consumer_cancelled(self, tag: str) -> None:
         consumer = self._consumers.pop(tag, None)
-        log.warning(
-            "broker cancelled consumer %s on queue %r", tag, consumer.queue if consumer else "?"
+        # Its owner says what it does about it (one line); unowned, it is ours to say.
+        level = logging.INFO if consumer is not None and consumer.on_cancel else logging.WARNING
+        log.log(
+            level,
+            "broker cancelled consumer %s on queue %r",
+            tag,
+            consumer.queue if consumer else "?",
         )
         if consumer is not None and consumer.on_cancel is not None:
             consumer.on_cancel(tag)

@@ -37,6 +37,8 @@ class ConsumerRestorer:
     def __init__(self, owner: str) -> None:
         self.owner = owner
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._attempting: set[str] = set()  # names whose attempt is under way
+        self._abandoned: set[str] = set()  # names to try no more
 
     @property
     def restoring(self) -> frozenset[str]:
@@ -55,34 +57,64 @@ class ConsumerRestorer:
         """
         if name in self._tasks:
             return
+        self._abandoned.discard(name)
         loop = asyncio.get_running_loop()
         task = loop.create_task(self._run(name, what, attempt), name=f"restore {what}")
         self._tasks[name] = task
 
     async def _run(self, name: str, what: str, attempt: Callable[[], Awaitable[bool]]) -> None:
         delay = RESTORE_DELAY_MIN
+        attempts = 0
         try:
-            while True:
+            while name not in self._abandoned:
+                attempts += 1
+                self._attempting.add(name)
                 try:
                     if await attempt():
                         return
                 except AMQPError as exc:
-                    log.debug("agent %s: %s not consumed again yet: %s", self.owner, what, exc)
+                    # Said once in a while, not at every attempt: a broker that refuses for
+                    # minutes must not flood the log.
+                    level = logging.WARNING if attempts % 10 == 0 else logging.DEBUG
+                    log.log(level, "agent %s: %s not consumed again yet (%d attempts): %s",
+                            self.owner, what, attempts, exc)  # fmt: skip
                 except Exception:  # a bug: keep trying, a consumer must not stay lost
                     log.exception("agent %s: restoring the %s consumer failed", self.owner, what)
+                finally:
+                    self._attempting.discard(name)
+                if name in self._abandoned:
+                    return
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RESTORE_DELAY_MAX)
         finally:
             if self._tasks.get(name) is asyncio.current_task():
                 del self._tasks[name]
+            self._abandoned.discard(name)
 
-    def cancel(self, name: str) -> None:
-        """Stop restoring consumer `name` (it is being stopped or consumed another way)."""
-        task = self._tasks.pop(name, None)
-        if task is not None:
+    async def cancel(self, name: str, timeout: float | None = None) -> None:
+        """Stop restoring consumer `name` (it is being released or stopped).
+
+        An attempt under way is let finish rather than cancelled: cancelled between its
+        Basic.Consume and the broker's answer, it would leave a consumer the broker delivers
+        to and nobody owns. What it consumed is then among the agent's consumers, for the
+        caller to release.
+
+        Args:
+            name: the consumer's name.
+            timeout: seconds to wait for an attempt under way (None: no limit); after that
+                it is cancelled anyway.
+        """
+        task = self._tasks.get(name)
+        if task is None:
+            return
+        self._abandoned.add(name)
+        if name not in self._attempting:
             task.cancel()
+        done, _ = await asyncio.wait((task,), timeout=timeout)
+        if not done:
+            task.cancel()
+            await asyncio.wait((task,))
 
-    def cancel_all(self) -> None:
-        """Stop every restore (the agent is stopping)."""
-        for name in list(self._tasks):
-            self.cancel(name)
+    async def cancel_all(self, timeout: float | None = None) -> None:
+        """Stop every restore (the agent is stopping); see `cancel`."""
+        await asyncio.gather(*(self.cancel(name, timeout) for name in list(self._tasks)))

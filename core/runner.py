@@ -183,12 +183,21 @@ async def shut_down(
     waited for only the longest `drain_timeout` plus `START_ABORT_MARGIN`, so the process
     still exits.
     """
-    waits = [agent.stop() for agent in reversed(started)]
+    waits = [stop_and_wait(agent) for agent in reversed(started)]
     if not starting.done():
         log.info("stopping during start-up: cancelling the start")
         starting.cancel()
         waits.append(wait_start_ended(starting, agents))
     await asyncio.gather(*waits, return_exceptions=True)
+
+
+async def stop_and_wait(agent: Agent) -> None:
+    """Stop `agent` and wait until it has stopped: a stop it began by itself (its identity
+    taken) may still be draining when asked again, and returns at once then."""
+    await agent.stop()
+    limit = agent.config.drain_timeout + START_ABORT_MARGIN
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(agent.wait_stopped(), limit)
 
 
 async def wait_start_ended(starting: asyncio.Task[None], agents: tuple[Agent, ...]) -> None:

@@ -510,6 +510,46 @@ def test_broker_closes_a_channel():
         conn.publish(1, "", "q", b"x", b"\x00\x00")
 
 
+def test_a_close_whose_text_is_not_utf8_is_still_a_close():
+    """RabbitMQ 3.x quotes a client's bytes raw in its reply text: the close is read (the
+    text with replacement characters), the connection stays open."""
+    conn, peer = with_channel(1)
+    conn.send_method(1, commands.Queue.Declare(queue="q", passive=True))
+    sent(conn, peer)
+    text = b"PRECONDITION_FAILED - bad x-match \xff"
+    payload = (
+        struct.pack(">I", commands.Channel.Close.index)
+        + struct.pack(">HB", 406, len(text))
+        + text
+        + struct.pack(">HH", 50, 20)
+    )
+    frame = struct.pack(">BHI", 1, 1, len(payload)) + payload + b"\xce"
+    (closed,) = conn.receive_data(frame)
+    assert closed.channel == 1
+    assert closed.error.reply_code == 406
+    assert closed.error.reply_text.startswith("PRECONDITION_FAILED - bad x-match ")
+    assert conn.state is ConnState.OPEN
+    ((_, close_ok),) = sent(conn, peer)
+    assert isinstance(close_ok, commands.Channel.CloseOk)
+    assert open_channel(conn, peer, 2) == [events.ChannelOpened(2)]
+
+
+def test_a_method_that_cannot_be_encoded_leaves_the_channel_as_it_was():
+    """A binding argument the wire cannot carry raises at once, with nothing expected: the
+    channel's next method is answered as usual."""
+    conn, peer = with_channel(1)
+    with pytest.raises((TypeError, ValueError)):
+        conn.send_method(
+            1, commands.Queue.Bind(queue="q", exchange="x", arguments={"bad": object()})
+        )
+    assert sent(conn, peer) == []
+    assert conn.send_method(1, commands.Queue.Declare(queue="q", passive=True))
+    sent(conn, peer)
+    (reply,) = receive(conn, peer, 1, commands.Queue.DeclareOk("q", 0, 0))
+    assert isinstance(reply, events.MethodReply)
+    assert conn.state is ConnState.OPEN
+
+
 def test_both_sides_close_a_channel_at_once():
     conn, peer = with_channel(1)
     conn.close_channel(1)

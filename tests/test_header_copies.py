@@ -12,6 +12,8 @@ Python values map to).
 from __future__ import annotations
 
 import asyncio
+import copy
+import pickle
 import struct
 
 import pytest
@@ -100,6 +102,23 @@ def test_reader_keeps_the_received_properties(impl):
     assert d.properties_raw == props
     assert d.properties.headers["when"] == 2**63 + 7  # and it still decodes
     assert delivery_of(impl, b"\x00\x08\x03bob").properties_raw is None  # no table: nothing
+
+
+def test_both_twins_keep_properties_they_cannot_decode(impl):
+    """Kept even when the properties do not decode (a truncated content type here): both
+    twins alike, so a dead letter's id does not depend on which one runs."""
+    props = b"\xa0\x00\x09ab"
+    d = delivery_of(impl, props)
+    assert d.properties_error is not None
+    assert d.properties_raw == props
+
+
+def test_an_encoded_table_copies_and_pickles_as_itself(impl):
+    d = delivery_of(impl, properties_with(FIELDS))
+    headers = copy_headers(d, {"x": 1})
+    for twin in (copy.copy(headers), copy.deepcopy(headers), pickle.loads(pickle.dumps(headers))):
+        assert isinstance(twin, EncodedTable)
+        assert twin == headers and twin.wire == headers.wire
 
 
 def test_copy_splices_received_fields_and_encodes_only_its_own(impl):
@@ -239,6 +258,16 @@ class Escape(BaseException):
     pass
 
 
+class BreakingSetup(Behaviour):
+    """Its setup raises what no setup handler catches."""
+
+    async def setup(self) -> None:
+        raise Escape("out of setup")
+
+    async def run(self) -> None:
+        await asyncio.sleep(0.1)
+
+
 async def test_a_behaviour_whose_task_dies_is_reported_failed(mesh_url):
     agent = Agent(uid("hdr-dies"), url=mesh_url)
     async with agent:
@@ -246,6 +275,9 @@ async def test_a_behaviour_whose_task_dies_is_reported_failed(mesh_url):
         await eventually(lambda: breaking.state != "running")
         assert breaking.state == "failed"
         assert "Escape" in (breaking.last_error or "")
+        broken = await agent.add_behaviour(BreakingSetup(agent))
+        await eventually(lambda: broken.state != "running")
+        assert broken.state == "failed" and "Escape" in (broken.last_error or "")
         info = await agent.call(agent.identity, "describe", timeout=WAIT)
         states = {b["name"]: b["state"] for b in info["behaviours"]}
         assert "failed" in states.values()

@@ -9,6 +9,7 @@ are marshalled by pamqp; the hot frames (publish, deliver, ack, confirms) go thr
 from __future__ import annotations
 
 import platform
+import struct
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -189,9 +190,12 @@ class AMQPConnection:
                 f"cannot send {method.name}: channel {channel_id} is {ch.state.value}"
             )
         waits = method.synchronous and not getattr(method, "nowait", False)
+        # Marshal first: a method that cannot be encoded (a binding argument of a type the
+        # wire has not) raises here with nothing registered, and the channel goes on.
+        data = pamqp_frame.marshal(method, channel_id)
         if waits:
             ch.expected.append(tuple(method.valid_responses))
-        self._send(channel_id, method)
+        self._out += data
         return waits
 
     def enable_confirms(self, channel_id: int, tracker: Any) -> None:
@@ -303,7 +307,15 @@ class AMQPConnection:
         try:
             index = int.from_bytes(payload[:4], "big")
             method = commands.INDEX_MAPPING[index]()
-            method.unmarshal(payload[4:])
+            try:
+                method.unmarshal(payload[4:])
+            except UnicodeDecodeError:
+                # A close whose reply text is not UTF-8 (RabbitMQ 3.x quotes a client's
+                # bytes raw) is still a close: read it leniently rather than fail the
+                # connection over its wording.
+                method = _lenient_close(index, payload) or method
+                if method.__class__ not in _CLOSE_METHODS:
+                    raise
         except KeyError:
             self._fail(f"unknown method {payload[:4].hex()} on channel {channel_id}")
         except (PAMQPException, ValueError, IndexError, TypeError) as exc:
@@ -460,6 +472,26 @@ class AMQPConnection:
         error = RemoteProtocolError(message)
         self.abort_protocol(error)
         raise error
+
+
+_CLOSE_METHODS = (commands.Channel.Close, commands.Connection.Close)
+_CLOSE_INDEXES: dict[int, Any] = {cls.index: cls for cls in _CLOSE_METHODS}
+
+
+def _lenient_close(index: int, payload: bytes) -> Any:
+    """Channel.Close or Connection.Close from `payload`, its reply text decoded with
+    replacement characters; None for any other method or a malformed payload."""
+    cls = _CLOSE_INDEXES.get(index)
+    if cls is None:
+        return None
+    try:
+        (reply_code,) = struct.unpack_from(">H", payload, 4)
+        size = payload[6]
+        text = payload[7 : 7 + size].decode("utf-8", "replace")
+        class_id, method_id = struct.unpack_from(">HH", payload, 7 + size)
+    except (struct.error, IndexError):
+        return None
+    return cls(reply_code=reply_code, reply_text=text, class_id=class_id, method_id=method_id)
 
 
 def _negotiate(ours: int, theirs: int) -> int:
