@@ -16,8 +16,9 @@ if NO_EXTENSIONS:
     USING_EXTENSIONS = False
 else:
     try:
-        from . import _confirms as _confirms_impl  # type: ignore[no-redef]
-        from . import _frames as _frames_impl  # type: ignore[no-redef]
+        # Compiled (no stubs): mypy types them as their pure-Python twins above.
+        from . import _confirms as _confirms_impl  # type: ignore[no-redef,attr-defined]
+        from . import _frames as _frames_impl  # type: ignore[no-redef,attr-defined]
 
         USING_EXTENSIONS = True
     except ImportError:

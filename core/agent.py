@@ -24,7 +24,6 @@ from . import envelope, tracing
 from ._speedups import FrameError, Properties, PropertiesTooLarge, encode_properties
 from .amqp.errors import AccessRefused, AMQPError, ResourceLocked
 from .behaviour import Behaviour
-from .channel import PublishError
 from .config import AgentConfig, agent_config
 from .consumer_restore import ConsumerRestorer
 from .control import TraceStore
@@ -35,6 +34,7 @@ from .durable import (
     declare_inbox,
 )
 from .eager import run_eagerly
+from .engine import ChannelProtocol, ConnectionProtocol, DeliveryCallback, PublishError
 from .header_copy import copy_headers
 from .lifecycle import abort_start, refused_by_stopping, undo_behaviour_start
 from .message import Message, copy_properties
@@ -101,7 +101,7 @@ def identity_in_use(identity: str, url: BrokerURL) -> IdentityInUse:
 
 
 async def declare_inbox_or_fail(
-    channel: Any, identity: str, expires_ms: int | None, url: BrokerURL
+    channel: ChannelProtocol, identity: str, expires_ms: int | None, url: BrokerURL
 ) -> None:
     """declare_inbox, with an older version's exclusive inbox held by a running agent
     reported as the identity in use."""
@@ -111,7 +111,7 @@ async def declare_inbox_or_fail(
         raise identity_in_use(identity, url) from None
 
 
-async def open_connection(url: BrokerURL | tuple[BrokerURL, ...], name: str) -> Any:
+async def open_connection(url: BrokerURL | tuple[BrokerURL, ...], name: str) -> ConnectionProtocol:
     """A connected client for the URL (or failover list): the real AMQP client, or the
     in-process broker."""
     urls = url if isinstance(url, tuple) else (url,)
@@ -149,7 +149,7 @@ class Agent:
         self.behaviours: dict[str, Behaviour] = {}
         self.trace = TraceStore(self.config.trace_size)
         self._tracing = self.config.trace_size > 0
-        self.connection: Any = None
+        self.connection: ConnectionProtocol = None  # type: ignore[assignment]  # until connected
         # Called with [(sequence number, error)] for publishes the broker will never
         # confirm (publish/send/broadcast return the sequence number); they are logged too.
         self.on_publish_failure: Callable[[list[tuple[int, Exception]]], None] | None = None
@@ -157,15 +157,18 @@ class Agent:
         self.started_at: float | None = None
         self.stats = AgentStats()  # read by the Prometheus collector at scrape time
         self._exposed = exposed_methods(type(self))
-        self._pub: Any = None  # confirmed publishes: pub/sub, direct, broadcast, handoffs
-        self._rpc: Any = None  # RPC requests and replies: no confirms, the caller's timeout
-        # covers a lost request or reply, and mandatory still reports unknown agents
-        self._sub: Any = None
+        # The three channels exist from connect on (None before).
+        # Confirmed publishes: pub/sub, direct, broadcast, handoffs.
+        self._pub: ChannelProtocol = None  # type: ignore[assignment]
+        # RPC requests and replies: no confirms, the caller's timeout covers a lost
+        # request or reply, and mandatory still reports unknown agents.
+        self._rpc: ChannelProtocol = None  # type: ignore[assignment]
+        self._sub: ChannelProtocol = None  # type: ignore[assignment]
         # behaviour name ("" for the inbox) -> (channel, consumer tag). Each consuming
         # behaviour has its own channel, so its delivery tags are contiguous and one
         # coalesced multiple-ack per tick covers what it finished.
-        self._consumers: dict[str, tuple[Any, str]] = {}
-        self._behaviour_channels: dict[str, Any] = {}
+        self._consumers: dict[str, tuple[ChannelProtocol, str]] = {}
+        self._behaviour_channels: dict[str, ChannelProtocol] = {}
         self._setting_up = False
         self._adding: dict[str, Behaviour] = {}  # behaviours add_behaviour is starting
         self._pending_calls: dict[str, asyncio.Future[bytes]] = {}
@@ -500,7 +503,9 @@ class Agent:
         share = max(16, self.config.prefetch_budget // max(1, consuming))
         return min(behaviour.prefetch, share)
 
-    def _behaviour_consumer(self, behaviour: Behaviour, queue: str, sub: Any) -> Any:
+    def _behaviour_consumer(
+        self, behaviour: Behaviour, queue: str, sub: ChannelProtocol
+    ) -> DeliveryCallback:
         consumed = self.stats.consumed
         redelivered = self.stats.redelivered
         label = behaviour.short_name
@@ -1138,7 +1143,7 @@ class Agent:
             "returned": stats.returned,
         }
 
-    def _settling_channels(self) -> list[tuple[str, Any]]:
+    def _settling_channels(self) -> list[tuple[str, ChannelProtocol]]:
         """(behaviour name or "" for the inbox, channel) of every consuming channel."""
         pairs = [("", self._sub)] if self._sub is not None else []
         pairs.extend(self._behaviour_channels.items())
@@ -1183,7 +1188,7 @@ class Agent:
         if consumer is not None:
             await consumer[0].cancel(consumer[1])
 
-    def consumers(self) -> dict[str, tuple[Any, str]]:
+    def consumers(self) -> dict[str, tuple[ChannelProtocol, str]]:
         """The active consumers: behaviour short name ("" for the inbox) -> (channel,
         consumer tag). A copy: changing it changes nothing."""
         return dict(self._consumers)

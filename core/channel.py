@@ -21,7 +21,6 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pamqp import commands
@@ -30,6 +29,14 @@ from . import _speedups
 from ._speedups import Delivery, Properties, PropertiesTooLarge
 from .amqp.errors import AMQPError, BrokerError, ConnectionLost, LocalProtocolError
 from .confirm_waiters import ConfirmWaiters
+from .engine import (
+    Consumer,
+    DeliveryCallback,
+    DrainTimeout,
+    PublishError,
+    PublishNacked,
+    QueueDeclareOk,
+)
 from .metrics import CONFIRM_SAMPLE_MASK, FastHistogram
 from .republish import fit_to_frame_max
 from .topology import BindingRecord, ExchangeRecord, QueueRecord
@@ -37,48 +44,21 @@ from .topology import BindingRecord, ExchangeRecord, QueueRecord
 if TYPE_CHECKING:
     from .client import Connection
 
+# The shared errors and records live in engine.py; they are re-exported here, where they
+# were first defined (`from munggoggo.channel import PublishError` keeps working).
+__all__ = [
+    "Channel",
+    "Consumer",
+    "DeliveryCallback",
+    "DrainTimeout",
+    "PublishError",
+    "PublishNacked",
+    "QueueDeclareOk",
+]
+
 log = logging.getLogger("munggoggo.channel")
 
-DeliveryCallback = Callable[[list[Delivery]], None]
 _EMPTY_PROPERTIES = _speedups.encode_properties(None)
-
-
-class PublishError(AMQPError):
-    """Publishes the broker did not accept: nacked, or lost with their connection."""
-
-    def __init__(self, failures: list[tuple[int, Exception]]) -> None:
-        self.failures = failures
-        first = failures[0][1]
-        super().__init__(
-            f"{len(failures)} publish(es) not confirmed (seq {failures[0][0]}"
-            f"{'...' if len(failures) > 1 else ''}): {first}"
-        )
-
-
-class PublishNacked(AMQPError):
-    """The broker nacked a publish (an internal error on its side, e.g. a full disk)."""
-
-
-class DrainTimeout(AMQPError, TimeoutError):
-    """`drain(timeout)` ran out: the channel could not take more publishes in time."""
-
-
-@dataclass(frozen=True, slots=True)
-class QueueDeclareOk:
-    queue: str
-    message_count: int
-    consumer_count: int
-
-
-@dataclass(slots=True)
-class Consumer:
-    tag: str
-    queue: str
-    callback: DeliveryCallback
-    no_ack: bool
-    exclusive: bool
-    arguments: dict[str, Any] | None
-    on_cancel: Callable[[str], None] | None
 
 
 class Channel:

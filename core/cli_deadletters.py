@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from .deadletters import DeadLetter, DeadLetters
+from .engine import ConnectionProtocol
 
 
 def add_parser(commands: Any) -> None:
@@ -35,7 +36,7 @@ def add_parser(commands: Any) -> None:
         a.add_argument("--agent", help="only those an agent with this identity gave up on")
 
 
-async def run(connection: Any, args: argparse.Namespace) -> int:
+async def run(connection: ConnectionProtocol, args: argparse.Namespace) -> int:
     """Do the action and print its outcome; the exit status is 1 if anything asked for was
     not done (an unknown id, a dead letter kept)."""
     dead = DeadLetters(connection)
@@ -60,11 +61,11 @@ async def run(connection: Any, args: argparse.Namespace) -> int:
         for letter_id in result.missing:
             print(f"not found: {letter_id}")
         return 1 if result.kept or result.missing else 0
-    result = await dead.purge(args.ids, agent=args.agent, all=args.all)
-    print(f"purged {result.purged} dead letter(s)")
-    for letter_id in result.missing:
+    purged = await dead.purge(args.ids, agent=args.agent, all=args.all)
+    print(f"purged {purged.purged} dead letter(s)")
+    for letter_id in purged.missing:
         print(f"not found: {letter_id}")
-    return 1 if result.missing else 0
+    return 1 if purged.missing else 0
 
 
 def format_table(letters: list[DeadLetter], now: float | None = None) -> str:

@@ -1,6 +1,6 @@
 """Waiting on publisher confirms: the waiters on a channel's confirm watermark and the
 failed publishes they report, shared by the real channel (core/channel.py) and the
-memory:// one (core/memory.py).
+memory:// one (core/memory/channel.py).
 
 One Future per waiter, never one per message: waiters sit in a heap by the sequence number
 they wait for and are woken when the watermark passes it. Two kinds of waiter:
@@ -23,6 +23,8 @@ import heapq
 import itertools
 import logging
 from collections.abc import Callable
+
+from .engine import PublishError
 
 log = logging.getLogger("munggoggo.channel")
 
@@ -216,8 +218,6 @@ def _seq(failure: tuple[int, Exception]) -> int:
 
 
 def _publish_error(failures: Failures) -> Exception:
-    from .channel import PublishError  # channel.py imports this module
-
     return PublishError(failures)
 
 

@@ -30,8 +30,8 @@ from typing import Any
 
 from . import _speedups
 from ._speedups import Delivery, Properties
-from .channel import PublishError
 from .durable import declare_dead_letter_queue, normalize_queue_type
+from .engine import ChannelProtocol, ConnectionProtocol, PublishError
 from .header_copy import copy_headers
 from .message import copy_properties
 from .wire import (
@@ -203,10 +203,15 @@ def requeue_properties(delivery: Delivery, dead_letter_id: str) -> Properties:
     return copy_properties(delivery, headers, expiration=delivery.properties.expiration)
 
 
+# Requeued copies awaiting their confirm: (dead letter's delivery, dead letter, copy's seq).
+# Named here: inside DeadLetters, `list` is its method.
+_Copies = list[tuple[Delivery, DeadLetter, int]]
+
+
 class DeadLetters:
     """The dead-letter queue of a mesh, through one connection."""
 
-    def __init__(self, connection: Any, queue: str = DEAD_LETTER_QUEUE) -> None:
+    def __init__(self, connection: ConnectionProtocol, queue: str = DEAD_LETTER_QUEUE) -> None:
         self.connection = connection
         self.queue = queue
 
@@ -274,7 +279,7 @@ class DeadLetters:
     async def _settle(
         self,
         reader: _Reader,
-        batch: list[tuple[Delivery, DeadLetter, int]],
+        batch: _Copies,
         returned: dict[str, str],
         result: RequeueResult,
     ) -> None:
@@ -366,7 +371,7 @@ class _Reader:
 
     def __init__(self, owner: DeadLetters) -> None:
         self.owner = owner
-        self.channel: Any = None
+        self.channel: ChannelProtocol = None  # type: ignore[assignment]  # from __aenter__
         self._held: dict[int, tuple[int, bool]] = {}  # tag -> (channel generation, acked)
 
     async def __aenter__(self) -> _Reader:

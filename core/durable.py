@@ -27,6 +27,7 @@ import logging
 from typing import Any
 
 from .amqp.errors import PreconditionFailed
+from .engine import ChannelProtocol
 from .wire import DEAD_LETTER_EXCHANGE, DEAD_LETTER_QUEUE
 
 log = logging.getLogger("munggoggo.durable")
@@ -70,7 +71,7 @@ def queue_declaration(queue_type: str, expires_ms: int | None) -> tuple[bool, di
 
 
 async def declare_behaviour_queue(
-    channel: Any, queue: str, queue_type: str, expires_ms: int | None
+    channel: ChannelProtocol, queue: str, queue_type: str, expires_ms: int | None
 ) -> None:
     """Declare a behaviour (or shared) queue for this mode.
 
@@ -123,7 +124,7 @@ def mismatch(queue: str, queue_type: str, exc: PreconditionFailed) -> Preconditi
     return QueueMismatch(exc.reply_code, text, exc.class_id, exc.method_id, exc.scope)
 
 
-async def declare_inbox(channel: Any, identity: str, expires_ms: int | None) -> None:
+async def declare_inbox(channel: ChannelProtocol, identity: str, expires_ms: int | None) -> None:
     """Declare the agent's inbox `<identity>`: a durable classic queue that outlives a
     connection blip (`expires_ms` after its last consumer left, RabbitMQ drops it).
 
@@ -143,7 +144,7 @@ async def declare_inbox(channel: Any, identity: str, expires_ms: int | None) -> 
         await channel.queue_declare(identity, passive=True)
 
 
-async def declare_dead_letter_queue(channel: Any, queue_type: str) -> str:
+async def declare_dead_letter_queue(channel: ChannelProtocol, queue_type: str) -> str:
     """Declare `munggoggo.dead-letters` (durable) as this mode prefers, or as it already is.
 
     The queue is shared by every agent of the mesh, so agents of both modes must accept the

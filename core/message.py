@@ -14,7 +14,7 @@ from . import envelope
 
 if TYPE_CHECKING:
     from ._speedups import Delivery, Properties
-    from .channel import Channel
+    from .engine import ChannelProtocol
 
 PENDING, ACKED, NACKED, HANDOFF = 0, 1, 2, 3
 
@@ -24,7 +24,9 @@ class Message:
 
     __slots__ = ("_channel", "_delivery", "_generation", "_settled", "queue")
 
-    def __init__(self, delivery: Delivery, channel: Channel | None, queue: str = "") -> None:
+    def __init__(
+        self, delivery: Delivery, channel: ChannelProtocol | None, queue: str = ""
+    ) -> None:
         self._delivery = delivery
         self._channel = channel
         self._generation = channel.generation if channel is not None else 0

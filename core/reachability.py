@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
 
+from .engine import ConnectionProtocol
 from .rpc import UNKNOWN_AGENT, AgentUnreachable, RpcError
 
 
@@ -43,7 +43,7 @@ class Reachability:
         self._targets = targets
         self._recovered_at: float | None = None
 
-    def watch(self, connection: Any, grace: float) -> None:
+    def watch(self, connection: ConnectionProtocol, grace: float) -> None:
         """Follow `connection` (its `on_lost` and `on_reconnect` callbacks).
 
         Args:
@@ -55,7 +55,7 @@ class Reachability:
         connection.on_lost.append(self._lost)
         connection.on_reconnect.append(self._recovered)
 
-    def _lost(self, connection: Any, reason: BaseException) -> None:
+    def _lost(self, connection: ConnectionProtocol, reason: BaseException) -> None:
         """Fail every call in flight: each one went out on the connection just lost."""
         for call_id, fut in self._pending.items():
             if not fut.done():
@@ -68,7 +68,7 @@ class Reachability:
                     )
                 )
 
-    def _recovered(self, connection: Any) -> None:
+    def _recovered(self, connection: ConnectionProtocol) -> None:
         self._recovered_at = time.monotonic()
 
     @property

@@ -1,7 +1,7 @@
 """AMQP topic matching, RabbitMQ's rules in one place.
 
 Owns the one answer to "does binding key P match routing key K" used by message templates
-(core/template.py), the memory:// broker (core/memory_routing.py) and the gateway's
+(core/template.py), the memory:// broker (core/memory/exchange.py) and the gateway's
 WebSocket fan-out (gateway/mesh.py). The rules are RabbitMQ's, checked against 3.10 and 4.3
 by tests/test_topics.py:
 

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+
+from ._speedups import Delivery
+from .engine import ChannelProtocol
 
 log = logging.getLogger("munggoggo.agent")
 
@@ -22,11 +24,11 @@ __all__ = ["reject_undecodable"]
 
 
 def reject_undecodable(
-    batch: list[Any],
-    channel: Any,
+    batch: list[Delivery],
+    channel: ChannelProtocol,
     queue: str,
     on_rejected: Callable[[], None] | None = None,
-) -> list[Any]:
+) -> list[Delivery]:
     """Reject (without requeue) the deliveries of `batch` whose properties are undecodable.
 
     Args:

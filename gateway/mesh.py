@@ -38,6 +38,7 @@ from munggoggo import Agent
 from munggoggo.agent import TOPIC_EXCHANGE
 from munggoggo.amqp.errors import AMQPError
 from munggoggo.config import AgentConfig
+from munggoggo.engine import ChannelProtocol
 from munggoggo.message import Message
 from munggoggo.rpc import UNKNOWN_AGENT, RpcError
 from munggoggo.topics import topic_matches
@@ -88,7 +89,7 @@ class Mesh:
         self._subscribers: dict[int, tuple[str, Subscriber]] = {}
         self._pattern_counts: dict[str, int] = {}
         self._tokens = itertools.count(1)
-        self._channel: Any = None
+        self._channel: ChannelProtocol | None = None
         self._queue: str | None = None
         self._binding_lock = asyncio.Lock()
         self._unbind_due: set[str] = set()  # patterns nobody subscribes to, still bound
@@ -180,7 +181,8 @@ class Mesh:
             async with self._binding_lock:
                 # Due for an unbind: not any more (binding again is harmless if it stayed).
                 self._unbind_due.discard(pattern)
-                await self._channel.queue_bind(self._queue, TOPIC_EXCHANGE, pattern)
+                channel, queue = self._subscriptions_queue()
+                await channel.queue_bind(queue, TOPIC_EXCHANGE, pattern)
         self._pattern_counts[pattern] = self._pattern_counts.get(pattern, 0) + 1
         token = next(self._tokens)
         self._subscribers[token] = (pattern, callback)
@@ -213,12 +215,19 @@ class Mesh:
         """Patterns nobody subscribes to any more whose binding is still to be removed."""
         return frozenset(self._unbind_due)
 
+    def _subscriptions_queue(self) -> tuple[ChannelProtocol, str]:
+        """The channel and queue of the subscriptions, made by `start()` (subscribing
+        needs the mesh connected, so after it)."""
+        assert self._channel is not None and self._queue is not None
+        return self._channel, self._queue
+
     async def _unbind_due_patterns(self) -> None:
         async with self._binding_lock:
             while self._unbind_due:
                 pattern = next(iter(self._unbind_due))
                 # Waits for the channel to be open again if it is not.
-                await self._channel.queue_unbind(self._queue, TOPIC_EXCHANGE, pattern)
+                channel, queue = self._subscriptions_queue()
+                await channel.queue_unbind(queue, TOPIC_EXCHANGE, pattern)
                 self._unbind_due.discard(pattern)
 
     async def _unbind_when_back(self) -> None:

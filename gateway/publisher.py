@@ -33,8 +33,8 @@ from typing import Any
 from munggoggo import envelope
 from munggoggo._speedups import Properties, encode_properties
 from munggoggo.amqp.errors import AMQPError
-from munggoggo.channel import PublishError
 from munggoggo.durable import PERSISTENT
+from munggoggo.engine import ChannelProtocol, PublishError
 from munggoggo.tracing import outgoing_headers
 from munggoggo.wire import TOPIC_EXCHANGE
 
@@ -61,7 +61,7 @@ class Publisher:
 
     def __init__(
         self,
-        channel: Any,
+        channel: ChannelProtocol,
         app_id: str,
         *,
         timeout: float,

@@ -41,7 +41,7 @@ pytestmark = [pytest.mark.rabbitmq, pytest.mark.timeout(60)]
 TESTS_DIR = Path(__file__).resolve().parent
 TOPIC_EXCHANGE = "munggoggo.topic"
 REPLY_TO = "amq.rabbitmq.reply-to"
-MEMORY_BROKER = (TESTS_DIR.parent / "core" / "memory.py").exists()
+MEMORY_BROKER = (TESTS_DIR.parent / "core" / "memory" / "__init__.py").exists()
 
 
 def subprocess_env(url: str, **extra: str) -> dict[str, str]:

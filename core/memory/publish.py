@@ -1,7 +1,7 @@
 """What the memory:// broker checks and derives from a publish's properties.
 
 RabbitMQ 4.x looks at a publish's properties in this order, after the exchange checks:
-the direct reply-to rewrite (memory.py), the expiration (an integer of milliseconds, at
+the direct reply-to rewrite (replyto.py), the expiration (an integer of milliseconds, at
 most ten years), the CC and BCC headers (arrays of extra routing keys: a CC or BCC of
 another type refuses the message), then user_id (it must name the connection's user).
 Each refusal is a 406 PRECONDITION_FAILED with RabbitMQ's text. The message then goes to
@@ -17,9 +17,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from . import memory_fields as fields
-from . import memory_routing as rules
-from ._speedups import Properties
+from .._speedups import Properties
+from . import errors, fields
+from .arguments import MAX_EXPIRY
 
 USER = "guest"
 
@@ -56,14 +56,14 @@ def parse_expiration(value: str) -> int:
         ttl = int(found.group(1))
         if ttl < 0:
             name = "value_negative"
-        elif ttl > rules.MAX_EXPIRY:
+        elif ttl > MAX_EXPIRY:
             name = "value_too_large"
         else:
             return ttl
         prefix = f"invalid expiration '{value}': "
         problem = fields.erl_error_tuple(len(prefix), name, str(ttl))
-    raise rules.error(
-        "PRECONDITION_FAILED", f"invalid expiration '{value}': {problem}", rules.BASIC_PUBLISH
+    raise errors.error(
+        "PRECONDITION_FAILED", f"invalid expiration '{value}': {problem}", errors.BASIC_PUBLISH
     )
 
 
@@ -84,8 +84,8 @@ def header_routes(table: bytes | None, *, strict: bool = True) -> tuple[list[str
             if not strict:
                 continue
             problem = f'{{unacceptable_type_in_header,"{key}",{fields.TYPE_NAMES[field.tag]}}}'
-            raise rules.error(
-                "PRECONDITION_FAILED", f"invalid message: {problem}", rules.BASIC_PUBLISH
+            raise errors.error(
+                "PRECONDITION_FAILED", f"invalid message: {problem}", errors.BASIC_PUBLISH
             )
         has_bcc = has_bcc or key == "BCC"
         assert table is not None
@@ -100,10 +100,10 @@ def header_routes(table: bytes | None, *, strict: bool = True) -> tuple[list[str
 def check_user_id(user_id: str | None, user: str) -> None:
     """Raise RabbitMQ's PRECONDITION_FAILED when user_id is set and is not `user`."""
     if user_id is not None and user_id != user:
-        raise rules.error(
+        raise errors.error(
             "PRECONDITION_FAILED",
             f"user_id property set to '{user_id}' but authenticated user was '{user}'",
-            rules.BASIC_PUBLISH,
+            errors.BASIC_PUBLISH,
         )
 
 

@@ -1,0 +1,324 @@
+"""Encoded field tables as RabbitMQ reads them, for the memory:// broker.
+
+The client decodes a field table into Python values, which loses what RabbitMQ keeps: the
+type of every value (a byte 1, a long 1 and a double 1.0 are three values to it) and the
+bytes of the entries it does not touch. This module reads the encoded form instead: the
+type names RabbitMQ quotes in its errors, values typed the way RabbitMQ compares them, and
+edits of a message's headers (BCC stripped, x-death set, reply-to rewritten) that keep
+every other entry byte for byte, as RabbitMQ does. Erlang's formatting of the few terms
+that appear in error texts lives here too. Standard library only; the tables it reads
+were decoded successfully before (the broker decodes every publish), so they are
+well-formed.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable
+from typing import Any, NamedTuple
+
+from .._speedups import Properties, encode_properties, encode_table
+
+_U8 = struct.Struct(">B")
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+
+# RabbitMQ's names for the field types (rabbit_binary_parser): what its errors quote.
+TYPE_NAMES = {
+    "b": "byte",
+    "B": "unsignedbyte",
+    "s": "short",
+    "u": "unsignedshort",
+    "I": "signedint",
+    "i": "unsignedint",
+    "l": "long",
+    "L": "long",  # RabbitMQ reads both as a signed 64-bit long
+    "f": "float",
+    "d": "double",
+    "D": "decimal",
+    "T": "timestamp",
+    "t": "bool",
+    "S": "longstr",
+    "x": "binary",
+    "V": "void",
+    "A": "array",
+    "F": "table",
+}
+_NUMBERS = {
+    "b": struct.Struct(">b"),
+    "B": struct.Struct(">B"),
+    "s": struct.Struct(">h"),
+    "u": struct.Struct(">H"),
+    "I": struct.Struct(">i"),
+    "i": struct.Struct(">I"),
+    "l": struct.Struct(">q"),
+    "L": struct.Struct(">q"),
+    "f": struct.Struct(">f"),
+    "d": struct.Struct(">d"),
+    "T": struct.Struct(">Q"),
+}
+_INTEGERS = frozenset("bBsuIilLT")
+_FLOATS = frozenset("fd")
+
+_CONTENT_TYPE, _CONTENT_ENCODING, _HEADERS = 0x8000, 0x4000, 0x2000
+
+
+class Field(NamedTuple):
+    """One entry of an encoded table: its key, type tag and where its bytes are."""
+
+    key: str
+    tag: str  # the type octet as a character: "S", "I", "A", ...
+    start: int  # the entry's first byte (its key's length octet)
+    value: int  # the value's first byte, after the tag
+    end: int  # one past the entry's last byte
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def headers_span(raw: bytes) -> tuple[int, int] | None:
+    """Where the headers table (length prefix included) is in encoded properties, or None
+    when the properties have no headers."""
+    flags = raw[0] << 8 | raw[1]
+    if not flags & _HEADERS:
+        return None
+    pos = 2
+    if flags & _CONTENT_TYPE:
+        pos += 1 + raw[pos]
+    if flags & _CONTENT_ENCODING:
+        pos += 1 + raw[pos]
+    return pos, pos + 4 + _U32.unpack_from(raw, pos)[0]
+
+
+def headers_table(raw: bytes) -> bytes | None:
+    """The encoded headers table of encoded properties, or None without headers."""
+    span = headers_span(raw)
+    return None if span is None else raw[span[0] : span[1]]
+
+
+def _value_end(data: bytes, tag: str, pos: int) -> int:
+    if tag in _NUMBERS:
+        return pos + _NUMBERS[tag].size
+    if tag in "SxAF":
+        return pos + 4 + _U32.unpack_from(data, pos)[0]
+    if tag == "t":
+        return pos + 1
+    if tag == "D":
+        return pos + 5
+    return pos  # V
+
+
+def fields(table: bytes) -> list[Field]:
+    """The entries of an encoded table (length prefix included), in order."""
+    out = []
+    pos, end = 4, 4 + _U32.unpack_from(table, 0)[0]
+    while pos < end:
+        start = pos
+        key = table[pos + 1 : pos + 1 + table[pos]].decode("utf-8", "surrogateescape")
+        pos += 1 + table[pos]
+        tag = chr(table[pos])
+        stop = _value_end(table, tag, pos + 1)
+        out.append(Field(key, tag, start, pos + 1, stop))
+        pos = stop
+    return out
+
+
+def lookup(table: bytes | None, key: str) -> Field | None:
+    """The first entry called `key` (RabbitMQ's table_lookup), or None."""
+    if table is None:
+        return None
+    for field in fields(table):
+        if field.key == key:
+            return field
+    return None
+
+
+def typed(data: bytes, tag: str, pos: int) -> Any:
+    """The value at `pos` as Erlang holds it after rabbit_binary_parser: numbers as int or
+    float, strings and byte arrays as bytes, bool as bool, void as None, decimal as
+    (scale, unsigned value), timestamp as int seconds; an array as a tuple of
+    (type name, value) and a table as a tuple of (key, type name, value), in order."""
+    if tag in _NUMBERS:
+        return _NUMBERS[tag].unpack_from(data, pos)[0]
+    if tag in "Sx":
+        return data[pos + 4 : pos + 4 + _U32.unpack_from(data, pos)[0]]
+    if tag == "t":
+        return data[pos] != 0
+    if tag == "D":
+        return (data[pos], _U32.unpack_from(data, pos + 1)[0])
+    if tag == "V":
+        return None
+    end = pos + 4 + _U32.unpack_from(data, pos)[0]
+    if tag == "F":
+        table = data[pos:end]
+        return tuple(
+            (
+                f.key.encode("utf-8", "surrogateescape"),
+                TYPE_NAMES[f.tag],
+                typed(table, f.tag, f.value),
+            )
+            for f in fields(table)
+        )
+    items = []
+    pos += 4
+    while pos < end:
+        item_tag = chr(data[pos])
+        items.append((TYPE_NAMES[item_tag], typed(data, item_tag, pos + 1)))
+        pos = _value_end(data, item_tag, pos + 1)
+    return tuple(items)
+
+
+def term(tag: str, value: Any) -> tuple[str, Any]:
+    """A top-level value made comparable the way Erlang's =:= compares it: integers of any
+    width equal each other, never a float; byte arrays equal long strings of the same
+    bytes; arrays and tables are both lists."""
+    if tag in _INTEGERS:
+        return ("int", value)
+    if tag in _FLOATS:
+        return ("float", value)
+    if tag in "Sx":
+        return ("binary", value)
+    if tag in "AF":
+        return ("list", value)
+    if tag == "D":
+        return ("decimal", value)
+    return ("atom", value)  # bool, void
+
+
+def array_items(table: bytes, field: Field) -> list[tuple[str, Any]]:
+    """The (type tag, value) items of an array entry, values as `typed` returns them."""
+    out = []
+    pos, end = field.value + 4, field.end
+    while pos < end:
+        tag = chr(table[pos])
+        out.append((tag, typed(table, tag, pos + 1)))
+        pos = _value_end(table, tag, pos + 1)
+    return out
+
+
+# --------------------------------------------------------------------------- editing
+
+
+def edit(
+    table: bytes | None, *, drop: Iterable[str] = (), store: dict[str, Any] | None = None
+) -> bytes:
+    """The table with the first entry of each `drop` key removed and each `store` key set
+    (in place when present, else appended: RabbitMQ's keydelete and keystore). Entries not
+    named keep their bytes, so their types survive."""
+    dropping = set(drop)
+    storing = dict(store or {})
+    parts = []
+    for field in fields(table) if table is not None else ():
+        if field.key in dropping:
+            dropping.discard(field.key)
+            continue
+        if field.key in storing:
+            parts.append(_entry(field.key, storing.pop(field.key)))
+            continue
+        parts.append(table[field.start : field.end])  # type: ignore[index]
+    parts.extend(_entry(key, value) for key, value in storing.items())
+    body = b"".join(parts)
+    return _U32.pack(len(body)) + body
+
+
+def _entry(key: str, value: Any) -> bytes:
+    return encode_table({key: value})[4:]
+
+
+def with_headers_table(props: Properties, table: bytes | None) -> bytes:
+    """Encode `props` with `table` (encoded) as their headers, whatever props.headers is
+    (props itself is left as it was)."""
+    saved = props.headers
+    # An empty table is a four-byte placeholder where the table goes.
+    props.headers = None if table is None else {}
+    try:
+        raw = encode_properties(props)
+    finally:
+        props.headers = saved
+    if table is None:
+        return raw
+    span = headers_span(raw)
+    assert span is not None
+    return raw[: span[0]] + table + raw[span[1] :]
+
+
+# --------------------------------------------------------------------------- Erlang terms
+
+# What io_lib:printable_list accepts (latin1): printed as "..." by ~p, else as a list.
+_PRINTABLE = frozenset(range(32, 127)) | frozenset(range(160, 256)) | frozenset(b"\n\r\t\v\b\f\x1b")
+_ESCAPES = {
+    10: "\\n",
+    13: "\\r",
+    9: "\\t",
+    11: "\\v",
+    8: "\\b",
+    12: "\\f",
+    27: "\\e",
+    34: '\\"',
+    92: "\\\\",
+}
+
+
+def erl_string(data: bytes) -> str:
+    """Erlang's ~p of a list of bytes: "text" when printable (latin1), else [1,2,3]."""
+    if data and all(b in _PRINTABLE for b in data):
+        return '"' + "".join(_ESCAPES.get(b, chr(b)) for b in data) + '"'
+    return "[" + ",".join(str(b) for b in data) + "]"
+
+
+def erl_binary(data: bytes) -> str:
+    """Erlang's ~tp of a binary: <<"text">> (ASCII or latin1), <<"text"/utf8>>, or
+    <<1,2,3>> when it is not printable."""
+    if all(b < 128 and b in _PRINTABLE for b in data):
+        return '<<"' + "".join(_ESCAPES.get(b, chr(b)) for b in data) + '">>'
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and text.isprintable():
+        return '<<"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"/utf8>>'
+    if all(b in _PRINTABLE for b in data):
+        return '<<"' + "".join(_ESCAPES.get(b, chr(b)) for b in data) + '">>'
+    return "<<" + ",".join(str(b) for b in data) + ">>"
+
+
+def erl_float(value: float) -> str:
+    """Erlang's shortest round-trip float: 1.5, 1.0e-5, 1.0e20."""
+    text = repr(value)
+    if "e" not in text:
+        return text
+    mantissa, exponent = text.split("e")
+    if "." not in mantissa:
+        mantissa += ".0"
+    return f"{mantissa}e{int(exponent)}"
+
+
+def erl_term(type_name: str, value: Any) -> str:
+    """Erlang's ~tp of a value `typed` returned for a field of RabbitMQ type `type_name`."""
+    if type_name in ("longstr", "binary"):
+        return erl_binary(value)
+    if type_name in ("float", "double"):
+        return erl_float(value)
+    if type_name == "bool":
+        return "true" if value else "false"
+    if type_name == "void":
+        return "undefined"
+    if type_name == "decimal":
+        return f"{{{value[0]},{value[1]}}}"
+    if type_name == "array":
+        return "[" + ",".join(f"{{{t},{erl_term(t, v)}}}" for t, v in value) + "]"
+    if type_name == "table":
+        return (
+            "[" + ",".join(f"{{{erl_binary(k)},{t},{erl_term(t, v)}}}" for k, t, v in value) + "]"
+        )
+    return str(value)
+
+
+def erl_error_tuple(column: int, name: str, value: str) -> str:
+    """`{name,value}` as ~p prints it at `column`: unless it ends before column 79 (found
+    by trying RabbitMQ), the value goes on a line of its own, indented to just after the
+    brace."""
+    flat = f"{{{name},{value}}}"
+    if column + len(flat) <= 78:
+        return flat
+    return f"{{{name},\n{' ' * (column + 1)}{value}}}"
