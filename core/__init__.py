@@ -4,21 +4,52 @@ from munggoggo import Agent, Behaviour, expose, run
 
 The original munggoggo's names are kept: `Core` is `Agent`, and
 `Worker(agent, loglevel="info").execute_from_commandline()` runs agents like `run()`.
+
+The names below are resolved on first use (PEP 562), so that importing a layer that needs no
+event loop (`munggoggo.amqp`, the sans-IO protocol) does not import the agent and asyncio.
 """
 
-__version__ = "0.1.0"
+from __future__ import annotations
 
-from ._speedups import PropertiesTooLarge
-from .agent import Agent, IdentityInUse
-from .behaviour import Behaviour, OneShotBehaviour, PeriodicBehaviour, RestartPolicy
-from .config import AgentConfig
-from .message import Message
-from .rpc import AgentUnreachable, RpcError, RpcTimeout, expose
-from .runner import run, serve
-from .template import Template
-from .worker import Worker
+import importlib
+from typing import TYPE_CHECKING, Any
 
-Core = Agent  # the original munggoggo's name for the agent base class
+from ._version import __version__
+
+if TYPE_CHECKING:
+    from ._speedups import PropertiesTooLarge
+    from .agent import Agent, IdentityInUse
+    from .agent import Agent as Core
+    from .behaviour import Behaviour, OneShotBehaviour, PeriodicBehaviour, RestartPolicy
+    from .config import AgentConfig
+    from .message import Message
+    from .rpc import AgentUnreachable, RpcError, RpcTimeout, expose
+    from .runner import run, serve
+    from .template import Template
+    from .worker import Worker
+
+# Public name -> (module, its name there). `Core` is the original munggoggo's name for the
+# agent base class.
+_LAZY: dict[str, tuple[str, str]] = {
+    "Agent": (".agent", "Agent"),
+    "AgentConfig": (".config", "AgentConfig"),
+    "AgentUnreachable": (".rpc", "AgentUnreachable"),
+    "Behaviour": (".behaviour", "Behaviour"),
+    "Core": (".agent", "Agent"),
+    "IdentityInUse": (".agent", "IdentityInUse"),
+    "Message": (".message", "Message"),
+    "OneShotBehaviour": (".behaviour", "OneShotBehaviour"),
+    "PeriodicBehaviour": (".behaviour", "PeriodicBehaviour"),
+    "PropertiesTooLarge": ("._speedups", "PropertiesTooLarge"),
+    "RestartPolicy": (".behaviour", "RestartPolicy"),
+    "RpcError": (".rpc", "RpcError"),
+    "RpcTimeout": (".rpc", "RpcTimeout"),
+    "Template": (".template", "Template"),
+    "Worker": (".worker", "Worker"),
+    "expose": (".rpc", "expose"),
+    "run": (".runner", "run"),
+    "serve": (".runner", "serve"),
+}
 
 __all__ = [
     "Agent",
@@ -41,3 +72,22 @@ __all__ = [
     "run",
     "serve",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the module that defines a public name on its first use, and keep the name.
+
+    Raises:
+        AttributeError: `name` is not a public name of the package (nor a submodule).
+    """
+    try:
+        module, attribute = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module, __name__), attribute)
+    globals()[name] = value  # later uses are plain attribute reads
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
