@@ -12,6 +12,7 @@ event loop (`munggoggo.amqp`, the sans-IO protocol) does not import the agent an
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
@@ -77,13 +78,17 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     """Import the module that defines a public name on its first use, and keep the name.
 
+    A submodule is imported on first use too: `import munggoggo` used to import most of them
+    along the way, so `munggoggo.rpc.RpcError` after a bare `import munggoggo` still works.
+
     Raises:
-        AttributeError: `name` is not a public name of the package (nor a submodule).
+        AttributeError: `name` is neither a public name of the package nor a submodule.
     """
-    try:
-        module, attribute = _LAZY[name]
-    except KeyError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    if name not in _LAZY:
+        if not name.startswith("__") and importlib.util.find_spec(f"{__name__}.{name}"):
+            return importlib.import_module(f".{name}", __name__)
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module, attribute = _LAZY[name]
     value = getattr(importlib.import_module(module, __name__), attribute)
     globals()[name] = value  # later uses are plain attribute reads
     return value

@@ -116,6 +116,18 @@ def test_package_names_resolve_lazily() -> None:
     assert done.stdout.split("\n")[:2] == ["['munggoggo._version']", "True"]
 
 
+def test_submodules_resolve_on_first_use() -> None:
+    """`import munggoggo` alone, then a submodule as an attribute (as when the package
+    imported them eagerly)."""
+    done = _python(
+        "import munggoggo\n"
+        "print(munggoggo.rpc.RpcError.__module__, munggoggo.agent.Agent is munggoggo.Agent)\n"
+        "print(hasattr(munggoggo, 'no_such_module'))"
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["munggoggo.rpc", "True", "False"]
+
+
 def test_package_public_names() -> None:
     """Every name in `__all__` is there (star import included), `dir()` lists them, and the
     lazily resolved names are the defining modules' objects."""
