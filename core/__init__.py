@@ -4,21 +4,53 @@ from munggoggo import Agent, Behaviour, expose, run
 
 The original munggoggo's names are kept: `Core` is `Agent`, and
 `Worker(agent, loglevel="info").execute_from_commandline()` runs agents like `run()`.
+
+The names below are resolved on first use (PEP 562), so that importing a layer that needs no
+event loop (`munggoggo.amqp`, the sans-IO protocol) does not import the agent and asyncio.
 """
 
-__version__ = "0.1.0"
+from __future__ import annotations
 
-from ._speedups import PropertiesTooLarge
-from .agent import Agent, IdentityInUse
-from .behaviour import Behaviour, OneShotBehaviour, PeriodicBehaviour, RestartPolicy
-from .config import AgentConfig
-from .message import Message
-from .rpc import AgentUnreachable, RpcError, RpcTimeout, expose
-from .runner import run, serve
-from .template import Template
-from .worker import Worker
+import importlib
+import importlib.util
+from typing import TYPE_CHECKING, Any
 
-Core = Agent  # the original munggoggo's name for the agent base class
+from ._version import __version__
+
+if TYPE_CHECKING:
+    from ._speedups import PropertiesTooLarge
+    from .agent import Agent, IdentityInUse
+    from .agent import Agent as Core
+    from .behaviour import Behaviour, OneShotBehaviour, PeriodicBehaviour, RestartPolicy
+    from .config import AgentConfig
+    from .message import Message
+    from .rpc import AgentUnreachable, RpcError, RpcTimeout, expose
+    from .runner import run, serve
+    from .template import Template
+    from .worker import Worker
+
+# Public name -> (module, its name there). `Core` is the original munggoggo's name for the
+# agent base class.
+_LAZY: dict[str, tuple[str, str]] = {
+    "Agent": (".agent", "Agent"),
+    "AgentConfig": (".config", "AgentConfig"),
+    "AgentUnreachable": (".rpc", "AgentUnreachable"),
+    "Behaviour": (".behaviour", "Behaviour"),
+    "Core": (".agent", "Agent"),
+    "IdentityInUse": (".agent", "IdentityInUse"),
+    "Message": (".message", "Message"),
+    "OneShotBehaviour": (".behaviour", "OneShotBehaviour"),
+    "PeriodicBehaviour": (".behaviour", "PeriodicBehaviour"),
+    "PropertiesTooLarge": ("._speedups", "PropertiesTooLarge"),
+    "RestartPolicy": (".behaviour", "RestartPolicy"),
+    "RpcError": (".rpc", "RpcError"),
+    "RpcTimeout": (".rpc", "RpcTimeout"),
+    "Template": (".template", "Template"),
+    "Worker": (".worker", "Worker"),
+    "expose": (".rpc", "expose"),
+    "run": (".runner", "run"),
+    "serve": (".runner", "serve"),
+}
 
 __all__ = [
     "Agent",
@@ -41,3 +73,26 @@ __all__ = [
     "run",
     "serve",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the module that defines a public name on its first use, and keep the name.
+
+    A submodule is imported on first use too: `import munggoggo` used to import most of them
+    along the way, so `munggoggo.rpc.RpcError` after a bare `import munggoggo` still works.
+
+    Raises:
+        AttributeError: `name` is neither a public name of the package nor a submodule.
+    """
+    if name not in _LAZY:
+        if not name.startswith("__") and importlib.util.find_spec(f"{__name__}.{name}"):
+            return importlib.import_module(f".{name}", __name__)
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module, attribute = _LAZY[name]
+    value = getattr(importlib.import_module(module, __name__), attribute)
+    globals()[name] = value  # later uses are plain attribute reads
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -20,7 +20,8 @@ from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from . import __version__, _speedups
+from . import _speedups
+from ._version import __version__
 from .envelope import KIND_CONTROL, KIND_MESSAGE, KIND_RPC
 from .rpc import exposed_methods
 

@@ -7,8 +7,8 @@ a dict lookup for fixed paths, a segment match for the few with parameters (see
 docs/decisions.md for why not Starlette).
 
 Our handlers take `(request, state)` and return a `Response`; the WebSocket and dashboard
-endpoints follow the raw handler contract of gateway/state.py and are imported on first
-use (404 while their modules do not exist). Whatever a handler raises becomes a JSON
+endpoints follow the raw handler contract (`Endpoint`, gateway/types.py) and are imported on
+first use (404 while their modules do not exist). Whatever a handler raises becomes a JSON
 answer: HTTPError its status, anything else a logged 500 with a short message; the worker
 keeps serving.
 """
@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Awaitable, Callable
+from contextvars import Token
 from time import perf_counter
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote
 
 from munggoggo import tracing
@@ -33,11 +33,9 @@ from .limits import RETRY_AFTER, ClientDisconnected
 from .mesh import Mesh
 from .metrics import UNMATCHED_ROUTE
 from .state import GatewaySettings, GatewayState
+from .types import Endpoint, Handler, Message, Receive, Scope, Send
 
 log = logging.getLogger("munggoggo.gateway")
-
-Handler = Callable[[Request, Any], Awaitable[Response]]
-RawEndpoint = Callable[[dict[str, Any], Any, Any, Any], Awaitable[None]]
 
 
 _INTERNAL_ERROR = error_response(500, 500, "internal error in the gateway (logged)")
@@ -51,7 +49,7 @@ class Route:
     __slots__ = ("endpoint", "needs_state", "raw", "segments", "tail", "template")
 
     def __init__(
-        self, template: str, endpoint: Handler | RawEndpoint, *, raw: bool, needs_state: bool
+        self, template: str, endpoint: Handler | Endpoint, *, raw: bool, needs_state: bool
     ) -> None:
         self.template = template
         self.segments = template.strip("/").split("/")
@@ -89,7 +87,7 @@ class Router:
         self,
         method: str,
         template: str,
-        endpoint: Handler | RawEndpoint,
+        endpoint: Handler | Endpoint,
         *,
         raw: bool = False,
         needs_state: bool = True,
@@ -112,7 +110,7 @@ class Router:
         found += [(r.template, m) for m, r in self.templated]
         return found
 
-    def resolve(self, method: str, scope: dict[str, Any]) -> tuple[Route, tuple[str, ...]]:
+    def resolve(self, method: str, scope: Scope) -> tuple[Route, tuple[str, ...]]:
         """The route and its path parameters; HTTPError 404 or 405 (with Allow). HEAD is
         served wherever GET is (by the GET route; the app sends no body)."""
         by_method = self.fixed.get(scope["path"])
@@ -181,12 +179,12 @@ class GatewayApp:
     def routes(self) -> list[tuple[str, str]]:
         return self.router.routes()
 
-    def optional(self, module: str, name: str) -> RawEndpoint:
+    def optional(self, module: str, name: str) -> Endpoint:
         """An endpoint from a sibling module imported on first use; 404 while the module
         does not exist."""
-        resolved: list[Any] = []
+        resolved: list[Endpoint | None] = []
 
-        async def endpoint(scope: dict[str, Any], receive: Any, send: Any, state: Any) -> None:
+        async def endpoint(scope: Scope, receive: Receive, send: Send, state: GatewayState) -> None:
             if not resolved:
                 resolved.append(_import_endpoint(module, name))
             target = resolved[0]
@@ -197,7 +195,7 @@ class GatewayApp:
 
         return endpoint
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         # A caller's W3C traceparent becomes current for the request (or the WebSocket
         # connection): every call and publish it makes carries a child of it.
@@ -210,7 +208,7 @@ class GatewayApp:
         else:
             await self._dispatch(kind, scope, receive, send)
 
-    async def _dispatch(self, kind: str, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def _dispatch(self, kind: str, scope: Scope, receive: Receive, send: Send) -> None:
         if kind == "http":
             await self._http(scope, receive, send)
         elif kind == "websocket":
@@ -221,7 +219,7 @@ class GatewayApp:
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 
-    async def _http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = self.state
         started = perf_counter()
         template = UNMATCHED_ROUTE
@@ -236,14 +234,20 @@ class GatewayApp:
             if route.needs_state and state is None:
                 raise HTTPError(503, "the gateway is starting or stopping")
             if route.raw:
-                status = await _call_raw(route.endpoint, scope, receive, send, state)
+                endpoint = cast(Endpoint, route.endpoint)
+                status = await _call_raw(endpoint, scope, receive, send, state)
                 if state is not None:
                     state.metrics.observe_request(
                         template, scope["method"], status, perf_counter() - started
                     )
                 return
             deadlines = state.body_deadlines if state is not None else None
-            response = await route.endpoint(Request(scope, receive, params, deadlines), state)
+            handler = cast(Handler, route.endpoint)
+            # state is None only on a route that does not need it (needs_state=False), whose
+            # handler takes None (`state: GatewayState | None`).
+            response = await handler(
+                Request(scope, receive, params, deadlines), cast(GatewayState, state)
+            )
         except HTTPError as exc:
             response = exc.response()
         except ClientDisconnected:
@@ -265,7 +269,7 @@ class GatewayApp:
                 template, scope["method"], response.status, perf_counter() - started
             )
 
-    async def _lifespan(self, receive: Any, send: Any) -> None:
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
@@ -305,20 +309,25 @@ class GatewayApp:
 
 
 async def _call_raw(
-    endpoint: RawEndpoint, scope: dict[str, Any], receive: Any, send: Any, state: Any
+    endpoint: Endpoint,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    state: GatewayState | None,
 ) -> int:
     """Run an endpoint that sends for itself; a 500 if it fails before sending anything.
     Returns the HTTP status it sent (0 when it sent none)."""
     status = 0
 
-    async def tracking_send(message: dict[str, Any]) -> None:
+    async def tracking_send(message: Message) -> None:
         nonlocal status
         if not status:
             status = message.get("status", 0) or 101  # 101: an accepted WebSocket
         await send(message)
 
     try:
-        await endpoint(scope, receive, tracking_send, state)
+        # None only on a route registered with needs_state=False, whose endpoint takes None.
+        await endpoint(scope, receive, tracking_send, cast(GatewayState, state))
     except Exception:
         log.exception("%s %s failed", scope.get("method", "WEBSOCKET"), scope.get("path"))
         if not status and scope["type"] == "http":
@@ -327,11 +336,11 @@ async def _call_raw(
     return status
 
 
-def _without_body(send: Any) -> Any:
+def _without_body(send: Send) -> Send:
     """`send` for a HEAD request: the GET answer's status and headers (its Content-Length
     included, as HTTP wants), no body."""
 
-    async def send_head(message: dict[str, Any]) -> None:
+    async def send_head(message: Message) -> None:
         if message["type"] == "http.response.body" and message.get("body"):
             message = {**message, "body": b""}
         await send(message)
@@ -339,7 +348,7 @@ def _without_body(send: Any) -> Any:
     return send_head
 
 
-def _adopt_traceparent(scope: dict[str, Any]) -> Any:
+def _adopt_traceparent(scope: Scope) -> Token[str | None] | None:
     """Make a valid `traceparent` request header current; the token to reset, or None."""
     for name, value in scope.get("headers", ()):
         if name == b"traceparent":
@@ -348,7 +357,7 @@ def _adopt_traceparent(scope: dict[str, Any]) -> Any:
     return None
 
 
-def _import_endpoint(module: str, name: str) -> RawEndpoint | None:
+def _import_endpoint(module: str, name: str) -> Endpoint | None:
     full_name = f"{__package__}.{module}"
     try:
         imported = importlib.import_module(full_name)
@@ -359,7 +368,7 @@ def _import_endpoint(module: str, name: str) -> RawEndpoint | None:
     return getattr(imported, name)
 
 
-async def _not_found(scope: dict[str, Any], receive: Any, send: Any) -> None:
+async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "http":
         await send_response(send, error_response(404, 404, f"no route for {scope['path']}"))
         return

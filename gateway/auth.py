@@ -25,7 +25,10 @@ import logging
 import os
 import stat
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .types import GatewaySettings
 
 log = logging.getLogger("munggoggo.gateway.auth")
 
@@ -48,7 +51,7 @@ class Unauthorized(Exception):
 # -- configuration -----------------------------------------------------------------
 
 
-def load_tokens(settings: Any) -> tuple[str, ...]:
+def load_tokens(settings: GatewaySettings) -> tuple[str, ...]:
     """Every secret from the settings and the tokens file, checked; ValueError (naming the
     place, never the secret) for a bad one, OSError for a file that cannot be read."""
     tokens: list[str] = []

@@ -15,9 +15,12 @@ from __future__ import annotations
 import hashlib
 from email.utils import formatdate
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from .state import GatewayState
+from .types import Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from .types import GatewayState
 
 STATIC_ROOT = Path(__file__).resolve().parent / "static"
 
@@ -49,8 +52,10 @@ SECURITY_HEADERS = [
 _cache: dict[Path, tuple[int, int, bytes, str, str]] = {}
 
 
-async def dashboard_endpoint(scope: dict[str, Any], receive: Any, send: Any, state: GatewayState):
-    """The ASGI http handler for `/` and `/static/{path}` (handler contract of state.py)."""
+async def dashboard_endpoint(
+    scope: Scope, receive: Receive, send: Send, state: GatewayState
+) -> None:
+    """The ASGI http handler for `/` and `/static/{path}` (`Endpoint` of gateway/types.py)."""
     path = scope["path"]
     root = scope.get("root_path") or ""
     if root and path.startswith(root):
@@ -122,7 +127,7 @@ def _load(file: Path) -> tuple[bytes, str, str] | None:
     return body, etag, last_modified
 
 
-def _header(scope: dict[str, Any], name: bytes) -> str | None:
+def _header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope.get("headers") or ():
         if key.lower() == name:
             return value.decode("latin-1")
@@ -140,7 +145,7 @@ def _etag_matches(if_none_match: str | None, etag: str) -> bool:
 
 
 async def _respond(
-    send: Any,
+    send: Send,
     status: int,
     body: bytes,
     headers: list[tuple[bytes, bytes]] | None = None,

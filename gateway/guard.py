@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Hashable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from .auth import TokenSet, Unauthorized, load_tokens
@@ -40,6 +40,10 @@ from .cors import SAFE_METHODS, OriginPolicy, describe
 from .hosts import HostPolicy, is_browser_request
 from .http import JSON, Headers, HTTPError, Response, encode_json, error_body
 from .ratelimit import RateLimiter, retry_after_header
+from .types import Message, Scope, Send
+
+if TYPE_CHECKING:
+    from .types import GatewaySettings
 
 log = logging.getLogger("munggoggo.gateway")
 
@@ -68,7 +72,7 @@ class Answer(HTTPError):
 class Guard:
     """Per worker: who may call (tokens), from which pages (origins), how often (limit)."""
 
-    def __init__(self, settings: Any) -> None:
+    def __init__(self, settings: GatewaySettings) -> None:
         tokens = load_tokens(settings)
         self.tokens: TokenSet | None = TokenSet(tokens) if tokens else None
         self.origins = OriginPolicy(settings.cors_origins)
@@ -115,7 +119,7 @@ class Guard:
 
     # -- HTTP ----------------------------------------------------------------------
 
-    def screen(self, scope: dict[str, Any], send: Any) -> Any:
+    def screen(self, scope: Scope, send: Send) -> Send:
         """Let the request through (returning the `send` to answer it with) or raise
         `Answer`."""
         path = scope["path"]
@@ -207,7 +211,7 @@ class Guard:
 
     # -- WebSocket -----------------------------------------------------------------
 
-    def websocket_host_refusal(self, scope: dict[str, Any]) -> Answer | None:
+    def websocket_host_refusal(self, scope: Scope) -> Answer | None:
         """None when a handshake names an allowed host (or comes from no browser); else
         the 421 refusal to send.
 
@@ -223,12 +227,12 @@ class Guard:
             return None
         return _answer("/ws", MISDIRECTED, self.hosts.refusal(host), [])
 
-    def websocket_origin_allowed(self, scope: dict[str, Any]) -> bool:
+    def websocket_origin_allowed(self, scope: Scope) -> bool:
         headers = dict(scope["headers"])
         origin = headers.get(b"origin")
         return origin is None or self.origins.permits(origin, headers.get(b"host"))
 
-    def admit_websocket(self, scope: dict[str, Any]) -> Hashable:
+    def admit_websocket(self, scope: Scope) -> Hashable:
         """The client's rate-limit key once its credentials pass; `Answer` otherwise.
         Opening a socket counts against the rate limit like a request."""
         key: Hashable | None = None
@@ -249,14 +253,14 @@ class Guard:
         return key
 
 
-def client_address(scope: dict[str, Any]) -> str:
+def client_address(scope: Scope) -> str:
     """The peer's address: the rate-limit key of a client without credentials. Behind a
     proxy this is the proxy (X-Forwarded-For is not trusted: any client can send it)."""
     client = scope.get("client")
     return client[0] if client else "unknown"
 
 
-def query_token(scope: dict[str, Any]) -> bytes | None:
+def query_token(scope: Scope) -> bytes | None:
     query = scope.get("query_string")
     if not query or b"token=" not in query:
         return None
@@ -294,10 +298,10 @@ def _jsonrpc_error(code: int, message: str, data: Any = None) -> bytes:
     return encode_json({"jsonrpc": "2.0", "error": error, "id": None})
 
 
-def _with_headers(send: Any, extra: Headers) -> Any:
+def _with_headers(send: Send, extra: Headers) -> Send:
     """`send` that adds `extra` to the response's headers (CORS for a listed origin)."""
 
-    async def send_with_headers(message: dict[str, Any]) -> None:
+    async def send_with_headers(message: Message) -> None:
         if message["type"] == "http.response.start":
             message = {**message, "headers": [*message.get("headers", ()), *extra]}
         await send(message)

@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl
 import msgspec
 
 from .limits import BodyDeadlines, BodyTimeout, BodyTooLarge, read_body
+from .types import Receive, Scope, Send
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -83,7 +84,8 @@ def error_response(
     return Response(status, error_body(code, message, data), JSON, headers)
 
 
-async def send_response(send: Any, response: Response) -> None:
+async def send_response(send: Send, response: Response) -> None:
+    """Send `response`: its status and headers (Content-Length added), then its body."""
     body = response.body
     headers: Headers = [(b"content-length", b"%d" % len(body))]
     if response.content_type is not None:
@@ -101,8 +103,8 @@ class Request:
 
     def __init__(
         self,
-        scope: dict[str, Any],
-        receive: Any,
+        scope: Scope,
+        receive: Receive,
         params: tuple[str, ...] = (),
         body_deadlines: BodyDeadlines | None = None,
     ) -> None:

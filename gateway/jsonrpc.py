@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -36,6 +36,9 @@ from munggoggo.rpc import (
 
 from .http import JSON, HTTPError, Request, Response, decode_json, encode_json
 from .limits import OVERLOADED, json_too_deep, overloaded_message, release, try_acquire
+
+if TYPE_CHECKING:
+    from .types import GatewayState
 
 log = logging.getLogger("munggoggo.gateway.jsonrpc")
 
@@ -54,7 +57,8 @@ def _http_refusal(error: HTTPError) -> Response:
     return Response(error.status, error_reply(INVALID_REQUEST, error.message), JSON, error.headers)
 
 
-async def jsonrpc_endpoint(request: Request, state: Any) -> Response:
+async def jsonrpc_endpoint(request: Request, state: GatewayState) -> Response:
+    """`POST /jsonrpc`: a JSON-RPC 2.0 request or batch (HTTP 204 for notifications only)."""
     if not request.has_json_body():
         return Response(
             415, error_reply(INVALID_REQUEST, "Content-Type must be application/json"), JSON
@@ -70,7 +74,7 @@ async def jsonrpc_endpoint(request: Request, state: Any) -> Response:
     return Response(200, reply, JSON)
 
 
-async def handle_payload(body: bytes, state: Any) -> bytes | None:
+async def handle_payload(body: bytes, state: GatewayState) -> bytes | None:
     """The JSON-RPC answer to a request body, or None when nothing is to be answered."""
     settings = state.settings
     if json_too_deep(body, settings.max_json_depth):
@@ -99,7 +103,7 @@ async def handle_payload(body: bytes, state: Any) -> bytes | None:
     return b"[" + b",".join(answered) + b"]"
 
 
-async def handle_request(entry: Any, state: Any) -> bytes | None:
+async def handle_request(entry: Any, state: GatewayState) -> bytes | None:
     """Answer one request object (None for a notification)."""
     if type(entry) is not dict:
         return error_reply(INVALID_REQUEST, "Invalid Request: not an object")

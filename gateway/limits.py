@@ -21,7 +21,12 @@ from __future__ import annotations
 import asyncio
 from itertools import accumulate
 from time import monotonic
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from .types import Receive
+
+if TYPE_CHECKING:
+    from .types import GatewayState
 
 OVERLOADED = -32000  # JSON-RPC: implementation-defined server error
 RETRY_AFTER = [(b"retry-after", b"1")]
@@ -42,7 +47,7 @@ class BodyTimeout(Exception):
 # -- calls in flight -----------------------------------------------------------------
 
 
-def try_acquire(state: Any) -> bool:
+def try_acquire(state: GatewayState) -> bool:
     """Take a call slot of this worker; False when all `max_in_flight` are taken."""
     if state.in_flight >= state.settings.max_in_flight:
         state.count("overloaded")
@@ -51,11 +56,13 @@ def try_acquire(state: Any) -> bool:
     return True
 
 
-def release(state: Any) -> None:
+def release(state: GatewayState) -> None:
+    """Give back a call slot taken by `try_acquire`."""
     state.call_finished()
 
 
-def overloaded_message(state: Any) -> str:
+def overloaded_message(state: GatewayState) -> str:
+    """The sentence a refused call gets when every call slot is taken."""
     return (
         f"server overloaded: {state.settings.max_in_flight} calls in flight on this "
         "gateway worker; retry later"
@@ -118,7 +125,7 @@ class BodyDeadlines:
 
 
 async def read_body(
-    receive: Any,
+    receive: Receive,
     limit: int,
     declared: bytes | None = None,
     deadlines: BodyDeadlines | None = None,
@@ -157,7 +164,7 @@ async def read_body(
     return body
 
 
-async def _read_body(receive: Any, limit: int, declared: bytes | None) -> bytes:
+async def _read_body(receive: Receive, limit: int, declared: bytes | None) -> bytes:
     size = -1
     if declared is not None:
         try:

@@ -34,8 +34,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-from munggoggo import Agent
-from munggoggo.agent import TOPIC_EXCHANGE
+from munggoggo.agent import TOPIC_EXCHANGE, Agent
 from munggoggo.amqp.errors import AMQPError
 from munggoggo.config import AgentConfig
 from munggoggo.engine import ChannelProtocol

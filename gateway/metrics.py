@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -37,6 +37,9 @@ from prometheus_client import (
 )
 
 from munggoggo.metrics import LATENCY_BUCKETS, build_info_family
+
+if TYPE_CHECKING:
+    from .types import GatewayState
 
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -204,5 +207,6 @@ class _BuildInfo:
         yield build_info_family()
 
 
-def render(state: Any) -> bytes:
+def render(state: GatewayState) -> bytes:
+    """This worker's metrics (all workers' in multiprocess mode) in the text format."""
     return state.metrics.render()

@@ -9,12 +9,15 @@ operation; it loads nothing from other hosts.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from munggoggo import __version__
+from munggoggo._version import __version__
 
 from .guard import PAGES, PROBES
 from .http import HTML, JSON, HTTPError, Request, Response, encode_json
+
+if TYPE_CHECKING:
+    from .types import GatewayState
 
 DOCS_PAGE = Path(__file__).resolve().parent / "docs" / "index.html"
 
@@ -498,7 +501,7 @@ def spec_for(secured: bool, metrics_public: bool) -> dict[str, Any]:
     return {**SPEC, "paths": paths, "security": [{"bearer": []}, {"apiKey": []}]}
 
 
-async def openapi_endpoint(request: Request, state: Any) -> Response:
+async def openapi_endpoint(request: Request, state: GatewayState | None) -> Response:
     guard = getattr(state, "guard", None)
     secured = guard is not None and guard.tokens is not None
     metrics_public = guard is not None and "/metrics" in guard.open_paths
@@ -509,7 +512,7 @@ async def openapi_endpoint(request: Request, state: Any) -> Response:
     return Response(200, body, JSON)
 
 
-async def websocket_upgrade_required(request: Request, state: Any) -> Response:
+async def websocket_upgrade_required(request: Request, state: GatewayState | None) -> Response:
     """A plain HTTP GET of /ws (the WebSocket itself never reaches the HTTP router)."""
     raise HTTPError(
         426,
@@ -518,7 +521,7 @@ async def websocket_upgrade_required(request: Request, state: Any) -> Response:
     )
 
 
-async def docs_endpoint(request: Request, state: Any) -> Response:
+async def docs_endpoint(request: Request, state: GatewayState | None) -> Response:
     global _docs_body
     if _docs_body is None:
         _docs_body = DOCS_PAGE.read_bytes()

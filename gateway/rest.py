@@ -12,7 +12,7 @@ connection down: at once; no room within `publish_timeout`) -> 503 with -32003 a
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -32,6 +32,9 @@ from .http import HTTPError, Request, Response, decode_json, json_response
 from .limits import OVERLOADED, RETRY_AFTER, json_too_deep, overloaded_message, release, try_acquire
 from .publisher import PublishRefused
 from .topics import topic_problem
+
+if TYPE_CHECKING:
+    from .types import GatewayState
 
 UNKNOWN_BEHAVIOUR = -32004  # what Agent.start_behaviour / stop_behaviour raise
 _MAX_NAME = 255  # identities and routing keys are AMQP short strings
@@ -58,7 +61,7 @@ def status_for(error: RpcError, not_found: tuple[int, ...] = ()) -> int:
 
 
 async def call_agent(
-    state: Any,
+    state: GatewayState,
     identity: str,
     method: str,
     params: list[Any] | dict[str, Any] | None,
@@ -85,7 +88,7 @@ async def call_agent(
         release(state)
 
 
-async def json_body(request: Request, state: Any) -> Any:
+async def json_body(request: Request, state: GatewayState) -> Any:
     """The decoded JSON body, or `_EMPTY` for an empty one: 413, 415 or 400 if refused."""
     settings = state.settings
     body = await request.body(settings.max_body_bytes)
@@ -104,7 +107,7 @@ async def json_body(request: Request, state: Any) -> Any:
 # -- agents ------------------------------------------------------------------------
 
 
-async def list_agents(request: Request, state: Any) -> Response:
+async def list_agents(request: Request, state: GatewayState) -> Response:
     raw = request.query().get("wait", "0.3")
     try:
         wait = float(raw)
@@ -122,12 +125,12 @@ async def list_agents(request: Request, state: Any) -> Response:
     return json_response(peers)
 
 
-async def agent_status(request: Request, state: Any) -> Response:
+async def agent_status(request: Request, state: GatewayState) -> Response:
     (identity,) = request.params
     return json_response(await call_agent(state, identity, "status", None))
 
 
-async def call_method(request: Request, state: Any) -> Response:
+async def call_method(request: Request, state: GatewayState) -> Response:
     identity, method = request.params
     params = await json_body(request, state)
     if params is _EMPTY:
@@ -142,15 +145,15 @@ async def call_method(request: Request, state: Any) -> Response:
     return json_response(await call_agent(state, identity, method, params))
 
 
-async def start_behaviour(request: Request, state: Any) -> Response:
+async def start_behaviour(request: Request, state: GatewayState) -> Response:
     return await _behaviour(request, state, "start_behaviour")
 
 
-async def stop_behaviour(request: Request, state: Any) -> Response:
+async def stop_behaviour(request: Request, state: GatewayState) -> Response:
     return await _behaviour(request, state, "stop_behaviour")
 
 
-async def _behaviour(request: Request, state: Any, control: str) -> Response:
+async def _behaviour(request: Request, state: GatewayState, control: str) -> Response:
     identity, name = request.params
     result = await call_agent(state, identity, control, [name], not_found=(UNKNOWN_BEHAVIOUR,))
     return json_response(result)
@@ -159,7 +162,7 @@ async def _behaviour(request: Request, state: Any, control: str) -> Response:
 # -- topics ------------------------------------------------------------------------
 
 
-async def publish_topic(request: Request, state: Any) -> Response:
+async def publish_topic(request: Request, state: GatewayState) -> Response:
     (routing_key,) = request.params
     problem = topic_problem(routing_key)  # the WebSocket publish's rule too
     if problem:
@@ -186,15 +189,15 @@ async def publish_topic(request: Request, state: Any) -> Response:
 # -- health and metrics ------------------------------------------------------------
 
 
-async def healthz(request: Request, state: Any) -> Response:
+async def healthz(request: Request, state: GatewayState | None) -> Response:
     return json_response({"status": "alive"})
 
 
-async def readyz(request: Request, state: Any) -> Response:
+async def readyz(request: Request, state: GatewayState | None) -> Response:
     if state is not None and state.mesh.connected:
         return json_response({"status": "ready"})
     return json_response({"status": "not ready: not connected to the broker"}, 503)
 
 
-async def metrics_endpoint(request: Request, state: Any) -> Response:
+async def metrics_endpoint(request: Request, state: GatewayState) -> Response:
     return Response(200, metrics.render(state), metrics.CONTENT_TYPE)

@@ -4,8 +4,8 @@ Each granian worker builds one `GatewayState` in the ASGI lifespan: its own mesh
 its own limits. Settings come from the environment (`MUNGGOGGO_GATEWAY_*`), which is how
 the `munggoggo gateway` command reaches workers in other processes.
 
-Handler contract (so the HTTP, WebSocket and dashboard modules stay independent):
-    async def endpoint(scope, receive, send, state: GatewayState) -> None
+Handlers take the worker's `GatewayState` (their contracts, `Handler` and `Endpoint`, are
+in gateway/types.py), so the HTTP, WebSocket and dashboard modules stay independent.
 """
 
 from __future__ import annotations

@@ -25,6 +25,8 @@ Server -> client:
     {"op": "dropped", "count": n}   where messages were dropped (once per burst)
     {"op": "error", "error": "a sentence for a person"}
 
+The frames themselves, and how a client frame is decoded, are gateway/frames.py.
+
 Each client has a bounded buffer (`settings.ws_buffer` messages and `settings.ws_buffer_bytes`
 bytes of them) drained by its own sender task, so a slow reader never stalls the mesh or the
 other clients: when its buffer is full, the newest messages are dropped (docs/decisions.md
@@ -36,34 +38,57 @@ backpressure on that socket only).
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 from collections import deque
 from collections.abc import Hashable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
+from msgspec import UNSET
 
-from munggoggo import envelope
 from munggoggo.message import Message
 
 from . import jsonrpc
 from .cors import describe
+from .frames import (
+    EXAMPLE,
+    BadFrame,
+    Call,
+    Dropped,
+    ErrorFrame,
+    Publish,
+    Published,
+    ServerFrame,
+    Subscribe,
+    Subscribed,
+    Unsubscribe,
+    Unsubscribed,
+    decode_frame,
+    encode,
+    encoded_message,
+    message_frame,
+)
 from .guard import Answer
-from .http import JSON, Response, error_response
+from .http import JSON, Response, decode_json, error_response
 from .limits import OVERLOADED, json_too_deep
 from .publisher import PublishQueue, PublishRefused
-from .state import GatewayState
 from .topics import pattern_problem, topic_problem
+from .types import Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from .types import GatewayState
 
 log = logging.getLogger("munggoggo.gateway.ws")
 
-Scope = dict[str, Any]
-Receive = Any
-Send = Any
-
-_decoder = msgspec.json.Decoder()
-_encoder = msgspec.json.Encoder()
+# encoded_message and message_frame live in gateway/frames.py; they are this module's names too.
+__all__ = [
+    "WebSocketClient",
+    "encoded_message",
+    "message_frame",
+    "origin_allowed",
+    "refuse",
+    "websocket_endpoint",
+]
 
 
 def origin_allowed(scope: Scope, state: GatewayState) -> bool:
@@ -76,8 +101,10 @@ def origin_allowed(scope: Scope, state: GatewayState) -> bool:
     return state.guard.websocket_origin_allowed(scope)
 
 
-async def websocket_endpoint(scope: Scope, receive: Receive, send: Send, state: GatewayState):
-    """The ASGI websocket handler for `/ws` (handler contract of gateway/state.py)."""
+async def websocket_endpoint(
+    scope: Scope, receive: Receive, send: Send, state: GatewayState
+) -> None:
+    """The ASGI websocket handler for `/ws` (`Endpoint` of gateway/types.py)."""
     event = await receive()
     if event["type"] != "websocket.connect":
         return
@@ -189,10 +216,11 @@ class WebSocketClient:
     # -- client frames ---------------------------------------------------------
 
     async def handle_frame(self, data: str | bytes | None) -> None:
+        """Answer one client frame (its text, or its bytes)."""
         if not self._room.is_set():
             await self._room.wait()
         if data is None:
-            return self._error("an empty frame: send a JSON object such as " + _EXAMPLE)
+            return self._error("an empty frame: send a JSON object such as " + EXAMPLE)
         body = data.encode() if isinstance(data, str) else data
         settings = self.settings
         if self._limiter is not None:
@@ -207,27 +235,25 @@ class WebSocketClient:
         if json_too_deep(body, settings.max_json_depth):
             return self._error(f"JSON nested deeper than {settings.max_json_depth} levels")
         try:
-            value = _decoder.decode(body)
-        except msgspec.DecodeError as exc:
-            return self._error(f"that frame is not valid JSON ({exc}); send e.g. {_EXAMPLE}")
-        if isinstance(value, list) or (isinstance(value, dict) and "jsonrpc" in value):
-            return self._start_call(body)
-        if not isinstance(value, dict):
-            return self._error("send a JSON object such as " + _EXAMPLE)
-        op = value.get("op")
-        handler = _OPS.get(op) if isinstance(op, str) else None
-        if handler is None:
-            ops = ", ".join(sorted(_OPS))
-            if op is None:
-                return self._error(f'a frame needs an "op" ({ops}) or must be JSON-RPC 2.0')
-            return self._error(f"unknown op {op!r}: use one of {ops}", value)
-        await handler(self, value)
+            frame = decode_frame(body)
+        except BadFrame as bad:
+            return self._error(bad.message, bad.id)
+        match frame:
+            case Call():
+                self._start_call(frame.body)
+            case Subscribe():
+                await self._subscribe(frame)
+            case Unsubscribe():
+                await self._unsubscribe(frame)
+            case Publish():
+                await self._publish(frame)
+        return None
 
-    async def _subscribe(self, request: dict[str, Any]) -> None:
-        topic = request.get("topic")
+    async def _subscribe(self, frame: Subscribe) -> None:
+        topic = frame.topic
         problem = pattern_problem(topic)
         if problem:
-            return self._error(problem, request)
+            return self._error(problem, frame.id)
         assert isinstance(topic, str)
         if topic not in self._subscriptions:
             limit = self.settings.ws_max_subscriptions
@@ -235,68 +261,68 @@ class WebSocketClient:
                 return self._error(
                     f"too many subscriptions: at most {limit} patterns per connection; "
                     "unsubscribe from one first (or use a wider pattern with * or #)",
-                    request,
+                    frame.id,
                 )
             try:
                 token = await self.state.mesh.subscribe(topic, self._deliver)
             except Exception as exc:
                 log.warning("subscribe %r failed: %s", topic, exc)
-                return self._error(f"cannot subscribe to {topic!r} now: {exc}", request)
+                return self._error(f"cannot subscribe to {topic!r} now: {exc}", frame.id)
             if self.closed:  # the socket went away while the broker was binding
                 await self.state.mesh.unsubscribe(token)
                 return None
             self._subscriptions[topic] = token
-        self._reply({"op": "subscribed", "topic": topic}, request)
+        self._reply(Subscribed(topic, frame.id))
 
-    async def _unsubscribe(self, request: dict[str, Any]) -> None:
-        topic = request.get("topic")
+    async def _unsubscribe(self, frame: Unsubscribe) -> None:
+        topic = frame.topic
         if not isinstance(topic, str):
-            return self._error('unsubscribe needs the "topic" pattern you subscribed to', request)
+            return self._error('unsubscribe needs the "topic" pattern you subscribed to', frame.id)
         token = self._subscriptions.pop(topic, None)
         if token is None:
             subscribed = ", ".join(repr(t) for t in self._subscriptions) or "nothing"
             return self._error(
-                f"not subscribed to {topic!r} (subscribed to: {subscribed})", request
+                f"not subscribed to {topic!r} (subscribed to: {subscribed})", frame.id
             )
         await self.state.mesh.unsubscribe(token)
-        self._reply({"op": "unsubscribed", "topic": topic}, request)
+        self._reply(Unsubscribed(topic, frame.id))
 
-    async def _publish(self, request: dict[str, Any]) -> None:
-        topic = request.get("topic")
+    async def _publish(self, frame: Publish) -> None:
+        topic = frame.topic
         problem = topic_problem(topic)  # the REST publish's rule too
         if problem:
-            return self._error(problem, request)
-        if "body" not in request:
-            return self._error('publish needs a "body" (any JSON value)', request)
-        headers = request.get("headers")
+            return self._error(problem, frame.id)
+        if frame.body is UNSET:
+            return self._error('publish needs a "body" (any JSON value)', frame.id)
+        headers = frame.headers
         if headers is not None and not isinstance(headers, dict):
-            return self._error('"headers" must be a JSON object', request)
+            return self._error('"headers" must be a JSON object', frame.id)
         assert isinstance(topic, str)
         publishes = self._publishes
         if publishes is None:  # the mesh never started: nothing to publish with
-            return self._error(f"cannot publish to {topic!r} now: not connected", request)
+            return self._error(f"cannot publish to {topic!r} now: not connected", frame.id)
         try:
-            data, props = publishes.publisher.encode(request["body"], headers)
+            data, props = publishes.publisher.encode(frame.body, headers)
         except ValueError as exc:
-            return self._error(f"cannot publish to {topic!r}: {exc}", request)
+            return self._error(f"cannot publish to {topic!r}: {exc}", frame.id)
         # Never awaited here: a publish waiting for the broker holds no other frame.
-        publishes.submit(topic, data, props, request)
+        publishes.submit(topic, data, props, frame)
         return None
 
-    def _published(self, request: dict[str, Any], error: Exception | None) -> None:
+    def _published(self, frame: Publish, error: Exception | None) -> None:
         """How a publish ended (PublishQueue's `done`)."""
         if self.closed:
             return
-        topic = request["topic"]
+        topic = frame.topic
         if error is None:
             self.state.count("ws_published")
-            if "id" in request:
-                self._reply({"op": "published", "topic": topic}, request)
+            if frame.id is not UNSET:
+                self._reply(Published(topic, frame.id))
         elif isinstance(error, PublishRefused):
             self.state.count("publish_refused")
-            self._error(f"cannot publish to {topic!r} now: {error}", request)
+            self._error(f"cannot publish to {topic!r} now: {error}", frame.id)
         else:  # the message itself cannot go (PropertiesTooLarge, ...)
-            self._error(f"cannot publish to {topic!r}: {error}", request)
+            self._error(f"cannot publish to {topic!r}: {error}", frame.id)
 
     def _rate_limited(self, body: bytes, wait: float) -> None:
         """Refuse a frame over the rate limit, answering the way the frame expects: a
@@ -309,7 +335,7 @@ class WebSocketClient:
             body, self.settings.max_json_depth
         ):
             try:
-                value = _decoder.decode(body)
+                value = decode_json(body)
             except msgspec.DecodeError:
                 value = None
         requests = value if isinstance(value, list) else [value]
@@ -325,7 +351,7 @@ class WebSocketClient:
             elif replies:
                 self._put_reply(replies[0].decode())
             return
-        self._error(message, value if isinstance(value, dict) else None)
+        self._error(message, value.get("id", UNSET) if isinstance(value, dict) else UNSET)
 
     # -- JSON-RPC ----------------------------------------------------------------
 
@@ -367,14 +393,13 @@ class WebSocketClient:
         self._buffered_bytes += size
         self._wake.set()
 
-    def _reply(self, obj: dict[str, Any], request: dict[str, Any] | None = None) -> None:
-        if request is not None and "id" in request:
-            obj["id"] = request["id"]
-        self._put_reply(_encoder.encode(obj).decode())
+    def _reply(self, frame: ServerFrame) -> None:
+        self._put_reply(encode(frame))
 
-    def _error(self, text: str, request: dict[str, Any] | None = None) -> None:
+    def _error(self, text: str, id: Any = UNSET) -> None:
+        """Answer an error frame, echoing the id of the frame that caused it (if it had one)."""
         self.state.count("ws_errors")
-        self._reply({"op": "error", "error": text}, request)
+        self._reply(ErrorFrame(text, id))
 
     def _put_reply(self, text: str) -> None:
         self._out.append(_Reply(text))
@@ -407,7 +432,7 @@ class WebSocketClient:
                     assert isinstance(entry, _Gap)
                     if self._gap is entry:
                         self._gap = None  # the burst is over: later drops start a new gap
-                    notice = _encoder.encode({"op": "dropped", "count": entry.count}).decode()
+                    notice = encode(Dropped(entry.count))
                     await send({"type": "websocket.send", "text": notice})
                     out.popleft()
                 else:
@@ -444,68 +469,6 @@ class WebSocketClient:
         self._sizes.clear()
         self._buffered_bytes = 0
         self._last = None
-
-
-_OPS = {
-    "subscribe": WebSocketClient._subscribe,
-    "unsubscribe": WebSocketClient._unsubscribe,
-    "publish": WebSocketClient._publish,
-}
-
-_EXAMPLE = '{"op": "subscribe", "topic": "sensors.*"}'
-
-
-# -- message frames -------------------------------------------------------------------
-
-# The last message encoded: the mesh hands the same Message to every subscribed client in
-# turn, so 50 clients cost one encoding, not 50.
-_cached_message: Message | None = None
-_cached_encoding: tuple[str, int] = ("", 0)
-
-
-def encoded_message(msg: Message) -> tuple[str, int]:
-    """The `{"op": "message", ...}` frame for a mesh message and its size in bytes (UTF-8,
-    what the client's buffer is bounded by). The last one is cached."""
-    global _cached_message, _cached_encoding
-    if msg is _cached_message:
-        return _cached_encoding
-    frame: dict[str, Any] = {"op": "message", "topic": msg.routing_key, "sender": msg.sender}
-    body, encoding = _body_value(msg)
-    frame["body"] = body
-    if encoding:
-        frame["encoding"] = encoding
-    data = _encoder.encode(frame)
-    _cached_encoding = (data.decode(), len(data))
-    _cached_message = msg
-    return _cached_encoding
-
-
-def message_frame(msg: Message) -> str:
-    """The `{"op": "message", ...}` text frame for a mesh message (cached like
-    `encoded_message`)."""
-    return encoded_message(msg)[0]
-
-
-def _body_value(msg: Message) -> tuple[Any, str | None]:
-    raw = msg.body
-    content_type = msg.content_type
-    if content_type is None:
-        # Plain AMQP clients often send JSON without saying so.
-        try:
-            return _decoder.decode(raw), None
-        except (msgspec.DecodeError, UnicodeDecodeError):
-            value: Any = raw
-    else:
-        try:
-            value = msg.decode()
-        except envelope.DecodeError:
-            value = bytes(raw)
-    if isinstance(value, bytes | bytearray | memoryview):
-        try:
-            return bytes(value).decode("utf-8"), None
-        except UnicodeDecodeError:
-            return base64.b64encode(value).decode("ascii"), "base64"
-    return value, None
 
 
 # -- ids ------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from pamqp.exceptions import PAMQPException
 
 from .. import _speedups
 from .._speedups import R_CONFIRM, R_HEARTBEAT, R_METHOD, FrameError
+from .._version import __version__
 from . import events as ev
 from .errors import (
     AccessRefused,
@@ -104,7 +105,7 @@ class AMQPConnection:
         props = {
             "product": "munggoggo",
             "platform": f"Python {platform.python_version()}",
-            "version": _version(),
+            "version": __version__,
             "capabilities": dict(CLIENT_CAPABILITIES),
         }
         if connection_name:
@@ -511,9 +512,3 @@ def _auth_error(error: BrokerError, username: str, vhost: str) -> Authentication
     exc = AuthenticationError(f"{what}: {error.reply_code} {error.reply_text}")
     exc.reply_code = error.reply_code  # type: ignore[attr-defined]
     return exc
-
-
-def _version() -> str:
-    from .. import __version__
-
-    return __version__
