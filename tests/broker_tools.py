@@ -8,8 +8,8 @@ import uuid
 from collections.abc import Iterator
 from urllib.parse import quote
 
-from bench import broker_faults
 from munggoggo.client import Connection
+from munggoggo.testing import broker_faults
 
 
 def rabbitmqctl(*args: str, timeout: float = 60) -> str:

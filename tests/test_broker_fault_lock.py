@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from bench.broker_faults import BrokerFaultLock
+from munggoggo.testing import BrokerFaultLock
 
 
 @pytest.fixture

@@ -14,11 +14,11 @@ import asyncio
 import pytest
 from mesh_tools import BodyCollector, uid
 
-from bench.fault_proxy import FaultProxy
 from munggoggo import Agent, Template
 from munggoggo.health import agent_problems
 from munggoggo.metrics import COLLECTOR
 from munggoggo.runner import AgentStoppedByItself, serve
+from munggoggo.testing import FaultProxy
 from munggoggo.url import parse_url
 
 WAIT = 20.0

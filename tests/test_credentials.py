@@ -22,11 +22,11 @@ from broker_tools import close_broker_connection, local_port, wait_until
 from tls_broker import rabbitmqctl_available
 from tls_broker import rabbitmqctl_patiently as rabbitmqctl
 
-from bench.broker_faults import broker_address
 from munggoggo import Agent
 from munggoggo.amqp.errors import AMQPConnectError, AuthenticationError
 from munggoggo.client import Connection
 from munggoggo.gateway.state import GatewaySettings
+from munggoggo.testing import broker_address
 from munggoggo.transport import Backoff
 from munggoggo.url import URLError, parse_url
 

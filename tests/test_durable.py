@@ -33,12 +33,12 @@ from broker_tools import wait_until
 from fault_tools import delete_queues, eventually
 from tls_broker import rabbitmqctl_patiently as rabbitmqctl
 
-from bench.broker_faults import BrokerFaultLock, start_app, stop_app
 from munggoggo import Agent, AgentConfig, Behaviour, RestartPolicy, durable, expose
 from munggoggo.amqp.errors import BrokerError, PreconditionFailed
 from munggoggo.client import Connection
 from munggoggo.deadletters import DeadLetters
 from munggoggo.durable import QueueMismatch
+from munggoggo.testing.broker_faults import BrokerFaultLock, start_app, stop_app
 from munggoggo.wire import DEAD_LETTER_QUEUE, TOPIC_EXCHANGE
 
 DURABLE = AgentConfig(queue_type="quorum")

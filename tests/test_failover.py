@@ -3,7 +3,7 @@ order on connect and on every recovery, logs one line per URL that failed (never
 password), and fails with every URL named only when none works.
 
 "Dead" URLs point at a loopback port nothing listens on; a URL that stops working during a
-test goes through bench/fault_proxy.py (refuse new connections, cut the current one).
+test goes through munggoggo.testing.fault_proxy (refuse new connections, cut the current one).
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ import uuid
 import pytest
 from broker_tools import wait_until
 
-from bench.fault_proxy import FaultProxy
 from munggoggo import Agent
 from munggoggo._speedups import Properties
 from munggoggo.amqp.errors import AMQPConnectError
 from munggoggo.client import Connection
+from munggoggo.testing import FaultProxy
 from munggoggo.transport import Backoff
 from munggoggo.url import URLError, parse_url, parse_urls
 

@@ -20,11 +20,11 @@ from test_gateway_security import handshake
 from test_gateway_server import free_port, gateway_process, wait_ready
 from test_gateway_ws import WsClient
 
-from bench.fault_proxy import FaultProxy
 from munggoggo.agent import TOPIC_EXCHANGE, open_connection
 from munggoggo.gateway.hosts import HostPolicy, host_name, normalize_host
 from munggoggo.gateway.mesh import Mesh
 from munggoggo.gateway.state import GatewaySettings, GatewayState
+from munggoggo.testing import FaultProxy
 from munggoggo.url import parse_url
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.timeout(90)]

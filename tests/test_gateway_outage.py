@@ -21,10 +21,10 @@ from gateway_agents import running_gateway
 from mesh_tools import BodyCollector, uid
 from test_gateway_ws import WsClient
 
-from bench.fault_proxy import FaultProxy
 from munggoggo import Agent
 from munggoggo.gateway.state import GatewaySettings
 from munggoggo.rpc import UNAVAILABLE
+from munggoggo.testing import FaultProxy
 from munggoggo.url import parse_url
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.timeout(90)]

@@ -26,11 +26,10 @@ from fault_tools import delete_queues
 from gateway_agents import running_gateway
 from mesh_tools import uid
 
-from bench.broker_faults import broker_address
-from bench.fault_proxy import FaultProxy
 from munggoggo import Agent, AgentConfig, AgentUnreachable, RpcError, expose
 from munggoggo.gateway.state import GatewaySettings
 from munggoggo.rpc import UNKNOWN_AGENT, UNREACHABLE
+from munggoggo.testing import FaultProxy, broker_address
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.timeout(90)]
 
