@@ -8,18 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import math
-import uuid
 
 import pytest
 from broker_tools import wait_until
+from mesh_tools import uid
 
 from munggoggo import Agent, Behaviour, OneShotBehaviour
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def uid(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 def completes_without_suspending(coro) -> object:

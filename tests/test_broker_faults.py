@@ -22,7 +22,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from fault_tools import AgentPipe, ConfirmedStream, Consumed, delete_queues, eventually
+from broker_tools import eventually
+from fault_tools import AgentPipe, ConfirmedStream, Consumed, delete_queues
 
 from munggoggo import AgentConfig
 from munggoggo.client import Connection

@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-import msgspec
 import pytest
 from broker_tools import wait_until
+from mesh_tools import Calc, MessageCollector, Point, uid
 
 from munggoggo import (
     Agent,
@@ -26,58 +26,9 @@ from munggoggo import (
     RpcError,
     RpcTimeout,
     Template,
-    expose,
 )
 from munggoggo.agent import DEAD_LETTER_EXCHANGE, REASON_HEADER, RETRIES_HEADER
 from munggoggo.deadletters import DeadLetters
-
-
-def uid(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-class Point(msgspec.Struct):
-    x: int
-    y: int
-
-
-class Collector(Behaviour):
-    """Receives messages and keeps them; acks by receiving the next one."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.got: list = []
-
-    async def run(self) -> None:
-        msg = await self.receive(timeout=0.2)
-        if msg is not None:
-            self.got.append(msg)
-
-
-class Calc(Agent):
-    @expose
-    async def mul(self, a: int, b: int) -> int:
-        return a * b
-
-    @expose
-    def div(self, a: float, b: float) -> float:
-        return a / b
-
-    @expose
-    def norm(self, p: Point) -> int:
-        return p.x * p.x + p.y * p.y
-
-    @expose
-    def schedule(self, target: str, method: str, timeout: int) -> str:
-        return f"{target}.{method} in {timeout}s"
-
-    @expose
-    async def slow(self, seconds: float) -> str:
-        await asyncio.sleep(seconds)
-        return "late"
-
-    def not_exposed(self) -> str:
-        return "secret"
 
 
 async def purge_dead_letters(agent: Agent, of: str) -> None:
@@ -107,7 +58,7 @@ async def test_topic_routing_with_wildcards(mesh_url):
     pub = Agent(uid("pub"), url=mesh_url)
     async with sub, pub:
         b = await sub.add_behaviour(
-            Collector(sub, binding_keys=[f"{topic}.*.temp", f"{topic}.alarm.#"])
+            MessageCollector(sub, binding_keys=[f"{topic}.*.temp", f"{topic}.alarm.#"])
         )
         for key in ["a.temp", "a.b.temp", "alarm", "alarm.x.y", "other", "temp"]:
             await pub.publish(key, f"{topic}.{key}")
@@ -126,8 +77,8 @@ async def test_every_subscribed_behaviour_gets_its_own_copy(mesh_url):
     topic = uid("t")
     a = Agent(uid("a"), url=mesh_url)
     async with a:
-        one = await a.add_behaviour(Collector(a, binding_keys=[topic], name="one"))
-        two = await a.add_behaviour(Collector(a, binding_keys=[topic], name="two"))
+        one = await a.add_behaviour(MessageCollector(a, binding_keys=[topic], name="one"))
+        two = await a.add_behaviour(MessageCollector(a, binding_keys=[topic], name="two"))
         await a.publish(b"x", topic)
         assert await wait_until(lambda: len(one.got) == 1 and len(two.got) == 1)
         assert one.queue == f"{a.identity}.one" and two.queue == f"{a.identity}.two"
@@ -140,7 +91,7 @@ async def test_broadcast_reaches_every_agent(mesh_url):
     try:
         collectors = [
             await ag.add_behaviour(
-                Collector(ag, template=Template(kind="message", headers={"hello": "all"}))
+                MessageCollector(ag, template=Template(kind="message", headers={"hello": "all"}))
             )
             for ag in agents
         ]
@@ -157,10 +108,10 @@ async def test_direct_messages_go_to_the_matching_template(mesh_url):
     sender = Agent(uid("tx"), url=mesh_url)
     async with receiver, sender:
         points = await receiver.add_behaviour(
-            Collector(receiver, template=Template(body_type=Point), name="points")
+            MessageCollector(receiver, template=Template(body_type=Point), name="points")
         )
         urgent = await receiver.add_behaviour(
-            Collector(receiver, template=Template(headers={"prio": "high"}), name="urgent")
+            MessageCollector(receiver, template=Template(headers={"prio": "high"}), name="urgent")
         )
         await sender.send(receiver.identity, Point(1, 2))
         await sender.send(receiver.identity, "wake up", headers={"prio": "high"})
@@ -175,7 +126,9 @@ async def test_direct_message_nobody_accepts_is_dead_lettered_with_a_reason(mesh
     sender = Agent(uid("tx"), url=mesh_url)
     async with receiver, sender:
         dead = await dead_letter_queue(sender, receiver.identity)
-        await receiver.add_behaviour(Collector(receiver, template=Template(sender="someone-else")))
+        await receiver.add_behaviour(
+            MessageCollector(receiver, template=Template(sender="someone-else"))
+        )
         await sender.send(receiver.identity, "unwanted")
         assert await wait_until(lambda: len(dead) == 1)
         headers = dead[0].properties.headers
@@ -393,7 +346,9 @@ async def test_control_plane_over_rpc(mesh_url):
     ctl = Agent(uid("ctl"), url=mesh_url)
     async with agent, ctl:
         topic = uid("t")
-        worker = await agent.add_behaviour(Collector(agent, binding_keys=[topic], name="worker"))
+        worker = await agent.add_behaviour(
+            MessageCollector(agent, binding_keys=[topic], name="worker")
+        )
         peers = await ctl.peers(timeout=0.5)
         assert agent.identity in [p["identity"] for p in peers]
         assert ctl.identity not in [p["identity"] for p in peers]

@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from broker_tools import eventually
 from conftest import memory_broker
-from fault_tools import eventually
 
 from munggoggo.amqp.errors import AMQPError
 from munggoggo.channel import DrainTimeout

@@ -29,11 +29,12 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from broker_tools import wait_until
-from fault_tools import delete_queues, eventually
+from broker_tools import eventually, wait_until
+from fault_tools import delete_queues
+from mesh_tools import Calc, MessageCollector, uid
 from tls_broker import rabbitmqctl_patiently as rabbitmqctl
 
-from munggoggo import Agent, AgentConfig, Behaviour, RestartPolicy, durable, expose
+from munggoggo import Agent, AgentConfig, Behaviour, RestartPolicy, durable
 from munggoggo.amqp.errors import BrokerError, PreconditionFailed
 from munggoggo.client import Connection
 from munggoggo.deadletters import DeadLetters
@@ -42,10 +43,6 @@ from munggoggo.testing.broker_faults import BrokerFaultLock, start_app, stop_app
 from munggoggo.wire import DEAD_LETTER_QUEUE, TOPIC_EXCHANGE
 
 DURABLE = AgentConfig(queue_type="quorum")
-
-
-def uid(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 def queue_info(name: str, vhost: str = "/") -> dict | None:
@@ -70,17 +67,6 @@ def queue_info(name: str, vhost: str = "/") -> dict | None:
     return None
 
 
-class Collector(Behaviour):
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.got: list = []
-
-    async def run(self) -> None:
-        msg = await self.receive(timeout=0.2)
-        if msg is not None:
-            self.got.append(msg)
-
-
 class Flaky(Behaviour):
     restart_policy = RestartPolicy(initial=0.01, maximum=0.02)
 
@@ -88,12 +74,6 @@ class Flaky(Behaviour):
         msg = await self.receive(timeout=0.2)
         if msg is not None:
             raise RuntimeError("cannot handle it")
-
-
-class Calc(Agent):
-    @expose
-    def mul(self, a: int, b: int) -> int:
-        return a * b
 
 
 def test_queue_type_setting():
@@ -118,7 +98,7 @@ async def test_durable_mode_declares_quorum_queues_and_publishes_persistent(brok
     queue = ""
     try:
         async with rx, tx:
-            b = await rx.add_behaviour(Collector(rx, binding_keys=[key]))
+            b = await rx.add_behaviour(MessageCollector(rx, binding_keys=[key]))
             queue = b.queue
             for i in range(3):
                 await tx.publish(i, key)
@@ -196,7 +176,7 @@ async def test_transient_mode_declares_durable_classic_queues_for_transient_mess
     rx = Agent(uid("transient-rx"), url=broker_url)
     key = uid("transient.key")
     async with rx:
-        b = await rx.add_behaviour(Collector(rx, binding_keys=[key]))
+        b = await rx.add_behaviour(MessageCollector(rx, binding_keys=[key]))
         await rx.publish(b"x", key)
         assert await wait_until(lambda: len(b.got) == 1, timeout=10)
         assert b.got[0].delivery.properties.delivery_mode is None
@@ -232,7 +212,7 @@ async def test_only_durable_mode_messages_survive_a_broker_restart(broker_url):
         for mode, config in configs.items():
             # The receiver subscribes, then stops: its queue stays and fills up.
             async with Agent(rx_ids[mode], url=broker_url, config=config) as rx:
-                b = await rx.add_behaviour(Collector(rx, binding_keys=[keys[mode]]))
+                b = await rx.add_behaviour(MessageCollector(rx, binding_keys=[keys[mode]]))
                 own_queues.append(b.queue)
             async with Agent(uid("restart-tx"), url=broker_url, config=config) as tx:
                 for i in range(n):
@@ -259,7 +239,7 @@ async def test_only_durable_mode_messages_survive_a_broker_restart(broker_url):
 
         # The durable receiver comes back and finds everything in its quorum queue.
         async with Agent(rx_ids["quorum"], url=broker_url, config=durable) as rx:
-            b = await rx.add_behaviour(Collector(rx, binding_keys=[keys["quorum"]]))
+            b = await rx.add_behaviour(MessageCollector(rx, binding_keys=[keys["quorum"]]))
             await eventually(lambda: len(b.got) >= n, 30, "the durable backlog consumed")
             await asyncio.sleep(0.3)  # duplicates would show up now
             assert sorted(m.decode(int) for m in b.got) == list(range(n))
@@ -274,10 +254,10 @@ async def test_a_queue_left_by_the_other_mode_is_a_clear_error(mesh_url):
     try:
         for first, second in ((AgentConfig(), DURABLE), (DURABLE, AgentConfig())):
             async with Agent(identity, url=mesh_url, config=first) as agent:
-                await agent.add_behaviour(Collector(agent, binding_keys=[key]))
+                await agent.add_behaviour(MessageCollector(agent, binding_keys=[key]))
             async with Agent(identity, url=mesh_url, config=second) as agent:
                 with pytest.raises(QueueMismatch) as caught:
-                    await agent.add_behaviour(Collector(agent, binding_keys=[key]))
+                    await agent.add_behaviour(MessageCollector(agent, binding_keys=[key]))
                 text = str(caught.value)
                 # What differs is in the broker's words; the refused method is the spec's.
                 assert (caught.value.class_id, caught.value.method_id) == (50, 10)
@@ -301,7 +281,7 @@ async def test_durable_mode_on_memory_behaves_the_same(mesh_url):
     agent = Agent(uid("durable-agent"), url=mesh_url, config=DURABLE)
     key, poison = uid("conf.key"), uid("conf.poison")
     async with calc, agent:
-        b = await agent.add_behaviour(Collector(agent, binding_keys=[key]))
+        b = await agent.add_behaviour(MessageCollector(agent, binding_keys=[key]))
         flaky = await agent.add_behaviour(Flaky(agent, binding_keys=[poison]))
         await calc.publish({"n": 1}, key)
         assert await wait_until(lambda: len(b.got) == 1, timeout=10)

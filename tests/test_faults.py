@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from broker_tools import close_broker_connection, local_port
-from fault_tools import AgentPipe, ConfirmedStream, Consumed, delete_queues, eventually
+from broker_tools import close_broker_connection, eventually, local_port
+from fault_tools import AgentPipe, ConfirmedStream, Consumed, delete_queues
 
 from munggoggo.client import Connection
 from munggoggo.testing import FaultProxy, broker_address

@@ -16,10 +16,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from fault_tools import eventually
-from gateway_agents import running_gateway
+from broker_tools import eventually
+from gateway_tools import WsClient, running_gateway
 from mesh_tools import BodyCollector, uid
-from test_gateway_ws import WsClient
 
 from munggoggo import Agent
 from munggoggo.gateway.state import GatewaySettings

@@ -25,7 +25,7 @@ import pytest
 from munggoggo import Agent, Behaviour
 from munggoggo.client import Connection
 from munggoggo.health import HealthServer
-from munggoggo.testing import FaultProxy
+from munggoggo.testing import FaultProxy, free_port
 from munggoggo.url import parse_url
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.timeout(60)]
@@ -143,12 +143,6 @@ async def test_other_requests_get_clear_answers():
 
 
 # -- the command line ---------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def cli_env() -> dict[str, str]:

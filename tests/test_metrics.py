@@ -10,10 +10,11 @@ import uuid
 
 import pytest
 from broker_tools import wait_until
+from mesh_tools import Calc
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from munggoggo import Agent, Behaviour, RpcError, expose
+from munggoggo import Agent, Behaviour, RpcError
 from munggoggo.deadletters import DeadLetters
 from munggoggo.metrics import COLLECTOR, FastHistogram, serve_metrics
 
@@ -47,12 +48,6 @@ class Sink(Behaviour):
             self.got += 1
             if msg.body == self.fail_on:
                 raise ValueError("poison")
-
-
-class Calc(Agent):
-    @expose
-    async def mul(self, a: int, b: int) -> int:
-        return a * b
 
 
 def test_fast_histogram_buckets_are_cumulative():

@@ -23,7 +23,7 @@ import asyncio
 import pytest
 from broker_tools import close_broker_connection, local_port, wait_until
 from fault_tools import delete_queues
-from gateway_agents import running_gateway
+from gateway_tools import running_gateway
 from mesh_tools import uid
 
 from munggoggo import Agent, AgentConfig, AgentUnreachable, RpcError, expose
