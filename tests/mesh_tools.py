@@ -1,5 +1,7 @@
 """What many agent tests share: names no other test or run uses, behaviours that keep what
-they receive, and `Calc`, the agent RPC tests call.
+they receive, a Message made by hand (`delivered`), a private queue that sees what is
+dead-lettered (and the cleanup of the shared dead-letter queue), and `Calc`, the agent RPC
+tests call.
 
 `Calc` carries the methods of the examples in section 7 of the JSON-RPC 2.0 specification
 (subtract, sum, update, notify_hello, get_data) for the gateway tests, what the runtime's
@@ -19,6 +21,9 @@ from typing import Any
 import msgspec
 
 from munggoggo import Agent, Behaviour, Message, RpcError, expose
+from munggoggo._speedups import DELIVER, Delivery, Properties
+from munggoggo.agent import DEAD_LETTER_EXCHANGE
+from munggoggo.deadletters import DeadLetters
 
 FAILURE_CODE = -32050
 
@@ -52,6 +57,16 @@ class MessageCollector(Behaviour):
         msg = await self.receive(timeout=0.2)
         if msg is not None:
             self.got.append(msg)
+
+
+def delivered(body: bytes = b"", routing_key: str = "", **properties: Any) -> Message:
+    """A Message over a hand-made delivery of `body` with these AMQP properties, as a
+    behaviour would receive it; it belongs to no channel (it counts as settled)."""
+    delivery = Delivery(1, DELIVER)
+    delivery.body = body
+    delivery.routing_key = routing_key
+    delivery.properties = Properties(**properties)
+    return Message(delivery, None)
 
 
 class Point(msgspec.Struct):
@@ -143,3 +158,24 @@ class Calc(Agent):
     @expose
     def crash(self) -> None:
         raise ZeroDivisionError("division by zero")
+
+
+async def purge_dead_letters(agent: Agent, of: str) -> None:
+    """Take a test's dead letters out of the shared munggoggo.dead-letters again (they are
+    routed there together with the test's private queue, so they are there by now)."""
+    assert (await DeadLetters(agent.connection).purge(all=True, agent=of)).purged >= 1
+
+
+async def dead_letter_queue(agent: Agent, source_queue: str) -> list:
+    """A private queue on munggoggo.dlx that sees what gets dead-lettered from `source_queue`."""
+    ch = await agent.connection.channel()
+    q = await ch.queue_declare("", exclusive=True)
+    await ch.queue_bind(q.queue, DEAD_LETTER_EXCHANGE, source_queue)
+    got: list = []
+
+    def on_batch(batch):
+        got.extend(batch)
+        ch.ack(batch[-1].delivery_tag, multiple=True)
+
+    await ch.consume(q.queue, on_batch)
+    return got

@@ -67,6 +67,10 @@ def queue_info(name: str, vhost: str = "/") -> dict | None:
     return None
 
 
+class Collector(MessageCollector):
+    """Keeps what it receives; its queue is `<identity>.Collector`."""
+
+
 class Flaky(Behaviour):
     restart_policy = RestartPolicy(initial=0.01, maximum=0.02)
 
@@ -98,7 +102,7 @@ async def test_durable_mode_declares_quorum_queues_and_publishes_persistent(brok
     queue = ""
     try:
         async with rx, tx:
-            b = await rx.add_behaviour(MessageCollector(rx, binding_keys=[key]))
+            b = await rx.add_behaviour(Collector(rx, binding_keys=[key]))
             queue = b.queue
             for i in range(3):
                 await tx.publish(i, key)
@@ -176,7 +180,7 @@ async def test_transient_mode_declares_durable_classic_queues_for_transient_mess
     rx = Agent(uid("transient-rx"), url=broker_url)
     key = uid("transient.key")
     async with rx:
-        b = await rx.add_behaviour(MessageCollector(rx, binding_keys=[key]))
+        b = await rx.add_behaviour(Collector(rx, binding_keys=[key]))
         await rx.publish(b"x", key)
         assert await wait_until(lambda: len(b.got) == 1, timeout=10)
         assert b.got[0].delivery.properties.delivery_mode is None
@@ -212,7 +216,7 @@ async def test_only_durable_mode_messages_survive_a_broker_restart(broker_url):
         for mode, config in configs.items():
             # The receiver subscribes, then stops: its queue stays and fills up.
             async with Agent(rx_ids[mode], url=broker_url, config=config) as rx:
-                b = await rx.add_behaviour(MessageCollector(rx, binding_keys=[keys[mode]]))
+                b = await rx.add_behaviour(Collector(rx, binding_keys=[keys[mode]]))
                 own_queues.append(b.queue)
             async with Agent(uid("restart-tx"), url=broker_url, config=config) as tx:
                 for i in range(n):
@@ -239,7 +243,7 @@ async def test_only_durable_mode_messages_survive_a_broker_restart(broker_url):
 
         # The durable receiver comes back and finds everything in its quorum queue.
         async with Agent(rx_ids["quorum"], url=broker_url, config=durable) as rx:
-            b = await rx.add_behaviour(MessageCollector(rx, binding_keys=[keys["quorum"]]))
+            b = await rx.add_behaviour(Collector(rx, binding_keys=[keys["quorum"]]))
             await eventually(lambda: len(b.got) >= n, 30, "the durable backlog consumed")
             await asyncio.sleep(0.3)  # duplicates would show up now
             assert sorted(m.decode(int) for m in b.got) == list(range(n))
@@ -254,10 +258,10 @@ async def test_a_queue_left_by_the_other_mode_is_a_clear_error(mesh_url):
     try:
         for first, second in ((AgentConfig(), DURABLE), (DURABLE, AgentConfig())):
             async with Agent(identity, url=mesh_url, config=first) as agent:
-                await agent.add_behaviour(MessageCollector(agent, binding_keys=[key]))
+                await agent.add_behaviour(Collector(agent, binding_keys=[key]))
             async with Agent(identity, url=mesh_url, config=second) as agent:
                 with pytest.raises(QueueMismatch) as caught:
-                    await agent.add_behaviour(MessageCollector(agent, binding_keys=[key]))
+                    await agent.add_behaviour(Collector(agent, binding_keys=[key]))
                 text = str(caught.value)
                 # What differs is in the broker's words; the refused method is the spec's.
                 assert (caught.value.class_id, caught.value.method_id) == (50, 10)
@@ -281,7 +285,7 @@ async def test_durable_mode_on_memory_behaves_the_same(mesh_url):
     agent = Agent(uid("durable-agent"), url=mesh_url, config=DURABLE)
     key, poison = uid("conf.key"), uid("conf.poison")
     async with calc, agent:
-        b = await agent.add_behaviour(MessageCollector(agent, binding_keys=[key]))
+        b = await agent.add_behaviour(Collector(agent, binding_keys=[key]))
         flaky = await agent.add_behaviour(Flaky(agent, binding_keys=[poison]))
         await calc.publish({"n": 1}, key)
         assert await wait_until(lambda: len(b.got) == 1, timeout=10)

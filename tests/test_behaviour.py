@@ -1,7 +1,13 @@
-"""`Behaviour.receive()` as in the original munggoggo and SPADE, on RabbitMQ and memory://:
-no timeout returns at once (the next message or None), `timeout=t` waits up to t seconds,
-`timeout=math.inf` waits for a message. A cyclic behaviour polling an empty mailbox does
-not spin. Behaviour names are `<identity>.<short name>`.
+"""core/behaviour.py, on RabbitMQ and memory://.
+
+`Behaviour.receive()` as in the original munggoggo and SPADE: no timeout returns at once
+(the next message or None), `timeout=t` waits up to t seconds, `timeout=math.inf` waits for
+a message. A cyclic behaviour polling an empty mailbox does not spin. Behaviour names are
+`<identity>.<short name>`. The mailbox holds at most the prefetch; one-shot, periodic and
+cyclic behaviours, and the restart policy after a failing step.
+
+How a behaviour ends (done, failed, stopped, a start that fails) is
+tests/test_behaviour_end.py's.
 """
 
 from __future__ import annotations
@@ -13,7 +19,13 @@ import pytest
 from broker_tools import wait_until
 from mesh_tools import uid
 
-from munggoggo import Agent, Behaviour, OneShotBehaviour
+from munggoggo import (
+    Agent,
+    Behaviour,
+    OneShotBehaviour,
+    PeriodicBehaviour,
+    RestartPolicy,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -139,3 +151,76 @@ async def test_behaviour_names_are_qualified_by_the_agent_identity(mesh_url):
         # The control plane takes either name.
         assert (await agent.stop_behaviour(f"{identity}.custom"))["state"] == "stopped"
         assert (await agent.start_behaviour("custom"))["state"] == "running"
+
+
+async def test_behaviour_kinds_and_restart(mesh_url):
+    class Once(OneShotBehaviour):
+        runs = 0
+
+        async def run(self) -> None:
+            type(self).runs += 1
+
+    class Tick(PeriodicBehaviour):
+        async def setup(self) -> None:
+            self.ticks = 0
+
+        async def run(self) -> None:
+            self.ticks += 1
+
+    class Crashy(Behaviour):
+        restart_policy = RestartPolicy(initial=0.01, maximum=0.02)
+
+        async def setup(self) -> None:
+            self.calls = 0
+
+        async def run(self) -> None:
+            self.calls += 1
+            await asyncio.sleep(0.01)
+            if self.calls < 3:
+                raise ValueError("boom")
+
+    agent = Agent(uid("kinds"), url=mesh_url)
+    async with agent:
+        once = await agent.add_behaviour(Once(agent))
+        tick = await agent.add_behaviour(Tick(agent, period=0.05))
+        crashy = await agent.add_behaviour(Crashy(agent))
+        assert await wait_until(
+            lambda: once.state == "done" and tick.ticks >= 3 and crashy.calls >= 4
+        )
+        assert Once.runs == 1
+        assert crashy.state == "running" and crashy.last_error == "ValueError: boom"
+        assert crashy.failures == 0  # reset by the later successful steps
+
+
+async def test_mailbox_is_bounded_by_prefetch(mesh_url):
+    topic = uid("t")
+
+    class Stuck(Behaviour):
+        async def setup(self) -> None:
+            self.release = asyncio.Event()
+            self.got = 0
+
+        async def run(self) -> None:
+            msg = await self.receive(timeout=0.1)
+            if msg is not None:
+                self.got += 1
+                await self.release.wait()
+
+    agent = Agent(uid("stuck"), url=mesh_url)
+    async with agent:
+        b = await agent.add_behaviour(Stuck(agent, binding_keys=[topic], prefetch=5))
+        for i in range(50):
+            await agent.publish(str(i), topic)
+        await agent.flush(timeout=5)
+        assert await wait_until(lambda: b.got == 1 and b.mailbox_size == 4)
+        await asyncio.sleep(0.3)
+        assert b.mailbox_size == 4  # 5 unacked in all: one in hand, four waiting
+        b.release.set()
+        assert await wait_until(lambda: b.got == 50, timeout=10)
+
+
+def test_the_restart_delay_doubles_from_initial_up_to_maximum():
+    policy = RestartPolicy(initial=0.1, maximum=1.0)
+    assert [policy.delay(n) for n in range(1, 7)] == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.0, 1.0])
+    assert policy.delay(0) == pytest.approx(0.1)  # never below the initial delay
+    assert RestartPolicy().max_failures is None  # by default a behaviour never gives up
