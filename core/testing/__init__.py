@@ -13,15 +13,32 @@ by the runtime):
 - `free_port()` (ports): a free loopback port for a server a test starts.
 
 broker_faults and cluster drive the broker under test's `rabbitmqctl` (MUNGGOGGO_RABBITMQCTL,
-else the machine's) and are for POSIX machines (flock, process groups).
+else the machine's) and are for POSIX machines (flock, process groups); each name is
+imported from its module on first use.
 """
 
 from __future__ import annotations
 
-from .broker_faults import BrokerFaultLock, broker_address, rabbitmqctl
-from .cluster import Cluster, ClusterError
-from .fault_proxy import FaultProxy
-from .ports import free_port
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .broker_faults import BrokerFaultLock, broker_address, rabbitmqctl
+    from .cluster import Cluster, ClusterError
+    from .fault_proxy import FaultProxy
+    from .ports import free_port
+
+# name -> submodule. Loaded on first use: `from munggoggo.testing import FaultProxy` works
+# where the POSIX-only parts (flock, process groups) cannot be imported.
+_EXPORTS = {
+    "BrokerFaultLock": "broker_faults",
+    "broker_address": "broker_faults",
+    "rabbitmqctl": "broker_faults",
+    "Cluster": "cluster",
+    "ClusterError": "cluster",
+    "FaultProxy": "fault_proxy",
+    "free_port": "ports",
+}
 
 __all__ = [
     "BrokerFaultLock",
@@ -32,3 +49,16 @@ __all__ = [
     "free_port",
     "rabbitmqctl",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
