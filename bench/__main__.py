@@ -1,7 +1,8 @@
 """`python -m bench <command> [options]`.
 
 - `engine`: the raw client pipe, munggoggo vs aiormq, one result (the original bench);
-- `throughput --scenario NAME|all`: the scenarios of bench/scenarios/, one result each;
+- `throughput --scenario NAME|all`: the scenarios of bench/throughput/scenarios/, one
+  result each;
 - `gateway [--connections 64] [--duration 10]`: HTTP JSON-RPC into an agent through
   `munggoggo gateway` and through the Starlette + aio-pika baseline, driven by wrk;
 - `dashboards [--minutes 3]`: the Grafana dashboards drawn from a loaded mesh's real data;
@@ -15,7 +16,11 @@
   processes; docs/scaleout.md and docs/scaleout.png.
 
 A command module has `add_arguments(parser)` and either `run(args) -> dict` (one result,
-printed by `emit`) or `main(args) -> int` (it prints its own output; the exit status).
+printed by `emit`) or `main(args) -> int` (it prints its own output; the exit status). The
+commands live in subpackages by family (bench/throughput/, gateway/, soak/, scaleout/,
+cluster/, dashboards/; each family's own command in its `command.py`); what they share is
+in bench/common.py (arguments, clocks, output) and bench/mesh.py (the agent-level message
+and behaviours); bench/micro/ holds the pytest-benchmark micro benches.
 """
 
 from __future__ import annotations
@@ -30,38 +35,38 @@ from .common import emit, progress
 # builds even where a baseline client is not installed.
 COMMANDS: dict[str, tuple[str, str]] = {
     "engine": (
-        "bench.engine",
+        "bench.throughput.engine",
         "raw client pipe (publish with confirms + consume with acks), munggoggo vs aiormq",
     ),
     "throughput": (
-        "bench.throughput",
+        "bench.throughput.command",
         "scenarios from the broker's ceiling to agents and RPC, plus aiormq/aio-pika baselines",
     ),
     "gateway": (
-        "bench.scenarios.gateway",
+        "bench.gateway.command",
         "HTTP JSON-RPC through `munggoggo gateway` vs a Starlette + aio-pika RPC baseline (wrk)",
     ),
     "dashboards": (
-        "bench.dashboards",
+        "bench.dashboards.command",
         "run a loaded mesh + gateway under Prometheus; draw grafana/dashboards/ into docs/",
     ),
     "soak": (
-        "bench.soak",
+        "bench.soak.command",
         "the agent pipe through a fault proxy at half its maximum, a fault every 30 s; "
         "counts lost/duplicated messages, RSS over time (JSON + PNG)",
     ),
     "cluster": (
-        "bench.cluster",
+        "bench.cluster.command",
         "a 3-node RabbitMQ cluster on this machine (start, stop, status); failover: a node "
         "stopped under a confirmed stream, exit 1 on any loss",
     ),
     "scaleout": (
-        "bench.scaleout",
+        "bench.scaleout.command",
         "competing consumers: 1, 2, 4 agent processes on one shared queue, a producer at full "
         "speed; writes docs/scaleout.md and docs/scaleout.png",
     ),
     "idle": (
-        "bench.idle",
+        "bench.throughput.idle",
         "what an idle behaviour polling receive() costs: CPU and steps over a window",
     ),
     "report": (

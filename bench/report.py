@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from .common import progress
-from .scenarios import ALL, names
-from .throughput import add_arguments as add_throughput_arguments
-from .throughput import run_scenarios
+from .throughput.command import add_arguments as add_throughput_arguments
+from .throughput.command import run_scenarios
+from .throughput.scenarios import ALL, names
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 MARKDOWN = "bench-results.md"
@@ -182,8 +182,8 @@ def markdown(results: dict[str, dict[str, Any]], source: str) -> str:
         "# Benchmark results",
         "",
         f"Written by `python -m bench report` on {when} from {source}.",
-        "Each scenario is described in its module under `bench/scenarios/`; the client side",
-        "of every scenario runs in one Python process, next to the broker on the same machine.",
+        "Each scenario is described in its module under `bench/throughput/scenarios/`; the client",
+        "side of each scenario runs in one Python process, next to the broker on the same machine.",
         "",
         "## Machine",
         "",

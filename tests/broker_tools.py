@@ -1,15 +1,20 @@
-"""Helpers for tests that poke the real broker: rabbitmqctl, forced closes, polling."""
+"""Helpers for tests that poke the real broker (rabbitmqctl, throwaway vhosts, forced
+closes) and for waiting on what follows: wait_until (a bool to assert) and eventually
+(fails the test itself)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from urllib.parse import quote
 
-from bench import broker_faults
+import pytest
+
 from munggoggo.client import Connection
+from munggoggo.testing import broker_faults
 
 
 def rabbitmqctl(*args: str, timeout: float = 60) -> str:
@@ -48,11 +53,35 @@ def local_port(conn: Connection) -> int:
     return conn._stream.transport.get_extra_info("sockname")[1]
 
 
-async def wait_until(predicate, timeout: float = 10.0, interval: float = 0.01) -> bool:
+async def wait_until(
+    predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.01
+) -> bool:
+    """Poll `predicate()` (a plain or an async callable) until it is true or `timeout`
+    seconds passed; the last answer, as a bool. A bound against hanging, not a speed claim:
+    callers assert the result."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while loop.time() < deadline:
-        if predicate():
+        if await _answer(predicate):
             return True
         await asyncio.sleep(interval)
-    return predicate()
+    return await _answer(predicate)
+
+
+async def eventually(
+    condition: Callable[[], object],
+    timeout: float = 10.0,
+    what: str = "condition",
+    interval: float = 0.02,
+) -> None:
+    """Wait until `condition()` holds; fail the test naming `what` if it does not within
+    `timeout` seconds."""
+    if not await wait_until(condition, timeout=timeout, interval=interval):
+        pytest.fail(f"{what}: not within {timeout:g}s")
+
+
+async def _answer(predicate: Callable[[], object]) -> bool:
+    result = predicate()
+    if inspect.isawaitable(result):
+        result = await result
+    return bool(result)

@@ -2,6 +2,16 @@
 
 Tests never mock the broker. If RabbitMQ does not answer, the broker tests fail loudly
 (CI starts it first); they are not skipped.
+
+Brokers: broker_url, mesh_url (RabbitMQ and memory://), vhost_url, isolated_mesh_url,
+connection, unique_name. Gateway: calc (a running mesh_tools.Calc), gateway (the app in
+process, behind an httpx client), gateway_state (a factory of started GatewayStates).
+Helpers that are no fixtures live in the *_tools.py modules next to this file:
+broker_tools (rabbitmqctl, throwaway vhosts, wait_until/eventually), mesh_tools (uid,
+collecting behaviours, Calc), fault_tools (confirmed streams and counting consumers for
+the fault tests), gateway_tools (the gateway in process or as a server, WsClient),
+dashboard_tools (the browser harness); munggoggo.testing has the fault proxy, the broker
+fault lock, the local cluster and free_port.
 """
 
 from __future__ import annotations
@@ -96,3 +106,62 @@ async def connection(broker_url):
 def unique_name(request) -> str:
     """A queue/exchange name no other test (or earlier run) uses."""
     return f"test.{request.node.name[:40]}.{uuid.uuid4().hex[:8]}"
+
+
+# -- the gateway ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def calc(broker_url):
+    """A running mesh_tools.Calc on RabbitMQ: the agent the gateway tests call."""
+    from mesh_tools import Calc
+
+    async with Calc(f"calc-{uuid.uuid4().hex[:8]}", url=broker_url) as agent:
+        yield agent
+
+
+@pytest.fixture
+async def gateway(broker_url):
+    """The gateway app in process with its lifespan run (calls time out after 3 s)."""
+    from gateway_tools import running_gateway
+
+    from munggoggo.gateway.state import GatewaySettings
+
+    async with running_gateway(GatewaySettings(url=broker_url, call_timeout=3.0)) as gw:
+        yield gw
+
+
+@pytest.fixture
+async def gateway_state(broker_url):
+    """A factory of started GatewayStates: `await gateway_state(**settings_overrides)`; their
+    meshes are stopped after the test."""
+    from munggoggo.gateway.mesh import Mesh
+    from munggoggo.gateway.state import GatewaySettings, GatewayState
+
+    meshes: list[Mesh] = []
+
+    async def make(**overrides):
+        chosen = GatewaySettings(url=broker_url, **overrides)
+        mesh = Mesh(
+            broker_url,
+            identity=f"gateway-test-{uuid.uuid4().hex[:8]}",
+            publish_timeout=chosen.publish_timeout,
+            publish_buffer=chosen.publish_buffer,
+            publish_buffer_bytes=chosen.publish_buffer_bytes,
+        )
+        await mesh.start()
+        meshes.append(mesh)
+        return GatewayState(chosen, mesh)
+
+    yield make
+    for mesh in meshes:
+        await mesh.stop()
+
+
+@pytest.fixture
+def browser(tmp_path):
+    """A headless Chromium under selenium (dashboard_tools.open_browser); quit after."""
+    from dashboard_tools import open_browser
+
+    with open_browser(tmp_path) as driver:
+        yield driver

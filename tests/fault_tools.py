@@ -24,12 +24,6 @@ from munggoggo.channel import PublishError
 from munggoggo.client import Connection
 
 
-async def eventually(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Wait until `predicate()` holds; fail the test (not an assert on speed) otherwise."""
-    if not await wait_until(predicate, timeout=timeout, interval=0.02):
-        pytest.fail(f"{what}: not within {timeout:g}s")
-
-
 async def delete_queues(url: str, *names: str) -> None:
     """Delete test queues through a fresh connection (the test's own may be broken)."""
     async with Connection(url, reconnect=False) as admin:

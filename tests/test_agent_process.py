@@ -15,7 +15,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import uuid
@@ -35,6 +34,7 @@ from process_agents import (
 )
 
 from munggoggo import Agent, IdentityInUse
+from munggoggo.testing import free_port
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.timeout(60)]
 
@@ -659,10 +659,7 @@ MEMORY_NOTICE = "running the demo on memory:// instead"
 
 
 def closed_port_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"amqp://guest:guest@127.0.0.1:{port}/"
+    return f"amqp://guest:guest@127.0.0.1:{free_port()}/"
 
 
 async def test_demo_runs_against_rabbitmq(vhost_url):

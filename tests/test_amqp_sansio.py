@@ -23,9 +23,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pamqp import body as pamqp_body
 from pamqp import commands, header, heartbeat
+from twins import CONFIRM_TWINS, FRAME_TWINS
 
 from munggoggo import _speedups
-from munggoggo._speedups import _confirms_py, _frames_py
 from munggoggo.amqp import (
     AMQPConnection,
     AuthenticationError,
@@ -43,13 +43,7 @@ SETTINGS = settings(deadline=None, max_examples=150, suppress_health_check=[Heal
 # Each test runs on every twin of the hot paths, as tests/test_frames.py does: the layer
 # looks up `_speedups.FrameReader`, `pack_publish`, ... when it runs, so pointing those names
 # at one twin's module makes the whole layer (parser fuzzing included) run on it.
-TWINS = [("pure-python", _frames_py, _confirms_py)]
-try:
-    from munggoggo._speedups import _confirms, _frames  # type: ignore[attr-defined]
-except ImportError:
-    pass
-else:
-    TWINS.append(("compiled", _frames, _confirms))
+TWINS = list(zip(("pure-python", "compiled"), FRAME_TWINS, CONFIRM_TWINS, strict=False))
 _FRAMES_NAMES = (
     "FrameReader",
     "Delivery",

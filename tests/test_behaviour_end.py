@@ -17,6 +17,7 @@ import httpx
 import pytest
 from broker_tools import wait_until
 from fault_tools import delete_queues
+from mesh_tools import uid
 
 from munggoggo import Agent, AgentConfig, Behaviour, OneShotBehaviour, RestartPolicy
 from munggoggo.durable import QueueMismatch
@@ -25,10 +26,6 @@ from munggoggo.health import HealthServer
 pytestmark = pytest.mark.timeout(90)
 
 MESSAGES = 100
-
-
-def uid(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 class Collector(Behaviour):

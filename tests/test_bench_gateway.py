@@ -9,9 +9,10 @@ import shutil
 
 import pytest
 
-from bench.gateway_load import lua_script, parse_wrk, run_wrk
-from bench.gateway_procs import Processes, free_port, top_self_frames
-from bench.scenarios.gateway import bench_env, measure_side, python_module
+from bench.gateway.command import bench_env, measure_side, python_module
+from bench.gateway.load import lua_script, parse_wrk, run_wrk
+from bench.gateway.procs import Processes, top_self_frames
+from munggoggo.testing import free_port
 
 needs_wrk = pytest.mark.skipif(
     shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)"
@@ -88,7 +89,7 @@ def test_wrk_script_counts_answers_without_the_expected_result():
     with Processes() as procs:
         server = procs.start(
             "trivial server",
-            python_module("bench.gateway_load", "trivial", "--port", str(port)),
+            python_module("bench.gateway.load", "trivial", "--port", str(port)),
             bench_env(),
             ready_line=True,
         )

@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from bench.soak import add_arguments
-from bench.soak_plot import plot
-from bench.soak_run import Ledger, Soak
+from bench.soak.command import add_arguments
+from bench.soak.plot import plot
+from bench.soak.run import Ledger, Soak
 
 
 def test_ledger_counts_unique_duplicates_and_the_never_consumed():

@@ -1,4 +1,4 @@
-"""bench/broker_faults.BrokerFaultLock on a throwaway lock file: exclusive vs shared,
+"""munggoggo.testing.BrokerFaultLock on a throwaway lock file: exclusive vs shared,
 bounded waits that name the holder, a shared holder's own exclusive section.
 flock locks belong to open files, so two lock objects in one process exclude each other
 just as two processes would."""
@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from bench.broker_faults import BrokerFaultLock
+from munggoggo.testing import BrokerFaultLock
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """Faults of the broker itself: a restart (rabbitmqctl stop_app / start_app) and a memory
 alarm (a tiny vm_memory_high_watermark), mid stream.
 
-Each test holds the exclusive flock of bench/broker_faults.py while the broker is stopped
+Each test holds the exclusive flock of munggoggo.testing.broker_faults while the broker is stopped
 or its watermark moved (so two such tests never overlap, across processes too), and puts
 the broker back as it found it in a `finally` (start_app and waiting until it answers; the
 watermark read before and set back).
@@ -22,9 +22,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from fault_tools import AgentPipe, ConfirmedStream, Consumed, delete_queues, eventually
+from broker_tools import eventually
+from fault_tools import AgentPipe, ConfirmedStream, Consumed, delete_queues
 
-from bench.broker_faults import (
+from munggoggo import AgentConfig
+from munggoggo.client import Connection
+from munggoggo.testing.broker_faults import (
     BrokerFaultLock,
     memory_alarm_on,
     memory_watermark,
@@ -32,8 +35,6 @@ from bench.broker_faults import (
     start_app,
     stop_app,
 )
-from munggoggo import AgentConfig
-from munggoggo.client import Connection
 from munggoggo.transport import Backoff
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.fault]

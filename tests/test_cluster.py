@@ -1,12 +1,12 @@
 """A node of a 3-node RabbitMQ cluster stops in the middle of a confirmed stream.
 
-The module starts its own cluster on this machine (bench/rabbitmq_cluster.py, under a
+The module starts its own cluster on this machine (munggoggo.testing.cluster, under a
 directory of its own, AMQP ports 5681-5683; the main broker on 5672 is not touched) and
 removes it afterwards; where nodes cannot be started (no RabbitMQ package scripts, a port
 taken) the tests are skipped with the reason. Marked `cluster`: CI runs them in its first
 pass only (.ci/run), since they test the broker side, not our compiled hot paths.
 
-The failover run itself is bench/cluster_failover.py (also `python -m bench cluster
+The failover run itself is bench/cluster/failover.py (also `python -m bench cluster
 failover`): two durable-mode agents with the cluster's URL list, the node both use stopped
 with `rabbitmqctl stop_app`, and every published number counted on the other side.
 """
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.cluster_failover import failover
-from bench.rabbitmq_cluster import Cluster, ClusterError
+from bench.cluster.failover import failover
 from munggoggo import Agent, AgentConfig
+from munggoggo.testing import Cluster, ClusterError
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(240)]
 

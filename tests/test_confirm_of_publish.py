@@ -8,10 +8,9 @@ unrelated nacked send never puts the original back in the queue. RabbitMQ and me
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 from broker_tools import wait_until
+from mesh_tools import uid
 
 from munggoggo import Agent
 from munggoggo.agent import open_connection
@@ -20,10 +19,6 @@ from munggoggo.deadletters import DeadLetters
 from munggoggo.url import parse_urls
 
 REFUSING = {"x-overflow": "reject-publish", "x-max-length": 0, "x-expires": 60_000}
-
-
-def uid(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 async def test_a_later_publish_waiter_is_not_failed_by_an_earlier_nack(mesh_url):

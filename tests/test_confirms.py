@@ -10,19 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
-
-from munggoggo._speedups import _confirms_py
-
-IMPLEMENTATIONS = [_confirms_py]
-try:
-    from munggoggo._speedups import _confirms  # type: ignore[attr-defined]
-except ImportError:
-    pass
-else:
-    IMPLEMENTATIONS.append(_confirms)
+from twins import CONFIRM_TWINS, twin_id
 
 
-@pytest.fixture(params=IMPLEMENTATIONS, ids=lambda m: m.__name__.rsplit(".", 1)[-1], scope="module")
+@pytest.fixture(params=CONFIRM_TWINS, ids=twin_id, scope="module")
 def impl(request):
     return request.param
 

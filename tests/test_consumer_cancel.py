@@ -12,24 +12,17 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from broker_tools import eventually
 from mesh_tools import BodyCollector, uid
 
-from bench.fault_proxy import FaultProxy
 from munggoggo import Agent, Template
 from munggoggo.health import agent_problems
 from munggoggo.metrics import COLLECTOR
 from munggoggo.runner import AgentStoppedByItself, serve
+from munggoggo.testing import FaultProxy
 from munggoggo.url import parse_url
 
 WAIT = 20.0
-
-
-async def eventually(condition, timeout: float = WAIT) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 def cancels_metric(identity: str, behaviour: str) -> float:
@@ -58,7 +51,7 @@ async def test_deleted_behaviour_queue_is_declared_bound_and_consumed_again(mesh
     async with agent, publisher:
         collector = await agent.add_behaviour(BodyCollector(agent, binding_keys=[topic]))
         await publisher.publish(b"before", topic)
-        await eventually(lambda: collector.bodies == [b"before"])
+        await eventually(lambda: collector.bodies == [b"before"], WAIT)
         assert cancels_metric(agent.identity, collector.short_name) == 0
 
         await delete_queue(publisher, collector.queue)
@@ -67,13 +60,14 @@ async def test_deleted_behaviour_queue_is_declared_bound_and_consumed_again(mesh
                 collector.short_name in agent.consumers()
                 and not agent.restoring_consumers
                 and cancels_metric(agent.identity, collector.short_name) == 1
-            )
+            ),
+            WAIT,
         )
         assert collector.state == "running"
         assert agent_problems(agent) == []
         # Declared and bound again: what is published now arrives.
         await publisher.publish(b"after", topic)
-        await eventually(lambda: collector.bodies == [b"before", b"after"])
+        await eventually(lambda: collector.bodies == [b"before", b"after"], WAIT)
 
 
 async def test_deleted_inbox_is_declared_and_consumed_again(mesh_url):
@@ -89,12 +83,13 @@ async def test_deleted_inbox_is_declared_and_consumed_again(mesh_url):
                 "" in agent.consumers()
                 and not agent.restoring_consumers
                 and cancels_metric(agent.identity, "") == 1
-            )
+            ),
+            WAIT,
         )
         assert agent.state == "running" and agent_problems(agent) == []
         assert await caller.call(agent.identity, "ping", timeout=WAIT) == "pong"
         await caller.send(agent.identity, b"direct")
-        await eventually(lambda: direct.bodies == [b"direct"])
+        await eventually(lambda: direct.bodies == [b"direct"], WAIT)
 
 
 async def test_identity_taken_while_the_inbox_was_gone_stops_the_agent(broker_url):
@@ -110,7 +105,7 @@ async def test_identity_taken_while_the_inbox_was_gone_stops_the_agent(broker_ur
         caller = Agent(uid("cancel-asker"), url=broker_url)
         serving = asyncio.ensure_future(serve(first, stop=asyncio.Event()))
         async with caller:
-            await eventually(lambda: first.state == "running")
+            await eventually(lambda: first.state == "running", WAIT)
             proxy.freeze()
             try:
                 await delete_queue(caller, identity)
@@ -148,4 +143,4 @@ async def test_a_cancelled_consumer_is_not_ready_until_restored(mesh_url, kind):
             await asyncio.sleep(0)
         await ch.close()
         assert problems, "never reported not ready"
-        await eventually(lambda: agent_problems(agent) == [])
+        await eventually(lambda: agent_problems(agent) == [], WAIT)

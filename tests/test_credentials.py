@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import socket
 import sys
 import traceback
 import uuid
@@ -22,11 +21,11 @@ from broker_tools import close_broker_connection, local_port, wait_until
 from tls_broker import rabbitmqctl_available
 from tls_broker import rabbitmqctl_patiently as rabbitmqctl
 
-from bench.broker_faults import broker_address
 from munggoggo import Agent
 from munggoggo.amqp.errors import AMQPConnectError, AuthenticationError
 from munggoggo.client import Connection
 from munggoggo.gateway.state import GatewaySettings
+from munggoggo.testing import broker_address, free_port
 from munggoggo.transport import Backoff
 from munggoggo.url import URLError, parse_url
 
@@ -46,12 +45,6 @@ def assert_clean(*texts: str) -> None:
 
 def exception_texts(exc: BaseException) -> tuple[str, str, str]:
     return str(exc), repr(exc), "".join(traceback.format_exception(exc))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

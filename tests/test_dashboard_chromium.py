@@ -4,35 +4,27 @@ a real headless Chromium against a running gateway with a real agent.
 The browser test starts `munggoggo gateway` on a free port (or, where that command does
 not exist, a minimal ASGI app of the dashboard, /ws and the REST routes the page calls,
 served by granian), runs an agent with a behaviour in a thread of this process, clicks the
-behaviour's Stop and Start buttons and checks both the page and the agent.
-Chromium and chromedriver come from Debian (`apt-get install chromium chromium-driver`,
-done by .ci/setup); when they are missing the test fails and says so.
+behaviour's Stop and Start buttons and checks both the page and the agent (the harness is
+tests/dashboard_tools.py). Chromium and chromedriver come from Debian (`apt-get install
+chromium chromium-driver`, done by .ci/setup); when they are missing the test fails and
+says so.
 `DASHBOARD_SCREENSHOT=docs/dashboard.png pytest tests/test_dashboard_chromium.py` refreshes
 the README's screenshot.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
-import math
 import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import threading
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+from dashboard_tools import BEHAVIOUR, WAIT, AgentThread, Blinky, Gateway, Thermostat, tick_topic
 
-from munggoggo import Agent, Behaviour, PeriodicBehaviour, expose
 from munggoggo.gateway import dashboard
 from munggoggo.gateway.dashboard import dashboard_endpoint
 
@@ -165,232 +157,10 @@ async def test_a_symlink_out_of_the_static_folder_is_not_followed(tmp_path, monk
 
 # -- the page in Chromium ---------------------------------------------------------------------
 
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-    "--window-size=1360,900",
-]
-BEHAVIOUR = "Blinker"
-WAIT = 30.0
-
-
-def chromium_and_driver() -> tuple[str, str]:
-    browser = next(
-        (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p),
-        None,
-    )
-    driver = shutil.which("chromedriver")
-    if browser is None or driver is None:
-        pytest.fail(
-            "Chromium and chromedriver are needed for the dashboard test and were not found: "
-            "run `apt-get install -y chromium chromium-driver` (bash .ci/setup does this)"
-        )
-    return browser, driver
-
-
-class Blinky(Agent):
-    """An agent with one behaviour that publishes a wave of ticks (for the sparkline)."""
-
-    class Blinker(Behaviour):
-        async def setup(self) -> None:
-            self.n = 0
-
-        async def run(self) -> None:
-            self.n += 1
-            burst = 2 + round(6 * (1 + math.sin(self.n / 25)))
-            for _ in range(burst):
-                await self.publish({"n": self.n, "level": burst}, tick_topic(self.agent.identity))
-            await asyncio.sleep(0.1)
-
-    async def setup(self) -> None:
-        await self.add_behaviour(self.Blinker(self))
-
-    @expose
-    def level(self) -> int:
-        return self.behaviour(BEHAVIOUR).n
-
-
-class Thermostat(Agent):
-    """A second agent, so the page lists more than one (and another behaviour kind)."""
-
-    class Report(PeriodicBehaviour):
-        async def run(self) -> None:
-            await self.publish({"celsius": 21.5}, f"sensors.{self.agent.identity}.temp")
-
-    async def setup(self) -> None:
-        await self.add_behaviour(self.Report(self, period=1.0))
-
-    @expose
-    def set_target(self, celsius: float) -> float:
-        return celsius
-
-
-def tick_topic(identity: str) -> str:
-    return f"dashboard.{identity}.tick"
-
-
-class AgentThread:
-    """An agent on its own event loop in a thread, while the test drives the browser."""
-
-    def __init__(self, agent: Agent, *others: Agent) -> None:
-        self.agent = agent
-        self.agents = [agent, *others]
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-
-    def __enter__(self) -> AgentThread:
-        self.thread.start()
-        for agent in self.agents:
-            self.run(agent.start())
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        try:
-            for agent in self.agents:
-                self.run(agent.stop())
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(timeout=WAIT)
-
-    def run(self, coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=WAIT)
-
-    def behaviour_state(self, name: str) -> str:
-        async def read() -> str:
-            return self.agent.behaviour(name).state
-
-        return self.run(read())
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def gateway_command(port: int, broker_url: str) -> list[str]:
-    """`munggoggo gateway` where it exists, else granian serving `fallback_app` below."""
-    probe = subprocess.run(
-        [sys.executable, "-m", "munggoggo", "gateway", "--help"],
-        capture_output=True,
-        text=True,
-        timeout=WAIT,
-    )
-    if probe.returncode == 0 and "--port" in probe.stdout:
-        return [
-            *(sys.executable, "-m", "munggoggo", "gateway"),
-            *("--host", "127.0.0.1", "--port", str(port), "--url", broker_url),
-            *("--log-level", "warning"),
-        ]
-    return [
-        *(sys.executable, "-m", "granian", "--interface", "asgi", "--factory"),
-        *("--host", "127.0.0.1", "--port", str(port), "--working-dir", str(TESTS)),
-        *("--log-level", "warning", "test_dashboard_chromium:fallback_app"),
-    ]
-
-
-def fallback_app() -> Any:
-    """Only while `munggoggo gateway` does not exist: the dashboard, /ws and the REST
-    routes the page calls, around one GatewayState."""
-    from munggoggo.gateway.mesh import Mesh
-    from munggoggo.gateway.state import GatewaySettings, GatewayState
-    from munggoggo.gateway.ws import websocket_endpoint
-
-    states: list[GatewayState] = []
-    control = re.compile(r"/agents/([^/]+)/behaviours/([^/]+)/(start|stop)")
-
-    async def respond(send: Any, status: int, value: Any) -> None:
-        body = json.dumps(value).encode()
-        headers = [(b"content-type", b"application/json")]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while (await receive())["type"] == "lifespan.startup":
-                mesh = Mesh(os.environ.get("MUNGGOGGO_URL"))
-                await mesh.start()
-                states.append(GatewayState(GatewaySettings.from_env(), mesh))
-                await send({"type": "lifespan.startup.complete"})
-            await states[0].mesh.stop()
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-        state = states[0]
-        if scope["type"] == "websocket":
-            await websocket_endpoint(scope, receive, send, state)
-        elif scope["path"] == "/agents":
-            await respond(send, 200, await state.mesh.peers())
-        elif (match := control.fullmatch(scope["path"])) and scope["method"] == "POST":
-            identity, name, action = match.groups()
-            try:
-                result = await state.mesh.call(identity, f"{action}_behaviour", [name], 5.0)
-            except Exception as exc:
-                await respond(send, 502, {"error": str(exc)})
-                return
-            await respond(send, 200, result)
-        else:
-            await dashboard_endpoint(scope, receive, send, state)
-
-    return app
-
-
-class Gateway:
-    """The gateway in a subprocess on a free port."""
-
-    def __init__(self, broker_url: str, log: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/"
-        self.command = gateway_command(self.port, broker_url)
-        self.log_path = log
-        env = {**os.environ, "MUNGGOGGO_URL": broker_url, "PYTHONUNBUFFERED": "1"}
-        self.log = log.open("wb")
-        self.process = subprocess.Popen(
-            self.command, stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=REPO
-        )
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + WAIT
-        while True:
-            if self.process.poll() is not None:
-                pytest.fail(f"the gateway exited ({self.command}):\n{self.output()}")
-            try:
-                with urllib.request.urlopen(self.url, timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"the gateway did not answer on {self.url}:\n{self.output()}")
-            time.sleep(0.1)
-
-    def agents(self) -> list[dict[str, Any]]:
-        with urllib.request.urlopen(self.url + "agents", timeout=WAIT) as response:
-            return json.load(response)
-
-    def output(self) -> str:
-        self.log.flush()
-        return self.log_path.read_text(errors="replace")[-4000:]
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=15)
-        self.log.close()
-
 
 @pytest.fixture
-def gateway(broker_url, tmp_path):
+def gateway_server(broker_url, tmp_path):
+    """`munggoggo gateway` in a subprocess on a free port, ready."""
     gw = Gateway(broker_url, tmp_path / "gateway.log")
     try:
         gw.wait_ready()
@@ -399,30 +169,10 @@ def gateway(broker_url, tmp_path):
         gw.stop()
 
 
-@pytest.fixture
-def browser(tmp_path):
-    browser_path, driver_path = chromium_and_driver()
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        pytest.fail("selenium is needed for the dashboard test: pip install -e '.[dev]'")
-    options = webdriver.ChromeOptions()
-    options.binary_location = browser_path
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
-    driver.set_page_load_timeout(WAIT)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-
-
 @pytest.mark.rabbitmq
-def test_dashboard_stops_and_starts_a_behaviour_in_chromium(broker_url, gateway, browser, tmp_path):
+def test_dashboard_stops_and_starts_a_behaviour_in_chromium(
+    broker_url, gateway_server, browser, tmp_path
+):
     from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -431,11 +181,11 @@ def test_dashboard_stops_and_starts_a_behaviour_in_chromium(broker_url, gateway,
     thermostat = Thermostat(f"thermostat-{uuid.uuid4().hex[:6]}", url=broker_url)
     with AgentThread(Blinky(identity, url=broker_url), thermostat) as agent:
         deadline = time.monotonic() + WAIT
-        while not any(a["identity"] == identity for a in gateway.agents()):
+        while not any(a["identity"] == identity for a in gateway_server.agents()):
             if time.monotonic() > deadline:  # a guard against hanging, not a speed claim
                 pytest.fail(f"{identity} never showed up in GET /agents")
 
-        browser.get(gateway.url)
+        browser.get(gateway_server.url)
         wait = WebDriverWait(
             browser, WAIT, poll_frequency=0.1, ignored_exceptions=[StaleElementReferenceException]
         )

@@ -3,25 +3,24 @@ appears in a live scrape of agents (their `/metrics` HTTP server) and of the gat
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
-import socket
 import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from broker_tools import wait_until
-from gateway_agents import Calc, running_gateway
+from broker_tools import eventually, wait_until
+from gateway_tools import WsClient, running_gateway
+from mesh_tools import Calc
 from prometheus_client.parser import text_string_to_metric_families
-from test_gateway_ws import WsClient
 
 from munggoggo import Agent, AgentConfig, Behaviour, RestartPolicy, RpcError
 from munggoggo.deadletters import DeadLetters
 from munggoggo.gateway.state import GatewaySettings
 from munggoggo.metrics import serve_metrics
+from munggoggo.testing import free_port
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.timeout(60)]
 
@@ -79,12 +78,6 @@ class Fragile(Behaviour):
                 raise ValueError("poison")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 async def test_every_agent_series_on_the_dashboards_is_in_a_live_scrape(broker_url):
     topic = f"dash.{uuid.uuid4().hex[:8]}"
     config = AgentConfig(max_redeliveries=1)
@@ -140,12 +133,6 @@ async def test_every_gateway_series_on_the_dashboards_is_in_a_live_scrape(broker
     wanted = dashboard_metric_names("munggoggo_gateway_")
     missing = sorted(wanted - scraped)
     assert not missing, f"dashboard series the gateway scrape lacks: {missing}"
-
-
-async def eventually(condition, timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.01)
 
 
 def samples_by_name(text: str) -> dict[str, list[Any]]:

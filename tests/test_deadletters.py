@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-import uuid
 
 import pytest
 from broker_tools import wait_until
+from mesh_tools import uid
 
 from munggoggo import Agent, AgentConfig, Behaviour, RestartPolicy, Template
 from munggoggo._speedups import Properties
@@ -22,10 +22,6 @@ from munggoggo.deadletters import DeadLetters
 from munggoggo.wire import DEAD_LETTER_QUEUE, REQUEUED_FROM_HEADER, RETRIES_HEADER
 
 MAX_REDELIVERIES = 3
-
-
-def uid(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 class Picky(Behaviour):
@@ -236,7 +232,7 @@ async def test_broker_dead_letters_are_read_from_x_death(broker_url):
             async def mine():
                 return [d for d in await dead.list(10_000) if d.body == marker]
 
-            assert await _eventually(mine)
+            assert await wait_until(mine, interval=0.05)
             (letter,) = await mine()
             assert (letter.reason, letter.queue, letter.retries) == ("broker: rejected", queue, 1)
             assert letter.agent is None and letter.dead_lettered_at is not None
@@ -247,16 +243,6 @@ async def test_broker_dead_letters_are_read_from_x_death(broker_url):
             assert await mine() == []
         finally:
             await ch.queue_delete(queue)
-
-
-async def _eventually(probe, timeout: float = 10.0):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        if await probe():
-            return True
-        await asyncio.sleep(0.05)
-    return bool(await probe())
 
 
 async def run_cli(url: str, *args: str) -> tuple[int, str, str]:

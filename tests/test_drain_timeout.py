@@ -10,14 +10,14 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from broker_tools import eventually
 from conftest import memory_broker
-from fault_tools import eventually
 
-from bench.fault_proxy import FaultProxy
 from munggoggo.amqp.errors import AMQPError
 from munggoggo.channel import DrainTimeout
 from munggoggo.client import Connection
 from munggoggo.memory import MemoryConnection
+from munggoggo.testing import FaultProxy
 from munggoggo.url import parse_url
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.timeout(60)]

@@ -29,23 +29,20 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from broker_tools import wait_until
-from fault_tools import delete_queues, eventually
+from broker_tools import eventually, wait_until
+from fault_tools import delete_queues
+from mesh_tools import Calc, MessageCollector, uid
 from tls_broker import rabbitmqctl_patiently as rabbitmqctl
 
-from bench.broker_faults import BrokerFaultLock, start_app, stop_app
-from munggoggo import Agent, AgentConfig, Behaviour, RestartPolicy, durable, expose
+from munggoggo import Agent, AgentConfig, Behaviour, RestartPolicy, durable
 from munggoggo.amqp.errors import BrokerError, PreconditionFailed
 from munggoggo.client import Connection
 from munggoggo.deadletters import DeadLetters
 from munggoggo.durable import QueueMismatch
+from munggoggo.testing.broker_faults import BrokerFaultLock, start_app, stop_app
 from munggoggo.wire import DEAD_LETTER_QUEUE, TOPIC_EXCHANGE
 
 DURABLE = AgentConfig(queue_type="quorum")
-
-
-def uid(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 def queue_info(name: str, vhost: str = "/") -> dict | None:
@@ -70,15 +67,8 @@ def queue_info(name: str, vhost: str = "/") -> dict | None:
     return None
 
 
-class Collector(Behaviour):
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.got: list = []
-
-    async def run(self) -> None:
-        msg = await self.receive(timeout=0.2)
-        if msg is not None:
-            self.got.append(msg)
+class Collector(MessageCollector):
+    """Keeps what it receives; its queue is `<identity>.Collector`."""
 
 
 class Flaky(Behaviour):
@@ -88,12 +78,6 @@ class Flaky(Behaviour):
         msg = await self.receive(timeout=0.2)
         if msg is not None:
             raise RuntimeError("cannot handle it")
-
-
-class Calc(Agent):
-    @expose
-    def mul(self, a: int, b: int) -> int:
-        return a * b
 
 
 def test_queue_type_setting():

@@ -1,42 +1,37 @@
 """Several broker URLs (failover) against the real RabbitMQ: the connection tries them in
 order on connect and on every recovery, logs one line per URL that failed (never its
-password), and fails with every URL named only when none works.
+password), and fails with every URL named only when none works. Parsing the list is
+tests/test_url.py's.
 
 "Dead" URLs point at a loopback port nothing listens on; a URL that stops working during a
-test goes through bench/fault_proxy.py (refuse new connections, cut the current one).
+test goes through munggoggo.testing.fault_proxy (refuse new connections, cut the current one).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import uuid
 
 import pytest
 from broker_tools import wait_until
 
-from bench.fault_proxy import FaultProxy
 from munggoggo import Agent
 from munggoggo._speedups import Properties
 from munggoggo.amqp.errors import AMQPConnectError
 from munggoggo.client import Connection
+from munggoggo.testing import FaultProxy, free_port
 from munggoggo.transport import Backoff
-from munggoggo.url import URLError, parse_url, parse_urls
+from munggoggo.url import parse_url, parse_urls
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.timeout(60)]
 
 SECRET = "Fa1l0ver-s3cret"  # a password that must never reach a log line or an error
 
 
-def dead_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]  # closed again: connects get ECONNREFUSED
-
-
 def dead_url() -> str:
-    return f"amqp://guest:{SECRET}@127.0.0.1:{dead_port()}/"
+    # A port nothing listens on: connects get ECONNREFUSED.
+    return f"amqp://guest:{SECRET}@127.0.0.1:{free_port()}/"
 
 
 def failed_lines(caplog) -> list[str]:
@@ -46,32 +41,6 @@ def failed_lines(caplog) -> list[str]:
 def assert_no_secret(caplog, *texts: str) -> None:
     for text in [*texts, *(r.getMessage() for r in caplog.records)]:
         assert SECRET not in text
-
-
-# -- parsing ---------------------------------------------------------------------------
-
-
-def test_a_list_parses_from_commas_or_python_lists():
-    a, b = "amqp://u:p@h1:5672/", "amqps://u:p@h2/vh?heartbeat=5"
-    assert [str(u) for u in parse_urls(f"{a}, {b}")] == ["amqp://h1:5672/", "amqps://h2:5671/vh"]
-    assert parse_urls([a, b]) == parse_urls(f"{a},{b}")
-    assert len(parse_urls(a)) == 1
-
-
-def test_a_comma_inside_a_password_does_not_split_the_url():
-    (url,) = parse_urls("amqp://user:pa,ss@h1:5672/")
-    assert url.password == "pa,ss" and url.host == "h1"
-
-
-def test_bad_lists_are_clear_errors_without_passwords():
-    with pytest.raises(URLError, match="memory:// URL cannot be part of a failover list"):
-        parse_urls(["memory://x", "amqp://h1/"])
-    with pytest.raises(URLError, match="no broker URL given"):
-        parse_urls([])
-    with pytest.raises(URLError) as info:  # one-URL callers get told, not a garbled vhost
-        parse_url(f"amqp://u:{SECRET}@h1/,amqp://u:{SECRET}@h2/")
-    assert "expected one broker URL, got a list of 2" in str(info.value)
-    assert SECRET not in str(info.value)
 
 
 # -- connecting --------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""bench/fault_proxy.py against a local echo server: forwarding, cut, freeze, slow, refuse.
+"""munggoggo.testing.fault_proxy against a local echo server: forwarding, cut, freeze, slow, refuse.
 
 No broker here: the proxy knows no AMQP, so plain sockets show what it does. Waits are
 bounded and fail with pytest.fail; the only clock checks are lower bounds on delays the
@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from bench.fault_proxy import FaultProxy
+from munggoggo.testing import FaultProxy
 
 
 class EchoServer:

@@ -1,4 +1,4 @@
-"""Network faults through our own proxy (bench/fault_proxy.py) against the real broker.
+"""Network faults through our own proxy (munggoggo.testing.fault_proxy) against the real broker.
 
 - cut: every connection dropped mid confirmed stream, with republishing on and off;
 - freeze: no bytes move either way until the clients notice the missing heartbeats;
@@ -15,12 +15,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from broker_tools import close_broker_connection, local_port
-from fault_tools import AgentPipe, ConfirmedStream, Consumed, delete_queues, eventually
+from broker_tools import close_broker_connection, eventually, local_port
+from fault_tools import AgentPipe, ConfirmedStream, Consumed, delete_queues
 
-from bench.broker_faults import broker_address
-from bench.fault_proxy import FaultProxy
 from munggoggo.client import Connection
+from munggoggo.testing import FaultProxy, broker_address
 from munggoggo.transport import Backoff
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.fault]

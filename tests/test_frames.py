@@ -21,22 +21,15 @@ from hypothesis import strategies as st
 from pamqp import commands, frame, header
 from pamqp import decode as pamqp_decode
 from pamqp import encode as pamqp_encode
+from twins import FRAME_TWINS, twin_id
 
 from munggoggo import _speedups
 from munggoggo._speedups import DELIVER, GET_OK, RETURN, _frames_py
 
-IMPLEMENTATIONS = [_frames_py]
-try:
-    from munggoggo._speedups import _frames  # type: ignore[attr-defined]
-except ImportError:
-    pass
-else:
-    IMPLEMENTATIONS.append(_frames)
-
 SETTINGS = settings(deadline=None, max_examples=150, suppress_health_check=[HealthCheck.too_slow])
 
 
-@pytest.fixture(params=IMPLEMENTATIONS, ids=lambda m: m.__name__.rsplit(".", 1)[-1], scope="module")
+@pytest.fixture(params=FRAME_TWINS, ids=twin_id, scope="module")
 def impl(request):
     return request.param
 
@@ -1078,7 +1071,7 @@ def _outcome(impl, chunks):
     return out, None
 
 
-@pytest.mark.skipif(len(IMPLEMENTATIONS) < 2, reason="the compiled twin is not built")
+@pytest.mark.skipif(len(FRAME_TWINS) < 2, reason="the compiled twin is not built")
 @settings(max_examples=300, deadline=None)
 @given(
     seed_stream=st.lists(
@@ -1114,5 +1107,5 @@ def test_both_twins_agree_on_any_stream(seed_stream, mutations, cuts):
     points = sorted({c % (len(data) + 1) for c in cuts})
     chunks = [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
     py_result = _outcome(_frames_py, chunks)
-    compiled_result = _outcome(IMPLEMENTATIONS[1], chunks)
+    compiled_result = _outcome(FRAME_TWINS[1], chunks)
     assert py_result == compiled_result

@@ -7,9 +7,8 @@ topics, targets and correlation ids). The app runs in process on RabbitMQ and me
 from __future__ import annotations
 
 import pytest
-from gateway_agents import Calc, running_gateway
-from mesh_tools import uid
-from test_gateway_ws import WsClient
+from gateway_tools import WsClient, running_gateway
+from mesh_tools import Calc, uid
 
 from munggoggo import Agent
 from munggoggo.gateway.mesh import Mesh, is_gateway_identity

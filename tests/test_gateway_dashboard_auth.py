@@ -1,8 +1,8 @@
 """The dashboard on a gateway with tokens, in headless Chromium: the page itself is open, its
 API calls and its WebSocket need the token. Without one the page asks for it; with one
 (typed into that form, or given as `#token=...` in the address) it lists the agents and
-streams their messages. Uses the gateway subprocess, agent thread and browser of
-tests/test_dashboard_chromium.py.
+streams their messages. Uses the gateway subprocess and agent thread of
+tests/dashboard_tools.py and the `browser` fixture.
 """
 
 from __future__ import annotations
@@ -11,14 +11,7 @@ import uuid
 from typing import Any
 
 import pytest
-from test_dashboard_chromium import (  # noqa: F401  (browser is a fixture)
-    WAIT,
-    AgentThread,
-    Blinky,
-    Gateway,
-    browser,
-    tick_topic,
-)
+from dashboard_tools import WAIT, AgentThread, Blinky, Gateway, tick_topic
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.timeout(120)]
 
@@ -42,7 +35,7 @@ def secured_gateway(broker_url, tmp_path, monkeypatch):
 def test_the_dashboard_asks_for_the_token_and_then_works(
     broker_url,
     secured_gateway,
-    browser,  # noqa: F811  (the fixture imported above)
+    browser,
 ):
     from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By

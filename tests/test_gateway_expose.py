@@ -13,11 +13,9 @@ import uuid
 from typing import Any
 
 import pytest
-from gateway_agents import running_gateway
-from test_gateway_ws import WsClient
+from gateway_tools import WsClient
 
 from munggoggo import Agent, RpcError, expose
-from munggoggo.gateway.state import GatewaySettings
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.timeout(60)]
 
@@ -94,12 +92,6 @@ def assert_untouched(agent: Vault) -> None:
     assert agent.touched == []
     assert agent.marker == "original"
     assert agent.state == "running"  # `stop` was refused, not run
-
-
-@pytest.fixture
-async def gateway(broker_url):
-    async with running_gateway(GatewaySettings(url=broker_url, call_timeout=3.0)) as gw:
-        yield gw
 
 
 async def test_the_agent_lists_only_exposed_methods(vault):

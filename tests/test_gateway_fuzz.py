@@ -30,9 +30,10 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-from gateway_agents import Calc, lifespan
+from gateway_tools import lifespan
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from mesh_tools import Calc
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (

@@ -14,29 +14,20 @@ from typing import Any
 
 import httpx
 import pytest
-from fault_tools import eventually
-from gateway_agents import Calc, running_gateway
-from test_gateway_security import handshake
-from test_gateway_server import free_port, gateway_process, wait_ready
-from test_gateway_ws import WsClient
+from broker_tools import eventually
+from gateway_tools import WsClient, gateway_process, handshake, running_gateway, wait_ready
 
-from bench.fault_proxy import FaultProxy
 from munggoggo.agent import TOPIC_EXCHANGE, open_connection
 from munggoggo.gateway.hosts import HostPolicy, host_name, normalize_host
 from munggoggo.gateway.mesh import Mesh
 from munggoggo.gateway.state import GatewaySettings, GatewayState
+from munggoggo.testing import FaultProxy, free_port
 from munggoggo.url import parse_url
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.timeout(90)]
 
 REBOUND = "evil.example:8000"  # a name the attacker controls, resolving to the gateway
 WAIT = 10.0
-
-
-@pytest.fixture
-async def calc(broker_url):
-    async with Calc(f"calc-{uuid.uuid4().hex[:8]}", url=broker_url) as agent:
-        yield agent
 
 
 def browser(host: str, origin: str | None = None) -> dict[str, str]:
@@ -106,7 +97,7 @@ async def test_a_tokenless_gateway_refuses_browser_requests_for_other_hosts(brok
         assert response.is_success, response.text
         # Probes stay open to anything.
         assert (await gw.http.get("/healthz", headers=browser(REBOUND))).status_code == 200
-        assert await eventually_equal(lambda: sorted(calc.hellos), [3, 4, 5])
+        await eventually(lambda: sorted(calc.hellos) == [3, 4, 5], WAIT)
 
 
 async def test_listed_hosts_and_the_cors_origins_hosts_are_allowed(broker_url, calc):
@@ -179,13 +170,6 @@ async def raw_handshake(port: int, host: str) -> str:
         return (await asyncio.wait_for(reader.readline(), WAIT)).decode("latin-1").strip()
     finally:
         writer.close()
-
-
-async def eventually_equal(get, expected, timeout: float = WAIT) -> bool:
-    async with asyncio.timeout(timeout):
-        while get() != expected:
-            await asyncio.sleep(0.02)
-    return True
 
 
 # -- (b) WebSocket buffers are bounded in bytes --------------------------------------------
@@ -351,7 +335,7 @@ async def test_a_body_that_does_not_arrive_in_time_gets_408(broker_url, calc):
         # Bodies that arrive are not affected, and the worker goes on serving.
         response = await gw.http.post(path, json=[7])
         assert response.is_success, response.text
-        assert await eventually_equal(lambda: calc.hellos, [7])
+        await eventually(lambda: calc.hellos == [7], WAIT)
 
 
 async def test_a_trickling_body_is_cut_off_by_the_real_server(broker_url, tmp_path, monkeypatch):

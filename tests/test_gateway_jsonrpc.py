@@ -12,28 +12,17 @@ import uuid
 
 import msgspec
 import pytest
-from gateway_agents import FAILURE_CODE, Calc, Gateway, running_gateway
+from gateway_tools import Gateway, running_gateway
 from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
+from mesh_tools import FAILURE_CODE, Calc
 
 from munggoggo.gateway.limits import BodyTooLarge, json_too_deep, read_body
 from munggoggo.gateway.state import GatewaySettings
 from munggoggo.rpc import INTERNAL_ERROR
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.timeout(30)]
-
-
-@pytest.fixture
-async def calc(broker_url):
-    async with Calc(f"calc-{uuid.uuid4().hex[:8]}", url=broker_url) as agent:
-        yield agent
-
-
-@pytest.fixture
-async def gateway(broker_url):
-    async with running_gateway(GatewaySettings(url=broker_url, call_timeout=3.0)) as gw:
-        yield gw
 
 
 def request(method: str, params=None, id=None, *, notification: bool = False) -> dict:

@@ -8,12 +8,12 @@ import uuid
 
 import httpx
 import pytest
-from gateway_agents import Calc, running_gateway
+from gateway_tools import WsClient, gateway_process, running_gateway, wait_ready
+from mesh_tools import Calc
 from prometheus_client.parser import text_string_to_metric_families
-from test_gateway_server import free_port, gateway_process, wait_ready
-from test_gateway_ws import WsClient
 
 from munggoggo.gateway.state import GatewaySettings
+from munggoggo.testing import free_port
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.timeout(60)]
 
@@ -43,18 +43,6 @@ async def scrape(http) -> dict:
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
     return parse(response.text)
-
-
-@pytest.fixture
-async def calc(broker_url):
-    async with Calc(f"calc-{uuid.uuid4().hex[:8]}", url=broker_url) as agent:
-        yield agent
-
-
-@pytest.fixture
-async def gateway(broker_url):
-    async with running_gateway(GatewaySettings(url=broker_url, call_timeout=3.0)) as gw:
-        yield gw
 
 
 async def test_requests_are_counted_by_route_method_and_status(gateway, calc):

@@ -16,15 +16,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from fault_tools import eventually
-from gateway_agents import running_gateway
+from broker_tools import eventually
+from gateway_tools import WsClient, running_gateway
 from mesh_tools import BodyCollector, uid
-from test_gateway_ws import WsClient
 
-from bench.fault_proxy import FaultProxy
 from munggoggo import Agent
 from munggoggo.gateway.state import GatewaySettings
 from munggoggo.rpc import UNAVAILABLE
+from munggoggo.testing import FaultProxy
 from munggoggo.url import parse_url
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.timeout(90)]

@@ -12,26 +12,14 @@ import uuid
 from urllib.parse import unquote
 
 import pytest
-from gateway_agents import FAILURE_CODE, Calc, events_topic, lifespan, running_gateway
-from test_gateway_ws import WsClient
+from gateway_tools import WsClient, lifespan, running_gateway
+from mesh_tools import FAILURE_CODE, events_topic
 
 from munggoggo.gateway.app import create_app
 from munggoggo.gateway.state import GatewaySettings
 from munggoggo.gateway.topics import topic_problem
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.timeout(30)]
-
-
-@pytest.fixture
-async def calc(broker_url):
-    async with Calc(f"calc-{uuid.uuid4().hex[:8]}", url=broker_url) as agent:
-        yield agent
-
-
-@pytest.fixture
-async def gateway(broker_url):
-    async with running_gateway(GatewaySettings(url=broker_url, call_timeout=3.0)) as gw:
-        yield gw
 
 
 def error_of(response, status: int) -> dict:

@@ -6,26 +6,21 @@ RabbitMQ; refused requests are shown not to reach the agent.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
-import uuid
 from typing import Any
 
 import httpx
 import pytest
-from gateway_agents import Calc, running_gateway
-from test_gateway_ws import WsClient
+from gateway_tools import WsClient, handshake, running_gateway
 
 from munggoggo.gateway import auth
 from munggoggo.gateway.auth import TokenSet, load_tokens
 from munggoggo.gateway.cors import normalize_origin, same_origin
 from munggoggo.gateway.guard import Guard
-from munggoggo.gateway.mesh import Mesh
 from munggoggo.gateway.ratelimit import RateLimiter
-from munggoggo.gateway.state import GatewaySettings, GatewayState
-from munggoggo.gateway.ws import websocket_endpoint
+from munggoggo.gateway.state import GatewaySettings
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.timeout(60)]
 
@@ -35,12 +30,6 @@ WRONG = "wr0ng-" + "c" * 26
 ORIGIN = "https://app.example.com"
 EVIL = "https://evil.example"
 WAIT = 10.0
-
-
-@pytest.fixture
-async def calc(broker_url):
-    async with Calc(f"calc-{uuid.uuid4().hex[:8]}", url=broker_url) as agent:
-        yield agent
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -439,55 +428,12 @@ async def test_unauthenticated_clients_are_limited_by_address(broker_url, calc):
 # -- WebSocket ----------------------------------------------------------------------------
 
 
-@pytest.fixture
-async def ws_state(broker_url):
-    """Make a started GatewayState with these settings overrides."""
-    meshes: list[Mesh] = []
-
-    async def make(**overrides: Any) -> GatewayState:
-        mesh = Mesh(broker_url, identity=f"gateway-test-{uuid.uuid4().hex[:8]}")
-        await mesh.start()
-        meshes.append(mesh)
-        return GatewayState(GatewaySettings(url=broker_url, **overrides), mesh)
-
-    yield make
-    for mesh in meshes:
-        await mesh.stop()
-
-
-async def handshake(
-    state: GatewayState,
-    headers: dict[str, str] | None = None,
-    query: str = "",
-    http_response: bool = False,
-) -> list[dict[str, Any]]:
-    """The server's first messages for a handshake: [accept] or the refusal."""
-    client = WsClient(state, headers=[(k.encode(), v.encode()) for k, v in (headers or {}).items()])
-    client.scope["query_string"] = query.encode()
-    client.scope["client"] = ("127.0.0.1", 5000)
-    if http_response:
-        client.scope["extensions"] = {"websocket.http.response": {}}
-    client.task = asyncio.get_running_loop().create_task(
-        websocket_endpoint(client.scope, client._receive, client._send, state)
-    )
-    client._to_server.put_nowait({"type": "websocket.connect"})
-    first = await asyncio.wait_for(client.frames.get(), WAIT)
-    if first["type"] == "websocket.accept":
-        await client.disconnect()
-        return [first]
-    messages = [first]
-    if first["type"] == "websocket.http.response.start":
-        messages.append(await asyncio.wait_for(client.frames.get(), WAIT))
-    await asyncio.wait_for(client.task, WAIT)
-    return messages
-
-
 ACCEPTED = [{"type": "websocket.accept"}]
 REFUSED = [{"type": "websocket.close", "code": 1008}]
 
 
-async def test_websocket_origin_check(ws_state):
-    state = await ws_state(cors_origins=(ORIGIN,), allowed_hosts=("gw",))
+async def test_websocket_origin_check(gateway_state):
+    state = await gateway_state(cors_origins=(ORIGIN,), allowed_hosts=("gw",))
     assert await handshake(state) == ACCEPTED  # not a browser
     assert await handshake(state, {"origin": ORIGIN}) == ACCEPTED
     assert await handshake(state, {"origin": "http://gw:8000", "host": "gw:8000"}) == ACCEPTED
@@ -499,8 +445,8 @@ async def test_websocket_origin_check(ws_state):
     assert state.counters["ws_connected"] == 3  # the accepted ones only
 
 
-async def test_websocket_credentials(ws_state):
-    state = await ws_state(tokens=(TOKEN,))
+async def test_websocket_credentials(gateway_state):
+    state = await gateway_state(tokens=(TOKEN,))
     assert await handshake(state) == REFUSED
     assert await handshake(state, query=f"token={WRONG}") == REFUSED
     assert await handshake(state, bearer(WRONG)) == REFUSED
@@ -518,8 +464,8 @@ async def test_websocket_credentials(ws_state):
     assert state.counters.get("ws_connected") == 4
 
 
-async def test_websocket_frames_share_the_clients_rate_limit(ws_state, calc):
-    state = await ws_state(rate_limit=0.01, rate_burst=4)
+async def test_websocket_frames_share_the_clients_rate_limit(gateway_state, calc):
+    state = await gateway_state(rate_limit=0.01, rate_burst=4)
     client = WsClient(state)
     client.scope["client"] = ("127.0.0.1", 5000)
     async with client:  # the handshake takes one

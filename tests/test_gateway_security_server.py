@@ -13,8 +13,10 @@ import uuid
 
 import httpx
 import pytest
-from gateway_agents import Calc
-from test_gateway_server import free_port, gateway_process, wait_ready
+from gateway_tools import gateway_process, wait_ready
+from mesh_tools import Calc
+
+from munggoggo.testing import free_port
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.timeout(90)]
 

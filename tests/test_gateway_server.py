@@ -5,67 +5,17 @@ the `Calc` agent in this process, everything through the real RabbitMQ.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import socket
-import subprocess
-import sys
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
 import pytest
-from gateway_agents import Calc
+from gateway_tools import gateway_process, wait_ready
+from mesh_tools import Calc
 from prometheus_client.parser import text_string_to_metric_families
 
+from munggoggo.testing import free_port
+
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.timeout(60)]
-
-TESTS_DIR = Path(__file__).resolve().parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.asynccontextmanager
-async def gateway_process(*args: str, log: Path) -> AsyncIterator[subprocess.Popen[bytes]]:
-    """`munggoggo gateway ARGS` in a subprocess; always terminated (then killed) at the end."""
-    env = dict(os.environ)
-    env["PYTHONUNBUFFERED"] = "1"
-    env.pop("MUNGGOGGO_GATEWAY_URL", None)
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "munggoggo", "gateway", *args],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=TESTS_DIR,
-            env=env,
-            start_new_session=True,
-        )
-        try:
-            yield proc
-        finally:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    await asyncio.to_thread(proc.wait, 15)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, 9)
-                    await asyncio.to_thread(proc.wait, 15)
-
-
-async def wait_ready(http: httpx.AsyncClient, proc: subprocess.Popen[bytes], log: Path) -> None:
-    async with asyncio.timeout(30):
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"gateway exited with {proc.returncode}:\n{log.read_text()}")
-            with contextlib.suppress(httpx.TransportError):
-                if (await http.get("/readyz")).status_code == 200:
-                    return
-            await asyncio.sleep(0.1)
 
 
 async def test_gateway_command_serves_jsonrpc_and_rest(broker_url, tmp_path):

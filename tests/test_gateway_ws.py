@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
-import time
 import uuid
 from typing import Any
 
 import pytest
+from broker_tools import eventually
+from gateway_tools import WsClient
 
 from munggoggo import Agent, expose
-from munggoggo.gateway.mesh import Mesh
-from munggoggo.gateway.state import GatewaySettings, GatewayState
+from munggoggo.gateway.state import GatewayState
 from munggoggo.gateway.ws import websocket_endpoint
 
 pytestmark = pytest.mark.rabbitmq
@@ -26,110 +25,9 @@ pytestmark = pytest.mark.rabbitmq
 WAIT = 10.0  # upper bound for anything to arrive
 
 
-class WsClient:
-    """A websocket client joined to `websocket_endpoint` in memory."""
-
-    def __init__(self, state: GatewayState, headers: list[tuple[bytes, bytes]] | None = None):
-        self.state = state
-        self.scope = {
-            "type": "websocket",
-            "path": "/ws",
-            "headers": headers or [],
-            "subprotocols": [],
-        }
-        self._to_server: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self.frames: asyncio.Queue[dict[str, Any]] = asyncio.Queue()  # what the server sent
-        self.reading = asyncio.Event()  # cleared: the server's writes block (a slow client)
-        self.reading.set()
-        self.task: asyncio.Task[None] | None = None
-
-    async def _receive(self) -> dict[str, Any]:
-        return await self._to_server.get()
-
-    async def _send(self, message: dict[str, Any]) -> None:
-        await self.reading.wait()
-        self.frames.put_nowait(message)
-
-    async def connect(self) -> WsClient:
-        self.task = asyncio.get_running_loop().create_task(
-            websocket_endpoint(self.scope, self._receive, self._send, self.state)
-        )
-        self._to_server.put_nowait({"type": "websocket.connect"})
-        first = await asyncio.wait_for(self.frames.get(), WAIT)
-        assert first == {"type": "websocket.accept"}
-        return self
-
-    async def disconnect(self) -> None:
-        self.reading.set()
-        self._to_server.put_nowait({"type": "websocket.disconnect", "code": 1000})
-        assert self.task is not None
-        await asyncio.wait_for(self.task, WAIT)
-
-    async def __aenter__(self) -> WsClient:
-        return await self.connect()
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        if self.task is not None and not self.task.done():
-            await self.disconnect()
-
-    def send_text(self, text: str) -> None:
-        self._to_server.put_nowait({"type": "websocket.receive", "text": text})
-
-    def send_json(self, value: Any) -> None:
-        self.send_text(json.dumps(value))
-
-    async def receive_json(self, timeout: float = WAIT) -> Any:
-        message = await asyncio.wait_for(self.frames.get(), timeout)
-        assert message["type"] == "websocket.send", message
-        return json.loads(message["text"])
-
-    async def request(self, value: Any) -> Any:
-        self.send_json(value)
-        return await self.receive_json()
-
-    async def subscribe(self, topic: str) -> None:
-        assert await self.request({"op": "subscribe", "topic": topic}) == {
-            "op": "subscribed",
-            "topic": topic,
-        }
-
-    async def nothing_pending(self) -> bool:
-        """True when the server has sent nothing more (after a round trip through it)."""
-        probe = {"op": "unsubscribe", "topic": f"probe.{uuid.uuid4().hex}"}
-        reply = await self.request(probe)
-        return reply["op"] == "error" and probe["topic"] in reply["error"]
-
-
-def settings(broker_url: str, **overrides: Any) -> GatewaySettings:
-    return GatewaySettings(url=broker_url, **overrides)
-
-
 @pytest.fixture
-async def gateway(broker_url):
-    """A started gateway state: call it with settings overrides (once per test)."""
-    meshes: list[Mesh] = []
-
-    async def make(**overrides: Any) -> GatewayState:
-        chosen = settings(broker_url, **overrides)
-        mesh = Mesh(
-            broker_url,
-            identity=f"gateway-test-{uuid.uuid4().hex[:8]}",
-            publish_timeout=chosen.publish_timeout,
-            publish_buffer=chosen.publish_buffer,
-            publish_buffer_bytes=chosen.publish_buffer_bytes,
-        )
-        await mesh.start()
-        meshes.append(mesh)
-        return GatewayState(chosen, mesh)
-
-    yield make
-    for mesh in meshes:
-        await mesh.stop()
-
-
-@pytest.fixture
-async def state(gateway) -> GatewayState:
-    return await gateway()
+async def state(gateway_state) -> GatewayState:
+    return await gateway_state()
 
 
 @pytest.fixture
@@ -159,14 +57,6 @@ async def calculator(broker_url):
     # A dot in the identity: the JSON-RPC method is split at the LAST dot.
     async with Calculator(f"calc.v2-{uuid.uuid4().hex[:8]}", url=broker_url) as agent:
         yield agent
-
-
-async def eventually(condition, timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:  # a guard against hanging, not a speed claim
-            pytest.fail("condition never became true")
-        await asyncio.sleep(0.01)
 
 
 def topic() -> str:
@@ -355,8 +245,8 @@ async def test_a_slow_call_does_not_hold_up_the_socket(state, calculator, publis
         assert state.in_flight == 0
 
 
-async def test_calls_beyond_max_in_flight_are_refused(gateway, calculator):
-    state = await gateway(max_in_flight=1)
+async def test_calls_beyond_max_in_flight_are_refused(gateway_state, calculator):
+    state = await gateway_state(max_in_flight=1)
     async with WsClient(state) as ws:
         ws.send_json({"jsonrpc": "2.0", "method": f"{calculator.identity}.gate", "id": 1})
         reply = await ws.request(
@@ -368,8 +258,8 @@ async def test_calls_beyond_max_in_flight_are_refused(gateway, calculator):
         assert (await ws.receive_json())["result"] == "released"
 
 
-async def test_call_timeout_comes_from_the_settings(gateway, calculator):
-    state = await gateway(call_timeout=0.2)
+async def test_call_timeout_comes_from_the_settings(gateway_state, calculator):
+    state = await gateway_state(call_timeout=0.2)
     async with WsClient(state) as ws:
         reply = await ws.request(
             {"jsonrpc": "2.0", "method": f"{calculator.identity}.gate", "id": 1}
@@ -405,8 +295,8 @@ async def test_bad_frames_get_errors_a_person_understands(state):
     assert state.counters["ws_errors"] == 10
 
 
-async def test_too_deep_and_too_large_frames_are_refused(gateway):
-    state = await gateway(max_json_depth=4, max_body_bytes=1000)
+async def test_too_deep_and_too_large_frames_are_refused(gateway_state):
+    state = await gateway_state(max_json_depth=4, max_body_bytes=1000)
     async with WsClient(state) as ws:
         reply = await ws.request({"op": "publish", "topic": "a", "body": [[[[1]]]]})
         assert reply["op"] == "error" and "deeper than 4" in reply["error"]
@@ -414,8 +304,8 @@ async def test_too_deep_and_too_large_frames_are_refused(gateway):
         assert reply["op"] == "error" and "larger than the limit of 1000 bytes" in reply["error"]
 
 
-async def test_too_many_subscriptions(gateway):
-    state = await gateway(ws_max_subscriptions=3)
+async def test_too_many_subscriptions(gateway_state):
+    state = await gateway_state(ws_max_subscriptions=3)
     base = topic()
     async with WsClient(state) as ws:
         for i in range(3):
@@ -494,9 +384,9 @@ async def publish_paced(publisher, key: str, count: int, wait_for) -> None:
         await wait_for(min(start + chunk, count))
 
 
-async def test_slow_client_drops_the_newest_and_others_get_everything(gateway, publisher):
+async def test_slow_client_drops_the_newest_and_others_get_everything(gateway_state, publisher):
     buffer = 20
-    state = await gateway(ws_buffer=buffer)
+    state = await gateway_state(ws_buffer=buffer)
     key = topic()
     async with WsClient(state) as slow, WsClient(state) as fast:
         await slow.subscribe(key)
@@ -528,9 +418,9 @@ async def test_slow_client_drops_the_newest_and_others_get_everything(gateway, p
         assert state.counters["ws_dropped"] == excess
 
 
-async def test_a_second_burst_gets_its_own_notice(gateway, publisher):
+async def test_a_second_burst_gets_its_own_notice(gateway_state, publisher):
     buffer = 5
-    state = await gateway(ws_buffer=buffer)
+    state = await gateway_state(ws_buffer=buffer)
     key = topic()
     async with WsClient(state) as ws:
         await ws.subscribe(key)
@@ -540,7 +430,9 @@ async def test_a_second_burst_gets_its_own_notice(gateway, publisher):
             for i in range(buffer + 3):
                 await publisher.publish(i, key)
             dropped_so_far = 3 * (burst + 1)
-            await eventually(lambda n=dropped_so_far: state.counters.get("ws_dropped", 0) == n)
+            await eventually(
+                lambda n=dropped_so_far: state.counters.get("ws_dropped", 0) == n, WAIT
+            )
             ws.reading.set()
             frames = [await ws.receive_json() for _ in range(buffer + 1)]
             assert [f["body"] for f in frames[:buffer]] == list(range(buffer))
@@ -548,9 +440,9 @@ async def test_a_second_burst_gets_its_own_notice(gateway, publisher):
         assert notices == [{"op": "dropped", "count": 3}] * 2
 
 
-async def test_load_50_clients_1k_messages_per_second_for_3_seconds(gateway, publisher):
+async def test_load_50_clients_1k_messages_per_second_for_3_seconds(gateway_state, publisher):
     """The issue's load target, counted (not timed): every client gets every message."""
-    state = await gateway()
+    state = await gateway_state()
     key = topic()
     clients = [await WsClient(state).connect() for _ in range(50)]
     try:

@@ -17,6 +17,7 @@ import pickle
 import struct
 
 import pytest
+from broker_tools import eventually
 from mesh_tools import uid
 
 from munggoggo import Agent, AgentConfig, Behaviour, RestartPolicy, Template
@@ -173,14 +174,6 @@ async def dead_letters_of(connection, count: int) -> list:
     return found
 
 
-async def eventually(condition, timeout: float = WAIT) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
-
-
 POISON = 300  # more than the inbox's prefetch: a stuck message each would end the inbox
 
 
@@ -238,7 +231,7 @@ async def test_retries_and_the_dead_letter_carry_the_headers(isolated_mesh_url):
         (letter,) = await dead_letters_of(caller.connection, 1)
         # The behaviour survived each failing step and still works.
         await caller.send(target.identity, b"good")
-        await eventually(lambda: failing.good == [b"good"])
+        await eventually(lambda: failing.good == [b"good"], WAIT)
         assert failing.state == "running"
         await ch.close()
     assert len(failing.attempts) == 3  # the first try and two retries
@@ -272,11 +265,11 @@ async def test_a_behaviour_whose_task_dies_is_reported_failed(mesh_url):
     agent = Agent(uid("hdr-dies"), url=mesh_url)
     async with agent:
         breaking = await agent.add_behaviour(Breaking(agent))
-        await eventually(lambda: breaking.state != "running")
+        await eventually(lambda: breaking.state != "running", WAIT)
         assert breaking.state == "failed"
         assert "Escape" in (breaking.last_error or "")
         broken = await agent.add_behaviour(BreakingSetup(agent))
-        await eventually(lambda: broken.state != "running")
+        await eventually(lambda: broken.state != "running", WAIT)
         assert broken.state == "failed" and "Escape" in (broken.last_error or "")
         info = await agent.call(agent.identity, "describe", timeout=WAIT)
         states = {b["name"]: b["state"] for b in info["behaviours"]}

@@ -1,7 +1,7 @@
 """`--health-port`: /livez and /readyz of agents on the real RabbitMQ.
 
 Ready once started; 503 naming the connection while the broker cannot be reached (through
-bench/fault_proxy.py: new connections refused, the current one cut); ready again after the
+munggoggo.testing.fault_proxy: new connections refused, the current one cut); ready again after the
 recovery; 503 naming the behaviour when the broker cancels its consumer; /livez 200 all
 along. Then the CLI: `munggoggo run --health-port` in a subprocess (with a failover list
 whose first URL is dead), and the start-up errors for a port in use or out of range.
@@ -22,10 +22,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.fault_proxy import FaultProxy
 from munggoggo import Agent, Behaviour
 from munggoggo.client import Connection
 from munggoggo.health import HealthServer
+from munggoggo.testing import FaultProxy, free_port
 from munggoggo.url import parse_url
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.timeout(60)]
@@ -143,12 +143,6 @@ async def test_other_requests_get_clear_answers():
 
 
 # -- the command line ---------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def cli_env() -> dict[str, str]:

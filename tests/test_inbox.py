@@ -19,13 +19,12 @@ import pytest
 from broker_tools import rabbitmqctl, wait_until
 from mesh_tools import BodyCollector, uid
 
-from bench.broker_faults import broker_address
-from bench.fault_proxy import FaultProxy
 from munggoggo import Agent, IdentityInUse, RpcError, Template, expose
 from munggoggo.amqp.errors import BrokerError
 from munggoggo.client import Connection
 from munggoggo.durable import QueueMismatch
 from munggoggo.memory import MemoryConnection
+from munggoggo.testing import FaultProxy, broker_address
 
 pytestmark = pytest.mark.timeout(90)
 

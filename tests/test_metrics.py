@@ -10,12 +10,14 @@ import uuid
 
 import pytest
 from broker_tools import wait_until
+from mesh_tools import Calc
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from munggoggo import Agent, Behaviour, RpcError, expose
+from munggoggo import Agent, Behaviour, RpcError
 from munggoggo.deadletters import DeadLetters
 from munggoggo.metrics import COLLECTOR, FastHistogram, serve_metrics
+from munggoggo.testing import free_port
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -47,12 +49,6 @@ class Sink(Behaviour):
             self.got += 1
             if msg.body == self.fail_on:
                 raise ValueError("poison")
-
-
-class Calc(Agent):
-    @expose
-    async def mul(self, a: int, b: int) -> int:
-        return a * b
 
 
 def test_fast_histogram_buckets_are_cumulative():
@@ -232,9 +228,7 @@ def test_a_metrics_port_that_cannot_be_is_a_clear_error(args, message):
 
 
 async def test_the_demo_serves_metrics_while_it_runs():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "munggoggo", "--url", "memory://metrics-demo", "demo",
         "--seconds", "20", "--metrics-port", str(port),

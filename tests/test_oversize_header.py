@@ -15,7 +15,7 @@ import pytest
 from amqp_peer import content_frames
 from broker_tools import wait_until
 from pamqp import commands
-from test_frames import IMPLEMENTATIONS
+from twins import FRAME_TWINS, twin_id
 
 from munggoggo._speedups import Properties, encode_properties
 from munggoggo.client import Connection
@@ -23,7 +23,7 @@ from munggoggo.client import Connection
 FRAME_MAX = 8192
 
 
-@pytest.fixture(params=IMPLEMENTATIONS, ids=lambda m: m.__name__.rsplit(".", 1)[-1])
+@pytest.fixture(params=FRAME_TWINS, ids=twin_id)
 def impl(request):
     return request.param
 

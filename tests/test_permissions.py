@@ -16,10 +16,10 @@ from broker_tools import wait_until
 from tls_broker import rabbitmqctl_available
 from tls_broker import rabbitmqctl_patiently as rabbitmqctl
 
-from bench.broker_faults import broker_address
 from munggoggo import Agent, AgentConfig, Behaviour
 from munggoggo.amqp.errors import AccessRefused, AuthenticationError
 from munggoggo.deadletters import DeadLetters
+from munggoggo.testing import broker_address
 
 pytestmark = [
     pytest.mark.rabbitmq,

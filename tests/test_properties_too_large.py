@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from broker_tools import eventually
+from gateway_tools import WsClient
 from mesh_tools import BodyCollector, uid
-from test_gateway_ws import WsClient
-from test_gateway_ws import settings as gateway_settings
 
 from munggoggo import Agent, Behaviour
 from munggoggo._speedups import (
@@ -26,7 +26,7 @@ from munggoggo._speedups import (
 )
 from munggoggo.client import Connection
 from munggoggo.gateway.mesh import Mesh
-from munggoggo.gateway.state import GatewayState
+from munggoggo.gateway.state import GatewaySettings, GatewayState
 from munggoggo.republish import fit_to_frame_max
 
 WAIT = 10.0
@@ -35,14 +35,6 @@ HUGE = {"h": "x" * 200_000}  # far above RabbitMQ's default frame_max of 131072
 
 class Collector(BodyCollector):
     """Keeps the bodies of what its topics bring."""
-
-
-async def eventually(condition, timeout: float = WAIT) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 def assert_names_the_limit(exc: PropertiesTooLarge, frame_max: int) -> None:
@@ -68,7 +60,7 @@ async def test_agent_publish_send_broadcast_refuse_huge_headers(mesh_url):
             assert_names_the_limit(info.value, frame_max)
         await sender.publish(b"fine", key, headers={"h": "x" * 1000})
         await sender.flush(timeout=WAIT)
-        await eventually(lambda: collector.bodies == [b"fine"])
+        await eventually(lambda: collector.bodies == [b"fine"], WAIT)
         assert sender.connection.reconnects == 0
         assert receiver.connection.reconnects == 0
 
@@ -134,7 +126,7 @@ async def test_gateway_ws_publish_with_huge_headers_is_a_clear_client_error(brok
     mesh = Mesh(broker_url, identity=uid("gateway-big"))
     await mesh.start()
     try:
-        state = GatewayState(gateway_settings(broker_url), mesh)
+        state = GatewayState(GatewaySettings(url=broker_url), mesh)
         async with WsClient(state) as ws:
             reply = await ws.request(
                 {"op": "publish", "topic": "big.one", "body": 1, "headers": HUGE, "id": 1}

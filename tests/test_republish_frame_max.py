@@ -12,10 +12,10 @@ from __future__ import annotations
 import pytest
 from broker_tools import wait_until
 
-from bench.fault_proxy import FaultProxy
 from munggoggo._speedups import Properties, PropertiesTooLarge
 from munggoggo.channel import PublishError
 from munggoggo.client import Connection
+from munggoggo.testing import FaultProxy
 from munggoggo.transport import Backoff
 from munggoggo.url import parse_url
 

@@ -8,9 +8,9 @@ the agent called is dropped; a reply naming none (a plain AMQP server) is taken.
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 from broker_tools import wait_until
+from mesh_tools import uid
 
 from munggoggo import Agent, expose
 from munggoggo._speedups import Properties
@@ -18,10 +18,6 @@ from munggoggo.agent import open_connection
 from munggoggo.envelope import KIND_RPC
 from munggoggo.rpc import decode_request, encode_result
 from munggoggo.url import parse_urls
-
-
-def uid(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 class Gated(Agent):

@@ -23,14 +23,13 @@ import asyncio
 import pytest
 from broker_tools import close_broker_connection, local_port, wait_until
 from fault_tools import delete_queues
-from gateway_agents import running_gateway
+from gateway_tools import running_gateway
 from mesh_tools import uid
 
-from bench.broker_faults import broker_address
-from bench.fault_proxy import FaultProxy
 from munggoggo import Agent, AgentConfig, AgentUnreachable, RpcError, expose
 from munggoggo.gateway.state import GatewaySettings
 from munggoggo.rpc import UNKNOWN_AGENT, UNREACHABLE
+from munggoggo.testing import FaultProxy, broker_address
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.timeout(90)]
 

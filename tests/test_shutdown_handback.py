@@ -9,11 +9,11 @@ retry would dead-letter it, so a rolling restart that counted would show at once
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 import pytest
 from broker_tools import wait_until
 from fault_tools import delete_queues
+from mesh_tools import uid
 
 from munggoggo import Agent, AgentConfig, Behaviour, expose
 from munggoggo.amqp.errors import NotFound
@@ -25,10 +25,6 @@ pytestmark = pytest.mark.timeout(60)
 
 # Short drain, and no retry at all: one counted retry dead-letters the message.
 CONFIG = AgentConfig(max_redeliveries=0, drain_timeout=0.3)
-
-
-def uid(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 async def take_all(agent: Agent, queue: str) -> list:

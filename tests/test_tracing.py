@@ -119,7 +119,7 @@ class Front(Agent):
 
 
 async def test_a_trace_spans_gateway_agent_and_agent(broker_url):
-    from gateway_agents import running_gateway
+    from gateway_tools import running_gateway
 
     from munggoggo.gateway.state import GatewaySettings
 

@@ -14,6 +14,7 @@ import asyncio
 import struct
 
 import pytest
+from broker_tools import eventually
 from mesh_tools import BodyCollector, uid
 
 from munggoggo import Agent
@@ -33,14 +34,6 @@ def nested_headers_properties(levels: int = LEVELS) -> bytes:
     for _ in range(levels):
         table = struct.pack(">I", len(table) + 3) + b"\x01hF" + table
     return b"\x20\x08" + table + b"\x06mallet"
-
-
-async def eventually(condition, timeout: float = WAIT) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 class Collector(BodyCollector):
@@ -76,7 +69,7 @@ async def test_engine_consumer_gets_a_marked_delivery_and_settles_it(vhost_url):
         seq = ch.publish(b"poison", "", queue, nested_headers_properties())
         seq = ch.publish(b"after", "", queue, b"\x00\x08\x05alice")  # app_id only
         await ch.wait_confirms(seq, timeout=WAIT)
-        await eventually(lambda: len(received) == 2)
+        await eventually(lambda: len(received) == 2, WAIT)
         bad, good = received
         assert bad.body == b"poison"
         assert "nested deeper than" in bad.properties_error
@@ -106,7 +99,7 @@ async def test_agent_rejects_undecodable_messages_to_the_dead_letters(vhost_url)
         ch.publish(b"poison-inbox", "", agent.identity, bad)
         seq = ch.publish(b"good-topic", TOPIC_EXCHANGE, key)
         await ch.wait_confirms(seq, timeout=WAIT)
-        await eventually(lambda: collector.bodies == [b"good-topic"])
+        await eventually(lambda: collector.bodies == [b"good-topic"], WAIT)
         assert await caller.call(agent.identity, "ping", timeout=WAIT) == "pong"
         dead = await dead_letter_bodies(raw, 2)
         assert sorted(dead) == [b"poison-inbox", b"poison-topic"]

@@ -15,7 +15,6 @@ import contextlib
 import datetime
 import ipaddress
 import shutil
-import socket
 import tempfile
 import time
 from collections.abc import Iterator
@@ -27,6 +26,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from munggoggo.testing import free_port
 
 
 @dataclass(frozen=True)
@@ -183,12 +184,6 @@ def make_tls_files(directory: Path) -> TLSFiles:
     return files
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _erl_string(path: Path) -> str:
     text = str(path)
     if '"' in text or "\\" in text:
@@ -233,7 +228,7 @@ def tls_listener() -> Iterator[TLSListener]:
         directory.chmod(0o755)
         files = make_tls_files(directory)
         for _ in range(3):  # another process may take the free port before the broker does
-            port = _free_port()
+            port = free_port()
             answer = _start_listener(port, files)
             if answer == "ok":
                 break

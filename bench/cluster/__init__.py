@@ -1,0 +1,1 @@
+"""`python -m bench cluster`: a local 3-node RabbitMQ cluster, and failover under load."""

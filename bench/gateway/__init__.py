@@ -1,0 +1,1 @@
+"""`python -m bench gateway`: the gateway under wrk, vs a Starlette + aio-pika baseline."""

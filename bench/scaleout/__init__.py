@@ -1,0 +1,1 @@
+"""`python -m bench scaleout`: competing consumers across agent processes."""

@@ -1,0 +1,1 @@
+"""Throughput: `python -m bench engine`, `throughput` (scenarios/) and `idle`."""
