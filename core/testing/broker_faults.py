@@ -179,8 +179,9 @@ def broker_answers(host: str | None = None, port: int | None = None, timeout: fl
     """True when something on host:port (default: the broker under test) answers the AMQP
     0-9-1 header with a method frame (Connection.Start): the broker's listener is up, not
     merely the Erlang node."""
-    if host is None or port is None:
-        host, port = broker_address()
+    default_host, default_port = broker_address()
+    host = default_host if host is None else host  # a port alone is a port of that host
+    port = default_port if port is None else port
     try:
         with socket.create_connection((host, port), timeout=timeout) as sock:
             sock.sendall(b"AMQP\x00\x00\x09\x01")
@@ -193,8 +194,9 @@ def wait_for_broker(
     host: str | None = None, port: int | None = None, timeout: float = 60.0
 ) -> None:
     """Block until the broker (default: the one under test) answers; TimeoutError if not."""
-    if host is None or port is None:
-        host, port = broker_address()
+    default_host, default_port = broker_address()
+    host = default_host if host is None else host  # a port alone is a port of that host
+    port = default_port if port is None else port
     deadline = time.monotonic() + timeout
     while not broker_answers(host, port):
         if time.monotonic() > deadline:
