@@ -33,6 +33,10 @@ class PublishSurface:
     `_publish_label` (the behaviour label of the `published` metric) at construction.
     """
 
+    # Slots, not instance-dict entries: a behaviour keeps the attribute count of its
+    # __dict__ (CPython's fast shared-key instance layout holds at most 30 attributes,
+    # and a user's Behaviour subclass adds its own on top of ours).
+    __slots__ = ("_publish_label", "_publisher")
     _publisher: AgentBase
     _publish_label: str
 
