@@ -23,8 +23,8 @@ from . import tracing
 from .amqp.errors import AMQPError
 from .message import Message
 from .metrics import FastHistogram
+from .publishing import PublishSurface
 from .tracing import TRACEPARENT, adopt
-from .wire import FANOUT_EXCHANGE, TOPIC_EXCHANGE
 
 if TYPE_CHECKING:
     from .agent import Agent
@@ -55,7 +55,7 @@ class RestartPolicy:
         return min(self.maximum, self.initial * 2 ** max(0, consecutive_failures - 1))
 
 
-class Behaviour:
+class Behaviour(PublishSurface):
     """A cyclic behaviour: `run()` is called again and again until the behaviour stops.
 
     `binding_keys` subscribe it to topics on `munggoggo.topic` (its own queue
@@ -93,6 +93,10 @@ class Behaviour:
     ) -> None:
         self.agent = agent
         self.short_name = name or type(self).__name__
+        # The publish surface (core/publishing.py): `publish`, `send` and `broadcast` go
+        # through the agent, counted under this behaviour's name.
+        self._publisher = agent
+        self._publish_label = self.short_name
         self.binding_keys = list(binding_keys or [])
         if queue is not None:
             if not self.binding_keys:
@@ -159,7 +163,13 @@ class Behaviour:
 
     @property
     def mailbox_size(self) -> int:
+        """Messages delivered and not received yet."""
         return len(self._mailbox)
+
+    @property
+    def inflight_size(self) -> int:
+        """Messages the current step received; they are settled when it ends."""
+        return len(self._inflight)
 
     async def receive(self, timeout: float | None = None) -> Message | None:
         """The next message of this behaviour's mailbox, or None.
@@ -213,41 +223,9 @@ class Behaviour:
             self._span = tracing.hooks.consumer(self._span, msg, self)
         elif headers or TRACEPARENT.get() is not None:
             adopt(headers)
-        if self.agent._tracing:
+        if self.agent.records_traces:
             self.agent.trace.record_in(msg, self.short_name)
         return msg
-
-    async def publish(
-        self,
-        body: Any,
-        routing_key: str,
-        *,
-        headers: dict[str, Any] | None = None,
-        content_type: str | None = None,
-    ) -> int:
-        """Publish on `munggoggo.topic` (see Agent.publish), counted for this behaviour."""
-        return await self.agent._emit(
-            body, TOPIC_EXCHANGE, routing_key, headers, content_type, self.short_name
-        )
-
-    async def send(
-        self,
-        target: str,
-        body: Any,
-        *,
-        headers: dict[str, Any] | None = None,
-        content_type: str | None = None,
-    ) -> int:
-        """Send to agent `target`'s inbox (see Agent.send)."""
-        return await self.agent._emit(body, "", target, headers, content_type, self.short_name)
-
-    async def broadcast(
-        self, body: Any, *, headers: dict[str, Any] | None = None, content_type: str | None = None
-    ) -> int:
-        """Send to every agent's inbox (see Agent.broadcast)."""
-        return await self.agent._emit(
-            body, FANOUT_EXCHANGE, "", headers, content_type, self.short_name
-        )
 
     async def call(
         self, target: str, method: str, *args: Any, timeout: float | None = None, **kwargs: Any
@@ -333,8 +311,13 @@ class Behaviour:
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
 
-    def _deliver(self, messages: list[Message]) -> None:
-        """Called by the agent's consumer with a batch (no awaiting here)."""
+    def deliver_batch(self, messages: list[Message]) -> None:
+        """Put messages in the mailbox and wake a waiting `receive()`: what the agent's
+        consumer (a batch) and inbox routing (a direct message) call. Never awaits.
+
+        Args:
+            messages: received messages, unsettled; the behaviour settles them.
+        """
         self._mailbox.extend(messages)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
@@ -383,7 +366,7 @@ class Behaviour:
         for msg in inflight:
             if not msg.settled:
                 try:
-                    self.agent._retry_or_dead_letter(msg, exc, self.short_name)
+                    self.agent.retry_or_dead_letter(msg, exc, self.short_name)
                 except Exception as failure:  # never lose the message, never end the loop
                     self.agent.reject_failed(msg, failure, self.short_name)
 

@@ -1,8 +1,9 @@
 """The control plane's memory: a trace store of the last N messages in and out.
 
 Everything else of the control plane is plain RPC: status, behaviours, start/stop and traces
-are `@expose`d methods of every Agent (core/agent.py), and peer discovery is a broadcast of
-a `describe` request over `munggoggo.fanout` whose replies are collected for a moment.
+are `@expose`d methods of every Agent (core/control_plane.py), and peer discovery
+(`Agent.peers`, core/rpc_client.py) is a broadcast of a `describe` request over
+`munggoggo.fanout` whose replies are collected for a moment.
 Recording is one tuple append per message; formatting happens only when someone asks.
 """
 

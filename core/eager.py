@@ -57,6 +57,7 @@ async def _resume(coro: Coroutine[Any, Any, Any], yielded: Any, on_done: DoneCal
             else:
                 if getattr(yielded, "_asyncio_future_blocking", None) is None:
                     raise RuntimeError(f"coroutine yielded {yielded!r}, not an asyncio future")
+                # private: asyncio's own future protocol flag, cleared as Task.__step does
                 yielded._asyncio_future_blocking = False
                 await _until_done(yielded)
         except asyncio.CancelledError as cancel:

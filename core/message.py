@@ -116,11 +116,19 @@ class Message:
             self._delivery.delivery_tag, requeue=requeue, generation=self._generation
         )
 
-    def _begin_handoff(self) -> None:
-        """A copy was published (retry or dead letter); settle when it is confirmed."""
+    def begin_handoff(self) -> None:
+        """A copy of it was published (a retry or a dead letter, core/handoff.py): it is
+        settled by `end_handoff` once the broker confirmed the copy, and `ack`/`nack`
+        leave it alone meanwhile."""
         self._settled = HANDOFF
 
-    def _end_handoff(self, ack: bool) -> None:
+    def end_handoff(self, ack: bool) -> None:
+        """Settle a message handed off: acked when its copy was confirmed, requeued when
+        the copy was refused or lost. Nothing happens when it is not handed off.
+
+        Args:
+            ack: whether the copy was confirmed.
+        """
         if self._settled != HANDOFF:
             return
         self._settled = ACKED if ack else NACKED

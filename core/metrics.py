@@ -190,18 +190,18 @@ class AgentCollector:
                 stats.rpc_served, [(m, o) for m in methods for o in RPC_SERVED_OUTCOMES]
             ):
                 rpc_served.add_metric([a, method, outcome], n)
-            for behaviour, channel in agent._settling_channels():
+            for behaviour, channel in agent.settling_channels():
                 acked.add_metric([a, behaviour], channel.acked)
                 nacked.add_metric([a, behaviour], channel.nacked)
             for b in agent.behaviours.values():
                 mailbox.add_metric([a, b.short_name], b.mailbox_size)
-                inflight.add_metric([a, b.short_name], b.mailbox_size + len(b._inflight))
+                inflight.add_metric([a, b.short_name], b.mailbox_size + b.inflight_size)
                 failures.add_metric([a, b.short_name], b.failed_steps)
                 _add_histogram(step, [a, b.short_name], b.step_seconds)
             conn = agent.connection
             reconnects.add_metric([a], getattr(conn, "reconnects", 0))
             connected.add_metric([a], 1.0 if conn is not None and conn.is_open else 0.0)
-            pub = agent._pub
+            pub = agent.publish_channel
             unconfirmed.add_metric([a], pub.unconfirmed if pub is not None else 0)
             _add_histogram(confirm, [a], getattr(pub, "confirm_seconds", _NO_EVENTS))
             if stats.rpc_client:

@@ -1,0 +1,158 @@
+"""The agent's constructor and the state its roles share.
+
+`Agent` (core/agent.py) is assembled from role mixins, one module each: publishing
+(core/publishing.py), consumers and the prefetch budget (core/consumers.py), inbox routing
+(core/inbox.py), the RPC client and server (core/rpc_client.py, core/rpc_server.py), retry /
+dead-letter handoff (core/handoff.py) and the control plane (core/control_plane.py). Every
+role subclasses `AgentBase`, so the attributes set here are what a role may read of its
+agent, and the few role methods one role calls on another are declared here for readers
+and type checkers (the real ones live in their role's module).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from .config import AgentConfig, agent_config
+from .consumer_restore import ConsumerRestorer
+from .control import TraceStore
+from .engine import ChannelProtocol, ConnectionProtocol
+from .metrics import AgentStats
+from .reachability import Reachability
+from .rpc import exposed_methods
+from .url import BrokerURL, parse_urls
+
+if TYPE_CHECKING:
+    from .behaviour import Behaviour
+    from .message import Message
+
+CREATED, STARTING, RUNNING, STOPPING, STOPPED = (
+    "created",
+    "starting",
+    "running",
+    "stopping",
+    "stopped",
+)
+
+
+class AgentBase:
+    """Identity, settings and shared state of an agent (see `Agent` for the public API).
+
+    Args:
+        identity: the agent's name on the mesh, its inbox queue's name (default: a
+            generated `agent-<hex>`).
+        url: broker URL, or a failover list tried in order (default `MUNGGOGGO_URL`).
+        config: an `AgentConfig`, or a mapping of its fields.
+
+    Raises:
+        ValueError: an identity that is empty, over 200 bytes or contains whitespace; an
+            invalid URL or config.
+    """
+
+    def __init__(
+        self,
+        identity: str | None = None,
+        *,
+        url: str | list[str] | None = None,
+        config: AgentConfig | Mapping[str, Any] | None = None,
+    ):
+        self.identity = identity or f"agent-{uuid.uuid4().hex[:8]}"
+        if (
+            not self.identity
+            or len(self.identity.encode()) > 200
+            or any(c.isspace() for c in self.identity)
+        ):
+            raise ValueError(
+                f"invalid agent identity {self.identity!r}: 1-200 bytes, no whitespace"
+            )
+        self.urls = parse_urls(url)  # several: failover, tried in order (README)
+        self.config = agent_config(config)
+        self.state = CREATED
+        self.behaviours: dict[str, Behaviour] = {}
+        self.trace = TraceStore(self.config.trace_size)
+        # Whether messages in and out are recorded in `trace` (read on every message).
+        self.records_traces = self.config.trace_size > 0
+        self.connection: ConnectionProtocol = None  # type: ignore[assignment]  # until connected
+        # Called with [(sequence number, error)] for publishes the broker will never
+        # confirm (publish/send/broadcast return the sequence number); they are logged too.
+        self.on_publish_failure: Callable[[list[tuple[int, Exception]]], None] | None = None
+        self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+        self.started_at: float | None = None
+        self.stats = AgentStats()  # read by the Prometheus collector at scrape time
+        # The publish surface (core/publishing.py): the agent publishes as itself, unlabelled.
+        self._publisher = self
+        self._publish_label = ""
+        self._exposed = exposed_methods(type(self))
+        # The three channels exist from connect on (None before).
+        # Confirmed publishes: pub/sub, direct, broadcast, handoffs.
+        self._pub: ChannelProtocol = None  # type: ignore[assignment]
+        # RPC requests and replies: no confirms, the caller's timeout covers a lost
+        # request or reply, and mandatory still reports unknown agents.
+        self._rpc: ChannelProtocol = None  # type: ignore[assignment]
+        self._sub: ChannelProtocol = None  # type: ignore[assignment]
+        # behaviour name ("" for the inbox) -> (channel, consumer tag). Each consuming
+        # behaviour has its own channel, so its delivery tags are contiguous and one
+        # coalesced multiple-ack per tick covers what it finished.
+        self._consumers: dict[str, tuple[ChannelProtocol, str]] = {}
+        self._behaviour_channels: dict[str, ChannelProtocol] = {}
+        self._setting_up = False
+        self._adding: dict[str, Behaviour] = {}  # behaviours add_behaviour is starting
+        self._pending_calls: dict[str, asyncio.Future[bytes]] = {}
+        self._call_targets: dict[str, str] = {}  # call id -> the agent called
+        self._reachability = Reachability(self._pending_calls, self._call_targets)
+        self._collectors: dict[str, list[bytes]] = {}
+        # Marks our call ids (a late reply is recognised and dropped); the random part of
+        # each id (`_new_call_id`) is what keeps a reply from being forged.
+        self._call_prefix = f"{self.identity}.{uuid.uuid4().hex[:6]}."
+        self._props_second = -1
+        self._props_cache: dict[tuple[str, str], bytes] = {}
+        self._delivery_mode: int | None = None  # PERSISTENT in durable mode, set on connect
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._restorer = ConsumerRestorer(self.identity)
+        # Why the agent stopped by itself (its identity taken), None when it did not.
+        self.stop_reason: str | None = None
+        self._stopping_task: asyncio.Task[None] | None = None
+        self._stopped = asyncio.Event()
+
+    @property
+    def url(self) -> BrokerURL:
+        """The broker URL in use (the first of a failover list before connecting)."""
+        conn = self.connection
+        return conn.url if conn is not None else self.urls[0]
+
+    if TYPE_CHECKING:
+        # Role methods another role calls; each is defined in the module named.
+
+        async def emit_message(  # publishing.py
+            self,
+            body: Any,
+            exchange: str,
+            routing_key: str,
+            headers: dict[str, Any] | None,
+            content_type: str | None,
+            origin: str = "",
+        ) -> int:
+            raise NotImplementedError
+
+        def _identity_taken(self) -> None: ...  # core/agent.py
+
+        async def _start_behaviour(self, behaviour: Behaviour) -> None: ...  # core/agent.py
+
+        async def release_consumer(self, behaviour: Behaviour) -> None: ...  # consumers.py
+
+        def _on_inbox(self, batch: list[Any]) -> None: ...  # inbox.py
+
+        def _take_reply(self, call_id: str, delivery: Any) -> None: ...  # rpc_client.py
+
+        def _serve_rpc(self, msg: Message) -> None: ...  # rpc_server.py
+
+        def reject_failed(  # handoff.py
+            self, msg: Message, exc: BaseException, behaviour: str = ""
+        ) -> None: ...
+
+        def _dead_letter(  # handoff.py
+            self, msg: Message, reason: str, behaviour: str | None, retries: int = 0
+        ) -> None: ...

@@ -1,0 +1,71 @@
+"""Inbox routing: what arrives in an agent's inbox `<identity>` goes where it belongs.
+
+One batch of deliveries at a time, each message on its own (one message's failure is that
+message's alone):
+- an RPC or control reply carrying one of our call ids (and no `reply_to`) answers the
+  waiting call (core/rpc_client.py);
+- any other RPC or control message is a request for an `@expose`d method
+  (core/rpc_server.py);
+- a direct message goes to the first running behaviour whose template matches it; a
+  broadcast nobody wants is acked; anything else is dead-lettered (core/handoff.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import envelope
+from .agent_base import AgentBase
+from .message import Message
+from .undecodable import reject_undecodable
+from .wire import FANOUT_EXCHANGE
+
+
+class InboxRouter(AgentBase):
+    """The agent's inbox dispatch: replies, requests and direct messages."""
+
+    def _on_inbox(self, batch: list[Any]) -> None:
+        sub = self._sub
+        identity = self.identity
+        consumed = self.stats.consumed
+        batch = reject_undecodable(batch, sub, identity, self._count_inbox_rejected)
+        for d in batch:
+            msg = Message(d, sub, identity)
+            try:
+                kind = d.properties.type
+                key = ("", kind or envelope.KIND_MESSAGE)
+                consumed[key] = consumed.get(key, 0) + 1
+                if kind == envelope.KIND_RPC or kind == envelope.KIND_CONTROL:
+                    call_id = d.properties.correlation_id
+                    # A reply carries our call id and no reply_to; a request carrying our
+                    # call id is one we sent ourselves (a call to our own method, our own
+                    # broadcast).
+                    if (
+                        call_id is not None
+                        and d.properties.reply_to is None
+                        and call_id.startswith(self._call_prefix)
+                    ):
+                        msg.ack()
+                        self._take_reply(call_id, d)
+                        continue
+                    self._serve_rpc(msg)
+                    continue
+                self._route_direct(msg)
+            except Exception as exc:  # one message's failure is that message's alone
+                self.reject_failed(msg, exc)
+
+    def _count_inbox_rejected(self) -> None:
+        self.stats.count(self.stats.dead_lettered, "")
+
+    def _route_direct(self, msg: Message) -> None:
+        for behaviour in self.behaviours.values():
+            template = behaviour.template
+            if template is not None and behaviour.state == "running" and template.match(msg):
+                if self.records_traces:
+                    self.trace.record_in(msg, behaviour.short_name)
+                behaviour.deliver_batch([msg])
+                return
+        if msg.exchange == FANOUT_EXCHANGE:
+            msg.ack()  # a broadcast nobody here wants is not an error
+            return
+        self._dead_letter(msg, "no behaviour template matches this message", None)

@@ -1,0 +1,225 @@
+"""Publishing: the publish surface Agent and Behaviour share, and the agent's emit path.
+
+`PublishSurface` holds the one implementation of `publish`, `send` and `broadcast`; both
+`Agent` and `Behaviour` mix it in. Each names the agent that publishes (`_publisher`) and
+the behaviour label its publishes are counted under in metrics (`_publish_label`: "" for
+the agent itself, the behaviour's short name for a behaviour).
+
+`Publisher` is the agent's role behind it: encoding a body and its properties (cached per
+second for messages without headers), the confirmed publish on the agent's publish channel
+(`emit_message`), waiting for confirms (`flush`) and reporting publishes the broker will never
+confirm.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from . import envelope, tracing
+from ._speedups import Properties, encode_properties
+from .agent_base import AgentBase
+from .tracing import TRACEPARENT, outgoing_headers
+from .wire import FANOUT_EXCHANGE, TOPIC_EXCHANGE
+
+log = logging.getLogger("munggoggo.agent")
+
+
+class PublishSurface:
+    """`publish`, `send` and `broadcast` for agents and behaviours.
+
+    The class mixing it in sets `_publisher` (the agent whose `emit_message` publishes) and
+    `_publish_label` (the behaviour label of the `published` metric) at construction.
+    """
+
+    # Slots, not instance-dict entries: a behaviour keeps the attribute count of its
+    # __dict__ (CPython's fast shared-key instance layout holds at most 30 attributes,
+    # and a user's Behaviour subclass adds its own on top of ours).
+    __slots__ = ("_publish_label", "_publisher")
+    _publisher: AgentBase
+    _publish_label: str
+
+    async def publish(
+        self,
+        body: Any,
+        routing_key: str,
+        *,
+        headers: dict[str, Any] | None = None,
+        content_type: str | None = None,
+    ) -> int:
+        """Publish to `munggoggo.topic` (pub/sub), confirmed by the broker.
+
+        Args:
+            body: bytes, str, or any msgspec-encodable value (sent as JSON).
+            routing_key: the topic.
+            headers: AMQP headers to send with it.
+            content_type: overrides the content type chosen for the body.
+
+        Returns:
+            The publish's sequence number (what `Agent.on_publish_failure` reports).
+        """
+        return await self._publisher.emit_message(
+            body, TOPIC_EXCHANGE, routing_key, headers, content_type, self._publish_label
+        )
+
+    async def send(
+        self,
+        target: str,
+        body: Any,
+        *,
+        headers: dict[str, Any] | None = None,
+        content_type: str | None = None,
+    ) -> int:
+        """Send a direct message to agent `target`'s inbox, confirmed by the broker. An
+        unknown target is returned by the broker and logged.
+
+        Args:
+            target: the receiving agent's identity.
+            body: bytes, str, or any msgspec-encodable value (sent as JSON).
+            headers: AMQP headers to send with it.
+            content_type: overrides the content type chosen for the body.
+
+        Returns:
+            The publish's sequence number.
+        """
+        return await self._publisher.emit_message(
+            body, "", target, headers, content_type, self._publish_label
+        )
+
+    async def broadcast(
+        self, body: Any, *, headers: dict[str, Any] | None = None, content_type: str | None = None
+    ) -> int:
+        """Send to every agent's inbox through `munggoggo.fanout`, confirmed by the broker.
+
+        Args:
+            body: bytes, str, or any msgspec-encodable value (sent as JSON).
+            headers: AMQP headers to send with it.
+            content_type: overrides the content type chosen for the body.
+
+        Returns:
+            The publish's sequence number.
+        """
+        return await self._publisher.emit_message(
+            body, FANOUT_EXCHANGE, "", headers, content_type, self._publish_label
+        )
+
+
+class Publisher(AgentBase):
+    """The agent's publishing role: encoding, the confirmed publish, confirms."""
+
+    def _properties(self, content_type: str, kind: str) -> bytes:
+        """Encoded properties for our own messages, cached per second (the timestamp)."""
+        now = int(time.time())
+        if now != self._props_second:
+            self._props_second = now
+            self._props_cache.clear()
+        key = (content_type, kind)
+        props = self._props_cache.get(key)
+        if props is None:
+            props = self._props_cache[key] = encode_properties(
+                Properties(
+                    content_type=content_type,
+                    type=kind,
+                    app_id=self.identity,
+                    timestamp=now,
+                    delivery_mode=self._delivery_mode,
+                )
+            )
+        return props
+
+    def _encode(
+        self, body: Any, content_type: str | None, kind: str, headers: dict[str, Any] | None
+    ) -> tuple[bytes, bytes]:
+        data, ctype = envelope.encode_body(body, content_type)
+        if TRACEPARENT.get() is not None or tracing.hooks is not None:
+            headers = outgoing_headers(headers, kind)
+        if headers:
+            props = encode_properties(
+                Properties(
+                    content_type=ctype,
+                    type=kind,
+                    app_id=self.identity,
+                    timestamp=int(time.time()),
+                    headers=headers,
+                    delivery_mode=self._delivery_mode,
+                )
+            )
+        else:
+            props = self._properties(ctype, kind)
+        return data, props
+
+    async def emit_message(
+        self,
+        body: Any,
+        exchange: str,
+        routing_key: str,
+        headers: dict[str, Any] | None,
+        content_type: str | None,
+        origin: str = "",
+    ) -> int:
+        """Publish one message (confirmed): what `publish`, `send` and `broadcast` do.
+
+        Direct messages (the default exchange "") are mandatory: an unknown target comes
+        back as a return.
+
+        Args:
+            body: bytes, str, or any msgspec-encodable value.
+            exchange: the exchange ("" for an agent's inbox).
+            routing_key: the topic, or the target's identity.
+            headers: AMQP headers, or None.
+            content_type: overrides the content type chosen for the body, or None.
+            origin: the publishing behaviour's short name ("" for the agent): the
+                behaviour label of the `published` metric.
+
+        Returns:
+            The publish's sequence number.
+
+        Raises:
+            AMQPError: the connection is down and the publish cannot be queued.
+        """
+        data, props = self._encode(body, content_type, envelope.KIND_MESSAGE, headers)
+        ch = self._pub
+        seq = ch.publish(data, exchange, routing_key, props, mandatory=not exchange)
+        published = self.stats.published
+        key = (origin, envelope.KIND_MESSAGE)
+        published[key] = published.get(key, 0) + 1
+        if self.records_traces:
+            self.trace.record_out(
+                envelope.KIND_MESSAGE, exchange or routing_key, routing_key, len(data), None
+            )
+        if not ch.writable:
+            await ch.drain()
+        return seq
+
+    async def flush(self, timeout: float | None = None) -> None:
+        """Wait until the broker confirmed everything this agent published.
+
+        Args:
+            timeout: seconds to wait (None: no limit).
+
+        Raises:
+            TimeoutError: not everything was confirmed in time.
+            PublishError: the broker refused a publish, or the connection was lost.
+        """
+        if self._pub is not None:  # nothing published before it connected
+            await self._pub.wait_confirms(timeout=timeout)
+
+    @property
+    def publish_channel(self) -> Any:
+        """The channel confirmed publishes go out on (None before the agent connected):
+        its `unconfirmed` count and `confirm_seconds` are what status and metrics show."""
+        return self._pub
+
+    def _on_publish_failure(self, failures: list[tuple[int, Exception]]) -> None:
+        log.error(
+            "agent %s: %d publish(es) not confirmed: %s",
+            self.identity,
+            len(failures),
+            failures[0][1],
+        )
+        if self.on_publish_failure is not None:
+            try:
+                self.on_publish_failure(failures)
+            except Exception:
+                log.exception("agent %s: on_publish_failure callback failed", self.identity)

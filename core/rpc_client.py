@@ -1,0 +1,216 @@
+"""The agent's RPC client: calls to other agents' `@expose`d methods, and peer discovery.
+
+A call publishes a JSON-RPC 2.0 request to the target's inbox on the agent's RPC channel
+(no confirms; mandatory, so an unknown target comes back as a return) with `reply_to` our
+own inbox and a fresh, unguessable `correlation_id`; the reply arrives in our inbox (see
+core/inbox.py) and answers the call's future. One timer on the future bounds the wait.
+`Reachability` (core/reachability.py) fails calls in flight when the connection drops and
+tells an unreachable agent from an unknown one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from typing import Any
+
+from . import envelope
+from ._speedups import Properties, encode_properties
+from .agent_base import RUNNING, AgentBase
+from .amqp.errors import AMQPError
+from .rpc import (
+    TIMEOUT,
+    UNAVAILABLE,
+    AgentUnreachable,
+    RpcError,
+    RpcTimeout,
+    decode_response,
+    encode_request,
+)
+from .tracing import outgoing_headers
+from .wire import FANOUT_EXCHANGE
+
+log = logging.getLogger("munggoggo.agent")
+
+
+class RpcClient(AgentBase):
+    """The agent's calling role: `call`, `call_params`, `peers`, and their replies."""
+
+    async def call(
+        self, target: str, method: str, *args: Any, timeout: float | None = None, **kwargs: Any
+    ) -> Any:
+        """Call `method` of agent `target` with params by position or by name.
+
+        Args:
+            target: the called agent's identity.
+            method: the `@expose`d method's name.
+            args: params by position.
+            timeout: seconds to wait for the reply (default `config.rpc_timeout`).
+            kwargs: params by name.
+
+        Returns:
+            The method's result.
+
+        Raises:
+            ValueError: params given both by position and by name.
+            RpcError: the call failed (unknown agent or method, bad params, the method
+                raised, this agent is not running); `AgentUnreachable` and `RpcTimeout`
+                are kinds of it.
+        """
+        if args and kwargs:
+            raise ValueError("JSON-RPC params go by position or by name, not both")
+        return await self.call_params(
+            target, method, list(args) if args else (kwargs or None), timeout=timeout
+        )
+
+    async def call_params(
+        self,
+        target: str,
+        method: str,
+        params: list[Any] | dict[str, Any] | None,
+        *,
+        timeout: float | None = None,
+    ) -> Any:
+        """`call` with the JSON-RPC params given as they travel (a list, a dict or None):
+        for callers that forward params, whose names may be anything (even `timeout`).
+
+        Raises:
+            RpcError: as `call`.
+        """
+        if self.state != RUNNING:
+            raise RpcError(UNAVAILABLE, f"agent {self.identity!r} is {self.state}")
+        call_id = self._new_call_id()
+        body = encode_request(method, params, call_id)
+        props = encode_properties(
+            Properties(
+                content_type=envelope.JSON,
+                type=envelope.KIND_RPC,
+                app_id=self.identity,
+                correlation_id=call_id,
+                reply_to=self.identity,
+                timestamp=int(time.time()),
+                headers=outgoing_headers(None, envelope.KIND_RPC, target, method),
+            )
+        )
+        fut: asyncio.Future[bytes] = self.loop.create_future()
+        self._pending_calls[call_id] = fut
+        self._call_targets[call_id] = target
+        limit = timeout if timeout is not None else self.config.rpc_timeout
+        # One timer on the future itself: asyncio.wait_for would add a Task per call.
+        timer = self.loop.call_later(limit, _expire_call, fut, target, method, limit)
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            try:
+                self._rpc.publish(body, "", target, props, mandatory=True)
+            except AMQPError as exc:
+                outcome = "unavailable"
+                raise RpcError(UNAVAILABLE, f"cannot call {target!r}: {exc}") from None
+            if self.records_traces:
+                self.trace.record_out(envelope.KIND_RPC, target, method, len(body), call_id)
+            try:
+                reply = await fut
+            except RpcTimeout:
+                outcome = "timeout"
+                raise
+            except AgentUnreachable:
+                outcome = "unreachable"
+                raise
+            result = decode_response(reply)
+            outcome = "ok"
+            return result
+        finally:
+            timer.cancel()
+            self._pending_calls.pop(call_id, None)
+            self._call_targets.pop(call_id, None)
+            if self.config.metrics:
+                self.stats.rpc_client_hist(method, outcome).observe(time.perf_counter() - started)
+
+    async def peers(self, timeout: float = 0.5) -> list[dict[str, Any]]:
+        """Discover the other agents: broadcast `describe`, collect answers.
+
+        Args:
+            timeout: seconds to collect answers.
+
+        Returns:
+            Each other agent's `describe()` answer, sorted by identity.
+        """
+        call_id = self._new_call_id()
+        collector: list[bytes] = []
+        self._collectors[call_id] = collector
+        props = encode_properties(
+            Properties(
+                content_type=envelope.JSON,
+                type=envelope.KIND_CONTROL,
+                app_id=self.identity,
+                correlation_id=call_id,
+                reply_to=self.identity,
+            )
+        )
+        try:
+            self._rpc.publish(encode_request("describe", None, call_id), FANOUT_EXCHANGE, "", props)
+            await asyncio.sleep(timeout)
+        finally:
+            self._collectors.pop(call_id, None)
+        found = []
+        for body in collector:
+            try:
+                info = decode_response(body)
+            except RpcError:
+                continue
+            if isinstance(info, dict) and info.get("identity") != self.identity:
+                found.append(info)
+        return sorted(found, key=lambda i: i["identity"])
+
+    def _new_call_id(self) -> str:
+        """A correlation id for one call: our prefix and 96 random bits, so that nobody
+        who saw earlier ids can guess the next one and answer in the callee's place."""
+        return self._call_prefix + os.urandom(12).hex()
+
+    def _take_reply(self, call_id: str, delivery: Any) -> None:
+        """A reply carrying one of our call ids: it answers the call if that call still
+        waits and the reply comes from the agent called. A reply naming another sender
+        (`app_id`) is dropped; one naming none is taken, as plain AMQP servers send them
+        (see docs/decisions.md). A late reply (the call timed out) is dropped."""
+        fut = self._pending_calls.get(call_id)
+        if fut is None:
+            collector = self._collectors.get(call_id)
+            if collector is not None:
+                collector.append(delivery.body)
+            return
+        sender = delivery.properties.app_id
+        target = self._call_targets.get(call_id)
+        if sender and target is not None and sender != target:
+            log.warning(
+                "agent %s: dropped a reply from %r to a call to %r", self.identity, sender, target
+            )
+            return
+        del self._pending_calls[call_id]
+        if not fut.done():
+            fut.set_result(delivery.body)
+
+    def _on_return(self, delivery: Any) -> None:
+        """The broker returned a mandatory publish (no queue for its routing key): a call
+        fails as unknown or unreachable; a direct message is counted and logged."""
+        self.stats.returned += 1
+        call_id = delivery.properties.correlation_id
+        fut = self._pending_calls.pop(call_id, None) if call_id else None
+        if fut is not None and not fut.done():
+            fut.set_exception(self._reachability.no_route(delivery.routing_key))
+            return
+        log.warning(
+            "agent %s: message to %r returned by the broker: %d %s",
+            self.identity,
+            delivery.routing_key,
+            delivery.reply_code,
+            delivery.reply_text,
+        )
+
+
+def _expire_call(fut: asyncio.Future[bytes], target: str, method: str, limit: float) -> None:
+    if not fut.done():
+        fut.set_exception(
+            RpcTimeout(TIMEOUT, f"no reply from agent {target!r} to {method}() within {limit:g}s")
+        )

@@ -1,0 +1,170 @@
+"""The agent's RPC server: requests in its inbox run its `@expose`d methods.
+
+A request (kind `rpc` or `control`) is decoded, its method looked up and its params bound;
+a plain method runs at once, an async one eagerly (core/eager.py: most never suspend, so
+the reply leaves in the same loop tick). The JSON-RPC response goes to `reply_to` on the
+agent's RPC channel, then the request is acked. Notifications get no reply. A method cut
+short by the agent's own stop puts its request back in the inbox instead of answering.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import logging
+import time
+from typing import Any
+
+from . import envelope, tracing
+from ._speedups import Properties, encode_properties
+from .agent_base import STOPPING, AgentBase
+from .amqp.errors import AMQPError
+from .eager import run_eagerly
+from .lifecycle import refused_by_stopping
+from .message import Message
+from .rpc import (
+    METHOD_NOT_FOUND,
+    RpcError,
+    decode_request,
+    encode_error,
+    encode_result,
+    exception_error,
+    is_notification,
+)
+from .tracing import HEADER as TRACE_HEADER
+from .tracing import adopt
+
+log = logging.getLogger("munggoggo.agent")
+
+
+class RpcServer(AgentBase):
+    """The agent's serving role: run the exposed method a request names, answer it."""
+
+    def _serve_rpc(self, msg: Message) -> None:
+        started = time.perf_counter()
+        try:
+            request = decode_request(msg.body)
+        except RpcError as exc:
+            self._reply(msg, getattr(exc, "request_id", None), error=exc, started=started)
+            return
+        if request.id is None and is_notification(msg.body):
+            msg_id: Any = _NOTIFICATION
+        else:
+            msg_id = request.id
+        method = self._exposed.get(request.method)
+        if method is None:
+            self._reply(
+                msg,
+                msg_id,
+                error=RpcError(METHOD_NOT_FOUND, f"Method not found: {request.method}"),
+                started=started,
+            )
+            return
+        name = method.name
+        try:
+            kwargs = method.bind(request.params)
+        except RpcError as exc:
+            self._reply(msg, msg_id, error=exc, method=name, started=started)
+            return
+        context = contextvars.copy_context()
+        headers = msg.delivery.properties.headers
+        func = method.func
+        if tracing.hooks is not None:
+            # A server span around the method, current while it runs (it sets the trace).
+            func = tracing.hooks.server(func, method.is_async, self.identity, name, headers)
+        elif headers and TRACE_HEADER in headers:
+            context.run(adopt, headers)  # the method's publishes and calls continue the trace
+        if method.is_async:
+            # Most async methods never suspend: run them now and reply in this very tick.
+            task = run_eagerly(
+                self.loop,
+                func(self, **kwargs),
+                functools.partial(self._async_served, msg, msg_id, name, started),
+                context,
+            )
+            if task is not None:
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            return
+        try:
+            result = context.run(func, self, **kwargs)
+        except Exception as exc:
+            log.warning("agent %s: %s() raised %s", self.identity, name, exc, exc_info=True)
+            self._reply(msg, msg_id, error=exception_error(exc), method=name, started=started)
+            return
+        self._reply(msg, msg_id, result=result, method=name, started=started)
+
+    def _async_served(
+        self,
+        msg: Message,
+        msg_id: Any,
+        name: str,
+        started: float,
+        result: Any,
+        exc: BaseException | None,
+    ) -> None:
+        if exc is None:
+            self._reply(msg, msg_id, result=result, method=name, started=started)
+            return
+        if self.state == STOPPING and refused_by_stopping(exc):
+            msg.nack(requeue=True)  # the method did not fail: the drain cut it short
+            return
+        if isinstance(exc, Exception):
+            log.warning("agent %s: %s() raised %s", self.identity, name, exc, exc_info=exc)
+        self._reply(msg, msg_id, error=exception_error(exc), method=name, started=started)
+
+    def _reply(
+        self,
+        msg: Message,
+        msg_id: Any,
+        *,
+        result: Any = None,
+        error: RpcError | None = None,
+        method: str = "_unknown",
+        started: float = 0.0,
+    ) -> None:
+        """Answer an RPC request (unless it is a notification), ack it, count it.
+
+        `method` labels the metrics: an exposed method's name, else `_unknown`, so
+        callers cannot create unbounded label values."""
+        stats = self.stats
+        stats.count(stats.rpc_served, (method, "ok" if error is None else "error"))
+        if started and self.config.metrics:
+            stats.rpc_server_hist(method).observe(time.perf_counter() - started)
+        reply_to = msg.reply_to
+        if msg_id is not _NOTIFICATION and reply_to:
+            if error is None:
+                try:
+                    body = encode_result(result, msg_id)
+                except (TypeError, ValueError) as exc:
+                    body = encode_error(
+                        RpcError(-32603, f"result is not JSON-encodable: {exc}"), msg_id
+                    )
+            else:
+                body = encode_error(error, msg_id)
+            props = encode_properties(
+                Properties(
+                    content_type=envelope.JSON,
+                    type=msg.kind,
+                    app_id=self.identity,
+                    correlation_id=msg.correlation_id,
+                    timestamp=int(time.time()),
+                )
+            )
+            try:
+                self._rpc.publish(body, "", reply_to, props)
+            except AMQPError as exc:  # reconnecting: the caller's timeout reports it
+                log.warning("agent %s: reply to %r lost: %s", self.identity, reply_to, exc)
+            if self.records_traces:
+                self.trace.record_out(msg.kind, reply_to, reply_to, len(body), msg.correlation_id)
+        msg.ack()
+
+
+class _Notification:
+    """Marker id for JSON-RPC notifications: no reply is sent."""
+
+    def __repr__(self) -> str:
+        return "<notification>"
+
+
+_NOTIFICATION = _Notification()
