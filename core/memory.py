@@ -40,7 +40,7 @@ from . import memory_publish as checks
 from . import memory_routing as rules
 from ._speedups import DELIVER, GET_OK, RETURN, Delivery, Properties
 from .amqp.errors import AMQPConnectError, BrokerError, ConnectionLost, LocalProtocolError
-from .channel import Consumer, DeliveryCallback, PublishNacked, QueueDeclareOk
+from .channel import Consumer, DeliveryCallback, PublishError, PublishNacked, QueueDeclareOk
 from .confirm_waiters import ConfirmWaiters
 from .confirm_waiters import report as report_failures
 from .memory_routing import Exchange
@@ -831,7 +831,7 @@ class MemoryChannel:
         self._doomed: list[int] = []
         self._buffered: list[tuple[int, str, str, bytes, bytes, Properties | None, bool]] = []
         self._to_notify: list[tuple[int, Exception]] = []
-        self._confirm_waiters = ConfirmWaiters()
+        self._confirm_waiters = ConfirmWaiters(PublishError)
         self._later: list[int] = []  # ack_later tags, acked at the end of the tick
         self._unyielded = 0  # publishes since the last drain()
         self.acked = 0  # messages acked with ack_later / nacked or rejected (counters)

@@ -112,7 +112,7 @@ def describe_os_error(exc: OSError) -> str:
     return exc.strerror or str(exc) or type(exc).__name__
 
 
-def describe_handshake_loss(url: BrokerURL, exc: Exception | None) -> str:
+def describe_handshake_loss(url: BrokerURL, exc: BaseException | None) -> str:
     """Why a connection ended before the AMQP handshake finished, in words that point at the
     fix. Over TLS a broker that requires client certificates ends the session right after
     the TLS handshake when none (or an untrusted one) was sent: TLS 1.3 reports that with an

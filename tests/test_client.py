@@ -51,7 +51,7 @@ async def test_url_parameters_reach_the_handshake(broker_url):
     async with Connection(broker_url + "?heartbeat=5&frame_max=8192&channel_max=7") as conn:
         assert conn.heartbeat == 5
         assert conn.frame_max == 8192
-        assert conn._amqp().channel_max == 7
+        assert conn.protocol.channel_max == 7
 
 
 async def test_publish_and_consume_round_trip_with_every_property(connection):
