@@ -1,12 +1,15 @@
-"""The asyncio AMQP client connection: handshake, event dispatch, heartbeats, recovery.
+"""The asyncio AMQP client connection: handshake, channels, flushing, flow control, heartbeats.
 
 Glues the sans-IO `amqp.AMQPConnection` to a socket (`transport.AMQPStream`): each received
 buffer is parsed once and its events are dispatched in order, deliveries in per-consumer
-batches. Everything queued during a loop tick goes out in one write. When the connection
-drops it reconnects with backoff and restores what the application built: exchanges,
-queues and bindings (`topology.Topology`), then each channel's qos, confirm mode and
-consumers, then republishes unconfirmed messages. Given several broker URLs (failover), every
-connect and every reconnect tries them in order and takes the first that works.
+batches (`client_dispatch`). Everything queued during a loop tick goes out in one write.
+When the connection drops it reconnects with backoff and restores what the application
+built (`client_recovery`). Given several broker URLs (failover), every connect and every
+reconnect tries them in order and takes the first that works. Its states: `client_state`.
+
+What its channels use of it is a small public interface (`protocol`, `schedule_flush()`,
+`acks_due()`, `flow`, `wait_until()`, `forget_channel()`); what it calls on its channels is
+listed in `channel`'s docstring.
 """
 
 from __future__ import annotations
@@ -15,35 +18,42 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
-from ._speedups import DELIVER, GET_OK, Delivery
-from .amqp import events as ev
+from . import client_state as states
 from .amqp.connection import AMQPConnection
 from .amqp.errors import (
     AMQPConnectError,
     AMQPError,
     AuthenticationError,
-    BrokerError,
     ConnectionLost,
     LocalProtocolError,
     RemoteProtocolError,
 )
 from .channel import Channel
+from .channel_acks import ChannelAcks
+from .client_dispatch import ConnectionDispatch
+from .client_recovery import ConnectionRecovery
 from .topology import Topology
 from .transport import AMQPStream, Backoff, describe_handshake_loss, open_stream
 from .url import BrokerURL, parse_urls
 
 log = logging.getLogger("munggoggo.client")
 
-_NEW, _CONNECTING, _OPEN, _RECOVERING, _CLOSING, _CLOSED = (
-    "new",
-    "connecting",
-    "open",
-    "recovering",
-    "closing",
-    "closed",
-)
+
+class NotConnected:
+    """`Connection.protocol` while there is no connection to the broker: every use raises
+    ConnectionLost, as a method queued now could never be sent."""
+
+    __slots__ = ("connection",)
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):  # introspection (copy, hasattr) gets the usual answer
+            raise AttributeError(name)
+        raise ConnectionLost(f"not connected to {self.connection.url}")
 
 
 def install_uvloop() -> bool:
@@ -56,10 +66,17 @@ def install_uvloop() -> bool:
     return True
 
 
-class Connection:
+class Connection(ConnectionDispatch, ConnectionRecovery):
     """An AMQP connection that recovers by itself. Use `await Connection(url).connect()`
     or `async with Connection(url) as conn:`. `url` may be a failover list (a Python list or
-    a comma-separated string): `self.url` is then the one connected to (or being tried)."""
+    a comma-separated string): `self.url` is then the one connected to (or being tried).
+
+    Its channels read two attributes: `protocol`, the sans-IO AMQP connection they queue
+    methods and publishes on (sent at the next flush, see `schedule_flush`), which while
+    not connected is a stand-in whose every use raises ConnectionLost; and `flow`, an
+    asyncio.Event set while publishing may proceed (open, socket writable, broker not
+    blocking us). The connection sets both; its channels only read them.
+    """
 
     def __init__(
         self,
@@ -88,8 +105,11 @@ class Connection:
         self.on_reconnect: list[Callable[[Connection], Any]] = []
         self.on_lost: list[Callable[[Connection, BaseException], Any]] = []
         self.loop = asyncio.get_running_loop()
-        self._state = _NEW
+        self._state = states.NEW
         self._amqp_conn: AMQPConnection | None = None
+        # Read per publish and per ack: a plain attribute, never None (see `protocol`).
+        self._not_connected = cast(AMQPConnection, NotConnected(self))
+        self.protocol: AMQPConnection = self._not_connected
         self._stream: AMQPStream | None = None
         self._channels: dict[int, Channel] = {}
         self._next_channel_id = 1
@@ -98,10 +118,10 @@ class Connection:
         self._close_ok: asyncio.Future[None] | None = None
         self._close_reason: BaseException | None = None
         self._flush_scheduled = False
-        self._ack_channels: list[Channel] = []  # channels with coalesced acks to emit
+        self._ack_channels: list[ChannelAcks] = []  # channels with coalesced acks to emit
         self._writable = True
         self._blocked = False
-        self._flow = asyncio.Event()  # set while publishing may proceed
+        self.flow = asyncio.Event()  # set while publishing may proceed
         self._recovery: asyncio.Task[None] | None = None
         self._heartbeat_timer: asyncio.TimerHandle | None = None
         self._last_recv = 0.0
@@ -111,11 +131,11 @@ class Connection:
 
     @property
     def is_open(self) -> bool:
-        return self._state == _OPEN
+        return self._state == states.OPEN
 
     @property
     def is_closed(self) -> bool:
-        return self._state == _CLOSED
+        return self._state == states.CLOSED
 
     @property
     def is_blocked(self) -> bool:
@@ -133,17 +153,17 @@ class Connection:
         await self.close()
 
     async def connect(self) -> Connection:
-        if self._state != _NEW:
+        if self._state != states.NEW:
             raise LocalProtocolError(f"connect() on a connection that is {self._state}")
-        self._state = _CONNECTING
+        self._state = states.CONNECTING
         try:
             await self._establish()
         except BaseException:
-            self._state = _CLOSED
+            self._state = states.CLOSED
             if not self._closed_future.done():
                 self._closed_future.set_result(None)
             raise
-        self._state = _OPEN
+        self._state = states.OPEN
         self._update_flow()
         return self
 
@@ -177,7 +197,7 @@ class Connection:
         self._handshake = self.loop.create_future()
         stream = await open_stream(url, self)
         self._stream = stream
-        self._amqp_conn = AMQPConnection(
+        amqp = AMQPConnection(
             username=url.username,
             password=url.password,
             vhost=url.vhost,
@@ -186,7 +206,8 @@ class Connection:
             channel_max=url.channel_max,
             connection_name=self.name,
         )
-        self._amqp_conn.initiate()
+        self._use_protocol(amqp)
+        amqp.initiate()
         self._last_recv = self._last_send = self.loop.time()
         self._flush()
         try:
@@ -202,9 +223,9 @@ class Connection:
             ) from None
         if self._stream is not stream:  # lost between the handshake and now
             raise AMQPConnectError(f"cannot connect to {url}: lost right after the handshake")
-        self.frame_max = self._amqp_conn.frame_max
-        self.heartbeat = self._amqp_conn.heartbeat
-        self.server_properties = self._amqp_conn.server_properties
+        self.frame_max = amqp.frame_max
+        self.heartbeat = amqp.heartbeat
+        self.server_properties = amqp.server_properties
         self._start_heartbeat()
 
     async def channel(
@@ -220,7 +241,7 @@ class Connection:
         A window far larger than the consumers' pace only moves the backlog into the broker,
         which then slows down (see docs/decisions.md).
         """
-        if self._state != _OPEN:
+        if self._state != states.OPEN:
             raise ConnectionLost(
                 f"cannot open a channel: connection to {self.url} is {self._state}"
             )
@@ -228,8 +249,8 @@ class Connection:
         ch = Channel(self, channel_id, confirms=confirms, max_unconfirmed=max_unconfirmed)
         self._channels[channel_id] = ch
         try:
-            await ch._open()
-            ch._mark_ready()
+            await ch.open_on_wire()
+            ch.mark_ready()
             if prefetch_count is not None:
                 await ch.basic_qos(prefetch_count)
         except BaseException:
@@ -238,7 +259,7 @@ class Connection:
         return ch
 
     def _allocate_channel_id(self) -> int:
-        limit = self._amqp().channel_max
+        limit = self.protocol.channel_max
         for _ in range(limit):
             cid = self._next_channel_id
             self._next_channel_id = cid % limit + 1
@@ -246,21 +267,27 @@ class Connection:
                 return cid
         raise LocalProtocolError(f"all {limit} channels of the connection are in use")
 
-    def _forget_channel(self, ch: Channel) -> None:
-        if self._channels.get(ch.id) is ch:
-            del self._channels[ch.id]
+    def forget_channel(self, channel: Channel) -> None:
+        """Drop a channel its user closed from this connection's channels (its id becomes
+        free, and it is no longer restored after a reconnect).
+
+        Args:
+            channel: a channel of this connection; another one with the same id is kept.
+        """
+        if self._channels.get(channel.id) is channel:
+            del self._channels[channel.id]
 
     async def close(self, timeout: float = 5.0) -> None:
         """Close cleanly: Connection.Close, wait for CloseOk, drop the socket."""
-        if self._state in (_CLOSED, _NEW):
-            self._state = _CLOSED
+        if self._state in (states.CLOSED, states.NEW):
+            self._state = states.CLOSED
             return
         previous = self._state
-        self._state = _CLOSING
+        self._state = states.CLOSING
         self._update_flow()
         if self._recovery is not None:
             self._recovery.cancel()
-        if previous == _OPEN and self._amqp_conn is not None and self._stream is not None:
+        if previous == states.OPEN and self._amqp_conn is not None and self._stream is not None:
             self._close_ok = self.loop.create_future()
             # The broker ignores what follows Connection.Close: acks made this tick go first,
             # or the messages they settle would be delivered again.
@@ -274,13 +301,11 @@ class Connection:
         self._finish(ConnectionLost(f"connection to {self.url} was closed"))
 
     def _finish(self, reason: BaseException) -> None:
-        self._state = _CLOSED
+        self._state = states.CLOSED
         self._stop_heartbeat()
         self._update_flow()
         for ch in list(self._channels.values()):
-            if ch._reopen_task is not None:
-                ch._reopen_task.cancel()
-            ch._fail_forever(reason)
+            ch.fail_forever(reason)
         if not self._closed_future.done():
             self._closed_future.set_result(None)
 
@@ -289,31 +314,30 @@ class Connection:
 
     # ------------------------------------------------------------------ I/O glue
 
-    def _amqp(self) -> AMQPConnection:
-        conn = self._amqp_conn
-        if conn is None:
-            raise ConnectionLost(f"not connected to {self.url}")
-        return conn
+    def _use_protocol(self, amqp: AMQPConnection | None) -> None:
+        """Connected to the broker with `amqp` (None: not connected): sets `protocol`."""
+        self._amqp_conn = amqp
+        self.protocol = amqp if amqp is not None else self._not_connected
 
-    def _amqp_open_channel(self, channel_id: int) -> None:
-        self._amqp().open_channel(channel_id)
-        self._schedule_flush()
-
-    def _schedule_flush(self) -> None:
+    def schedule_flush(self) -> None:
+        """Write what was queued on `protocol` at the end of this loop tick: one write for
+        everything queued meanwhile."""
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self.loop.call_soon(self._flush)
 
-    def _acks_due(self, ch: Channel) -> None:
-        self._ack_channels.append(ch)
-        self._schedule_flush()
+    def acks_due(self, channel: ChannelAcks) -> None:
+        """`channel` has coalesced acks: call its `emit_acks()` right before the next write
+        (once per tick however many it settled), and schedule that write."""
+        self._ack_channels.append(channel)
+        self.schedule_flush()
 
     def _emit_due_acks(self) -> None:
         """Queue the coalesced acks of every channel that has some, ahead of what follows."""
         if self._ack_channels:
             channels, self._ack_channels = self._ack_channels, []
             for ch in channels:
-                ch._emit_acks()
+                ch.emit_acks()
 
     def _flush(self) -> None:
         self._flush_scheduled = False
@@ -346,7 +370,7 @@ class Connection:
             return
         self._dispatch(events)
         if conn.has_data_to_send:
-            self._schedule_flush()
+            self.schedule_flush()
 
     def stream_writable(self, writable: bool) -> None:
         self._writable = writable
@@ -363,7 +387,7 @@ class Connection:
             and handshake.exception() is None
         )
         self._stream = None
-        self._amqp_conn = None
+        self._use_protocol(None)
         self._stop_heartbeat()
         reason = self._close_reason or ConnectionLost(
             f"connection to {self.url} lost: {exc or 'closed by the broker'}"
@@ -384,8 +408,8 @@ class Connection:
             self._handshake.set_exception(reason)
             self._handshake.exception()
         for ch in self._channels.values():
-            ch._on_closed(reason, by_broker=False)
-        if self._state == _OPEN:
+            ch.handle_closed(reason, by_broker=False)
+        if self._state == states.OPEN:
             recovering = self.reconnect and not isinstance(reason, AuthenticationError)
             text = str(reason)
             if str(self.url) not in text:
@@ -394,139 +418,42 @@ class Connection:
             for cb in self.on_lost:
                 cb(self, reason)
             if self.reconnect and not isinstance(reason, AuthenticationError):
-                self._state = _RECOVERING
+                self._state = states.RECOVERING
                 self._update_flow()
                 self._recovery = self.loop.create_task(self._recover())
             else:
                 self._finish(reason)
-        elif self._state in (_CLOSING, _CONNECTING, _RECOVERING):
+        elif self._state in (states.CLOSING, states.CONNECTING, states.RECOVERING):
             # close(), connect() (which may try the next URL) or the recovery goes on. A
             # recovery lost after its handshake had channels ready (RPC requests may have
             # gone out on them): the loss is reported like that of an open connection.
-            if self._state == _RECOVERING and established:
+            if self._state == states.RECOVERING and established:
                 for cb in self.on_lost:
                     cb(self, reason)
         else:
             self._finish(reason)
 
-    # ------------------------------------------------------------------ event dispatch
-
-    def _dispatch(self, events: list[Any]) -> None:
-        channels = self._channels
-        batch: list[Delivery] | None = None
-        batch_key: tuple[int, str] | None = None
-        for e in events:
-            if type(e) is Delivery:
-                if e.kind == DELIVER:
-                    key = (e.channel, e.consumer_tag)
-                    if key == batch_key:
-                        batch.append(e)  # type: ignore[union-attr]
-                        continue
-                    if batch:
-                        self._deliver(batch_key, batch)  # type: ignore[arg-type]
-                    batch_key, batch = key, [e]
-                    continue
-                if batch:
-                    self._deliver(batch_key, batch)  # type: ignore[arg-type]
-                    batch = batch_key = None
-                ch = channels.get(e.channel)
-                if ch is not None:
-                    if e.kind == GET_OK:
-                        ch._on_reply(e)
-                    else:
-                        ch._on_return(e)
-                continue
-            if batch:
-                self._deliver(batch_key, batch)  # type: ignore[arg-type]
-                batch = batch_key = None
-            self._event(e)
-        if batch:
-            self._deliver(batch_key, batch)  # type: ignore[arg-type]
-
-    def _deliver(self, key: tuple[int, str], batch: list[Delivery]) -> None:
-        ch = self._channels.get(key[0])
-        if ch is not None:
-            ch._dispatch(key[1], batch)
-
-    def _event(self, e: Any) -> None:
-        t = type(e)
-        if t is ev.ConfirmsSettled:
-            ch = self._channels.get(e.channel)
-            if ch is not None:
-                ch._on_confirms(e.confirmed_through, e.failed)
-        elif t is ev.MethodReply or t is ev.ChannelOpened:
-            ch = self._channels.get(e.channel)
-            if ch is not None:
-                ch._on_reply(getattr(e, "method", None))
-        elif t is ev.GetEmpty:
-            ch = self._channels.get(e.channel)
-            if ch is not None:
-                ch._on_reply(None)
-        elif t is ev.ChannelClosed:
-            self._on_channel_closed(e.channel, e.error)
-        elif t is ev.ConsumerCancelled:
-            ch = self._channels.get(e.channel)
-            if ch is not None:
-                ch._on_consumer_cancelled(e.consumer_tag)
-        elif t is ev.ConnectionOpened:
-            if self._handshake is not None and not self._handshake.done():
-                self._handshake.set_result(None)
-        elif t is ev.ConnectionClosed:
-            if e.error is not None:
-                self._close_reason = e.error
-                # Only a debug line: a refusal during the handshake is the connect error its
-                # caller reports (one line per URL), and the loss of an open connection gets
-                # its one line (with the URL and what happens next) where it is handled.
-                log.debug("broker closed the connection to %s: %s", self.url, e.error)
-            self._flush()  # CloseOk
-            if self._stream is not None:
-                self._stream.close()
-        elif t is ev.Blocked:
-            log.warning("broker blocked publishing on %s: %s", self.url, e.reason)
-            self._blocked = True
-            self._update_flow()
-        elif t is ev.Unblocked:
-            log.info("broker unblocked publishing on %s", self.url)
-            self._blocked = False
-            self._update_flow()
-
-    def _on_channel_closed(self, channel_id: int, error: BrokerError | None) -> None:
-        ch = self._channels.get(channel_id)
-        if ch is None:
-            return
-        if error is None:  # the CloseOk to our close
-            ch._on_reply(None)
-            ch._on_closed(None, by_broker=False)
-            return
-        # A refused method raises to its caller, who decides whether it matters (an agent
-        # turns 405 on its inbox into IdentityInUse); otherwise nobody else would hear of it.
-        level = logging.DEBUG if ch._replies else logging.WARNING
-        log.log(level, "channel %d: %s", channel_id, error)
-        ch._on_closed(error, by_broker=True)
-        if self._state == _OPEN and not ch._closed_by_user and not ch._recovering:
-            ch._reopen_task = self.loop.create_task(self._reopen_channel(ch))
-
-    async def _reopen_channel(self, ch: Channel) -> None:
-        try:
-            # Republish only what was published while it was closed: what was unconfirmed
-            # at the close was failed to the publisher.
-            await ch._recover(republish=True)
-        except AMQPError as exc:
-            if self._state == _OPEN:  # while closing or recovering this is expected
-                log.warning("channel %d could not be reopened: %s", ch.id, exc)
-
     # ------------------------------------------------------------------ flow control
 
     def _update_flow(self) -> None:
-        if self._state == _OPEN and self._writable and not self._blocked:
-            self._flow.set()
+        if self._state == states.OPEN and self._writable and not self._blocked:
+            self.flow.set()
         else:
-            self._flow.clear()
+            self.flow.clear()
 
-    async def _wait_flow(self) -> None:
-        if self._state == _CLOSED:
+    async def wait_until(self, event: asyncio.Event) -> None:
+        """Wait until `event` is set (`flow`, or a channel's own), unless this connection
+        closes for good first.
+
+        Args:
+            event: an event of this connection or of one of its channels.
+
+        Raises:
+            ConnectionLost: the connection is closed, or closed while waiting.
+        """
+        if self._state == states.CLOSED:
             raise ConnectionLost(f"connection to {self.url} is closed")
-        waiter = asyncio.ensure_future(self._flow.wait())
+        waiter: asyncio.Future[Any] = asyncio.ensure_future(event.wait())
         try:
             await asyncio.wait([waiter, self._closed_future], return_when=asyncio.FIRST_COMPLETED)
         except BaseException:  # the caller gave up (a drain with a timeout): no waiter left
@@ -565,122 +492,3 @@ class Connection:
             conn.heartbeat_frame()
             self._flush()
         self._heartbeat_timer = self.loop.call_later(interval, self._heartbeat_tick)
-
-    # ------------------------------------------------------------------ recovery
-
-    async def _recover(self) -> None:
-        while self._state == _RECOVERING:
-            await asyncio.sleep(self.backoff.next_delay())
-            if self._state != _RECOVERING:
-                return
-            try:
-                await self._establish()
-            except (AMQPError, OSError) as exc:
-                if len(self.urls) == 1:  # with several, _establish logged each URL's failure
-                    log.warning("reconnect to %s failed: %s", self.url, exc)
-                if self._stream is not None:
-                    self._stream.abort()
-                continue
-            try:
-                await self._restore()
-            except (AMQPError, OSError) as exc:
-                log.warning("reconnect to %s failed: %s", self.url, exc)
-                if self._stream is not None:
-                    self._stream.abort()
-                continue
-            self.backoff.reset()
-            self.reconnects += 1
-            self._state = _OPEN
-            self._update_flow()
-            log.info("reconnected to %s (recovery #%d)", self.url, self.reconnects)
-            for cb in self.on_reconnect:
-                try:
-                    result = cb(self)
-                    if asyncio.iscoroutine(result):
-                        await result
-                except Exception:
-                    log.exception("on_reconnect callback failed")
-            return
-
-    async def _restore(self) -> None:
-        """Reopen channels, replay topology, restore consumers, then republish."""
-        channels = sorted(self._channels.values(), key=lambda c: c.id)
-        for ch in channels:
-            await ch._open()
-        await self._replay_topology(channels)
-        # Channels without consumers first: a delivery to a restored consumer may be
-        # handled at once and publish (an RPC reply, a handoff) on one of them.
-        consuming = [ch for ch in channels if ch.has_consumers]
-        for ch in channels:
-            if not ch.has_consumers:
-                ch._mark_ready()
-                ch._republish_or_fail(self.republish)
-        for ch in consuming:
-            await ch._restore_consumers()
-        for ch in consuming:
-            ch._mark_ready()
-            ch._republish_or_fail(self.republish)
-
-    async def _replay_topology(self, channels: list[Channel]) -> None:
-        if not len(self.topology):
-            return
-        helper = Channel(self, self._allocate_channel_id(), confirms=False)
-        self._channels[helper.id] = helper
-        try:
-            await helper._open()
-            helper._mark_ready()
-            topo = self.topology
-            for ex in list(topo.exchanges.values()):
-                await self._replay(
-                    helper,
-                    helper.exchange_declare(
-                        ex.name,
-                        ex.type,
-                        durable=ex.durable,
-                        auto_delete=ex.auto_delete,
-                        internal=ex.internal,
-                        arguments=ex.arguments,
-                    ),
-                    f"exchange {ex.name!r}",
-                )
-            for q in list(topo.queues.values()):
-                ok = await self._replay(
-                    helper,
-                    helper.queue_declare(
-                        "" if q.server_named else q.name,
-                        durable=q.durable,
-                        exclusive=q.exclusive,
-                        auto_delete=q.auto_delete,
-                        arguments=q.arguments,
-                    ),
-                    f"queue {q.name!r}",
-                )
-                if ok is not None and q.server_named and ok.queue != q.name:
-                    topo.renamed(q.name, ok.queue)
-                    for ch in channels:
-                        for consumer in ch._consumers.values():
-                            if consumer.queue == q.name:
-                                consumer.queue = ok.queue
-            for b in list(topo.bindings):
-                if b.kind == "queue":
-                    coro = helper.queue_bind(b.destination, b.source, b.routing_key, b.arguments)
-                else:
-                    coro = helper.exchange_bind(b.destination, b.source, b.routing_key, b.arguments)
-                await self._replay(helper, coro, f"binding {b.source!r} -> {b.destination!r}")
-        finally:
-            self._channels.pop(helper.id, None)
-            if helper.is_open and self._amqp_conn is not None:
-                self._amqp_conn.close_channel(helper.id)
-                self._schedule_flush()
-
-    @staticmethod
-    async def _replay(helper: Channel, coro: Any, what: str) -> Any:
-        """Redeclare one thing; a broker refusal is logged and skipped, not fatal."""
-        try:
-            return await coro
-        except BrokerError as exc:
-            log.error("could not restore %s after reconnect: %s", what, exc)
-            if not helper.is_open:
-                await helper._open()
-                helper._mark_ready()
-            return None

@@ -1,6 +1,7 @@
 """Waiting on publisher confirms: the waiters on a channel's confirm watermark and the
 failed publishes they report, shared by the real channel (core/channel.py) and the
-memory:// one (core/memory/channel.py).
+memory:// one (core/memory/publishing.py). Each hands in the error class its waiters raise
+(`engine.PublishError`), so this module imports neither engine.
 
 One Future per waiter, never one per message: waiters sit in a heap by the sequence number
 they wait for and are woken when the watermark passes it. Two kinds of waiter:
@@ -24,11 +25,10 @@ import itertools
 import logging
 from collections.abc import Callable
 
-from .engine import PublishError
-
 log = logging.getLogger("munggoggo.channel")
 
 Failures = list[tuple[int, Exception]]
+ErrorFactory = Callable[[Failures], Exception]
 
 KEEP_FAILURES = 1024
 """Failures kept for waiters still to come, per channel (see docs/decisions.md)."""
@@ -41,12 +41,15 @@ class ConfirmWaiters:
     """The confirm waiters of one channel and the failures kept for them.
 
     Args:
+        error: what a waiter raises, built from the failures it reports
+            (`channel.PublishError`).
         keep: how many failures nobody waited for yet are kept for later waiters.
     """
 
-    __slots__ = ("_heap", "_ids", "_kept", "_owners", "_unranged", "keep")
+    __slots__ = ("_error", "_heap", "_ids", "_kept", "_owners", "_unranged", "keep")
 
-    def __init__(self, keep: int = KEEP_FAILURES) -> None:
+    def __init__(self, error: ErrorFactory, keep: int = KEEP_FAILURES) -> None:
+        self._error = error
         self.keep = keep
         self._heap: list[_Waiter] = []
         self._ids = itertools.count()  # ties in the heap never compare Futures
@@ -97,7 +100,7 @@ class ConfirmWaiters:
                 given.extend((seq, kept[seq]) for seq in mine)
         if given:
             given.sort(key=_seq)
-            raise _publish_error(given)
+            raise self._error(given)
 
     async def wait_one(
         self,
@@ -140,7 +143,7 @@ class ConfirmWaiters:
                 return
             self._unranged.discard(seq)
             given.append((seq, error))
-        raise _publish_error(given)
+        raise self._error(given)
 
     def wake(self, confirmed_through: int) -> None:
         """Wake every waiter whose publishes are all settled now."""
@@ -215,10 +218,6 @@ async def _until(fut: asyncio.Future[None], timeout: float | None) -> None:
 
 def _seq(failure: tuple[int, Exception]) -> int:
     return failure[0]
-
-
-def _publish_error(failures: Failures) -> Exception:
-    return PublishError(failures)
 
 
 def report(failures: Failures, callback: Callable[[Failures], None] | None) -> None:

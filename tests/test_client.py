@@ -27,7 +27,7 @@ async def test_url_parameters_reach_the_handshake(broker_url):
     async with Connection(broker_url + "?heartbeat=5&frame_max=8192&channel_max=7") as conn:
         assert conn.heartbeat == 5
         assert conn.frame_max == 8192
-        assert conn._amqp().channel_max == 7
+        assert conn.protocol.channel_max == 7
 
 
 async def test_wrong_password_is_a_clear_error_without_the_password(broker_url):

@@ -24,7 +24,7 @@ def seqs(error: PublishError) -> list[int]:
 
 async def test_one_publish_waiter_ignores_an_earlier_failure():
     loop = asyncio.get_running_loop()
-    waiters = ConfirmWaiters()
+    waiters = ConfirmWaiters(PublishError)
     waiters.add([(3, NACK)])
     waiters.wake(5)
     await waiters.wait_one(loop, 5, 5, timeout=1)  # seq 5 itself was confirmed
@@ -35,7 +35,7 @@ async def test_one_publish_waiter_ignores_an_earlier_failure():
 
 async def test_one_publish_waiter_gets_its_own_failure_while_waiting():
     loop = asyncio.get_running_loop()
-    waiters = ConfirmWaiters()
+    waiters = ConfirmWaiters(PublishError)
     task = asyncio.ensure_future(waiters.wait_one(loop, 4, 2, timeout=1))
     await asyncio.sleep(0)
     waiters.add([(3, NACK), (4, NACK)])
@@ -48,7 +48,7 @@ async def test_one_publish_waiter_gets_its_own_failure_while_waiting():
 
 async def test_one_publish_waiter_arriving_after_its_failure_still_gets_it():
     loop = asyncio.get_running_loop()
-    waiters = ConfirmWaiters()
+    waiters = ConfirmWaiters(PublishError)
     waiters.add([(7, NACK)])
     waiters.wake(7)
     with pytest.raises(PublishError) as info:
@@ -60,7 +60,7 @@ async def test_one_publish_waiter_arriving_after_its_failure_still_gets_it():
 
 async def test_a_range_waiter_cannot_take_a_failure_its_owner_waits_for():
     loop = asyncio.get_running_loop()
-    waiters = ConfirmWaiters()
+    waiters = ConfirmWaiters(PublishError)
     own = asyncio.ensure_future(waiters.wait_one(loop, 2, 0, timeout=1))
     everything = asyncio.ensure_future(waiters.wait(loop, 3, 0, timeout=1))
     await asyncio.sleep(0)
@@ -76,7 +76,7 @@ async def test_a_range_waiter_cannot_take_a_failure_its_owner_waits_for():
 
 async def test_the_owner_gets_its_failure_even_after_a_range_waiter_reported_it():
     loop = asyncio.get_running_loop()
-    waiters = ConfirmWaiters()
+    waiters = ConfirmWaiters(PublishError)
     waiters.add([(5, NACK)])
     waiters.wake(5)
     with pytest.raises(PublishError):
@@ -88,7 +88,7 @@ async def test_the_owner_gets_its_failure_even_after_a_range_waiter_reported_it(
 
 async def test_a_range_waiter_gets_every_failure_up_to_its_bound_once():
     loop = asyncio.get_running_loop()
-    waiters = ConfirmWaiters()
+    waiters = ConfirmWaiters(PublishError)
     waiters.add([(2, NACK), (9, NACK)])
     waiters.add([(4, LOST)])
     waiters.wake(9)
@@ -103,7 +103,7 @@ async def test_a_range_waiter_gets_every_failure_up_to_its_bound_once():
 
 async def test_failures_nobody_waits_for_are_bounded():
     loop = asyncio.get_running_loop()
-    waiters = ConfirmWaiters(keep=100)
+    waiters = ConfirmWaiters(PublishError, keep=100)
     for seq in range(1, 10_001):
         waiters.add([(seq, NACK)])
     waiters.wake(10_000)
@@ -115,7 +115,7 @@ async def test_failures_nobody_waits_for_are_bounded():
 
 async def test_waiters_already_waiting_get_a_burst_larger_than_the_bound():
     loop = asyncio.get_running_loop()
-    waiters = ConfirmWaiters(keep=10)
+    waiters = ConfirmWaiters(PublishError, keep=10)
     everything = asyncio.ensure_future(waiters.wait(loop, 500, 0, timeout=1))
     own = asyncio.ensure_future(waiters.wait_one(loop, 1, 0, timeout=1))
     await asyncio.sleep(0)
@@ -132,7 +132,7 @@ async def test_waiters_already_waiting_get_a_burst_larger_than_the_bound():
 
 async def test_a_timed_out_range_waiter_leaves_its_failures_to_the_next():
     loop = asyncio.get_running_loop()
-    waiters = ConfirmWaiters()
+    waiters = ConfirmWaiters(PublishError)
     with pytest.raises(TimeoutError):
         await waiters.wait(loop, 3, 0, timeout=0.01)
     waiters.add([(1, NACK)])
@@ -144,7 +144,7 @@ async def test_a_timed_out_range_waiter_leaves_its_failures_to_the_next():
 
 async def test_a_timed_out_owner_leaves_its_failure_kept():
     loop = asyncio.get_running_loop()
-    waiters = ConfirmWaiters()
+    waiters = ConfirmWaiters(PublishError)
     task = asyncio.ensure_future(waiters.wait_one(loop, 2, 0, timeout=None))
     await asyncio.sleep(0)
     waiters.add([(2, NACK)])

@@ -151,7 +151,7 @@ async def test_failing_unconfirmed_publishes_releases_a_blocked_publisher(broker
             ch._tracker.add(b"frames")
         ch._capacity.clear()
         assert not ch.writable
-        ch._republish_or_fail(republish=False)
+        ch.republish_or_fail(republish=False)
         await asyncio.wait_for(ch.drain(), 5)  # must not hang
         assert ch.writable and ch.unconfirmed == 0
         assert [seq for seq, _ in failures] == [1, 2]

@@ -29,7 +29,7 @@ from .._speedups import RETURN, Delivery, Properties
 from ..amqp.errors import BrokerError, ConnectionLost, LocalProtocolError
 from ..confirm_waiters import ConfirmWaiters, Failures
 from ..confirm_waiters import report as report_failures
-from ..engine import PublishNacked
+from ..engine import PublishError, PublishNacked
 from ..metrics import CONFIRM_SAMPLE_MASK, FastHistogram
 from .content import EMPTY_PROPERTIES, Content, decode
 
@@ -62,7 +62,7 @@ class PublishLedger:
         self.buffered: list[Buffered] = []
         self._loop = channel.connection.loop
         self._to_notify: Failures = []
-        self._waiters = ConfirmWaiters()
+        self._waiters = ConfirmWaiters(PublishError)
 
     @property
     def unconfirmed(self) -> int:

@@ -1,0 +1,124 @@
+"""Settling deliveries on a channel: ack, nack, reject, and coalesced acks.
+
+A delivery tag belongs to one channel generation (the channel's life between two opens on
+the wire): a tag from an earlier generation is void, the broker requeued that message when
+the old channel died. `ack_later` coalesces: the channel asks its connection to call
+`emit_acks()` right before the next write, which acks the contiguous prefix of settled tags
+with one multiple-ack and anything settled above a gap singly.
+
+`ChannelAcks` is a part of `channel.Channel` (a mixin): the attributes it names below are the
+channel's own, set up in `Channel.__init__` and reset by `ChannelRecovery.open_on_wire`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from . import _speedups
+
+if TYPE_CHECKING:
+    from .client import Connection
+
+__all__ = ["ChannelAcks"]
+
+
+class ChannelAcks:
+    """ack / nack / reject of a channel's deliveries, and its coalesced acks."""
+
+    # The channel's attributes this part reads (set up by Channel.__init__).
+    connection: Connection
+    id: int
+    generation: int
+    acked: int
+    nacked: int
+    _wire_open: bool
+    _acks: _speedups.AckTracker
+    _acks_pending: bool
+
+    def ack(
+        self, delivery_tag: int, multiple: bool = False, *, generation: int | None = None
+    ) -> bool:
+        """Ack on the wire (coalesced into this tick's write). False if the tag is void.
+
+        A tag from an earlier channel generation is void: the broker requeued that message
+        when the old channel died and will deliver it again.
+        """
+        if not self._valid_tag(generation):
+            return False
+        if not multiple:
+            self._acks.forget(delivery_tag)  # settled: no longer blocks the coalesced prefix
+        self.connection.protocol.ack(self.id, delivery_tag, multiple)
+        self.connection.schedule_flush()
+        return True
+
+    def ack_later(self, delivery_tag: int, generation: int) -> bool:
+        """Ack, coalesced: at the end of this loop tick one ack with multiple=true covers
+        the contiguous prefix of settled tags, and tags above a still unsettled one are
+        acked singly, so a slow delivery never holds back the acks of later ones.
+
+        Args:
+            delivery_tag: the delivery's tag.
+            generation: the channel generation it was delivered on.
+
+        Returns:
+            False if the tag is void (an earlier generation, or the channel is closed).
+        """
+        if generation != self.generation or not self._wire_open:
+            return False
+        self._acks.done(delivery_tag)
+        self.acked += 1
+        if not self._acks_pending:
+            self._acks_pending = True
+            self.connection.acks_due(self)
+        return True
+
+    def emit_acks(self) -> None:
+        """Queue the coalesced acks on the wire: one multiple-ack for the settled prefix,
+        one single ack per tag that finished above a gap.
+
+        Called by the connection right before it writes (after `acks_due`), and by the
+        channel itself before Channel.Close, which nothing may follow.
+        """
+        self._acks_pending = False
+        if not self._wire_open:
+            return
+        acks = self._acks
+        tag = acks.take()
+        amqp = self.connection.protocol
+        if tag:
+            amqp.ack(self.id, tag, True)
+        for single in acks.take_singles():  # empty unless something settled out of order
+            amqp.ack(self.id, single, False)
+
+    def nack(
+        self,
+        delivery_tag: int,
+        multiple: bool = False,
+        requeue: bool = True,
+        *,
+        generation: int | None = None,
+    ) -> bool:
+        if not self._valid_tag(generation):
+            return False
+        if not multiple:
+            self._acks.forget(delivery_tag)  # settled: no longer blocks the coalesced prefix
+        self.nacked += 1
+        self.connection.protocol.nack(self.id, delivery_tag, multiple, requeue)
+        self.connection.schedule_flush()
+        return True
+
+    def reject(
+        self, delivery_tag: int, requeue: bool = True, *, generation: int | None = None
+    ) -> bool:
+        if not self._valid_tag(generation):
+            return False
+        self._acks.forget(delivery_tag)
+        self.nacked += 1
+        self.connection.protocol.reject(self.id, delivery_tag, requeue)
+        self.connection.schedule_flush()
+        return True
+
+    def _valid_tag(self, generation: int | None) -> bool:
+        if generation is not None and generation != self.generation:
+            return False
+        return self._wire_open
