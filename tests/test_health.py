@@ -105,7 +105,7 @@ async def test_ready_after_start_not_ready_while_the_broker_is_away(broker_url):
 
 async def test_a_consumer_cancelled_by_the_broker_is_restored_and_ready_again(broker_url):
     """Deleting a behaviour's queue makes the broker cancel its consumer: the agent consumes
-    again (not ready meanwhile: tests/test_consumer_cancel.py catches that window) and
+    again (not ready meanwhile: tests/test_consumer_restore.py catches that window) and
     /readyz says 200 once it does."""
     health = HealthServer(0, addr="127.0.0.1")
     async with Listener(f"health-{uuid.uuid4().hex[:6]}", url=broker_url) as agent:

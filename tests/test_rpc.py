@@ -7,7 +7,7 @@ responses, notifications, parse errors); and a result JSON cannot carry (inf, -i
 anywhere inside it), answered with a JSON-RPC error (-32603) for any caller: msgspec would
 write it as null, a different answer than the method gave.
 
-Other RPC files: test_rpc_replies.py (which replies answer a call), test_rpc_unreachable.py
+Other RPC files: test_rpc_replies.py (which replies answer a call), test_reachability.py
 (calls in flight when a connection drops), test_poison_rpc.py (malformed requests),
 test_interop_rpc.py (a plain AMQP client on the wire).
 """
