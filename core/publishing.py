@@ -20,6 +20,7 @@ from typing import Any
 from . import envelope, tracing
 from ._speedups import Properties, encode_properties
 from .agent_base import AgentBase
+from .engine import ChannelProtocol
 from .tracing import TRACEPARENT, outgoing_headers
 from .wire import FANOUT_EXCHANGE, TOPIC_EXCHANGE
 
@@ -206,7 +207,7 @@ class Publisher(AgentBase):
             await self._pub.wait_confirms(timeout=timeout)
 
     @property
-    def publish_channel(self) -> Any:
+    def publish_channel(self) -> ChannelProtocol:
         """The channel confirmed publishes go out on (None before the agent connected):
         its `unconfirmed` count and `confirm_seconds` are what status and metrics show."""
         return self._pub

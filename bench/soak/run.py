@@ -217,7 +217,7 @@ class Soak:
 
     async def _soak(self, proxy: FaultProxy, tx: Agent, rx: Agent, key: str) -> dict[str, Any]:
         ledger = self.ledger
-        pub_channel = tx._pub  # the agent's confirm channel: failures come from there
+        pub_channel = tx.publish_channel  # the confirm channel: failures come from there
         base_seq = pub_channel._tracker.last_seq
         original_hook = pub_channel.on_publish_failure
 
