@@ -9,6 +9,8 @@
 - `soak [--minutes 10] [--rate R] [--plot docs/soak.png]`: the agent pipe under a fault
   every 30 s; exit status 1 when a confirmed message was lost;
 - `idle [--seconds 5] [--no-pacing]`: CPU and steps of an idle behaviour polling `receive()`;
+- `recovery [--rounds 5]`: how fast a deleted behaviour queue or inbox is consumed again, and
+  how fast a call in flight fails when the caller's connection drops;
 - `report [--input FILE]`: docs/bench-results.md and docs/bench-throughput.png;
 - `cluster start|stop|status|failover`: a 3-node RabbitMQ cluster on this machine, and a
   node stopped under a confirmed stream between agents with a failover URL list.
@@ -18,7 +20,7 @@
 A command module has `add_arguments(parser)` and either `run(args) -> dict` (one result,
 printed by `emit`) or `main(args) -> int` (it prints its own output; the exit status). The
 commands live in subpackages by family (bench/throughput/, gateway/, soak/, scaleout/,
-cluster/, dashboards/; each family's own command in its `command.py`); what they share is
+cluster/, dashboards/, recovery/; each family's own command in its `command.py`); what they share is
 in bench/common.py (arguments, clocks, output) and bench/mesh.py (the agent-level message
 and behaviours); bench/micro/ holds the pytest-benchmark micro benches.
 """
@@ -68,6 +70,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "idle": (
         "bench.throughput.idle",
         "what an idle behaviour polling receive() costs: CPU and steps over a window",
+    ),
+    "recovery": (
+        "bench.recovery.command",
+        "a deleted queue or inbox consumed again, a call in flight failing on a cut: times",
     ),
     "report": (
         "bench.report",

@@ -1,0 +1,1 @@
+"""`python -m bench recovery`: how fast agents get back what the broker took from them."""
