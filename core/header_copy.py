@@ -13,35 +13,13 @@ Rare path (once per retry or dead letter): plain Python, no hot-path constraints
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from ._speedups import Delivery, EncodedTable, FrameError, encode_table
+from ._speedups import Delivery, EncodedTable
+from .field_tables import edit, fields, headers_table
 
 __all__ = ["copy_headers", "header_table_entries"]
-
-_U16 = struct.Struct(">H")
-_U32 = struct.Struct(">I")
-_HEADERS_FLAG = 0x2000
-_SHORTSTR_FLAGS = (0x8000, 0x4000)  # content_type, content_encoding: before the headers
-# Bytes after the type octet of each fixed-size field value type.
-_FIXED_SIZE = {
-    ord("t"): 1,
-    ord("b"): 1,
-    ord("B"): 1,
-    ord("s"): 2,
-    ord("u"): 2,
-    ord("I"): 4,
-    ord("i"): 4,
-    ord("f"): 4,
-    ord("l"): 8,
-    ord("T"): 8,
-    ord("d"): 8,
-    ord("D"): 5,
-    ord("V"): 0,
-}
-_LENGTH_PREFIXED = frozenset(map(ord, "SxFA"))  # long string, byte array, table, array
 
 
 def header_table_entries(properties_raw: bytes) -> list[tuple[bytes, bytes]] | None:
@@ -59,47 +37,13 @@ def header_table_entries(properties_raw: bytes) -> list[tuple[bytes, bytes]] | N
     Raises:
         FrameError: the properties or the table are truncated or hold an unknown type.
     """
-    try:
-        (flags,) = _U16.unpack_from(properties_raw, 0)
-        if not flags & _HEADERS_FLAG:
-            return None
-        pos = 2
-        for flag in _SHORTSTR_FLAGS:
-            if flags & flag:
-                pos += 1 + properties_raw[pos]
-        (size,) = _U32.unpack_from(properties_raw, pos)
-        pos += 4
-        end = pos + size
-        if end > len(properties_raw):
-            raise FrameError("header table runs past the end of its properties")
-        entries = []
-        while pos < end:
-            start = pos
-            key_end = pos + 1 + properties_raw[pos]
-            key = bytes(properties_raw[pos + 1 : key_end])
-            pos = _skip_value(properties_raw, key_end)
-            entries.append((key, bytes(properties_raw[start:pos])))
-        if pos != end:
-            raise FrameError("header table length does not match its content")
-    except (IndexError, struct.error):
-        raise FrameError("truncated header table") from None
-    return entries
-
-
-def _skip_value(data: bytes, pos: int) -> int:
-    kind = data[pos]
-    pos += 1
-    size = _FIXED_SIZE.get(kind)
-    if size is not None:
-        return pos + size
-    if kind in _LENGTH_PREFIXED:
-        (size,) = _U32.unpack_from(data, pos)
-        return pos + 4 + size
-    raise FrameError(f"unknown field table value type {kind!r}")
-
-
-def _wire_key(key: str) -> bytes:
-    return key.encode("utf-8", "surrogateescape")
+    table = headers_table(properties_raw)
+    if table is None:
+        return None
+    return [
+        (field.key.encode("utf-8", "surrogateescape"), table[field.start : field.end])
+        for field in fields(table)
+    ]
 
 
 def copy_headers(
@@ -124,19 +68,16 @@ def copy_headers(
 
     Raises:
         ValueError: a value in `changes` or `defaults` that the wire cannot carry.
+        FrameError: the received table is malformed.
     """
     received = delivery.properties.headers or {}
     added = {k: v for k, v in (defaults or {}).items() if k not in received}
     added.update(changes)
-    removed = set(drop) | added.keys()
-    values = {k: v for k, v in received.items() if k not in removed}
+    dropped = set(drop) - added.keys()
+    values = {k: v for k, v in received.items() if k not in dropped}
     values.update(added)
     raw = delivery.properties_raw
-    entries = header_table_entries(raw) if raw is not None else None
-    if entries is None:  # no table came (or a delivery built by hand): nothing to keep
+    table = headers_table(raw) if raw is not None else None
+    if table is None:  # no table came (or a delivery built by hand): nothing to keep
         return values
-    removed_raw = {_wire_key(k) for k in removed}
-    kept = [field for key, field in entries if key not in removed_raw]
-    new = encode_table(added)[4:] if added else b""  # the fields, without the length
-    content = b"".join(kept) + new
-    return EncodedTable(values, _U32.pack(len(content)) + content)
+    return EncodedTable(values, edit(table, drop=dropped, store=added))

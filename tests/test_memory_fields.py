@@ -14,11 +14,10 @@ from types import SimpleNamespace
 import pytest
 from pamqp import encode as pamqp_encode
 
-from munggoggo import memory_fields as fields
 from munggoggo._speedups import Properties, decode_table, encode_properties
-from munggoggo.memory import MemoryBroker, MemoryConnection
-from munggoggo.memory_headers import Pattern, routing_headers
-from munggoggo.memory_priority import PriorityReady
+from munggoggo.memory import MemoryBroker, MemoryConnection, fields
+from munggoggo.memory.headers import Pattern, routing_headers
+from munggoggo.memory.priority import PriorityReady
 
 
 def table(*entries: bytes) -> bytes:

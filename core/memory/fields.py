@@ -14,10 +14,29 @@ well-formed.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
-from typing import Any, NamedTuple
+from typing import Any
 
-from .._speedups import Properties, encode_properties, encode_table
+from .._speedups import Properties, encode_properties
+from ..field_tables import Field, edit, fields, headers_span, headers_table, value_end
+
+__all__ = [
+    "TYPE_NAMES",
+    "Field",
+    "array_items",
+    "edit",
+    "erl_binary",
+    "erl_error_tuple",
+    "erl_float",
+    "erl_string",
+    "erl_term",
+    "fields",
+    "headers_span",
+    "headers_table",
+    "lookup",
+    "term",
+    "typed",
+    "with_headers_table",
+]
 
 _U8 = struct.Struct(">B")
 _U16 = struct.Struct(">H")
@@ -60,67 +79,8 @@ _NUMBERS = {
 _INTEGERS = frozenset("bBsuIilLT")
 _FLOATS = frozenset("fd")
 
-_CONTENT_TYPE, _CONTENT_ENCODING, _HEADERS = 0x8000, 0x4000, 0x2000
-
-
-class Field(NamedTuple):
-    """One entry of an encoded table: its key, type tag and where its bytes are."""
-
-    key: str
-    tag: str  # the type octet as a character: "S", "I", "A", ...
-    start: int  # the entry's first byte (its key's length octet)
-    value: int  # the value's first byte, after the tag
-    end: int  # one past the entry's last byte
-
 
 # --------------------------------------------------------------------------- reading
-
-
-def headers_span(raw: bytes) -> tuple[int, int] | None:
-    """Where the headers table (length prefix included) is in encoded properties, or None
-    when the properties have no headers."""
-    flags = raw[0] << 8 | raw[1]
-    if not flags & _HEADERS:
-        return None
-    pos = 2
-    if flags & _CONTENT_TYPE:
-        pos += 1 + raw[pos]
-    if flags & _CONTENT_ENCODING:
-        pos += 1 + raw[pos]
-    return pos, pos + 4 + _U32.unpack_from(raw, pos)[0]
-
-
-def headers_table(raw: bytes) -> bytes | None:
-    """The encoded headers table of encoded properties, or None without headers."""
-    span = headers_span(raw)
-    return None if span is None else raw[span[0] : span[1]]
-
-
-def _value_end(data: bytes, tag: str, pos: int) -> int:
-    if tag in _NUMBERS:
-        return pos + _NUMBERS[tag].size
-    if tag in "SxAF":
-        return pos + 4 + _U32.unpack_from(data, pos)[0]
-    if tag == "t":
-        return pos + 1
-    if tag == "D":
-        return pos + 5
-    return pos  # V
-
-
-def fields(table: bytes) -> list[Field]:
-    """The entries of an encoded table (length prefix included), in order."""
-    out = []
-    pos, end = 4, 4 + _U32.unpack_from(table, 0)[0]
-    while pos < end:
-        start = pos
-        key = table[pos + 1 : pos + 1 + table[pos]].decode("utf-8", "surrogateescape")
-        pos += 1 + table[pos]
-        tag = chr(table[pos])
-        stop = _value_end(table, tag, pos + 1)
-        out.append(Field(key, tag, start, pos + 1, stop))
-        pos = stop
-    return out
 
 
 def lookup(table: bytes | None, key: str) -> Field | None:
@@ -164,7 +124,7 @@ def typed(data: bytes, tag: str, pos: int) -> Any:
     while pos < end:
         item_tag = chr(data[pos])
         items.append((TYPE_NAMES[item_tag], typed(data, item_tag, pos + 1)))
-        pos = _value_end(data, item_tag, pos + 1)
+        pos = value_end(data, item_tag, pos + 1)
     return tuple(items)
 
 
@@ -192,37 +152,11 @@ def array_items(table: bytes, field: Field) -> list[tuple[str, Any]]:
     while pos < end:
         tag = chr(table[pos])
         out.append((tag, typed(table, tag, pos + 1)))
-        pos = _value_end(table, tag, pos + 1)
+        pos = value_end(table, tag, pos + 1)
     return out
 
 
 # --------------------------------------------------------------------------- editing
-
-
-def edit(
-    table: bytes | None, *, drop: Iterable[str] = (), store: dict[str, Any] | None = None
-) -> bytes:
-    """The table with the first entry of each `drop` key removed and each `store` key set
-    (in place when present, else appended: RabbitMQ's keydelete and keystore). Entries not
-    named keep their bytes, so their types survive."""
-    dropping = set(drop)
-    storing = dict(store or {})
-    parts = []
-    for field in fields(table) if table is not None else ():
-        if field.key in dropping:
-            dropping.discard(field.key)
-            continue
-        if field.key in storing:
-            parts.append(_entry(field.key, storing.pop(field.key)))
-            continue
-        parts.append(table[field.start : field.end])  # type: ignore[index]
-    parts.extend(_entry(key, value) for key, value in storing.items())
-    body = b"".join(parts)
-    return _U32.pack(len(body)) + body
-
-
-def _entry(key: str, value: Any) -> bytes:
-    return encode_table({key: value})[4:]
 
 
 def with_headers_table(props: Properties, table: bytes | None) -> bytes:
