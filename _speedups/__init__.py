@@ -7,6 +7,8 @@ same behaviour.
 
 import os
 
+from ._errors import MunggoggoError
+
 NO_EXTENSIONS = bool(os.environ.get("MUNGGOGGO_NO_EXTENSIONS"))
 
 if NO_EXTENSIONS:
@@ -84,6 +86,7 @@ __all__ = [
     "EncodedTable",
     "FrameError",
     "FrameReader",
+    "MunggoggoError",
     "Properties",
     "PropertiesTooLarge",
     "check_header_fits",

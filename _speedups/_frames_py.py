@@ -10,6 +10,8 @@ behaviour, and tests hold both to identical output. Standard library only.
 
 import struct
 
+from ._errors import MunggoggoError
+
 FRAME_METHOD = 1
 FRAME_HEADER = 2
 FRAME_BODY = 3
@@ -60,11 +62,11 @@ MAX_TABLE_DEPTH = 64
 CONTENT_HEADER_OVERHEAD = 20
 
 
-class FrameError(ValueError):
+class FrameError(MunggoggoError, ValueError):
     """The peer sent bytes that are not valid AMQP 0-9-1 framing."""
 
 
-class PropertiesTooLarge(ValueError):
+class PropertiesTooLarge(MunggoggoError, ValueError):
     """A publish's encoded properties do not fit one content header frame of frame_max.
 
     AMQP 0-9-1 cannot split a content header over frames: the broker would close the
@@ -79,6 +81,10 @@ class PropertiesTooLarge(ValueError):
             f"message properties (headers included) need a content header frame of {size} "
             f"bytes, more than the negotiated frame_max of {frame_max} bytes"
         )
+
+    def __reduce__(self):
+        # Exception pickles its message alone; rebuild from the sizes instead.
+        return (type(self), (self.size, self.frame_max))
 
 
 def check_header_fits(properties_len, frame_max):

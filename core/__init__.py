@@ -18,34 +18,69 @@ from typing import TYPE_CHECKING, Any
 from ._version import __version__
 
 if TYPE_CHECKING:
-    from ._speedups import PropertiesTooLarge
+    from ._speedups import MunggoggoError, PropertiesTooLarge
     from .agent import Agent, IdentityInUse
     from .agent import Agent as Core
+    from .amqp.errors import (
+        AccessRefused,
+        AMQPConnectError,
+        AMQPError,
+        AuthenticationError,
+        BrokerError,
+        ConnectionLost,
+        NotFound,
+        PreconditionFailed,
+        ResourceLocked,
+    )
     from .behaviour import Behaviour, OneShotBehaviour, PeriodicBehaviour, RestartPolicy
     from .config import AgentConfig
+    from .durable import QueueMismatch
+    from .engine import DrainTimeout, PublishError, PublishNacked
+    from .envelope import DecodeError, EncodeError
+    from .extras import MissingExtra
     from .message import Message
     from .rpc import AgentUnreachable, RpcError, RpcTimeout, expose
-    from .runner import run, serve
+    from .runner import AgentStoppedByItself, run, serve
     from .template import Template
+    from .url import URLError
     from .worker import Worker
 
 # Public name -> (module, its name there). `Core` is the original munggoggo's name for the
 # agent base class.
 _LAZY: dict[str, tuple[str, str]] = {
+    "AMQPConnectError": (".amqp.errors", "AMQPConnectError"),
+    "AMQPError": (".amqp.errors", "AMQPError"),
+    "AccessRefused": (".amqp.errors", "AccessRefused"),
     "Agent": (".agent", "Agent"),
     "AgentConfig": (".config", "AgentConfig"),
+    "AgentStoppedByItself": (".runner", "AgentStoppedByItself"),
     "AgentUnreachable": (".rpc", "AgentUnreachable"),
+    "AuthenticationError": (".amqp.errors", "AuthenticationError"),
     "Behaviour": (".behaviour", "Behaviour"),
+    "BrokerError": (".amqp.errors", "BrokerError"),
+    "ConnectionLost": (".amqp.errors", "ConnectionLost"),
     "Core": (".agent", "Agent"),
+    "DecodeError": (".envelope", "DecodeError"),
+    "DrainTimeout": (".engine", "DrainTimeout"),
+    "EncodeError": (".envelope", "EncodeError"),
     "IdentityInUse": (".agent", "IdentityInUse"),
     "Message": (".message", "Message"),
+    "MissingExtra": (".extras", "MissingExtra"),
+    "MunggoggoError": ("._speedups", "MunggoggoError"),
+    "NotFound": (".amqp.errors", "NotFound"),
     "OneShotBehaviour": (".behaviour", "OneShotBehaviour"),
     "PeriodicBehaviour": (".behaviour", "PeriodicBehaviour"),
+    "PreconditionFailed": (".amqp.errors", "PreconditionFailed"),
     "PropertiesTooLarge": ("._speedups", "PropertiesTooLarge"),
+    "PublishError": (".engine", "PublishError"),
+    "PublishNacked": (".engine", "PublishNacked"),
+    "QueueMismatch": (".durable", "QueueMismatch"),
+    "ResourceLocked": (".amqp.errors", "ResourceLocked"),
     "RestartPolicy": (".behaviour", "RestartPolicy"),
     "RpcError": (".rpc", "RpcError"),
     "RpcTimeout": (".rpc", "RpcTimeout"),
     "Template": (".template", "Template"),
+    "URLError": (".url", "URLError"),
     "Worker": (".worker", "Worker"),
     "expose": (".rpc", "expose"),
     "run": (".runner", "run"),
@@ -53,20 +88,39 @@ _LAZY: dict[str, tuple[str, str]] = {
 }
 
 __all__ = [
+    "AMQPConnectError",
+    "AMQPError",
+    "AccessRefused",
     "Agent",
     "AgentConfig",
+    "AgentStoppedByItself",
     "AgentUnreachable",
+    "AuthenticationError",
     "Behaviour",
+    "BrokerError",
+    "ConnectionLost",
     "Core",
+    "DecodeError",
+    "DrainTimeout",
+    "EncodeError",
     "IdentityInUse",
     "Message",
+    "MissingExtra",
+    "MunggoggoError",
+    "NotFound",
     "OneShotBehaviour",
     "PeriodicBehaviour",
+    "PreconditionFailed",
     "PropertiesTooLarge",
+    "PublishError",
+    "PublishNacked",
+    "QueueMismatch",
+    "ResourceLocked",
     "RestartPolicy",
     "RpcError",
     "RpcTimeout",
     "Template",
+    "URLError",
     "Worker",
     "__version__",
     "expose",

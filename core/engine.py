@@ -60,6 +60,10 @@ class PublishError(AMQPError):
             f"{'...' if len(failures) > 1 else ''}): {first}"
         )
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Exception pickles its message alone; rebuild from the failures instead.
+        return (type(self), (self.failures,))
+
 
 class PublishNacked(AMQPError):
     """The broker nacked a publish (an internal error on its side, e.g. a full disk)."""

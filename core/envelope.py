@@ -18,7 +18,7 @@ from typing import Any, Final
 
 import msgspec
 
-from ._speedups import Properties
+from ._speedups import MunggoggoError, Properties
 
 __all__ = [
     "JSON",
@@ -53,11 +53,11 @@ MSGPACK: Final = "application/msgpack"
 X_MSGPACK: Final = "application/x-msgpack"
 
 
-class EncodeError(ValueError):
+class EncodeError(MunggoggoError, ValueError):
     """A value cannot be turned into a message body."""
 
 
-class DecodeError(ValueError):
+class DecodeError(MunggoggoError, ValueError):
     """A message body cannot be turned into the requested value."""
 
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from . import _speedups
 from ._version import __version__
 from .envelope import KIND_CONTROL, KIND_MESSAGE, KIND_RPC
+from .extras import needs_extra
 from .rpc import exposed_methods
 
 if TYPE_CHECKING:
@@ -80,11 +81,12 @@ class AgentCollector:
         return []  # families are built at collect time; no fixed description
 
     def collect(self) -> Iterator[Any]:
-        from prometheus_client.core import (
-            CounterMetricFamily,
-            GaugeMetricFamily,
-            HistogramMetricFamily,
-        )
+        with needs_extra("metrics", "munggoggo.metrics"):
+            from prometheus_client.core import (
+                CounterMetricFamily,
+                GaugeMetricFamily,
+                HistogramMetricFamily,
+            )
 
         yield build_info_family()
 
@@ -222,7 +224,8 @@ class AgentCollector:
 
 def build_info_family() -> Any:
     """`munggoggo_build_info`: version, Python and whether the compiled speedups loaded."""
-    from prometheus_client.core import InfoMetricFamily
+    with needs_extra("metrics", "munggoggo.metrics"):
+        from prometheus_client.core import InfoMetricFamily
 
     info = InfoMetricFamily("munggoggo_build", "munggoggo build information")
     info.add_metric(
@@ -306,7 +309,8 @@ def register() -> None:
     global _registered
     if _registered:
         return
-    from prometheus_client import REGISTRY
+    with needs_extra("metrics", "munggoggo.metrics"):
+        from prometheus_client import REGISTRY
 
     REGISTRY.register(COLLECTOR)
     _registered = True
@@ -315,7 +319,8 @@ def register() -> None:
 def serve_metrics(port: int, addr: str = "0.0.0.0") -> Any:
     """Serve /metrics for this process from a daemon thread; a port in use is a clear
     error, not silence. Returns the server (`.shutdown()` stops it)."""
-    from prometheus_client import start_http_server
+    with needs_extra("metrics", "munggoggo.metrics"):
+        from prometheus_client import start_http_server
 
     if not 0 <= port <= 65535:
         raise ValueError(f"cannot serve metrics on port {port}: ports are 0-65535")

@@ -23,15 +23,14 @@ import functools
 from typing import Any
 
 from . import tracing
+from .extras import needs_extra
 from .tracing import HEADER, TRACEPARENT
 
-try:
+with needs_extra("otel", "munggoggo.otel"):
     from opentelemetry import context as otel_context
     from opentelemetry import trace
     from opentelemetry.trace import SpanKind, Status, StatusCode
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise ImportError("munggoggo.otel needs OpenTelemetry: pip install 'munggoggo[otel]'") from exc
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 _SYSTEM = {"messaging.system": "rabbitmq"}

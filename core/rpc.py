@@ -10,6 +10,7 @@ inherited attributes are refused.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import typing
@@ -17,6 +18,8 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
+
+from ._speedups import MunggoggoError
 
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
@@ -33,7 +36,7 @@ UNREACHABLE = -32005  # the target cannot be reached right now; a retry may work
 _EXPOSED_ATTR = "__munggoggo_exposed__"
 
 
-class RpcError(Exception):
+class RpcError(MunggoggoError):
     """An RPC failed: the callee answered with a JSON-RPC error, or nobody answered."""
 
     def __init__(self, code: int, message: str, data: Any = None) -> None:
@@ -41,6 +44,10 @@ class RpcError(Exception):
         self.message = message
         self.data = data
         super().__init__(f"{message} (code {code})")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Exception pickles its message alone; rebuild from the fields instead.
+        return (type(self), (self.code, self.message, self.data))
 
     def to_error(self) -> dict[str, Any]:
         error: dict[str, Any] = {"code": self.code, "message": self.message}
@@ -66,6 +73,10 @@ class AgentUnreachable(RpcError, ConnectionError):
     def __init__(self, message: str, *, may_have_run: bool) -> None:
         super().__init__(UNREACHABLE, message, {"may_have_run": may_have_run})
         self.may_have_run = may_have_run
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        rebuild = functools.partial(type(self), may_have_run=self.may_have_run)
+        return (rebuild, (self.message,))
 
 
 class Request(msgspec.Struct, gc=False, omit_defaults=True):

@@ -16,6 +16,7 @@ import signal
 import sys
 from typing import TYPE_CHECKING, Any
 
+from ._speedups import MunggoggoError
 from .client import install_uvloop
 
 if TYPE_CHECKING:
@@ -142,7 +143,7 @@ async def serve(
         starting.result()  # a start the stop cut short ended with an error of its own
 
 
-class AgentStoppedByItself(RuntimeError):
+class AgentStoppedByItself(MunggoggoError, RuntimeError):
     """An agent stopped without being asked (another process took its identity): the
     others are stopped too, and `run()` raises this (a `Worker` exits 1)."""
 

@@ -16,6 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from ._speedups import MunggoggoError
+
 DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/"
 SCHEMES = ("amqp", "amqps", "memory")
 _INT_PARAMS = ("heartbeat", "frame_max", "channel_max")
@@ -36,7 +38,7 @@ _KNOWN_PARAMS = {
 _LIST_SEPARATOR = re.compile(r"\s*,\s*(?=[A-Za-z][A-Za-z0-9+.-]*://)")
 
 
-class URLError(ValueError):
+class URLError(MunggoggoError, ValueError):
     """A broker URL that cannot be used; the message names the problem (never the password)."""
 
 

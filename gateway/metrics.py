@@ -27,16 +27,18 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-    multiprocess,
-)
-
+from munggoggo.extras import needs_extra
 from munggoggo.metrics import LATENCY_BUCKETS, build_info_family
+
+with needs_extra("gateway", "munggoggo.gateway"):
+    from prometheus_client import (
+        CollectorRegistry,
+        Counter,
+        Gauge,
+        Histogram,
+        generate_latest,
+        multiprocess,
+    )
 
 if TYPE_CHECKING:
     from .types import GatewayState

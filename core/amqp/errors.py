@@ -8,8 +8,12 @@ raises `LocalProtocolError` (the split h11 uses).
 
 from __future__ import annotations
 
+from typing import Any
 
-class AMQPError(Exception):
+from .._speedups import MunggoggoError
+
+
+class AMQPError(MunggoggoError):
     """Base class of every error raised by munggoggo's AMQP layer."""
 
 
@@ -54,6 +58,11 @@ class BrokerError(AMQPError):
         method = METHOD_NAMES.get((class_id, method_id))
         where = f" (in reply to {method})" if method else ""
         super().__init__(f"{scope} closed by broker: {reply_code} {reply_text}{where}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Exception pickles its message alone; rebuild from the fields instead.
+        args = (self.reply_code, self.reply_text, self.class_id, self.method_id, self.scope)
+        return (type(self), args)
 
 
 class ContentTooLarge(BrokerError):

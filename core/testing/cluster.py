@@ -31,6 +31,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._speedups import MunggoggoError
 from .broker_faults import broker_answers
 
 BASE = Path(os.environ.get("MUNGGOGGO_CLUSTER_DIR", "/var/tmp/munggoggo-cluster"))
@@ -40,7 +41,7 @@ FIRST_PORT = 5681
 DIST_OFFSET = 20000  # RabbitMQ's own default: distribution port = AMQP port + 20000
 
 
-class ClusterError(RuntimeError):
+class ClusterError(MunggoggoError, RuntimeError):
     """The cluster could not be started, joined, stopped or asked."""
 
 
