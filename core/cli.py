@@ -13,21 +13,34 @@ import importlib
 import json
 import math
 import os
+import platform
 import socket
 import sys
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
-from . import cli_deadletters
+from . import _speedups, cli_deadletters
+from ._version import __version__
 from .agent import Agent, open_connection
 from .amqp.errors import AMQPError
 from .client import install_uvloop
+from .extras import MissingExtra
 from .rpc import UNKNOWN_AGENT, RpcError
 from .runner import run, serve
 from .url import URLError, parse_urls
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the `munggoggo` command.
+
+    Args:
+        argv: the arguments after the program name (default: `sys.argv[1:]`).
+
+    Returns:
+        The exit status: 0 done, 1 the command failed (one line on stderr says why), 2 a
+        usage error or a missing extra (one line naming the `pip install` that adds it).
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
@@ -35,11 +48,47 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.handler(args)
+    except MissingExtra as exc:
+        print(exc.explain(f"munggoggo {args.command}"), file=sys.stderr)
+        return 2
     except (URLError, AMQPError, RpcError, ImportError, ValueError, KeyError, OSError) as exc:
         print(f"munggoggo {args.command}: {exc}", file=sys.stderr)
         return 1
 
 
+def version_text() -> str:
+    """What `munggoggo --version` prints.
+
+    Returns:
+        `munggoggo <version>` on the first line; the Python running it and whether the
+        compiled speedups loaded on the second.
+    """
+    if _speedups.USING_EXTENSIONS:
+        speedups = "compiled speedups"
+    elif _speedups.NO_EXTENSIONS:
+        speedups = "pure-Python speedups (MUNGGOGGO_NO_EXTENSIONS is set)"
+    else:
+        speedups = "pure-Python speedups (the compiled extensions are not built)"
+    python = f"{platform.python_implementation()} {platform.python_version()}"
+    return f"munggoggo {__version__}\n{python}, {speedups}"
+
+
+class _Version(argparse.Action):
+    """`--version`: print `version_text()` and exit 0 (argparse's own version action would
+    rewrap the two lines into one)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        print(version_text())
+        parser.exit()
+
+
+URL_HELP = (
+    "broker URL, or several comma-separated for failover, tried in order "
+    "(default: $MUNGGOGGO_URL or local RabbitMQ)"
+)
 HEALTH_HELP = "serve GET /livez and /readyz (connected, consumers up) on this port"
 
 
@@ -66,18 +115,26 @@ def _seconds(text: str, zero_ok: bool) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `munggoggo` argument parser, every subcommand included.
+
+    `--url` is accepted before the subcommand and after it (by every subcommand that talks
+    to a broker); given in both places, the one after the subcommand wins.
+
+    Returns:
+        The parser; each subcommand sets `handler`, the function that runs it.
+    """
     parser = argparse.ArgumentParser(prog="munggoggo", description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--url",
-        help="broker URL, or several comma-separated for failover, tried in order "
-        "(default: $MUNGGOGGO_URL or local RabbitMQ)",
-    )
+    parser.add_argument("--version", action=_Version, help="print the version and exit")
+    parser.add_argument("--url", help=URL_HELP)
+    # The subcommands' own --url: absent unless given (SUPPRESS), so the one given before
+    # the subcommand stays; given, argparse copies it over that one.
+    url = argparse.ArgumentParser(add_help=False)
+    url.add_argument("--url", default=argparse.SUPPRESS, help=URL_HELP)
     sub = parser.add_subparsers(dest="command")
 
-    p = sub.add_parser("run", help="run an agent class: MODULE:CLASS")
+    p = sub.add_parser("run", help="run an agent class: MODULE:CLASS", parents=[url])
     p.add_argument("target", help="e.g. myagents:PingAgent")
     p.add_argument("--identity", help="agent identity (default: generated)")
-    p.add_argument("--url", dest="run_url", help="broker URL (several: comma-separated)")
     p.add_argument("--log-level", default="INFO")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
     p.add_argument("--health-port", type=int, help=HEALTH_HELP)
@@ -90,18 +147,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser(
-        "demo", help="run the demo agents (falls back to memory:// without a broker)"
+        "demo",
+        help="run the demo agents (falls back to memory:// without a broker)",
+        parents=[url],
     )
     p.add_argument("--seconds", type=seconds, default=None, help="stop after this long")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
     p.add_argument("--health-port", type=int, help=HEALTH_HELP)
     p.set_defaults(handler=cmd_demo)
 
-    p = sub.add_parser("gateway", help="serve the HTTP/WebSocket gateway to the mesh (granian)")
+    p = sub.add_parser(
+        "gateway", help="serve the HTTP/WebSocket gateway to the mesh (granian)", parents=[url]
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--workers", type=int, default=1, help="worker processes")
-    p.add_argument("--url", dest="gateway_url", help="broker URL")
     p.add_argument("--call-timeout", type=seconds, help="seconds an RPC may take (default 5)")
     p.add_argument("--max-in-flight", type=int, help="concurrent calls per worker (default 1024)")
     p.add_argument(
@@ -163,36 +223,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(handler=cmd_gateway)
 
-    ctl = sub.add_parser("ctl", help="control a running mesh")
+    ctl = sub.add_parser("ctl", help="control a running mesh", parents=[url])
     ctl.add_argument("--timeout", type=seconds, default=5.0, help="seconds to wait for answers")
     csub = ctl.add_subparsers(dest="ctl_command", required=True)
-    c = csub.add_parser("peers", help="list running agents")
+    c = csub.add_parser("peers", help="list running agents", parents=[url])
     c.add_argument("--wait", type=seconds_or_zero, default=0.5, help="how long to collect answers")
-    c = csub.add_parser("status", help="an agent's status")
+    c = csub.add_parser("status", help="an agent's status", parents=[url])
     c.add_argument("identity")
     c = csub.add_parser(
-        "call", help="call an exposed method: call ID METHOD [JSON args...] [-k name=JSON]"
+        "call",
+        help="call an exposed method: call ID METHOD [JSON args...] [-k name=JSON]",
+        parents=[url],
     )
     c.add_argument("identity")
     c.add_argument("method")
     c.add_argument("params", nargs="*", help="positional params as JSON (bare words are strings)")
     c.add_argument("-k", "--kwarg", action="append", default=[], help="named param name=JSON")
-    c = csub.add_parser("send", help="send a direct message")
+    c = csub.add_parser("send", help="send a direct message", parents=[url])
     c.add_argument("identity")
     c.add_argument("body")
-    c = csub.add_parser("broadcast", help="send to every agent")
+    c = csub.add_parser("broadcast", help="send to every agent", parents=[url])
     c.add_argument("body")
-    c = csub.add_parser("publish", help="publish on a topic")
+    c = csub.add_parser("publish", help="publish on a topic", parents=[url])
     c.add_argument("routing_key")
     c.add_argument("body")
-    c = csub.add_parser("behaviours", help="list, start or stop an agent's behaviours")
+    c = csub.add_parser(
+        "behaviours", help="list, start or stop an agent's behaviours", parents=[url]
+    )
     c.add_argument("identity")
     c.add_argument("action", nargs="?", choices=["list", "start", "stop"], default="list")
     c.add_argument("name", nargs="?")
-    c = csub.add_parser("traces", help="the last messages an agent saw")
+    c = csub.add_parser("traces", help="the last messages an agent saw", parents=[url])
     c.add_argument("identity")
     c.add_argument("--limit", type=int, default=20)
-    cli_deadletters.add_parser(csub)
+    cli_deadletters.add_parser(csub, parents=[url])
     ctl.set_defaults(handler=cmd_ctl)
     return parser
 
@@ -217,7 +281,7 @@ def load_agent_class(target: str) -> type[Agent]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     cls = load_agent_class(args.target)
-    agent = cls(args.identity, url=args.run_url or args.url)
+    agent = cls(args.identity, url=args.url)
     if args.queue_type:  # the flag wins over a config the class chose itself
         agent.config = dataclasses.replace(agent.config, queue_type=args.queue_type)
     health = bind_health(args.health_port)  # a port in use fails here, before the agent starts
@@ -295,8 +359,8 @@ def cmd_gateway(args: argparse.Namespace) -> int:
 
     settings = GatewaySettings.from_env()
     overrides: dict[str, Any] = {}
-    if args.gateway_url or args.url:
-        overrides["url"] = args.gateway_url or args.url
+    if args.url:
+        overrides["url"] = args.url
     if args.call_timeout is not None:
         overrides["call_timeout"] = args.call_timeout
     if args.max_in_flight is not None:

@@ -9,19 +9,32 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from .deadletters import DeadLetter, DeadLetters
 from .engine import ConnectionProtocol
 
 
-def add_parser(commands: Any) -> None:
-    """Add `dead-letters` to the `ctl` subcommands."""
+def add_parser(commands: Any, parents: Sequence[argparse.ArgumentParser] = ()) -> None:
+    """Add `dead-letters` to the `ctl` subcommands.
+
+    Args:
+        commands: the `ctl` subparsers (what `add_subparsers()` returned).
+        parents: parsers whose options `dead-letters` and each of its actions accept too
+            (the command line's `--url`).
+    """
     p = commands.add_parser(
-        "dead-letters", help="list, requeue or purge dead letters (munggoggo.dead-letters)"
+        "dead-letters",
+        help="list, requeue or purge dead letters (munggoggo.dead-letters)",
+        parents=list(parents),
     )
     actions = p.add_subparsers(dest="dl_action", required=True)
-    a = actions.add_parser("list", help="show dead letters, oldest first (the queue is unchanged)")
+    a = actions.add_parser(
+        "list",
+        help="show dead letters, oldest first (the queue is unchanged)",
+        parents=list(parents),
+    )
     a.add_argument("--limit", type=int, default=50, help="show at most N (default 50)")
     a.add_argument("--agent", help="only those an agent with this identity gave up on")
     a.add_argument("--json", action="store_true", help="one JSON object per dead letter")
@@ -29,7 +42,7 @@ def add_parser(commands: Any) -> None:
         ("requeue", "send dead letters back to their queue with a fresh retry count"),
         ("purge", "delete dead letters for good"),
     ):
-        a = actions.add_parser(name, help=what)
+        a = actions.add_parser(name, help=what, parents=list(parents))
         choice = a.add_mutually_exclusive_group(required=True)
         choice.add_argument("--id", dest="ids", action="append", metavar="ID", help="repeatable")
         choice.add_argument("--all", action="store_true", help="every dead letter")
