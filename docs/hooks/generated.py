@@ -43,13 +43,16 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
 
 
 def cli_reference() -> str:
+    """Markdown: a heading and the `--help` text of the command and each subcommand."""
     from munggoggo.cli import build_parser
 
     sections = []
     with _columns(HELP_COLUMNS):
         for prog, parser, depth in _walk(build_parser()):
             heading = "#" * min(depth + 2, 4)
-            sections.append(f"{heading} `{prog}`\n\n```text\n{parser.format_help().rstrip()}\n```\n")
+            sections.append(
+                f"{heading} `{prog}`\n\n```text\n{parser.format_help().rstrip()}\n```\n"
+            )
     return "\n".join(sections)
 
 
@@ -70,6 +73,7 @@ def _walk(
 
 @contextlib.contextmanager
 def _columns(columns: str) -> Iterator[None]:
+    """Set $COLUMNS for the block (argparse reads it when it formats help)."""
     before = os.environ.get("COLUMNS")
     os.environ["COLUMNS"] = columns
     try:
@@ -130,6 +134,7 @@ def gateway_families() -> list[Any]:
 
 
 def metrics_table(families: list[Any]) -> str:
+    """Markdown table of metric families: the name a scrape shows, type, labels, help."""
     rows = ["| series | type | labels | what |", "| --- | --- | --- | --- |"]
     seen = set()
     for family in families:
