@@ -22,7 +22,7 @@ from typing import Any
 CLI_MARK = "<!-- cli-help -->"
 AGENT_METRICS_MARK = "<!-- agent-metrics -->"
 GATEWAY_METRICS_MARK = "<!-- gateway-metrics -->"
-HELP_COLUMNS = "92"  # argparse wraps at $COLUMNS: fixed, so the page does not depend on a terminal
+HELP_COLUMNS = "78"  # argparse wraps at $COLUMNS: fixed, so the page does not depend on a terminal
 
 # The suffixes a scrape shows for each family type (the text exposition format).
 SUFFIX = {"counter": "_total", "info": "_info"}
