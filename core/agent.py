@@ -110,7 +110,8 @@ async def declare_inbox_or_fail(
     channel: ChannelProtocol, identity: str, expires_ms: int | None, url: BrokerURL
 ) -> None:
     """declare_inbox, with an older version's exclusive inbox held by a running agent
-    reported as the identity in use."""
+    reported as the identity in use.
+    """
     try:
         await declare_inbox(channel, identity, expires_ms)
     except ResourceLocked:
@@ -119,7 +120,8 @@ async def declare_inbox_or_fail(
 
 async def open_connection(url: BrokerURL | tuple[BrokerURL, ...], name: str) -> ConnectionProtocol:
     """A connected client for the URL (or failover list): the real AMQP client, or the
-    in-process broker."""
+    in-process broker.
+    """
     urls = url if isinstance(url, tuple) else (url,)
     if urls[0].is_memory:
         from .memory import MemoryConnection
@@ -238,7 +240,8 @@ class Agent(
 
     async def stop(self) -> None:
         """Drain: stop consuming, let behaviours finish their step and settle, flush
-        confirms, close. Bounded by `config.drain_timeout`."""
+        confirms, close. Bounded by `config.drain_timeout`.
+        """
         if self.state in (STOPPED, CREATED):
             self.state = STOPPED
             self._stopped.set()
@@ -286,7 +289,8 @@ class Agent(
 
     def _identity_taken(self) -> None:
         """Another process consumes our inbox: it holds our identity now. Two agents with
-        one identity would split its messages and calls, so this one stops."""
+        one identity would split its messages and calls, so this one stops.
+        """
         self.stop_reason = (
             f"another agent took identity {self.identity!r} while its inbox was restored"
         )
@@ -298,7 +302,8 @@ class Agent(
     async def _release_inbox(self, grace: float) -> None:
         """Delete the inbox when it is empty and unused, so that later sends to this
         identity are refused as unknown (NO_ROUTE) at once; an inbox still holding
-        messages stays for a successor until it expires."""
+        messages stays for a successor until it expires.
+        """
         if self._sub is None or not self.connection.is_open:
             return
         try:
@@ -348,7 +353,8 @@ class Agent(
 
     async def _start_behaviour(self, behaviour: Behaviour) -> None:
         """Consume its queue (if it subscribes and does not yet), then start its loop and
-        wait for its setup()."""
+        wait for its setup().
+        """
         if behaviour.binding_keys and behaviour.short_name not in self._consumers:
             await self._consume_behaviour(behaviour)
         # add_behaviour adds it here, its queue and consumer set up (a refused queue leaves

@@ -45,7 +45,8 @@ IDLE_WAIT_MAX = 0.05
 @dataclass(frozen=True)
 class RestartPolicy:
     """What happens when a step raises: wait `initial`, doubling up to `maximum`; after
-    `max_failures` consecutive failures (None: never) the behaviour stops as failed."""
+    `max_failures` consecutive failures (None: never) the behaviour stops as failed.
+    """
 
     initial: float = 0.1
     maximum: float = 10.0
@@ -142,7 +143,8 @@ class Behaviour(PublishSurface):
     @property
     def name(self) -> str:
         """`<agent identity>.<short name>` (the original munggoggo's behaviour name): what
-        logs and prints show. Its queue has this name unless it shares one (`queue=`)."""
+        logs and prints show. Its queue has this name unless it shares one (`queue=`).
+        """
         return f"{self.agent.identity}.{self.short_name}"
 
     def __str__(self) -> str:
@@ -241,7 +243,8 @@ class Behaviour(PublishSurface):
     @property
     def task(self) -> asyncio.Task[None] | None:
         """The task running its step loop (None before the first start); done once the
-        behaviour has ended or stopped."""
+        behaviour has ended or stopped.
+        """
         return self._task
 
     def describe(self) -> dict[str, Any]:
@@ -271,7 +274,8 @@ class Behaviour(PublishSurface):
     def _task_ended(self, task: asyncio.Task[None]) -> None:
         """However the task ended (its setup raised what no handler catches, it was
         cancelled before its first step), a behaviour whose task is over never says
-        running unless it is being stopped."""
+        running unless it is being stopped.
+        """
         if self.state == RUNNING and not self._stop:
             self.state = FAILED
             if self.last_error is None:
@@ -333,7 +337,8 @@ class Behaviour(PublishSurface):
 
     def _return_inflight(self) -> None:
         """A step cut short by stopping hands back what it held, as it came: shutdown is
-        not a failure, so no retry is counted and nothing is dead-lettered."""
+        not a failure, so no retry is counted and nothing is dead-lettered.
+        """
         if not self._inflight:
             return
         if self._span is not None:
@@ -344,7 +349,8 @@ class Behaviour(PublishSurface):
 
     async def _release_consumer(self) -> None:
         """It ended by itself (failed or done): stop consuming before handing the mailbox
-        back, or the broker would deliver what it requeues to this consumer again."""
+        back, or the broker would deliver what it requeues to this consumer again.
+        """
         try:
             await asyncio.wait_for(
                 self.agent.release_consumer(self), self.agent.config.drain_timeout
@@ -405,7 +411,8 @@ class Behaviour(PublishSurface):
     async def _end(self) -> None:
         """The step loop is over: a behaviour that ended by itself (failed, or a one-shot
         done) gives up its consumer; either way it hands back its mailbox at once, for a
-        competing consumer or (direct messages) the agent's inbox."""
+        competing consumer or (direct messages) the agent's inbox.
+        """
         if not self._stop:
             await self._release_consumer()
         self._return_mailbox()
@@ -470,7 +477,8 @@ class Behaviour(PublishSurface):
         """After a step that polled an empty mailbox, set how long the next step waits
         for mail: nothing if the step also got a message (it drained the mailbox: work),
         else IDLE_WAIT_MIN doubling up to IDLE_WAIT_MAX over consecutive idle steps, less
-        the time the step itself took."""
+        the time the step itself took.
+        """
         self._polled_empty = False
         if self._got_mail:
             self._idle_wait = self._idle_remaining = 0.0

@@ -29,7 +29,8 @@ class ControlPlane(AgentBase):
     @expose
     def describe(self) -> dict[str, Any]:
         """Identity, state, behaviours, exposed methods and start time (what `peers()`
-        collects)."""
+        collects).
+        """
         return {
             "identity": self.identity,
             "state": self.state,
@@ -41,7 +42,8 @@ class ControlPlane(AgentBase):
     @expose
     def status(self) -> dict[str, Any]:
         """`describe()` plus the connection, uptime, counters, calls waiting for a reply
-        and publishes waiting for a confirm."""
+        and publishes waiting for a confirm.
+        """
         info = self.describe()
         conn = self.connection
         info.update(
@@ -97,7 +99,8 @@ class ControlPlane(AgentBase):
 
     async def _stop_behaviour(self, behaviour: Behaviour) -> None:
         """Stop consuming its queue first, so new messages wait there (ready, not held in a
-        mailbox) until it is started again."""
+        mailbox) until it is started again.
+        """
         await self.release_consumer(behaviour)
         await behaviour.stop(timeout=self.config.drain_timeout)
 

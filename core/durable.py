@@ -43,12 +43,14 @@ _warned_classic_dlq = False  # the warning is about the mesh: once per process i
 class QueueMismatch(PreconditionFailed):
     """A queue exists with another type, durability or arguments than this agent declares.
 
-    RabbitMQ cannot change them in place; the message names the queue and the ways out."""
+    RabbitMQ cannot change them in place; the message names the queue and the ways out.
+    """
 
 
 def normalize_queue_type(value: str | None) -> str:
     """`transient` or `quorum`; None, "" and "classic" (what transient queues are) mean
-    transient, so configurations written before the modes existed keep their meaning."""
+    transient, so configurations written before the modes existed keep their meaning.
+    """
     if value in (None, "", TRANSIENT, "classic"):
         return TRANSIENT
     if value == QUORUM:
@@ -61,7 +63,8 @@ def queue_declaration(queue_type: str, expires_ms: int | None) -> tuple[bool, di
     module docstring); quorum in durable mode.
 
     Classic queues carry no `x-queue-type`: RabbitMQ 3.10 compares the argument on
-    redeclare, and the queues of agents from before the modes existed have none."""
+    redeclare, and the queues of agents from before the modes existed have none.
+    """
     arguments: dict[str, Any] = {"x-dead-letter-exchange": DEAD_LETTER_EXCHANGE}
     if expires_ms:
         arguments["x-expires"] = expires_ms  # allowed on quorum queues too
@@ -106,7 +109,8 @@ async def declare_behaviour_queue(
 
 def mismatch(queue: str, queue_type: str, exc: PreconditionFailed) -> PreconditionFailed:
     """`exc` (a 406 on queue.declare) as a QueueMismatch that explains itself, when it is an
-    inequivalent redeclaration; other 406s (an invalid argument) are returned unchanged."""
+    inequivalent redeclaration; other 406s (an invalid argument) are returned unchanged.
+    """
     if "inequivalent arg" not in exc.reply_text:
         return exc
     wanted = (

@@ -314,7 +314,8 @@ def register() -> None:
 
 def serve_metrics(port: int, addr: str = "0.0.0.0") -> Any:
     """Serve /metrics for this process from a daemon thread; a port in use is a clear
-    error, not silence. Returns the server (`.shutdown()` stops it)."""
+    error, not silence. Returns the server (`.shutdown()` stops it).
+    """
     from prometheus_client import start_http_server
 
     if not 0 <= port <= 65535:

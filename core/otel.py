@@ -69,7 +69,8 @@ class _Hooks:
     def producer(self, current: str | None, kind: str, destination: str, operation: str) -> Any:
         """A PRODUCER span for one message sent; its traceparent, or None without a trace.
         The parent is OpenTelemetry's current span when there is one (a user span, or one
-        of ours), else the traceparent the message being handled brought."""
+        of ours), else the traceparent the message being handled brought.
+        """
         if trace.get_current_span().get_span_context().is_valid:
             parent = None  # start_span's default: the current OpenTelemetry context
         else:

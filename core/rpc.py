@@ -206,7 +206,8 @@ def encode_error(error: RpcError, id: Any) -> bytes:
 
 def decode_request(body: bytes) -> Request:
     """Parse one JSON-RPC request; raises RpcError (-32700 / -32600) with the request id
-    attached as `.request_id` when it could be read."""
+    attached as `.request_id` when it could be read.
+    """
     try:
         raw = _parse(body)
     except ValueError as exc:
@@ -239,7 +240,8 @@ def _parse(body: bytes) -> Any:
     """Any JSON value, or ValueError. Requests come from anyone: besides msgspec's
     DecodeError, invalid UTF-8 in a string raises UnicodeDecodeError and deep nesting
     RecursionError, and either one escaping the inbox callback would drop the connection,
-    after which the unacked request comes back and drops it again."""
+    after which the unacked request comes back and drops it again.
+    """
     try:
         return _raw_decoder.decode(body)
     except RecursionError:

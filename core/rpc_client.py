@@ -166,14 +166,16 @@ class RpcClient(AgentBase):
 
     def _new_call_id(self) -> str:
         """A correlation id for one call: our prefix and 96 random bits, so that nobody
-        who saw earlier ids can guess the next one and answer in the callee's place."""
+        who saw earlier ids can guess the next one and answer in the callee's place.
+        """
         return self._call_prefix + os.urandom(12).hex()
 
     def _take_reply(self, call_id: str, delivery: Any) -> None:
         """A reply carrying one of our call ids: it answers the call if that call still
         waits and the reply comes from the agent called. A reply naming another sender
         (`app_id`) is dropped; one naming none is taken, as plain AMQP servers send them
-        (see docs/decisions.md). A late reply (the call timed out) is dropped."""
+        (see docs/decisions.md). A late reply (the call timed out) is dropped.
+        """
         fut = self._pending_calls.get(call_id)
         if fut is None:
             collector = self._collectors.get(call_id)
@@ -193,7 +195,8 @@ class RpcClient(AgentBase):
 
     def _on_return(self, delivery: Any) -> None:
         """The broker returned a mandatory publish (no queue for its routing key): a call
-        fails as unknown or unreachable; a direct message is counted and logged."""
+        fails as unknown or unreachable; a direct message is counted and logged.
+        """
         self.stats.returned += 1
         call_id = delivery.properties.correlation_id
         fut = self._pending_calls.pop(call_id, None) if call_id else None

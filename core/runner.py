@@ -144,7 +144,8 @@ async def serve(
 
 class AgentStoppedByItself(RuntimeError):
     """An agent stopped without being asked (another process took its identity): the
-    others are stopped too, and `run()` raises this (a `Worker` exits 1)."""
+    others are stopped too, and `run()` raises this (a `Worker` exits 1).
+    """
 
 
 async def until_stop_or_self_stop(stopping: asyncio.Task[Any], agents: tuple[Agent, ...]) -> None:
@@ -193,7 +194,8 @@ async def shut_down(
 
 async def stop_and_wait(agent: Agent) -> None:
     """Stop `agent` and wait until it has stopped: a stop it began by itself (its identity
-    taken) may still be draining when asked again, and returns at once then."""
+    taken) may still be draining when asked again, and returns at once then.
+    """
     await agent.stop()
     limit = agent.config.drain_timeout + START_ABORT_MARGIN
     with contextlib.suppress(TimeoutError):

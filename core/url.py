@@ -76,7 +76,8 @@ class BrokerURL:
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """The client TLS context; a file that cannot be loaded raises an OSError naming the
-        URL parameter and the path (OpenSSL's own message names neither)."""
+        URL parameter and the path (OpenSSL's own message names neither).
+        """
         if not self.tls:
             return None
         what = f"cafile {self.cafile!r}" if self.cafile else "the system CA certificates"
@@ -180,7 +181,8 @@ def parse_urls(
 ) -> tuple[BrokerURL, ...]:
     """Parse a failover list: a comma-separated string, a list, or one URL; None reads
     MUNGGOGGO_URL (which may be a list too), then falls back to the local default.
-    Connections try the URLs in order. memory:// stands alone: it has nothing to fail over to."""
+    Connections try the URLs in order. memory:// stands alone: it has nothing to fail over to.
+    """
     if urls is None:
         urls = os.environ.get("MUNGGOGGO_URL") or DEFAULT_URL
     if isinstance(urls, BrokerURL):
@@ -223,7 +225,8 @@ def _authority_has_credentials(url: str) -> bool:
 def _redact(url: str) -> str:
     """A URL we could not parse, fit for a message: everything between the scheme and the
     last '@' could be the password, so only a user name that is surely not part of it (the
-    text before the first ':', without '/', '?' or '#') is kept."""
+    text before the first ':', without '/', '?' or '#') is kept.
+    """
     head, at, host = url.rpartition("@")
     if not at:
         return url  # no credentials in it

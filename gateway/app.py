@@ -112,7 +112,8 @@ class Router:
 
     def resolve(self, method: str, scope: Scope) -> tuple[Route, tuple[str, ...]]:
         """The route and its path parameters; HTTPError 404 or 405 (with Allow). HEAD is
-        served wherever GET is (by the GET route; the app sends no body)."""
+        served wherever GET is (by the GET route; the app sends no body).
+        """
         by_method = self.fixed.get(scope["path"])
         if by_method is not None:
             route = by_method.get(method)
@@ -181,7 +182,8 @@ class GatewayApp:
 
     def optional(self, module: str, name: str) -> Endpoint:
         """An endpoint from a sibling module imported on first use; 404 while the module
-        does not exist."""
+        does not exist.
+        """
         resolved: list[Endpoint | None] = []
 
         async def endpoint(scope: Scope, receive: Receive, send: Send, state: GatewayState) -> None:
@@ -316,7 +318,8 @@ async def _call_raw(
     state: GatewayState | None,
 ) -> int:
     """Run an endpoint that sends for itself; a 500 if it fails before sending anything.
-    Returns the HTTP status it sent (0 when it sent none)."""
+    Returns the HTTP status it sent (0 when it sent none).
+    """
     status = 0
 
     async def tracking_send(message: Message) -> None:
@@ -338,7 +341,8 @@ async def _call_raw(
 
 def _without_body(send: Send) -> Send:
     """`send` for a HEAD request: the GET answer's status and headers (its Content-Length
-    included, as HTTP wants), no body."""
+    included, as HTTP wants), no body.
+    """
 
     async def send_head(message: Message) -> None:
         if message["type"] == "http.response.body" and message.get("body"):

@@ -93,7 +93,8 @@ def _prepare_multiprocess_metrics(workers: int) -> str | None:
     ours to remove (returned); one the user set is emptied of old files first, as
     prometheus_client requires, since files of dead processes would count again.
     The variable must be set before workers create metrics; workers are forked or spawned
-    after this, and a prometheus_client imported earlier in this process is told too."""
+    after this, and a prometheus_client imported earlier in this process is told too.
+    """
     directory = os.environ.get(MULTIPROC_ENV)
     created = None
     if directory:

@@ -481,7 +481,8 @@ _CLOSE_INDEXES: dict[int, Any] = {cls.index: cls for cls in _CLOSE_METHODS}
 
 def _lenient_close(index: int, payload: bytes) -> Any:
     """Channel.Close or Connection.Close from `payload`, its reply text decoded with
-    replacement characters; None for any other method or a malformed payload."""
+    replacement characters; None for any other method or a malformed payload.
+    """
     cls = _CLOSE_INDEXES.get(index)
     if cls is None:
         return None

@@ -68,7 +68,8 @@ class MemoryBroker:
     @classmethod
     def get(cls, name: str = "default") -> MemoryBroker:
         """The broker called `name`: a new one if there is none yet, or if the one there
-        lives on another event loop than the running one."""
+        lives on another event loop than the running one.
+        """
         broker = cls._brokers.get(name)
         try:
             loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
@@ -125,7 +126,8 @@ class MemoryBroker:
 
     def route(self, exchange: Exchange, routing_key: str, content: Content) -> list[Queue]:
         """The queues a message reaches by its routing key and its CC and BCC keys, through
-        exchange bindings and alternate exchanges, each once."""
+        exchange bindings and alternate exchanges, each once.
+        """
         if not exchange.name:
             if content.routes:
                 found_by_name = (self._default_route(k) for k in content.routing_keys)
@@ -273,7 +275,8 @@ class MemoryBroker:
 
     def delete_exchange(self, exchange: Exchange) -> None:
         """Delete an exchange and its bindings as a destination (auto-delete sources
-        losing their last binding go too)."""
+        losing their last binding go too).
+        """
         if self.exchanges.get(exchange.name) is not exchange:
             return
         del self.exchanges[exchange.name]
@@ -283,6 +286,7 @@ class MemoryBroker:
 
     def maybe_auto_delete(self, exchange: Exchange) -> None:
         """A binding of `exchange` went: RabbitMQ deletes an auto-delete exchange when its
-        last binding as a source goes."""
+        last binding as a source goes.
+        """
         if exchange.auto_delete and not exchange.bindings:
             self.delete_exchange(exchange)

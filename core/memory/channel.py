@@ -95,7 +95,8 @@ class MemoryChannel(TopologyMethods, PublishMethods):
 
     def is_consuming(self, consumer_tag: str) -> bool:
         """Whether the consumer `consumer_tag` is consuming on this channel (as
-        `Channel.is_consuming`)."""
+        `Channel.is_consuming`).
+        """
         return consumer_tag in self._consumers
 
     @property
@@ -163,7 +164,8 @@ class MemoryChannel(TopologyMethods, PublishMethods):
 
     def _detach(self) -> None:
         """The broker side of the channel closes: its consumers are removed and its unacked
-        deliveries requeued, marked redelivered."""
+        deliveries requeued, marked redelivered.
+        """
         self._live = False
         # Consumers go first so requeued messages cannot be handed straight back to this
         # channel; an auto-delete queue losing its last consumer takes them with it, as in
@@ -174,7 +176,8 @@ class MemoryChannel(TopologyMethods, PublishMethods):
 
     def _close_async(self, error: BrokerError) -> None:
         """The broker refused a publish or ack: it closes the channel now, and the client
-        learns about it one tick later (the call that caused it has already returned)."""
+        learns about it one tick later (the call that caused it has already returned).
+        """
         if not self._live:
             return
         self._detach()
@@ -192,7 +195,8 @@ class MemoryChannel(TopologyMethods, PublishMethods):
 
     def _client_closed(self, error: BrokerError) -> None:
         """The client sees the broker's Channel.Close: fail what the broker discarded,
-        then reopen (generation + 1) as the real client does."""
+        then reopen (generation + 1) as the real client does.
+        """
         self._open_event.clear()
         log.warning("channel %d: %s", self.id, error)
         doomed = self._ledger.take_doomed()
@@ -228,7 +232,8 @@ class MemoryChannel(TopologyMethods, PublishMethods):
 
     def connection_closing(self) -> None:
         """Its connection closes (called by it first): the acks of this tick reach the
-        broker before the close, as on the wire; then the broker side goes."""
+        broker before the close, as on the wire; then the broker side goes.
+        """
         self._ack_later_now()
         if self._live:
             self._detach()
@@ -370,7 +375,8 @@ class MemoryChannel(TopologyMethods, PublishMethods):
 
     def deliver(self, sub: Subscription, entry: Entry, queue: Queue) -> Delivery:
         """Broker side of Basic.Deliver to `sub` (one of this channel's consumers): take
-        a delivery tag and track the message until it is settled."""
+        a delivery tag and track the message until it is settled.
+        """
         tag = self._next_tag
         self._next_tag = tag + 1
         d = entry.content.delivery(self.id, DELIVER)
@@ -384,7 +390,8 @@ class MemoryChannel(TopologyMethods, PublishMethods):
 
     def dispatch(self, sub: Subscription, batch: list[Delivery]) -> None:
         """Client side: hand one batch (from the broker's dispatch) to its consumer's
-        callback."""
+        callback.
+        """
         if not self._live or sub.generation != self.generation:
             return  # the channel closed meanwhile and requeued these; their tags are void
         record = sub.record
@@ -414,7 +421,8 @@ class MemoryChannel(TopologyMethods, PublishMethods):
 
     def ack_later(self, delivery_tag: int, generation: int) -> bool:
         """Ack at the end of this loop tick, like the real channel's coalesced ack (which
-        never acks a tag settled another way meanwhile). False if the tag is void."""
+        never acks a tag settled another way meanwhile). False if the tag is void.
+        """
         if generation != self.generation or not self.is_open:
             return False
         self.acked += 1
@@ -470,7 +478,8 @@ class MemoryChannel(TopologyMethods, PublishMethods):
 
     def _take(self, tag: int, multiple: bool, method: tuple[int, int]) -> list[Outstanding]:
         """The unacked deliveries an ack/nack/reject covers; an unknown tag closes the
-        channel (a tick later, as RabbitMQ's Channel.Close would arrive)."""
+        channel (a tick later, as RabbitMQ's Channel.Close would arrive).
+        """
         taken = self._unacked.take(tag, multiple)
         if taken is None:
             self._close_async(error("PRECONDITION_FAILED", f"unknown delivery tag {tag}", method))

@@ -74,7 +74,8 @@ class MemoryConnection:
     @property
     def closed_future(self) -> asyncio.Future[None]:
         """Done once the connection is closed, for waiting on it alongside other futures
-        (`wait_closed()` is the coroutine form)."""
+        (`wait_closed()` is the coroutine form).
+        """
         return self._closed_future
 
     async def __aenter__(self) -> MemoryConnection:
@@ -133,7 +134,8 @@ class MemoryConnection:
 
     async def close(self, timeout: float = 5.0) -> None:
         """Close like a connection dying on RabbitMQ: unacked deliveries are requeued,
-        consumers go (auto-delete queues with them), exclusive queues are deleted."""
+        consumers go (auto-delete queues with them), exclusive queues are deleted.
+        """
         if self._state in (_CLOSED, _NEW):
             self._state = _CLOSED
             return

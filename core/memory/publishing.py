@@ -95,7 +95,8 @@ class PublishLedger:
 
     def nacked(self, failure: tuple[int, Exception]) -> None:
         """A queue refused the publish: its waiters fail now, the publisher hears of it
-        from the loop (one call for the failures of a tick)."""
+        from the loop (one call for the failures of a tick).
+        """
         self._waiters.add([failure])
         if not self._to_notify:
             self._loop.call_soon(self._notify_failures)
@@ -219,7 +220,8 @@ class PublishMethods:
 
     def schedule_return(self, content: Content) -> None:
         """The broker could not route a mandatory publish of this channel: Basic.Return
-        reaches `on_return` from the loop, never from inside publish()."""
+        reaches `on_return` from the loop, never from inside publish().
+        """
         d = content.delivery(self.id, RETURN)
         d.reply_code = 312
         d.reply_text = "NO_ROUTE"
@@ -245,7 +247,8 @@ class PublishMethods:
     async def drain(self, timeout: float | None = None) -> None:
         """No flow control in process, but it yields once so a publishing loop lets
         consumers run, as socket back-pressure would (so `timeout`, taken for parity with
-        `Channel.drain`, never runs out)."""
+        `Channel.drain`, never runs out).
+        """
         if self.connection.is_closed:
             raise ConnectionLost(f"connection to {self.connection.url} is closed")
         await asyncio.sleep(0)

@@ -49,7 +49,8 @@ if TYPE_CHECKING:
 
 def server_name() -> str:
     """A server-named queue's name: RabbitMQ's look like amq.gen-JzTY20BRgKO-HjmUJj0wLg
-    (16 random bytes, url-safe)."""
+    (16 random bytes, url-safe).
+    """
     return "amq.gen-" + base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode()
 
 
@@ -270,7 +271,8 @@ class TopologyMethods:
     """The client's topology API of `MemoryChannel` (a mixin): names and arguments are
     checked as the real client checks them before sending, then the broker side
     (`ChannelTopology`) runs through the channel's `_call`, which waits until the channel
-    is open and closes it when the broker refuses."""
+    is open and closes it when the broker refuses.
+    """
 
     if TYPE_CHECKING:  # what the mixin uses of MemoryChannel
         _topology: ChannelTopology

@@ -133,13 +133,15 @@ class BrokerFaultLock:
 
 def rabbitmqctl_command() -> list[str]:
     """The rabbitmqctl of the broker under test: the command line in MUNGGOGGO_RABBITMQCTL
-    (`bash .ci/rabbitmq43 ctl` for the RabbitMQ 4.3 node), else the machine's own."""
+    (`bash .ci/rabbitmq43 ctl` for the RabbitMQ 4.3 node), else the machine's own.
+    """
     return shlex.split(os.environ.get("MUNGGOGGO_RABBITMQCTL") or "rabbitmqctl")
 
 
 def rabbitmqctl(*args: str, timeout: float = 60) -> str:
     """Run the broker under test's rabbitmqctl (root on the test machines) and return its
-    stdout; raises RuntimeError with rabbitmqctl's own message when it fails."""
+    stdout; raises RuntimeError with rabbitmqctl's own message when it fails.
+    """
     result = subprocess.run(
         [*rabbitmqctl_command(), "-q", *args],
         capture_output=True,
@@ -155,7 +157,8 @@ def rabbitmqctl(*args: str, timeout: float = 60) -> str:
 def close_named_connection(name: str, reason: str = "fault injection") -> int:
     """Force-close the broker side of every connection whose client-given name (the
     `connection_name` client property; agents use their identity) is `name`; returns how
-    many were closed. rabbitmqctl's `name` column is the peer address, not this."""
+    many were closed. rabbitmqctl's `name` column is the peer address, not this.
+    """
     wanted = f'{{"connection_name","{name}"}}'
     closed = 0
     for line in rabbitmqctl("list_connections", "pid", "client_properties").splitlines():
@@ -178,7 +181,8 @@ def broker_address() -> tuple[str, int]:
 def broker_answers(host: str | None = None, port: int | None = None, timeout: float = 2.0) -> bool:
     """True when something on host:port (default: the broker under test) answers the AMQP
     0-9-1 header with a method frame (Connection.Start): the broker's listener is up, not
-    merely the Erlang node."""
+    merely the Erlang node.
+    """
     default_host, default_port = broker_address()
     host = default_host if host is None else host  # a port alone is a port of that host
     port = default_port if port is None else port
@@ -217,7 +221,8 @@ def start_app(host: str | None = None, port: int | None = None) -> None:
 
 def memory_watermark() -> list[str]:
     """The current vm_memory_high_watermark as set_vm_memory_high_watermark arguments
-    (`["0.4"]` or `["absolute", "1073741824"]`), so it can be put back exactly."""
+    (`["0.4"]` or `["absolute", "1073741824"]`), so it can be put back exactly.
+    """
     raw = rabbitmqctl("eval", WATERMARK_QUERY).strip()
     if raw.startswith("{"):
         kind, _, value = raw.strip("{}").partition(",")
@@ -236,7 +241,8 @@ def set_memory_watermark(args: list[str]) -> None:
 
 def memory_alarm_on() -> list[str]:
     """Raise the memory alarm (a watermark far below what the broker uses); returns the
-    watermark to restore with set_memory_watermark()."""
+    watermark to restore with set_memory_watermark().
+    """
     original = memory_watermark()
     if original == [ALARM_WATERMARK]:
         # Left behind by a run that was killed before it could restore: the real value

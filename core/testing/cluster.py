@@ -133,7 +133,8 @@ class Cluster:
 
     def start(self, timeout: float = 150) -> None:
         """Start the nodes, join them to node 1, and wait until all run as one cluster.
-        Leftovers of an earlier run under `base` are stopped and removed first."""
+        Leftovers of an earlier run under `base` are stopped and removed first.
+        """
         server = SCRIPTS / "rabbitmq-server"
         if not os.access(server, os.X_OK):
             raise ClusterError(f"{server} not found: RabbitMQ's package scripts are needed")

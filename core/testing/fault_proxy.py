@@ -107,7 +107,8 @@ class _Side(asyncio.Protocol):
 
 class _Pipe:
     """One direction of one connection. Bytes go straight through in normal mode; while
-    slowed or frozen (or while older bytes still wait) they queue, in order, for a pump."""
+    slowed or frozen (or while older bytes still wait) they queue, in order, for a pump.
+    """
 
     def __init__(self, link: _Link, src: _Side, dst: _Side, up: bool) -> None:
         self.link = link
@@ -199,7 +200,8 @@ class _Link:
     """One proxied connection: the client's socket, its upstream socket, two pipes.
 
     The proxy hands each link what its pieces share (the loop, the set of live links, the
-    wait for a mode change) rather than have them reach into the proxy's own state."""
+    wait for a mode change) rather than have them reach into the proxy's own state.
+    """
 
     def __init__(
         self,
@@ -257,7 +259,8 @@ class _Link:
 
     def side_lost(self, side: _Side) -> None:
         """One socket is gone: the other one ends after what was sent to it (a peer that
-        closed or died is passed on as a close, not as a cut)."""
+        closed or died is passed on as a close, not as a cut).
+        """
         if self.upstream is None:  # the client left while we were connecting upstream
             self.abort()
             return
@@ -359,7 +362,8 @@ class FaultProxy:
 
     def cut(self, client_port: int | None = None) -> int:
         """Drop every current connection (or only the one from `client_port`) both ways;
-        returns how many. New connections are still accepted."""
+        returns how many. New connections are still accepted.
+        """
         dropped = 0
         for link in list(self._links):
             if client_port is None or link.client_port == client_port:
@@ -391,7 +395,8 @@ class FaultProxy:
 
     def slow(self, delay: float = 0.0, bytes_per_second: float = 0.0) -> None:
         """Delay every chunk by `delay` seconds and/or cap each direction of each
-        connection to `bytes_per_second` (0: no cap). Replaces an earlier slow()."""
+        connection to `bytes_per_second` (0: no cap). Replaces an earlier slow().
+        """
         if delay < 0 or bytes_per_second < 0:
             raise ValueError("delay and bytes_per_second must not be negative")
         if not delay and not bytes_per_second:
