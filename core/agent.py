@@ -100,6 +100,15 @@ class IdentityInUse(AMQPError):
 
 
 def identity_in_use(identity: str, url: BrokerURL) -> IdentityInUse:
+    """The error for an identity that another running agent holds.
+
+    Args:
+        identity: the agent identity in use.
+        url: the broker it is in use on.
+
+    Returns:
+        The error, to raise.
+    """
     return IdentityInUse(
         f"agent identity {identity!r} is already in use on {url}: another running agent "
         "consumes its inbox queue"
@@ -111,6 +120,15 @@ async def declare_inbox_or_fail(
 ) -> None:
     """declare_inbox, with an older version's exclusive inbox held by a running agent
     reported as the identity in use.
+
+    Args:
+        channel: the channel to declare on.
+        identity: the agent identity (the inbox queue's name).
+        expires_ms: how long the inbox outlives its consumer (None: forever).
+        url: the broker, named in the error.
+
+    Raises:
+        IdentityInUse: a running agent holds the inbox exclusively.
     """
     try:
         await declare_inbox(channel, identity, expires_ms)
@@ -121,6 +139,16 @@ async def declare_inbox_or_fail(
 async def open_connection(url: BrokerURL | tuple[BrokerURL, ...], name: str) -> ConnectionProtocol:
     """A connected client for the URL (or failover list): the real AMQP client, or the
     in-process broker.
+
+    Args:
+        url: the broker URL, or a failover list tried in order (memory:// uses the first).
+        name: the connection's name, shown by the broker's management tools.
+
+    Returns:
+        The open connection.
+
+    Raises:
+        AMQPConnectError: no broker of the list could be reached or accepted the login.
     """
     urls = url if isinstance(url, tuple) else (url,)
     if urls[0].is_memory:
@@ -365,6 +393,12 @@ class Agent(
 
     def behaviour(self, name: str) -> Behaviour:
         """The behaviour of that short name.
+
+        Args:
+            name: the behaviour's short name.
+
+        Returns:
+            The behaviour.
 
         Raises:
             KeyError: the agent has none of that name.

@@ -46,6 +46,14 @@ IDLE_WAIT_MAX = 0.05
 class RestartPolicy:
     """What happens when a step raises: wait `initial`, doubling up to `maximum`; after
     `max_failures` consecutive failures (None: never) the behaviour stops as failed.
+
+    Set it as a behaviour class's `restart_policy` attribute.
+
+    Attributes:
+        initial: seconds to wait after the first failure.
+        maximum: the longest wait, in seconds.
+        max_failures: consecutive failures after which the behaviour stops as failed
+            (None: it never gives up).
     """
 
     initial: float = 0.1
@@ -53,6 +61,14 @@ class RestartPolicy:
     max_failures: int | None = None
 
     def delay(self, consecutive_failures: int) -> float:
+        """The wait before the next step.
+
+        Args:
+            consecutive_failures: failed steps in a row, this one included.
+
+        Returns:
+            Seconds: `initial` doubled per failure after the first, at most `maximum`.
+        """
         return min(self.maximum, self.initial * 2 ** max(0, consecutive_failures - 1))
 
 
@@ -232,12 +248,31 @@ class Behaviour(PublishSurface):
     async def call(
         self, target: str, method: str, *args: Any, timeout: float | None = None, **kwargs: Any
     ) -> Any:
+        """Call an `@expose`d method of another agent: the agent's `call()`.
+
+        Args:
+            target: the identity of the agent called.
+            method: the exposed method's name.
+            *args: params by position.
+            timeout: seconds to wait for the reply (None: `AgentConfig.rpc_timeout`).
+            **kwargs: params by name.
+
+        Returns:
+            The method's result.
+
+        Raises:
+            ValueError: params given both by position and by name.
+            RpcError: the call failed (unknown agent or method, bad params, the method
+                raised, the agent is not running); `AgentUnreachable` and `RpcTimeout`
+                are kinds of it.
+        """
         return await self.agent.call(target, method, *args, timeout=timeout, **kwargs)
 
     # -- lifecycle ---------------------------------------------------------------------
 
     @property
     def is_running(self) -> bool:
+        """Whether its step loop runs (state `running`)."""
         return self.state == RUNNING
 
     @property
@@ -248,6 +283,12 @@ class Behaviour(PublishSurface):
         return self._task
 
     def describe(self) -> dict[str, Any]:
+        """What the control plane's `list_behaviours` and `status` report of it.
+
+        Returns:
+            Its name, kind, state, binding keys, mailbox size, steps, consecutive failures
+            and last error.
+        """
         return {
             "name": self.short_name,
             "kind": self.kind,
@@ -532,7 +573,19 @@ class OneShotBehaviour(Behaviour):
 
 
 class PeriodicBehaviour(Behaviour):
-    """Runs `run()` every `period` seconds, first at `start_at` (epoch seconds) if given."""
+    """Runs `run()` every `period` seconds, first at `start_at` (epoch seconds) if given.
+
+    A step that overruns its period skips the missed slots instead of running in a burst.
+
+    Args:
+        agent: the agent that hosts it.
+        period: seconds between the starts of two steps.
+        start_at: when the first step runs, in epoch seconds (None: at once).
+        **kwargs: the arguments of `Behaviour` (`binding_keys`, `template`, `name`, ...).
+
+    Raises:
+        ValueError: a period that is not positive, or an invalid `Behaviour` argument.
+    """
 
     kind = "periodic"
 
@@ -560,6 +613,11 @@ class PeriodicBehaviour(Behaviour):
             await self._sleep(next_run - now)
 
     def describe(self) -> dict[str, Any]:
+        """What `Behaviour.describe` reports, and its period.
+
+        Returns:
+            The description, with `period` in seconds.
+        """
         info = super().describe()
         info["period"] = self.period
         return info
