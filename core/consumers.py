@@ -201,6 +201,9 @@ class Consumers(AgentBase):
     def consumers(self) -> dict[str, tuple[Any, str]]:
         """The active consumers: behaviour short name ("" for the inbox) -> (channel,
         consumer tag). A copy: changing it changes nothing.
+
+        Returns:
+            The consumers, by behaviour short name.
         """
         return dict(self._consumers)
 

@@ -76,8 +76,17 @@ class RpcClient(AgentBase):
         """`call` with the JSON-RPC params given as they travel (a list, a dict or None):
         for callers that forward params, whose names may be anything (even `timeout`).
 
+        Args:
+            target: the called agent's identity.
+            method: the `@expose`d method's name.
+            params: by position (a list), by name (a dict), or None.
+            timeout: seconds to wait for the reply (default `config.rpc_timeout`).
+
+        Returns:
+            The method's result.
+
         Raises:
-            RpcError: as `call`.
+            RpcError: as `call`; -32003 when this agent is not running.
         """
         if self.state != RUNNING:
             raise RpcError(UNAVAILABLE, f"agent {self.identity!r} is {self.state}")
