@@ -38,7 +38,11 @@ _SYSTEM = {"messaging.system": "rabbitmq"}
 
 
 def instrument(tracer_provider: Any = None) -> None:
-    """Record spans for every agent in this process from now on (idempotent)."""
+    """Record spans for every agent in this process from now on (idempotent).
+
+    Args:
+        tracer_provider: the OpenTelemetry tracer provider (None: the global one).
+    """
     tracer = trace.get_tracer("munggoggo", tracer_provider=tracer_provider)
     tracing.hooks = _Hooks(tracer)
 
