@@ -256,7 +256,7 @@ def problems(entry: Entry) -> list[str]:
             if lacking:
                 missing.append(f"Attributes: lacks {', '.join(lacking)}")
         init = vars(obj).get("__init__")
-        if init is not None and inspect.isfunction(init) and not fields:
+        if inspect.isfunction(init) and _ours(init) and not fields:
             params = _parameters(init)
             documented = _documented_names(found.get("Args", ""))
             documented |= _documented_names(sections(init.__doc__ or "").get("Args", ""))
