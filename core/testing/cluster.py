@@ -118,7 +118,7 @@ class Cluster:
             raise ClusterError(f"no cluster under {self.base} (start it first)") from None
 
     def ctl(self, node: Node, *args: str, timeout: float = 90) -> str:
-        """rabbitmqctl against `node` with the cluster's cookie.
+        """Run rabbitmqctl against `node` with the cluster's cookie.
 
         Args:
             node: the node asked.
