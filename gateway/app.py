@@ -266,6 +266,13 @@ class GatewayApp:
         return endpoint
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one ASGI connection: an HTTP request, a WebSocket or the lifespan.
+
+        Args:
+            scope: the ASGI scope.
+            receive: the ASGI receive callable.
+            send: the ASGI send callable.
+        """
         kind = scope["type"]
         # A caller's W3C traceparent becomes current for the request (or the WebSocket
         # connection): every call and publish it makes carries a child of it.
