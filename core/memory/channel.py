@@ -42,6 +42,12 @@ class MemoryChannel(TopologyMethods, PublishMethods):
     """One channel of a `MemoryConnection`, with `channel.Channel`'s API and semantics.
 
     Made (and opened) by `MemoryConnection.channel()`.
+
+    Args:
+        connection: its connection.
+        channel_id: its channel number.
+        confirms: publisher confirms on (they are immediate here).
+        max_unconfirmed: accepted for parity with the real channel.
     """
 
     def __init__(
@@ -91,6 +97,7 @@ class MemoryChannel(TopologyMethods, PublishMethods):
 
     @property
     def is_open(self) -> bool:
+        """As `ChannelProtocol.is_open`: open and usable now (not reopening, not closed)."""
         return self._open_event.is_set()
 
     def is_consuming(self, consumer_tag: str) -> bool:
@@ -101,6 +108,7 @@ class MemoryChannel(TopologyMethods, PublishMethods):
 
     @property
     def unconfirmed(self) -> int:
+        """As `ChannelProtocol.unconfirmed`: publishes awaiting their confirm."""
         return self._ledger.unconfirmed
 
     def __repr__(self) -> str:
@@ -239,7 +247,11 @@ class MemoryChannel(TopologyMethods, PublishMethods):
             self._detach()
 
     def connection_closed(self, error: BaseException) -> None:
-        """The connection is closed for good: fail everything that still waits."""
+        """The connection is closed for good: fail everything that still waits.
+
+        Args:
+            error: what the waiting calls and unconfirmed publishes fail with.
+        """
         self._live = False
         self._open_event.clear()
         if self._reopen_handle is not None:
@@ -253,6 +265,7 @@ class MemoryChannel(TopologyMethods, PublishMethods):
             self._land()
 
     async def close(self) -> None:
+        """As `ChannelProtocol.close`: close for good; what can never be confirmed fails now."""
         if self._closed_by_user:
             return
         self._closed_by_user = True
@@ -324,6 +337,7 @@ class MemoryChannel(TopologyMethods, PublishMethods):
             sub.queue.remove_sub(sub)
 
     async def cancel(self, consumer_tag: str) -> None:
+        """As `ChannelProtocol.cancel`: stop a consumer."""
         if consumer_tag not in self._consumers:
             return
         try:
@@ -337,7 +351,11 @@ class MemoryChannel(TopologyMethods, PublishMethods):
             self._consumers.pop(consumer_tag, None)
 
     def cancelled_by_broker(self, sub: Subscription) -> None:
-        """The queue was deleted: like consumer_cancel_notify, tell the client next tick."""
+        """The queue was deleted: like consumer_cancel_notify, tell the client next tick.
+
+        Args:
+            sub: the cancelled consumer's subscription.
+        """
         sub.active = False
         self._subs.pop(sub.tag, None)
         self._loop.call_soon(self._on_consumer_cancelled, sub.tag)
@@ -376,6 +394,14 @@ class MemoryChannel(TopologyMethods, PublishMethods):
     def deliver(self, sub: Subscription, entry: Entry, queue: Queue) -> Delivery:
         """Broker side of Basic.Deliver to `sub` (one of this channel's consumers): take
         a delivery tag and track the message until it is settled.
+
+        Args:
+            sub: the consumer's subscription.
+            entry: the message, taken from its queue.
+            queue: the queue it comes from.
+
+        Returns:
+            The delivery, for the consumer's next batch.
         """
         tag = self._next_tag
         self._next_tag = tag + 1
@@ -391,6 +417,13 @@ class MemoryChannel(TopologyMethods, PublishMethods):
     def dispatch(self, sub: Subscription, batch: list[Delivery]) -> None:
         """Client side: hand one batch (from the broker's dispatch) to its consumer's
         callback.
+
+        A batch for a consumer cancelled meanwhile is requeued; one from before a reopen
+        is dropped (the broker requeued it already).
+
+        Args:
+            sub: the consumer's subscription.
+            batch: the deliveries, in order.
         """
         if not self._live or sub.generation != self.generation:
             return  # the channel closed meanwhile and requeued these; their tags are void
@@ -450,6 +483,7 @@ class MemoryChannel(TopologyMethods, PublishMethods):
         *,
         generation: int | None = None,
     ) -> bool:
+        """As `ChannelProtocol.nack`: refuse deliveries (an unknown tag closes the channel)."""
         if not self._valid_tag(generation):
             return False
         self.nacked += 1
@@ -462,6 +496,7 @@ class MemoryChannel(TopologyMethods, PublishMethods):
     def reject(
         self, delivery_tag: int, requeue: bool = True, *, generation: int | None = None
     ) -> bool:
+        """As `ChannelProtocol.reject`: refuse one delivery (an unknown tag closes the channel)."""
         if not self._valid_tag(generation):
             return False
         self.nacked += 1

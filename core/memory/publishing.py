@@ -66,6 +66,7 @@ class PublishLedger:
 
     @property
     def unconfirmed(self) -> int:
+        """Publishes not confirmed yet: refused ones waiting for the close, and buffered ones."""
         return len(self.doomed) + len(self.buffered)
 
     def next_seq(self) -> int:
@@ -77,6 +78,7 @@ class PublishLedger:
 
     def confirmed_through(self) -> int:
         # Doomed and buffered publishes are always the newest ones.
+        """The sequence number up to which every publish is settled."""
         return self.last_seq - len(self.doomed) - len(self.buffered)
 
     def take_lost(self) -> list[int]:
@@ -86,10 +88,12 @@ class PublishLedger:
         return lost
 
     def take_doomed(self) -> list[int]:
+        """Take the publishes the broker discarded when it closed the channel."""
         doomed, self.doomed = self.doomed, []
         return doomed
 
     def take_buffered(self) -> list[Buffered]:
+        """Take the publishes held while the channel reopens, to publish them now."""
         buffered, self.buffered = self.buffered, []
         return buffered
 
@@ -142,7 +146,8 @@ class PublishMethods:
         reply_consumer: Subscription | None
 
         @property
-        def is_open(self) -> bool: ...
+        def is_open(self) -> bool:
+            """Declared for the mixin; defined by MemoryChannel."""
 
         def _close_async(self, error: BrokerError) -> None: ...
 
@@ -221,6 +226,9 @@ class PublishMethods:
     def schedule_return(self, content: Content) -> None:
         """The broker could not route a mandatory publish of this channel: Basic.Return
         reaches `on_return` from the loop, never from inside publish().
+
+        Args:
+            content: the message returned.
         """
         d = content.delivery(self.id, RETURN)
         d.reply_code = 312
