@@ -72,6 +72,14 @@ class PropertiesTooLarge(MunggoggoError, ValueError):
     AMQP 0-9-1 cannot split a content header over frames: the broker would close the
     connection with 501 FRAME_ERROR, so the publish is refused before anything is sent.
     `size` is the content header frame's size in bytes, `frame_max` the negotiated limit.
+
+    Args:
+        size: the content header frame's size, in bytes.
+        frame_max: the connection's negotiated frame_max.
+
+    Attributes:
+        size: the content header frame's size, in bytes.
+        frame_max: the connection's negotiated frame_max.
     """
 
     def __init__(self, size, frame_max):

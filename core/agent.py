@@ -100,6 +100,15 @@ class IdentityInUse(AMQPError):
 
 
 def identity_in_use(identity: str, url: BrokerURL) -> IdentityInUse:
+    """The error for an identity that another running agent holds.
+
+    Args:
+        identity: the agent identity in use.
+        url: the broker it is in use on.
+
+    Returns:
+        The error, to raise.
+    """
     return IdentityInUse(
         f"agent identity {identity!r} is already in use on {url}: another running agent "
         "consumes its inbox queue"
@@ -110,7 +119,17 @@ async def declare_inbox_or_fail(
     channel: ChannelProtocol, identity: str, expires_ms: int | None, url: BrokerURL
 ) -> None:
     """declare_inbox, with an older version's exclusive inbox held by a running agent
-    reported as the identity in use."""
+    reported as the identity in use.
+
+    Args:
+        channel: the channel to declare on.
+        identity: the agent identity (the inbox queue's name).
+        expires_ms: how long the inbox outlives its consumer (None: forever).
+        url: the broker, named in the error.
+
+    Raises:
+        IdentityInUse: a running agent holds the inbox exclusively.
+    """
     try:
         await declare_inbox(channel, identity, expires_ms)
     except ResourceLocked:
@@ -119,7 +138,18 @@ async def declare_inbox_or_fail(
 
 async def open_connection(url: BrokerURL | tuple[BrokerURL, ...], name: str) -> ConnectionProtocol:
     """A connected client for the URL (or failover list): the real AMQP client, or the
-    in-process broker."""
+    in-process broker.
+
+    Args:
+        url: the broker URL, or a failover list tried in order (memory:// uses the first).
+        name: the connection's name, shown by the broker's management tools.
+
+    Returns:
+        The open connection.
+
+    Raises:
+        AMQPConnectError: no broker of the list could be reached or accepted the login.
+    """
     urls = url if isinstance(url, tuple) else (url,)
     if urls[0].is_memory:
         from .memory import MemoryConnection
@@ -238,7 +268,8 @@ class Agent(
 
     async def stop(self) -> None:
         """Drain: stop consuming, let behaviours finish their step and settle, flush
-        confirms, close. Bounded by `config.drain_timeout`."""
+        confirms, close. Bounded by `config.drain_timeout`.
+        """
         if self.state in (STOPPED, CREATED):
             self.state = STOPPED
             self._stopped.set()
@@ -286,7 +317,8 @@ class Agent(
 
     def _identity_taken(self) -> None:
         """Another process consumes our inbox: it holds our identity now. Two agents with
-        one identity would split its messages and calls, so this one stops."""
+        one identity would split its messages and calls, so this one stops.
+        """
         self.stop_reason = (
             f"another agent took identity {self.identity!r} while its inbox was restored"
         )
@@ -298,7 +330,8 @@ class Agent(
     async def _release_inbox(self, grace: float) -> None:
         """Delete the inbox when it is empty and unused, so that later sends to this
         identity are refused as unknown (NO_ROUTE) at once; an inbox still holding
-        messages stays for a successor until it expires."""
+        messages stays for a successor until it expires.
+        """
         if self._sub is None or not self.connection.is_open:
             return
         try:
@@ -348,7 +381,8 @@ class Agent(
 
     async def _start_behaviour(self, behaviour: Behaviour) -> None:
         """Consume its queue (if it subscribes and does not yet), then start its loop and
-        wait for its setup()."""
+        wait for its setup().
+        """
         if behaviour.binding_keys and behaviour.short_name not in self._consumers:
             await self._consume_behaviour(behaviour)
         # add_behaviour adds it here, its queue and consumer set up (a refused queue leaves
@@ -359,6 +393,12 @@ class Agent(
 
     def behaviour(self, name: str) -> Behaviour:
         """The behaviour of that short name.
+
+        Args:
+            name: the behaviour's short name.
+
+        Returns:
+            The behaviour.
 
         Raises:
             KeyError: the agent has none of that name.

@@ -135,13 +135,15 @@ class AgentBase:
             content_type: str | None,
             origin: str = "",
         ) -> int:
+            """Declared for the roles; defined in core/publishing.py."""
             raise NotImplementedError
 
         def _identity_taken(self) -> None: ...  # core/agent.py
 
         async def _start_behaviour(self, behaviour: Behaviour) -> None: ...  # core/agent.py
 
-        async def release_consumer(self, behaviour: Behaviour) -> None: ...  # consumers.py
+        async def release_consumer(self, behaviour: Behaviour) -> None:  # consumers.py
+            """Declared for the roles; defined in core/consumers.py."""
 
         def _on_inbox(self, batch: list[Any]) -> None: ...  # inbox.py
 
@@ -151,7 +153,8 @@ class AgentBase:
 
         def reject_failed(  # handoff.py
             self, msg: Message, exc: BaseException, behaviour: str = ""
-        ) -> None: ...
+        ) -> None:
+            """Declared for the roles; defined in core/handoff.py."""
 
         def _dead_letter(  # handoff.py
             self, msg: Message, reason: str, behaviour: str | None, retries: int = 0

@@ -45,13 +45,30 @@ IDLE_WAIT_MAX = 0.05
 @dataclass(frozen=True)
 class RestartPolicy:
     """What happens when a step raises: wait `initial`, doubling up to `maximum`; after
-    `max_failures` consecutive failures (None: never) the behaviour stops as failed."""
+    `max_failures` consecutive failures (None: never) the behaviour stops as failed.
+
+    Set it as a behaviour class's `restart_policy` attribute.
+
+    Attributes:
+        initial: seconds to wait after the first failure.
+        maximum: the longest wait, in seconds.
+        max_failures: consecutive failures after which the behaviour stops as failed
+            (None: it never gives up).
+    """
 
     initial: float = 0.1
     maximum: float = 10.0
     max_failures: int | None = None
 
     def delay(self, consecutive_failures: int) -> float:
+        """The wait before the next step.
+
+        Args:
+            consecutive_failures: failed steps in a row, this one included.
+
+        Returns:
+            Seconds: `initial` doubled per failure after the first, at most `maximum`.
+        """
         return min(self.maximum, self.initial * 2 ** max(0, consecutive_failures - 1))
 
 
@@ -142,7 +159,8 @@ class Behaviour(PublishSurface):
     @property
     def name(self) -> str:
         """`<agent identity>.<short name>` (the original munggoggo's behaviour name): what
-        logs and prints show. Its queue has this name unless it shares one (`queue=`)."""
+        logs and prints show. Its queue has this name unless it shares one (`queue=`).
+        """
         return f"{self.agent.identity}.{self.short_name}"
 
     def __str__(self) -> str:
@@ -230,21 +248,47 @@ class Behaviour(PublishSurface):
     async def call(
         self, target: str, method: str, *args: Any, timeout: float | None = None, **kwargs: Any
     ) -> Any:
+        """Call an `@expose`d method of another agent: the agent's `call()`.
+
+        Args:
+            target: the identity of the agent called.
+            method: the exposed method's name.
+            *args: params by position.
+            timeout: seconds to wait for the reply (None: `AgentConfig.rpc_timeout`).
+            **kwargs: params by name.
+
+        Returns:
+            The method's result.
+
+        Raises:
+            ValueError: params given both by position and by name.
+            RpcError: the call failed (unknown agent or method, bad params, the method
+                raised, the agent is not running); `AgentUnreachable` and `RpcTimeout`
+                are kinds of it.
+        """
         return await self.agent.call(target, method, *args, timeout=timeout, **kwargs)
 
     # -- lifecycle ---------------------------------------------------------------------
 
     @property
     def is_running(self) -> bool:
+        """Whether its step loop runs (state `running`)."""
         return self.state == RUNNING
 
     @property
     def task(self) -> asyncio.Task[None] | None:
         """The task running its step loop (None before the first start); done once the
-        behaviour has ended or stopped."""
+        behaviour has ended or stopped.
+        """
         return self._task
 
     def describe(self) -> dict[str, Any]:
+        """What the control plane's `list_behaviours` and `status` report of it.
+
+        Returns:
+            Its name, kind, state, binding keys, mailbox size, steps, consecutive failures
+            and last error.
+        """
         return {
             "name": self.short_name,
             "kind": self.kind,
@@ -271,7 +315,8 @@ class Behaviour(PublishSurface):
     def _task_ended(self, task: asyncio.Task[None]) -> None:
         """However the task ended (its setup raised what no handler catches, it was
         cancelled before its first step), a behaviour whose task is over never says
-        running unless it is being stopped."""
+        running unless it is being stopped.
+        """
         if self.state == RUNNING and not self._stop:
             self.state = FAILED
             if self.last_error is None:
@@ -333,7 +378,8 @@ class Behaviour(PublishSurface):
 
     def _return_inflight(self) -> None:
         """A step cut short by stopping hands back what it held, as it came: shutdown is
-        not a failure, so no retry is counted and nothing is dead-lettered."""
+        not a failure, so no retry is counted and nothing is dead-lettered.
+        """
         if not self._inflight:
             return
         if self._span is not None:
@@ -344,7 +390,8 @@ class Behaviour(PublishSurface):
 
     async def _release_consumer(self) -> None:
         """It ended by itself (failed or done): stop consuming before handing the mailbox
-        back, or the broker would deliver what it requeues to this consumer again."""
+        back, or the broker would deliver what it requeues to this consumer again.
+        """
         try:
             await asyncio.wait_for(
                 self.agent.release_consumer(self), self.agent.config.drain_timeout
@@ -405,7 +452,8 @@ class Behaviour(PublishSurface):
     async def _end(self) -> None:
         """The step loop is over: a behaviour that ended by itself (failed, or a one-shot
         done) gives up its consumer; either way it hands back its mailbox at once, for a
-        competing consumer or (direct messages) the agent's inbox."""
+        competing consumer or (direct messages) the agent's inbox.
+        """
         if not self._stop:
             await self._release_consumer()
         self._return_mailbox()
@@ -470,7 +518,8 @@ class Behaviour(PublishSurface):
         """After a step that polled an empty mailbox, set how long the next step waits
         for mail: nothing if the step also got a message (it drained the mailbox: work),
         else IDLE_WAIT_MIN doubling up to IDLE_WAIT_MAX over consecutive idle steps, less
-        the time the step itself took."""
+        the time the step itself took.
+        """
         self._polled_empty = False
         if self._got_mail:
             self._idle_wait = self._idle_remaining = 0.0
@@ -524,7 +573,19 @@ class OneShotBehaviour(Behaviour):
 
 
 class PeriodicBehaviour(Behaviour):
-    """Runs `run()` every `period` seconds, first at `start_at` (epoch seconds) if given."""
+    """Runs `run()` every `period` seconds, first at `start_at` (epoch seconds) if given.
+
+    A step that overruns its period skips the missed slots instead of running in a burst.
+
+    Args:
+        agent: the agent that hosts it.
+        period: seconds between the starts of two steps.
+        start_at: when the first step runs, in epoch seconds (None: at once).
+        **kwargs: the arguments of `Behaviour` (`binding_keys`, `template`, `name`, ...).
+
+    Raises:
+        ValueError: a period that is not positive, or an invalid `Behaviour` argument.
+    """
 
     kind = "periodic"
 
@@ -552,6 +613,11 @@ class PeriodicBehaviour(Behaviour):
             await self._sleep(next_run - now)
 
     def describe(self) -> dict[str, Any]:
+        """What `Behaviour.describe` reports, and its period.
+
+        Returns:
+            The description, with `period` in seconds.
+        """
         info = super().describe()
         info["period"] = self.period
         return info

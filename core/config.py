@@ -25,6 +25,9 @@ RETIRED_KEYS = {
 class AgentConfig:
     """Settings of one agent; every field has a default.
 
+    Frozen: make a changed copy with `dataclasses.replace(config, prefetch=64)`. Agents also
+    take a mapping of these field names (`AgentConfig.from_mapping`).
+
     Attributes:
         prefetch: per behaviour queue consumer: bounds each behaviour's mailbox.
         prefetch_budget: shared by all consuming behaviours of the agent.
@@ -44,27 +47,51 @@ class AgentConfig:
     """
 
     prefetch: int = 256
+    """Prefetch of each behaviour queue's consumer: the most messages a behaviour holds
+    unsettled (its mailbox and the step's messages). `Behaviour(prefetch=...)` overrides it
+    for one behaviour."""
     prefetch_budget: int = 4096
+    """Prefetch shared by all consuming behaviours of the agent: each consumer gets an
+    equal share of it (at least 16), capped by its own `prefetch`."""
     inbox_prefetch: int = 256
+    """Prefetch of the inbox consumer (direct messages, RPC requests and replies)."""
     inbox_expires_ms: int | None = 60_000
+    """Milliseconds the inbox (a durable queue) outlives its consumer: what is sent to the
+    agent during a connection blip or a restart waits that long. None: it never expires."""
     max_redeliveries: int = 3
+    """Failed handling attempts (retries) before a message is dead-lettered to
+    `munggoggo.dlx`."""
     rpc_timeout: float = 5.0
+    """Seconds `call()` waits for a reply when it is given no `timeout`."""
     unreachable_grace: float = 15.0
+    """Seconds after this agent's connection recovered during which a call to an agent
+    without an inbox fails as unreachable (-32005, `AgentUnreachable`: retry, it may still be
+    reconnecting) rather than as an unknown agent (-32001)."""
     drain_timeout: float = 10.0
+    """Seconds of grace for in-flight work when the agent stops: each behaviour's current
+    step, outstanding publisher confirms, cancelling consumers."""
     trace_size: int = 1000
+    """Messages in and out kept for the `traces` control method; 0 turns tracing off."""
     # A behaviour queue outlives its agent (a successor picks up what was left), then
     # expires unused; MUNGGOGGO_QUEUE_EXPIRES_MS changes the default (the test suite
     # shortens it so test runs do not leave queues behind on a shared broker).
     behaviour_queue_expires_ms: int | None = field(
         default_factory=lambda: int(os.environ.get("MUNGGOGGO_QUEUE_EXPIRES_MS", 24 * 3600 * 1000))
     )
+    """Milliseconds a behaviour queue outlives its last consumer (default a day, or
+    `MUNGGOGGO_QUEUE_EXPIRES_MS`): a successor picks up what was left. None: never."""
     # Durable mode is "quorum": quorum behaviour queues and persistent messages
     # (core/durable.py, docs/durable.md). MUNGGOGGO_QUEUE_TYPE changes the default
     # (`munggoggo run --queue-type` sets it).
     queue_type: str | None = field(
         default_factory=lambda: os.environ.get("MUNGGOGGO_QUEUE_TYPE") or "transient"
     )
+    """"transient" (the default; None and "classic" mean the same) or "quorum" (durable
+    mode: quorum behaviour queues, persistent messages; docs/durable.md). The default comes
+    from `MUNGGOGGO_QUEUE_TYPE` when set; after construction it is always one of the two."""
     metrics: bool = True
+    """Time steps, RPCs and (sampled) publisher confirms for the Prometheus histograms;
+    counters are kept either way."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "queue_type", normalize_queue_type(self.queue_type))
@@ -109,6 +136,12 @@ class AgentConfig:
 def agent_config(config: AgentConfig | Mapping[str, Any] | None) -> AgentConfig:
     """The AgentConfig for what an agent was given: itself, a mapping of field names
     (`AgentConfig.from_mapping`), or None for the defaults.
+
+    Args:
+        config: what the agent was given.
+
+    Returns:
+        The config.
 
     Raises:
         TypeError: anything else (the message names what is accepted).

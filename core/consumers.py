@@ -45,7 +45,8 @@ class Consumers(AgentBase):
     def _on_inbox_cancelled(self, tag: str) -> None:
         """The broker cancelled the inbox consumer (the inbox was deleted), or could not
         restore it after a reconnect (the broker still held the old connection's
-        exclusive consumer): consume again until it works, so the agent never goes deaf."""
+        exclusive consumer): consume again until it works, so the agent never goes deaf.
+        """
         if self._consumers.get("", (None, None))[1] != tag:
             return  # an earlier consumer's late news
         del self._consumers[""]
@@ -109,7 +110,8 @@ class Consumers(AgentBase):
 
     def _prefetch_share(self, behaviour: Behaviour) -> int:
         """This behaviour's part of the agent's prefetch budget (never above its own
-        prefetch, never below 16). Consumers keep the share they started with."""
+        prefetch, never below 16). Consumers keep the share they started with.
+        """
         # add_behaviour adds a behaviour once it started: count those it is starting too.
         starting = list(self._adding.values())
         consuming = sum(1 for b in [*self.behaviours.values(), *starting] if b.binding_keys)
@@ -118,7 +120,8 @@ class Consumers(AgentBase):
 
     def _behaviour_consumer(self, behaviour: Behaviour, queue: str, sub: Any) -> Any:
         """The delivery callback of a behaviour's consumer: counts a batch, hands it to
-        the behaviour's mailbox."""
+        the behaviour's mailbox.
+        """
         consumed = self.stats.consumed
         redelivered = self.stats.redelivered
         label = behaviour.short_name
@@ -145,7 +148,8 @@ class Consumers(AgentBase):
 
     def _on_behaviour_cancelled(self, behaviour: Behaviour, tag: str) -> None:
         """The broker cancelled a behaviour's consumer (its queue was deleted): declare,
-        bind and consume again until it works."""
+        bind and consume again until it works.
+        """
         name = behaviour.short_name
         if self._consumers.get(name, (None, None))[1] != tag:
             return  # released by us, or an earlier consumer's late news
@@ -190,12 +194,17 @@ class Consumers(AgentBase):
     @property
     def restoring_consumers(self) -> frozenset[str]:
         """Consumers the broker cancelled that are not consuming again yet: behaviour short
-        names, "" for the inbox. The agent is not ready while any is."""
+        names, "" for the inbox. The agent is not ready while any is.
+        """
         return self._restorer.restoring
 
     def consumers(self) -> dict[str, tuple[Any, str]]:
         """The active consumers: behaviour short name ("" for the inbox) -> (channel,
-        consumer tag). A copy: changing it changes nothing."""
+        consumer tag). A copy: changing it changes nothing.
+
+        Returns:
+            The consumers, by behaviour short name.
+        """
         return dict(self._consumers)
 
     def settling_channels(self) -> list[tuple[str, Any]]:

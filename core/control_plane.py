@@ -23,13 +23,22 @@ class ControlPlane(AgentBase):
 
     @expose
     def ping(self) -> str:
-        """Liveness over the mesh: "pong"."""
+        """Liveness over the mesh.
+
+        Returns:
+            "pong".
+        """
         return "pong"
 
     @expose
     def describe(self) -> dict[str, Any]:
         """Identity, state, behaviours, exposed methods and start time (what `peers()`
-        collects)."""
+        collects).
+
+        Returns:
+            `identity`, `state`, `behaviours` (each one's `Behaviour.describe()`),
+            `methods` (the exposed ones) and `started_at` (epoch seconds, or None).
+        """
         return {
             "identity": self.identity,
             "state": self.state,
@@ -41,7 +50,13 @@ class ControlPlane(AgentBase):
     @expose
     def status(self) -> dict[str, Any]:
         """`describe()` plus the connection, uptime, counters, calls waiting for a reply
-        and publishes waiting for a confirm."""
+        and publishes waiting for a confirm.
+
+        Returns:
+            `describe()` with `url`, `connected`, `reconnects`, `uptime` (seconds),
+            `counters` (published, consumed, rpc_served, dead_lettered, returned),
+            `pending_calls` and `unconfirmed`.
+        """
         info = self.describe()
         conn = self.connection
         info.update(
@@ -69,12 +84,22 @@ class ControlPlane(AgentBase):
 
     @expose
     def list_behaviours(self) -> list[dict[str, Any]]:
-        """Each behaviour's `describe()`."""
+        """Each behaviour's `describe()`.
+
+        Returns:
+            One description per behaviour.
+        """
         return [b.describe() for b in self.behaviours.values()]
 
     @expose
     async def start_behaviour(self, name: str) -> dict[str, Any]:
         """Start a behaviour that is not running (its consumer too).
+
+        Args:
+            name: its short name, or its full name `<identity>.<short name>`.
+
+        Returns:
+            Its `describe()` afterwards.
 
         Raises:
             RpcError: -32004, no behaviour of that name.
@@ -88,6 +113,12 @@ class ControlPlane(AgentBase):
     async def stop_behaviour(self, name: str) -> dict[str, Any]:
         """Stop a behaviour; its queue keeps what arrives until it is started again.
 
+        Args:
+            name: its short name, or its full name `<identity>.<short name>`.
+
+        Returns:
+            Its `describe()` afterwards.
+
         Raises:
             RpcError: -32004, no behaviour of that name.
         """
@@ -97,13 +128,21 @@ class ControlPlane(AgentBase):
 
     async def _stop_behaviour(self, behaviour: Behaviour) -> None:
         """Stop consuming its queue first, so new messages wait there (ready, not held in a
-        mailbox) until it is started again."""
+        mailbox) until it is started again.
+        """
         await self.release_consumer(behaviour)
         await behaviour.stop(timeout=self.config.drain_timeout)
 
     @expose
     def traces(self, limit: int = 100) -> list[dict[str, Any]]:
-        """The last `limit` messages in and out (empty when `trace_size` is 0)."""
+        """The last `limit` messages in and out (empty when `trace_size` is 0).
+
+        Args:
+            limit: how many to return at most.
+
+        Returns:
+            One record per message, oldest first.
+        """
         return self.trace.last(limit)
 
     def _behaviour_or_error(self, name: str) -> Behaviour:

@@ -43,12 +43,23 @@ _warned_classic_dlq = False  # the warning is about the mesh: once per process i
 class QueueMismatch(PreconditionFailed):
     """A queue exists with another type, durability or arguments than this agent declares.
 
-    RabbitMQ cannot change them in place; the message names the queue and the ways out."""
+    RabbitMQ cannot change them in place; the message names the queue and the ways out.
+    """
 
 
 def normalize_queue_type(value: str | None) -> str:
     """`transient` or `quorum`; None, "" and "classic" (what transient queues are) mean
-    transient, so configurations written before the modes existed keep their meaning."""
+    transient, so configurations written before the modes existed keep their meaning.
+
+    Args:
+        value: the queue type given.
+
+    Returns:
+        "transient" or "quorum".
+
+    Raises:
+        ValueError: any other value.
+    """
     if value in (None, "", TRANSIENT, "classic"):
         return TRANSIENT
     if value == QUORUM:
@@ -61,7 +72,15 @@ def queue_declaration(queue_type: str, expires_ms: int | None) -> tuple[bool, di
     module docstring); quorum in durable mode.
 
     Classic queues carry no `x-queue-type`: RabbitMQ 3.10 compares the argument on
-    redeclare, and the queues of agents from before the modes existed have none."""
+    redeclare, and the queues of agents from before the modes existed have none.
+
+    Args:
+        queue_type: the mode, "transient" or "quorum".
+        expires_ms: the queue's `x-expires` (None or 0: none).
+
+    Returns:
+        Whether the queue is durable (always), and its declare arguments.
+    """
     arguments: dict[str, Any] = {"x-dead-letter-exchange": DEAD_LETTER_EXCHANGE}
     if expires_ms:
         arguments["x-expires"] = expires_ms  # allowed on quorum queues too
@@ -78,6 +97,12 @@ async def declare_behaviour_queue(
     A queue an older version left non-durable (RabbitMQ 4.3 would not even let it be
     created) is replaced when it is empty and unused, which loses nothing; otherwise the
     406 becomes a QueueMismatch naming the queue and the ways out.
+
+    Args:
+        channel: the channel to declare on (a 406 closes it; the client reopens it).
+        queue: the queue's name.
+        queue_type: the mode, "transient" or "quorum".
+        expires_ms: how long the queue outlives its last consumer (None: forever).
 
     Raises:
         QueueMismatch: the queue exists with other properties and holds messages or has
@@ -106,7 +131,16 @@ async def declare_behaviour_queue(
 
 def mismatch(queue: str, queue_type: str, exc: PreconditionFailed) -> PreconditionFailed:
     """`exc` (a 406 on queue.declare) as a QueueMismatch that explains itself, when it is an
-    inequivalent redeclaration; other 406s (an invalid argument) are returned unchanged."""
+    inequivalent redeclaration; other 406s (an invalid argument) are returned unchanged.
+
+    Args:
+        queue: the queue declared.
+        queue_type: the mode the agent declared it for.
+        exc: the broker's refusal.
+
+    Returns:
+        The error to raise.
+    """
     if "inequivalent arg" not in exc.reply_text:
         return exc
     wanted = (
@@ -131,6 +165,11 @@ async def declare_inbox(channel: ChannelProtocol, identity: str, expires_ms: int
     An inbox left with other arguments (another `AgentConfig.inbox_expires_ms`) is taken
     as it is: it holds messages for this identity, and RabbitMQ cannot change it.
 
+    Args:
+        channel: the channel to declare on.
+        identity: the agent's identity, the queue's name.
+        expires_ms: how long the inbox outlives its last consumer (None: forever).
+
     Raises:
         ResourceLocked: an exclusive inbox of an older version, held by a running agent.
     """
@@ -150,8 +189,19 @@ async def declare_dead_letter_queue(channel: ChannelProtocol, queue_type: str) -
     The queue is shared by every agent of the mesh, so agents of both modes must accept the
     type the first one gave it: the preferred declaration is tried, and on a 406 about the
     queue type the other one (the refusal closed the channel; the client reopens it).
-    Returns the type the queue has. A durable-mode agent warns about a classic dead-letter
-    queue: on a cluster it lives on one node and is unreachable while that node is down.
+    A durable-mode agent warns about a classic dead-letter queue: on a cluster it lives on
+    one node and is unreachable while that node is down.
+
+    Args:
+        channel: the channel to declare on.
+        queue_type: the agent's mode, "transient" or "quorum".
+
+    Returns:
+        The type the queue has, "transient" or "quorum".
+
+    Raises:
+        PreconditionFailed: the broker refused both declarations, or refused the first
+            for another reason than the queue type.
     """
     other = TRANSIENT if queue_type == QUORUM else QUORUM
     for attempt in (queue_type, other):

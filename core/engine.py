@@ -50,7 +50,14 @@ PublishFailureCallback = Callable[[list[tuple[int, Exception]]], None]
 
 
 class PublishError(AMQPError):
-    """Publishes the broker did not accept: nacked, or lost with their connection."""
+    """Publishes the broker did not accept: nacked, or lost with their connection.
+
+    Args:
+        failures: (sequence number, error) of each publish, at least one.
+
+    Attributes:
+        failures: (sequence number, error) of each publish.
+    """
 
     def __init__(self, failures: list[tuple[int, Exception]]) -> None:
         self.failures = failures
@@ -78,7 +85,13 @@ class DrainTimeout(AMQPError, TimeoutError):
 
 @dataclass(frozen=True, slots=True)
 class QueueDeclareOk:
-    """The broker's answer to a queue declare."""
+    """The broker's answer to a queue declare.
+
+    Attributes:
+        queue: the queue's name (the broker's choice when the declare named none).
+        message_count: messages ready in it.
+        consumer_count: consumers on it.
+    """
 
     queue: str
     message_count: int
@@ -87,7 +100,17 @@ class QueueDeclareOk:
 
 @dataclass(slots=True)
 class Consumer:
-    """A consumer as the application asked for it; an engine restores it after a reopen."""
+    """A consumer as the application asked for it; an engine restores it after a reopen.
+
+    Attributes:
+        tag: the consumer tag.
+        queue: the queue consumed.
+        callback: called with each batch of deliveries.
+        no_ack: whether the broker counts a message as acked once sent.
+        exclusive: whether it is the queue's only consumer.
+        arguments: the consume arguments (`x-priority`, ...), or None.
+        on_cancel: called with the tag when the broker cancels it, or None.
+    """
 
     tag: str
     queue: str
@@ -176,9 +199,37 @@ class ChannelProtocol(Protocol):
         auto_delete: bool = ...,
         internal: bool = ...,
         arguments: dict[str, Any] | None = ...,
-    ) -> None: ...
+    ) -> None:
+        """Declare an exchange (or check that it exists, `passive`).
 
-    async def exchange_delete(self, exchange: str, *, if_unused: bool = ...) -> None: ...
+        Args:
+            exchange: its name.
+            exchange_type: direct, fanout, topic or headers.
+            passive: only check that it exists.
+            durable: whether it survives a broker restart.
+            auto_delete: delete it when its last binding goes.
+            internal: whether publishers cannot publish to it (only exchange bindings).
+            arguments: declare arguments (`alternate-exchange`, ...).
+
+        Raises:
+            BrokerError: the broker refused it (the channel reopens by itself).
+            NotFound: `passive` and it does not exist.
+            PreconditionFailed: it exists with other properties.
+        """
+        ...
+
+    async def exchange_delete(self, exchange: str, *, if_unused: bool = ...) -> None:
+        """Delete an exchange (nothing happens when it does not exist).
+
+        Args:
+            exchange: its name.
+            if_unused: only if it has no bindings.
+
+        Raises:
+            BrokerError: the broker refused it (the channel reopens by itself).
+            PreconditionFailed: `if_unused` and it has bindings.
+        """
+        ...
 
     async def exchange_bind(
         self,
@@ -186,7 +237,20 @@ class ChannelProtocol(Protocol):
         source: str,
         routing_key: str = ...,
         arguments: dict[str, Any] | None = ...,
-    ) -> None: ...
+    ) -> None:
+        """Bind an exchange to another: what reaches `source` and matches goes on.
+
+        Args:
+            destination: the exchange that receives.
+            source: the exchange routed from.
+            routing_key: the binding key.
+            arguments: binding arguments (a headers exchange's match).
+
+        Raises:
+            BrokerError: the broker refused it (the channel reopens by itself).
+            NotFound: either exchange does not exist.
+        """
+        ...
 
     async def exchange_unbind(
         self,
@@ -194,7 +258,19 @@ class ChannelProtocol(Protocol):
         source: str,
         routing_key: str = ...,
         arguments: dict[str, Any] | None = ...,
-    ) -> None: ...
+    ) -> None:
+        """Remove an exchange-to-exchange binding.
+
+        Args:
+            destination: the exchange that received.
+            source: the exchange routed from.
+            routing_key: the binding key.
+            arguments: the binding's arguments.
+
+        Raises:
+            BrokerError: the broker refused it (the channel reopens by itself).
+        """
+        ...
 
     async def queue_declare(
         self,
@@ -205,7 +281,27 @@ class ChannelProtocol(Protocol):
         exclusive: bool = ...,
         auto_delete: bool = ...,
         arguments: dict[str, Any] | None = ...,
-    ) -> QueueDeclareOk: ...
+    ) -> QueueDeclareOk:
+        """Declare a queue (or check that it exists, `passive`).
+
+        Args:
+            queue: its name ("": the broker names it).
+            passive: only check that it exists.
+            durable: whether it survives a broker restart.
+            exclusive: only this connection may use it; it goes with the connection.
+            auto_delete: delete it when its last consumer goes.
+            arguments: declare arguments (`x-queue-type`, `x-expires`, ...).
+
+        Returns:
+            Its name, ready messages and consumers.
+
+        Raises:
+            BrokerError: the broker refused it (the channel reopens by itself).
+            NotFound: `passive` and it does not exist.
+            PreconditionFailed: it exists with other properties.
+            ResourceLocked: another connection holds it exclusively.
+        """
+        ...
 
     async def queue_bind(
         self,
@@ -213,7 +309,20 @@ class ChannelProtocol(Protocol):
         exchange: str,
         routing_key: str = ...,
         arguments: dict[str, Any] | None = ...,
-    ) -> None: ...
+    ) -> None:
+        """Bind a queue to an exchange.
+
+        Args:
+            queue: the queue.
+            exchange: the exchange routed from.
+            routing_key: the binding key (a topic pattern on a topic exchange).
+            arguments: binding arguments (a headers exchange's match).
+
+        Raises:
+            BrokerError: the broker refused it (the channel reopens by itself).
+            NotFound: the queue or the exchange does not exist.
+        """
+        ...
 
     async def queue_unbind(
         self,
@@ -221,18 +330,59 @@ class ChannelProtocol(Protocol):
         exchange: str,
         routing_key: str = ...,
         arguments: dict[str, Any] | None = ...,
-    ) -> None: ...
+    ) -> None:
+        """Remove a queue's binding.
+
+        Args:
+            queue: the queue.
+            exchange: the exchange routed from.
+            routing_key: the binding key.
+            arguments: the binding's arguments.
+
+        Raises:
+            BrokerError: the broker refused it (the channel reopens by itself).
+        """
+        ...
 
     async def queue_purge(self, queue: str) -> int:
-        """Returns: the number of messages purged."""
+        """Drop a queue's ready messages.
+
+        Args:
+            queue: the queue.
+
+        Returns:
+            The number of messages purged.
+
+        Raises:
+            BrokerError: the broker refused it (the channel reopens by itself).
+            NotFound: the queue does not exist.
+        """
         ...
 
     async def queue_delete(self, queue: str, *, if_unused: bool = ..., if_empty: bool = ...) -> int:
-        """Returns: the number of messages deleted with the queue."""
+        """Delete a queue (nothing happens when it does not exist).
+
+        Args:
+            queue: the queue.
+            if_unused: only if it has no consumers.
+            if_empty: only if it holds no messages.
+
+        Returns:
+            The number of messages deleted with the queue.
+
+        Raises:
+            BrokerError: the broker refused it (the channel reopens by itself).
+            PreconditionFailed: `if_unused` or `if_empty` and it is not.
+        """
         ...
 
     async def basic_qos(self, prefetch_count: int, prefetch_size: int = ...) -> None:
-        """Per-consumer prefetch for consumers started after this call."""
+        """Per-consumer prefetch for consumers started after this call.
+
+        Args:
+            prefetch_count: unacked messages a consumer may hold (0: no limit).
+            prefetch_size: unacked bytes a consumer may hold (0: no limit).
+        """
         ...
 
     # ------------------------------------------------------------------ consuming
@@ -250,28 +400,87 @@ class ChannelProtocol(Protocol):
     ) -> str:
         """Start a consumer; `on_cancel(tag)` runs if the broker cancels it.
 
-        Returns: the consumer tag.
+        Args:
+            queue: the queue to consume.
+            callback: called with each batch of deliveries, in order.
+            no_ack: the broker counts a message as acked once sent.
+            exclusive: be the queue's only consumer.
+            consumer_tag: the tag (None: the engine makes one).
+            arguments: consume arguments (`x-priority`, ...).
+            on_cancel: called with the tag when the broker cancels the consumer (its queue
+                was deleted, ...).
+
+        Returns:
+            The consumer tag.
+
+        Raises:
+            BrokerError: the broker refused it (the channel reopens by itself).
+            NotFound: the queue does not exist.
+            AccessRefused: `exclusive` and the queue has a consumer, or another consumer
+                holds it exclusively.
         """
         ...
 
-    async def cancel(self, consumer_tag: str) -> None: ...
+    async def cancel(self, consumer_tag: str) -> None:
+        """Stop a consumer (nothing happens for a tag that does not consume here).
+
+        Args:
+            consumer_tag: the consumer's tag.
+        """
+        ...
 
     def is_consuming(self, consumer_tag: str) -> bool:
-        """Whether that consumer consumes here: started, and cancelled by nobody."""
+        """Whether that consumer consumes here: started, and cancelled by nobody.
+
+        Args:
+            consumer_tag: the consumer's tag.
+
+        Returns:
+            True if it consumes.
+        """
         ...
 
     async def get(self, queue: str, *, no_ack: bool = ...) -> Delivery | None:
-        """Basic.Get: one message, or None when the queue is empty."""
+        """Basic.Get: one message, or None when the queue is empty.
+
+        Args:
+            queue: the queue.
+            no_ack: the broker counts the message as acked once sent.
+
+        Returns:
+            The delivery, or None.
+
+        Raises:
+            BrokerError: the broker refused it (the channel reopens by itself).
+            NotFound: the queue does not exist.
+        """
         ...
 
     # ------------------------------------------------------------------ settling
 
     def ack(self, delivery_tag: int, multiple: bool = ..., *, generation: int | None = ...) -> bool:
-        """Returns: False if the tag is void (the channel reopened since)."""
+        """Ack a delivery now (written at the end of this loop tick).
+
+        Args:
+            delivery_tag: the delivery's tag.
+            multiple: ack every unacked delivery up to it too.
+            generation: the channel generation it was delivered on (None: the current).
+
+        Returns:
+            False if the tag is void (the channel reopened since, or is closed).
+        """
         ...
 
     def ack_later(self, delivery_tag: int, generation: int) -> bool:
-        """Ack at the end of this loop tick (coalesced). Returns: False if the tag is void."""
+        """Ack at the end of this loop tick, coalesced with the others into multiple-acks.
+
+        Args:
+            delivery_tag: the delivery's tag.
+            generation: the channel generation it was delivered on.
+
+        Returns:
+            False if the tag is void (the channel reopened since, or is closed).
+        """
         ...
 
     def nack(
@@ -281,11 +490,34 @@ class ChannelProtocol(Protocol):
         requeue: bool = ...,
         *,
         generation: int | None = ...,
-    ) -> bool: ...
+    ) -> bool:
+        """Refuse a delivery: back to its queue, or dead-lettered.
+
+        Args:
+            delivery_tag: the delivery's tag.
+            multiple: refuse every unsettled delivery up to it too.
+            requeue: put it back in its queue (False: drop or dead-letter it).
+            generation: the channel generation it was delivered on (None: the current).
+
+        Returns:
+            False if the tag is void (the channel reopened since, or is closed).
+        """
+        ...
 
     def reject(
         self, delivery_tag: int, requeue: bool = ..., *, generation: int | None = ...
-    ) -> bool: ...
+    ) -> bool:
+        """Refuse one delivery (Basic.Reject): back to its queue, or dead-lettered.
+
+        Args:
+            delivery_tag: the delivery's tag.
+            requeue: put it back in its queue (False: drop or dead-letter it).
+            generation: the channel generation it was delivered on (None: the current).
+
+        Returns:
+            False if the tag is void (the channel reopened since, or is closed).
+        """
+        ...
 
     # ------------------------------------------------------------------ publishing
 
@@ -298,7 +530,17 @@ class ChannelProtocol(Protocol):
         *,
         mandatory: bool = ...,
     ) -> int:
-        """Publish without waiting. Returns: the confirm sequence number (0 without confirms).
+        """Publish without waiting.
+
+        Args:
+            body: the message body.
+            exchange: the exchange ("": the default exchange, routing to the queue named).
+            routing_key: the routing key.
+            properties: the basic properties, or already encoded ones.
+            mandatory: have the broker return it (`on_return`) when no queue takes it.
+
+        Returns:
+            The confirm sequence number (0 without confirms).
 
         Raises:
             PropertiesTooLarge: the properties do not fit one content header frame.
@@ -307,18 +549,46 @@ class ChannelProtocol(Protocol):
         ...
 
     async def drain(self, timeout: float | None = ...) -> None:
-        """Wait until publishing may go on. Raises: DrainTimeout, ConnectionLost."""
+        """Wait until publishing may go on (`writable`).
+
+        Args:
+            timeout: seconds to wait at most (None: no limit).
+
+        Raises:
+            DrainTimeout: the timeout ran out.
+            ConnectionLost: the connection closed for good.
+        """
         ...
 
     async def wait_confirms(self, upto: int | None = ..., timeout: float | None = ...) -> None:
-        """Wait until every publish up to `upto` is settled. Raises: PublishError."""
+        """Wait until every publish up to `upto` is settled.
+
+        Args:
+            upto: the last sequence number waited for (None: every publish so far).
+            timeout: seconds to wait at most (None: no limit).
+
+        Raises:
+            PublishError: publishes of the range were nacked or lost.
+            TimeoutError: the timeout ran out.
+        """
         ...
 
     async def wait_confirm_of(self, seq: int, timeout: float | None = ...) -> None:
-        """Wait until the publish `seq` is settled. Raises: PublishError (its own only)."""
+        """Wait until the publish `seq` is settled.
+
+        Args:
+            seq: its sequence number, as `publish` returned it.
+            timeout: seconds to wait at most (None: no limit).
+
+        Raises:
+            PublishError: this publish (its own failure only) was nacked or lost.
+            TimeoutError: the timeout ran out.
+        """
         ...
 
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """Close the channel for good (it is not reopened after this)."""
+        ...
 
 
 @runtime_checkable
@@ -346,7 +616,9 @@ class ConnectionProtocol(Protocol):
         ...
 
     @property
-    def server_properties(self) -> dict[str, Any]: ...
+    def server_properties(self) -> dict[str, Any]:
+        """What the broker said about itself in Connection.Start (product, version, ...)."""
+        ...
 
     @property
     def reconnects(self) -> int:
@@ -364,7 +636,9 @@ class ConnectionProtocol(Protocol):
         ...
 
     @property
-    def is_open(self) -> bool: ...
+    def is_open(self) -> bool:
+        """Open and usable now (not connecting, recovering or closed)."""
+        ...
 
     @property
     def is_closed(self) -> bool:
@@ -381,7 +655,17 @@ class ConnectionProtocol(Protocol):
         """new, connecting, open, recovering, closing or closed."""
         ...
 
-    async def connect(self) -> ConnectionProtocol: ...
+    async def connect(self) -> ConnectionProtocol:
+        """Connect (once; a failover list is tried in order).
+
+        Returns:
+            The connection itself.
+
+        Raises:
+            AMQPConnectError: no broker could be reached, or the login was refused.
+            LocalProtocolError: it was connected before.
+        """
+        ...
 
     async def channel(
         self,
@@ -390,9 +674,30 @@ class ConnectionProtocol(Protocol):
         prefetch_count: int | None = ...,
         max_unconfirmed: int = ...,
     ) -> ChannelProtocol:
-        """Open a new channel (with publisher confirms unless `confirms=False`)."""
+        """Open a new channel (with publisher confirms unless `confirms=False`).
+
+        Args:
+            confirms: turn publisher confirms on.
+            prefetch_count: the consumer prefetch (`basic_qos`; None: none set, no limit).
+            max_unconfirmed: publishes awaiting confirms before `writable` turns False.
+
+        Returns:
+            The open channel.
+
+        Raises:
+            ConnectionLost: the connection is not open.
+            LocalProtocolError: every channel number is in use.
+        """
         ...
 
-    async def close(self, timeout: float = ...) -> None: ...
+    async def close(self, timeout: float = ...) -> None:
+        """Close cleanly and for good (no recovery after this).
 
-    async def wait_closed(self) -> None: ...
+        Args:
+            timeout: seconds to wait for the broker's CloseOk before dropping the socket.
+        """
+        ...
+
+    async def wait_closed(self) -> None:
+        """Wait until the connection is closed for good."""
+        ...

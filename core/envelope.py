@@ -66,6 +66,19 @@ class Meta(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
 
     ``sender`` is the AMQP ``app_id`` and ``kind`` the AMQP ``type``; the rest keep their AMQP
     names. ``timestamp`` is whole seconds since the epoch, as AMQP carries it.
+
+    Attributes:
+        sender: the sending agent's identity (`app_id`).
+        kind: `message`, `rpc` or `control` (`type`).
+        content_type: the body's content type.
+        correlation_id: an RPC's call id.
+        reply_to: where a reply goes (the caller's inbox).
+        timestamp: when it was published, in epoch seconds.
+        headers: the AMQP headers.
+        message_id: the publisher's message id.
+        expiration: the per-message TTL in milliseconds, as a string (AMQP's form).
+        delivery_mode: 2 for persistent, else None (transient).
+        priority: the message priority (0-255).
     """
 
     sender: str | None = None
@@ -82,7 +95,14 @@ class Meta(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
 
 
 def meta_to_properties(meta: Meta) -> Properties:
-    """The AMQP basic properties that carry `meta` on the wire."""
+    """The AMQP basic properties that carry `meta` on the wire.
+
+    Args:
+        meta: the metadata.
+
+    Returns:
+        The properties.
+    """
     return Properties(
         app_id=meta.sender,
         type=meta.kind,
@@ -103,6 +123,12 @@ def properties_to_meta(props: Properties) -> Meta:
 
     A message without a ``type`` (any plain AMQP client) is a ``message``. Properties that the
     wire contract does not use (content_encoding, user_id, cluster_id) are not carried over.
+
+    Args:
+        props: the delivered message's properties.
+
+    Returns:
+        Its metadata.
     """
     kind = props.type
     return Meta(
@@ -178,7 +204,7 @@ def _encode_error(value: Any, cause: object) -> EncodeError:
 
 
 def encode_body(value: Any, content_type: str | None = None) -> tuple[bytes, str]:
-    """Encode `value` as a message body; returns ``(body, content_type)``.
+    """Encode `value` as a message body.
 
     Without `content_type` the value picks it: bytes-like -> octet-stream as is, str -> UTF-8
     text/plain, anything else (dict, list, numbers, None, msgspec Structs, dataclasses, ...) ->
@@ -186,6 +212,17 @@ def encode_body(value: Any, content_type: str | None = None) -> tuple[bytes, str
     the encoding: JSON or msgpack for any encodable value (a str becomes a JSON string),
     ``text/*`` for str (in its ``charset``, UTF-8 by default), any other media type for
     bytes-like values only.
+
+    Args:
+        value: what to send.
+        content_type: the content type to encode it as (None: chosen by the value).
+
+    Returns:
+        ``(body, content_type)``.
+
+    Raises:
+        EncodeError: a value the content type cannot carry, or msgspec cannot encode (an
+            unsupported type, an int beyond msgpack's 64 bits, a value containing itself).
     """
     if content_type is None:
         cls = value.__class__
@@ -232,8 +269,16 @@ def decoder_for(
 ) -> msgspec.json.Decoder | msgspec.msgpack.Decoder:
     """The cached msgspec decoder that validates `content_type` bodies into `type`.
 
-    `content_type` must be JSON or msgpack. Raises TypeError if msgspec cannot decode into
-    `type` (a programming error, not a bad body).
+    Args:
+        type: the type to validate into (anything msgspec decodes into).
+        content_type: a JSON or msgpack content type.
+
+    Returns:
+        The decoder, built once per (type, format).
+
+    Raises:
+        ValueError: a content type that is neither JSON nor msgpack.
+        TypeError: msgspec cannot decode into `type` (a programming error, not a bad body).
     """
     fmt = _classify(content_type)[0]
     if fmt is not _FMT_JSON and fmt is not _FMT_MSGPACK:
@@ -284,6 +329,20 @@ def decode_body(body: bytes, content_type: str | None, type: Any = None) -> Any:
     Text and opaque bodies decode only into ``bytes`` (the body as is) or ``str``. A body
     without content type decodes into any other `type` as JSON: plain AMQP clients often send
     JSON without saying so.
+
+    Args:
+        body: the message body.
+        content_type: its content type (None: not given).
+        type: the type to validate into (None: builtins, str or bytes as above).
+
+    Returns:
+        The decoded value.
+
+    Raises:
+        DecodeError: a body that is malformed, nested too deeply, invalid for `type`, or
+            in a charset it cannot be decoded in; or a `type` its content type cannot
+            decode into.
+        TypeError: msgspec cannot decode into `type` (a programming error).
     """
     if content_type is None:
         fmt, charset = _FMT_OPAQUE, "utf-8"

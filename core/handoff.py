@@ -188,7 +188,8 @@ class Handoff(AgentBase):
 def _retry_count(value: Any) -> int:
     """The retry header as any client may have set it: a count that is not a non-negative
     int counts as none (int() of a string or list would raise inside the failure path and
-    take the behaviour down)."""
+    take the behaviour down).
+    """
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
     return 0

@@ -20,7 +20,19 @@ PENDING, ACKED, NACKED, HANDOFF = 0, 1, 2, 3
 
 
 class Message:
-    """A received message. `ack()` happens for you after the behaviour is done with it."""
+    """A received message. `ack()` happens for you after the behaviour is done with it.
+
+    Behaviours get messages from `receive()`; they are not built by user code.
+
+    Args:
+        delivery: the wire delivery (properties, delivery tag, body).
+        channel: the channel that delivered it, which settles it; None for a message that
+            needs no settling (it counts as acked).
+        queue: the queue it was consumed from.
+
+    Attributes:
+        queue: the queue it was consumed from ("" if not known).
+    """
 
     __slots__ = ("_channel", "_delivery", "_generation", "_settled", "queue")
 
@@ -37,54 +49,67 @@ class Message:
 
     @property
     def body(self) -> bytes:
+        """The raw body, as it arrived (nothing decoded)."""
         return self._delivery.body
 
     @property
     def routing_key(self) -> str:
+        """The routing key it was published with (a topic, or the inbox's name)."""
         return self._delivery.routing_key
 
     @property
     def exchange(self) -> str:
+        """The exchange it was published to ("" for the default exchange)."""
         return self._delivery.exchange
 
     @property
     def sender(self) -> str | None:
+        """The sending agent's identity (the `app_id` property), None if not given."""
         return self._delivery.properties.app_id
 
     @property
     def kind(self) -> str:
+        """What it is (the `type` property): `message` unless it says `rpc` or `control`."""
         return self._delivery.properties.type or envelope.KIND_MESSAGE
 
     @property
     def content_type(self) -> str | None:
+        """The body's content type (JSON, msgpack, text, bytes), None if not given."""
         return self._delivery.properties.content_type
 
     @property
     def correlation_id(self) -> str | None:
+        """The correlation id (an RPC's call id), None if not given."""
         return self._delivery.properties.correlation_id
 
     @property
     def reply_to(self) -> str | None:
+        """Where a reply goes (an RPC caller's inbox), None if not given."""
         return self._delivery.properties.reply_to
 
     @property
     def headers(self) -> dict[str, Any]:
+        """The AMQP headers (empty if none were sent)."""
         return self._delivery.properties.headers or {}
 
     @property
     def timestamp(self) -> int | None:
+        """When it was published, in epoch seconds (the `timestamp` property), or None."""
         return self._delivery.properties.timestamp
 
     @property
     def message_id(self) -> str | None:
+        """The publisher's message id, None if not given."""
         return self._delivery.properties.message_id
 
     @property
     def redelivered(self) -> bool:
+        """Whether the broker delivered it before (a requeue or a lost consumer)."""
         return self._delivery.redelivered
 
     @property
     def delivery(self) -> Delivery:
+        """The wire delivery underneath (properties, delivery tag, body)."""
         return self._delivery
 
     def decode(self, type: Any = None) -> Any:
@@ -97,10 +122,18 @@ class Message:
 
     @property
     def settled(self) -> bool:
+        """Whether it was acked, nacked or handed off (retry / dead letter) already."""
         return self._settled != PENDING
 
     def ack(self) -> bool:
-        """Acknowledge now (otherwise it happens when the behaviour is done with it)."""
+        """Acknowledge now (otherwise it happens when the behaviour is done with it).
+
+        The ack is coalesced with others and sent at the end of the loop tick.
+
+        Returns:
+            False if it was settled already, or its channel was closed or reopened since it
+            was delivered (the broker requeued it and delivers it again); else True.
+        """
         if self._settled != PENDING:
             return False
         self._settled = ACKED
@@ -109,6 +142,16 @@ class Message:
         return self._channel.ack_later(self._delivery.delivery_tag, self._generation)  # type: ignore[union-attr]
 
     def nack(self, requeue: bool = True) -> bool:
+        """Refuse it now: back to its queue, or dead-lettered by the broker.
+
+        Args:
+            requeue: put it back in its queue (True), or drop it (False: the broker
+                dead-letters it when its queue has a dead-letter exchange).
+
+        Returns:
+            False if it was settled already, or its channel was closed or reopened since it
+            was delivered; else True.
+        """
         if self._settled != PENDING:
             return False
         self._settled = NACKED
@@ -119,7 +162,8 @@ class Message:
     def begin_handoff(self) -> None:
         """A copy of it was published (a retry or a dead letter, core/handoff.py): it is
         settled by `end_handoff` once the broker confirmed the copy, and `ack`/`nack`
-        leave it alone meanwhile."""
+        leave it alone meanwhile.
+        """
         self._settled = HANDOFF
 
     def end_handoff(self, ack: bool) -> None:
@@ -154,12 +198,22 @@ def copy_properties(
     expiration: str | None = None,
     delivery_mode: int | None = None,
 ) -> Properties:
-    """The properties for a copy of a received message (a retry, a dead letter, a requeue):
-    the original ones with new `headers`.
+    """The properties for a copy of a received message: a retry, a dead letter, a requeue.
 
-    `user_id` is left out: RabbitMQ refuses a publish whose user_id is not the publishing
-    user, and whoever publishes the copy is rarely the original sender. `expiration` only
-    when the caller passes it on: a retried copy starts its life anew.
+    They are the original ones with new `headers`. `user_id` is left out: RabbitMQ refuses
+    a publish whose user_id is not the publishing user, and whoever publishes the copy is
+    rarely the original sender. `expiration` only when the caller passes it on: a retried
+    copy starts its life anew.
+
+    Args:
+        delivery: the received message's delivery.
+        headers: the copy's headers.
+        expiration: the copy's per-message TTL (None: none).
+        delivery_mode: 2 to make the copy persistent (durable mode); None keeps the
+            original's.
+
+    Returns:
+        The copy's properties.
     """
     from ._speedups import Properties
 

@@ -39,7 +39,17 @@ RPC_SERVED_OUTCOMES = ("ok", "error")  # the outcome label of munggoggo_rpc_serv
 
 
 class FastHistogram:
-    """Cumulative-bucket histogram without locks (one event loop thread writes it)."""
+    """Cumulative-bucket histogram without locks (one event loop thread writes it).
+
+    Args:
+        bounds: the buckets' upper bounds, ascending (+Inf is added).
+
+    Attributes:
+        bounds: the buckets' upper bounds.
+        counts: observations per bucket (not cumulative), the last one +Inf.
+        sum: the sum of the observed values.
+        count: how many values were observed.
+    """
 
     __slots__ = ("bounds", "count", "counts", "sum")
 
@@ -50,12 +60,21 @@ class FastHistogram:
         self.count = 0
 
     def observe(self, value: float) -> None:
+        """Count one value.
+
+        Args:
+            value: the observation (seconds, for the latency histograms).
+        """
         self.counts[bisect_left(self.bounds, value)] += 1
         self.sum += value
         self.count += 1
 
     def buckets(self) -> list[tuple[str, int]]:
-        """Cumulative (le, count) pairs as Prometheus wants them."""
+        """Cumulative (le, count) pairs as Prometheus wants them.
+
+        Returns:
+            One pair per bound, then ("+Inf", the total count).
+        """
         out = []
         running = 0
         for bound, n in zip(self.bounds, self.counts, strict=False):
@@ -72,15 +91,35 @@ class AgentCollector:
         self._agents: weakref.WeakSet[Agent] = weakref.WeakSet()
 
     def add(self, agent: Agent) -> None:
+        """Export an agent's stats (agents add themselves when they start).
+
+        Args:
+            agent: the agent; held weakly.
+        """
         self._agents.add(agent)
 
     def remove(self, agent: Agent) -> None:
+        """Stop exporting an agent's stats (agents remove themselves when they stop).
+
+        Args:
+            agent: the agent.
+        """
         self._agents.discard(agent)
 
     def describe(self) -> list[Any]:
+        """Nothing: the families are built at collect time (prometheus_client's API).
+
+        Returns:
+            An empty list.
+        """
         return []  # families are built at collect time; no fixed description
 
     def collect(self) -> Iterator[Any]:
+        """The metric families of every live agent (prometheus_client's API).
+
+        Yields:
+            `munggoggo_build_info`, then one family per metric, labelled by agent.
+        """
         with needs_extra("metrics", "munggoggo.metrics"):
             from prometheus_client.core import (
                 CounterMetricFamily,
@@ -223,7 +262,11 @@ class AgentCollector:
 
 
 def build_info_family() -> Any:
-    """`munggoggo_build_info`: version, Python and whether the compiled speedups loaded."""
+    """`munggoggo_build_info`: version, Python and whether the compiled speedups loaded.
+
+    Returns:
+        The info metric family.
+    """
     with needs_extra("metrics", "munggoggo.metrics"):
         from prometheus_client.core import InfoMetricFamily
 
@@ -279,9 +322,27 @@ class AgentStats:
         self.rpc_server: dict[str, FastHistogram] = {}
 
     def count(self, table: dict[Any, int], key: Any, n: int = 1) -> None:
+        """Add to a counter of one of the tables.
+
+        Args:
+            table: one of this object's counter tables (`published`, `consumed`, ...).
+            key: the counter's label values.
+            n: how much to add.
+        """
         table[key] = table.get(key, 0) + n
 
     def rpc_client_hist(self, method: str, outcome: str) -> FastHistogram:
+        """The call-latency histogram of a method and outcome, created on first use.
+
+        Method names come from callers, so past 1000 series new ones share `_other`.
+
+        Args:
+            method: the method called.
+            outcome: how the call ended.
+
+        Returns:
+            The histogram.
+        """
         hist = self.rpc_client.get((method, outcome))
         if hist is None:
             if len(self.rpc_client) >= 1000:  # method names come from callers: stay bounded
@@ -292,6 +353,14 @@ class AgentStats:
         return hist
 
     def rpc_server_hist(self, method: str) -> FastHistogram:
+        """The serving-time histogram of an exposed method, created on first use.
+
+        Args:
+            method: the exposed method.
+
+        Returns:
+            The histogram.
+        """
         hist = self.rpc_server.get(method)
         if hist is None:
             hist = self.rpc_server[method] = FastHistogram()
@@ -318,7 +387,20 @@ def register() -> None:
 
 def serve_metrics(port: int, addr: str = "0.0.0.0") -> Any:
     """Serve /metrics for this process from a daemon thread; a port in use is a clear
-    error, not silence. Returns the server (`.shutdown()` stops it)."""
+    error, not silence.
+
+    Args:
+        port: the TCP port (0: any free one).
+        addr: the address to listen on.
+
+    Returns:
+        The server (`.shutdown()` stops it).
+
+    Raises:
+        MissingExtra: prometheus-client is not installed (the `metrics` extra).
+        ValueError: a port outside 0-65535.
+        OSError: the port cannot be bound (in use, not permitted).
+    """
     with needs_extra("metrics", "munggoggo.metrics"):
         from prometheus_client import start_http_server
 

@@ -37,7 +37,11 @@ _SYSTEM = {"messaging.system": "rabbitmq"}
 
 
 def instrument(tracer_provider: Any = None) -> None:
-    """Record spans for every agent in this process from now on (idempotent)."""
+    """Record spans for every agent in this process from now on (idempotent).
+
+    Args:
+        tracer_provider: the OpenTelemetry tracer provider (None: the global one).
+    """
     tracer = trace.get_tracer("munggoggo", tracer_provider=tracer_provider)
     tracing.hooks = _Hooks(tracer)
 
@@ -68,7 +72,8 @@ class _Hooks:
     def producer(self, current: str | None, kind: str, destination: str, operation: str) -> Any:
         """A PRODUCER span for one message sent; its traceparent, or None without a trace.
         The parent is OpenTelemetry's current span when there is one (a user span, or one
-        of ours), else the traceparent the message being handled brought."""
+        of ours), else the traceparent the message being handled brought.
+        """
         if trace.get_current_span().get_span_context().is_valid:
             parent = None  # start_span's default: the current OpenTelemetry context
         else:

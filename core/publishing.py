@@ -209,7 +209,8 @@ class Publisher(AgentBase):
     @property
     def publish_channel(self) -> ChannelProtocol:
         """The channel confirmed publishes go out on (None before the agent connected):
-        its `unconfirmed` count and `confirm_seconds` are what status and metrics show."""
+        its `unconfirmed` count and `confirm_seconds` are what status and metrics show.
+        """
         return self._pub
 
     def _on_publish_failure(self, failures: list[tuple[int, Exception]]) -> None:

@@ -37,7 +37,20 @@ _EXPOSED_ATTR = "__munggoggo_exposed__"
 
 
 class RpcError(MunggoggoError):
-    """An RPC failed: the callee answered with a JSON-RPC error, or nobody answered."""
+    """An RPC failed: the callee answered with a JSON-RPC error, or nobody answered.
+
+    Args:
+        code: the JSON-RPC error code (-32601 no such method, -32602 invalid params,
+            -32000 the method raised, -32001 unknown agent, -32002 timeout, -32003 the
+            agent is unavailable, -32004 no such behaviour, -32005 unreachable).
+        message: what went wrong.
+        data: more about it, as the callee sent it (JSON), or None.
+
+    Attributes:
+        code: the JSON-RPC error code.
+        message: what went wrong.
+        data: more about it, or None.
+    """
 
     def __init__(self, code: int, message: str, data: Any = None) -> None:
         self.code = code
@@ -50,6 +63,11 @@ class RpcError(MunggoggoError):
         return (type(self), (self.code, self.message, self.data))
 
     def to_error(self) -> dict[str, Any]:
+        """The JSON-RPC 2.0 error object for it.
+
+        Returns:
+            `code`, `message`, and `data` when there is any.
+        """
         error: dict[str, Any] = {"code": self.code, "message": self.message}
         if self.data is not None:
             error["data"] = self.data
@@ -68,6 +86,10 @@ class AgentUnreachable(RpcError, ConnectionError):
     connection was lost with the call in flight (the request may have reached the agent
     and run), False when the request came back unroutable right after the caller's
     connection recovered (it reached nobody). See core/reachability.py.
+
+    Args:
+        message: what went wrong.
+        may_have_run: whether the request may have reached the agent and run.
     """
 
     def __init__(self, message: str, *, may_have_run: bool) -> None:
@@ -80,6 +102,15 @@ class AgentUnreachable(RpcError, ConnectionError):
 
 
 class Request(msgspec.Struct, gc=False, omit_defaults=True):
+    """A JSON-RPC 2.0 request, as it travels.
+
+    Attributes:
+        jsonrpc: "2.0".
+        method: the method's name.
+        params: parameters by position (a list) or by name (a dict), or None.
+        id: the call id; a request without one is a notification and gets no reply.
+    """
+
     jsonrpc: str
     method: str
     params: list[Any] | dict[str, Any] | None = None
@@ -87,6 +118,15 @@ class Request(msgspec.Struct, gc=False, omit_defaults=True):
 
 
 class Response(msgspec.Struct, gc=False, omit_defaults=True):
+    """A JSON-RPC 2.0 response, as it travels: a result or an error.
+
+    Attributes:
+        jsonrpc: "2.0".
+        result: what the method returned (when there is no error).
+        error: the error object (`code`, `message`, `data`), or None.
+        id: the request's id.
+    """
+
     jsonrpc: str = "2.0"
     result: Any = None
     error: dict[str, Any] | None = None
@@ -111,7 +151,12 @@ def expose(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class ExposedMethod:
-    """An exposed method with its parameter schema, built once per agent class."""
+    """An exposed method with its parameter schema, built once per agent class.
+
+    Args:
+        name: the name it is called by.
+        func: the method (unbound); its type hints validate the params.
+    """
 
     __slots__ = ("func", "is_async", "name", "params_type", "positional")
 
@@ -137,7 +182,18 @@ class ExposedMethod:
         self.params_type = msgspec.defstruct(f"{name}_params", fields, forbid_unknown_fields=True)
 
     def bind(self, params: list[Any] | dict[str, Any] | None) -> dict[str, Any]:
-        """Validate JSON params (by position or by name) into keyword arguments."""
+        """Validate JSON params (by position or by name) into keyword arguments.
+
+        Args:
+            params: the request's params: a list, a dict, or None (none).
+
+        Returns:
+            The method's arguments by name.
+
+        Raises:
+            RpcError: -32602 (invalid params): too many by position, an unknown name, a
+                missing one, or a value of the wrong type.
+        """
         if params is None:
             params = {}
         if isinstance(params, list):
@@ -155,7 +211,16 @@ class ExposedMethod:
 
 
 def exposed_methods(cls: type) -> dict[str, ExposedMethod]:
-    """Every `@expose`d method of an agent class (including inherited ones), by name."""
+    """Every `@expose`d method of an agent class (including inherited ones), by name.
+
+    A method overridden without `@expose` is no longer exposed.
+
+    Args:
+        cls: the agent class.
+
+    Returns:
+        Its exposed methods, by name.
+    """
     found: dict[str, ExposedMethod] = {}
     for klass in reversed(cls.__mro__):
         for name, attr in vars(klass).items():
@@ -173,6 +238,19 @@ def exposed_methods(cls: type) -> dict[str, ExposedMethod]:
 
 
 def encode_request(method: str, params: list[Any] | dict[str, Any] | None, id: str | None) -> bytes:
+    """A JSON-RPC 2.0 request.
+
+    Args:
+        method: the method's name.
+        params: by position (a list) or by name (a dict); empty or None: left out.
+        id: the call id; None makes it a notification (no reply).
+
+    Returns:
+        The request as JSON.
+
+    Raises:
+        TypeError: params holding a value msgspec cannot encode.
+    """
     request: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
     if params:
         request["params"] = params
@@ -183,6 +261,13 @@ def encode_request(method: str, params: list[Any] | dict[str, Any] | None, id: s
 
 def encode_result(result: Any, id: Any) -> bytes:
     """The JSON-RPC response carrying `result`.
+
+    Args:
+        result: what the method returned.
+        id: the request's id.
+
+    Returns:
+        The response as JSON.
 
     Raises:
         TypeError: the result holds a value msgspec cannot encode.
@@ -212,12 +297,31 @@ def _holds_non_finite(value: Any) -> bool:
 
 
 def encode_error(error: RpcError, id: Any) -> bytes:
+    """The JSON-RPC response carrying an error.
+
+    Args:
+        error: the error.
+        id: the request's id (None when it could not be read).
+
+    Returns:
+        The response as JSON.
+    """
     return _encoder.encode({"jsonrpc": "2.0", "error": error.to_error(), "id": id})
 
 
 def decode_request(body: bytes) -> Request:
-    """Parse one JSON-RPC request; raises RpcError (-32700 / -32600) with the request id
-    attached as `.request_id` when it could be read."""
+    """Parse one JSON-RPC request.
+
+    Args:
+        body: the request as JSON.
+
+    Returns:
+        The request.
+
+    Raises:
+        RpcError: -32700 (not JSON) or -32600 (not a valid request), with the request id
+            attached as `.request_id` when it could be read.
+    """
     try:
         raw = _parse(body)
     except ValueError as exc:
@@ -238,7 +342,15 @@ def decode_request(body: bytes) -> Request:
 
 
 def is_notification(body: bytes) -> bool:
-    """A request without an `id` member gets no reply (JSON-RPC 2.0 section 4.1)."""
+    """Whether a request is a notification: one without an `id` member gets no reply
+    (JSON-RPC 2.0 section 4.1).
+
+    Args:
+        body: the request as JSON.
+
+    Returns:
+        True for a JSON object without `id`; False otherwise, unreadable JSON included.
+    """
     try:
         raw = _parse(body)
     except ValueError:
@@ -250,7 +362,8 @@ def _parse(body: bytes) -> Any:
     """Any JSON value, or ValueError. Requests come from anyone: besides msgspec's
     DecodeError, invalid UTF-8 in a string raises UnicodeDecodeError and deep nesting
     RecursionError, and either one escaping the inbox callback would drop the connection,
-    after which the unacked request comes back and drops it again."""
+    after which the unacked request comes back and drops it again.
+    """
     try:
         return _raw_decoder.decode(body)
     except RecursionError:
@@ -258,7 +371,17 @@ def _parse(body: bytes) -> Any:
 
 
 def decode_response(body: bytes) -> Any:
-    """The result of a JSON-RPC response, or raise its error as RpcError."""
+    """The result of a JSON-RPC response, or raise its error as RpcError.
+
+    Args:
+        body: the response as JSON.
+
+    Returns:
+        The result.
+
+    Raises:
+        RpcError: the response's error, or -32603 for a malformed response.
+    """
     try:
         response = _response_decoder.decode(body)
     except ValueError as exc:  # msgspec's errors and UnicodeDecodeError
@@ -274,6 +397,14 @@ def decode_response(body: bytes) -> Any:
 
 
 def exception_error(exc: BaseException) -> RpcError:
+    """The RpcError a failed exposed method answers with.
+
+    Args:
+        exc: what the method raised.
+
+    Returns:
+        `exc` itself if it is an RpcError, else -32000 naming its type and message.
+    """
     if isinstance(exc, RpcError):
         return exc
     return RpcError(SERVER_ERROR, f"{type(exc).__name__}: {exc}", {"type": type(exc).__name__})

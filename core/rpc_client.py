@@ -76,8 +76,17 @@ class RpcClient(AgentBase):
         """`call` with the JSON-RPC params given as they travel (a list, a dict or None):
         for callers that forward params, whose names may be anything (even `timeout`).
 
+        Args:
+            target: the called agent's identity.
+            method: the `@expose`d method's name.
+            params: by position (a list), by name (a dict), or None.
+            timeout: seconds to wait for the reply (default `config.rpc_timeout`).
+
+        Returns:
+            The method's result.
+
         Raises:
-            RpcError: as `call`.
+            RpcError: as `call`; -32003 when this agent is not running.
         """
         if self.state != RUNNING:
             raise RpcError(UNAVAILABLE, f"agent {self.identity!r} is {self.state}")
@@ -166,14 +175,16 @@ class RpcClient(AgentBase):
 
     def _new_call_id(self) -> str:
         """A correlation id for one call: our prefix and 96 random bits, so that nobody
-        who saw earlier ids can guess the next one and answer in the callee's place."""
+        who saw earlier ids can guess the next one and answer in the callee's place.
+        """
         return self._call_prefix + os.urandom(12).hex()
 
     def _take_reply(self, call_id: str, delivery: Any) -> None:
         """A reply carrying one of our call ids: it answers the call if that call still
         waits and the reply comes from the agent called. A reply naming another sender
         (`app_id`) is dropped; one naming none is taken, as plain AMQP servers send them
-        (see docs/decisions.md). A late reply (the call timed out) is dropped."""
+        (see docs/decisions.md). A late reply (the call timed out) is dropped.
+        """
         fut = self._pending_calls.get(call_id)
         if fut is None:
             collector = self._collectors.get(call_id)
@@ -193,7 +204,8 @@ class RpcClient(AgentBase):
 
     def _on_return(self, delivery: Any) -> None:
         """The broker returned a mandatory publish (no queue for its routing key): a call
-        fails as unknown or unreachable; a direct message is counted and logged."""
+        fails as unknown or unreachable; a direct message is counted and logged.
+        """
         self.stats.returned += 1
         call_id = delivery.properties.correlation_id
         fut = self._pending_calls.pop(call_id, None) if call_id else None

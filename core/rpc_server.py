@@ -126,7 +126,8 @@ class RpcServer(AgentBase):
         """Answer an RPC request (unless it is a notification), ack it, count it.
 
         `method` labels the metrics: an exposed method's name, else `_unknown`, so
-        callers cannot create unbounded label values."""
+        callers cannot create unbounded label values.
+        """
         stats = self.stats
         stats.count(stats.rpc_served, (method, "ok" if error is None else "error"))
         if started and self.config.metrics:

@@ -35,6 +35,12 @@ START_ABORT_MARGIN = 5.0
 def log_level_of(level: str | int) -> int:
     """The logging level for a name in any case ("info", "INFO") or a number.
 
+    Args:
+        level: a level name, or a number (returned as it is).
+
+    Returns:
+        The level's number.
+
     Raises:
         ValueError: an unknown level name.
     """
@@ -145,11 +151,16 @@ async def serve(
 
 class AgentStoppedByItself(MunggoggoError, RuntimeError):
     """An agent stopped without being asked (another process took its identity): the
-    others are stopped too, and `run()` raises this (a `Worker` exits 1)."""
+    others are stopped too, and `run()` raises this (a `Worker` exits 1).
+    """
 
 
 async def until_stop_or_self_stop(stopping: asyncio.Task[Any], agents: tuple[Agent, ...]) -> None:
     """Wait for the stop event, or for an agent to stop by itself.
+
+    Args:
+        stopping: the task waiting for the stop event.
+        agents: the agents that run.
 
     Raises:
         AgentStoppedByItself: an agent stopped by itself (its `stop_reason` says why).
@@ -168,7 +179,12 @@ async def until_stop_or_self_stop(stopping: asyncio.Task[Any], agents: tuple[Age
 
 
 async def start_in_order(agents: tuple[Agent, ...], started: list[Agent]) -> None:
-    """Start `agents` one after the other, appending each to `started` once it runs."""
+    """Start `agents` one after the other, appending each to `started` once it runs.
+
+    Args:
+        agents: the agents, in order.
+        started: where each started agent is appended.
+    """
     for agent in agents:
         await agent.start()
         started.append(agent)
@@ -183,6 +199,11 @@ async def shut_down(
     A start that does not end once cancelled (its setup() swallowed the cancellation) is
     waited for only the longest `drain_timeout` plus `START_ABORT_MARGIN`, so the process
     still exits.
+
+    Args:
+        starting: the task starting the agents (`start_in_order`).
+        started: the agents that run, stopped in reverse order.
+        agents: every agent, for the longest `drain_timeout`.
     """
     waits = [stop_and_wait(agent) for agent in reversed(started)]
     if not starting.done():
@@ -194,7 +215,11 @@ async def shut_down(
 
 async def stop_and_wait(agent: Agent) -> None:
     """Stop `agent` and wait until it has stopped: a stop it began by itself (its identity
-    taken) may still be draining when asked again, and returns at once then."""
+    taken) may still be draining when asked again, and returns at once then.
+
+    Args:
+        agent: the agent to stop.
+    """
     await agent.stop()
     limit = agent.config.drain_timeout + START_ABORT_MARGIN
     with contextlib.suppress(TimeoutError):
@@ -202,7 +227,12 @@ async def stop_and_wait(agent: Agent) -> None:
 
 
 async def wait_start_ended(starting: asyncio.Task[None], agents: tuple[Agent, ...]) -> None:
-    """Wait for the cancelled start to undo itself, for a bounded time."""
+    """Wait for the cancelled start to undo itself, for a bounded time.
+
+    Args:
+        starting: the cancelled start's task.
+        agents: every agent, for the longest `drain_timeout`.
+    """
     limit = max((a.config.drain_timeout for a in agents), default=0.0) + START_ABORT_MARGIN
     await asyncio.wait((starting,), timeout=limit)
     if not starting.done():

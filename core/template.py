@@ -20,7 +20,18 @@ __all__ = ["AllOf", "AnyOf", "Template", "topic_matches"]
 
 @dataclass(frozen=True)
 class Template:
-    """Match criteria; a field left as None matches anything."""
+    """Match criteria; a field left as None matches anything.
+
+    Combine templates with `&` (`AllOf`) and `|` (`AnyOf`).
+
+    Attributes:
+        sender: the sending agent's identity.
+        kind: the message kind (`message`, `rpc`, `control`).
+        routing_key: a topic pattern the routing key matches (`*` one word, `#` zero or
+            more).
+        headers: headers the message carries with these values (empty: any).
+        body_type: a type the body decodes into (a msgspec Struct, a builtin type).
+    """
 
     sender: str | None = None
     kind: str | None = None
@@ -29,6 +40,14 @@ class Template:
     body_type: Any = None
 
     def match(self, msg: Message) -> bool:
+        """Whether a message meets every criterion.
+
+        Args:
+            msg: the message.
+
+        Returns:
+            True if it matches.
+        """
         if self.sender is not None and msg.sender != self.sender:
             return False
         if self.kind is not None and msg.kind != self.kind:
@@ -56,15 +75,43 @@ class Template:
 
 @dataclass(frozen=True)
 class AllOf:
+    """Matches what every one of its templates matches (`template & other`).
+
+    Attributes:
+        templates: the templates (anything with a `match(msg)` method).
+    """
+
     templates: tuple[Any, ...]
 
     def match(self, msg: Message) -> bool:
+        """Whether every template matches the message.
+
+        Args:
+            msg: the message.
+
+        Returns:
+            True if all match.
+        """
         return all(t.match(msg) for t in self.templates)
 
 
 @dataclass(frozen=True)
 class AnyOf:
+    """Matches what any one of its templates matches (`template | other`).
+
+    Attributes:
+        templates: the templates (anything with a `match(msg)` method).
+    """
+
     templates: tuple[Any, ...]
 
     def match(self, msg: Message) -> bool:
+        """Whether any template matches the message.
+
+        Args:
+            msg: the message.
+
+        Returns:
+            True if one matches.
+        """
         return any(t.match(msg) for t in self.templates)

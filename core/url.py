@@ -44,6 +44,31 @@ class URLError(MunggoggoError, ValueError):
 
 @dataclass(frozen=True)
 class BrokerURL:
+    """A parsed broker URL (`parse_url`): where and how to connect.
+
+    `str()` gives the URL without credentials, safe for logs.
+
+    Attributes:
+        scheme: "amqp", "amqps" or "memory".
+        host: the broker's host (for memory://, the in-process broker's name).
+        port: the broker's port (default 5672, 5671 for amqps).
+        username: the login (default "guest").
+        password: the password (default "guest"; never shown by `repr`).
+        vhost: the virtual host (default "/").
+        heartbeat: the heartbeat interval proposed, in seconds (`?heartbeat=`).
+        frame_max: the largest frame proposed, in bytes (`?frame_max=`).
+        channel_max: the most channels proposed (`?channel_max=`).
+        connection_timeout: seconds a connection attempt may take (`?connection_timeout=`,
+            given in milliseconds as in RabbitMQ's URIs).
+        name: the connection's name shown by the broker (`?name=`).
+        cafile: CA certificates to verify the broker with (amqps; default the system's).
+        certfile: the client certificate (amqps).
+        keyfile: the client certificate's key (amqps; default in `certfile`).
+        server_name_indication: the TLS server name, when it is not the host.
+        verify: whether the broker's certificate is verified (`?verify=verify_none` turns
+            it off).
+    """
+
     scheme: str
     host: str
     port: int
@@ -63,10 +88,12 @@ class BrokerURL:
 
     @property
     def tls(self) -> bool:
+        """Whether the connection uses TLS (amqps://)."""
         return self.scheme == "amqps"
 
     @property
     def is_memory(self) -> bool:
+        """Whether it names an in-process broker (memory://)."""
         return self.scheme == "memory"
 
     def __str__(self) -> str:
@@ -77,8 +104,15 @@ class BrokerURL:
         return f"{self.scheme}://{self.host}:{self.port}/{vhost}"
 
     def ssl_context(self) -> ssl.SSLContext | None:
-        """The client TLS context; a file that cannot be loaded raises an OSError naming the
-        URL parameter and the path (OpenSSL's own message names neither)."""
+        """The client TLS context.
+
+        Returns:
+            The context for amqps://, None for the other schemes.
+
+        Raises:
+            OSError: a certificate or key file that cannot be loaded; the message names
+                the URL parameter and the path (OpenSSL's own message names neither).
+        """
         if not self.tls:
             return None
         what = f"cafile {self.cafile!r}" if self.cafile else "the system CA certificates"
@@ -96,7 +130,20 @@ class BrokerURL:
 
 
 def parse_url(url: str | None = None) -> BrokerURL:
-    """Parse a broker URL; None reads MUNGGOGGO_URL, then falls back to the local default."""
+    """Parse a broker URL; None reads MUNGGOGGO_URL, then falls back to the local default.
+
+    Args:
+        url: `amqp://user:password@host:port/vhost?param=value`, `amqps://...` or
+            `memory://name`; None: `MUNGGOGGO_URL`, else `DEFAULT_URL`.
+
+    Returns:
+        The parsed URL.
+
+    Raises:
+        URLError: an invalid URL (the message never shows the password): a list of URLs,
+            an unsupported scheme, no host, an unencoded `/`, `?` or `#` in the password,
+            an unknown or invalid query parameter.
+    """
     if url is None:
         url = os.environ.get("MUNGGOGGO_URL") or DEFAULT_URL
     several = split_urls(url)
@@ -173,7 +220,16 @@ def parse_url(url: str | None = None) -> BrokerURL:
 
 
 def split_urls(text: str) -> list[str]:
-    """The URLs of a comma-separated failover list (one URL gives a list of one)."""
+    """The URLs of a comma-separated failover list (one URL gives a list of one).
+
+    A comma splits only where a scheme follows it, so commas inside a password stay.
+
+    Args:
+        text: the list.
+
+    Returns:
+        The URLs, unparsed.
+    """
     return [part for part in _LIST_SEPARATOR.split(text.strip()) if part]
 
 
@@ -182,7 +238,17 @@ def parse_urls(
 ) -> tuple[BrokerURL, ...]:
     """Parse a failover list: a comma-separated string, a list, or one URL; None reads
     MUNGGOGGO_URL (which may be a list too), then falls back to the local default.
-    Connections try the URLs in order. memory:// stands alone: it has nothing to fail over to."""
+    Connections try the URLs in order. memory:// stands alone: it has nothing to fail over to.
+
+    Args:
+        urls: the URLs (strings or parsed), or None.
+
+    Returns:
+        The parsed URLs, in order.
+
+    Raises:
+        URLError: an invalid URL, an empty list, or memory:// in a list of several.
+    """
     if urls is None:
         urls = os.environ.get("MUNGGOGGO_URL") or DEFAULT_URL
     if isinstance(urls, BrokerURL):
@@ -225,7 +291,8 @@ def _authority_has_credentials(url: str) -> bool:
 def _redact(url: str) -> str:
     """A URL we could not parse, fit for a message: everything between the scheme and the
     last '@' could be the password, so only a user name that is surely not part of it (the
-    text before the first ':', without '/', '?' or '#') is kept."""
+    text before the first ':', without '/', '?' or '#') is kept.
+    """
     head, at, host = url.rpartition("@")
     if not at:
         return url  # no credentials in it

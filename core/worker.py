@@ -58,10 +58,14 @@ class Worker:
         self.health = health
 
     def execute(self) -> int:
-        """Run the agents until a signal stops them; returns the process exit status:
-        0 after a clean stop (a signal during start-up cancels the start and drains what
-        it had started: also 0), 1 when an agent could not start or stopped by itself
-        (another process took its identity; logged)."""
+        """Run the agents until a signal stops them.
+
+        Returns:
+            The process exit status: 0 after a clean stop (a signal during start-up
+            cancels the start and drains what it had started: also 0), 1 when an agent
+            could not start or stopped by itself (another process took its identity;
+            logged).
+        """
         try:
             run(*self.agents, log_level=self.loglevel, health=self.health)
         except EXPECTED_START_ERRORS as exc:

@@ -44,7 +44,15 @@ _CLIENT_LEFT = Response(499, b"", b"text/plain")
 
 
 class Route:
-    """`template` segments: literal, `{name}` (one segment) or `{name...}` (the rest)."""
+    """`template` segments: literal, `{name}` (one segment) or `{name...}` (the rest).
+
+    Args:
+        template: the path template (`/agents/{identity}`).
+        endpoint: what serves it.
+        raw: whether the endpoint is an ASGI handler of its own (it answers by itself)
+            rather than one returning a response.
+        needs_state: whether it needs the started gateway state (503 until then).
+    """
 
     __slots__ = ("endpoint", "needs_state", "raw", "segments", "tail", "template")
 
@@ -59,6 +67,14 @@ class Route:
         self.needs_state = needs_state
 
     def match(self, parts: list[str]) -> tuple[str, ...] | None:
+        """The path parameters if the path matches the template.
+
+        Args:
+            parts: the request path's segments, unquoted.
+
+        Returns:
+            The parameters in template order, or None (no match, or an empty parameter).
+        """
         segments = self.segments
         if len(parts) != len(segments) and not (self.tail and len(parts) >= len(segments)):
             return None
@@ -92,6 +108,15 @@ class Router:
         raw: bool = False,
         needs_state: bool = True,
     ) -> None:
+        """Add a route.
+
+        Args:
+            method: the HTTP method.
+            template: the path, or a template with `{name}` / `{name...}` parameters.
+            endpoint: what serves it.
+            raw: the endpoint is an ASGI handler of its own.
+            needs_state: it needs the started gateway state.
+        """
         route = Route(template, endpoint, raw=raw, needs_state=needs_state)
         if "{" in template:
             self.templated.append((method, route))
@@ -99,20 +124,39 @@ class Router:
             self.fixed.setdefault(template, {})[method] = route
 
     def routes(self) -> list[tuple[str, str]]:
-        """(path, method) of every route, paths as OpenAPI writes them (`{name}`)."""
+        """(path, method) of every route, paths as OpenAPI writes them (`{name}`).
+
+        Returns:
+            The pairs, fixed paths first.
+        """
         found = [(path, m) for path, by_method in self.fixed.items() for m in by_method]
         found += [(r.template.replace("...}", "}"), m) for m, r in self.templated]
         return found
 
     def templates(self) -> list[tuple[str, str]]:
-        """(template, method) of every route: the labels its requests are counted under."""
+        """(template, method) of every route: the labels its requests are counted under.
+
+        Returns:
+            The pairs, fixed paths first.
+        """
         found = [(path, m) for path, by_method in self.fixed.items() for m in by_method]
         found += [(r.template, m) for m, r in self.templated]
         return found
 
     def resolve(self, method: str, scope: Scope) -> tuple[Route, tuple[str, ...]]:
-        """The route and its path parameters; HTTPError 404 or 405 (with Allow). HEAD is
-        served wherever GET is (by the GET route; the app sends no body)."""
+        """The route and its path parameters. HEAD is served wherever GET is (by the GET
+        route; the app sends no body).
+
+        Args:
+            method: the request's method.
+            scope: the ASGI scope (its `path` and `raw_path`).
+
+        Returns:
+            The route and its path parameters.
+
+        Raises:
+            HTTPError: 404 for a path no route has, 405 (with Allow) for a method it lacks.
+        """
         by_method = self.fixed.get(scope["path"])
         if by_method is not None:
             route = by_method.get(method)
@@ -147,6 +191,14 @@ def _not_allowed(methods: dict[str, Any]) -> HTTPError:
 
 
 def build_router(app: GatewayApp) -> Router:
+    """Every route of the gateway: JSON-RPC, REST, health, metrics, OpenAPI, dashboard.
+
+    Args:
+        app: the app, whose optional endpoints (dashboard, WebSocket) load on first use.
+
+    Returns:
+        The router.
+    """
     r = Router()
     r.add("POST", "/jsonrpc", jsonrpc.jsonrpc_endpoint)
     r.add("GET", "/agents", rest.list_agents)
@@ -168,7 +220,12 @@ def build_router(app: GatewayApp) -> Router:
 
 
 class GatewayApp:
-    """The ASGI callable. `settings=None` reads them from the environment at startup."""
+    """The ASGI callable. `settings=None` reads them from the environment at startup.
+
+    Args:
+        settings: the gateway's settings, or None for `GatewaySettings.from_env()` at
+            startup (the lifespan).
+    """
 
     def __init__(self, settings: GatewaySettings | None = None) -> None:
         self.settings = settings
@@ -177,11 +234,24 @@ class GatewayApp:
         self._websocket = self.optional("ws", "websocket_endpoint")
 
     def routes(self) -> list[tuple[str, str]]:
+        """(path, method) of every route, as OpenAPI writes them.
+
+        Returns:
+            The pairs.
+        """
         return self.router.routes()
 
     def optional(self, module: str, name: str) -> Endpoint:
         """An endpoint from a sibling module imported on first use; 404 while the module
-        does not exist."""
+        does not exist.
+
+        Args:
+            module: the module's name in munggoggo.gateway.
+            name: the endpoint's name in it.
+
+        Returns:
+            The endpoint.
+        """
         resolved: list[Endpoint | None] = []
 
         async def endpoint(scope: Scope, receive: Receive, send: Send, state: GatewayState) -> None:
@@ -196,6 +266,13 @@ class GatewayApp:
         return endpoint
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one ASGI connection: an HTTP request, a WebSocket or the lifespan.
+
+        Args:
+            scope: the ASGI scope.
+            receive: the ASGI receive callable.
+            send: the ASGI send callable.
+        """
         kind = scope["type"]
         # A caller's W3C traceparent becomes current for the request (or the WebSocket
         # connection): every call and publish it makes carries a child of it.
@@ -316,7 +393,8 @@ async def _call_raw(
     state: GatewayState | None,
 ) -> int:
     """Run an endpoint that sends for itself; a 500 if it fails before sending anything.
-    Returns the HTTP status it sent (0 when it sent none)."""
+    Returns the HTTP status it sent (0 when it sent none).
+    """
     status = 0
 
     async def tracking_send(message: Message) -> None:
@@ -338,7 +416,8 @@ async def _call_raw(
 
 def _without_body(send: Send) -> Send:
     """`send` for a HEAD request: the GET answer's status and headers (its Content-Length
-    included, as HTTP wants), no body."""
+    included, as HTTP wants), no body.
+    """
 
     async def send_head(message: Message) -> None:
         if message["type"] == "http.response.body" and message.get("body"):
@@ -389,5 +468,12 @@ async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 def create_app(settings: GatewaySettings | None = None) -> GatewayApp:
-    """The gateway's ASGI app (granian: `munggoggo.gateway.app:create_app`, factory)."""
+    """The gateway's ASGI app (granian: `munggoggo.gateway.app:create_app`, factory).
+
+    Args:
+        settings: the settings, or None to read `MUNGGOGGO_GATEWAY_*` at startup.
+
+    Returns:
+        The app.
+    """
     return GatewayApp(settings)

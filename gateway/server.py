@@ -25,7 +25,14 @@ LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 
 def log_config(level: str) -> dict[str, Any]:
-    """granian's logging setup plus our own `munggoggo` loggers at the same level."""
+    """The logging setup of granian plus our own `munggoggo` loggers at the same level.
+
+    Args:
+        level: a level name of LOG_LEVELS.
+
+    Returns:
+        A `logging.config.dictConfig` configuration.
+    """
     from granian.log import LOGGING_CONFIG
 
     config = copy.deepcopy(LOGGING_CONFIG)
@@ -55,7 +62,18 @@ def serve(
     log_level: str = "info",
     access_log: bool = False,
 ) -> None:
-    """Serve the gateway until SIGINT/SIGTERM (blocking)."""
+    """Serve the gateway until SIGINT/SIGTERM (blocking).
+
+    The settings reach the workers as `MUNGGOGGO_GATEWAY_*` environment variables.
+
+    Args:
+        settings: the gateway's settings.
+        host: the address to listen on (browsers may reach the gateway by it).
+        port: the port to listen on.
+        workers: worker processes, each with its own client agent.
+        log_level: one of LOG_LEVELS.
+        access_log: log every request.
+    """
     from granian import Granian
     from granian.constants import HTTPModes, Interfaces, Loops
     from granian.log import LogLevels
@@ -93,7 +111,8 @@ def _prepare_multiprocess_metrics(workers: int) -> str | None:
     ours to remove (returned); one the user set is emptied of old files first, as
     prometheus_client requires, since files of dead processes would count again.
     The variable must be set before workers create metrics; workers are forked or spawned
-    after this, and a prometheus_client imported earlier in this process is told too."""
+    after this, and a prometheus_client imported earlier in this process is told too.
+    """
     directory = os.environ.get(MULTIPROC_ENV)
     created = None
     if directory:

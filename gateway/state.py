@@ -26,6 +26,36 @@ _PREFIX = "MUNGGOGGO_GATEWAY_"
 
 @dataclass(frozen=True)
 class GatewaySettings:
+    """The gateway's settings; each is also the environment variable
+    `MUNGGOGGO_GATEWAY_<NAME>` (`from_env`, `to_env`), and every one has a default.
+
+    Attributes:
+        url: the broker URL (None: `MUNGGOGGO_URL`, else the local RabbitMQ).
+        call_timeout: seconds an RPC may take before 504 / -32000.
+        max_in_flight: concurrent calls per worker before 503 / -32000.
+        max_body_bytes: request bodies above this get 413.
+        max_json_depth: JSON nested deeper than this is refused (400 / -32600).
+        max_batch: entries of a JSON-RPC batch, at most.
+        body_timeout: seconds a request body may take to arrive before 408.
+        ws_buffer: messages queued per WebSocket client before it is dropped.
+        ws_buffer_bytes: bytes of frames queued per WebSocket client before it is dropped.
+        ws_max_subscriptions: topic patterns per WebSocket client.
+        publish_timeout: seconds a publish waits for room among the unconfirmed ones
+            before it is refused (503 + Retry-After, or an error frame).
+        publish_buffer: unconfirmed publishes a worker keeps, at most.
+        publish_buffer_bytes: bytes of unconfirmed publishes a worker keeps, at most.
+        tokens: accepted bearer tokens / API keys (none: the gateway is open to anyone).
+        tokens_file: more tokens, one a line, read by each worker at start.
+        metrics_public: serve /metrics without credentials.
+        cors_origins: web page origins allowed cross-origin and on /ws ("*": any).
+        allowed_hosts: host names browsers may reach the gateway by, besides the
+            loopback names, the bind address and the CORS origins' hosts ("*": any).
+        bind_address: where the server listens (`munggoggo gateway --host`).
+        rate_limit: requests per second per client and worker (0: no limit).
+        rate_burst: requests a client may make at once (0: twice the rate, at least 1).
+        rate_limit_clients: clients tracked per worker before idle ones are evicted.
+    """
+
     # Broker URL (None: MUNGGOGGO_URL or local RabbitMQ). repr=False: it may hold the
     # broker password; str(parse_url(url)) is the printable form.
     url: str | None = field(default=None, repr=False)
@@ -64,6 +94,18 @@ class GatewaySettings:
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> GatewaySettings:
+        """The settings the `MUNGGOGGO_GATEWAY_*` variables give, the rest at defaults.
+
+        Args:
+            environ: the environment (None: `os.environ`).
+
+        Returns:
+            The settings.
+
+        Raises:
+            ValueError: a variable whose value is not valid for its setting (the message
+                names the variable).
+        """
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for name, f in cls.__dataclass_fields__.items():
@@ -76,7 +118,11 @@ class GatewaySettings:
         return cls(**values)
 
     def to_env(self) -> dict[str, str]:
-        """The environment that makes `from_env` return these settings (for workers)."""
+        """The environment that makes `from_env` return these settings (for workers).
+
+        Returns:
+            Variable name -> value.
+        """
         env = {}
         for name in self.__dataclass_fields__:
             value = getattr(self, name)
@@ -118,7 +164,19 @@ def _parse(variable: str, raw: str, kind: str) -> Any:
 
 @dataclass
 class GatewayState:
-    """What one worker's handlers share."""
+    """What one worker's handlers share.
+
+    Attributes:
+        settings: the gateway's settings.
+        mesh: the worker's window on the mesh (its client agent).
+        started_at: when the worker started, in epoch seconds.
+        in_flight: calls currently waiting for an agent.
+        guard: origins, credentials and rate limit of this worker (built from the
+            settings when None).
+        counters: this worker's own event counts.
+        metrics: the worker's Prometheus series.
+        body_deadlines: the request-body deadlines (`settings.body_timeout`).
+    """
 
     settings: GatewaySettings
     mesh: Mesh
@@ -143,14 +201,21 @@ class GatewayState:
             publisher.on_change = self.metrics.publish_buffer
 
     def count(self, name: str, n: int = 1) -> None:
-        """Count a gateway event; `name` must be one of gateway/metrics.py's EVENTS."""
+        """Count a gateway event.
+
+        Args:
+            name: one of gateway/metrics.py's EVENTS.
+            n: how many.
+        """
         self.metrics.event(name, n)
         self.counters[name] = self.counters.get(name, 0) + n
 
     def call_started(self) -> None:
+        """Count a call waiting for an agent (`in_flight` and its gauge)."""
         self.in_flight += 1
         self.metrics.in_flight.inc()
 
     def call_finished(self) -> None:
+        """Count a call that got its answer (or gave up)."""
         self.in_flight -= 1
         self.metrics.in_flight.dec()

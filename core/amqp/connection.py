@@ -61,7 +61,16 @@ CLIENT_CAPABILITIES = {
 
 @dataclass(slots=True)
 class ChannelState:
-    """What the protocol needs to know about one channel."""
+    """What the protocol needs to know about one channel.
+
+    Attributes:
+        id: the channel number.
+        state: its state.
+        expected: names of the replies it waits for, oldest first.
+        confirms: its ConfirmTracker once Confirm.Select was sent, else None.
+        publish_frames: encoded Basic.Publish method frames by (exchange, routing key,
+            mandatory), reused.
+    """
 
     id: int
     state: ChanState = ChanState.CLOSED
@@ -72,7 +81,18 @@ class ChannelState:
 
 
 class AMQPConnection:
-    """One AMQP connection's protocol state; feed it bytes, send what it gives back."""
+    """One AMQP connection's protocol state; feed it bytes, send what it gives back.
+
+    Args:
+        username: the login (PLAIN).
+        password: the password.
+        vhost: the virtual host to open.
+        heartbeat: the heartbeat interval proposed, in seconds (the broker's may be lower).
+        frame_max: the largest frame proposed, in bytes.
+        channel_max: the most channels proposed.
+        connection_name: the name the broker shows for the connection.
+        client_properties: more client properties, added to ours.
+    """
 
     def __init__(
         self,
@@ -117,7 +137,11 @@ class AMQPConnection:
     # ------------------------------------------------------------------ output
 
     def data_to_send(self) -> bytearray:
-        """Everything queued for the wire since the last call (possibly empty)."""
+        """Everything queued for the wire since the last call.
+
+        Returns:
+            The bytes to write (possibly empty); the caller owns them.
+        """
         out = self._out
         if not out:
             return bytearray()  # never hand out the live buffer
@@ -126,19 +150,37 @@ class AMQPConnection:
 
     @property
     def has_data_to_send(self) -> bool:
+        """Whether bytes wait to be taken by `data_to_send()`."""
         return bool(self._out)
 
     def send_raw(self, data: bytes) -> None:
-        """Queue pre-encoded frames (republishing after a reconnect)."""
+        """Queue pre-encoded frames (republishing after a reconnect).
+
+        Args:
+            data: the frames.
+        """
         self._out += data
 
     # ------------------------------------------------------------------ connection
 
     def initiate(self) -> None:
+        """Start the handshake: queue the protocol header.
+
+        Raises:
+            LocalProtocolError: it was started before.
+        """
         self.state = advance_connection(self.state, "initiate")
         self._out += PROTOCOL_HEADER
 
     def close(self, reply_code: int = 200, reply_text: str = "Normal shutdown") -> None:
+        """Queue Connection.Close; mid-handshake the connection is just marked closed.
+
+        Nothing happens when it is closing or closed already.
+
+        Args:
+            reply_code: the close reason's code (200: a normal close).
+            reply_text: the close reason.
+        """
         if self.state in (ConnState.CLOSING, ConnState.CLOSED):
             return
         if self.state is not ConnState.OPEN:
@@ -149,10 +191,15 @@ class AMQPConnection:
         self._send(0, commands.Connection.Close(reply_code, reply_text, 0, 0))
 
     def heartbeat_frame(self) -> None:
+        """Queue a heartbeat frame."""
         self._out += _speedups.HEARTBEAT_FRAME
 
     def abort_protocol(self, error: Exception) -> None:
-        """We received garbage: tell the broker why (best effort) and stop."""
+        """We received garbage: tell the broker why (best effort) and stop.
+
+        Args:
+            error: what was wrong (RemoteProtocolError: code 501, else 541).
+        """
         if self.state is ConnState.OPEN:
             code = 501 if isinstance(error, RemoteProtocolError) else 541
             self._send(0, commands.Connection.Close(code, str(error)[:200], 0, 0))
@@ -161,6 +208,15 @@ class AMQPConnection:
     # ------------------------------------------------------------------ channels
 
     def open_channel(self, channel_id: int) -> None:
+        """Queue Channel.Open (a ChannelOpened event answers it).
+
+        Args:
+            channel_id: the channel number, 1 to `channel_max`; a closed one may be reused.
+
+        Raises:
+            LocalProtocolError: the connection is not open, the number is out of range,
+                or the channel is not closed.
+        """
         if self.state is not ConnState.OPEN:
             raise LocalProtocolError(
                 f"cannot open channel {channel_id}: connection is {self.state.value}"
@@ -179,12 +235,34 @@ class AMQPConnection:
     def close_channel(
         self, channel_id: int, reply_code: int = 200, text: str = "Normal shutdown"
     ) -> None:
+        """Queue Channel.Close (a ChannelClosed event answers it).
+
+        Args:
+            channel_id: the channel number.
+            reply_code: the close reason's code (200: a normal close).
+            text: the close reason.
+
+        Raises:
+            LocalProtocolError: the channel was never opened, or is not open or opening.
+        """
         ch = self._channel(channel_id)
         ch.state = advance_channel(channel_id, ch.state, "->Channel.Close")
         self._send(channel_id, commands.Channel.Close(reply_code, text, 0, 0))
 
     def send_method(self, channel_id: int, method: Any) -> bool:
-        """Send a (rare) method; returns True when a MethodReply event will answer it."""
+        """Queue a (rare) method, marshalled by pamqp.
+
+        Args:
+            channel_id: the channel number.
+            method: a pamqp method frame (Queue.Declare, Basic.Qos, ...).
+
+        Returns:
+            True when a MethodReply event will answer it (a synchronous method without
+            nowait).
+
+        Raises:
+            LocalProtocolError: the channel was never opened, or is not open.
+        """
         ch = self._channel(channel_id)
         if ch.state is not ChanState.OPEN:
             raise LocalProtocolError(
@@ -200,7 +278,15 @@ class AMQPConnection:
         return waits
 
     def enable_confirms(self, channel_id: int, tracker: Any) -> None:
-        """Confirm.Select with `tracker` (a ConfirmTracker) counting publishes from now on."""
+        """Confirm.Select with `tracker` (a ConfirmTracker) counting publishes from now on.
+
+        Args:
+            channel_id: the channel number.
+            tracker: the ConfirmTracker that numbers and settles its publishes.
+
+        Raises:
+            LocalProtocolError: the channel was never opened, or is not open.
+        """
         self.send_method(channel_id, commands.Confirm.Select())
         self._channel(channel_id).confirms = tracker
 
@@ -213,9 +299,22 @@ class AMQPConnection:
         properties: bytes,
         mandatory: bool = False,
     ) -> int:
-        """Queue one publish; returns its confirm sequence number (0 without confirms).
+        """Queue one publish.
 
-        `properties` is pre-encoded (see `_speedups.encode_properties`).
+        Args:
+            channel_id: the channel number.
+            exchange: the exchange ("": the default exchange).
+            routing_key: the routing key.
+            body: the message body (split into frames of `frame_max`).
+            properties: the basic properties, pre-encoded (`_speedups.encode_properties`).
+            mandatory: have the broker return it when no queue takes it.
+
+        Returns:
+            Its confirm sequence number (0 without confirms).
+
+        Raises:
+            LocalProtocolError: the channel is not open.
+            PropertiesTooLarge: the properties do not fit one content header frame.
         """
         ch = self.channels.get(channel_id)
         if ch is None or ch.state is not ChanState.OPEN:
@@ -236,22 +335,52 @@ class AMQPConnection:
         return 0
 
     def ack(self, channel_id: int, delivery_tag: int, multiple: bool = False) -> None:
+        """Queue Basic.Ack.
+
+        Args:
+            channel_id: the channel number.
+            delivery_tag: the delivery's tag.
+            multiple: ack every unacked delivery up to it too.
+        """
         self._out += _speedups.pack_ack(channel_id, delivery_tag, multiple)
 
     def nack(
         self, channel_id: int, delivery_tag: int, multiple: bool = False, requeue: bool = True
     ) -> None:
+        """Queue Basic.Nack.
+
+        Args:
+            channel_id: the channel number.
+            delivery_tag: the delivery's tag.
+            multiple: nack every unsettled delivery up to it too.
+            requeue: put it back in its queue (False: drop or dead-letter it).
+        """
         self._out += _speedups.pack_ack(channel_id, delivery_tag, multiple, True, requeue)
 
     def reject(self, channel_id: int, delivery_tag: int, requeue: bool = True) -> None:
+        """Queue Basic.Reject.
+
+        Args:
+            channel_id: the channel number.
+            delivery_tag: the delivery's tag.
+            requeue: put it back in its queue (False: drop or dead-letter it).
+        """
         self._send(channel_id, commands.Basic.Reject(delivery_tag, requeue))
 
     # ------------------------------------------------------------------ input
 
     def receive_data(self, data: bytes) -> list[Any]:
-        """Parse bytes from the broker; returns events in wire order.
+        """Parse bytes from the broker, split anywhere.
 
-        Raises RemoteProtocolError on malformed input (after queueing a Connection.Close).
+        Args:
+            data: what the socket read.
+
+        Returns:
+            The events, in wire order: `events` classes and `Delivery` records.
+
+        Raises:
+            RemoteProtocolError: malformed input, or a method the state does not allow
+                (a Connection.Close is queued first when the connection was open).
         """
         try:
             records = self._reader.feed(data)
@@ -481,7 +610,8 @@ _CLOSE_INDEXES: dict[int, Any] = {cls.index: cls for cls in _CLOSE_METHODS}
 
 def _lenient_close(index: int, payload: bytes) -> Any:
     """Channel.Close or Connection.Close from `payload`, its reply text decoded with
-    replacement characters; None for any other method or a malformed payload."""
+    replacement characters; None for any other method or a malformed payload.
+    """
     cls = _CLOSE_INDEXES.get(index)
     if cls is None:
         return None

@@ -38,7 +38,22 @@ class AuthenticationError(AMQPConnectError):
 
 
 class BrokerError(AMQPError):
-    """The broker closed a channel or the connection with a reply code."""
+    """The broker closed a channel or the connection with a reply code.
+
+    Args:
+        reply_code: the AMQP reply code (a subclass per known code: `broker_error`).
+        reply_text: the broker's explanation.
+        class_id: the AMQP class of the method that failed (0: none).
+        method_id: the AMQP method that failed (0: none).
+        scope: "channel" or "connection": what the broker closed.
+
+    Attributes:
+        reply_code: the AMQP reply code.
+        reply_text: the broker's explanation.
+        class_id: the AMQP class of the method that failed.
+        method_id: the AMQP method that failed.
+        scope: "channel" or "connection".
+    """
 
     reply_code: int = 0
 
@@ -66,74 +81,110 @@ class BrokerError(AMQPError):
 
 
 class ContentTooLarge(BrokerError):
+    """311: the message is larger than the broker accepts."""
+
     reply_code = 311
 
 
 class NoRoute(BrokerError):
+    """312: a mandatory publish reached no queue."""
+
     reply_code = 312
 
 
 class NoConsumers(BrokerError):
+    """313: an immediate publish found no consumer (not used by RabbitMQ)."""
+
     reply_code = 313
 
 
 class ConnectionForced(BrokerError):
+    """320: an operator or the broker closed the connection (shutdown, rabbitmqctl)."""
+
     reply_code = 320
 
 
 class InvalidPath(BrokerError):
+    """402: an invalid virtual host path."""
+
     reply_code = 402
 
 
 class AccessRefused(BrokerError):
+    """403: no permission for the resource, or an exclusive consumer or queue holds it."""
+
     reply_code = 403
 
 
 class NotFound(BrokerError):
+    """404: the exchange or queue does not exist."""
+
     reply_code = 404
 
 
 class ResourceLocked(BrokerError):
+    """405: the queue is exclusive to another connection."""
+
     reply_code = 405
 
 
 class PreconditionFailed(BrokerError):
+    """406: a redeclare with other properties, an unknown delivery tag, a failed condition."""
+
     reply_code = 406
 
 
 class FrameErrorReply(BrokerError):
+    """501: the broker received a malformed frame."""
+
     reply_code = 501
 
 
 class SyntaxErrorReply(BrokerError):
+    """502: the broker received a frame with invalid field values."""
+
     reply_code = 502
 
 
 class CommandInvalid(BrokerError):
+    """503: a method the broker cannot accept in the channel's state."""
+
     reply_code = 503
 
 
 class ChannelErrorReply(BrokerError):
+    """504: a method on a channel that is not open."""
+
     reply_code = 504
 
 
 class UnexpectedFrame(BrokerError):
+    """505: a frame the broker did not expect (e.g. content without a method)."""
+
     reply_code = 505
 
 
 class ResourceError(BrokerError):
+    """506: the broker lacks the resources (too many channels, ...)."""
+
     reply_code = 506
 
 
 class NotAllowed(BrokerError):
+    """530: not allowed, e.g. a virtual host missing or not permitted at Connection.Open."""
+
     reply_code = 530
 
 
 class NotImplementedReply(BrokerError):
+    """540: functionality the broker does not implement."""
+
     reply_code = 540
 
 
 class InternalError(BrokerError):
+    """541: an internal error of the broker; retrying may work."""
+
     reply_code = 541
 
 
@@ -191,6 +242,17 @@ METHOD_NAMES = {
 def broker_error(
     reply_code: int, reply_text: str, class_id: int = 0, method_id: int = 0, scope: str = "channel"
 ) -> BrokerError:
-    """The BrokerError subclass for a reply code (BrokerError itself for unknown codes)."""
+    """The BrokerError subclass for a reply code (BrokerError itself for unknown codes).
+
+    Args:
+        reply_code: the AMQP reply code.
+        reply_text: the broker's explanation.
+        class_id: the AMQP class of the method that failed.
+        method_id: the AMQP method that failed.
+        scope: "channel" or "connection".
+
+    Returns:
+        The error, to raise.
+    """
     cls = _BY_CODE.get(reply_code, BrokerError)
     return cls(reply_code, reply_text, class_id, method_id, scope)

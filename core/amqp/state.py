@@ -12,6 +12,8 @@ from .errors import LocalProtocolError, RemoteProtocolError
 
 
 class ConnState(Enum):
+    """The states of a connection, from the protocol header to the close."""
+
     IDLE = "idle"  # nothing sent yet
     AWAIT_START = "await-start"  # protocol header sent
     AWAIT_TUNE = "await-tune"  # StartOk sent (Secure may come first)
@@ -22,6 +24,8 @@ class ConnState(Enum):
 
 
 class ChanState(Enum):
+    """The states of a channel."""
+
     OPENING = "opening"
     OPEN = "open"
     CLOSING = "closing"
@@ -59,6 +63,20 @@ CHANNEL_TRANSITIONS: dict[tuple[ChanState, str], ChanState] = {
 
 
 def advance_connection(state: ConnState, event: str) -> ConnState:
+    """The connection's next state, by CONNECTION_TRANSITIONS.
+
+    Args:
+        state: its state now.
+        event: what happened: a method received ("<-Connection.Tune"), one sent
+            ("->Connection.Close"), or "initiate".
+
+    Returns:
+        The next state.
+
+    Raises:
+        RemoteProtocolError: the broker sent a method the state does not allow.
+        LocalProtocolError: we were about to send one the state does not allow.
+    """
     try:
         return CONNECTION_TRANSITIONS[state, event]
     except KeyError:
@@ -66,6 +84,21 @@ def advance_connection(state: ConnState, event: str) -> ConnState:
 
 
 def advance_channel(channel: int, state: ChanState, event: str) -> ChanState:
+    """A channel's next state, by CHANNEL_TRANSITIONS.
+
+    Args:
+        channel: the channel number (for the error message).
+        state: its state now.
+        event: what happened: a method received ("<-Channel.OpenOk") or sent
+            ("->Channel.Close").
+
+    Returns:
+        The next state.
+
+    Raises:
+        RemoteProtocolError: the broker sent a method the state does not allow.
+        LocalProtocolError: we were about to send one the state does not allow.
+    """
     try:
         return CHANNEL_TRANSITIONS[state, event]
     except KeyError:

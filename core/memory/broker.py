@@ -33,7 +33,11 @@ class Publisher(Protocol):
     reply_consumer: Subscription | None  # its direct reply-to consumer, if any
 
     def schedule_return(self, content: Content) -> None:
-        """Return an unroutable mandatory publish to it (from the loop)."""
+        """Return an unroutable mandatory publish to it (from the loop).
+
+        Args:
+            content: the message returned.
+        """
         ...
 
 
@@ -44,6 +48,9 @@ class MemoryBroker:
     call `MemoryBroker.reset()` for isolation (connections already open keep the old
     one). A broker lives on one event loop: a connection from another loop (a new test)
     gets a fresh broker under the same name. `exchanges` and `queues` are for inspection.
+
+    Args:
+        name: the broker's name (the host of its memory:// URLs).
     """
 
     _brokers: ClassVar[dict[str, MemoryBroker]] = {}
@@ -68,7 +75,14 @@ class MemoryBroker:
     @classmethod
     def get(cls, name: str = "default") -> MemoryBroker:
         """The broker called `name`: a new one if there is none yet, or if the one there
-        lives on another event loop than the running one."""
+        lives on another event loop than the running one.
+
+        Args:
+            name: the broker's name.
+
+        Returns:
+            The broker.
+        """
         broker = cls._brokers.get(name)
         try:
             loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
@@ -80,7 +94,11 @@ class MemoryBroker:
 
     @classmethod
     def reset(cls, name: str | None = None) -> None:
-        """Forget the broker called `name` (all of them without a name)."""
+        """Forget the broker called `name` (all of them without a name).
+
+        Args:
+            name: the broker's name, or None for every broker.
+        """
         if name is None:
             cls._brokers.clear()
         else:
@@ -89,12 +107,21 @@ class MemoryBroker:
     # ------------------------------------------------------------------ dispatch
 
     def mark(self, queue: Queue) -> None:
-        """Consumers of `queue` may take more: look again on the next dispatch."""
+        """Consumers of `queue` may take more: look again on the next dispatch.
+
+        Args:
+            queue: the queue.
+        """
         self._dirty[queue] = None
         self._schedule()
 
     def hand_over(self, sub: Subscription, delivery: Delivery) -> None:
-        """`delivery` goes to `sub`'s consumer with its batch at the next dispatch."""
+        """`delivery` goes to `sub`'s consumer with its batch at the next dispatch.
+
+        Args:
+            sub: the consumer's subscription.
+            delivery: the delivery.
+        """
         batch = self._batches.get(sub)
         if batch is None:
             self._batches[sub] = [delivery]
@@ -125,7 +152,16 @@ class MemoryBroker:
 
     def route(self, exchange: Exchange, routing_key: str, content: Content) -> list[Queue]:
         """The queues a message reaches by its routing key and its CC and BCC keys, through
-        exchange bindings and alternate exchanges, each once."""
+        exchange bindings and alternate exchanges, each once.
+
+        Args:
+            exchange: the exchange published to.
+            routing_key: the publish's routing key.
+            content: the message (its CC and BCC keys, its headers).
+
+        Returns:
+            The queues, each once.
+        """
         if not exchange.name:
             if content.routes:
                 found_by_name = (self._default_route(k) for k in content.routing_keys)
@@ -179,9 +215,24 @@ class MemoryBroker:
         props: Properties | None,
         mandatory: bool,
     ) -> bool:
-        """Route one publish; True if a queue refused it (x-overflow: reject-publish).
+        """Route one publish.
 
-        Raises the BrokerError with which RabbitMQ would close the channel.
+        Args:
+            channel: the channel it comes from (mandatory returns go back to it).
+            exchange_name: the exchange published to.
+            routing_key: the routing key.
+            body: the message body.
+            raw: the encoded properties.
+            props: the decoded properties, or None (decoded here when needed).
+            mandatory: return it to the channel when no queue takes it.
+
+        Returns:
+            True if a queue refused it (x-overflow: reject-publish).
+
+        Raises:
+            BrokerError: what RabbitMQ would close the channel with: NotFound (no such
+                exchange), AccessRefused (an internal exchange), PreconditionFailed
+                (properties RabbitMQ refuses, such as an invalid expiration).
         """
         exchange = self.exchanges.get(exchange_name)
         if exchange is None:
@@ -215,7 +266,15 @@ class MemoryBroker:
         return refused
 
     def dead_letter(self, queue: Queue, entry: Entry, reason: str) -> None:
-        """Republish a rejected, expired or overflowing message to the queue's DLX."""
+        """Republish a rejected, expired or overflowing message to the queue's DLX.
+
+        Nothing happens when the queue has no dead-letter exchange, or it does not exist.
+
+        Args:
+            queue: the queue the message leaves.
+            entry: the message in that queue.
+            reason: the x-death reason: rejected, expired or maxlen.
+        """
         if queue.dlx is None:
             return
         exchange = self.exchanges.get(queue.dlx)
@@ -253,7 +312,14 @@ class MemoryBroker:
     # ------------------------------------------------------------------ deletion
 
     def delete_queue(self, queue: Queue) -> int:
-        """Delete a queue: bindings go, consumers are cancelled; returns its ready count."""
+        """Delete a queue: bindings go, consumers are cancelled.
+
+        Args:
+            queue: the queue.
+
+        Returns:
+            How many ready messages it held (0 if it was deleted before).
+        """
         if queue.deleted:
             return 0
         queue.deleted = True
@@ -273,7 +339,11 @@ class MemoryBroker:
 
     def delete_exchange(self, exchange: Exchange) -> None:
         """Delete an exchange and its bindings as a destination (auto-delete sources
-        losing their last binding go too)."""
+        losing their last binding go too).
+
+        Args:
+            exchange: the exchange.
+        """
         if self.exchanges.get(exchange.name) is not exchange:
             return
         del self.exchanges[exchange.name]
@@ -283,6 +353,10 @@ class MemoryBroker:
 
     def maybe_auto_delete(self, exchange: Exchange) -> None:
         """A binding of `exchange` went: RabbitMQ deletes an auto-delete exchange when its
-        last binding as a source goes."""
+        last binding as a source goes.
+
+        Args:
+            exchange: the exchange.
+        """
         if exchange.auto_delete and not exchange.bindings:
             self.delete_exchange(exchange)

@@ -42,6 +42,12 @@ class MemoryChannel(TopologyMethods, PublishMethods):
     """One channel of a `MemoryConnection`, with `channel.Channel`'s API and semantics.
 
     Made (and opened) by `MemoryConnection.channel()`.
+
+    Args:
+        connection: its connection.
+        channel_id: its channel number.
+        confirms: publisher confirms on (they are immediate here).
+        max_unconfirmed: accepted for parity with the real channel.
     """
 
     def __init__(
@@ -91,15 +97,18 @@ class MemoryChannel(TopologyMethods, PublishMethods):
 
     @property
     def is_open(self) -> bool:
+        """As `ChannelProtocol.is_open`: open and usable now (not reopening, not closed)."""
         return self._open_event.is_set()
 
     def is_consuming(self, consumer_tag: str) -> bool:
         """Whether the consumer `consumer_tag` is consuming on this channel (as
-        `Channel.is_consuming`)."""
+        `Channel.is_consuming`).
+        """
         return consumer_tag in self._consumers
 
     @property
     def unconfirmed(self) -> int:
+        """As `ChannelProtocol.unconfirmed`: publishes awaiting their confirm."""
         return self._ledger.unconfirmed
 
     def __repr__(self) -> str:
@@ -163,7 +172,8 @@ class MemoryChannel(TopologyMethods, PublishMethods):
 
     def _detach(self) -> None:
         """The broker side of the channel closes: its consumers are removed and its unacked
-        deliveries requeued, marked redelivered."""
+        deliveries requeued, marked redelivered.
+        """
         self._live = False
         # Consumers go first so requeued messages cannot be handed straight back to this
         # channel; an auto-delete queue losing its last consumer takes them with it, as in
@@ -174,7 +184,8 @@ class MemoryChannel(TopologyMethods, PublishMethods):
 
     def _close_async(self, error: BrokerError) -> None:
         """The broker refused a publish or ack: it closes the channel now, and the client
-        learns about it one tick later (the call that caused it has already returned)."""
+        learns about it one tick later (the call that caused it has already returned).
+        """
         if not self._live:
             return
         self._detach()
@@ -192,7 +203,8 @@ class MemoryChannel(TopologyMethods, PublishMethods):
 
     def _client_closed(self, error: BrokerError) -> None:
         """The client sees the broker's Channel.Close: fail what the broker discarded,
-        then reopen (generation + 1) as the real client does."""
+        then reopen (generation + 1) as the real client does.
+        """
         self._open_event.clear()
         log.warning("channel %d: %s", self.id, error)
         doomed = self._ledger.take_doomed()
@@ -228,13 +240,18 @@ class MemoryChannel(TopologyMethods, PublishMethods):
 
     def connection_closing(self) -> None:
         """Its connection closes (called by it first): the acks of this tick reach the
-        broker before the close, as on the wire; then the broker side goes."""
+        broker before the close, as on the wire; then the broker side goes.
+        """
         self._ack_later_now()
         if self._live:
             self._detach()
 
     def connection_closed(self, error: BaseException) -> None:
-        """The connection is closed for good: fail everything that still waits."""
+        """The connection is closed for good: fail everything that still waits.
+
+        Args:
+            error: what the waiting calls and unconfirmed publishes fail with.
+        """
         self._live = False
         self._open_event.clear()
         if self._reopen_handle is not None:
@@ -248,6 +265,7 @@ class MemoryChannel(TopologyMethods, PublishMethods):
             self._land()
 
     async def close(self) -> None:
+        """As `ChannelProtocol.close`: close for good; what can never be confirmed fails now."""
         if self._closed_by_user:
             return
         self._closed_by_user = True
@@ -319,6 +337,7 @@ class MemoryChannel(TopologyMethods, PublishMethods):
             sub.queue.remove_sub(sub)
 
     async def cancel(self, consumer_tag: str) -> None:
+        """As `ChannelProtocol.cancel`: stop a consumer."""
         if consumer_tag not in self._consumers:
             return
         try:
@@ -332,7 +351,11 @@ class MemoryChannel(TopologyMethods, PublishMethods):
             self._consumers.pop(consumer_tag, None)
 
     def cancelled_by_broker(self, sub: Subscription) -> None:
-        """The queue was deleted: like consumer_cancel_notify, tell the client next tick."""
+        """The queue was deleted: like consumer_cancel_notify, tell the client next tick.
+
+        Args:
+            sub: the cancelled consumer's subscription.
+        """
         sub.active = False
         self._subs.pop(sub.tag, None)
         self._loop.call_soon(self._on_consumer_cancelled, sub.tag)
@@ -370,7 +393,16 @@ class MemoryChannel(TopologyMethods, PublishMethods):
 
     def deliver(self, sub: Subscription, entry: Entry, queue: Queue) -> Delivery:
         """Broker side of Basic.Deliver to `sub` (one of this channel's consumers): take
-        a delivery tag and track the message until it is settled."""
+        a delivery tag and track the message until it is settled.
+
+        Args:
+            sub: the consumer's subscription.
+            entry: the message, taken from its queue.
+            queue: the queue it comes from.
+
+        Returns:
+            The delivery, for the consumer's next batch.
+        """
         tag = self._next_tag
         self._next_tag = tag + 1
         d = entry.content.delivery(self.id, DELIVER)
@@ -384,7 +416,15 @@ class MemoryChannel(TopologyMethods, PublishMethods):
 
     def dispatch(self, sub: Subscription, batch: list[Delivery]) -> None:
         """Client side: hand one batch (from the broker's dispatch) to its consumer's
-        callback."""
+        callback.
+
+        A batch for a consumer cancelled meanwhile is requeued; one from before a reopen
+        is dropped (the broker requeued it already).
+
+        Args:
+            sub: the consumer's subscription.
+            batch: the deliveries, in order.
+        """
         if not self._live or sub.generation != self.generation:
             return  # the channel closed meanwhile and requeued these; their tags are void
         record = sub.record
@@ -414,7 +454,8 @@ class MemoryChannel(TopologyMethods, PublishMethods):
 
     def ack_later(self, delivery_tag: int, generation: int) -> bool:
         """Ack at the end of this loop tick, like the real channel's coalesced ack (which
-        never acks a tag settled another way meanwhile). False if the tag is void."""
+        never acks a tag settled another way meanwhile). False if the tag is void.
+        """
         if generation != self.generation or not self.is_open:
             return False
         self.acked += 1
@@ -442,6 +483,7 @@ class MemoryChannel(TopologyMethods, PublishMethods):
         *,
         generation: int | None = None,
     ) -> bool:
+        """As `ChannelProtocol.nack`: refuse deliveries (an unknown tag closes the channel)."""
         if not self._valid_tag(generation):
             return False
         self.nacked += 1
@@ -454,6 +496,7 @@ class MemoryChannel(TopologyMethods, PublishMethods):
     def reject(
         self, delivery_tag: int, requeue: bool = True, *, generation: int | None = None
     ) -> bool:
+        """As `ChannelProtocol.reject`: refuse one delivery (an unknown tag closes the channel)."""
         if not self._valid_tag(generation):
             return False
         self.nacked += 1
@@ -470,7 +513,8 @@ class MemoryChannel(TopologyMethods, PublishMethods):
 
     def _take(self, tag: int, multiple: bool, method: tuple[int, int]) -> list[Outstanding]:
         """The unacked deliveries an ack/nack/reject covers; an unknown tag closes the
-        channel (a tick later, as RabbitMQ's Channel.Close would arrive)."""
+        channel (a tick later, as RabbitMQ's Channel.Close would arrive).
+        """
         taken = self._unacked.take(tag, multiple)
         if taken is None:
             self._close_async(error("PRECONDITION_FAILED", f"unknown delivery tag {tag}", method))

@@ -29,6 +29,13 @@ class MemoryConnection:
     bare `memory://`). It never drops, so `reconnects` stays 0 and `on_reconnect` /
     `on_lost` are never called; there is no topology to replay. Keyword arguments of the
     real Connection (reconnect, backoff, ...) are accepted and ignored, except `name`.
+
+    Args:
+        url: a memory:// URL (None: `MUNGGOGGO_URL` if it is one, else `memory://`).
+        **ignored: the real Connection's keyword arguments; `name` names the connection.
+
+    Raises:
+        AMQPConnectError: a URL that is not memory://.
     """
 
     def __init__(self, url: str | BrokerURL | None = None, **ignored: Any) -> None:
@@ -57,24 +64,29 @@ class MemoryConnection:
 
     @property
     def is_open(self) -> bool:
+        """As `ConnectionProtocol.is_open`: connected and not closing."""
         return self._state == _OPEN
 
     @property
     def is_closed(self) -> bool:
+        """As `ConnectionProtocol.is_closed`: closed by `close()`."""
         return self._state == _CLOSED
 
     @property
     def is_blocked(self) -> bool:
+        """Never: the in-process broker raises no resource alarms."""
         return False
 
     @property
     def state(self) -> str:
+        """As `ConnectionProtocol.state`: new, open, closing or closed."""
         return self._state
 
     @property
     def closed_future(self) -> asyncio.Future[None]:
         """Done once the connection is closed, for waiting on it alongside other futures
-        (`wait_closed()` is the coroutine form)."""
+        (`wait_closed()` is the coroutine form).
+        """
         return self._closed_future
 
     async def __aenter__(self) -> MemoryConnection:
@@ -85,6 +97,7 @@ class MemoryConnection:
         await self.close()
 
     async def connect(self) -> MemoryConnection:
+        """As `ConnectionProtocol.connect`: join the broker (once)."""
         if self._state != _NEW:
             raise LocalProtocolError(f"connect() on a connection that is {self._state}")
         self.broker.loop = self.loop
@@ -127,13 +140,18 @@ class MemoryConnection:
         raise LocalProtocolError(f"all {limit} channels of the connection are in use")
 
     def forget_channel(self, ch: MemoryChannel) -> None:
-        """`ch` was closed by its user: its id is free again."""
+        """`ch` was closed by its user: its id is free again.
+
+        Args:
+            ch: the channel.
+        """
         if self._channels.get(ch.id) is ch:
             del self._channels[ch.id]
 
     async def close(self, timeout: float = 5.0) -> None:
         """Close like a connection dying on RabbitMQ: unacked deliveries are requeued,
-        consumers go (auto-delete queues with them), exclusive queues are deleted."""
+        consumers go (auto-delete queues with them), exclusive queues are deleted.
+        """
         if self._state in (_CLOSED, _NEW):
             self._state = _CLOSED
             return
@@ -151,4 +169,5 @@ class MemoryConnection:
             self._closed_future.set_result(None)
 
     async def wait_closed(self) -> None:
+        """As `ConnectionProtocol.wait_closed`."""
         await asyncio.shield(self._closed_future)

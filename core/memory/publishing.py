@@ -66,6 +66,7 @@ class PublishLedger:
 
     @property
     def unconfirmed(self) -> int:
+        """Publishes not confirmed yet: refused ones waiting for the close, and buffered ones."""
         return len(self.doomed) + len(self.buffered)
 
     def next_seq(self) -> int:
@@ -77,6 +78,7 @@ class PublishLedger:
 
     def confirmed_through(self) -> int:
         # Doomed and buffered publishes are always the newest ones.
+        """The sequence number up to which every publish is settled."""
         return self.last_seq - len(self.doomed) - len(self.buffered)
 
     def take_lost(self) -> list[int]:
@@ -86,16 +88,19 @@ class PublishLedger:
         return lost
 
     def take_doomed(self) -> list[int]:
+        """Take the publishes the broker discarded when it closed the channel."""
         doomed, self.doomed = self.doomed, []
         return doomed
 
     def take_buffered(self) -> list[Buffered]:
+        """Take the publishes held while the channel reopens, to publish them now."""
         buffered, self.buffered = self.buffered, []
         return buffered
 
     def nacked(self, failure: tuple[int, Exception]) -> None:
         """A queue refused the publish: its waiters fail now, the publisher hears of it
-        from the loop (one call for the failures of a tick)."""
+        from the loop (one call for the failures of a tick).
+        """
         self._waiters.add([failure])
         if not self._to_notify:
             self._loop.call_soon(self._notify_failures)
@@ -141,7 +146,8 @@ class PublishMethods:
         reply_consumer: Subscription | None
 
         @property
-        def is_open(self) -> bool: ...
+        def is_open(self) -> bool:
+            """Declared for the mixin; defined by MemoryChannel."""
 
         def _close_async(self, error: BrokerError) -> None: ...
 
@@ -219,7 +225,11 @@ class PublishMethods:
 
     def schedule_return(self, content: Content) -> None:
         """The broker could not route a mandatory publish of this channel: Basic.Return
-        reaches `on_return` from the loop, never from inside publish()."""
+        reaches `on_return` from the loop, never from inside publish().
+
+        Args:
+            content: the message returned.
+        """
         d = content.delivery(self.id, RETURN)
         d.reply_code = 312
         d.reply_text = "NO_ROUTE"
@@ -245,7 +255,8 @@ class PublishMethods:
     async def drain(self, timeout: float | None = None) -> None:
         """No flow control in process, but it yields once so a publishing loop lets
         consumers run, as socket back-pressure would (so `timeout`, taken for parity with
-        `Channel.drain`, never runs out)."""
+        `Channel.drain`, never runs out).
+        """
         if self.connection.is_closed:
             raise ConnectionLost(f"connection to {self.connection.url} is closed")
         await asyncio.sleep(0)

@@ -49,7 +49,8 @@ if TYPE_CHECKING:
 
 def server_name() -> str:
     """A server-named queue's name: RabbitMQ's look like amq.gen-JzTY20BRgKO-HjmUJj0wLg
-    (16 random bytes, url-safe)."""
+    (16 random bytes, url-safe).
+    """
     return "amq.gen-" + base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode()
 
 
@@ -73,6 +74,7 @@ class ChannelTopology:
         internal: bool,
         arguments: dict[str, Any],
     ) -> None:
+        """The broker side of Exchange.Declare, as RabbitMQ checks it (406 on a mismatch)."""
         method = EXCHANGE_DECLARE
         if not name:
             raise default_exchange_refused(method)
@@ -98,6 +100,7 @@ class ChannelTopology:
             raise error("PRECONDITION_FAILED", problem, method)
 
     def exchange_delete(self, name: str, if_unused: bool) -> None:
+        """The broker side of Exchange.Delete (the default and amq.* exchanges are refused)."""
         method = EXCHANGE_DELETE
         if not name:
             raise default_exchange_refused(method)
@@ -143,6 +146,7 @@ class ChannelTopology:
         auto_delete: bool,
         arguments: dict[str, Any],
     ) -> QueueDeclareOk:
+        """The broker side of Queue.Declare, as RabbitMQ checks it (406 on a mismatch)."""
         method = QUEUE_DECLARE
         broker = self.broker
         if name == REPLY_TO:
@@ -250,10 +254,12 @@ class ChannelTopology:
             broker.maybe_auto_delete(source)
 
     def queue_purge(self, name: str) -> int:
+        """The broker side of Queue.Purge: the number of messages purged."""
         method = QUEUE_PURGE
         return self.queue(self.shortcut(name, method), method).purge()
 
     def queue_delete(self, name: str, if_unused: bool, if_empty: bool) -> int:
+        """The broker side of Queue.Delete: the number of messages deleted with it."""
         method = QUEUE_DELETE
         name = self.shortcut(name, method)
         if name not in self.broker.queues:
@@ -270,7 +276,8 @@ class TopologyMethods:
     """The client's topology API of `MemoryChannel` (a mixin): names and arguments are
     checked as the real client checks them before sending, then the broker side
     (`ChannelTopology`) runs through the channel's `_call`, which waits until the channel
-    is open and closes it when the broker refuses."""
+    is open and closes it when the broker refuses.
+    """
 
     if TYPE_CHECKING:  # what the mixin uses of MemoryChannel
         _topology: ChannelTopology
@@ -289,6 +296,7 @@ class TopologyMethods:
         internal: bool = False,
         arguments: dict[str, Any] | None = None,
     ) -> None:
+        """As `ChannelProtocol.exchange_declare`."""
         check_name("exchange", exchange)
         await self._call(
             self._topology.exchange_declare,
@@ -302,6 +310,7 @@ class TopologyMethods:
         )
 
     async def exchange_delete(self, exchange: str, *, if_unused: bool = False) -> None:
+        """As `ChannelProtocol.exchange_delete`."""
         check_name("exchange", exchange)
         await self._call(self._topology.exchange_delete, exchange, if_unused)
 
@@ -312,6 +321,7 @@ class TopologyMethods:
         routing_key: str = "",
         arguments: dict[str, Any] | None = None,
     ) -> None:
+        """As `ChannelProtocol.exchange_bind`."""
         await self._exchange_bind(destination, source, routing_key, arguments, True)
 
     async def exchange_unbind(
@@ -321,6 +331,7 @@ class TopologyMethods:
         routing_key: str = "",
         arguments: dict[str, Any] | None = None,
     ) -> None:
+        """As `ChannelProtocol.exchange_unbind`."""
         await self._exchange_bind(destination, source, routing_key, arguments, False)
 
     async def _exchange_bind(
@@ -353,6 +364,7 @@ class TopologyMethods:
         auto_delete: bool = False,
         arguments: dict[str, Any] | None = None,
     ) -> QueueDeclareOk:
+        """As `ChannelProtocol.queue_declare`."""
         check_name("queue", queue)
         ok: QueueDeclareOk = await self._call(
             self._topology.queue_declare,
@@ -372,6 +384,7 @@ class TopologyMethods:
         routing_key: str = "",
         arguments: dict[str, Any] | None = None,
     ) -> None:
+        """As `ChannelProtocol.queue_bind`."""
         await self._queue_bind(queue, exchange, routing_key, arguments, True)
 
     async def queue_unbind(
@@ -381,6 +394,7 @@ class TopologyMethods:
         routing_key: str = "",
         arguments: dict[str, Any] | None = None,
     ) -> None:
+        """As `ChannelProtocol.queue_unbind`."""
         await self._queue_bind(queue, exchange, routing_key, arguments, False)
 
     async def _queue_bind(
@@ -399,6 +413,7 @@ class TopologyMethods:
         )
 
     async def queue_purge(self, queue: str) -> int:
+        """As `ChannelProtocol.queue_purge`."""
         check_name("queue", queue)
         purged: int = await self._call(self._topology.queue_purge, queue)
         return purged
@@ -406,6 +421,7 @@ class TopologyMethods:
     async def queue_delete(
         self, queue: str, *, if_unused: bool = False, if_empty: bool = False
     ) -> int:
+        """As `ChannelProtocol.queue_delete`."""
         check_name("queue", queue)
         deleted: int = await self._call(self._topology.queue_delete, queue, if_unused, if_empty)
         return deleted

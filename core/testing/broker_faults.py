@@ -42,6 +42,16 @@ class BrokerFaultLock:
     it exclusive with `exclusive()` for a restart of its own). Waiting is bounded: after
     `timeout` seconds a TimeoutError names the holder, so a test waiting behind a
     ten-minute soak fails with a reason instead of hanging into its time limit.
+
+    Args:
+        path: the lock file.
+        shared: take it shared (a run that must not be hurt) instead of exclusive.
+        timeout: seconds to wait for it at most.
+        holder: who holds it, written into the lock file (default: the command line).
+
+    Raises:
+        TimeoutError: (on entering) the lock was not free within `timeout`; the message
+            names the holder.
     """
 
     def __init__(
@@ -100,7 +110,11 @@ class BrokerFaultLock:
 
     @contextlib.asynccontextmanager
     async def exclusive(self) -> AsyncIterator[BrokerFaultLock]:
-        """A shared holder's own broker fault: exclusive meanwhile, shared again after."""
+        """A shared holder's own broker fault: exclusive meanwhile, shared again after.
+
+        Yields:
+            The lock, held exclusively.
+        """
         assert self._fd is not None and self.shared, "exclusive() is for a shared holder"
         await asyncio.to_thread(self._flock, self._fd, fcntl.LOCK_EX)
         try:
@@ -133,13 +147,28 @@ class BrokerFaultLock:
 
 def rabbitmqctl_command() -> list[str]:
     """The rabbitmqctl of the broker under test: the command line in MUNGGOGGO_RABBITMQCTL
-    (`bash .ci/rabbitmq43 ctl` for the RabbitMQ 4.3 node), else the machine's own."""
+    (`bash .ci/rabbitmq43 ctl` for the RabbitMQ 4.3 node), else the machine's own.
+
+    Returns:
+        The command line, split.
+    """
     return shlex.split(os.environ.get("MUNGGOGGO_RABBITMQCTL") or "rabbitmqctl")
 
 
 def rabbitmqctl(*args: str, timeout: float = 60) -> str:
-    """Run the broker under test's rabbitmqctl (root on the test machines) and return its
-    stdout; raises RuntimeError with rabbitmqctl's own message when it fails."""
+    """Run the broker under test's rabbitmqctl (root on the test machines).
+
+    Args:
+        *args: rabbitmqctl's arguments (`-q` is added).
+        timeout: seconds it may take.
+
+    Returns:
+        Its stdout.
+
+    Raises:
+        RuntimeError: it failed; the message is rabbitmqctl's own.
+        subprocess.TimeoutExpired: it took longer than `timeout`.
+    """
     result = subprocess.run(
         [*rabbitmqctl_command(), "-q", *args],
         capture_output=True,
@@ -154,8 +183,16 @@ def rabbitmqctl(*args: str, timeout: float = 60) -> str:
 
 def close_named_connection(name: str, reason: str = "fault injection") -> int:
     """Force-close the broker side of every connection whose client-given name (the
-    `connection_name` client property; agents use their identity) is `name`; returns how
-    many were closed. rabbitmqctl's `name` column is the peer address, not this."""
+    `connection_name` client property; agents use their identity) is `name`.
+    rabbitmqctl's `name` column is the peer address, not this.
+
+    Args:
+        name: the connection name.
+        reason: the close reason the clients receive.
+
+    Returns:
+        How many connections were closed.
+    """
     wanted = f'{{"connection_name","{name}"}}'
     closed = 0
     for line in rabbitmqctl("list_connections", "pid", "client_properties").splitlines():
@@ -170,7 +207,11 @@ def close_named_connection(name: str, reason: str = "fault injection") -> int:
 
 
 def broker_address() -> tuple[str, int]:
-    """(host, port) of the broker under test: MUNGGOGGO_URL's, else 127.0.0.1:5672."""
+    """Where the broker under test listens.
+
+    Returns:
+        (host, port): MUNGGOGGO_URL's, else 127.0.0.1:5672.
+    """
     parts = urlsplit(os.environ.get("MUNGGOGGO_URL") or DEFAULT_URL)
     return parts.hostname or "127.0.0.1", parts.port or 5672
 
@@ -178,7 +219,16 @@ def broker_address() -> tuple[str, int]:
 def broker_answers(host: str | None = None, port: int | None = None, timeout: float = 2.0) -> bool:
     """True when something on host:port (default: the broker under test) answers the AMQP
     0-9-1 header with a method frame (Connection.Start): the broker's listener is up, not
-    merely the Erlang node."""
+    merely the Erlang node.
+
+    Args:
+        host: the host (default: the broker under test's).
+        port: the port (default: the broker under test's).
+        timeout: seconds to wait for the answer.
+
+    Returns:
+        Whether the listener answered.
+    """
     default_host, default_port = broker_address()
     host = default_host if host is None else host  # a port alone is a port of that host
     port = default_port if port is None else port
@@ -193,7 +243,16 @@ def broker_answers(host: str | None = None, port: int | None = None, timeout: fl
 def wait_for_broker(
     host: str | None = None, port: int | None = None, timeout: float = 60.0
 ) -> None:
-    """Block until the broker (default: the one under test) answers; TimeoutError if not."""
+    """Block until the broker (default: the one under test) answers.
+
+    Args:
+        host: the host (default: the broker under test's).
+        port: the port (default: the broker under test's).
+        timeout: seconds to wait at most.
+
+    Raises:
+        TimeoutError: it did not answer within `timeout`.
+    """
     default_host, default_port = broker_address()
     host = default_host if host is None else host  # a port alone is a port of that host
     port = default_port if port is None else port
@@ -210,14 +269,23 @@ def stop_app() -> None:
 
 
 def start_app(host: str | None = None, port: int | None = None) -> None:
-    """start_app, then wait until the listener answers again."""
+    """start_app, then wait until the listener answers again.
+
+    Args:
+        host: the listener's host (default: the broker under test's).
+        port: the listener's port (default: the broker under test's).
+    """
     rabbitmqctl("start_app", timeout=120)
     wait_for_broker(host, port)
 
 
 def memory_watermark() -> list[str]:
     """The current vm_memory_high_watermark as set_vm_memory_high_watermark arguments
-    (`["0.4"]` or `["absolute", "1073741824"]`), so it can be put back exactly."""
+    (`["0.4"]` or `["absolute", "1073741824"]`), so it can be put back exactly.
+
+    Returns:
+        The arguments.
+    """
     raw = rabbitmqctl("eval", WATERMARK_QUERY).strip()
     if raw.startswith("{"):
         kind, _, value = raw.strip("{}").partition(",")
@@ -230,13 +298,21 @@ def memory_watermark() -> list[str]:
 
 
 def set_memory_watermark(args: list[str]) -> None:
-    """Set vm_memory_high_watermark (arguments as memory_watermark() returns them)."""
+    """Set vm_memory_high_watermark.
+
+    Args:
+        args: its arguments, as memory_watermark() returns them.
+    """
     rabbitmqctl("set_vm_memory_high_watermark", *args)
 
 
 def memory_alarm_on() -> list[str]:
     """Raise the memory alarm (a watermark far below what the broker uses); returns the
-    watermark to restore with set_memory_watermark()."""
+    watermark to restore with set_memory_watermark().
+
+    Returns:
+        The watermark before (RabbitMQ's default if a killed run left the alarm on).
+    """
     original = memory_watermark()
     if original == [ALARM_WATERMARK]:
         # Left behind by a run that was killed before it could restore: the real value

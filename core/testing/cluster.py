@@ -47,7 +47,15 @@ class ClusterError(MunggoggoError, RuntimeError):
 
 @dataclass(frozen=True)
 class Node:
-    """One node of the cluster: its Erlang name, AMQP and distribution ports, directory."""
+    """One node of the cluster: its Erlang name, AMQP and distribution ports, directory.
+
+    Attributes:
+        index: its number, from 1.
+        name: its Erlang node name (`rabbit-c<index>@<host>`).
+        port: its AMQP port on 127.0.0.1.
+        dist_port: its Erlang distribution port.
+        home: its directory (data, logs, configuration).
+    """
 
     index: int
     name: str
@@ -57,15 +65,23 @@ class Node:
 
     @property
     def url(self) -> str:
+        """Its AMQP URL (guest/guest on 127.0.0.1)."""
         return f"amqp://guest:guest@127.0.0.1:{self.port}/"
 
     @property
     def pid_file(self) -> Path:
+        """Where its Erlang VM writes its process id."""
         return self.home / "mnesia" / f"{self.name}.pid"
 
 
 class Cluster:
-    """`size` nodes under `base`; `start()` brings them up joined, `stop()` removes all."""
+    """`size` nodes under `base`; `start()` brings them up joined, `stop()` removes all.
+
+    Args:
+        base: the directory the nodes live under (deleted by `stop()`).
+        size: how many nodes.
+        first_port: the first node's AMQP port; the others follow.
+    """
 
     def __init__(self, base: Path = BASE, size: int = 3, first_port: int = FIRST_PORT) -> None:
         self.base = Path(base)
@@ -103,7 +119,19 @@ class Cluster:
             raise ClusterError(f"no cluster under {self.base} (start it first)") from None
 
     def ctl(self, node: Node, *args: str, timeout: float = 90) -> str:
-        """rabbitmqctl against `node` with the cluster's cookie; stdout, or ClusterError."""
+        """Run rabbitmqctl against `node` with the cluster's cookie.
+
+        Args:
+            node: the node asked.
+            *args: rabbitmqctl's arguments (`-q -n <node>` are added).
+            timeout: seconds it may take.
+
+        Returns:
+            Its stdout.
+
+        Raises:
+            ClusterError: it could not run, took too long, or failed (its message says why).
+        """
         try:
             result = subprocess.run(
                 [str(SCRIPTS / "rabbitmqctl"), "-q", "-n", node.name, *args],
@@ -134,7 +162,16 @@ class Cluster:
 
     def start(self, timeout: float = 150) -> None:
         """Start the nodes, join them to node 1, and wait until all run as one cluster.
-        Leftovers of an earlier run under `base` are stopped and removed first."""
+        Leftovers of an earlier run under `base` are stopped and removed first; a start
+        that fails stops what it started.
+
+        Args:
+            timeout: seconds the whole start may take.
+
+        Raises:
+            ClusterError: RabbitMQ's scripts are missing, a port is in use, a node did not
+                boot in time, or the cluster formed with fewer nodes.
+        """
         server = SCRIPTS / "rabbitmq-server"
         if not os.access(server, os.X_OK):
             raise ClusterError(f"{server} not found: RabbitMQ's package scripts are needed")
@@ -227,18 +264,37 @@ class Cluster:
     # -- faults ----------------------------------------------------------------------
 
     def stop_app(self, node: Node) -> None:
-        """Stop RabbitMQ on `node` (the Erlang node keeps running): its clients are cut."""
+        """Stop RabbitMQ on `node` (the Erlang node keeps running): its clients are cut.
+
+        Args:
+            node: the node.
+
+        Raises:
+            ClusterError: rabbitmqctl failed.
+        """
         self.ctl(node, "stop_app")
 
     def start_app(self, node: Node, timeout: float = 90) -> None:
-        """Start RabbitMQ on `node` again and wait until it answers (ClusterError if not)."""
+        """Start RabbitMQ on `node` again and wait until it answers.
+
+        Args:
+            node: the node.
+            timeout: seconds to wait for it.
+
+        Raises:
+            ClusterError: rabbitmqctl failed, or the node did not answer in time.
+        """
         self.ctl(node, "start_app")
         self._wait_booted(node, time.monotonic() + timeout)
 
     # -- status and stop -----------------------------------------------------------------
 
     def running_nodes(self) -> list[str]:
-        """Nodes running RabbitMQ, as the first node that answers sees the cluster."""
+        """Nodes running RabbitMQ, as the first node that answers sees the cluster.
+
+        Returns:
+            Their Erlang names (empty when no node answers).
+        """
         for node in self.nodes:
             try:
                 status = json.loads(self.ctl(node, "cluster_status", "--formatter", "json"))
@@ -248,7 +304,12 @@ class Cluster:
         return []
 
     def status(self) -> dict[str, object]:
-        """Per node: whether the Erlang node answers and whether its AMQP port does."""
+        """Per node: whether the Erlang node answers and whether its AMQP port does.
+
+        Returns:
+            `running`, `dir`, `cluster` (the running nodes) and `nodes`: per node name,
+            `erlang`, `amqp` (booleans) and `url`.
+        """
         if not self.base.exists():
             return {"running": False, "dir": str(self.base), "nodes": {}}
         nodes = {

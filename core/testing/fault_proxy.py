@@ -107,7 +107,8 @@ class _Side(asyncio.Protocol):
 
 class _Pipe:
     """One direction of one connection. Bytes go straight through in normal mode; while
-    slowed or frozen (or while older bytes still wait) they queue, in order, for a pump."""
+    slowed or frozen (or while older bytes still wait) they queue, in order, for a pump.
+    """
 
     def __init__(self, link: _Link, src: _Side, dst: _Side, up: bool) -> None:
         self.link = link
@@ -199,7 +200,8 @@ class _Link:
     """One proxied connection: the client's socket, its upstream socket, two pipes.
 
     The proxy hands each link what its pieces share (the loop, the set of live links, the
-    wait for a mode change) rather than have them reach into the proxy's own state."""
+    wait for a mode change) rather than have them reach into the proxy's own state.
+    """
 
     def __init__(
         self,
@@ -257,7 +259,8 @@ class _Link:
 
     def side_lost(self, side: _Side) -> None:
         """One socket is gone: the other one ends after what was sent to it (a peer that
-        closed or died is passed on as a close, not as a cut)."""
+        closed or died is passed on as a close, not as a cut).
+        """
         if self.upstream is None:  # the client left while we were connecting upstream
             self.abort()
             return
@@ -293,7 +296,15 @@ class _Link:
 
 
 class FaultProxy:
-    """A TCP proxy from `host:port` (port 0: any free one) to `upstream`, with faults."""
+    """A TCP proxy from `host:port` (port 0: any free one) to `upstream`, with faults.
+
+    Use it as `async with FaultProxy(...) as proxy:`, or `start()` and `stop()` it.
+
+    Args:
+        upstream: (host, port) of the broker behind it.
+        host: the address to listen on.
+        port: the port to listen on (0: any free one; `port` says which once started).
+    """
 
     def __init__(
         self,
@@ -320,6 +331,14 @@ class FaultProxy:
     # -- lifecycle -----------------------------------------------------------------
 
     async def start(self) -> FaultProxy:
+        """Listen (on the running event loop).
+
+        Returns:
+            The proxy itself, its `port` set.
+
+        Raises:
+            OSError: the address cannot be listened on.
+        """
         self._loop = asyncio.get_running_loop()
         await self._listen()
         return self
@@ -352,14 +371,26 @@ class FaultProxy:
         return len(self._links)
 
     def client_ports(self) -> list[int]:
-        """The local ports of the clients connected now (their `sockname` port)."""
+        """The local ports of the clients connected now (their `sockname` port).
+
+        Returns:
+            The ports.
+        """
         return [p for link in self._links if (p := link.client_port) is not None]
 
     # -- faults --------------------------------------------------------------------
 
     def cut(self, client_port: int | None = None) -> int:
-        """Drop every current connection (or only the one from `client_port`) both ways;
-        returns how many. New connections are still accepted."""
+        """Drop every current connection (or only the one from `client_port`) both ways.
+
+        New connections are still accepted.
+
+        Args:
+            client_port: the client's local port (None: every connection).
+
+        Returns:
+            How many connections were dropped.
+        """
         dropped = 0
         for link in list(self._links):
             if client_port is None or link.client_port == client_port:
@@ -391,7 +422,15 @@ class FaultProxy:
 
     def slow(self, delay: float = 0.0, bytes_per_second: float = 0.0) -> None:
         """Delay every chunk by `delay` seconds and/or cap each direction of each
-        connection to `bytes_per_second` (0: no cap). Replaces an earlier slow()."""
+        connection to `bytes_per_second` (0: no cap). Replaces an earlier slow().
+
+        Args:
+            delay: seconds each chunk is held.
+            bytes_per_second: the rate cap of each direction (0: none).
+
+        Raises:
+            ValueError: a negative value, or neither a delay nor a rate.
+        """
         if delay < 0 or bytes_per_second < 0:
             raise ValueError("delay and bytes_per_second must not be negative")
         if not delay and not bytes_per_second:
@@ -426,6 +465,7 @@ class FaultProxy:
 
     @property
     def refusing(self) -> bool:
+        """Whether it refuses new connections (not listening)."""
         return self._server is None
 
     # -- internals -----------------------------------------------------------------

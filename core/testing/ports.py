@@ -10,6 +10,12 @@ def free_port(host: str = "127.0.0.1") -> int:
 
     The port is only free when this returns: whoever binds it next wins, which is good
     enough for a test's own servers on a machine that does not hand out ports in a race.
+
+    Args:
+        host: the address the port is for.
+
+    Returns:
+        The port.
     """
     with socket.socket() as sock:
         sock.bind((host, 0))
