@@ -69,7 +69,7 @@ class BuildSpeedups(build_ext):
         if self.speedup_failures:
             print(_banner(self.speedup_failures), file=sys.stderr, flush=True)
             if REQUIRE_EXTENSIONS:
-                raise SystemExit(f"munggoggo: the compiled speedups did not build ({REQUIRE_ENV}=1)")
+                raise SystemExit(f"munggoggo: the compiled speedups did not build; {REQUIRE_ENV}=1")
 
     def build_extension(self, ext: Extension) -> None:
         if self.compiler.compiler_type == "unix":
