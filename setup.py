@@ -46,7 +46,9 @@ def _banner(failures: list[tuple[str, str]]) -> str:
     if _cython_missing():
         lines.append("*** Cython is not installed (it is a build requirement in pyproject.toml).")
     for name, reason in failures:
-        lines.append(f"*** {name} failed to build: {reason}")
+        # A compiler's error quotes its whole command line: its end says what happened.
+        short = reason if len(reason) <= 160 else f"{reason[:60]} ... {reason[-90:]}"
+        lines.append(f"*** {name} failed to build: {short}")
     if REQUIRE_EXTENSIONS:
         lines.append(f"*** {REQUIRE_ENV}=1 is set: this is an error.")
     else:
