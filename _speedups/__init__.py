@@ -6,8 +6,10 @@ the `munggoggo` logger, when the first agent starts. Both sets stay importable b
 (`_frames_py`, `_frames`) so tests can hold them to the same behaviour.
 """
 
+import importlib
 import logging
 import os
+from typing import Any
 
 # The twins first: they are what mypy types these names as (the compiled modules have no
 # stubs), and what runs unless both compiled modules import.
@@ -19,17 +21,22 @@ NO_EXTENSIONS = bool(os.environ.get("MUNGGOGGO_NO_EXTENSIONS"))
 # Compiled module -> why it did not import (empty when both did, or when not tried).
 IMPORT_ERRORS: dict[str, str] = {}
 
+
+def _compiled(name: str) -> Any:
+    """The compiled module `name`, or None with the reason kept in IMPORT_ERRORS."""
+    try:
+        # By its full name: a missing module then says "No module named ...", where
+        # `from . import` would blame a circular import.
+        return importlib.import_module(f"{__name__}.{name}")
+    except ImportError as exc:
+        IMPORT_ERRORS[name] = str(exc)
+        return None
+
+
 if not NO_EXTENSIONS:
-    # Each tried on its own, so the notice names every one that is missing.
-    try:
-        from . import _confirms as _confirms_compiled  # type: ignore[attr-defined]
-    except ImportError as exc:
-        IMPORT_ERRORS["_confirms"] = str(exc)
-    try:
-        from . import _frames as _frames_compiled  # type: ignore[attr-defined]
-    except ImportError as exc:
-        IMPORT_ERRORS["_frames"] = str(exc)
-    # All or nothing: one compiled and one not would be a mix that no test runs.
+    # Each tried on its own, so the notice names every one that is missing. All or nothing:
+    # one compiled and one not would be a mix that no test runs.
+    _confirms_compiled, _frames_compiled = _compiled("_confirms"), _compiled("_frames")
     if not IMPORT_ERRORS:
         _confirms_impl = _confirms_compiled
         _frames_impl = _frames_compiled
