@@ -201,6 +201,19 @@ def test_the_console_script_reports_the_version(fresh_venv: Venv, dist: Dist) ->
     assert __version__ in done.stdout.split()
 
 
+def test_the_gateway_extra_brings_everything_the_gateway_imports(
+    fresh_venv: Venv, dist: Dist
+) -> None:
+    fresh_venv.run(str(fresh_venv.python), "-m", "pip", "install", "-q",
+                   "--disable-pip-version-check", f"{dist.wheel}[gateway]")  # fmt: skip
+    code = (
+        "import importlib, pkgutil, munggoggo.gateway as g\n"
+        "for m in pkgutil.iter_modules(g.__path__, g.__name__ + '.'):\n"
+        "    importlib.import_module(m.name)\n"
+    )
+    fresh_venv.run(str(fresh_venv.python), "-I", "-c", code)
+
+
 # -- a build from the sdist without a compiler ---------------------------------------------
 
 
