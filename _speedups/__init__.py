@@ -1,33 +1,49 @@
 """Chooses the compiled hot paths or their pure-Python twins, once, at import.
 
-`MUNGGOGGO_NO_EXTENSIONS=1` forces the twins. `USING_EXTENSIONS` tells which were loaded.
-Both sets stay importable by name (`_frames_py`, `_frames`) so tests can hold them to the
-same behaviour.
+`MUNGGOGGO_NO_EXTENSIONS=1` forces the twins. `USING_EXTENSIONS` tells which were loaded,
+`IMPORT_ERRORS` why a compiled module was not, and `log_speedups_notice()` says so once, on
+the `munggoggo` logger, when the first agent starts. Both sets stay importable by name
+(`_frames_py`, `_frames`) so tests can hold them to the same behaviour.
 """
 
+import importlib
+import logging
 import os
+from typing import Any
+
+# The twins first: they are what mypy types these names as (the compiled modules have no
+# stubs), and what runs unless both compiled modules import.
+from . import _confirms_py as _confirms_impl
+from . import _frames_py as _frames_impl
 
 from ._errors import MunggoggoError
 
 NO_EXTENSIONS = bool(os.environ.get("MUNGGOGGO_NO_EXTENSIONS"))
 
-if NO_EXTENSIONS:
-    from . import _confirms_py as _confirms_impl
-    from . import _frames_py as _frames_impl
+# Compiled module -> why it did not import (empty when both did, or when not tried).
+IMPORT_ERRORS: dict[str, str] = {}
 
-    USING_EXTENSIONS = False
-else:
+
+def _compiled(name: str) -> Any:
+    """The compiled module `name`, or None with the reason kept in IMPORT_ERRORS."""
     try:
-        # Compiled (no stubs): mypy types them as their pure-Python twins above.
-        from . import _confirms as _confirms_impl  # type: ignore[no-redef,attr-defined]
-        from . import _frames as _frames_impl  # type: ignore[no-redef,attr-defined]
+        # By its full name: a missing module then says "No module named ...", where
+        # `from . import` would blame a circular import.
+        return importlib.import_module(f"{__name__}.{name}")
+    except ImportError as exc:
+        IMPORT_ERRORS[name] = str(exc)
+        return None
 
-        USING_EXTENSIONS = True
-    except ImportError:
-        from . import _confirms_py as _confirms_impl
-        from . import _frames_py as _frames_impl
 
-        USING_EXTENSIONS = False
+if not NO_EXTENSIONS:
+    # Each tried on its own, so the notice names every one that is missing. All or nothing:
+    # one compiled and one not would be a mix that no test runs.
+    _confirms_compiled, _frames_compiled = _compiled("_confirms"), _compiled("_frames")
+    if not IMPORT_ERRORS:
+        _confirms_impl = _confirms_compiled
+        _frames_impl = _frames_compiled
+
+USING_EXTENSIONS = not NO_EXTENSIONS and not IMPORT_ERRORS
 
 FrameError = _frames_impl.FrameError
 PropertiesTooLarge = _frames_impl.PropertiesTooLarge
@@ -63,6 +79,51 @@ from ._frames_py import (  # noqa: E402  (constants are plain ints, shared by bo
     RETURN,
 )
 
+_notice_logged = False
+
+
+def speedups_notice() -> str | None:
+    """Say why the compiled speedups are not in use.
+
+    Returns:
+        One line naming `MUNGGOGGO_NO_EXTENSIONS`, or each compiled module that failed to
+        import and why; None when the compiled speedups are loaded.
+    """
+    if USING_EXTENSIONS:
+        return None
+    if NO_EXTENSIONS:
+        return (
+            "munggoggo: MUNGGOGGO_NO_EXTENSIONS is set: running on the pure-Python twins "
+            "of the compiled speedups"
+        )
+    failed = "; ".join(f"{name}: {reason}" for name, reason in sorted(IMPORT_ERRORS.items()))
+    return (
+        "munggoggo: the compiled speedups are not loaded, running on their pure-Python twins "
+        f"(slower). Failed to import {failed}"
+    )
+
+
+def log_speedups_notice() -> bool:
+    """Log `speedups_notice()` on the `munggoggo` logger, once per process.
+
+    WARNING when a compiled module failed to import (a build without a compiler, a broken
+    install); INFO when `MUNGGOGGO_NO_EXTENSIONS` asked for the twins on purpose. Agents call
+    it when they start.
+
+    Returns:
+        True when this call logged the notice; False when there was nothing to say or it
+        was said before.
+    """
+    global _notice_logged
+    text = speedups_notice()
+    if text is None or _notice_logged:
+        return False
+    _notice_logged = True
+    level = logging.INFO if NO_EXTENSIONS else logging.WARNING
+    logging.getLogger("munggoggo").log(level, text)
+    return True
+
+
 __all__ = [
     "DELIVER",
     "FRAME_BODY",
@@ -72,6 +133,7 @@ __all__ = [
     "FRAME_METHOD",
     "GET_OK",
     "HEARTBEAT_FRAME",
+    "IMPORT_ERRORS",
     "MAX_TABLE_DEPTH",
     "NO_EXTENSIONS",
     "PROPERTY_NAMES",
@@ -94,7 +156,9 @@ __all__ = [
     "decode_table",
     "encode_properties",
     "encode_table",
+    "log_speedups_notice",
     "pack_ack",
     "pack_publish",
     "publish_method_frame",
+    "speedups_notice",
 ]

@@ -24,6 +24,7 @@ import logging
 import time
 from typing import Any
 
+from ._speedups import log_speedups_notice
 from .agent_base import CREATED, RUNNING, STARTING, STOPPED, STOPPING, AgentBase
 from .amqp.errors import AccessRefused, AMQPError, ResourceLocked
 from .behaviour import Behaviour
@@ -207,6 +208,7 @@ class Agent(
         if self.state != CREATED:
             raise RuntimeError(f"agent {self.identity!r} is {self.state}; agents start once")
         self.state = STARTING
+        log_speedups_notice()  # once per process, when the compiled speedups are not in use
         self.loop = asyncio.get_running_loop()
         try:
             await self._connect()

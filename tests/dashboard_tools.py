@@ -262,7 +262,7 @@ def open_browser(tmp_path: Path) -> Iterator[Any]:
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
     except ImportError:
-        pytest.fail("selenium is needed for the dashboard test: pip install -e '.[dev]'")
+        pytest.fail("selenium is needed for the dashboard test: pip install --group dev")
     options = webdriver.ChromeOptions()
     options.binary_location = browser_path
     for flag in CHROMIUM_FLAGS:

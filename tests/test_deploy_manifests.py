@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
+from munggoggo import __version__
 from munggoggo.agent import Agent, AgentConfig
 from munggoggo.cli import build_parser, load_agent_class
 from munggoggo.gateway.app import create_app
@@ -252,7 +253,7 @@ def test_disruption_budgets_and_the_pod_monitor_select_real_pods():
 def test_images_agree_between_base_overlay_and_the_project_version():
     (base,) = load_dir(BASE)["kustomization.yaml"]
     (overlay,) = load_dir(OVERLAY)["kustomization.yaml"]
-    version = PYPROJECT["project"]["version"]
+    version = __version__  # the one version source, core/_version.py
     assert base["images"] == [{"name": IMAGE, "newTag": version}]
     (image,) = overlay["images"]
     assert image["name"] == IMAGE and image["newTag"] == version
