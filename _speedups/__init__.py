@@ -15,7 +15,6 @@ from typing import Any
 # stubs), and what runs unless both compiled modules import.
 from . import _confirms_py as _confirms_impl
 from . import _frames_py as _frames_impl
-
 from ._errors import MunggoggoError
 
 NO_EXTENSIONS = bool(os.environ.get("MUNGGOGGO_NO_EXTENSIONS"))
