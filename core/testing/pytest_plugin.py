@@ -170,7 +170,6 @@ def mesh_url(request: pytest.FixtureRequest) -> Iterator[str]:
             MemoryBroker.reset(broker)
 
 
-
 def _broker_name(text: str) -> str:
     """`text` as a memory:// broker name: what a URL's host may hold."""
     return _NOT_IN_NAMES.sub("-", text).strip("-") or "test"

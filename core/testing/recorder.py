@@ -114,7 +114,9 @@ class MessageRecorder(Behaviour):
                 waiting.append((wanted, fut))
         self._waiters = waiting
 
-    async def wait(self, n: int = 1, *, timeout: float | None = DEFAULT_WAIT_TIMEOUT) -> list[Message]:
+    async def wait(
+        self, n: int = 1, *, timeout: float | None = DEFAULT_WAIT_TIMEOUT
+    ) -> list[Message]:
         """The first `n` messages recorded, once they have arrived.
 
         Returns at once if `n` are already there. Messages after the `n`th stay recorded
