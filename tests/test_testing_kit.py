@@ -168,6 +168,24 @@ def test_a_memory_url_given_names_each_tests_fresh_broker(pytester: pytest.Pytes
     pytester.runpytest("--munggoggo-url", "memory://mine").assert_outcomes(passed=2)
 
 
+def test_the_ini_setting_names_the_broker_and_the_command_line_wins(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeini(
+        "[pytest]\nasyncio_default_fixture_loop_scope = function\n"
+        "munggoggo_url = memory://from-ini\n"
+    )
+    pytester.makepyfile(
+        """
+        def test_url(mesh_url):
+            print("URL", mesh_url)
+        """
+    )
+    pytester.runpytest("-s").stdout.fnmatch_lines(["*URL memory://from-ini-*"])
+    given = pytester.runpytest("-s", "--munggoggo-url", "memory://from-option")
+    given.stdout.fnmatch_lines(["*URL memory://from-option-*"])
+
+
 def test_an_unusable_url_is_a_usage_error(pytester: pytest.Pytester) -> None:
     inner_conftest(pytester)
     pytester.makepyfile("def test_nothing(): pass")
