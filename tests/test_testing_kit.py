@@ -60,6 +60,30 @@ def test_the_example_passes_on_rabbitmq(pytester: pytest.Pytester, broker_url: s
     assert "guest:guest" not in result.stdout.str()
 
 
+def test_a_rabbitmq_run_lets_the_queues_of_its_agents_expire(
+    pytester: pytest.Pytester, broker_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a test's agents leave on a shared broker goes a minute after they stopped,
+    unless the user chose an expiry; the variable is taken back after the run."""
+    inner_conftest(pytester)
+    pytester.makepyfile(
+        """
+        from munggoggo import AgentConfig
+
+        def test_expiry(mesh_url):
+            print("EXPIRES", AgentConfig().behaviour_queue_expires_ms)
+        """
+    )
+    monkeypatch.delenv("MUNGGOGGO_QUEUE_EXPIRES_MS", raising=False)
+    result = pytester.runpytest("-s", "--munggoggo-url", broker_url)
+    result.stdout.fnmatch_lines(["*EXPIRES 60000*"])
+    assert "MUNGGOGGO_QUEUE_EXPIRES_MS" not in os.environ
+    monkeypatch.setenv("MUNGGOGGO_QUEUE_EXPIRES_MS", "5000")
+    result = pytester.runpytest("-s", "--munggoggo-url", broker_url)
+    result.stdout.fnmatch_lines(["*EXPIRES 5000*"])
+    assert os.environ["MUNGGOGGO_QUEUE_EXPIRES_MS"] == "5000"
+
+
 # Two tests in file order: the first leaves a message in a queue of a stopped agent, the
 # second starts that agent again (the same identity: IDENTITY, or mesh_name's) and must
 # not receive it. URL (the controls) replaces mesh_url by one broker for both tests.

@@ -37,6 +37,7 @@ EXPIRES_VARIABLE = "MUNGGOGGO_QUEUE_EXPIRES_MS"
 # not pile up on a shared broker.
 TEST_QUEUE_EXPIRES_MS = "60000"
 MEMORY = "memory://"
+_SET_EXPIRES = pytest.StashKey[bool]()  # this run set EXPIRES_VARIABLE (and takes it back)
 # A test's name ("test_x[rabbitmq]") as a memory:// host: brackets, colons and the like go.
 _NOT_IN_NAMES = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -77,10 +78,21 @@ def pytest_configure(config: pytest.Config) -> None:
         parsed = parse_url(url)
     except URLError as exc:
         raise pytest.UsageError(f"{OPTION}: {exc}") from None
-    if not parsed.is_memory:
+    if not parsed.is_memory and EXPIRES_VARIABLE not in os.environ:
         # Agents read it when they are made: what a test leaves behind (a stopped agent's
         # behaviour queues) is deleted by the broker a minute after its last consumer.
-        os.environ.setdefault(EXPIRES_VARIABLE, TEST_QUEUE_EXPIRES_MS)
+        os.environ[EXPIRES_VARIABLE] = TEST_QUEUE_EXPIRES_MS
+        config.stash[_SET_EXPIRES] = True
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Take back the queue expiry this run set (the process may go on: pytester, IDEs).
+
+    Args:
+        config: the run's configuration.
+    """
+    if config.stash.get(_SET_EXPIRES, False):
+        os.environ.pop(EXPIRES_VARIABLE, None)
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
