@@ -35,7 +35,8 @@ MunggoggoError
 ├── PropertiesTooLarge [ValueError]    properties over one content header frame
 ├── AgentStoppedByItself [RuntimeError]  `run()`: an agent stopped unasked
 ├── MissingExtra [ImportError]         an optional dependency is not installed
-└── ClusterError [RuntimeError]        munggoggo.testing.cluster could not do its job
+├── ClusterError [RuntimeError]        munggoggo.testing.cluster could not do its job
+└── RecorderTimeout [TimeoutError]     a MessageRecorder's wait(n) ran out (`.received`)
 ```
 
 The most used of these are importable from `munggoggo` itself too.
@@ -79,6 +80,7 @@ from .extras import MissingExtra
 from .rpc import AgentUnreachable, RpcError, RpcTimeout
 from .runner import AgentStoppedByItself
 from .testing.cluster import ClusterError
+from .testing.recorder import RecorderTimeout
 from .url import URLError
 
 __all__ = [
@@ -116,6 +118,7 @@ __all__ = [
     "PublishError",
     "PublishNacked",
     "QueueMismatch",
+    "RecorderTimeout",
     "RemoteProtocolError",
     "ResourceError",
     "ResourceLocked",

@@ -64,7 +64,9 @@ def memory_broker(request) -> Iterator[str]:
 
 @pytest.fixture(params=["rabbitmq", "memory"])
 def mesh_url(request, broker_url):
-    """The same test on RabbitMQ and on a fresh memory:// broker (the conformance pattern)."""
+    """The same test on RabbitMQ and on a fresh memory:// broker (the conformance pattern).
+    It overrides munggoggo's pytest plugin's `mesh_url` (memory:// only, unless given
+    --munggoggo-url) for this suite, as a conftest fixture overrides a plugin's."""
     if request.param == "memory":
         with memory_broker(request) as url:
             yield url

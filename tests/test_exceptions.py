@@ -55,6 +55,7 @@ STDLIB_BASES: dict[str, tuple[type[BaseException], ...]] = {
     "FrameError": (ValueError,),
     "MissingExtra": (ImportError,),
     "PropertiesTooLarge": (ValueError,),
+    "RecorderTimeout": (TimeoutError, OSError),
     "RpcTimeout": (TimeoutError, OSError),
     "URLError": (ValueError,),
 }

@@ -1,7 +1,16 @@
-"""Fault injection and broker tools for testing agents against a real RabbitMQ.
+"""Testing agents: the pytest kit, fault injection and broker tools.
 
-munggoggo's own tests and benchmarks use these, and so can yours (nothing here is imported
-by the runtime):
+The kit for your agents' tests (docs/how-to/testing.md):
+
+- the pytest plugin (pytest_plugin), loaded by pytest once munggoggo is installed: the
+  `mesh_url` fixture (a fresh memory:// broker per test, or `--munggoggo-url amqp://...`)
+  and `mesh_name` (names unique to a test);
+- `MessageRecorder` (recorder): a behaviour that keeps what it receives;
+  `await recorder.wait(n, timeout=...)` returns the first n messages or raises
+  `RecorderTimeout` with those that came.
+
+munggoggo's own tests and benchmarks use the rest, and so can yours (nothing here is
+imported by the runtime):
 
 - `FaultProxy` (fault_proxy): a loopback TCP proxy between your agents and the broker that
   can cut, freeze, slow or refuse connections: a broker outage or a partition without
@@ -27,6 +36,7 @@ if TYPE_CHECKING:
     from .cluster import Cluster, ClusterError
     from .fault_proxy import FaultProxy
     from .ports import free_port
+    from .recorder import MessageRecorder, RecorderTimeout
 
 # name -> submodule. Loaded on first use: `from munggoggo.testing import FaultProxy` works
 # where the POSIX-only parts (flock, process groups) cannot be imported.
@@ -38,6 +48,8 @@ _EXPORTS = {
     "ClusterError": "cluster",
     "FaultProxy": "fault_proxy",
     "free_port": "ports",
+    "MessageRecorder": "recorder",
+    "RecorderTimeout": "recorder",
 }
 
 __all__ = [
@@ -45,6 +57,8 @@ __all__ = [
     "Cluster",
     "ClusterError",
     "FaultProxy",
+    "MessageRecorder",
+    "RecorderTimeout",
     "broker_address",
     "free_port",
     "rabbitmqctl",
