@@ -72,6 +72,8 @@ PUBLIC_MODULES = (
     "munggoggo.template",
     "munggoggo.worker",
     "munggoggo.engine",
+    "munggoggo.engine_channel",
+    "munggoggo.engine_records",
     "munggoggo.url",
     "munggoggo.envelope",
     "munggoggo.metrics",
