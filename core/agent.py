@@ -30,6 +30,7 @@ from .amqp.errors import AccessRefused, AMQPError, ResourceLocked
 from .behaviour import Behaviour
 from .config import AgentConfig
 from .consumers import Consumers
+from .delays import DelayQueues, delay_ms
 from .control_plane import ControlPlane
 from .durable import PERSISTENT, declare_dead_letter_queue, declare_inbox
 from .engine import ChannelProtocol, ConnectionProtocol, PublishError
@@ -256,6 +257,12 @@ class Agent(
         await sub.exchange_declare(DEAD_LETTER_EXCHANGE, "topic", durable=True)
         await declare_dead_letter_queue(sub, self.config.queue_type)
         await sub.queue_bind(DEAD_LETTER_QUEUE, DEAD_LETTER_EXCHANGE, "#")
+        # Retries go out at once when they fail (core/handoff.py): their delay queues are
+        # declared now; a delayed publish declares its own on first use.
+        self._delays = DelayQueues(conn, self.config.queue_type)
+        for seconds in self.config.retry_delays:
+            if ms := delay_ms(seconds):
+                await self._delays.ensure(ms, "")
         await declare_inbox_or_fail(sub, self.identity, self.config.inbox_expires_ms, self.url)
         await sub.queue_bind(self.identity, FANOUT_EXCHANGE, "")
         # The exclusive consumer is the identity lock: a second agent with this identity

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from .config import AgentConfig, agent_config
 from .consumer_restore import ConsumerRestorer
 from .control import TraceStore
+from .delays import DelayQueues
 from .engine import ChannelProtocol, ConnectionProtocol
 from .metrics import AgentStats
 from .reachability import Reachability
@@ -110,6 +111,9 @@ class AgentBase:
         self._props_second = -1
         self._props_cache: dict[tuple[str, str], bytes] = {}
         self._delivery_mode: int | None = None  # PERSISTENT in durable mode, set on connect
+        # The delay queues delayed publishes and retries go through (core/delays.py),
+        # per connection: set on connect.
+        self._delays: DelayQueues = None  # type: ignore[assignment]
         self._tasks: set[asyncio.Task[Any]] = set()
         self._restorer = ConsumerRestorer(self.identity)
         # Why the agent stopped by itself (its identity taken), None when it did not.
@@ -134,6 +138,7 @@ class AgentBase:
             headers: dict[str, Any] | None,
             content_type: str | None,
             origin: str = "",
+            delay: float | None = None,
         ) -> int:
             """Declared for the roles; defined in core/publishing.py."""
             raise NotImplementedError

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .delays import retry_delays
 from .durable import QUORUM, normalize_queue_type
 
 # Keys of the original munggoggo's config dict that have no field here, and why.
@@ -35,6 +36,8 @@ class AgentConfig:
         inbox_expires_ms: how long the inbox (a durable queue) outlives its consumer: what
             is sent to an agent during a connection blip or a restart waits that long.
         max_redeliveries: failed handling attempts before a message is dead-lettered.
+        retry_delays: seconds a failed message waits (in the broker) before each retry;
+            empty: immediate retries, up to `max_redeliveries`.
         rpc_timeout: seconds `call()` waits for a reply when it is given no timeout.
         unreachable_grace: seconds after this agent's connection recovered during which a
             call to an agent without an inbox fails as unreachable (-32005, retry: it may
@@ -60,7 +63,14 @@ class AgentConfig:
     agent during a connection blip or a restart waits that long. None: it never expires."""
     max_redeliveries: int = 3
     """Failed handling attempts (retries) before a message is dead-lettered to
-    `munggoggo.dlx`."""
+    `munggoggo.dlx`. With `retry_delays`, their count decides instead."""
+    retry_delays: tuple[float, ...] = ()
+    """Seconds a failed message waits before each retry, in turn: `(0.5, 2.0, 10.0)`
+    retries it 0.5 s after its first failure, 2 s after its second, 10 s after its third,
+    and dead-letters it when it fails a fourth time. The waiting is done in the broker
+    (a delay queue per delay, core/delays.py), so it survives the agent's restart; a delay
+    of 0 retries at once. Empty (the default): failed messages are retried at once, up to
+    `max_redeliveries` times."""
     rpc_timeout: float = 5.0
     """Seconds `call()` waits for a reply when it is given no `timeout`."""
     unreachable_grace: float = 15.0
@@ -95,6 +105,8 @@ class AgentConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "queue_type", normalize_queue_type(self.queue_type))
+        # A list from a mapping (JSON, YAML) is as good as a tuple; frozen: set once here.
+        object.__setattr__(self, "retry_delays", retry_delays(self.retry_delays))
 
     @property
     def durable(self) -> bool:

@@ -4,7 +4,9 @@ handling failed.
 A behaviour step that raised with a message unsettled retries it: a copy with the retry
 count in `x-munggoggo-retries` goes back to the queue it came from, until it failed
 `max_redeliveries` times (or can never be decoded); then a copy goes to `munggoggo.dlx`
-with the reason and its origin in headers (core/wire.py). Either way the original is acked
+with the reason and its origin in headers (core/wire.py). With `AgentConfig.retry_delays`
+the n-th retry waits the n-th delay first, in a delay queue of the broker
+(core/delays.py), and the number of delays replaces `max_redeliveries`. Either way the original is acked
 only once the broker confirmed the copy (a "handoff"): until then it stays unsettled, and
 a copy that is refused or lost sends the original back to its queue instead. A message
 that cannot be copied at all is rejected without requeue (the queue's own dead-letter
@@ -22,6 +24,7 @@ from typing import Any
 from . import envelope
 from ._speedups import FrameError, PropertiesTooLarge
 from .agent_base import AgentBase
+from .delays import delay_ms
 from .amqp.errors import AMQPError
 from .header_copy import copy_headers
 from .message import Message, copy_properties
@@ -31,6 +34,8 @@ from .wire import (
     DEAD_LETTER_EXCHANGE,
     DEAD_LETTER_ID_HEADER,
     DEAD_LETTERED_AT_HEADER,
+    DELAY_EXCHANGE,
+    DELAY_HEADER,
     ORIGINAL_EXCHANGE_HEADER,
     ORIGINAL_ROUTING_KEY_HEADER,
     QUEUE_HEADER,
@@ -45,8 +50,9 @@ class Handoff(AgentBase):
     """The agent's failure role: retries, dead letters, rejecting what cannot be handled."""
 
     def retry_or_dead_letter(self, msg: Message, exc: BaseException, behaviour: str) -> None:
-        """A step failed with `msg` unsettled: requeue a copy with a retry count, or
-        dead-letter it once it failed `max_redeliveries` times (or can never be decoded).
+        """A step failed with `msg` unsettled: requeue a copy with a retry count (after
+        the retry's delay, with `AgentConfig.retry_delays`), or dead-letter it once it
+        failed `max_redeliveries` times, or once per delay (or can never be decoded).
 
         Args:
             msg: the unsettled message.
@@ -55,7 +61,9 @@ class Handoff(AgentBase):
                 letter's behaviour).
         """
         retries = _retry_count(msg.headers.get(RETRIES_HEADER)) + 1
-        if retries > self.config.max_redeliveries or isinstance(exc, envelope.DecodeError):
+        delays = self.config.retry_delays
+        limit = len(delays) if delays else self.config.max_redeliveries
+        if retries > limit or isinstance(exc, envelope.DecodeError):
             reason = f"{type(exc).__name__}: {exc}"
             self._dead_letter(msg, reason, behaviour, retries)
             return
@@ -70,8 +78,20 @@ class Handoff(AgentBase):
         # The copy carries the count back to the queue it came from; the inbox too (an
         # exclusive queue still takes publishes from anyone): a plain requeue there would
         # lose the count and retry a poison message forever.
-        changes = {RETRIES_HEADER: retries}
-        self._handoff(msg, "", msg.queue or self.identity, changes, origin, behaviour)
+        changes: dict[str, Any] = {RETRIES_HEADER: retries}
+        queue = msg.queue or self.identity
+        ms = delay_ms(delays[retries - 1]) if delays else 0
+        if not ms:
+            self._handoff(msg, "", queue, changes, origin, behaviour, drop=(DELAY_HEADER,))
+            return
+        # The copy waits in the delay queue, then RabbitMQ dead-letters it to the default
+        # exchange with its routing key: the queue it came from. The retry delays' queues
+        # were declared on connect, so the copy goes out now, like an immediate retry.
+        delay_queue = self._delays.ready(ms, "")
+        if delay_queue is None:
+            raise RuntimeError(f"the delay queue for a {ms} ms retry was not declared")
+        changes[DELAY_HEADER] = delay_queue
+        self._handoff(msg, DELAY_EXCHANGE, queue, changes, origin, behaviour)
 
     def reject_failed(self, msg: Message, exc: BaseException, behaviour: str = "") -> None:
         """Settle a message whose handling failed where no retry can follow (a delivery
@@ -117,7 +137,14 @@ class Handoff(AgentBase):
             ORIGINAL_EXCHANGE_HEADER: msg.exchange,
             ORIGINAL_ROUTING_KEY_HEADER: msg.routing_key,
         }
-        self._handoff(msg, DEAD_LETTER_EXCHANGE, msg.queue or msg.routing_key, changes, origin)
+        self._handoff(
+            msg,
+            DEAD_LETTER_EXCHANGE,
+            msg.queue or msg.routing_key,
+            changes,
+            origin,
+            drop=(DELAY_HEADER,),  # its last delay is over: the header routes nothing now
+        )
 
     def _handoff(
         self,
@@ -127,16 +154,17 @@ class Handoff(AgentBase):
         changes: dict[str, Any],
         defaults: dict[str, Any],
         behaviour: str | None = None,
+        drop: tuple[str, ...] = (),
     ) -> None:
         """Publish a copy, ack the original once the broker confirmed the copy.
 
-        The copy carries the original's headers byte for byte, with `changes` set and
-        `defaults` where the original lacks them. When no copy can be sent, the original
+        The copy carries the original's headers byte for byte, with `changes` set,
+        `defaults` where the original lacks them and `drop` left out. When no copy can be sent, the original
         is rejected without requeue (the queue's dead-letter exchange takes it as it is):
         a message that cannot be copied costs that message, never the consumer.
         """
         try:
-            headers = copy_headers(msg.delivery, changes, defaults=defaults)
+            headers = copy_headers(msg.delivery, changes, defaults=defaults, drop=drop)
             # In durable mode a retry or dead letter is persistent even if the original was
             # not (a transient agent's publish reaching our quorum queue): it may land in a
             # durable classic queue (the dead-letter queue on a broker where it is classic).

@@ -20,9 +20,10 @@ from typing import Any
 from . import envelope, tracing
 from ._speedups import Properties, encode_properties
 from .agent_base import AgentBase
+from .delays import delay_ms
 from .engine import ChannelProtocol
 from .tracing import TRACEPARENT, outgoing_headers
-from .wire import FANOUT_EXCHANGE, TOPIC_EXCHANGE
+from .wire import DELAY_EXCHANGE, DELAY_HEADER, FANOUT_EXCHANGE, TOPIC_EXCHANGE
 
 log = logging.getLogger("munggoggo.agent")
 
@@ -48,6 +49,7 @@ class PublishSurface:
         *,
         headers: dict[str, Any] | None = None,
         content_type: str | None = None,
+        delay: float | None = None,
     ) -> int:
         """Publish to `munggoggo.topic` (pub/sub), confirmed by the broker.
 
@@ -56,12 +58,17 @@ class PublishSurface:
             routing_key: the topic.
             headers: AMQP headers to send with it.
             content_type: overrides the content type chosen for the body.
+            delay: seconds the message waits in the broker before it is routed to the
+                topic's subscribers (None or 0: at once; core/delays.py).
 
         Returns:
             The publish's sequence number (what `Agent.on_publish_failure` reports).
+
+        Raises:
+            ValueError: a negative or too long delay.
         """
         return await self._publisher.emit_message(
-            body, TOPIC_EXCHANGE, routing_key, headers, content_type, self._publish_label
+            body, TOPIC_EXCHANGE, routing_key, headers, content_type, self._publish_label, delay
         )
 
     async def send(
@@ -71,21 +78,28 @@ class PublishSurface:
         *,
         headers: dict[str, Any] | None = None,
         content_type: str | None = None,
+        delay: float | None = None,
     ) -> int:
         """Send a direct message to agent `target`'s inbox, confirmed by the broker. An
-        unknown target is returned by the broker and logged.
+        unknown target is returned by the broker and logged (not when delayed: the target
+        is only looked up when the delay is over, and a message for none is dropped).
 
         Args:
             target: the receiving agent's identity.
             body: bytes, str, or any msgspec-encodable value (sent as JSON).
             headers: AMQP headers to send with it.
             content_type: overrides the content type chosen for the body.
+            delay: seconds the message waits in the broker before it reaches the inbox
+                (None or 0: at once; core/delays.py).
 
         Returns:
             The publish's sequence number.
+
+        Raises:
+            ValueError: a negative or too long delay.
         """
         return await self._publisher.emit_message(
-            body, "", target, headers, content_type, self._publish_label
+            body, "", target, headers, content_type, self._publish_label, delay
         )
 
     async def broadcast(
@@ -158,11 +172,13 @@ class Publisher(AgentBase):
         headers: dict[str, Any] | None,
         content_type: str | None,
         origin: str = "",
+        delay: float | None = None,
     ) -> int:
         """Publish one message (confirmed): what `publish`, `send` and `broadcast` do.
 
         Direct messages (the default exchange "") are mandatory: an unknown target comes
-        back as a return.
+        back as a return. A delayed message goes to `munggoggo.delay` with the header that
+        names its delay queue (declared first, once per connection; core/delays.py).
 
         Args:
             body: bytes, str, or any msgspec-encodable value.
@@ -172,16 +188,24 @@ class Publisher(AgentBase):
             content_type: overrides the content type chosen for the body, or None.
             origin: the publishing behaviour's short name ("" for the agent): the
                 behaviour label of the `published` metric.
+            delay: seconds it waits in the broker first (None or 0: none).
 
         Returns:
             The publish's sequence number.
 
         Raises:
             AMQPError: the connection is down and the publish cannot be queued.
+            ValueError: a negative or too long delay.
         """
+        route, mandatory = exchange, not exchange
+        if delay and (ms := delay_ms(delay)):
+            queue = await self._delays.ensure(ms, exchange)
+            headers = {**headers, DELAY_HEADER: queue} if headers else {DELAY_HEADER: queue}
+            # Mandatory: a delay queue deleted under us comes back as a return, not lost.
+            route, mandatory = DELAY_EXCHANGE, True
         data, props = self._encode(body, content_type, envelope.KIND_MESSAGE, headers)
         ch = self._pub
-        seq = ch.publish(data, exchange, routing_key, props, mandatory=not exchange)
+        seq = ch.publish(data, route, routing_key, props, mandatory=mandatory)
         published = self.stats.published
         key = (origin, envelope.KIND_MESSAGE)
         published[key] = published.get(key, 0) + 1

@@ -18,3 +18,11 @@ QUEUE_HEADER = "x-munggoggo-queue"  # the queue it was consumed from: requeue go
 ORIGINAL_EXCHANGE_HEADER = "x-munggoggo-original-exchange"
 ORIGINAL_ROUTING_KEY_HEADER = "x-munggoggo-original-routing-key"
 REQUEUED_FROM_HEADER = "x-munggoggo-requeued-from"  # set by a requeue: the dead letter's id
+# Delayed delivery (core/delays.py): a delayed message or retry waits in a delay queue
+# `munggoggo.delay.<ms>.<target>` (durable, x-message-ttl = ms) until RabbitMQ dead-letters
+# it, with the routing key it was published with, to the target exchange.
+DELAY_EXCHANGE = "munggoggo.delay"  # headers, durable: routes on DELAY_HEADER (all-with-x)
+DELAY_QUEUE_PREFIX = "munggoggo.delay."
+DELAY_HEADER = "x-munggoggo-delay"  # the delay queue a delayed message waits in
+# Target exchange -> the last part of a delay queue's name.
+DELAY_TARGETS = {"": "direct", TOPIC_EXCHANGE: "topic", FANOUT_EXCHANGE: "fanout"}

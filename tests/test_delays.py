@@ -1,0 +1,170 @@
+"""Delayed delivery and delayed retries (core/delays.py), on RabbitMQ and memory://:
+`publish(..., delay=s)`, `send(..., delay=s)` and `AgentConfig(retry_delays=...)`.
+
+Timing asserts are lower bounds only (delivered no earlier than asked), each against a
+time taken before the publish or the failure; upper bounds are the generous timeouts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from broker_tools import wait_until
+from mesh_tools import uid
+
+from munggoggo import Agent, AgentConfig, Behaviour, RestartPolicy, Template
+from munggoggo.delays import delay_ms, delay_queue_name
+from munggoggo.deadletters import DeadLetters
+from munggoggo.wire import DELAY_HEADER, RETRIES_HEADER, TOPIC_EXCHANGE
+
+
+class Timed(Behaviour):
+    """Records (monotonic arrival time, message) of what it receives; fails every message
+    while `failing`, recording the time just before it raises."""
+
+    restart_policy = RestartPolicy(initial=0.01, maximum=0.02)
+
+    async def setup(self) -> None:
+        self.arrivals: list[tuple[float, object]] = []
+        self.failed_at: list[float] = []
+        self.failing = False
+
+    async def run(self) -> None:
+        msg = await self.receive(timeout=0.2)
+        if msg is None:
+            return
+        self.arrivals.append((time.monotonic(), msg))
+        if self.failing:
+            self.failed_at.append(time.monotonic())
+            raise RuntimeError(f"cannot handle {msg.body!r}")
+
+
+async def dead_letters_of(dead: DeadLetters, agent: str, count: int, timeout: float = 20.0):
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        found = await dead.list(10_000, agent=agent)
+        if len(found) >= count:
+            return found
+        if loop.time() > deadline:
+            pytest.fail(f"{len(found)} dead letter(s) of {agent} after {timeout}s, not {count}")
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("path", ["behaviour queue", "inbox"])
+async def test_retries_wait_each_delay_in_turn_then_dead_letter(mesh_url, path):
+    agent = Agent(uid("retry"), url=mesh_url, config=AgentConfig(retry_delays=(0.3, 0.6)))
+    sender = Agent(uid("sender"), url=mesh_url)
+    topic = uid("t")
+    async with agent, sender:
+        dead = DeadLetters(agent.connection)
+        try:
+            if path == "inbox":
+                timed = Timed(agent, template=Template(sender=sender.identity))
+            else:
+                timed = Timed(agent, binding_keys=[topic])
+            timed = await agent.add_behaviour(timed)
+            timed.failing = True
+            if path == "inbox":
+                await sender.send(agent.identity, b"flaky")
+            else:
+                await sender.publish(b"flaky", topic)
+            (letter,) = await dead_letters_of(dead, agent.identity, 1)
+            assert len(timed.arrivals) == 3 and len(timed.failed_at) == 3
+            # Each retry arrives no earlier than its delay after the failure before it.
+            assert timed.arrivals[1][0] - timed.failed_at[0] >= 0.3
+            assert timed.arrivals[2][0] - timed.failed_at[1] >= 0.6
+            first, second, third = (m for _, m in timed.arrivals)
+            assert [m.body for m in (first, second, third)] == [b"flaky"] * 3
+            assert RETRIES_HEADER not in first.headers
+            assert second.headers[RETRIES_HEADER] == 1
+            assert third.headers[RETRIES_HEADER] == 2
+            assert second.headers[DELAY_HEADER] == delay_queue_name(300, "")
+            assert third.headers[DELAY_HEADER] == delay_queue_name(600, "")
+            assert third.sender == sender.identity
+            # Dead-lettered after one failure per delay, naming where it first came from.
+            assert letter.retries == 3
+            assert letter.reason == "RuntimeError: cannot handle b'flaky'"
+            assert DELAY_HEADER not in letter.headers
+            if path == "inbox":
+                assert letter.queue == agent.identity
+                assert not letter.exchange and letter.routing_key == agent.identity
+            else:
+                assert letter.queue == timed.queue
+                assert (letter.exchange, letter.routing_key) == (TOPIC_EXCHANGE, topic)
+            await asyncio.sleep(0.3)
+            assert len(timed.arrivals) == 3  # no fourth try
+        finally:
+            await dead.purge(all=True, agent=agent.identity)
+
+
+async def test_publish_with_a_delay_arrives_no_earlier(mesh_url):
+    topic = uid("t")
+    async with Agent(uid("sub"), url=mesh_url) as sub, Agent(uid("pub"), url=mesh_url) as pub:
+        timed = await sub.add_behaviour(Timed(sub, binding_keys=[topic]))
+        sent_at = time.monotonic()
+        await pub.publish(b"later", topic, delay=0.5, headers={"x-mine": "kept"})
+        await pub.publish(b"now", topic)
+        assert await wait_until(lambda: len(timed.arrivals) == 2, timeout=15)
+        (now_at, now), (later_at, later) = timed.arrivals
+        assert (now.body, later.body) == (b"now", b"later")
+        assert later_at - sent_at >= 0.5
+        assert later.routing_key == topic and later.sender == pub.identity
+        assert later.headers["x-mine"] == "kept"
+        assert later.headers[DELAY_HEADER] == delay_queue_name(500, TOPIC_EXCHANGE)
+
+
+async def test_send_with_a_delay_arrives_no_earlier(mesh_url):
+    async with Agent(uid("rcv"), url=mesh_url) as rcv, Agent(uid("snd"), url=mesh_url) as snd:
+        timed = await rcv.add_behaviour(Timed(rcv, template=Template(sender=snd.identity)))
+        sent_at = time.monotonic()
+        await snd.send(rcv.identity, b"later", delay=0.5)
+        await snd.send(rcv.identity, b"now")
+        assert await wait_until(lambda: len(timed.arrivals) == 2, timeout=15)
+        (_, now), (later_at, later) = timed.arrivals
+        assert (now.body, later.body) == (b"now", b"later")
+        assert later_at - sent_at >= 0.5
+        assert later.sender == snd.identity
+
+
+async def test_a_delayed_message_survives_the_receivers_restart(mesh_url):
+    identity, topic = uid("restart"), uid("t")
+
+    class Receiver(Agent):
+        async def setup(self) -> None:
+            self.timed = await self.add_behaviour(Timed(self, binding_keys=[topic]))
+
+    async with Agent(uid("pub"), url=mesh_url) as pub:
+        receiver = Receiver(identity, url=mesh_url)
+        async with receiver:
+            queue = receiver.timed.queue
+            await pub.publish(b"while you were out", topic, delay=0.5)
+        # Stopped: the message waits in the broker, then in the behaviour's queue.
+        await asyncio.sleep(1.0)
+        ch = await pub.connection.channel(confirms=False)
+        assert (await ch.queue_declare(queue, passive=True)).message_count == 1
+        await ch.close()
+        again = Receiver(identity, url=mesh_url)
+        async with again:
+            assert await wait_until(lambda: len(again.timed.arrivals) == 1, timeout=15)
+            assert again.timed.arrivals[0][1].body == b"while you were out"
+
+
+def test_delays_are_checked_when_the_config_is_made():
+    assert AgentConfig(retry_delays=[0.5, 2]).retry_delays == (0.5, 2.0)
+    assert AgentConfig().retry_delays == ()
+    assert delay_ms(0.7) == 700 and delay_ms(0.0001) == 1 and delay_ms(0) == 0
+    for bad in ((-1,), (float("nan"),), (1e12,)):
+        with pytest.raises(ValueError):
+            AgentConfig(retry_delays=bad)
+    for bad_type in ("0.5", (True,), ("1",)):
+        with pytest.raises(TypeError):
+            AgentConfig(retry_delays=bad_type)
+
+
+async def test_a_negative_publish_delay_is_refused(mesh_url):
+    async with Agent(uid("pub"), url=mesh_url) as pub:
+        with pytest.raises(ValueError):
+            await pub.publish(b"x", "any", delay=-1)
