@@ -30,8 +30,8 @@ from .amqp.errors import AccessRefused, AMQPError, ResourceLocked
 from .behaviour import Behaviour
 from .config import AgentConfig
 from .consumers import Consumers
-from .delays import DelayQueues, delay_ms
 from .control_plane import ControlPlane
+from .delays import DelayQueues, delay_ms
 from .durable import PERSISTENT, declare_dead_letter_queue, declare_inbox
 from .engine import ChannelProtocol, ConnectionProtocol, PublishError
 from .handoff import Handoff
@@ -339,9 +339,13 @@ class Agent(
     async def _release_inbox(self, grace: float) -> None:
         """Delete the inbox when it is empty and unused, so that later sends to this
         identity are refused as unknown (NO_ROUTE) at once; an inbox still holding
-        messages stays for a successor until it expires.
+        messages stays for a successor until it expires, and so does one that delayed
+        retries of its messages are still to come back to (core/handoff.py).
         """
         if self._sub is None or not self.connection.is_open:
+            return
+        if self.loop.time() < self.inbox_retries_due:
+            log.info("agent %s: inbox kept for delayed retries still to come", self.identity)
             return
         try:
             await asyncio.wait_for(

@@ -114,6 +114,9 @@ class AgentBase:
         # The delay queues delayed publishes and retries go through (core/delays.py),
         # per connection: set on connect.
         self._delays: DelayQueues = None  # type: ignore[assignment]
+        # Loop time until which delayed retries of inbox messages may still come back:
+        # a stop before then keeps the (empty) inbox for them.
+        self.inbox_retries_due = 0.0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._restorer = ConsumerRestorer(self.identity)
         # Why the agent stopped by itself (its identity taken), None when it did not.

@@ -6,11 +6,11 @@ count in `x-munggoggo-retries` goes back to the queue it came from, until it fai
 `max_redeliveries` times (or can never be decoded); then a copy goes to `munggoggo.dlx`
 with the reason and its origin in headers (core/wire.py). With `AgentConfig.retry_delays`
 the n-th retry waits the n-th delay first, in a delay queue of the broker
-(core/delays.py), and the number of delays replaces `max_redeliveries`. Either way the original is acked
-only once the broker confirmed the copy (a "handoff"): until then it stays unsettled, and
-a copy that is refused or lost sends the original back to its queue instead. A message
-that cannot be copied at all is rejected without requeue (the queue's own dead-letter
-exchange takes it as it came): it costs that message, never the consumer.
+(core/delays.py), and the number of delays replaces `max_redeliveries`. Either way the
+original is acked only once the broker confirmed the copy (a "handoff"): until then it
+stays unsettled, and a copy that is refused or lost sends the original back to its queue
+instead. A message that cannot be copied at all is rejected without requeue (the queue's
+own dead-letter exchange takes it as it came): it costs that message, never the consumer.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from typing import Any
 from . import envelope
 from ._speedups import FrameError, PropertiesTooLarge
 from .agent_base import AgentBase
-from .delays import delay_ms
 from .amqp.errors import AMQPError
+from .delays import delay_ms
 from .header_copy import copy_headers
 from .message import Message, copy_properties
 from .wire import (
@@ -91,6 +91,9 @@ class Handoff(AgentBase):
         if delay_queue is None:
             raise RuntimeError(f"the delay queue for a {ms} ms retry was not declared")
         changes[DELAY_HEADER] = delay_queue
+        if queue == self.identity:  # stopping must not delete the inbox it comes back to
+            due = self.loop.time() + ms / 1000
+            self.inbox_retries_due = max(self.inbox_retries_due, due)
         self._handoff(msg, DELAY_EXCHANGE, queue, changes, origin, behaviour)
 
     def reject_failed(self, msg: Message, exc: BaseException, behaviour: str = "") -> None:
@@ -159,9 +162,10 @@ class Handoff(AgentBase):
         """Publish a copy, ack the original once the broker confirmed the copy.
 
         The copy carries the original's headers byte for byte, with `changes` set,
-        `defaults` where the original lacks them and `drop` left out. When no copy can be sent, the original
-        is rejected without requeue (the queue's dead-letter exchange takes it as it is):
-        a message that cannot be copied costs that message, never the consumer.
+        `defaults` where the original lacks them and `drop` left out. When no copy can be
+        sent, the original is rejected without requeue (the queue's dead-letter exchange
+        takes it as it is): a message that cannot be copied costs that message, never the
+        consumer.
         """
         try:
             headers = copy_headers(msg.delivery, changes, defaults=defaults, drop=drop)

@@ -15,8 +15,8 @@ from broker_tools import wait_until
 from mesh_tools import uid
 
 from munggoggo import Agent, AgentConfig, Behaviour, RestartPolicy, Template
-from munggoggo.delays import delay_ms, delay_queue_name
 from munggoggo.deadletters import DeadLetters
+from munggoggo.delays import delay_ms, delay_queue_name
 from munggoggo.wire import DELAY_HEADER, RETRIES_HEADER, TOPIC_EXCHANGE
 
 
@@ -108,7 +108,7 @@ async def test_publish_with_a_delay_arrives_no_earlier(mesh_url):
         await pub.publish(b"later", topic, delay=0.5, headers={"x-mine": "kept"})
         await pub.publish(b"now", topic)
         assert await wait_until(lambda: len(timed.arrivals) == 2, timeout=15)
-        (now_at, now), (later_at, later) = timed.arrivals
+        (_, now), (later_at, later) = timed.arrivals
         assert (now.body, later.body) == (b"now", b"later")
         assert later_at - sent_at >= 0.5
         assert later.routing_key == topic and later.sender == pub.identity
@@ -168,3 +168,45 @@ async def test_a_negative_publish_delay_is_refused(mesh_url):
     async with Agent(uid("pub"), url=mesh_url) as pub:
         with pytest.raises(ValueError):
             await pub.publish(b"x", "any", delay=-1)
+
+
+async def test_a_delayed_retry_of_an_inbox_message_survives_a_stop(mesh_url):
+    identity = uid("inbox-retry")
+    config = AgentConfig(retry_delays=(0.6,))
+    async with Agent(uid("snd"), url=mesh_url) as snd:
+
+        class Receiver(Agent):
+            async def setup(self) -> None:
+                behaviour = Timed(self, template=Template(sender=snd.identity))
+                self.timed = await self.add_behaviour(behaviour)
+
+        first = Receiver(identity, url=mesh_url, config=config)
+        async with first:
+            first.timed.failing = True
+            await snd.send(identity, b"retry me")
+            assert await wait_until(lambda: len(first.timed.failed_at) == 1, timeout=15)
+            await first.flush(timeout=10)  # the retry is in the broker now
+        # Stopped with an empty inbox: it is kept, as the retry comes back there.
+        await asyncio.sleep(1.0)
+        ch = await snd.connection.channel(confirms=False)
+        assert (await ch.queue_declare(identity, passive=True)).message_count == 1
+        await ch.close()
+
+
+async def test_durable_mode_agents_use_the_delay_queues_as_they_are(mesh_url):
+    topic = uid("t")
+    quorum = AgentConfig(queue_type="quorum", retry_delays=(0.3,))
+    async with Agent(uid("q"), url=mesh_url, config=quorum) as agent:
+        timed = await agent.add_behaviour(Timed(agent, binding_keys=[topic]))
+        timed.failing = True
+        sent_at = time.monotonic()
+        # 0.3 s direct: probably a classic queue of an earlier agent; 0.5 s topic too.
+        await agent.publish(b"q", topic, delay=0.5)
+        assert await wait_until(lambda: len(timed.arrivals) == 2, timeout=15)
+        assert timed.arrivals[0][0] - sent_at >= 0.5
+        assert timed.arrivals[1][0] - timed.failed_at[0] >= 0.3
+        dead = DeadLetters(agent.connection)
+        try:
+            await dead_letters_of(dead, agent.identity, 1)
+        finally:
+            await dead.purge(all=True, agent=agent.identity)
