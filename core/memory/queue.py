@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -27,9 +28,13 @@ if TYPE_CHECKING:
     from .channel import MemoryChannel
     from .connection import MemoryConnection
 
-# Timers may fire a little early (loop clock resolution); a message due within this
-# slack counts as expired rather than re-arming a timer in a tight loop.
+# Message TTLs count on the monotonic clock read fresh, never the loop's time (uvloop's
+# is cached per loop iteration and kept in whole milliseconds): a message never expires
+# before its TTL has passed, so a delay queue never delivers early (core/delays.py). The
+# TTL timer is armed this much after the due time, as loop timers may fire up to the
+# loop clock's resolution early; one that still fires early is armed again.
 _EXPIRY_SLACK = 0.001
+_clock = time.monotonic
 
 
 class Subscription:
@@ -138,7 +143,7 @@ class Queue:
             if ttl == 0:  # "deliver now or never"
                 broker.dead_letter(self, entry, "expired")
                 return True
-            entry.expires_at = broker.loop.time() + ttl / 1000
+            entry.expires_at = _clock() + ttl / 1000
         size = len(content.body)
         if self.max_length is not None or self.max_bytes is not None:
             if self.overflow != "drop-head" and self._full(size):
@@ -194,7 +199,7 @@ class Queue:
         ready = self.ready
         while ready and self.subs:
             entry = ready[0]
-            if entry.expires_at is not None and now + _EXPIRY_SLACK >= entry.expires_at:
+            if entry.expires_at is not None and _clock() >= entry.expires_at:
                 self._drop_head("expired")
                 continue
             if not self._assign(entry):
@@ -205,11 +210,12 @@ class Queue:
 
     def expire_head(self, now: float) -> None:
         """Dead-letter the expired messages at the head (classic-queue semantics: only
-        messages at the head expire)."""
+        messages at the head expire). `now` is the loop's time; expiry reads the
+        monotonic clock itself (see _EXPIRY_SLACK)."""
         ready = self.ready
         while ready:
             due = ready[0].expires_at
-            if due is None or now + _EXPIRY_SLACK < due:
+            if due is None or _clock() < due:
                 break
             self._drop_head("expired")
         self._arm_ttl_timer()
@@ -223,7 +229,9 @@ class Queue:
         if self._ttl_timer is not None:
             self._ttl_timer.cancel()
         self._ttl_timer_at = due
-        self._ttl_timer = self.broker.loop.call_at(due, self._ttl_timer_fired)
+        loop = self.broker.loop
+        when = loop.time() + max(0.0, due - _clock()) + _EXPIRY_SLACK
+        self._ttl_timer = loop.call_at(when, self._ttl_timer_fired)
 
     def _ttl_timer_fired(self) -> None:
         self._ttl_timer = None
