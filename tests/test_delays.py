@@ -210,3 +210,26 @@ async def test_durable_mode_agents_use_the_delay_queues_as_they_are(mesh_url):
             await dead_letters_of(dead, agent.identity, 1)
         finally:
             await dead.purge(all=True, agent=agent.identity)
+
+
+def test_the_example_runs_on_memory():
+    """examples/retries.py (the README's example) runs as documented: two retries after
+    their pauses, then the delayed reminder."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parent.parent / "examples" / "retries.py"
+    env = {**os.environ, "MUNGGOGGO_URL": "memory://example"}
+    done = subprocess.run(
+        [sys.executable, str(example)], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert [line.split(maxsplit=1)[1] for line in lines if "order" in line] == [
+        "order 42: try 1",
+        "order 42: try 2",
+        "order 42: try 3",
+    ]
+    assert any("reminder: invoice 42: try 1" in line for line in lines)
