@@ -225,6 +225,7 @@ class Agent(
                 self._setting_up = False
             for behaviour in list(self.behaviours.values()):
                 await self._start_behaviour(behaviour)
+            self.release_held()
         except BaseException:
             self.state = STOPPED
             await abort_start(self)

@@ -117,6 +117,10 @@ class AgentBase:
         # Loop time until which delayed retries of inbox messages may still come back:
         # a stop before then keeps the (empty) inbox for them.
         self.inbox_retries_due = 0.0
+        # Direct messages that reach the inbox while the agent starts (one waiting there
+        # since its last run, a delayed retry) wait here until its behaviours run, rather
+        # than being dead-lettered as unwanted; None once started (core/inbox.py).
+        self._held_direct: list[Message] | None = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._restorer = ConsumerRestorer(self.identity)
         # Why the agent stopped by itself (its identity taken), None when it did not.

@@ -59,6 +59,10 @@ class Handoff(AgentBase):
             exc: what the step raised.
             behaviour: the behaviour's short name (labels the metrics, names the dead
                 letter's behaviour).
+
+        Raises:
+            RuntimeError: the retry's delay queue was not declared on connect (the
+                caller rejects the message to its queue's dead-letter exchange).
         """
         retries = _retry_count(msg.headers.get(RETRIES_HEADER)) + 1
         delays = self.config.retry_delays

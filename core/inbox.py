@@ -8,6 +8,8 @@ message's alone):
   (core/rpc_server.py);
 - a direct message goes to the first running behaviour whose template matches it; a
   broadcast nobody wants is acked; anything else is dead-lettered (core/handoff.py).
+  While the agent starts, direct messages wait (unsettled) until its behaviours run: what
+  waited in the inbox during a restart finds the behaviour it was meant for.
 """
 
 from __future__ import annotations
@@ -57,7 +59,20 @@ class InboxRouter(AgentBase):
     def _count_inbox_rejected(self) -> None:
         self.stats.count(self.stats.dead_lettered, "")
 
+    def release_held(self) -> None:
+        """The agent's behaviours run: route the direct messages held while it started."""
+        held, self._held_direct = self._held_direct, None
+        for msg in held or ():
+            try:
+                self._route_direct(msg)
+            except Exception as exc:  # one message's failure is that message's alone
+                self.reject_failed(msg, exc)
+
     def _route_direct(self, msg: Message) -> None:
+        held = self._held_direct
+        if held is not None:
+            held.append(msg)
+            return
         for behaviour in self.behaviours.values():
             template = behaviour.template
             if template is not None and behaviour.state == "running" and template.match(msg):
