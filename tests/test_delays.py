@@ -238,3 +238,30 @@ def test_the_example_runs_on_memory():
         "order 42: try 3",
     ]
     assert any("reminder: invoice 42: try 1" in line for line in lines)
+
+
+async def test_delayed_retries_carry_the_headers_byte_for_byte(mesh_url):
+    """A delayed retry is a copy like an immediate one: each received header field, of any
+    AMQP type, comes with it byte for byte (core/header_copy.py), through the delay queue's
+    dead-lettering too; the dead letter after the last delay still has them all."""
+    from test_header_copy import FIELDS, assert_carries, properties_with
+
+    from munggoggo.header_copy import header_table_entries
+
+    agent = Agent(uid("hdr-delay"), url=mesh_url, config=AgentConfig(retry_delays=(0.1, 0.2)))
+    async with agent, Agent(uid("snd"), url=mesh_url) as snd:
+        dead = DeadLetters(agent.connection)
+        try:
+            timed = await agent.add_behaviour(Timed(agent, template=Template(sender="mallet")))
+            timed.failing = True
+            ch = await snd.connection.channel()
+            seq = ch.publish(b"typed", "", agent.identity, properties_with(FIELDS))
+            await ch.wait_confirms(seq, timeout=15)
+            await ch.close()
+            (letter,) = await dead_letters_of(dead, agent.identity, 1)
+            assert len(timed.arrivals) == 3
+            for _, msg in timed.arrivals:
+                assert_carries(header_table_entries(msg.delivery.properties_raw), FIELDS)
+            assert {"when", "dec", "u16", "f32", "bad", "nest", "arr"} <= letter.headers.keys()
+        finally:
+            await dead.purge(all=True, agent=agent.identity)
