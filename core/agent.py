@@ -345,7 +345,7 @@ class Agent(
         """
         if self._sub is None or not self.connection.is_open:
             return
-        if self.loop.time() < self.inbox_retries_due:
+        if self.loop.time() < self._inbox_retries_due:
             log.info("agent %s: inbox kept for delayed retries still to come", self.identity)
             return
         try:

@@ -116,7 +116,7 @@ class AgentBase:
         self._delays: DelayQueues = None  # type: ignore[assignment]
         # Loop time until which delayed retries of inbox messages may still come back:
         # a stop before then keeps the (empty) inbox for them.
-        self.inbox_retries_due = 0.0
+        self._inbox_retries_due = 0.0
         # Direct messages that reach the inbox while the agent starts (one waiting there
         # since its last run, a delayed retry) wait here until its behaviours run, rather
         # than being dead-lettered as unwanted; None once started (core/inbox.py).

@@ -97,7 +97,7 @@ class Handoff(AgentBase):
         changes[DELAY_HEADER] = delay_queue
         if queue == self.identity:  # stopping must not delete the inbox it comes back to
             due = self.loop.time() + ms / 1000
-            self.inbox_retries_due = max(self.inbox_retries_due, due)
+            self._inbox_retries_due = max(self._inbox_retries_due, due)
         self._handoff(msg, DELAY_EXCHANGE, queue, changes, origin, behaviour)
 
     def reject_failed(self, msg: Message, exc: BaseException, behaviour: str = "") -> None:
