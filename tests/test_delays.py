@@ -265,3 +265,29 @@ async def test_delayed_retries_carry_the_headers_byte_for_byte(mesh_url):
             assert {"when", "dec", "u16", "f32", "bad", "nest", "arr"} <= letter.headers.keys()
         finally:
             await dead.purge(all=True, agent=agent.identity)
+
+
+async def test_a_delayed_send_reaches_an_agent_that_crashed_and_came_back(mesh_url):
+    """The receiver's connection goes away without a clean stop (its inbox stays, as after
+    a crash); the delay ends while it is down; the agent started again with the same
+    identity gets the message."""
+    identity = uid("crash")
+    async with Agent(uid("snd"), url=mesh_url) as snd:
+
+        class Receiver(Agent):
+            async def setup(self) -> None:
+                behaviour = Timed(self, template=Template(sender=snd.identity))
+                self.timed = await self.add_behaviour(behaviour)
+
+        first = Receiver(identity, url=mesh_url)
+        await first.start()
+        try:
+            await snd.send(identity, b"after the crash", delay=0.5)
+            await first.connection.close()  # no drain, no inbox clean-up: a crash
+            await asyncio.sleep(1.0)
+        finally:
+            await first.stop()
+        again = Receiver(identity, url=mesh_url)
+        async with again:
+            assert await wait_until(lambda: len(again.timed.arrivals) == 1, timeout=15)
+            assert again.timed.arrivals[0][1].body == b"after the crash"
