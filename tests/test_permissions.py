@@ -31,9 +31,9 @@ def agent_permissions(identities: str) -> tuple[str, str, str]:
     """configure, write, read for a user whose agents' identities match `identities` (a
     regex without anchors or dots), exactly as docs/security.md gives them."""
     own = f"{identities}(\\..+)?"  # its inboxes and behaviour queues
-    configure = f"^({own}|munggoggo\\.(topic|fanout|dlx|dead-letters))$"
-    write = f"^({own}|munggoggo\\.(topic|fanout|dlx|dead-letters)|amq\\.default)$"
-    read = f"^({own}|munggoggo\\.(topic|fanout|dlx))$"
+    configure = f"^({own}|munggoggo\\.(topic|fanout|dlx|dead-letters|delay(\\..+)?))$"
+    write = f"^({own}|munggoggo\\.(topic|fanout|dlx|dead-letters|delay(\\..+)?)|amq\\.default)$"
+    read = f"^({own}|munggoggo\\.(topic|fanout|dlx|delay(\\..+)?))$"
     return configure, write, read
 
 
@@ -96,6 +96,33 @@ async def test_an_agent_user_can_do_everything_an_agent_does(tenant):
             letters = await dead.list(agent=a.identity)
             assert [d.reason for d in letters] == ["RuntimeError: poison"]
             assert (await dead.purge(all=True, agent=a.identity)).purged == 1
+
+
+async def test_an_agent_user_can_delay_messages_and_retries(tenant):
+    """The delay exchange and queues (core/delays.py) are in the regexes: declaring a delay
+    queue with a dead-letter exchange, binding it, publishing through it."""
+    tag = tenant["tag"]
+    config = AgentConfig(retry_delays=(0.1,))
+    a = Agent(f"sensor-{tag}-e", url=tenant["agents"], config=config)
+    b = Agent(f"sensor-{tag}-f", url=tenant["agents"])
+    async with a, b:
+        keep = await a.add_behaviour(Keep(a, binding_keys=["late.#"]))
+        await b.publish(b"later", "late.kitchen", delay=0.1)  # through munggoggo.delay
+        assert await wait_until(lambda: keep.got == [b"later"])
+        await b.publish(b"poison", "late.kitchen")  # retried after 0.1 s, then dead
+        assert await wait_until(lambda: keep.poisoned == 2)
+        await b.send(a.identity, b"direct", delay=0.1)  # a delay queue to the default exchange
+        async with _ops(tenant) as ops:
+            dead = DeadLetters(ops)
+
+            async def both_dead() -> bool:
+                return len(await dead.list(agent=a.identity)) == 2
+
+            # The direct message arrived (nothing there wants it: a dead letter).
+            assert await wait_until(both_dead)
+            reasons = sorted(d.reason for d in await dead.list(agent=a.identity))
+            assert reasons == ["RuntimeError: poison", "no behaviour template matches this message"]
+            await dead.purge(all=True, agent=a.identity)
 
 
 async def test_an_agent_user_cannot_take_other_identities(tenant):
