@@ -162,6 +162,11 @@ def test_delays_are_checked_when_the_config_is_made():
     for bad_type in ("0.5", (True,), ("1",)):
         with pytest.raises(TypeError):
             AgentConfig(retry_delays=bad_type)
+    assert AgentConfig.from_mapping({"RETRY_DELAYS": [1, 2]}).retry_delays == (1.0, 2.0)
+    assert delay_queue_name(500, "") == "munggoggo.delay.500.direct"
+    assert delay_queue_name(500, TOPIC_EXCHANGE) == "munggoggo.delay.500.topic"
+    with pytest.raises(ValueError):
+        delay_queue_name(500, "amq.direct")  # no delay queue dead-letters there
 
 
 async def test_a_negative_publish_delay_is_refused(mesh_url):
@@ -205,10 +210,11 @@ async def test_durable_mode_agents_use_the_delay_queues_as_they_are(mesh_url):
         timed = await agent.add_behaviour(Timed(agent, binding_keys=[topic]))
         timed.failing = True
         sent_at = time.monotonic()
-        # 0.3 s direct: probably a classic queue of an earlier agent; 0.5 s topic too.
-        await agent.publish(b"q", topic, delay=0.5)
+        # The 0.3 s retry queue is a classic one made by the other tests' agents (unless
+        # this test ran first); only this test delays by 0.25 s: a quorum queue.
+        await agent.publish(b"q", topic, delay=0.25)
         assert await wait_until(lambda: len(timed.arrivals) == 2, timeout=15)
-        assert timed.arrivals[0][0] - sent_at >= 0.5
+        assert timed.arrivals[0][0] - sent_at >= 0.25
         assert timed.arrivals[1][0] - timed.failed_at[0] >= 0.3
         dead = DeadLetters(agent.connection)
         try:
