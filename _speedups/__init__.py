@@ -6,19 +6,24 @@ same behaviour.
 """
 
 import os
+from typing import TYPE_CHECKING
 
 NO_EXTENSIONS = bool(os.environ.get("MUNGGOGGO_NO_EXTENSIONS"))
 
-if NO_EXTENSIONS:
+USING_EXTENSIONS: bool
+if TYPE_CHECKING:
+    # The compiled modules' stubs (_frames.pyi, _confirms.pyi) type both twins.
+    from . import _confirms as _confirms_impl
+    from . import _frames as _frames_impl
+elif NO_EXTENSIONS:
     from . import _confirms_py as _confirms_impl
     from . import _frames_py as _frames_impl
 
     USING_EXTENSIONS = False
 else:
     try:
-        # Compiled (no stubs): mypy types them as their pure-Python twins above.
-        from . import _confirms as _confirms_impl  # type: ignore[no-redef,attr-defined]
-        from . import _frames as _frames_impl  # type: ignore[no-redef,attr-defined]
+        from . import _confirms as _confirms_impl
+        from . import _frames as _frames_impl
 
         USING_EXTENSIONS = True
     except ImportError:

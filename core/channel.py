@@ -292,7 +292,7 @@ class Channel(ChannelTopology, ChannelAcks, ChannelRecovery):
         """
         if properties is None:
             props = _EMPTY_PROPERTIES
-        elif type(properties) is bytes:
+        elif isinstance(properties, bytes):
             props = properties
         else:
             props = _speedups.encode_properties(properties)
