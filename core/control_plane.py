@@ -95,7 +95,7 @@ class ControlPlane(AgentBase):
         await self._stop_behaviour(behaviour)
         return behaviour.describe()
 
-    async def _stop_behaviour(self, behaviour: Behaviour) -> None:
+    async def _stop_behaviour(self, behaviour: Behaviour[Any]) -> None:
         """Stop consuming its queue first, so new messages wait there (ready, not held in a
         mailbox) until it is started again."""
         await self.release_consumer(behaviour)
@@ -106,7 +106,7 @@ class ControlPlane(AgentBase):
         """The last `limit` messages in and out (empty when `trace_size` is 0)."""
         return self.trace.last(limit)
 
-    def _behaviour_or_error(self, name: str) -> Behaviour:
+    def _behaviour_or_error(self, name: str) -> Behaviour[Any]:
         """The behaviour by short name, or by full name `<identity>.<short name>`."""
         behaviour = self.behaviours.get(name)
         if behaviour is None and name.startswith(self.identity + "."):
