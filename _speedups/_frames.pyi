@@ -5,7 +5,7 @@ describes both, and `munggoggo._speedups` exposes whichever was loaded under the
 """
 
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, Self
 
 FRAME_METHOD: Final[int]
 FRAME_HEADER: Final[int]
@@ -73,7 +73,7 @@ class Properties:
         app_id: str | None = None,
         cluster_id: str | None = None,
     ) -> None: ...
-    def __eq__(self, other: object) -> bool: ...
+    def __eq__(self, other: object, /) -> bool: ...
 
 class Delivery:
     """One assembled message: Basic.Deliver, Basic.GetOk or Basic.Return with its content.
@@ -125,6 +125,8 @@ class EncodedTable(dict[str, Any]):
 
     wire: bytes
     def __init__(self, values: Mapping[str, Any], wire: bytes) -> None: ...
+    def __copy__(self) -> Self: ...
+    def __deepcopy__(self, memo: dict[int, Any], /) -> Self: ...
 
 def encode_table(table: Mapping[str, Any]) -> bytes:
     """Encode a dict as an AMQP field table, length prefix included."""

@@ -1,0 +1,184 @@
+"""The typing contract: what a user's type checker sees of munggoggo.
+
+mypy runs as a subprocess over the package's installed layout (links under a temporary
+directory, as .ci/typecheck builds them: core/ is `munggoggo`, _speedups/ and gateway/ its
+subpackages), from a directory without our mypy settings, as a user would run it:
+examples/typed_usage.py passes `--strict` (its `assert_type`s state what must be inferred),
+and each misuse in tests/typing_cases/misuse.py is rejected on its own line. The stubs of
+the compiled modules are held to the modules (mypy's stubtest) and to the pure-Python twins'
+names. No broker is involved.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import os
+import re
+import subprocess
+import sys
+import tomllib
+import types
+from pathlib import Path
+
+import pytest
+
+from munggoggo import Agent, Behaviour, OneShotBehaviour, PeriodicBehaviour
+from munggoggo._speedups import USING_EXTENSIONS
+
+pytestmark = pytest.mark.timeout(300)
+
+ROOT = Path(__file__).resolve().parent.parent
+CASES = ROOT / "tests" / "typing_cases"
+EXAMPLE = ROOT / "examples" / "typed_usage.py"
+MISUSE = CASES / "misuse.py"
+# Kept between runs (build/ is not tracked): a cold mypy run over the package takes a while.
+CACHE = ROOT / "build" / "typecheck" / ".mypy_cache_tests"
+ERROR = re.compile(r"^(?P<path>[^:]+):(?P<line>\d+): error: ")
+
+
+@pytest.fixture(scope="module")
+def layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The installed layout of the package, as links to the repository's directories."""
+    root = tmp_path_factory.mktemp("layout")
+    package = root / "munggoggo"
+    package.mkdir()
+    for entry in (ROOT / "core").iterdir():
+        if entry.name != "__pycache__":
+            (package / entry.name).symlink_to(entry)
+    (package / "gateway").symlink_to(ROOT / "gateway")
+    (package / "_speedups").symlink_to(ROOT / "_speedups")
+    return root
+
+
+def run_mypy(layout: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """mypy (the venv's) with the layout on MYPYPATH, run outside the repository so that
+    none of our own settings apply."""
+    env = {**os.environ, "MYPYPATH": str(layout)}
+    return subprocess.run(
+        [sys.executable, "-m", "mypy", "--cache-dir", str(CACHE), *args],
+        cwd=layout,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+
+
+def marked_lines(path: Path) -> set[int]:
+    return {
+        number
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        if line.rstrip().endswith("# rejected")
+    }
+
+
+def test_the_package_is_marked_typed() -> None:
+    assert (ROOT / "core" / "py.typed").is_file()
+    package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"
+    ]
+    assert "py.typed" in package_data["munggoggo"]
+    assert "*.pyi" in package_data["munggoggo._speedups"]
+
+
+def test_typed_example_passes_strict_and_misuses_are_rejected(layout: Path) -> None:
+    # One run for both files: the misuses' errors must not leak into the example, and
+    # errors inside the package are not reported (as for any installed package).
+    result = run_mypy(
+        layout,
+        "--strict",
+        "--follow-imports=silent",
+        "--python-version=3.11",
+        str(EXAMPLE),
+        str(MISUSE),
+    )
+    errors: dict[str, set[int]] = {}
+    for line in result.stdout.splitlines():
+        match = ERROR.match(line)
+        if match:
+            errors.setdefault(Path(match["path"]).name, set()).add(int(match["line"]))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "typed_usage.py" not in errors, result.stdout
+    wanted = marked_lines(MISUSE)
+    assert len(wanted) >= 9
+    assert errors.get("misuse.py") == wanted, result.stdout
+
+
+def test_behaviour_is_subscriptable_at_run_time() -> None:
+    class Calculator(Agent):
+        pass
+
+    class Doubler(Behaviour[Calculator]):
+        pass
+
+    class Once(OneShotBehaviour[Calculator]):
+        pass
+
+    class Tick(PeriodicBehaviour[Calculator]):
+        pass
+
+    agent = Calculator("calc", url="memory://typing")
+    assert Doubler(agent, binding_keys=["x"]).agent is agent
+    assert Once(agent).kind == "one-shot"
+    assert Tick(agent, 1.0).period == 1.0
+    assert Behaviour[Calculator](agent).short_name == "Behaviour"  # a plain Behaviour
+
+
+def public_names(module: types.ModuleType) -> set[str]:
+    """The names a module offers: not private, not a module or a name it imported from
+    outside the package (the compiled twin shares some classes of the pure one)."""
+    names = set()
+    for name, value in vars(module).items():
+        if name.startswith("_") or isinstance(value, types.ModuleType):
+            continue
+        callable_kinds = type | types.FunctionType | types.BuiltinFunctionType
+        if isinstance(value, callable_kinds) and not value.__module__.startswith(
+            "munggoggo._speedups."
+        ):
+            continue
+        names.add(name)
+    return names
+
+
+def stub_names(stub: Path) -> set[str]:
+    names = set()
+    for node in ast.parse(stub.read_text()).body:
+        if isinstance(node, ast.ClassDef | ast.FunctionDef):
+            names.add(node.name)
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+    return {name for name in names if not name.startswith("_")}
+
+
+@pytest.mark.parametrize("name", ["_frames", "_confirms"])
+def test_stub_names_are_the_twins_names(name: str) -> None:
+    twin = importlib.import_module(f"munggoggo._speedups.{name}_py")
+    names = stub_names(ROOT / "_speedups" / f"{name}.pyi")
+    assert names == public_names(twin)
+    if USING_EXTENSIONS:
+        assert names == public_names(importlib.import_module(f"munggoggo._speedups.{name}"))
+
+
+@pytest.mark.skipif(not USING_EXTENSIONS, reason="the compiled modules are not built")
+def test_stubs_match_the_compiled_modules(layout: Path) -> None:
+    env = {**os.environ, "MYPYPATH": str(layout)}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mypy.stubtest",
+            "--mypy-config-file",
+            str(ROOT / "pyproject.toml"),
+            "--allowlist",
+            str(CASES / "stubtest_allowlist.txt"),
+            "munggoggo._speedups._frames",
+            "munggoggo._speedups._confirms",
+        ],
+        cwd=layout,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
