@@ -12,7 +12,7 @@ import platform
 import struct
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from pamqp import commands
 from pamqp import frame as pamqp_frame
@@ -102,7 +102,7 @@ class AMQPConnection:
         self.channels: dict[int, ChannelState] = {}
         self._reader = _speedups.FrameReader(DEFAULT_FRAME_MAX)
         self._out = bytearray()
-        props = {
+        props: dict[str, Any] = {
             "product": "munggoggo",
             "platform": f"Python {platform.python_version()}",
             "version": __version__,
@@ -267,7 +267,7 @@ class AMQPConnection:
         out: list[Any] = []
         settled: dict[int, ChannelState] | None = None
         for rec in records:
-            if type(rec) is not tuple:
+            if not isinstance(rec, tuple):  # a Delivery
                 if rec.kind == _GET_OK:
                     ch = self.channels.get(rec.channel)
                     if ch is None:
@@ -337,7 +337,7 @@ class AMQPConnection:
     def _connection_method(self, method: Any, out: list[Any]) -> None:
         name = method.name
         if name == "Connection.Close":
-            error = broker_error(
+            error: Exception = broker_error(
                 method.reply_code,
                 method.reply_text,
                 method.class_id,
@@ -469,7 +469,7 @@ class AMQPConnection:
     def _send(self, channel_id: int, method: Any) -> None:
         self._out += pamqp_frame.marshal(method, channel_id)
 
-    def _fail(self, message: str) -> None:
+    def _fail(self, message: str) -> NoReturn:
         error = RemoteProtocolError(message)
         self.abort_protocol(error)
         raise error
