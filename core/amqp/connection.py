@@ -67,7 +67,7 @@ class ChannelState:
     state: ChanState = ChanState.CLOSED
     # Names of replies we wait for, oldest first (AMQP answers sync methods in order).
     expected: deque[tuple[str, ...]] = field(default_factory=deque)
-    confirms: Any = None  # ConfirmTracker once Confirm.Select was sent
+    confirms: _speedups.ConfirmTracker | None = None  # once Confirm.Select was sent
     publish_frames: dict[tuple[str, str, bool], bytes] = field(default_factory=dict)
 
 
@@ -265,7 +265,8 @@ class AMQPConnection:
             self.abort_protocol(error)
             raise error from None
         out: list[Any] = []
-        settled: dict[int, ChannelState] | None = None
+        # channel id -> its confirm tracker, for channels whose confirms all were acks
+        settled: dict[int, _speedups.ConfirmTracker] | None = None
         for rec in records:
             if not isinstance(rec, tuple):  # a Delivery
                 if rec.kind == _GET_OK:
@@ -286,7 +287,7 @@ class AMQPConnection:
                 else:
                     if settled is None:
                         settled = {}
-                    settled[ch.id] = ch
+                    settled[ch.id] = ch.confirms
             elif kind == R_METHOD:
                 # Confirms before a method keep wire order: a ChannelClosed must follow them.
                 if settled:
@@ -300,9 +301,9 @@ class AMQPConnection:
         return out
 
     @staticmethod
-    def _flush_settled(settled: dict[int, ChannelState], out: list[Any]) -> None:
-        for ch in settled.values():
-            out.append(ev.ConfirmsSettled(ch.id, ch.confirms.confirmed_through, []))
+    def _flush_settled(settled: dict[int, _speedups.ConfirmTracker], out: list[Any]) -> None:
+        for channel_id, confirms in settled.items():
+            out.append(ev.ConfirmsSettled(channel_id, confirms.confirmed_through, []))
 
     def _method(self, channel_id: int, payload: bytes, out: list[Any]) -> None:
         try:
