@@ -6,7 +6,7 @@ subpackages), from a directory without our mypy settings, as a user would run it
 examples/typed_usage.py passes `--strict` (its `assert_type`s state what must be inferred),
 and each misuse in tests/typing_cases/misuse.py is rejected on its own line. The stubs of
 the compiled modules are held to the modules (mypy's stubtest) and to the pure-Python twins'
-names. No broker is involved.
+names and signatures. No broker is involved.
 """
 
 from __future__ import annotations
@@ -160,10 +160,10 @@ def test_stub_names_are_the_twins_names(name: str) -> None:
         assert names == public_names(importlib.import_module(f"munggoggo._speedups.{name}"))
 
 
-@pytest.mark.skipif(not USING_EXTENSIONS, reason="the compiled modules are not built")
-def test_stubs_match_the_compiled_modules(layout: Path) -> None:
-    env = {**os.environ, "MYPYPATH": str(layout)}
-    result = subprocess.run(
+def run_stubtest(layout: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """mypy's stubtest (`args`: options, then modules): each module's stub against the
+    module imported at run time."""
+    return subprocess.run(
         [
             sys.executable,
             "-m",
@@ -172,13 +172,42 @@ def test_stubs_match_the_compiled_modules(layout: Path) -> None:
             str(ROOT / "pyproject.toml"),
             "--allowlist",
             str(CASES / "stubtest_allowlist.txt"),
-            "munggoggo._speedups._frames",
-            "munggoggo._speedups._confirms",
+            *args,
         ],
         cwd=layout,
-        env=env,
+        env={**os.environ, "MYPYPATH": str(layout)},
         capture_output=True,
         text=True,
         timeout=280,
+    )
+
+
+@pytest.mark.skipif(not USING_EXTENSIONS, reason="the compiled modules are not built")
+def test_stubs_match_the_compiled_modules(layout: Path) -> None:
+    result = run_stubtest(layout, "munggoggo._speedups._frames", "munggoggo._speedups._confirms")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_stubs_match_the_pure_twins(tmp_path: Path) -> None:
+    # The same stubs, given to the twins: a layout where `_frames_py.pyi` is `_frames.pyi`
+    # (mypy prefers a stub to the module beside it), so stubtest compares the twins'
+    # signatures, defaults and attributes to what the stubs promise.
+    package = tmp_path / "munggoggo"
+    speedups = package / "_speedups"
+    speedups.mkdir(parents=True)
+    for entry in (ROOT / "core").iterdir():
+        if entry.name != "__pycache__":
+            (package / entry.name).symlink_to(entry)
+    (package / "gateway").symlink_to(ROOT / "gateway")
+    for entry in (ROOT / "_speedups").glob("*.py*"):
+        if entry.suffix in (".py", ".pyi"):
+            (speedups / entry.name).symlink_to(entry)
+    for name in ("_frames", "_confirms"):
+        (speedups / f"{name}_py.pyi").symlink_to(ROOT / "_speedups" / f"{name}.pyi")
+    result = run_stubtest(
+        tmp_path,
+        "--ignore-unused-allowlist",  # the Cython entries concern the compiled twins only
+        "munggoggo._speedups._frames_py",
+        "munggoggo._speedups._confirms_py",
     )
     assert result.returncode == 0, result.stdout + result.stderr
