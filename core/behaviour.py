@@ -73,7 +73,7 @@ class Behaviour(PublishSurface, Generic[AgentT]):
     Generic over the class of its agent: in `class Pinger(Behaviour[PingAgent])`,
     `self.agent` is a `PingAgent` to a type checker, with its own attributes and methods;
     a bare `Behaviour` is `Behaviour[Agent]`. The subscription is for type checkers only:
-    at run time `Behaviour[PingAgent]` is the same class as `Behaviour`.
+    at run time a `Behaviour[PingAgent]` is a plain `Behaviour` (nothing is checked).
 
     `binding_keys` subscribe it to topics on `munggoggo.topic` (its own queue
     `<identity>.<short_name>`); `template` routes matching direct messages to it. With
