@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import Any, Self, TypeVar
 
 from ._speedups import log_speedups_notice
 from .agent_base import CREATED, RUNNING, STARTING, STOPPED, STOPPING, AgentBase
@@ -94,6 +94,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("munggoggo.agent")
+
+BehaviourT = TypeVar("BehaviourT", bound="Behaviour[Any]")
 
 
 class IdentityInUse(AMQPError):
@@ -189,11 +191,28 @@ class Agent(
 
     # -- lifecycle ---------------------------------------------------------------
 
-    async def __aenter__(self) -> Agent:
+    async def __aenter__(self) -> Self:
+        """Start the agent for an `async with` block (see `start`).
+
+        Returns:
+            The agent itself, typed as its own class: `async with Calculator() as calc`
+            gives a `Calculator`.
+
+        Raises:
+            RuntimeError: the agent was started before (agents start once).
+            IdentityInUse: another running agent holds this identity.
+            AMQPError: the broker refused the connection or a declaration.
+        """
         await self.start()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        """Stop the agent at the end of the `async with` block, however it ends (see `stop`).
+
+        Args:
+            *exc_info: the exception type, value and traceback the block raised (or three
+                Nones); it is not suppressed.
+        """
         await self.stop()
 
     async def start(self) -> None:
@@ -345,7 +364,7 @@ class Agent(
 
     # -- behaviours ------------------------------------------------------------------
 
-    async def add_behaviour(self, behaviour: Behaviour) -> Behaviour:
+    async def add_behaviour(self, behaviour: BehaviourT) -> BehaviourT:
         """Add a behaviour: in setup() it starts with the others once setup() returns; on a
         running agent it starts now, and is added once its queue is declared and bound and
         its consumer set up; this returns once its setup() ran. One that could not start is
@@ -356,7 +375,7 @@ class Agent(
             behaviour: a behaviour of this agent, its short name not taken.
 
         Returns:
-            The behaviour.
+            The behaviour (typed as given).
 
         Raises:
             ValueError: the agent already has (or is adding) a behaviour of that name.
@@ -381,7 +400,7 @@ class Agent(
 
     add_runtime_dependency = add_behaviour  # the seed's spelling
 
-    async def _start_behaviour(self, behaviour: Behaviour) -> None:
+    async def _start_behaviour(self, behaviour: Behaviour[Any]) -> None:
         """Consume its queue (if it subscribes and does not yet), then start its loop and
         wait for its setup().
         """
@@ -393,7 +412,7 @@ class Agent(
         behaviour.start()
         await behaviour.wait_set_up()
 
-    def behaviour(self, name: str) -> Behaviour:
+    def behaviour(self, name: str) -> Behaviour[Any]:
         """The behaviour of that short name.
 
         Args:

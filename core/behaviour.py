@@ -17,7 +17,7 @@ import math
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic
 
 from . import tracing
 from .amqp.errors import AMQPError
@@ -27,8 +27,20 @@ from .publishing import PublishSurface
 from .tracing import TRACEPARENT, adopt
 
 if TYPE_CHECKING:
+    # PEP 696 default: a bare `Behaviour` means `Behaviour[Agent]` (so a subclass that
+    # does not name its agent class still passes `--strict`). typing.TypeVar takes a
+    # default from Python 3.13 on; type checkers read typing_extensions' stubs, and at
+    # run time the default changes nothing, so the package needs no typing_extensions.
+    from typing_extensions import TypeVar
+
     from .agent import Agent
     from .template import Template
+
+    AgentT = TypeVar("AgentT", bound="Agent", default="Agent")
+else:
+    from typing import TypeVar
+
+    AgentT = TypeVar("AgentT", bound="Agent")
 
 log = logging.getLogger("munggoggo.behaviour")
 
@@ -69,16 +81,25 @@ class RestartPolicy:
         Returns:
             Seconds: `initial` doubled per failure after the first, at most `maximum`.
         """
-        return min(self.maximum, self.initial * 2 ** max(0, consecutive_failures - 1))
+        return min(self.maximum, self.initial * 2.0 ** max(0, consecutive_failures - 1))
 
 
-class Behaviour(PublishSurface):
+class Behaviour(PublishSurface, Generic[AgentT]):
     """A cyclic behaviour: `run()` is called again and again until the behaviour stops.
+
+    Generic over the class of its agent: in `class Pinger(Behaviour[PingAgent])`,
+    `self.agent` is a `PingAgent` to a type checker, with its own attributes and methods;
+    a bare `Behaviour` is `Behaviour[Agent]`. The subscription is for type checkers only:
+    at run time a `Behaviour[PingAgent]` is a plain `Behaviour` (nothing is checked).
 
     `binding_keys` subscribe it to topics on `munggoggo.topic` (its own queue
     `<identity>.<short_name>`); `template` routes matching direct messages to it. With
     `queue` the subscription uses that queue instead, shared by every behaviour (of any
     agent) that names it: competing consumers, each message handled by one of them.
+
+    Attributes:
+        agent: the agent that hosts it (typed as the class the behaviour is
+            parameterized with).
 
     Args:
         agent: the agent that hosts it.
@@ -98,9 +119,11 @@ class Behaviour(PublishSurface):
     # the next one, so a polling loop does not spin a core; False turns that off.
     pace_idle_steps = True
 
+    agent: AgentT
+
     def __init__(
         self,
-        agent: Agent,
+        agent: AgentT,
         *,
         binding_keys: list[str] | None = None,
         template: Template | Any = None,
@@ -558,7 +581,7 @@ def _wake_future(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
-class OneShotBehaviour(Behaviour):
+class OneShotBehaviour(Behaviour[AgentT]):
     """Runs `run()` once, then is done."""
 
     kind = "one-shot"
@@ -572,7 +595,7 @@ class OneShotBehaviour(Behaviour):
             self.state = DONE
 
 
-class PeriodicBehaviour(Behaviour):
+class PeriodicBehaviour(Behaviour[AgentT]):
     """Runs `run()` every `period` seconds, first at `start_at` (epoch seconds) if given.
 
     A step that overruns its period skips the missed slots instead of running in a burst.
@@ -590,7 +613,7 @@ class PeriodicBehaviour(Behaviour):
     kind = "periodic"
 
     def __init__(
-        self, agent: Agent, period: float, *, start_at: float | None = None, **kwargs: Any
+        self, agent: AgentT, period: float, *, start_at: float | None = None, **kwargs: Any
     ) -> None:
         super().__init__(agent, **kwargs)
         if period <= 0:

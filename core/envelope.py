@@ -170,7 +170,9 @@ _CONTENT_TYPES: dict[str, tuple[str, str]] = {}
 _CONTENT_TYPES_MAX: Final = 256
 
 # (type, format) -> typed msgspec Decoder; msgspec compiles a decoder per type, so reuse it.
-_TYPED_DECODERS: dict[tuple[Any, str], msgspec.json.Decoder | msgspec.msgpack.Decoder] = {}
+_TYPED_DECODERS: dict[
+    tuple[Any, str], msgspec.json.Decoder[Any] | msgspec.msgpack.Decoder[Any]
+] = {}
 
 
 def _classify(content_type: str) -> tuple[str, str]:
@@ -266,7 +268,7 @@ def _encode_structured(
 
 def decoder_for(
     type: Any, content_type: str = JSON
-) -> msgspec.json.Decoder | msgspec.msgpack.Decoder:
+) -> msgspec.json.Decoder[Any] | msgspec.msgpack.Decoder[Any]:
     """The cached msgspec decoder that validates `content_type` bodies into `type`.
 
     Args:
@@ -286,7 +288,7 @@ def decoder_for(
     return _typed_decoder(type, fmt)
 
 
-def _typed_decoder(type: Any, fmt: str) -> msgspec.json.Decoder | msgspec.msgpack.Decoder:
+def _typed_decoder(type: Any, fmt: str) -> msgspec.json.Decoder[Any] | msgspec.msgpack.Decoder[Any]:
     key = (type, fmt)
     try:
         return _TYPED_DECODERS[key]
@@ -298,7 +300,7 @@ def _typed_decoder(type: Any, fmt: str) -> msgspec.json.Decoder | msgspec.msgpac
     return decoder
 
 
-def _new_decoder(type: Any, fmt: str) -> msgspec.json.Decoder | msgspec.msgpack.Decoder:
+def _new_decoder(type: Any, fmt: str) -> msgspec.json.Decoder[Any] | msgspec.msgpack.Decoder[Any]:
     try:
         if fmt is _FMT_JSON:
             return msgspec.json.Decoder(type)
