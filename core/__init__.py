@@ -38,10 +38,12 @@ if TYPE_CHECKING:
     from .engine import DrainTimeout, PublishError, PublishNacked
     from .envelope import DecodeError, EncodeError
     from .extras import MissingExtra
+    from .fsm import FSMBehaviour, State
     from .message import Message
     from .rpc import AgentUnreachable, RpcError, RpcTimeout, expose
     from .runner import AgentStoppedByItself, run, serve
     from .template import Template
+    from .timed import TimeoutBehaviour
     from .url import URLError
     from .worker import Worker
 
@@ -63,6 +65,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "DecodeError": (".envelope", "DecodeError"),
     "DrainTimeout": (".engine", "DrainTimeout"),
     "EncodeError": (".envelope", "EncodeError"),
+    "FSMBehaviour": (".fsm", "FSMBehaviour"),
     "IdentityInUse": (".agent", "IdentityInUse"),
     "Message": (".message", "Message"),
     "MissingExtra": (".extras", "MissingExtra"),
@@ -79,7 +82,9 @@ _LAZY: dict[str, tuple[str, str]] = {
     "RestartPolicy": (".behaviour", "RestartPolicy"),
     "RpcError": (".rpc", "RpcError"),
     "RpcTimeout": (".rpc", "RpcTimeout"),
+    "State": (".fsm", "State"),
     "Template": (".template", "Template"),
+    "TimeoutBehaviour": (".timed", "TimeoutBehaviour"),
     "URLError": (".url", "URLError"),
     "Worker": (".worker", "Worker"),
     "expose": (".rpc", "expose"),
@@ -103,6 +108,7 @@ __all__ = [
     "DecodeError",
     "DrainTimeout",
     "EncodeError",
+    "FSMBehaviour",
     "IdentityInUse",
     "Message",
     "MissingExtra",
@@ -119,7 +125,9 @@ __all__ = [
     "RestartPolicy",
     "RpcError",
     "RpcTimeout",
+    "State",
     "Template",
+    "TimeoutBehaviour",
     "URLError",
     "Worker",
     "__version__",

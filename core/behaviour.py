@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import tracing
 from .amqp.errors import AMQPError
+from .behaviour_lifecycle import BehaviourLifecycle, RunEnd
 from .message import Message
 from .metrics import FastHistogram
 from .publishing import PublishSurface
@@ -55,7 +56,7 @@ class RestartPolicy:
         return min(self.maximum, self.initial * 2 ** max(0, consecutive_failures - 1))
 
 
-class Behaviour(PublishSurface):
+class Behaviour(BehaviourLifecycle, PublishSurface):
     """A cyclic behaviour: `run()` is called again and again until the behaviour stops.
 
     `binding_keys` subscribe it to topics on `munggoggo.topic` (its own queue
@@ -138,6 +139,7 @@ class Behaviour(PublishSurface):
         self._idle_wait = 0.0
         self._idle_remaining = 0.0
         self._set_up: asyncio.Event | None = None  # set once setup() has run
+        self._run_end = RunEnd()  # how the current run ends (core/behaviour_lifecycle.py)
 
     @property
     def name(self) -> str:
@@ -254,6 +256,7 @@ class Behaviour(PublishSurface):
             "steps": self.steps,
             "failures": self.failures,
             "last_error": self.last_error,
+            **self._lifecycle_info(),
         }
 
     kind = "cyclic"
@@ -265,8 +268,10 @@ class Behaviour(PublishSurface):
         self._stop = False
         self.state = RUNNING
         self._set_up = asyncio.Event()
-        self._task = self.agent.loop.create_task(self._main(), name=self.name)
+        self._begin_run()
+        self._task = self.agent.loop.create_task(self._live(), name=self.name)
         self._task.add_done_callback(self._task_ended)
+        self._task.add_done_callback(self._task_done)
 
     def _task_ended(self, task: asyncio.Task[None]) -> None:
         """However the task ended (its setup raised what no handler catches, it was
@@ -406,7 +411,7 @@ class Behaviour(PublishSurface):
         """The step loop is over: a behaviour that ended by itself (failed, or a one-shot
         done) gives up its consumer; either way it hands back its mailbox at once, for a
         competing consumer or (direct messages) the agent's inbox."""
-        if not self._stop:
+        if not self._stop or self._ends_itself():
             await self._release_consumer()
         self._return_mailbox()
 
