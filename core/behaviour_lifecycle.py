@@ -39,9 +39,20 @@ class RunEnd:
         error: what `describe()` shows as `last_error` for a run that ends itself failed.
         ended: set once the run has ended and `on_end()` returned.
         concluded: the end of the run was handled (so `on_end()` runs once).
+        begun: a run has started with this record (one made before the first start waits
+            for that start: `join()` may be called before it).
     """
 
-    __slots__ = ("concluded", "ended", "error", "exit_code", "final_state", "killed", "late")
+    __slots__ = (
+        "begun",
+        "concluded",
+        "ended",
+        "error",
+        "exit_code",
+        "final_state",
+        "killed",
+        "late",
+    )
 
     def __init__(self) -> None:
         self.killed = False
@@ -50,6 +61,7 @@ class RunEnd:
         self.error: str | None = None
         self.ended = asyncio.Event()
         self.concluded = False
+        self.begun = False
         # on_end() of a run whose task was cancelled before it began, run as its own task.
         self.late: asyncio.Task[None] | None = None
 
@@ -161,27 +173,36 @@ class BehaviourLifecycle:
     # -- what Behaviour.start() and the run's task use --------------------------------
 
     def _begin_run(self) -> None:
-        """A new run begins: nothing of the last run's end carries over."""
-        self._run_end = RunEnd()
+        """A new run begins: nothing of the last run's end carries over. The record made
+        before the first start is this run's, so a `join()` waiting on it wakes."""
+        if self._run_end.begun:
+            self._run_end = RunEnd()
+        self._run_end.begun = True
 
     async def _live(self) -> None:
         """The run's task: the step loop (`_main`), then the end of the run, once."""
+        run_end = self._run_end
         try:
             await self._main()
         finally:
-            await self._conclude()
+            await self._conclude(run_end)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         """Done callback of the run's task: a task cancelled before it began never ran
         `_live`, so its end is concluded here, in a task of its own."""
         run_end = self._run_end
-        if not run_end.concluded and run_end.late is None:
-            run_end.late = self.agent.loop.create_task(self._conclude(), name=f"{self.name}.end")
+        if task is self.task and not run_end.concluded and run_end.late is None:
+            run_end.late = self.agent.loop.create_task(
+                self._conclude(run_end), name=f"{self.name}.end"
+            )
 
-    async def _conclude(self) -> None:
+    async def _conclude(self, run_end: RunEnd) -> None:
         """The run has ended: settle its state and exit code, await `on_end()`, wake the
-        joiners. Runs once per run."""
-        run_end = self._run_end
+        joiners. Runs once per run.
+
+        Args:
+            run_end: the record of the run that ended.
+        """
         if run_end.concluded:
             return
         run_end.concluded = True

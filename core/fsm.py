@@ -299,7 +299,7 @@ class FSMBehaviour(Behaviour):
         state.next_state = None
         await state.run()
         dest = state.next_state
-        if self._ends_itself():  # killed during the state's run(): no transition
+        if self._stop:  # killed or stopped during the state's run(): no transition
             return
         if dest is None:
             self._end_run(DONE)

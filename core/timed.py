@@ -52,7 +52,10 @@ class TimeoutBehaviour(OneShotBehaviour):
         return info
 
     async def _loop(self) -> None:
-        # Wall-clock time, read when the wait begins: start_at is a point in calendar time.
-        await self._sleep(self.start_at.timestamp() - time.time())
+        # Wall-clock time: start_at is a point in calendar time. The loop's timers round to
+        # milliseconds and may wake a little early: wait again for what is left.
+        target = self.start_at.timestamp()
+        while not self._stop and (left := target - time.time()) > 0:
+            await self._sleep(left)
         if not self._stop:
             await super()._loop()

@@ -242,6 +242,17 @@ async def test_join_after_the_end_returns_at_once_and_a_behaviour_cannot_join_it
         assert time.perf_counter() - started < 0.5
 
 
+async def test_join_before_the_start_waits_for_that_run_to_end(mesh_url):
+    async with Agent(uid("life"), url=mesh_url) as agent:
+        once = OnceEnds(agent)
+        joining = asyncio.ensure_future(once.join(timeout=10))
+        await asyncio.sleep(0.05)
+        assert not joining.done()
+        await agent.add_behaviour(once)
+        await asyncio.wait_for(joining, 5)
+        assert once.ends == [("done", 0)]
+
+
 async def test_on_end_that_raises_is_logged_and_join_still_returns(mesh_url, caplog):
     async with Agent(uid("life"), url=mesh_url) as agent:
         broken = await agent.add_behaviour(OnEndRaises(agent))

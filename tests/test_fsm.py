@@ -235,14 +235,24 @@ async def test_states_added_in_setup_and_a_restart_begins_in_the_initial_state(m
         assert [end[0] for end in fsm.ends] == ["done", "done"]
 
 
-async def test_the_agent_stopping_ends_a_running_fsm_once(mesh_url):
+@pytest.mark.parametrize("states", ["busy", "waiting for mail"])
+async def test_the_agent_stopping_ends_a_running_fsm_once_as_stopped(mesh_url, states):
     agent = Agent(uid("fsm"), url=mesh_url)
     await agent.start()
-    fsm = await agent.add_behaviour(line(agent, "a", "b", loop_back=True))
-    assert await wait_until(lambda: len(fsm.visits) > 10)
+    if states == "busy":
+        fsm = await agent.add_behaviour(line(agent, "a", "b", loop_back=True))
+        assert await wait_until(lambda: len(fsm.visits) > 10)
+    else:
+        # The stop wakes its receive() with None, so the state names no next state: that
+        # is the stop, not the FSM's end.
+        fsm = Recording(agent, binding_keys=[f"fsm.{agent.identity}"])
+        fsm.add_state("wait", WaitFor(), initial=True)
+        await agent.add_behaviour(fsm)
+        assert await wait_until(lambda: fsm.visits == ["wait"])
     await agent.stop()
     await fsm.join(timeout=1)
     assert len(fsm.ends) == 1 and fsm.ends[0][:2] == ("stopped", 0)
+    assert fsm.state == "stopped"
 
 
 # -- building and drawing (no broker) ----------------------------------------------------
