@@ -3,20 +3,54 @@
 `fsm_diagram` draws one finite-state machine as a `stateDiagram-v2`; `agent_diagram` draws
 an agent as a `flowchart`: the agent, its behaviours (kind and state), the topics they
 subscribe to, and each FSM as a box holding its states and transitions. Both read only
-public attributes; names are quoted labels on generated ids, so any name is safe.
+public attributes. An FSM's states keep their names as ids where Mermaid allows (`red -->
+green`); any other name, and everything in the agent diagram, is a quoted label on a
+generated id, so any name is safe.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .agent_base import AgentBase
 
-__all__ = ["agent_diagram", "fsm_diagram", "label"]
+__all__ = ["agent_diagram", "fsm_diagram", "label", "state_ids"]
 
 _INDENT = "    "
+_IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+# Words a stateDiagram reads as its own syntax: a state so named gets a generated id.
+_KEYWORDS = frozenset(
+    (
+        "accdescr",
+        "acctitle",
+        "as",
+        "choice",
+        "class",
+        "classdef",
+        "click",
+        "concurrent",
+        "default",
+        "direction",
+        "empty",
+        "end",
+        "fork",
+        "hide",
+        "href",
+        "join",
+        "left",
+        "note",
+        "of",
+        "over",
+        "right",
+        "scale",
+        "state",
+        "statediagram",
+        "style",
+    )
+)
 _CURRENT_STYLE = "classDef current stroke-width:3px,font-weight:bold"
 
 
@@ -33,6 +67,27 @@ def label(text: str) -> str:
     return (
         text.replace("#", "#35;").replace('"', "#quot;").replace("<", "#lt;").replace(">", "#gt;")
     )
+
+
+def state_ids(states: Iterable[str]) -> dict[str, str]:
+    """A Mermaid id for each state name: the name itself when it is a plain identifier
+    and no keyword (so diagrams read `red --> green`), else `s<index>`, unique either way.
+
+    Args:
+        states: the state names, in order.
+
+    Returns:
+        Name -> id, in the same order.
+    """
+    names = list(states)
+    plain = {n for n in names if _IDENTIFIER.fullmatch(n) and n.lower() not in _KEYWORDS}
+    ids: dict[str, str] = {}
+    for i, name in enumerate(names):
+        sid = name if name in plain else f"s{i}"
+        while sid != name and sid in plain:  # a state may be called "s1" itself
+            sid += "_"
+        ids[name] = sid
+    return ids
 
 
 def fsm_diagram(
@@ -52,9 +107,12 @@ def fsm_diagram(
     Returns:
         The diagram's source, one statement a line.
     """
-    ids = {name: f"s{i}" for i, name in enumerate(states)}
+    ids = state_ids(states)
     lines = ["stateDiagram-v2"]
-    lines += [f'{_INDENT}state "{label(name)}" as {sid}' for name, sid in ids.items()]
+    lines += [
+        f"{_INDENT}{sid}" if sid == name else f'{_INDENT}state "{label(name)}" as {sid}'
+        for name, sid in ids.items()
+    ]
     if initial is not None:
         lines.append(f"{_INDENT}[*] --> {ids[initial]}")
     lines += [f"{_INDENT}{ids[src]} --> {ids[dst]}" for src, dst in transitions]

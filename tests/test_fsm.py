@@ -18,6 +18,7 @@ from broker_tools import wait_until
 from mesh_tools import BodyCollector, Calc, uid
 
 from munggoggo import Agent, FSMBehaviour, RestartPolicy, State, Template
+from munggoggo.mermaid import state_ids
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -293,12 +294,26 @@ async def test_describe_and_mermaid_show_states_and_transitions():
     ]
     diagram = fsm.to_mermaid().splitlines()
     assert diagram[0] == "stateDiagram-v2"
-    assert '    state "red" as s0' in diagram
+    # Plain names are their own ids; any other name is a quoted label on a generated id.
+    assert "    red" in diagram and "    green" in diagram
     assert '    state "say #quot;hi#quot; #lt;now#gt;" as s1' in diagram
-    assert "    [*] --> s0" in diagram
-    assert {"    s0 --> s1", "    s1 --> s2", "    s2 --> s0"} <= set(diagram)
-    assert not any("s0 --> s2" in row for row in diagram)
-    assert "    class s0 current" not in diagram  # it has not run: nothing is current yet
+    assert "    [*] --> red" in diagram
+    assert {"    red --> s1", "    s1 --> green", "    green --> red"} <= set(diagram)
+    assert "    red --> green" not in diagram  # not declared
+    assert not any(row.startswith("    class ") for row in diagram)  # nothing ran yet
+
+
+def test_state_ids_are_names_where_mermaid_allows_and_never_clash():
+    ids = state_ids(["idle", "end", "s1", "two words", "State", "_x"])
+    assert ids == {
+        "idle": "idle",
+        "end": "s1_",  # a keyword; "s1" is a state's own name
+        "s1": "s1",
+        "two words": "s3",
+        "State": "s4",
+        "_x": "s5",
+    }
+    assert len(set(ids.values())) == len(ids)
 
 
 async def test_agent_mermaid_draws_behaviours_topics_and_fsms(mesh_url):
