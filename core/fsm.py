@@ -103,7 +103,7 @@ class State(PublishSurface):
             target: the called agent's identity.
             method: the exposed method's name.
             *args: its positional arguments.
-            timeout: seconds to wait for the reply (None: the agent's default).
+            timeout: seconds to wait for the reply (None: `AgentConfig.rpc_timeout`).
             **kwargs: its keyword arguments.
 
         Returns:
