@@ -36,6 +36,7 @@ from .engine import ChannelProtocol, ConnectionProtocol, PublishError
 from .handoff import Handoff
 from .inbox import InboxRouter
 from .lifecycle import abort_start, undo_behaviour_start
+from .mermaid import agent_diagram
 from .message import Message
 from .metrics import COLLECTOR
 from .publishing import Publisher, PublishSurface
@@ -428,6 +429,15 @@ class Agent(
             return self.behaviours[name]
         except KeyError:
             raise KeyError(f"agent {self.identity!r} has no behaviour {name!r}") from None
+
+    def to_mermaid(self) -> str:
+        """A Mermaid flowchart of the agent: its behaviours (kind and state), the topics
+        they subscribe to, and each FSM's states and transitions.
+
+        Returns:
+            The diagram's source (core/mermaid.py).
+        """
+        return agent_diagram(self)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.identity!r} {self.state}>"

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Generic
 
 from . import tracing
 from .amqp.errors import AMQPError
+from .behaviour_lifecycle import BehaviourLifecycle, RunEnd
 from .message import Message
 from .metrics import FastHistogram
 from .publishing import PublishSurface
@@ -84,7 +85,7 @@ class RestartPolicy:
         return min(self.maximum, self.initial * 2.0 ** max(0, consecutive_failures - 1))
 
 
-class Behaviour(PublishSurface, Generic[AgentT]):
+class Behaviour(BehaviourLifecycle, PublishSurface, Generic[AgentT]):
     """A cyclic behaviour: `run()` is called again and again until the behaviour stops.
 
     Generic over the class of its agent: in `class Pinger(Behaviour[PingAgent])`,
@@ -178,6 +179,7 @@ class Behaviour(PublishSurface, Generic[AgentT]):
         self._idle_wait = 0.0
         self._idle_remaining = 0.0
         self._set_up: asyncio.Event | None = None  # set once setup() has run
+        self._run_end = RunEnd()  # how the current run ends (core/behaviour_lifecycle.py)
 
     @property
     def name(self) -> str:
@@ -321,6 +323,7 @@ class Behaviour(PublishSurface, Generic[AgentT]):
             "steps": self.steps,
             "failures": self.failures,
             "last_error": self.last_error,
+            **self._lifecycle_info(),
         }
 
     kind = "cyclic"
@@ -332,8 +335,10 @@ class Behaviour(PublishSurface, Generic[AgentT]):
         self._stop = False
         self.state = RUNNING
         self._set_up = asyncio.Event()
-        self._task = self.agent.loop.create_task(self._main(), name=self.name)
+        self._begin_run()
+        self._task = self.agent.loop.create_task(self._live(), name=self.name)
         self._task.add_done_callback(self._task_ended)
+        self._task.add_done_callback(self._task_done)
 
     def _task_ended(self, task: asyncio.Task[None]) -> None:
         """However the task ended (its setup raised what no handler catches, it was
@@ -477,7 +482,7 @@ class Behaviour(PublishSurface, Generic[AgentT]):
         done) gives up its consumer; either way it hands back its mailbox at once, for a
         competing consumer or (direct messages) the agent's inbox.
         """
-        if not self._stop:
+        if not self._stop or self._ends_itself():
             await self._release_consumer()
         self._return_mailbox()
 
@@ -579,68 +584,3 @@ class Behaviour(PublishSurface, Generic[AgentT]):
 def _wake_future(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
-
-
-class OneShotBehaviour(Behaviour[AgentT]):
-    """Runs `run()` once, then is done."""
-
-    kind = "one-shot"
-
-    async def _loop(self) -> None:
-        while not self._stop:
-            await self._step()
-            if self.failures == 0 or self.state == FAILED:
-                break
-        if self.state == RUNNING:
-            self.state = DONE
-
-
-class PeriodicBehaviour(Behaviour[AgentT]):
-    """Runs `run()` every `period` seconds, first at `start_at` (epoch seconds) if given.
-
-    A step that overruns its period skips the missed slots instead of running in a burst.
-
-    Args:
-        agent: the agent that hosts it.
-        period: seconds between the starts of two steps.
-        start_at: when the first step runs, in epoch seconds (None: at once).
-        **kwargs: the arguments of `Behaviour` (`binding_keys`, `template`, `name`, ...).
-
-    Raises:
-        ValueError: a period that is not positive, or an invalid `Behaviour` argument.
-    """
-
-    kind = "periodic"
-
-    def __init__(
-        self, agent: AgentT, period: float, *, start_at: float | None = None, **kwargs: Any
-    ) -> None:
-        super().__init__(agent, **kwargs)
-        if period <= 0:
-            raise ValueError("period must be positive")
-        self.period = period
-        self.start_at = start_at
-
-    async def _loop(self) -> None:
-        if self.start_at is not None:
-            await self._sleep(self.start_at - time.time())
-        loop = self.agent.loop
-        next_run = loop.time()
-        while not self._stop:
-            if not await self._step():
-                return
-            next_run += self.period
-            now = loop.time()
-            if next_run < now:  # a step overran: skip the missed slots instead of bursting
-                next_run = now + self.period - (now - next_run) % self.period
-            await self._sleep(next_run - now)
-
-    def describe(self) -> dict[str, Any]:
-        """What `Behaviour.describe` reports, and its period.
-
-        Returns:
-            The description, with `period` in seconds.
-        """
-        info = super().describe()
-        info["period"] = self.period
-        return info
