@@ -159,7 +159,7 @@ async def test_states_share_the_fsm_mailbox_and_publish_send_and_call(mesh_url):
         await fsm.join(timeout=10)
         assert fsm.visits == ["wait", "wait"] and fsm.state == "done"
         # Two visits of "ask": two publishes and two sends, counted under the FSM's name.
-        assert await wait_until(lambda: len(direct.bodies) == 2)
+        assert await wait_until(lambda: len(direct.bodies) == 2), direct.bodies
         assert agent.stats.published[(fsm.short_name, "message")] == 4
 
 
