@@ -257,7 +257,7 @@ class PresenceTracker:
             task.add_done_callback(self._callback_done)
 
     def _callback_done(self, task: asyncio.Future[Any]) -> None:
-        self._tasks.discard(task)  # type: ignore[arg-type]
+        self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("agent %s: on_presence failed", self.identity, exc_info=task.exception())
 
@@ -357,10 +357,24 @@ class Presence(AgentBase):
         self._presence_tracker().announce_started()
 
     async def _announce_stopped(self) -> None:
-        """The agent stops: say so (unless another agent took its identity)."""
+        """The agent stops: leave `munggoggo.fanout`, then say so (unless another agent
+        took its identity).
+
+        Unbound first, so that neither its own announcement nor the others' (nor a
+        broadcast) lands in its inbox after its consumer is cancelled: a clean stop deletes
+        the inbox only when it is empty (core/agent.py, `_release_inbox`).
+        """
         tracker = self._presence
         if tracker is None:
             return
+        if self._connection_is_open() and self.stop_reason is None:
+            try:
+                await asyncio.wait_for(
+                    self._sub.queue_unbind(self.identity, FANOUT_EXCHANGE, ""),
+                    self.config.drain_timeout,
+                )
+            except (AMQPError, TimeoutError) as exc:
+                log.info("agent %s: inbox still bound to the fanout: %s", self.identity, exc)
         if self.stop_reason is not None:
             tracker.cancel()  # the identity is somebody else's now: not ours to retire
             return
