@@ -150,14 +150,14 @@ class Unsubscribed(ServerFrame, tag="unsubscribed"):
 class PresenceSubscribed(ServerFrame, tag="subscribed"):
     """`{"op": "subscribed", "presence": true}`: presence events follow."""
 
-    presence: bool = True
+    presence: bool  # always true (a default would be left out of the frame)
     id: Any = UNSET
 
 
 class PresenceUnsubscribed(ServerFrame, tag="unsubscribed"):
     """`{"op": "unsubscribed", "presence": true}`: no more presence events."""
 
-    presence: bool = True
+    presence: bool  # always true
     id: Any = UNSET
 
 

@@ -292,7 +292,7 @@ class WebSocketClient:
         if problem:
             return self._error(problem, frame.id)
         mesh = self.state.mesh
-        self._reply(PresenceSubscribed(id=frame.id))
+        self._reply(PresenceSubscribed(True, frame.id))
         if self._presence is None:
             self._presence = mesh.subscribe_presence(self._deliver_presence)
             for identity in mesh.running_agents:  # what is known so far, then the changes
@@ -307,7 +307,7 @@ class WebSocketClient:
             return self._error("not subscribed to presence", frame.id)
         self.state.mesh.unsubscribe_presence(self._presence)
         self._presence = None
-        self._reply(PresenceUnsubscribed(id=frame.id))
+        self._reply(PresenceUnsubscribed(True, frame.id))
         return None
 
     async def _unsubscribe(self, frame: Unsubscribe) -> None:
