@@ -10,9 +10,11 @@ the identities of its own test.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 import time
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -243,3 +245,20 @@ async def test_a_killed_agent_process_is_reported_stopped(broker_url):
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
+
+
+async def test_the_example_runs():
+    """examples/presence.py, as a program on its default memory:// broker."""
+    example = Path(__file__).resolve().parent.parent / "examples" / "presence.py"
+    env = {k: v for k, v in os.environ.items() if k != "MUNGGOGGO_URL"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(example), env=env, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0
+    assert out.decode().splitlines() == [
+        "presence-worker started",
+        "presence-worker stopped",
+        "presence-crasher started",
+        "presence-crasher stopped",
+    ]
