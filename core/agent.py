@@ -39,6 +39,7 @@ from .lifecycle import abort_start, undo_behaviour_start
 from .mermaid import agent_diagram
 from .message import Message
 from .metrics import COLLECTOR
+from .presence import Presence
 from .publishing import Publisher, PublishSurface
 from .rpc import UNAVAILABLE, AgentUnreachable, RpcError, RpcTimeout, expose
 from .rpc_client import RpcClient
@@ -170,6 +171,7 @@ class Agent(
     RpcServer,
     RpcClient,
     InboxRouter,
+    Presence,
     Handoff,
     Consumers,
     Publisher,
@@ -179,7 +181,8 @@ class Agent(
 
     `Agent(identity=None, *, url=None, config=None)`: see `AgentBase` (core/agent_base.py)
     for the arguments. Messaging: `publish`, `send`, `broadcast`, `flush`; RPC: `call`,
-    `call_params`, `peers`; the control plane's exposed methods (`ping`, `status`, ...).
+    `call_params`, `peers`; the control plane's exposed methods (`ping`, `status`, ...);
+    presence: `on_presence` (core/presence.py).
     """
 
     # -- hooks ---------------------------------------------------------------------
@@ -244,8 +247,11 @@ class Agent(
                 self._setting_up = False
             for behaviour in list(self.behaviours.values()):
                 await self._start_behaviour(behaviour)
+            self._announce_started()  # last: it runs, with its behaviours
         except BaseException:
             self.state = STOPPED
+            if self.presence is not None:
+                self.presence.cancel()
             await abort_start(self)
             raise
         log.info(
@@ -300,6 +306,7 @@ class Agent(
             return
         self.state = STOPPING
         grace = self.config.drain_timeout
+        await self._announce_stopped()  # first: the others stop sending to it
         await self._restorer.cancel_all(grace)
         for channel, tag in list(self._consumers.values()):
             try:

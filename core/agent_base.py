@@ -151,6 +151,8 @@ class AgentBase:
 
         def _serve_rpc(self, msg: Message) -> None: ...  # rpc_server.py
 
+        def _receive_presence(self, msg: Message) -> None: ...  # presence.py
+
         def reject_failed(  # handoff.py
             self, msg: Message, exc: BaseException, behaviour: str = ""
         ) -> None:

@@ -24,6 +24,7 @@ __all__ = [
     "JSON",
     "KIND_CONTROL",
     "KIND_MESSAGE",
+    "KIND_PRESENCE",
     "KIND_RPC",
     "MSGPACK",
     "OCTET",
@@ -43,6 +44,9 @@ __all__ = [
 KIND_MESSAGE: Final = "message"
 KIND_RPC: Final = "rpc"
 KIND_CONTROL: Final = "control"
+# An agent's presence announcement on munggoggo.fanout (core/presence.py): never a
+# behaviour's message.
+KIND_PRESENCE: Final = "presence"
 
 # Content types of the wire contract.
 JSON: Final = "application/json"

@@ -83,6 +83,7 @@ PUBLIC_MODULES = (
     "munggoggo.behaviour_lifecycle",
     "munggoggo.behaviour_kinds",
     "munggoggo.mermaid",
+    "munggoggo.presence",
     "munggoggo.metrics",
     "munggoggo.otel",
     "munggoggo.amqp",
