@@ -9,12 +9,8 @@ the `munggoggo` logger, when the first agent starts. Both sets stay importable b
 import importlib
 import logging
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-# The twins first: they are what mypy types these names as (the compiled modules have no
-# stubs), and what runs unless both compiled modules import.
-from . import _confirms_py as _confirms_impl
-from . import _frames_py as _frames_impl
 from ._errors import MunggoggoError
 
 NO_EXTENSIONS = bool(os.environ.get("MUNGGOGGO_NO_EXTENSIONS"))
@@ -34,13 +30,22 @@ def _compiled(name: str) -> Any:
         return None
 
 
-if not NO_EXTENSIONS:
-    # Each tried on its own, so the notice names every one that is missing. All or nothing:
-    # one compiled and one not would be a mix that no test runs.
-    _confirms_compiled, _frames_compiled = _compiled("_confirms"), _compiled("_frames")
-    if not IMPORT_ERRORS:
-        _confirms_impl = _confirms_compiled
-        _frames_impl = _frames_compiled
+if TYPE_CHECKING:
+    # The compiled modules' stubs (_frames.pyi, _confirms.pyi) type both twins.
+    from . import _confirms as _confirms_impl
+    from . import _frames as _frames_impl
+else:
+    # The twins first: what runs unless both compiled modules import.
+    from . import _confirms_py as _confirms_impl
+    from . import _frames_py as _frames_impl
+
+    if not NO_EXTENSIONS:
+        # Each tried on its own, so the notice names every one that is missing. All or
+        # nothing: one compiled and one not would be a mix that no test runs.
+        _confirms_compiled, _frames_compiled = _compiled("_confirms"), _compiled("_frames")
+        if not IMPORT_ERRORS:
+            _confirms_impl = _confirms_compiled
+            _frames_impl = _frames_compiled
 
 USING_EXTENSIONS = not NO_EXTENSIONS and not IMPORT_ERRORS
 

@@ -13,6 +13,7 @@ Standard library only; the compiled twin (`_confirms.pyx`) keeps the same names.
 
 from bisect import bisect_right
 from collections import deque
+from typing import Any
 
 
 class ConfirmTracker:
@@ -25,12 +26,12 @@ class ConfirmTracker:
 
     __slots__ = ("_entries", "_next_seq", "_next_tag")
 
-    def __init__(self):
-        self._entries = deque()
+    def __init__(self) -> None:
+        self._entries: deque[list[Any]] = deque()  # [tag, seq, data, settled]
         self._next_seq = 1
         self._next_tag = 1
 
-    def add(self, data):
+    def add(self, data: bytes) -> int:
         """Record one publish; returns its logical sequence number."""
         seq = self._next_seq
         self._next_seq = seq + 1
@@ -39,27 +40,28 @@ class ConfirmTracker:
         return seq
 
     @property
-    def last_seq(self):
+    def last_seq(self) -> int:
         """The sequence number of the newest publish (0 before the first)."""
         return self._next_seq - 1
 
     @property
-    def confirmed_through(self):
+    def confirmed_through(self) -> int:
         """Every publish with seq <= this is settled (acked or nacked)."""
         if self._entries:
-            return self._entries[0][1] - 1
+            oldest_seq: int = self._entries[0][1]
+            return oldest_seq - 1
         return self._next_seq - 1
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._entries)
 
-    def settle(self, tag, multiple, nack):
+    def settle(self, tag: int, multiple: bool, nack: bool) -> list[tuple[int, bytes]]:
         """Apply one Basic.Ack/Nack from the broker.
 
         Returns the (seq, data) pairs that the broker nacked; empty for an ack.
         """
         entries = self._entries
-        failed = []
+        failed: list[tuple[int, bytes]] = []
         if not entries:
             return failed
         first = entries[0][0]
@@ -83,7 +85,7 @@ class ConfirmTracker:
             entries.popleft()
         return failed
 
-    def restart(self):
+    def restart(self) -> list[tuple[int, bytes]]:
         """The channel was reopened: renumber unsettled publishes from tag 1.
 
         Returns their (seq, data) pairs in order, for republishing.
@@ -97,7 +99,7 @@ class ConfirmTracker:
         self._next_tag = tag
         return pending
 
-    def fail_all(self):
+    def fail_all(self) -> list[tuple[int, bytes]]:
         """Give up on every unsettled publish; returns their (seq, data) pairs."""
         pending = [(e[1], e[2]) for e in self._entries if not e[3]]
         self._entries.clear()
@@ -136,18 +138,20 @@ class AckTracker:
         "_run_starts",
     )
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._acked_through = 0  # every tag <= this is settled
         self._highest = 0  # highest tag received
-        self._done_above = set()  # processed tags > _acked_through, not yet acked
-        self._forgotten = set()  # settled-elsewhere tags > _acked_through, not yet in runs
+        self._done_above: set[int] = set()  # processed tags > _acked_through, not yet acked
+        self._forgotten: set[int] = (
+            set()
+        )  # settled-elsewhere tags > _acked_through, not yet in runs
         # Runs of settled tags above a gap, sorted, disjoint and not adjacent:
         # tags _run_starts[i] .. _run_ends[i] are acked or forgotten. The first run starts
         # above _acked_through + 1 (that tag is the gap).
-        self._run_starts = []
-        self._run_ends = []
+        self._run_starts: list[int] = []
+        self._run_ends: list[int] = []
 
-    def received(self, tag):
+    def received(self, tag: int) -> None:
         """Note a delivered tag (only `outstanding` uses it).
 
         Args:
@@ -156,7 +160,7 @@ class AckTracker:
         if tag > self._highest:
             self._highest = tag
 
-    def done(self, tag):
+    def done(self, tag: int) -> None:
         """Mark one delivery processed: it is acked by the next `take()`/`take_singles()`.
 
         Args:
@@ -165,7 +169,7 @@ class AckTracker:
         if tag > self._acked_through:
             self._done_above.add(tag)
 
-    def forget(self, tag):
+    def forget(self, tag: int) -> None:
         """Mark one delivery settled another way (nacked or rejected on its own): it no
         longer blocks the prefix and is never acked.
 
@@ -175,7 +179,7 @@ class AckTracker:
         if tag > self._acked_through:
             self._forgotten.add(tag)
 
-    def take(self):
+    def take(self) -> int:
         """Advance over the contiguous settled prefix.
 
         Returns:
@@ -223,7 +227,7 @@ class AckTracker:
         self._acked_through = mark
         return ack
 
-    def take_singles(self):
+    def take_singles(self) -> list[int]:
         """The tags done above a gap, to ack one by one; call it after `take()`.
 
         They (and the forgotten tags above the gap) join the settled runs, so no later
@@ -253,7 +257,7 @@ class AckTracker:
             self._add_to_runs(tag)
         return singles
 
-    def _in_run(self, tag):
+    def _in_run(self, tag: int) -> bool:
         """Whether `tag` lies in a run of settled tags."""
         starts = self._run_starts
         if not starts or tag < starts[0]:
@@ -261,7 +265,7 @@ class AckTracker:
         i = bisect_right(starts, tag) - 1
         return tag <= self._run_ends[i]
 
-    def _add_to_runs(self, tag):
+    def _add_to_runs(self, tag: int) -> None:
         """Record `tag` as settled above the gap (tags come in ascending order)."""
         starts = self._run_starts
         ends = self._run_ends
@@ -288,14 +292,14 @@ class AckTracker:
             ends.insert(i + 1, tag)
 
     @property
-    def outstanding(self):
+    def outstanding(self) -> int:
         """Deliveries received but not yet settled."""
         settled_above = 0
         for start, end in zip(self._run_starts, self._run_ends, strict=True):
             settled_above += end - start + 1
         return self._highest - self._acked_through - settled_above
 
-    def reset(self):
+    def reset(self) -> None:
         """A new channel generation: tags start again from 1."""
         self._acked_through = 0
         self._highest = 0

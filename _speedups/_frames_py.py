@@ -8,7 +8,11 @@ Written to be Cython-friendly: the compiled twin (`_frames.pyx`) keeps the same 
 behaviour, and tests hold both to identical output. Standard library only.
 """
 
+from __future__ import annotations
+
 import struct
+from collections.abc import Mapping
+from typing import Any, NoReturn, Self
 
 from ._errors import MunggoggoError
 
@@ -82,7 +86,7 @@ class PropertiesTooLarge(MunggoggoError, ValueError):
         frame_max: the connection's negotiated frame_max.
     """
 
-    def __init__(self, size, frame_max):
+    def __init__(self, size: int, frame_max: int) -> None:
         self.size = size
         self.frame_max = frame_max
         super().__init__(
@@ -90,12 +94,12 @@ class PropertiesTooLarge(MunggoggoError, ValueError):
             f"bytes, more than the negotiated frame_max of {frame_max} bytes"
         )
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[PropertiesTooLarge], tuple[int, int]]:
         # Exception pickles its message alone; rebuild from the sizes instead.
         return (type(self), (self.size, self.frame_max))
 
 
-def check_header_fits(properties_len, frame_max):
+def check_header_fits(properties_len: int, frame_max: int) -> None:
     """Raise PropertiesTooLarge when `properties_len` encoded property bytes do not fit
     one content header frame of `frame_max` bytes (0 means no limit)."""
     if frame_max and properties_len + CONTENT_HEADER_OVERHEAD > frame_max:
@@ -143,21 +147,21 @@ class Properties:
     def __init__(
         self,
         *,
-        content_type=None,
-        content_encoding=None,
-        headers=None,
-        delivery_mode=None,
-        priority=None,
-        correlation_id=None,
-        reply_to=None,
-        expiration=None,
-        message_id=None,
-        timestamp=None,
-        type=None,
-        user_id=None,
-        app_id=None,
-        cluster_id=None,
-    ):
+        content_type: str | None = None,
+        content_encoding: str | None = None,
+        headers: dict[str, Any] | None = None,
+        delivery_mode: int | None = None,
+        priority: int | None = None,
+        correlation_id: str | None = None,
+        reply_to: str | None = None,
+        expiration: str | None = None,
+        message_id: str | None = None,
+        timestamp: int | None = None,
+        type: str | None = None,
+        user_id: str | None = None,
+        app_id: str | None = None,
+        cluster_id: str | None = None,
+    ) -> None:
         self.content_type = content_type
         self.content_encoding = content_encoding
         self.headers = headers
@@ -173,12 +177,12 @@ class Properties:
         self.app_id = app_id
         self.cluster_id = cluster_id
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         if not isinstance(other, Properties):
             return NotImplemented
         return all(getattr(self, n) == getattr(other, n) for n in PROPERTY_NAMES)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         fields = ", ".join(
             f"{n}={getattr(self, n)!r}" for n in PROPERTY_NAMES if getattr(self, n) is not None
         )
@@ -217,7 +221,7 @@ class Delivery:
         "routing_key",
     )
 
-    def __init__(self, channel, kind):
+    def __init__(self, channel: int, kind: int) -> None:
         self.channel = channel
         self.kind = kind
         self.consumer_tag = ""
@@ -225,15 +229,16 @@ class Delivery:
         self.redelivered = False
         self.exchange = ""
         self.routing_key = ""
-        self.properties = None
-        self.properties_error = None
-        self.properties_raw = None
+        # Set by the content header, before the delivery is handed out.
+        self.properties: Properties = None  # type: ignore[assignment]
+        self.properties_error: str | None = None
+        self.properties_raw: bytes | None = None
         self.body = b""
         self.reply_code = 0
         self.reply_text = ""
         self.message_count = 0
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (
             f"Delivery(channel={self.channel}, kind={self.kind}, tag={self.delivery_tag}, "
             f"exchange={self.exchange!r}, routing_key={self.routing_key!r}, "
@@ -244,7 +249,7 @@ class Delivery:
 # --------------------------------------------------------------------------- decoding
 
 
-def _shortstr(data, pos):
+def _shortstr(data: bytes, pos: int) -> tuple[str, int]:
     if pos >= len(data):
         raise FrameError("short string runs past the end of its frame")
     n = data[pos]
@@ -254,7 +259,7 @@ def _shortstr(data, pos):
     return data[pos + 1 : end].decode("utf-8", "surrogateescape"), end
 
 
-def _bounded_shortstr(data, pos, end):
+def _bounded_shortstr(data: bytes, pos: int, end: int) -> tuple[str, int]:
     """A short string that must end by `end` (the end of its frame)."""
     if pos >= end or pos + 1 + data[pos] > end:
         raise FrameError("short string runs past the end of its frame")
@@ -262,7 +267,7 @@ def _bounded_shortstr(data, pos, end):
     return data[pos + 1 : stop].decode("utf-8", "surrogateescape"), stop
 
 
-def _longstr(data, pos):
+def _longstr(data: bytes, pos: int) -> tuple[bytes, int]:
     (n,) = _U32.unpack_from(data, pos)
     end = pos + 4 + n
     if end > len(data):
@@ -270,7 +275,7 @@ def _longstr(data, pos):
     return data[pos + 4 : end], end
 
 
-def _field_value(data, pos, depth):
+def _field_value(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
     kind = data[pos]
     pos += 1
     if kind == 0x53:  # S long string
@@ -329,11 +334,11 @@ def _field_value(data, pos, depth):
     raise FrameError(f"unknown field table value type {kind!r}")
 
 
-def _too_deep():
+def _too_deep() -> str:
     return f"field tables or arrays nested deeper than {MAX_TABLE_DEPTH} levels"
 
 
-def _table(data, pos, depth=0):
+def _table(data: bytes, pos: int, depth: int = 0) -> tuple[dict[str, Any], int]:
     """Decode the field table at `pos`; `depth` counts the tables and arrays around it."""
     if depth > MAX_TABLE_DEPTH:
         raise FrameError(_too_deep())
@@ -351,7 +356,7 @@ def _table(data, pos, depth=0):
     return table, pos
 
 
-def decode_table(data):
+def decode_table(data: bytes) -> dict[str, Any]:
     """Decode a complete encoded field table (length prefix included) into a dict."""
     try:
         table, _ = _table(data, 0)
@@ -360,7 +365,7 @@ def decode_table(data):
     return table
 
 
-def _decode_properties(data, pos, flags):
+def _decode_properties(data: bytes, pos: int, flags: int) -> tuple[Properties, int]:
     props = Properties()
     if flags & 0x8000:
         props.content_type, pos = _shortstr(data, pos)
@@ -405,7 +410,7 @@ def _decode_properties(data, pos, flags):
     return props, pos
 
 
-def decode_properties(payload):
+def decode_properties(payload: bytes) -> tuple[int, Properties]:
     """Decode a content-header payload (class, weight, size, flags, properties).
 
     Returns (body_size, Properties).
@@ -428,6 +433,9 @@ def decode_properties(payload):
 
 # --------------------------------------------------------------------------- reader
 
+# What FrameReader.feed returns: a Delivery, or a (R_..., channel, ...) tuple.
+_Record = Delivery | tuple[Any, ...]
+
 
 class FrameReader:
     """Turns a byte stream into records, keeping partial frames and content between calls.
@@ -440,25 +448,26 @@ class FrameReader:
         class and method ids; the protocol layer decodes these rare ones with pamqp).
     """
 
-    def __init__(self, frame_max=131072):
+    def __init__(self, frame_max: int = 131072) -> None:
         self.frame_max = frame_max
         self._buf = b""
-        self._partial = {}  # channel -> [Delivery, body_size or -1, chunks, received]
+        # channel -> [Delivery, body_size or -1, chunks, received]
+        self._partial: dict[int, list[Any]] = {}
 
-    def pending_content(self):
+    def pending_content(self) -> list[int]:
         """Channels with a delivery still waiting for its header or body frames."""
         return sorted(self._partial)
 
-    def discard_channel(self, channel):
+    def discard_channel(self, channel: int) -> None:
         """Forget partial content of a channel that was closed."""
         self._partial.pop(channel, None)
 
-    def feed(self, data):
+    def feed(self, data: bytes) -> list[_Record]:
         if self._buf:
             data = self._buf + data
         n = len(data)
         pos = 0
-        out = []
+        out: list[_Record] = []
         frame_limit = self.frame_max
         try:
             while n - pos >= 7:
@@ -500,7 +509,7 @@ class FrameReader:
         self._buf = data[pos:]
         return out
 
-    def _method(self, data, start, end, channel, out):
+    def _method(self, data: bytes, start: int, end: int, channel: int, out: list[_Record]) -> None:
         # Every field is read within [start, end): a short string may not run into the
         # next frame. The checks and messages match the compiled twin's one for one.
         if end - start < 4:
@@ -556,15 +565,15 @@ class FrameReader:
         out.append((R_METHOD, channel, data[start:end]))
 
     @staticmethod
-    def _check_end(pos, end, name):
+    def _check_end(pos: int, end: int, name: str) -> None:
         if pos != end:
             raise FrameError(f"{name} frame length does not match its fields")
 
-    def _expect_no_content(self, channel):
+    def _expect_no_content(self, channel: int) -> None:
         if channel in self._partial:
             raise FrameError(f"channel {channel}: new content method before the last one completed")
 
-    def _header(self, payload, channel, out):
+    def _header(self, payload: bytes, channel: int, out: list[_Record]) -> None:
         state = self._partial.get(channel)
         if state is None or state[1] != -1:
             raise FrameError(f"channel {channel}: unexpected content header frame")
@@ -591,7 +600,7 @@ class FrameReader:
         else:
             state[1] = body_size
 
-    def _body(self, payload, channel, out):
+    def _body(self, payload: bytes, channel: int, out: list[_Record]) -> None:
         state = self._partial.get(channel)
         if state is None or state[1] == -1:
             raise FrameError(f"channel {channel}: unexpected content body frame")
@@ -617,14 +626,14 @@ class FrameReader:
 # --------------------------------------------------------------------------- encoding
 
 
-def _enc_shortstr(value):
+def _enc_shortstr(value: str | bytes) -> bytes:
     raw = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else bytes(value)
     if len(raw) > 255:
         raise ValueError(f"short string longer than 255 bytes: {raw[:40]!r}...")
     return _U8.pack(len(raw)) + raw
 
 
-def _enc_field_value(value, depth):
+def _enc_field_value(value: Any, depth: int) -> bytes:
     if value is None:
         return b"V"
     if value is True or value is False:
@@ -653,7 +662,7 @@ def _enc_field_value(value, depth):
     raise ValueError(f"cannot encode {type(value).__name__} in an AMQP field table")
 
 
-class EncodedTable(dict):
+class EncodedTable(dict[str, Any]):
     """A header table that travels as `wire`, its exact encoding (length prefix included),
     while it reads as the dict of its decoded values.
 
@@ -665,31 +674,31 @@ class EncodedTable(dict):
 
     __slots__ = ("wire",)
 
-    def __init__(self, values, wire):
+    def __init__(self, values: Mapping[str, Any], wire: bytes) -> None:
         dict.__init__(self, values)
         self.wire = bytes(wire)
 
-    def _read_only(self, *args, **kwargs):
+    def _read_only(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise TypeError("an EncodedTable is read-only: its wire form would not change")
 
     __setitem__ = __delitem__ = _read_only
     clear = pop = popitem = setdefault = update = _read_only
     __ior__ = _read_only
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"EncodedTable({dict.__repr__(self)})"
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[EncodedTable], tuple[dict[str, Any], bytes]]:
         return (EncodedTable, (dict(self), self.wire))
 
-    def __copy__(self):
+    def __copy__(self) -> Self:
         return self  # read-only: a copy would be the same
 
-    def __deepcopy__(self, memo):
+    def __deepcopy__(self, memo: dict[int, Any]) -> Self:
         return self
 
 
-def encode_table(table):
+def encode_table(table: Mapping[str, Any]) -> bytes:
     """Encode a dict as an AMQP field table, length prefix included.
 
     An EncodedTable is sent as its `wire` bytes, unchanged.
@@ -702,7 +711,7 @@ def encode_table(table):
     return _enc_table(table, 0)
 
 
-def _enc_table(table, depth):
+def _enc_table(table: Mapping[str, Any], depth: int) -> bytes:
     if depth > MAX_TABLE_DEPTH:
         raise ValueError(_too_deep())
     if not table:
@@ -715,7 +724,7 @@ def _enc_table(table, depth):
     return _U32.pack(len(raw)) + raw
 
 
-def encode_properties(props):
+def encode_properties(props: Properties | None) -> bytes:
     """Encode Properties as property flags followed by the present fields.
 
     Raises ValueError for values the wire cannot carry (priority > 255, a negative
@@ -729,7 +738,7 @@ def encode_properties(props):
         raise ValueError(f"property out of range for AMQP: {exc}") from None
 
 
-def _encode_properties(props):
+def _encode_properties(props: Properties) -> bytes:
     flags = 0
     parts = [b""]
     if props.content_type is not None:
@@ -778,7 +787,9 @@ def _encode_properties(props):
     return b"".join(parts)
 
 
-def publish_method_frame(channel, exchange, routing_key, mandatory=False):
+def publish_method_frame(
+    channel: int, exchange: str, routing_key: str, mandatory: bool = False
+) -> bytes:
     """A complete Basic.Publish method frame; callers cache it per (exchange, routing key)."""
     payload = (
         b"\x00\x3c\x00\x28\x00\x00"  # class 60, method 40, reserved ticket
@@ -789,7 +800,9 @@ def publish_method_frame(channel, exchange, routing_key, mandatory=False):
     return _FRAME_HEAD.pack(FRAME_METHOD, channel, len(payload)) + payload + b"\xce"
 
 
-def pack_publish(method_frame, channel, properties, body, frame_max):
+def pack_publish(
+    method_frame: bytes, channel: int, properties: bytes, body: bytes, frame_max: int
+) -> bytes:
     """Frames of one publish: the cached method frame, a content header, body frames.
 
     `properties` is the output of encode_properties (flags included); bodies larger
@@ -800,7 +813,7 @@ def pack_publish(method_frame, channel, properties, body, frame_max):
         check_header_fits(len(properties), frame_max)
     size = len(body)
     header_len = 12 + len(properties)
-    parts = [
+    parts: list[bytes | memoryview] = [
         method_frame,
         _FRAME_HEAD.pack(FRAME_HEADER, channel, header_len),
         b"\x00\x3c\x00\x00",
@@ -824,7 +837,9 @@ def pack_publish(method_frame, channel, properties, body, frame_max):
     return b"".join(parts)
 
 
-def pack_ack(channel, delivery_tag, multiple, nack=False, requeue=True):
+def pack_ack(
+    channel: int, delivery_tag: int, multiple: bool, nack: bool = False, requeue: bool = True
+) -> bytes:
     """A Basic.Ack (or Basic.Nack) method frame from the client."""
     if nack:
         bits = (1 if multiple else 0) | (2 if requeue else 0)

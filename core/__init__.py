@@ -32,16 +32,19 @@ if TYPE_CHECKING:
         PreconditionFailed,
         ResourceLocked,
     )
-    from .behaviour import Behaviour, OneShotBehaviour, PeriodicBehaviour, RestartPolicy
+    from .behaviour import Behaviour, RestartPolicy
+    from .behaviour_kinds import OneShotBehaviour, PeriodicBehaviour
     from .config import AgentConfig
     from .durable import QueueMismatch
     from .engine import DrainTimeout, PublishError, PublishNacked
     from .envelope import DecodeError, EncodeError
     from .extras import MissingExtra
+    from .fsm import FSMBehaviour, State
     from .message import Message
     from .rpc import AgentUnreachable, RpcError, RpcTimeout, expose
     from .runner import AgentStoppedByItself, run, serve
     from .template import Template
+    from .timed import TimeoutBehaviour
     from .url import URLError
     from .worker import Worker
 
@@ -63,13 +66,14 @@ _LAZY: dict[str, tuple[str, str]] = {
     "DecodeError": (".envelope", "DecodeError"),
     "DrainTimeout": (".engine", "DrainTimeout"),
     "EncodeError": (".envelope", "EncodeError"),
+    "FSMBehaviour": (".fsm", "FSMBehaviour"),
     "IdentityInUse": (".agent", "IdentityInUse"),
     "Message": (".message", "Message"),
     "MissingExtra": (".extras", "MissingExtra"),
     "MunggoggoError": ("._speedups", "MunggoggoError"),
     "NotFound": (".amqp.errors", "NotFound"),
-    "OneShotBehaviour": (".behaviour", "OneShotBehaviour"),
-    "PeriodicBehaviour": (".behaviour", "PeriodicBehaviour"),
+    "OneShotBehaviour": (".behaviour_kinds", "OneShotBehaviour"),
+    "PeriodicBehaviour": (".behaviour_kinds", "PeriodicBehaviour"),
     "PreconditionFailed": (".amqp.errors", "PreconditionFailed"),
     "PropertiesTooLarge": ("._speedups", "PropertiesTooLarge"),
     "PublishError": (".engine", "PublishError"),
@@ -79,7 +83,9 @@ _LAZY: dict[str, tuple[str, str]] = {
     "RestartPolicy": (".behaviour", "RestartPolicy"),
     "RpcError": (".rpc", "RpcError"),
     "RpcTimeout": (".rpc", "RpcTimeout"),
+    "State": (".fsm", "State"),
     "Template": (".template", "Template"),
+    "TimeoutBehaviour": (".timed", "TimeoutBehaviour"),
     "URLError": (".url", "URLError"),
     "Worker": (".worker", "Worker"),
     "expose": (".rpc", "expose"),
@@ -103,6 +109,7 @@ __all__ = [
     "DecodeError",
     "DrainTimeout",
     "EncodeError",
+    "FSMBehaviour",
     "IdentityInUse",
     "Message",
     "MissingExtra",
@@ -119,7 +126,9 @@ __all__ = [
     "RestartPolicy",
     "RpcError",
     "RpcTimeout",
+    "State",
     "Template",
+    "TimeoutBehaviour",
     "URLError",
     "Worker",
     "__version__",

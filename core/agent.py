@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import Any, Self, TypeVar
 
 from ._speedups import log_speedups_notice
 from .agent_base import CREATED, RUNNING, STARTING, STOPPED, STOPPING, AgentBase
@@ -37,8 +37,10 @@ from .engine import ChannelProtocol, ConnectionProtocol, PublishError
 from .handoff import Handoff
 from .inbox import InboxRouter
 from .lifecycle import abort_start, undo_behaviour_start
+from .mermaid import agent_diagram
 from .message import Message
 from .metrics import COLLECTOR
+from .presence import Presence
 from .publishing import Publisher, PublishSurface
 from .rpc import UNAVAILABLE, AgentUnreachable, RpcError, RpcTimeout, expose
 from .rpc_client import RpcClient
@@ -95,6 +97,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("munggoggo.agent")
+
+BehaviourT = TypeVar("BehaviourT", bound="Behaviour[Any]")
 
 
 class IdentityInUse(AMQPError):
@@ -168,6 +172,7 @@ class Agent(
     RpcServer,
     RpcClient,
     InboxRouter,
+    Presence,
     Handoff,
     Consumers,
     Publisher,
@@ -177,7 +182,8 @@ class Agent(
 
     `Agent(identity=None, *, url=None, config=None)`: see `AgentBase` (core/agent_base.py)
     for the arguments. Messaging: `publish`, `send`, `broadcast`, `flush`; RPC: `call`,
-    `call_params`, `peers`; the control plane's exposed methods (`ping`, `status`, ...).
+    `call_params`, `peers`; the control plane's exposed methods (`ping`, `status`, ...);
+    presence: `on_presence` (core/presence.py).
     """
 
     # -- hooks ---------------------------------------------------------------------
@@ -190,11 +196,28 @@ class Agent(
 
     # -- lifecycle ---------------------------------------------------------------
 
-    async def __aenter__(self) -> Agent:
+    async def __aenter__(self) -> Self:
+        """Start the agent for an `async with` block (see `start`).
+
+        Returns:
+            The agent itself, typed as its own class: `async with Calculator() as calc`
+            gives a `Calculator`.
+
+        Raises:
+            RuntimeError: the agent was started before (agents start once).
+            IdentityInUse: another running agent holds this identity.
+            AMQPError: the broker refused the connection or a declaration.
+        """
         await self.start()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        """Stop the agent at the end of the `async with` block, however it ends (see `stop`).
+
+        Args:
+            *exc_info: the exception type, value and traceback the block raised (or three
+                Nones); it is not suppressed.
+        """
         await self.stop()
 
     async def start(self) -> None:
@@ -226,8 +249,11 @@ class Agent(
             for behaviour in list(self.behaviours.values()):
                 await self._start_behaviour(behaviour)
             self.release_held()
+            self._announce_started()  # last: it runs, with its behaviours
         except BaseException:
             self.state = STOPPED
+            if self.presence is not None:
+                self.presence.cancel()
             await abort_start(self)
             raise
         log.info(
@@ -288,6 +314,7 @@ class Agent(
             return
         self.state = STOPPING
         grace = self.config.drain_timeout
+        await self._announce_stopped()  # first: the others stop sending to it
         await self._restorer.cancel_all(grace)
         for channel, tag in list(self._consumers.values()):
             try:
@@ -357,7 +384,7 @@ class Agent(
 
     # -- behaviours ------------------------------------------------------------------
 
-    async def add_behaviour(self, behaviour: Behaviour) -> Behaviour:
+    async def add_behaviour(self, behaviour: BehaviourT) -> BehaviourT:
         """Add a behaviour: in setup() it starts with the others once setup() returns; on a
         running agent it starts now, and is added once its queue is declared and bound and
         its consumer set up; this returns once its setup() ran. One that could not start is
@@ -368,7 +395,7 @@ class Agent(
             behaviour: a behaviour of this agent, its short name not taken.
 
         Returns:
-            The behaviour.
+            The behaviour (typed as given).
 
         Raises:
             ValueError: the agent already has (or is adding) a behaviour of that name.
@@ -393,7 +420,7 @@ class Agent(
 
     add_runtime_dependency = add_behaviour  # the seed's spelling
 
-    async def _start_behaviour(self, behaviour: Behaviour) -> None:
+    async def _start_behaviour(self, behaviour: Behaviour[Any]) -> None:
         """Consume its queue (if it subscribes and does not yet), then start its loop and
         wait for its setup().
         """
@@ -405,7 +432,7 @@ class Agent(
         behaviour.start()
         await behaviour.wait_set_up()
 
-    def behaviour(self, name: str) -> Behaviour:
+    def behaviour(self, name: str) -> Behaviour[Any]:
         """The behaviour of that short name.
 
         Args:
@@ -421,6 +448,15 @@ class Agent(
             return self.behaviours[name]
         except KeyError:
             raise KeyError(f"agent {self.identity!r} has no behaviour {name!r}") from None
+
+    def to_mermaid(self) -> str:
+        """A Mermaid flowchart of the agent: its behaviours (kind and state), the topics
+        they subscribe to, and each FSM's states and transitions.
+
+        Returns:
+            The diagram's source (core/mermaid.py).
+        """
+        return agent_diagram(self)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.identity!r} {self.state}>"

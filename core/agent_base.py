@@ -72,7 +72,7 @@ class AgentBase:
         self.urls = parse_urls(url)  # several: failover, tried in order (README)
         self.config = agent_config(config)
         self.state = CREATED
-        self.behaviours: dict[str, Behaviour] = {}
+        self.behaviours: dict[str, Behaviour[Any]] = {}
         self.trace = TraceStore(self.config.trace_size)
         # Whether messages in and out are recorded in `trace` (read on every message).
         self.records_traces = self.config.trace_size > 0
@@ -100,7 +100,7 @@ class AgentBase:
         self._consumers: dict[str, tuple[ChannelProtocol, str]] = {}
         self._behaviour_channels: dict[str, ChannelProtocol] = {}
         self._setting_up = False
-        self._adding: dict[str, Behaviour] = {}  # behaviours add_behaviour is starting
+        self._adding: dict[str, Behaviour[Any]] = {}  # behaviours add_behaviour is starting
         self._pending_calls: dict[str, asyncio.Future[bytes]] = {}
         self._call_targets: dict[str, str] = {}  # call id -> the agent called
         self._reachability = Reachability(self._pending_calls, self._call_targets)
@@ -152,9 +152,9 @@ class AgentBase:
 
         def _identity_taken(self) -> None: ...  # core/agent.py
 
-        async def _start_behaviour(self, behaviour: Behaviour) -> None: ...  # core/agent.py
+        async def _start_behaviour(self, behaviour: Behaviour[Any]) -> None: ...  # core/agent.py
 
-        async def release_consumer(self, behaviour: Behaviour) -> None:  # consumers.py
+        async def release_consumer(self, behaviour: Behaviour[Any]) -> None:  # consumers.py
             """Declared for the roles; defined in core/consumers.py."""
 
         def _on_inbox(self, batch: list[Any]) -> None: ...  # inbox.py
@@ -162,6 +162,8 @@ class AgentBase:
         def _take_reply(self, call_id: str, delivery: Any) -> None: ...  # rpc_client.py
 
         def _serve_rpc(self, msg: Message) -> None: ...  # rpc_server.py
+
+        def _receive_presence(self, msg: Message) -> None: ...  # presence.py
 
         def reject_failed(  # handoff.py
             self, msg: Message, exc: BaseException, behaviour: str = ""

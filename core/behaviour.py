@@ -17,18 +17,31 @@ import math
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic
 
 from . import tracing
 from .amqp.errors import AMQPError
+from .behaviour_lifecycle import BehaviourLifecycle, RunEnd
 from .message import Message
 from .metrics import FastHistogram
 from .publishing import PublishSurface
 from .tracing import TRACEPARENT, adopt
 
 if TYPE_CHECKING:
+    # PEP 696 default: a bare `Behaviour` means `Behaviour[Agent]` (so a subclass that
+    # does not name its agent class still passes `--strict`). typing.TypeVar takes a
+    # default from Python 3.13 on; type checkers read typing_extensions' stubs, and at
+    # run time the default changes nothing, so the package needs no typing_extensions.
+    from typing_extensions import TypeVar
+
     from .agent import Agent
     from .template import Template
+
+    AgentT = TypeVar("AgentT", bound="Agent", default="Agent")
+else:
+    from typing import TypeVar
+
+    AgentT = TypeVar("AgentT", bound="Agent")
 
 log = logging.getLogger("munggoggo.behaviour")
 
@@ -69,16 +82,25 @@ class RestartPolicy:
         Returns:
             Seconds: `initial` doubled per failure after the first, at most `maximum`.
         """
-        return min(self.maximum, self.initial * 2 ** max(0, consecutive_failures - 1))
+        return min(self.maximum, self.initial * 2.0 ** max(0, consecutive_failures - 1))
 
 
-class Behaviour(PublishSurface):
+class Behaviour(BehaviourLifecycle, PublishSurface, Generic[AgentT]):
     """A cyclic behaviour: `run()` is called again and again until the behaviour stops.
+
+    Generic over the class of its agent: in `class Pinger(Behaviour[PingAgent])`,
+    `self.agent` is a `PingAgent` to a type checker, with its own attributes and methods;
+    a bare `Behaviour` is `Behaviour[Agent]`. The subscription is for type checkers only:
+    at run time a `Behaviour[PingAgent]` is a plain `Behaviour` (nothing is checked).
 
     `binding_keys` subscribe it to topics on `munggoggo.topic` (its own queue
     `<identity>.<short_name>`); `template` routes matching direct messages to it. With
     `queue` the subscription uses that queue instead, shared by every behaviour (of any
     agent) that names it: competing consumers, each message handled by one of them.
+
+    Attributes:
+        agent: the agent that hosts it (typed as the class the behaviour is
+            parameterized with).
 
     Args:
         agent: the agent that hosts it.
@@ -98,9 +120,11 @@ class Behaviour(PublishSurface):
     # the next one, so a polling loop does not spin a core; False turns that off.
     pace_idle_steps = True
 
+    agent: AgentT
+
     def __init__(
         self,
-        agent: Agent,
+        agent: AgentT,
         *,
         binding_keys: list[str] | None = None,
         template: Template | Any = None,
@@ -155,6 +179,7 @@ class Behaviour(PublishSurface):
         self._idle_wait = 0.0
         self._idle_remaining = 0.0
         self._set_up: asyncio.Event | None = None  # set once setup() has run
+        self._run_end = RunEnd()  # how the current run ends (core/behaviour_lifecycle.py)
 
     @property
     def name(self) -> str:
@@ -298,6 +323,7 @@ class Behaviour(PublishSurface):
             "steps": self.steps,
             "failures": self.failures,
             "last_error": self.last_error,
+            **self._lifecycle_info(),
         }
 
     kind = "cyclic"
@@ -309,8 +335,10 @@ class Behaviour(PublishSurface):
         self._stop = False
         self.state = RUNNING
         self._set_up = asyncio.Event()
-        self._task = self.agent.loop.create_task(self._main(), name=self.name)
+        self._begin_run()
+        self._task = self.agent.loop.create_task(self._live(), name=self.name)
         self._task.add_done_callback(self._task_ended)
+        self._task.add_done_callback(self._task_done)
 
     def _task_ended(self, task: asyncio.Task[None]) -> None:
         """However the task ended (its setup raised what no handler catches, it was
@@ -454,7 +482,7 @@ class Behaviour(PublishSurface):
         done) gives up its consumer; either way it hands back its mailbox at once, for a
         competing consumer or (direct messages) the agent's inbox.
         """
-        if not self._stop:
+        if not self._stop or self._ends_itself():
             await self._release_consumer()
         self._return_mailbox()
 
@@ -556,68 +584,3 @@ class Behaviour(PublishSurface):
 def _wake_future(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
-
-
-class OneShotBehaviour(Behaviour):
-    """Runs `run()` once, then is done."""
-
-    kind = "one-shot"
-
-    async def _loop(self) -> None:
-        while not self._stop:
-            await self._step()
-            if self.failures == 0 or self.state == FAILED:
-                break
-        if self.state == RUNNING:
-            self.state = DONE
-
-
-class PeriodicBehaviour(Behaviour):
-    """Runs `run()` every `period` seconds, first at `start_at` (epoch seconds) if given.
-
-    A step that overruns its period skips the missed slots instead of running in a burst.
-
-    Args:
-        agent: the agent that hosts it.
-        period: seconds between the starts of two steps.
-        start_at: when the first step runs, in epoch seconds (None: at once).
-        **kwargs: the arguments of `Behaviour` (`binding_keys`, `template`, `name`, ...).
-
-    Raises:
-        ValueError: a period that is not positive, or an invalid `Behaviour` argument.
-    """
-
-    kind = "periodic"
-
-    def __init__(
-        self, agent: Agent, period: float, *, start_at: float | None = None, **kwargs: Any
-    ) -> None:
-        super().__init__(agent, **kwargs)
-        if period <= 0:
-            raise ValueError("period must be positive")
-        self.period = period
-        self.start_at = start_at
-
-    async def _loop(self) -> None:
-        if self.start_at is not None:
-            await self._sleep(self.start_at - time.time())
-        loop = self.agent.loop
-        next_run = loop.time()
-        while not self._stop:
-            if not await self._step():
-                return
-            next_run += self.period
-            now = loop.time()
-            if next_run < now:  # a step overran: skip the missed slots instead of bursting
-                next_run = now + self.period - (now - next_run) % self.period
-            await self._sleep(next_run - now)
-
-    def describe(self) -> dict[str, Any]:
-        """What `Behaviour.describe` reports, and its period.
-
-        Returns:
-            The description, with `period` in seconds.
-        """
-        info = super().describe()
-        info["period"] = self.period
-        return info

@@ -264,7 +264,8 @@ class Channel(ChannelTopology, ChannelAcks, ChannelRecovery):
 
     async def get(self, queue: str, *, no_ack: bool = False) -> Delivery | None:
         """Basic.Get: one message or None when the queue is empty."""
-        return await self._rpc(commands.Basic.Get(queue=queue, no_ack=no_ack))
+        delivery: Delivery | None = await self._rpc(commands.Basic.Get(queue=queue, no_ack=no_ack))
+        return delivery
 
     # ------------------------------------------------------------------ publishing
 
@@ -292,7 +293,7 @@ class Channel(ChannelTopology, ChannelAcks, ChannelRecovery):
         """
         if properties is None:
             props = _EMPTY_PROPERTIES
-        elif type(properties) is bytes:
+        elif isinstance(properties, bytes):
             props = properties
         else:
             props = _speedups.encode_properties(properties)

@@ -163,7 +163,8 @@ class ChannelTopology:
 
     async def queue_purge(self, queue: str) -> int:
         reply = await self._rpc(commands.Queue.Purge(queue=queue))
-        return reply.message_count
+        purged: int = reply.message_count
+        return purged
 
     async def queue_delete(
         self, queue: str, *, if_unused: bool = False, if_empty: bool = False
@@ -172,4 +173,5 @@ class ChannelTopology:
             commands.Queue.Delete(queue=queue, if_unused=if_unused, if_empty=if_empty)
         )
         self.connection.topology.remove_queue(queue)
-        return reply.message_count
+        deleted: int = reply.message_count
+        return deleted

@@ -47,6 +47,9 @@ class AgentConfig:
         behaviour_queue_expires_ms: how long a behaviour queue outlives its last consumer.
         queue_type: "transient" (None and "classic" mean the same) or "quorum".
         metrics: time steps, RPCs and (sampled) confirms; counters are always kept.
+        presence: announce the agent's start and stop on `munggoggo.fanout`.
+        presence_interval: seconds between the agent's repeated announcements; an agent
+            silent for 3 of its intervals is reported stopped. None: start and stop only.
     """
 
     prefetch: int = 256
@@ -102,11 +105,24 @@ class AgentConfig:
     metrics: bool = True
     """Time steps, RPCs and (sampled) publisher confirms for the Prometheus histograms;
     counters are kept either way."""
+    presence: bool = True
+    """Announce the agent's start and stop (and that it still runs, every
+    `presence_interval`) on `munggoggo.fanout`, kind `presence` (docs/how-to/presence.md).
+    False: the agent only listens; its `on_presence` still hears the others."""
+    presence_interval: float | None = 30.0
+    """Seconds between the agent's repeated presence announcements. The others report it
+    stopped after 3 intervals of silence (sooner when its inbox is gone or unconsumed after
+    1.5). Each announcement reaches every agent: 100 agents at 30 s are ~330 deliveries a
+    second mesh-wide. None: it announces its start and stop only, and a crash of it goes
+    unnoticed."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "queue_type", normalize_queue_type(self.queue_type))
         # A list from a mapping (JSON, YAML) is as good as a tuple; frozen: set once here.
         object.__setattr__(self, "retry_delays", retry_delays(self.retry_delays))
+        interval = self.presence_interval
+        if interval is not None and not interval > 0:
+            raise ValueError(f"presence_interval must be > 0 seconds or None, got {interval!r}")
 
     @property
     def durable(self) -> bool:

@@ -85,7 +85,7 @@ class Consumers(AgentBase):
 
     # -- behaviour queues ------------------------------------------------------------
 
-    async def _consume_behaviour(self, behaviour: Behaviour) -> None:
+    async def _consume_behaviour(self, behaviour: Behaviour[Any]) -> None:
         """Declare the behaviour's queue, bind its keys, consume it."""
         sub = self._behaviour_channels.get(behaviour.short_name)
         if sub is None:
@@ -108,7 +108,7 @@ class Consumers(AgentBase):
         )
         self._consumers[behaviour.short_name] = (sub, tag)
 
-    def _prefetch_share(self, behaviour: Behaviour) -> int:
+    def _prefetch_share(self, behaviour: Behaviour[Any]) -> int:
         """This behaviour's part of the agent's prefetch budget (never above its own
         prefetch, never below 16). Consumers keep the share they started with.
         """
@@ -118,7 +118,7 @@ class Consumers(AgentBase):
         share = max(16, self.config.prefetch_budget // max(1, consuming))
         return min(behaviour.prefetch, share)
 
-    def _behaviour_consumer(self, behaviour: Behaviour, queue: str, sub: Any) -> Any:
+    def _behaviour_consumer(self, behaviour: Behaviour[Any], queue: str, sub: Any) -> Any:
         """The delivery callback of a behaviour's consumer: counts a batch, hands it to
         the behaviour's mailbox.
         """
@@ -146,7 +146,7 @@ class Consumers(AgentBase):
 
         return on_batch
 
-    def _on_behaviour_cancelled(self, behaviour: Behaviour, tag: str) -> None:
+    def _on_behaviour_cancelled(self, behaviour: Behaviour[Any], tag: str) -> None:
         """The broker cancelled a behaviour's consumer (its queue was deleted): declare,
         bind and consume again until it works.
         """
@@ -166,14 +166,14 @@ class Consumers(AgentBase):
             name, f"behaviour {name}", functools.partial(self._consume_behaviour_again, behaviour)
         )
 
-    async def _consume_behaviour_again(self, behaviour: Behaviour) -> bool:
+    async def _consume_behaviour_again(self, behaviour: Behaviour[Any]) -> bool:
         if self.state != RUNNING or not behaviour.is_running:
             return True
         await self._consume_behaviour(behaviour)
         log.info("agent %s: behaviour %s consumes again", self.identity, behaviour.short_name)
         return True
 
-    async def release_consumer(self, behaviour: Behaviour) -> None:
+    async def release_consumer(self, behaviour: Behaviour[Any]) -> None:
         """Stop consuming `behaviour`'s queue: what is ready there waits for the other
         consumers of the queue, or for the behaviour to start again. Nothing to do when it
         does not consume one.

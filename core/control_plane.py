@@ -126,7 +126,7 @@ class ControlPlane(AgentBase):
         await self._stop_behaviour(behaviour)
         return behaviour.describe()
 
-    async def _stop_behaviour(self, behaviour: Behaviour) -> None:
+    async def _stop_behaviour(self, behaviour: Behaviour[Any]) -> None:
         """Stop consuming its queue first, so new messages wait there (ready, not held in a
         mailbox) until it is started again.
         """
@@ -145,7 +145,7 @@ class ControlPlane(AgentBase):
         """
         return self.trace.last(limit)
 
-    def _behaviour_or_error(self, name: str) -> Behaviour:
+    def _behaviour_or_error(self, name: str) -> Behaviour[Any]:
         """The behaviour by short name, or by full name `<identity>.<short name>`."""
         behaviour = self.behaviours.get(name)
         if behaviour is None and name.startswith(self.identity + "."):

@@ -8,7 +8,8 @@ import asyncio
 import msgspec
 
 from .agent import Agent
-from .behaviour import Behaviour, PeriodicBehaviour
+from .behaviour import Behaviour
+from .behaviour_kinds import PeriodicBehaviour
 from .rpc import RpcError, expose
 
 

@@ -90,9 +90,10 @@ def queue_declaration(queue_type: str, expires_ms: int | None) -> tuple[bool, di
 
 
 async def declare_behaviour_queue(
-    channel: ChannelProtocol, queue: str, queue_type: str, expires_ms: int | None
+    channel: ChannelProtocol, queue: str, queue_type: str | None, expires_ms: int | None
 ) -> None:
-    """Declare a behaviour (or shared) queue for this mode.
+    """Declare a behaviour (or shared) queue for this mode (`queue_type` as
+    `AgentConfig.queue_type` takes it: None is transient).
 
     A queue an older version left non-durable (RabbitMQ 4.3 would not even let it be
     created) is replaced when it is empty and unused, which loses nothing; otherwise the
@@ -109,6 +110,7 @@ async def declare_behaviour_queue(
             consumers.
         PreconditionFailed: another refusal (an invalid argument).
     """
+    queue_type = normalize_queue_type(queue_type)
     durable, arguments = queue_declaration(queue_type, expires_ms)
     try:
         await channel.queue_declare(queue, durable=durable, arguments=arguments)
@@ -183,8 +185,9 @@ async def declare_inbox(channel: ChannelProtocol, identity: str, expires_ms: int
         await channel.queue_declare(identity, passive=True)
 
 
-async def declare_dead_letter_queue(channel: ChannelProtocol, queue_type: str) -> str:
-    """Declare `munggoggo.dead-letters` (durable) as this mode prefers, or as it already is.
+async def declare_dead_letter_queue(channel: ChannelProtocol, queue_type: str | None) -> str:
+    """Declare `munggoggo.dead-letters` (durable) as this mode prefers (`queue_type` as
+    `AgentConfig.queue_type` takes it: None is transient), or as it already is.
 
     The queue is shared by every agent of the mesh, so agents of both modes must accept the
     type the first one gave it: the preferred declaration is tried, and on a 406 about the
@@ -203,6 +206,7 @@ async def declare_dead_letter_queue(channel: ChannelProtocol, queue_type: str) -
         PreconditionFailed: the broker refused both declarations, or refused the first
             for another reason than the queue type.
     """
+    queue_type = normalize_queue_type(queue_type)
     other = TRANSIENT if queue_type == QUORUM else QUORUM
     for attempt in (queue_type, other):
         arguments = QUORUM_ARGUMENTS if attempt == QUORUM else None

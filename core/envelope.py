@@ -24,6 +24,7 @@ __all__ = [
     "JSON",
     "KIND_CONTROL",
     "KIND_MESSAGE",
+    "KIND_PRESENCE",
     "KIND_RPC",
     "MSGPACK",
     "OCTET",
@@ -43,6 +44,9 @@ __all__ = [
 KIND_MESSAGE: Final = "message"
 KIND_RPC: Final = "rpc"
 KIND_CONTROL: Final = "control"
+# An agent's presence announcement on munggoggo.fanout (core/presence.py): never a
+# behaviour's message.
+KIND_PRESENCE: Final = "presence"
 
 # Content types of the wire contract.
 JSON: Final = "application/json"
@@ -170,7 +174,9 @@ _CONTENT_TYPES: dict[str, tuple[str, str]] = {}
 _CONTENT_TYPES_MAX: Final = 256
 
 # (type, format) -> typed msgspec Decoder; msgspec compiles a decoder per type, so reuse it.
-_TYPED_DECODERS: dict[tuple[Any, str], msgspec.json.Decoder | msgspec.msgpack.Decoder] = {}
+_TYPED_DECODERS: dict[
+    tuple[Any, str], msgspec.json.Decoder[Any] | msgspec.msgpack.Decoder[Any]
+] = {}
 
 
 def _classify(content_type: str) -> tuple[str, str]:
@@ -266,7 +272,7 @@ def _encode_structured(
 
 def decoder_for(
     type: Any, content_type: str = JSON
-) -> msgspec.json.Decoder | msgspec.msgpack.Decoder:
+) -> msgspec.json.Decoder[Any] | msgspec.msgpack.Decoder[Any]:
     """The cached msgspec decoder that validates `content_type` bodies into `type`.
 
     Args:
@@ -286,7 +292,7 @@ def decoder_for(
     return _typed_decoder(type, fmt)
 
 
-def _typed_decoder(type: Any, fmt: str) -> msgspec.json.Decoder | msgspec.msgpack.Decoder:
+def _typed_decoder(type: Any, fmt: str) -> msgspec.json.Decoder[Any] | msgspec.msgpack.Decoder[Any]:
     key = (type, fmt)
     try:
         return _TYPED_DECODERS[key]
@@ -298,7 +304,7 @@ def _typed_decoder(type: Any, fmt: str) -> msgspec.json.Decoder | msgspec.msgpac
     return decoder
 
 
-def _new_decoder(type: Any, fmt: str) -> msgspec.json.Decoder | msgspec.msgpack.Decoder:
+def _new_decoder(type: Any, fmt: str) -> msgspec.json.Decoder[Any] | msgspec.msgpack.Decoder[Any]:
     try:
         if fmt is _FMT_JSON:
             return msgspec.json.Decoder(type)

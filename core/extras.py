@@ -87,6 +87,9 @@ def needs_extra(extra: str, feature: str) -> Iterator[None]:
         extra: the extra's name (a key of `EXTRAS`).
         feature: what needs it, as the user knows it (e.g. `munggoggo.otel`).
 
+    Yields:
+        Nothing: the `with` block runs at that point.
+
     Raises:
         MissingExtra: a module of the extra is not installed.
         KeyError: `extra` is not a key of `EXTRAS`.

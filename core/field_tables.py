@@ -84,7 +84,8 @@ def value_end(data: bytes, tag: str, pos: int) -> int:
     if size is not None:
         return pos + size
     if tag in _LENGTH_PREFIXED:
-        return pos + 4 + _U32.unpack_from(data, pos)[0]
+        length: int = _U32.unpack_from(data, pos)[0]
+        return pos + 4 + length
     raise FrameError(f"unknown field table value type {tag!r}")
 
 

@@ -6,6 +6,8 @@ message's alone):
   waiting call (core/rpc_client.py);
 - any other RPC or control message is a request for an `@expose`d method
   (core/rpc_server.py);
+- a presence announcement goes to the agent's presence tracker (core/presence.py), never
+  to a behaviour;
 - a direct message goes to the first running behaviour whose template matches it; a
   broadcast nobody wants is acked; anything else is dead-lettered (core/handoff.py).
   While the agent starts, direct messages wait (unsettled) until its behaviours run: what
@@ -51,6 +53,10 @@ class InboxRouter(AgentBase):
                         self._take_reply(call_id, d)
                         continue
                     self._serve_rpc(msg)
+                    continue
+                if kind == envelope.KIND_PRESENCE:
+                    msg.ack()
+                    self._receive_presence(msg)
                     continue
                 self._route_direct(msg)
             except Exception as exc:  # one message's failure is that message's alone

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .amqp.errors import AMQPError
 from .metrics import COLLECTOR
@@ -61,7 +61,7 @@ async def abort_start(agent: Agent) -> None:
     COLLECTOR.remove(agent)
 
 
-async def undo_behaviour_start(agent: Agent, behaviour: Behaviour) -> None:
+async def undo_behaviour_start(agent: Agent, behaviour: Behaviour[Any]) -> None:
     """Undo add_behaviour's start of `behaviour` on a running agent, which raised (its queue
     refused, say) or was cancelled: cancel its consumer if it got one, cancel its task if it
     was started, and take it out of `agent.behaviours` if it got there. The agent then has

@@ -8,7 +8,7 @@ before a reconnect can never ack a different one.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from . import envelope
 
@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from .engine import ChannelProtocol
 
 PENDING, ACKED, NACKED, HANDOFF = 0, 1, 2, 3
+
+T = TypeVar("T")
 
 
 class Message:
@@ -112,8 +114,34 @@ class Message:
         """The wire delivery underneath (properties, delivery tag, body)."""
         return self._delivery
 
+    # Typed as msgspec's own decode: a class gives an instance of it; anything else msgspec
+    # validates into (`list[Point]` is a class too, `int | None` is not) gives Any.
+    @overload
+    def decode(self, type: None = None) -> Any: ...
+    @overload
+    def decode(self, type: type[T]) -> T: ...
+    @overload
+    def decode(self, type: Any) -> Any: ...
     def decode(self, type: Any = None) -> Any:
-        """The body as a value: bytes, str, JSON/msgpack builtins, or validated into `type`."""
+        """The body as a value: bytes, str, JSON/msgpack builtins, or validated into `type`.
+
+        By its content type: JSON and msgpack bodies are decoded (into builtins, or
+        validated into `type`); `text/*` bodies become str and other bodies stay bytes
+        unless `type` asks for the other of the two. A body without a content type is
+        read as JSON when `type` is given and is neither bytes nor str.
+
+        Args:
+            type: what to validate the body into: a msgspec Struct, `int`, `list[Point]`,
+                any type msgspec can decode into; None for builtins.
+
+        Returns:
+            The decoded value; an instance of `type` when `type` is a class.
+
+        Raises:
+            DecodeError: the body is malformed for its content type, does not validate
+                into `type`, or `type` is not one its content type can decode into.
+            TypeError: msgspec cannot decode into `type` at all (a programming error).
+        """
         return envelope.decode_body(
             self._delivery.body, self._delivery.properties.content_type, type
         )

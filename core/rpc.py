@@ -15,7 +15,7 @@ import inspect
 import math
 import typing
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -140,8 +140,25 @@ _raw_decoder = msgspec.json.Decoder()
 _MISSING = object()
 
 
-def expose(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Mark an agent method (sync or async) as callable by RPC under its own name."""
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def expose(func: F) -> F:
+    """Mark an agent method (sync or async) as callable by RPC under its own name.
+
+    The method is returned as it is, marked: its signature stays what type checkers and
+    direct callers see, and its parameters' type hints are what a call's params are
+    validated against.
+
+    Args:
+        func: the method; its name must not start with an underscore.
+
+    Returns:
+        `func` itself.
+
+    Raises:
+        ValueError: a private (`_x`) or dunder method.
+    """
     if func.__name__.startswith("_"):
         raise ValueError(
             f"cannot expose {func.__name__!r}: private and dunder methods stay private"

@@ -15,7 +15,61 @@ from .envelope import DecodeError
 from .message import Message
 from .topics import topic_matches
 
-__all__ = ["AllOf", "AnyOf", "Template", "topic_matches"]
+__all__ = ["AllOf", "AnyOf", "Not", "OneOf", "Template", "TemplateOps", "topic_matches"]
+
+
+class TemplateOps:
+    """The operators that combine templates: `a & b` (all match), `a | b` (any matches),
+    `a ^ b` (exactly one matches) and `~a` (does not match). The combined templates
+    (`AllOf`, `AnyOf`, `OneOf`, `Not`) mix it in; `Template` has the same operators. Chains
+    flatten: `a ^ b ^ c` matches when exactly one of the three does (not a parity).
+    """
+
+    def __and__(self, other: Any) -> AllOf:
+        """Both match.
+
+        Args:
+            other: a template.
+
+        Returns:
+            The combined template.
+        """
+        return AllOf(_operands(self, AllOf) + _operands(other, AllOf))
+
+    def __or__(self, other: Any) -> AnyOf:
+        """At least one matches.
+
+        Args:
+            other: a template.
+
+        Returns:
+            The combined template.
+        """
+        return AnyOf(_operands(self, AnyOf) + _operands(other, AnyOf))
+
+    def __xor__(self, other: Any) -> OneOf:
+        """Exactly one matches (of all the templates in a chain of `^`).
+
+        Args:
+            other: a template.
+
+        Returns:
+            The combined template.
+        """
+        return OneOf(_operands(self, OneOf) + _operands(other, OneOf))
+
+    def __invert__(self) -> Not:
+        """It does not match.
+
+        Returns:
+            The negated template (`~~t` is `t` again).
+        """
+        return Not(self)
+
+
+def _operands(template: Any, kind: type[AllOf | AnyOf | OneOf]) -> tuple[Any, ...]:
+    """A template's operands for a combination of `kind`: its own when it is one already."""
+    return template.templates if type(template) is kind else (template,)
 
 
 @dataclass(frozen=True)
@@ -72,9 +126,28 @@ class Template:
     def __or__(self, other: Template) -> AnyOf:
         return AnyOf((self, other))
 
+    def __xor__(self, other: Any) -> OneOf:
+        """Exactly one of this and `other` matches (see `TemplateOps`).
+
+        Args:
+            other: a template.
+
+        Returns:
+            The combined template.
+        """
+        return OneOf((self, *_operands(other, OneOf)))
+
+    def __invert__(self) -> Not:
+        """This template does not match.
+
+        Returns:
+            The negated template.
+        """
+        return Not(self)
+
 
 @dataclass(frozen=True)
-class AllOf:
+class AllOf(TemplateOps):
     """Matches what every one of its templates matches (`template & other`).
 
     Attributes:
@@ -96,7 +169,7 @@ class AllOf:
 
 
 @dataclass(frozen=True)
-class AnyOf:
+class AnyOf(TemplateOps):
     """Matches what any one of its templates matches (`template | other`).
 
     Attributes:
@@ -115,3 +188,61 @@ class AnyOf:
             True if one matches.
         """
         return any(t.match(msg) for t in self.templates)
+
+
+@dataclass(frozen=True)
+class OneOf(TemplateOps):
+    """Matches when exactly one of `templates` matches (`t1 ^ t2`).
+
+    Attributes:
+        templates: the templates (anything with a `match(msg)` method), at least two.
+    """
+
+    templates: tuple[Any, ...]
+
+    def match(self, msg: Message) -> bool:
+        """Whether exactly one of the templates matches.
+
+        Args:
+            msg: the message.
+
+        Returns:
+            True when one template and no other matches it.
+        """
+        matched = 0
+        for template in self.templates:
+            if template.match(msg):
+                matched += 1
+                if matched > 1:
+                    return False
+        return matched == 1
+
+
+@dataclass(frozen=True)
+class Not(TemplateOps):
+    """Matches what `template` does not match (`~t`).
+
+    Attributes:
+        template: the template negated (anything with a `match(msg)` method).
+    """
+
+    template: Any
+
+    def match(self, msg: Message) -> bool:
+        """Whether the template does not match.
+
+        Args:
+            msg: the message.
+
+        Returns:
+            True when `template` does not match it.
+        """
+        return not self.template.match(msg)
+
+    def __invert__(self) -> Any:
+        """The negated template itself (`~~t` is `t`).
+
+        Returns:
+            `template`.
+        """
+        return self.template

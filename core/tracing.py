@@ -55,8 +55,11 @@ hooks: Any = None
 
 
 def outgoing_headers(
-    headers: dict | None, kind: str = "message", destination: str = "", operation: str = ""
-) -> dict | None:
+    headers: dict[str, Any] | None,
+    kind: str = "message",
+    destination: str = "",
+    operation: str = "",
+) -> dict[str, Any] | None:
     """`headers` plus a child traceparent when a trace is current (else unchanged).
     `kind`, `destination` and `operation` only name the span a tracer records."""
     tracer = hooks
@@ -72,7 +75,7 @@ def outgoing_headers(
     return merged
 
 
-def adopt(headers: dict | None) -> None:
+def adopt(headers: dict[str, Any] | None) -> None:
     """Make the traceparent of an incoming message current (or clear it)."""
     value = headers.get(HEADER) if headers else None
     TRACEPARENT.set(value if is_valid(value) else None)

@@ -444,7 +444,8 @@ def _import_endpoint(module: str, name: str) -> Endpoint | None:
         if exc.name == full_name:
             return None
         raise
-    return getattr(imported, name)
+    endpoint: Endpoint = getattr(imported, name)
+    return endpoint
 
 
 async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:

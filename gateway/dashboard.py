@@ -128,7 +128,8 @@ def _load(file: Path) -> tuple[bytes, str, str] | None:
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers") or ():
+    headers: list[tuple[bytes, bytes]] = scope.get("headers") or []
+    for key, value in headers:
         if key.lower() == name:
             return value.decode("latin-1")
     return None

@@ -38,15 +38,18 @@ class ClientFrame(Struct, tag_field="op", forbid_unknown_fields=True):
 
 
 class Subscribe(ClientFrame, tag="subscribe"):
-    """Deliver messages on topics matching `topic` (`*`, `#`) to this socket."""
+    """Deliver messages on topics matching `topic` (`*`, `#`) to this socket; or, with
+    `"presence": true` instead of a topic, the agents' presence events."""
 
     topic: Any = None
+    presence: Any = UNSET
 
 
 class Unsubscribe(ClientFrame, tag="unsubscribe"):
-    """Stop a subscription; `topic` is the pattern subscribed to."""
+    """Stop a subscription; `topic` is the pattern subscribed to (or `"presence": true`)."""
 
     topic: Any = None
+    presence: Any = UNSET
 
 
 class Publish(ClientFrame, tag="publish"):
@@ -143,6 +146,21 @@ class Unsubscribed(ServerFrame, tag="unsubscribed"):
     id: Any = UNSET
 
 
+# The acknowledgements of a presence (un)subscription: the same ops, about presence.
+class PresenceSubscribed(ServerFrame, tag="subscribed"):
+    """`{"op": "subscribed", "presence": true}`: presence events follow."""
+
+    presence: bool  # always true (a default would be left out of the frame)
+    id: Any = UNSET
+
+
+class PresenceUnsubscribed(ServerFrame, tag="unsubscribed"):
+    """`{"op": "unsubscribed", "presence": true}`: no more presence events."""
+
+    presence: bool  # always true
+    id: Any = UNSET
+
+
 class Published(ServerFrame, tag="published"):
     """The broker took a publish that carried an id."""
 
@@ -169,6 +187,14 @@ class MessageFrame(ServerFrame, tag="message"):
     sender: str | None
     body: Any
     encoding: str | None = None
+
+
+class PresenceFrame(ServerFrame, tag="presence"):
+    """An agent of the mesh started or stopped (`state` "started" or "stopped"), sent to the
+    sockets subscribed to presence."""
+
+    identity: str
+    state: str
 
 
 _encode = msgspec.json.Encoder().encode

@@ -261,7 +261,7 @@ def client_address(scope: Scope) -> str:
 
 
 def query_token(scope: Scope) -> bytes | None:
-    query = scope.get("query_string")
+    query: bytes | None = scope.get("query_string")
     if not query or b"token=" not in query:
         return None
     for name, value in parse_qsl(query.decode("latin-1")):

@@ -121,11 +121,13 @@ class Request:
 
     @property
     def method(self) -> str:
-        return self.scope["method"]
+        method: str = self.scope["method"]
+        return method
 
     def header(self, name: bytes) -> bytes | None:
         """The first value of a header; `name` in lower case."""
-        for key, value in self.scope["headers"]:
+        headers: list[tuple[bytes, bytes]] = self.scope["headers"]
+        for key, value in headers:
             if key == name:
                 return value
         return None

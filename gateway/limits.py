@@ -176,7 +176,7 @@ async def _read_body(receive: Receive, limit: int, declared: bytes | None) -> by
     message = await receive()
     if message["type"] != "http.request":
         raise ClientDisconnected
-    body = message.get("body", b"")
+    body: bytes = message.get("body", b"")
     if len(body) <= limit and (len(body) == size or not message.get("more_body", False)):
         # The common case: one message. Once the declared length is complete, waiting for
         # the server's empty closing message would only cost another await.

@@ -10,7 +10,12 @@ The client agents of the gateway's workers are named `gateway-<host>-<pid>`: eve
 identity starting with `gateway-` is one of them (`is_gateway_identity`). They are not
 agents of the mesh for the gateway's clients: not listed, not callable through the gateway
 (whatever worker serves the request: an unknown agent, like any other), and they keep no
-traces (their traffic is every client's).
+traces (their traffic is every client's). They do not announce their presence either
+(`AgentConfig(presence=False)`), and presence events about them are not passed on.
+
+Presence: the client agent hears the agents of the mesh start and stop (core/presence.py)
+and hands each event to the presence subscribers (`subscribe_presence`), the WebSocket
+clients that asked for them.
 
 Subscriptions: one exclusive queue per worker, bound to `munggoggo.topic` with the union of
 every client's patterns (a binding per distinct pattern, removed when its last subscriber
@@ -48,6 +53,7 @@ from .topics import topic_problem
 log = logging.getLogger("munggoggo.gateway.mesh")
 
 Subscriber = Callable[[Message], None]
+PresenceSubscriber = Callable[[str, str], None]  # (identity, "started" or "stopped")
 
 GATEWAY_PREFIX = "gateway-"  # the identities of the gateway workers' client agents
 
@@ -82,7 +88,10 @@ class Mesh:
         """
         self.identity = identity or f"{GATEWAY_PREFIX}{socket.gethostname()}-{os.getpid()}"
         # No traces: this agent carries every client's calls (their correlation ids).
-        self.agent = Agent(self.identity, url=url, config=AgentConfig(trace_size=0))
+        # Silent on presence: a gateway worker is no agent of the mesh for its clients.
+        self.agent = Agent(self.identity, url=url, config=AgentConfig(trace_size=0, presence=False))
+        self.agent.on_presence = self._on_presence
+        self._presence_subscribers: dict[int, PresenceSubscriber] = {}
         self.publisher: Publisher | None = None
         self._publish_limits = (publish_timeout, publish_buffer, publish_buffer_bytes)
         self._subscribers: dict[int, tuple[str, Subscriber]] = {}
@@ -166,6 +175,37 @@ class Mesh:
         """Running agents, without the gateway workers' client agents."""
         found = await self.agent.peers(timeout=wait)
         return [p for p in found if not is_gateway_identity(p["identity"])]
+
+    # -- presence --------------------------------------------------------------------
+
+    def subscribe_presence(self, callback: PresenceSubscriber) -> int:
+        """Hand every presence event of an agent of the mesh (not of gateway workers) to
+        `callback(identity, state)`; it must not block. Returns a token for
+        `unsubscribe_presence`."""
+        token = next(self._tokens)
+        self._presence_subscribers[token] = callback
+        return token
+
+    @property
+    def running_agents(self) -> list[str]:
+        """The agents of the mesh the client agent knows to run (from their presence
+        announcements; gateway workers left out), sorted."""
+        tracker = self.agent.presence
+        known = tracker.peers if tracker is not None else []
+        return [identity for identity in known if not is_gateway_identity(identity)]
+
+    def unsubscribe_presence(self, token: int) -> None:
+        """Stop handing presence events to the subscriber of `token` (unknown: ignored)."""
+        self._presence_subscribers.pop(token, None)
+
+    def _on_presence(self, identity: str, state: str) -> None:
+        if is_gateway_identity(identity):
+            return  # another worker's client agent (of an older gateway that announced)
+        for callback in list(self._presence_subscribers.values()):
+            try:
+                callback(identity, state)
+            except Exception:
+                log.exception("presence subscriber failed")
 
     # -- subscriptions ---------------------------------------------------------------
 

@@ -35,7 +35,7 @@ def log_config(level: str) -> dict[str, Any]:
     """
     from granian.log import LOGGING_CONFIG
 
-    config = copy.deepcopy(LOGGING_CONFIG)
+    config: dict[str, Any] = copy.deepcopy(LOGGING_CONFIG)
     config["formatters"]["munggoggo"] = {
         "()": "logging.Formatter",
         "fmt": "[%(levelname)s] %(name)s: %(message)s",
@@ -128,5 +128,5 @@ def _prepare_multiprocess_metrics(workers: int) -> str | None:
     values = sys.modules.get("prometheus_client.values")
     if values is not None:
         # Forked workers inherit the value class chosen at import; choose again now.
-        values.ValueClass = values.get_value_class()
+        values.ValueClass = values.get_value_class()  # type: ignore[attr-defined]  # a module
     return created

@@ -6,6 +6,10 @@ acknowledgement or error it causes echoes it.
 Client -> server:
     {"op": "subscribe", "topic": "sensors.*"}       ack {"op": "subscribed", "topic": ...}
     {"op": "unsubscribe", "topic": "sensors.*"}     ack {"op": "unsubscribed", "topic": ...}
+    {"op": "subscribe", "presence": true}           ack {"op": "subscribed", "presence": true}
+        then a "started" presence frame for each agent known to run, then the changes
+    {"op": "unsubscribe", "presence": true}         ack {"op": "unsubscribed", "presence": true}
+        presence events: which agents of the mesh start and stop (core/presence.py)
     {"op": "publish", "topic": "sensors.t1", "body": <any JSON>, "headers": {...}}
         no ack (a publish is fire-and-forget), unless it carries an "id": {"op": "published"}
         once the broker took it. A publish the broker cannot take now (its connection down,
@@ -22,6 +26,9 @@ Server -> client:
         body: the decoded JSON (or msgpack) value, else the text; a body that is not UTF-8
         comes base64-encoded with "encoding": "base64". A message matching several of a
         client's patterns is sent to it once.
+    {"op": "presence", "identity": "ping-1", "state": "started"}   (or "stopped")
+        to a client subscribed to presence: an agent started, or stopped (cleanly, or found
+        gone: docs/how-to/presence.md); the gateway workers' own client agents never appear
     {"op": "dropped", "count": n}   where messages were dropped (once per burst)
     {"op": "error", "error": "a sentence for a person"}
 
@@ -56,6 +63,9 @@ from .frames import (
     Call,
     Dropped,
     ErrorFrame,
+    PresenceFrame,
+    PresenceSubscribed,
+    PresenceUnsubscribed,
     Publish,
     Published,
     ServerFrame,
@@ -195,6 +205,7 @@ class WebSocketClient:
         self._room = asyncio.Event()
         self._room.set()
         self._subscriptions: dict[str, int] = {}  # pattern -> Mesh token
+        self._presence: int | None = None  # the Mesh token of its presence subscription
         self._calls: set[asyncio.Task[None]] = set()
         # Publishes waiting for the broker, in order, bounded like the outgoing buffer.
         publisher = state.mesh.publisher
@@ -250,6 +261,8 @@ class WebSocketClient:
         return None
 
     async def _subscribe(self, frame: Subscribe) -> None:
+        if frame.presence is not UNSET:
+            return self._subscribe_presence(frame)
         topic = frame.topic
         problem = pattern_problem(topic)
         if problem:
@@ -274,7 +287,32 @@ class WebSocketClient:
             self._subscriptions[topic] = token
         self._reply(Subscribed(topic, frame.id))
 
+    def _subscribe_presence(self, frame: Subscribe) -> None:
+        problem = _presence_problem(frame)
+        if problem:
+            return self._error(problem, frame.id)
+        mesh = self.state.mesh
+        self._reply(PresenceSubscribed(True, frame.id))
+        if self._presence is None:
+            self._presence = mesh.subscribe_presence(self._deliver_presence)
+            for identity in mesh.running_agents:  # what is known so far, then the changes
+                self._deliver_presence(identity, "started")
+        return None
+
+    def _unsubscribe_presence(self, frame: Unsubscribe) -> None:
+        problem = _presence_problem(frame)
+        if problem:
+            return self._error(problem, frame.id)
+        if self._presence is None:
+            return self._error("not subscribed to presence", frame.id)
+        self.state.mesh.unsubscribe_presence(self._presence)
+        self._presence = None
+        self._reply(PresenceUnsubscribed(True, frame.id))
+        return None
+
     async def _unsubscribe(self, frame: Unsubscribe) -> None:
+        if frame.presence is not UNSET:
+            return self._unsubscribe_presence(frame)
         topic = frame.topic
         if not isinstance(topic, str):
             return self._error('unsubscribe needs the "topic" pattern you subscribed to', frame.id)
@@ -376,6 +414,18 @@ class WebSocketClient:
             return  # the same message again through another of this client's patterns
         self._last = msg
         frame, size = encoded_message(msg)
+        self._buffer(frame, size)
+
+    def _deliver_presence(self, identity: str, state: str) -> None:
+        """Mesh presence callback: buffer a presence frame (bounded like messages)."""
+        if self.closed:
+            return
+        data = encode(PresenceFrame(identity, state))
+        self._buffer(data, len(data.encode()))
+
+    def _buffer(self, frame: str, size: int) -> None:
+        """Queue a frame of `size` bytes for the client, or drop it when its buffer is
+        full. Never blocks."""
         buffered = self._buffered
         if buffered >= self._limit or (buffered and self._buffered_bytes + size > self._byte_limit):
             self.dropped += 1
@@ -465,6 +515,9 @@ class WebSocketClient:
                 await self.state.mesh.unsubscribe(token)
             except Exception as exc:
                 log.warning("unsubscribe %r after disconnect failed: %s", topic, exc)
+        if self._presence is not None:
+            self.state.mesh.unsubscribe_presence(self._presence)
+            self._presence = None
         self._out.clear()
         self._sizes.clear()
         self._buffered_bytes = 0
@@ -472,6 +525,15 @@ class WebSocketClient:
 
 
 # -- ids ------------------------------------------------------------------------------
+
+
+def _presence_problem(frame: Subscribe | Unsubscribe) -> str | None:
+    """Why a presence (un)subscription frame cannot be served, or None when it can."""
+    if frame.presence is not True:
+        return '"presence" takes true: {"op": "subscribe", "presence": true}'
+    if frame.topic is not None:
+        return 'a frame is about a "topic" or about "presence", not both'
+    return None
 
 
 def _reply_id(id: Any) -> Any:

@@ -214,6 +214,36 @@ def test_the_gateway_extra_brings_everything_the_gateway_imports(
     fresh_venv.run(str(fresh_venv.python), "-I", "-c", code)
 
 
+def test_a_users_mypy_strict_sees_the_installed_wheels_types(fresh_venv: Venv, dist: Dist) -> None:
+    # What a user's type checker sees: the wheel's py.typed marker and stubs, nothing of the
+    # repository (no settings, no source tree on the path). The typed example passes
+    # --strict; every marked misuse is rejected on its own line.
+    fresh_venv.install(dist.wheel)
+    fresh_venv.run(str(fresh_venv.python), "-m", "pip", "install", "-q",
+                   "--disable-pip-version-check", "mypy")  # fmt: skip
+    cases = ROOT / "tests" / "typing_cases"
+    for source in (ROOT / "examples" / "typed_usage.py", cases / "misuse.py"):
+        shutil.copy(source, fresh_venv.workdir / source.name)
+    done = fresh_venv.run(
+        str(fresh_venv.python), "-m", "mypy", "--strict", "--no-incremental",
+        "typed_usage.py", "misuse.py", check=False,
+    )  # fmt: skip
+    errors: dict[str, set[int]] = {}
+    for line in done.stdout.splitlines():
+        match = re.match(r"^(?P<path>[^:]+):(?P<line>\d+): error:", line)
+        if match:
+            errors.setdefault(match["path"], set()).add(int(match["line"]))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "typed_usage.py" not in errors, done.stdout
+    wanted = {
+        number
+        for number, text in enumerate((cases / "misuse.py").read_text().splitlines(), start=1)
+        if text.rstrip().endswith("# rejected")
+    }
+    assert len(wanted) >= 9
+    assert errors.get("misuse.py") == wanted, done.stdout
+
+
 # -- a build from the sdist without a compiler ---------------------------------------------
 
 

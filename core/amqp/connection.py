@@ -12,7 +12,7 @@ import platform
 import struct
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from pamqp import commands
 from pamqp import frame as pamqp_frame
@@ -76,7 +76,7 @@ class ChannelState:
     state: ChanState = ChanState.CLOSED
     # Names of replies we wait for, oldest first (AMQP answers sync methods in order).
     expected: deque[tuple[str, ...]] = field(default_factory=deque)
-    confirms: Any = None  # ConfirmTracker once Confirm.Select was sent
+    confirms: _speedups.ConfirmTracker | None = None  # once Confirm.Select was sent
     publish_frames: dict[tuple[str, str, bool], bytes] = field(default_factory=dict)
 
 
@@ -122,7 +122,7 @@ class AMQPConnection:
         self.channels: dict[int, ChannelState] = {}
         self._reader = _speedups.FrameReader(DEFAULT_FRAME_MAX)
         self._out = bytearray()
-        props = {
+        props: dict[str, Any] = {
             "product": "munggoggo",
             "platform": f"Python {platform.python_version()}",
             "version": __version__,
@@ -394,9 +394,10 @@ class AMQPConnection:
             self.abort_protocol(error)
             raise error from None
         out: list[Any] = []
-        settled: dict[int, ChannelState] | None = None
+        # channel id -> its confirm tracker, for channels whose confirms all were acks
+        settled: dict[int, _speedups.ConfirmTracker] | None = None
         for rec in records:
-            if type(rec) is not tuple:
+            if not isinstance(rec, tuple):  # a Delivery
                 if rec.kind == _GET_OK:
                     ch = self.channels.get(rec.channel)
                     if ch is None:
@@ -415,7 +416,7 @@ class AMQPConnection:
                 else:
                     if settled is None:
                         settled = {}
-                    settled[ch.id] = ch
+                    settled[ch.id] = ch.confirms
             elif kind == R_METHOD:
                 # Confirms before a method keep wire order: a ChannelClosed must follow them.
                 if settled:
@@ -429,9 +430,9 @@ class AMQPConnection:
         return out
 
     @staticmethod
-    def _flush_settled(settled: dict[int, ChannelState], out: list[Any]) -> None:
-        for ch in settled.values():
-            out.append(ev.ConfirmsSettled(ch.id, ch.confirms.confirmed_through, []))
+    def _flush_settled(settled: dict[int, _speedups.ConfirmTracker], out: list[Any]) -> None:
+        for channel_id, confirms in settled.items():
+            out.append(ev.ConfirmsSettled(channel_id, confirms.confirmed_through, []))
 
     def _method(self, channel_id: int, payload: bytes, out: list[Any]) -> None:
         try:
@@ -466,7 +467,7 @@ class AMQPConnection:
     def _connection_method(self, method: Any, out: list[Any]) -> None:
         name = method.name
         if name == "Connection.Close":
-            error = broker_error(
+            error: Exception = broker_error(
                 method.reply_code,
                 method.reply_text,
                 method.class_id,
@@ -598,7 +599,7 @@ class AMQPConnection:
     def _send(self, channel_id: int, method: Any) -> None:
         self._out += pamqp_frame.marshal(method, channel_id)
 
-    def _fail(self, message: str) -> None:
+    def _fail(self, message: str) -> NoReturn:
         error = RemoteProtocolError(message)
         self.abort_protocol(error)
         raise error

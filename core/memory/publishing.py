@@ -172,7 +172,7 @@ class PublishMethods:
         props: Properties | None = None
         if properties is None:
             raw = EMPTY_PROPERTIES
-        elif type(properties) is bytes:
+        elif isinstance(properties, bytes):
             raw = properties
             props = decode(raw)  # validates, and RabbitMQ decodes every publish too
         else:

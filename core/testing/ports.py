@@ -19,4 +19,5 @@ def free_port(host: str = "127.0.0.1") -> int:
     """
     with socket.socket() as sock:
         sock.bind((host, 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]  # (host, port) for IPv4, typed as Any
+        return port
