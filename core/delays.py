@@ -30,7 +30,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .amqp.errors import PreconditionFailed
-from .durable import QUORUM, QUORUM_ARGUMENTS, TRANSIENT
+from .durable import QUORUM, QUORUM_ARGUMENTS, TRANSIENT, normalize_queue_type
 from .engine import ChannelProtocol, ConnectionProtocol
 from .wire import DELAY_EXCHANGE, DELAY_HEADER, DELAY_QUEUE_PREFIX, DELAY_TARGETS
 
@@ -163,13 +163,14 @@ class DelayQueues:
 
     Args:
         connection: the agent's connection.
-        queue_type: the agent's mode: delay queues it creates are of this type; one that
-            exists with the other type is used as it is (the mesh shares them).
+        queue_type: the agent's mode, as `AgentConfig.queue_type` takes it (None is
+            transient): delay queues it creates are of this type; one that exists with
+            the other type is used as it is (the mesh shares them).
     """
 
-    def __init__(self, connection: ConnectionProtocol, queue_type: str) -> None:
+    def __init__(self, connection: ConnectionProtocol, queue_type: str | None) -> None:
         self._connection = connection
-        self._queue_type = queue_type
+        self._queue_type = normalize_queue_type(queue_type)
         self._channel: ChannelProtocol | None = None
         self._declared: dict[tuple[int, str], str] = {}
         self._lock = asyncio.Lock()
