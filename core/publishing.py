@@ -66,6 +66,7 @@ class PublishSurface:
 
         Raises:
             ValueError: a negative or too long delay.
+            TypeError: a delay that is not a number.
         """
         return await self._publisher.emit_message(
             body, TOPIC_EXCHANGE, routing_key, headers, content_type, self._publish_label, delay
@@ -97,6 +98,7 @@ class PublishSurface:
 
         Raises:
             ValueError: a negative or too long delay.
+            TypeError: a delay that is not a number.
         """
         return await self._publisher.emit_message(
             body, "", target, headers, content_type, self._publish_label, delay
@@ -196,6 +198,7 @@ class Publisher(AgentBase):
         Raises:
             AMQPError: the connection is down and the publish cannot be queued.
             ValueError: a negative or too long delay.
+            TypeError: a delay that is not a number.
         """
         route, mandatory = exchange, not exchange
         if delay and (ms := delay_ms(delay)):
