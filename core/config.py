@@ -44,6 +44,11 @@ class AgentConfig:
         behaviour_queue_expires_ms: how long a behaviour queue outlives its last consumer.
         queue_type: "transient" (None and "classic" mean the same) or "quorum".
         metrics: time steps, RPCs and (sampled) confirms; counters are always kept.
+        max_concurrent_calls: exposed calls the agent runs at once (None: no limit); the
+            others wait, unacked, in the order they came.
+
+    Raises:
+        ValueError: `max_concurrent_calls` neither None nor a positive int.
     """
 
     prefetch: int = 256
@@ -92,9 +97,19 @@ class AgentConfig:
     metrics: bool = True
     """Time steps, RPCs and (sampled) publisher confirms for the Prometheus histograms;
     counters are kept either way."""
+    max_concurrent_calls: int | None = None
+    """Exposed calls (RPC requests) the agent runs at once; None (the default): no limit.
+    The others wait unacked, in the order they came, within `inbox_prefetch` (beyond it
+    they wait in the inbox queue), and a waiting call whose deadline passes is never
+    started. Control requests (`peers()`' broadcast `describe`) are not counted."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "queue_type", normalize_queue_type(self.queue_type))
+        limit = self.max_concurrent_calls
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
+        ):
+            raise ValueError(f"max_concurrent_calls must be None or an int >= 1, got {limit!r}")
 
     @property
     def durable(self) -> bool:
