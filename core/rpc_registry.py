@@ -11,7 +11,7 @@ of them: calling one is "method not found" (-32601).
 
 from __future__ import annotations
 
-import functools
+import weakref
 from typing import Any
 
 from ._speedups import MunggoggoError
@@ -41,7 +41,10 @@ class MethodNameClash(MunggoggoError, ValueError):
         return (type(self), (str(self), self.name))
 
 
-@functools.cache
+# Weak: behaviour classes made on the fly (in tests, by factories) are not kept alive.
+_by_class: weakref.WeakKeyDictionary[type, dict[str, ExposedMethod]] = weakref.WeakKeyDictionary()
+
+
 def behaviour_methods(cls: type) -> dict[str, ExposedMethod]:
     """The `@expose`d methods of a behaviour class, by name (built once per class).
 
@@ -51,7 +54,10 @@ def behaviour_methods(cls: type) -> dict[str, ExposedMethod]:
     Returns:
         Its exposed methods, inherited ones included.
     """
-    return exposed_methods(cls)
+    methods = _by_class.get(cls)
+    if methods is None:
+        methods = _by_class[cls] = exposed_methods(cls)
+    return methods
 
 
 class MethodRegistry:
