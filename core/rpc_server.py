@@ -62,7 +62,8 @@ class RpcServer(AgentBase):
         """A waiting request got a slot: serve it, unless the agent is stopping (then it
         goes back to the inbox for a successor, as a drain hands back what it holds).
         """
-        if self.state != RUNNING:
+        if self.state != RUNNING or msg.stale:
+            # Stale: the connection dropped while it waited; the broker delivers it again.
             msg.nack(requeue=True)
             self._call_slots.release()
             return

@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from mesh_tools import uid
+from broker_tools import wait_until
+from mesh_tools import delivered, uid
 
-from munggoggo import Agent, AgentConfig, Behaviour, expose
+from munggoggo import Agent, AgentConfig, Behaviour, Message, expose
 
 
 class Worker(Agent):
@@ -132,3 +133,27 @@ def test_the_limit_is_a_positive_int_or_none(bad):
     assert AgentConfig(max_concurrent_calls=4).max_concurrent_calls == 4
     with pytest.raises(ValueError, match="max_concurrent_calls"):
         AgentConfig(max_concurrent_calls=bad)
+
+
+async def test_a_message_from_a_closed_channel_is_stale(mesh_url):
+    """Waiting requests from before a connection loss are skipped (`Message.stale`): the
+    broker delivers them again, and running both copies would run the call twice."""
+    async with Agent(uid("agent"), url=mesh_url) as agent:
+        ch = await agent.connection.channel(confirms=False)
+        queue = uid("stale")
+        await ch.queue_declare(queue, exclusive=True)
+        ch.publish(b"x", "", queue)
+        delivery = None
+
+        async def got_it() -> bool:
+            nonlocal delivery
+            delivery = await ch.get(queue)
+            return delivery is not None
+
+        assert await wait_until(got_it, timeout=5)
+        msg = Message(delivery, ch, queue)
+        assert not msg.stale
+        await ch.close()
+        assert msg.stale
+        assert not msg.ack()  # settling it does nothing
+    assert not delivered(b"x").stale  # a message of no channel is never stale
