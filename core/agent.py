@@ -287,6 +287,7 @@ class Agent(
             except (AMQPError, TimeoutError) as exc:
                 log.warning("agent %s: could not cancel consumer %s: %s", self.identity, tag, exc)
         self._consumers.clear()
+        self._call_slots.hand_back()  # calls waiting for a slot (max_concurrent_calls)
         await asyncio.gather(*(b.stop(timeout=grace) for b in self.behaviours.values()))
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=grace)

@@ -87,3 +87,17 @@ class CallSlots:
                 self._start(request)
         finally:
             self._draining = False
+
+    def hand_back(self) -> int:
+        """The agent stops: every waiting request goes back to its queue, unstarted, for a
+        successor (before the inbox is released: a queue holding only unacked messages
+        counts as empty, and deleting it would lose them).
+
+        Returns:
+            How many went back.
+        """
+        returned = 0
+        while self._waiting:
+            self._waiting.popleft().nack(requeue=True)
+            returned += 1
+        return returned

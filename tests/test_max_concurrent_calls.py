@@ -10,6 +10,7 @@ import asyncio
 
 import pytest
 from broker_tools import wait_until
+from fault_tools import delete_queues
 from mesh_tools import delivered, uid
 
 from munggoggo import Agent, AgentConfig, Behaviour, Message, expose
@@ -157,3 +158,34 @@ async def test_a_message_from_a_closed_channel_is_stale(mesh_url):
         assert msg.stale
         assert not msg.ack()  # settling it does nothing
     assert not delivered(b"x").stale  # a message of no channel is never stale
+
+
+async def test_waiting_calls_stay_unacked_and_go_back_to_the_inbox_on_stop(mesh_url):
+    """Nothing waiting is acked or dropped: stopped with one call running and three
+    waiting, the agent leaves all four requests in its inbox for a successor."""
+    worker = Worker(
+        uid("worker"), url=mesh_url, config={"max_concurrent_calls": 1, "drain_timeout": 0.5}
+    )
+    async with Agent(uid("caller"), url=mesh_url) as caller:
+        try:
+            await worker.start()
+            calls = [
+                asyncio.ensure_future(caller.call(worker.identity, "hold", i, timeout=30))
+                for i in range(4)
+            ]
+            assert await wait_until(lambda: worker.order == [0], timeout=10)
+            await asyncio.sleep(0.3)  # the other three have arrived and wait
+            assert worker.order == [0]
+            await worker.stop()
+            worker.release.set()  # the cut-short call may end now; its reply goes nowhere
+            ch = await caller.connection.channel(confirms=False)
+            inbox = await ch.queue_declare(worker.identity, passive=True)
+            assert inbox.message_count == 4
+            await ch.close()
+            assert worker.order == [0]  # none of the waiting ones ran
+            for call in calls:
+                call.cancel()
+            await asyncio.gather(*calls, return_exceptions=True)
+        finally:
+            if not mesh_url.startswith("memory://"):
+                await delete_queues(mesh_url, worker.identity)
