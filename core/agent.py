@@ -322,6 +322,7 @@ class Agent(
             except (AMQPError, TimeoutError) as exc:
                 log.warning("agent %s: could not cancel consumer %s: %s", self.identity, tag, exc)
         self._consumers.clear()
+        self._call_slots.hand_back()  # calls waiting for a slot (max_concurrent_calls)
         await asyncio.gather(*(b.stop(timeout=grace) for b in self.behaviours.values()))
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=grace)
@@ -399,12 +400,15 @@ class Agent(
 
         Raises:
             ValueError: the agent already has (or is adding) a behaviour of that name.
+            MethodNameClash: it `@expose`s a method under a name the agent or another of
+                its behaviours exposes (a ValueError too).
             QueueMismatch: its queue exists with other properties (core/durable.py).
             AMQPError: the broker refused its queue, a binding or the consumer.
         """
         name = behaviour.short_name
         if name in self.behaviours or name in self._adding:
             raise ValueError(f"agent {self.identity!r} already has a behaviour named {name!r}")
+        self._methods.add_behaviour(behaviour)  # its @expose'd methods (core/rpc_registry.py)
         if self.state != RUNNING or self._setting_up:
             self.behaviours[name] = behaviour
             return behaviour
@@ -412,6 +416,7 @@ class Agent(
         try:
             await self._start_behaviour(behaviour)  # adds it once its consumer is set up
         except BaseException:
+            self._methods.remove_behaviour(behaviour)
             await undo_behaviour_start(self, behaviour)
             raise
         finally:

@@ -24,6 +24,8 @@ from .engine import ChannelProtocol, ConnectionProtocol
 from .metrics import AgentStats
 from .reachability import Reachability
 from .rpc import exposed_methods
+from .rpc_limits import CallSlots
+from .rpc_registry import MethodRegistry
 from .url import BrokerURL, parse_urls
 
 if TYPE_CHECKING:
@@ -87,6 +89,10 @@ class AgentBase:
         self._publisher = self
         self._publish_label = ""
         self._exposed = exposed_methods(type(self))
+        # What requests may call: the agent's exposed methods and its running behaviours'.
+        self._methods = MethodRegistry(self._exposed)
+        # AgentConfig.max_concurrent_calls (core/rpc_limits.py)
+        self._call_slots = CallSlots(self.config.max_concurrent_calls, self._start_waiting_call)
         # The three channels exist from connect on (None before).
         # Confirmed publishes: pub/sub, direct, broadcast, handoffs.
         self._pub: ChannelProtocol = None  # type: ignore[assignment]
@@ -164,6 +170,8 @@ class AgentBase:
         def _serve_rpc(self, msg: Message) -> None: ...  # rpc_server.py
 
         def _receive_presence(self, msg: Message) -> None: ...  # presence.py
+
+        def _start_waiting_call(self, msg: Message) -> None: ...  # rpc_server.py
 
         def reject_failed(  # handoff.py
             self, msg: Message, exc: BaseException, behaviour: str = ""

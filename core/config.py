@@ -50,6 +50,12 @@ class AgentConfig:
         presence: announce the agent's start and stop on `munggoggo.fanout`.
         presence_interval: seconds between the agent's repeated announcements; an agent
             silent for 3 of its intervals is reported stopped. None: start and stop only.
+        max_concurrent_calls: exposed calls the agent runs at once (None: no limit); the
+            others wait, unacked, in the order they came.
+
+    Raises:
+        ValueError: `max_concurrent_calls` neither None nor a positive int, or a
+            `presence_interval` that is not positive.
     """
 
     prefetch: int = 256
@@ -115,6 +121,11 @@ class AgentConfig:
     1.5). Each announcement reaches every agent: 100 agents at 30 s are ~330 deliveries a
     second mesh-wide. None: it announces its start and stop only, and a crash of it goes
     unnoticed."""
+    max_concurrent_calls: int | None = None
+    """Exposed calls (RPC requests) the agent runs at once; None (the default): no limit.
+    The others wait unacked, in the order they came, within `inbox_prefetch` (beyond it
+    they wait in the inbox queue), and a waiting call whose deadline passes is never
+    started. Control requests (`peers()`' broadcast `describe`) are not counted."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "queue_type", normalize_queue_type(self.queue_type))
@@ -123,6 +134,11 @@ class AgentConfig:
         interval = self.presence_interval
         if interval is not None and not interval > 0:
             raise ValueError(f"presence_interval must be > 0 seconds or None, got {interval!r}")
+        limit = self.max_concurrent_calls
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
+        ):
+            raise ValueError(f"max_concurrent_calls must be None or an int >= 1, got {limit!r}")
 
     @property
     def durable(self) -> bool:

@@ -32,18 +32,23 @@ class ControlPlane(AgentBase):
 
     @expose
     def describe(self) -> dict[str, Any]:
-        """Identity, state, behaviours, exposed methods and start time (what `peers()`
-        collects).
+        """Identity, state, behaviours, exposed methods with their contracts and start
+        time (what `peers()` collects).
 
         Returns:
             `identity`, `state`, `behaviours` (each one's `Behaviour.describe()`),
-            `methods` (the exposed ones) and `started_at` (epoch seconds, or None).
+            `methods` (the names of the exposed ones: the agent's and its running
+            behaviours'), `schemas` (method name -> `params`, the JSON Schema of its
+            parameters; `result`, that of its return type; `doc`, its docstring) and
+            `started_at` (epoch seconds, or None).
         """
+        methods = self._methods
         return {
             "identity": self.identity,
             "state": self.state,
             "behaviours": [b.describe() for b in self.behaviours.values()],
-            "methods": sorted(self._exposed),
+            "methods": methods.names(),
+            "schemas": methods.schemas(),
             "started_at": self.started_at,
         }
 

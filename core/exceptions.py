@@ -28,6 +28,7 @@ MunggoggoError
 ├── RpcError                           a call answered with a JSON-RPC error
 │   ├── RpcTimeout [TimeoutError]      no reply in time
 │   └── AgentUnreachable [ConnectionError]  the target cannot be reached now
+├── MethodNameClash [ValueError]       a behaviour exposes a name already served
 ├── EncodeError [ValueError]           a value cannot become a message body
 ├── DecodeError [ValueError]           a body cannot become the requested value
 ├── URLError [ValueError]              a broker URL that cannot be used
@@ -78,6 +79,7 @@ from .engine import DrainTimeout, PublishError, PublishNacked
 from .envelope import DecodeError, EncodeError
 from .extras import MissingExtra
 from .rpc import AgentUnreachable, RpcError, RpcTimeout
+from .rpc_registry import MethodNameClash
 from .runner import AgentStoppedByItself
 from .testing.cluster import ClusterError
 from .testing.recorder import RecorderTimeout
@@ -106,6 +108,7 @@ __all__ = [
     "InternalError",
     "InvalidPath",
     "LocalProtocolError",
+    "MethodNameClash",
     "MissingExtra",
     "MunggoggoError",
     "NoConsumers",

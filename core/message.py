@@ -153,6 +153,16 @@ class Message:
         """Whether it was acked, nacked or handed off (retry / dead letter) already."""
         return self._settled != PENDING
 
+    @property
+    def stale(self) -> bool:
+        """Whether its channel was closed or reopened since it was delivered: the broker
+        has requeued it (and delivers it again), so settling this one does nothing.
+        """
+        channel = self._channel
+        return channel is not None and (
+            channel.generation != self._generation or not channel.is_open
+        )
+
     def ack(self) -> bool:
         """Acknowledge now (otherwise it happens when the behaviour is done with it).
 

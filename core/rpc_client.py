@@ -2,7 +2,8 @@
 
 A call publishes a JSON-RPC 2.0 request to the target's inbox on the agent's RPC channel
 (no confirms; mandatory, so an unknown target comes back as a return) with `reply_to` our
-own inbox and a fresh, unguessable `correlation_id`; the reply arrives in our inbox (see
+own inbox, a fresh, unguessable `correlation_id` and the call's deadline
+(core/rpc_deadlines.py); the reply arrives in our inbox (see
 core/inbox.py) and answers the call's future. One timer on the future bounds the wait.
 `Reachability` (core/reachability.py) fails calls in flight when the connection drops and
 tells an unreachable agent from an unknown one.
@@ -29,6 +30,7 @@ from .rpc import (
     decode_response,
     encode_request,
 )
+from .rpc_deadlines import DEADLINE_HEADER, deadline_marks
 from .tracing import outgoing_headers
 from .wire import FANOUT_EXCHANGE
 
@@ -47,7 +49,9 @@ class RpcClient(AgentBase):
             target: the called agent's identity.
             method: the `@expose`d method's name.
             args: params by position.
-            timeout: seconds to wait for the reply (default `config.rpc_timeout`).
+            timeout: seconds to wait for the reply (default `config.rpc_timeout`); the
+                request carries the deadline (AMQP `expiration` and the
+                `x-munggoggo-deadline` header), and the callee never starts it later.
             kwargs: params by name.
 
         Returns:
@@ -57,7 +61,8 @@ class RpcClient(AgentBase):
             ValueError: params given both by position and by name.
             RpcError: the call failed (unknown agent or method, bad params, the method
                 raised, this agent is not running); `AgentUnreachable` and `RpcTimeout`
-                are kinds of it.
+                (no reply in time, or the callee found the deadline passed) are kinds of
+                it.
         """
         if args and kwargs:
             raise ValueError("JSON-RPC params go by position or by name, not both")
@@ -87,11 +92,18 @@ class RpcClient(AgentBase):
 
         Raises:
             RpcError: as `call`; -32003 when this agent is not running.
+            RpcTimeout: no reply in time, or the callee found the call's deadline passed
+                before starting it (-32002).
         """
         if self.state != RUNNING:
             raise RpcError(UNAVAILABLE, f"agent {self.identity!r} is {self.state}")
         call_id = self._new_call_id()
         body = encode_request(method, params, call_id)
+        limit = timeout if timeout is not None else self.config.rpc_timeout
+        now = time.time()
+        # The deadline travels with the request (core/rpc_deadlines.py): the broker drops
+        # it from a queue once it expires, the callee never starts it afterwards.
+        expiration, deadline = deadline_marks(limit, now)
         props = encode_properties(
             Properties(
                 content_type=envelope.JSON,
@@ -99,14 +111,16 @@ class RpcClient(AgentBase):
                 app_id=self.identity,
                 correlation_id=call_id,
                 reply_to=self.identity,
-                timestamp=int(time.time()),
-                headers=outgoing_headers(None, envelope.KIND_RPC, target, method),
+                expiration=expiration,
+                timestamp=int(now),
+                headers=outgoing_headers(
+                    {DEADLINE_HEADER: deadline}, envelope.KIND_RPC, target, method
+                ),
             )
         )
         fut: asyncio.Future[bytes] = self.loop.create_future()
         self._pending_calls[call_id] = fut
         self._call_targets[call_id] = target
-        limit = timeout if timeout is not None else self.config.rpc_timeout
         # One timer on the future itself: asyncio.wait_for would add a Task per call.
         timer = self.loop.call_later(limit, _expire_call, fut, target, method, limit)
         started = time.perf_counter()
@@ -127,7 +141,14 @@ class RpcClient(AgentBase):
             except AgentUnreachable:
                 outcome = "unreachable"
                 raise
-            result = decode_response(reply)
+            try:
+                result = decode_response(reply)
+            except RpcError as exc:
+                if exc.code != TIMEOUT:
+                    raise
+                # The callee did not start the call: its deadline had passed there.
+                outcome = "timeout"
+                raise RpcTimeout(exc.code, exc.message, exc.data) from None
             outcome = "ok"
             return result
         finally:
@@ -137,11 +158,15 @@ class RpcClient(AgentBase):
             if self.config.metrics:
                 self.stats.rpc_client_hist(method, outcome).observe(time.perf_counter() - started)
 
-    async def peers(self, timeout: float = 0.5) -> list[dict[str, Any]]:
+    async def peers(
+        self, timeout: float = 0.5, *, method: str | None = None
+    ) -> list[dict[str, Any]]:
         """Discover the other agents: broadcast `describe`, collect answers.
 
         Args:
             timeout: seconds to collect answers.
+            method: only the agents that serve an exposed method of this name (their
+                own, or a running behaviour's); None: every agent.
 
         Returns:
             Each other agent's `describe()` answer, sorted by identity.
@@ -169,8 +194,11 @@ class RpcClient(AgentBase):
                 info = decode_response(body)
             except RpcError:
                 continue
-            if isinstance(info, dict) and info.get("identity") != self.identity:
-                found.append(info)
+            if not isinstance(info, dict) or info.get("identity") == self.identity:
+                continue
+            if method is not None and method not in (info.get("methods") or ()):
+                continue
+            found.append(info)
         return sorted(found, key=lambda i: i["identity"])
 
     def _new_call_id(self) -> str:

@@ -1,14 +1,19 @@
 """The agent's RPC server: requests in its inbox run its `@expose`d methods.
 
-A request (kind `rpc` or `control`) is decoded, its method looked up and its params bound;
+A request (kind `rpc` or `control`) is decoded, its method looked up (the agent's own, or a
+running behaviour's: core/rpc_registry.py), its deadline checked (core/rpc_deadlines.py: one
+that passed is not started) and its params bound;
 a plain method runs at once, an async one eagerly (core/eager.py: most never suspend, so
 the reply leaves in the same loop tick). The JSON-RPC response goes to `reply_to` on the
 agent's RPC channel, then the request is acked. Notifications get no reply. A method cut
 short by the agent's own stop puts its request back in the inbox instead of answering.
+With `AgentConfig.max_concurrent_calls`, a request finding every slot taken waits, unacked,
+for one (core/rpc_limits.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import functools
 import logging
@@ -17,13 +22,14 @@ from typing import Any
 
 from . import envelope, tracing
 from ._speedups import Properties, encode_properties
-from .agent_base import STOPPING, AgentBase
+from .agent_base import RUNNING, STOPPING, AgentBase
 from .amqp.errors import AMQPError
 from .eager import run_eagerly
 from .lifecycle import refused_by_stopping
 from .message import Message
 from .rpc import (
     METHOD_NOT_FOUND,
+    TIMEOUT,
     RpcError,
     decode_request,
     encode_error,
@@ -31,6 +37,7 @@ from .rpc import (
     exception_error,
     is_notification,
 )
+from .rpc_deadlines import deadline_passed
 from .tracing import HEADER as TRACE_HEADER
 from .tracing import adopt
 
@@ -41,34 +48,86 @@ class RpcServer(AgentBase):
     """The agent's serving role: run the exposed method a request names, answer it."""
 
     def _serve_rpc(self, msg: Message) -> None:
+        """A request arrived: run it now, or (every slot of `max_concurrent_calls` taken)
+        let it wait unacked for one. Control requests are not counted: discovery and the
+        CLI keep answering an agent busy with calls.
+        """
+        slots = self._call_slots
+        if slots.limit is None or msg.kind == envelope.KIND_CONTROL:
+            self._run_request(msg)
+        elif slots.admit(msg):
+            self._run_counted(msg)
+
+    def _start_waiting_call(self, msg: Message) -> None:
+        """A waiting request got a slot: serve it, unless the agent is stopping (then it
+        goes back to the inbox for a successor, as a drain hands back what it holds).
+        """
+        if self.state != RUNNING or msg.stale:
+            # Stale: the connection dropped while it waited; the broker delivers it again.
+            msg.nack(requeue=True)
+            self._call_slots.release()
+            return
+        try:
+            self._run_counted(msg)
+        except Exception as exc:  # one request's failure is that request's alone
+            self.reject_failed(msg, exc)
+
+    def _run_counted(self, msg: Message) -> None:
+        """Serve a request holding a slot; the slot is given back when its call ends."""
+        try:
+            task = self._run_request(msg)
+        except BaseException:
+            self._call_slots.release()
+            raise
+        if task is None:
+            self._call_slots.release()
+        else:
+            task.add_done_callback(self._call_ended)
+
+    def _call_ended(self, task: asyncio.Task[None]) -> None:
+        self._call_slots.release()
+
+    def _run_request(self, msg: Message) -> asyncio.Task[None] | None:
+        """Decode a request, check its deadline, run its method and answer.
+
+        Returns the task still running an async method that suspended, else None (the
+        request is answered already).
+        """
         started = time.perf_counter()
         try:
             request = decode_request(msg.body)
         except RpcError as exc:
             self._reply(msg, getattr(exc, "request_id", None), error=exc, started=started)
-            return
+            return None
         if request.id is None and is_notification(msg.body):
             msg_id: Any = _NOTIFICATION
         else:
             msg_id = request.id
-        method = self._exposed.get(request.method)
-        if method is None:
+        found = self._methods.lookup(request.method)
+        if found is None:
             self._reply(
                 msg,
                 msg_id,
                 error=RpcError(METHOD_NOT_FOUND, f"Method not found: {request.method}"),
                 started=started,
             )
-            return
+            return None
+        owner, method = found
         name = method.name
+        headers = msg.delivery.properties.headers
+        if headers and deadline_passed(headers):
+            # Never start a call whose caller gave up: it waited too long in the queue.
+            error = RpcError(TIMEOUT, f"{name}() not started: its deadline passed")
+            self._reply(msg, msg_id, error=error, method=name, started=started)
+            return None
         try:
             kwargs = method.bind(request.params)
         except RpcError as exc:
             self._reply(msg, msg_id, error=exc, method=name, started=started)
-            return
+            return None
         context = contextvars.copy_context()
-        headers = msg.delivery.properties.headers
         func = method.func
+        target = self if owner is None else owner  # a behaviour's method runs on it
         if tracing.hooks is not None:
             # A server span around the method, current while it runs (it sets the trace).
             func = tracing.hooks.server(func, method.is_async, self.identity, name, headers)
@@ -78,21 +137,22 @@ class RpcServer(AgentBase):
             # Most async methods never suspend: run them now and reply in this very tick.
             task = run_eagerly(
                 self.loop,
-                func(self, **kwargs),
+                func(target, **kwargs),
                 functools.partial(self._async_served, msg, msg_id, name, started),
                 context,
             )
             if task is not None:
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
-            return
+            return task
         try:
-            result = context.run(func, self, **kwargs)
+            result = context.run(func, target, **kwargs)
         except Exception as exc:
             log.warning("agent %s: %s() raised %s", self.identity, name, exc, exc_info=True)
             self._reply(msg, msg_id, error=exception_error(exc), method=name, started=started)
-            return
+            return None
         self._reply(msg, msg_id, result=result, method=name, started=started)
+        return None
 
     def _async_served(
         self,

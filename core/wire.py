@@ -18,6 +18,9 @@ QUEUE_HEADER = "x-munggoggo-queue"  # the queue it was consumed from: requeue go
 ORIGINAL_EXCHANGE_HEADER = "x-munggoggo-original-exchange"
 ORIGINAL_ROUTING_KEY_HEADER = "x-munggoggo-original-routing-key"
 REQUEUED_FROM_HEADER = "x-munggoggo-requeued-from"  # set by a requeue: the dead letter's id
+# Set on an RPC request by the caller: when its wait ends, as integer milliseconds since the
+# epoch (core/rpc_deadlines.py); the callee never starts a request past it.
+DEADLINE_HEADER = "x-munggoggo-deadline"
 # Delayed delivery (core/delays.py): a delayed message or retry waits in a delay queue
 # `munggoggo.delay.<ms>.<target>` (durable, x-message-ttl = ms) until RabbitMQ dead-letters
 # it, with the routing key it was published with, to the target exchange.

@@ -1,0 +1,74 @@
+"""RPC deadlines: a call's request carries when its caller stops waiting.
+
+`call(..., timeout=t)` sends its request with two marks of the same deadline: the AMQP
+`expiration` property (the remaining milliseconds: the broker drops the request if it is
+still queued when they run out) and the `x-munggoggo-deadline` header (the absolute
+deadline, integer milliseconds since the epoch: what the callee checks). The broker's
+expiration only applies to a message still in the queue; a request already delivered
+(held in the consumer's prefetch, or waiting for a free slot under
+`AgentConfig.max_concurrent_calls`) is checked by the callee right before it would start
+the method: past its deadline it is not started, and the caller, if it still waits (its
+clock behind the callee's), gets -32002 at once.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from .wire import DEADLINE_HEADER
+
+__all__ = ["DEADLINE_HEADER", "deadline_marks", "deadline_passed", "request_deadline"]
+
+
+def deadline_marks(timeout: float, now: float | None = None) -> tuple[str, int]:
+    """The two marks of a call's deadline, `timeout` seconds from now.
+
+    Args:
+        timeout: seconds the caller waits for the reply.
+        now: the current time in epoch seconds (default `time.time()`).
+
+    Returns:
+        The AMQP `expiration` (milliseconds as a decimal string, at least 1: 0 would make
+        the broker drop a request nobody consumes at once) and the `x-munggoggo-deadline`
+        header's value (epoch milliseconds).
+    """
+    if now is None:
+        now = time.time()
+    remaining_ms = max(1, math.ceil(timeout * 1000))
+    return str(remaining_ms), int(now * 1000) + remaining_ms
+
+
+def request_deadline(headers: dict[str, Any] | None) -> float | None:
+    """The deadline a request carries, in epoch seconds.
+
+    Args:
+        headers: the request's AMQP headers (None: none).
+
+    Returns:
+        The deadline, or None when there is none (or it is no number: a plain AMQP
+        caller's header of another meaning is ignored, not refused).
+    """
+    if not headers:
+        return None
+    value = headers.get(DEADLINE_HEADER)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return value / 1000
+
+
+def deadline_passed(headers: dict[str, Any] | None, now: float | None = None) -> bool:
+    """Whether a request's deadline has passed: then its method must not start.
+
+    Args:
+        headers: the request's AMQP headers.
+        now: the current time in epoch seconds (default `time.time()`).
+
+    Returns:
+        True when it carries a deadline that is over; False otherwise (none given too).
+    """
+    deadline = request_deadline(headers)
+    if deadline is None:
+        return False
+    return (time.time() if now is None else now) >= deadline
