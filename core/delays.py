@@ -221,7 +221,8 @@ class DelayQueues:
 
     async def _declare_queue(self, ch: ChannelProtocol, queue: str, ms: int, exchange: str) -> None:
         """The agent's type first, then the other one: the queue is the mesh's, and the
-        first agent to use a delay chose its type (as with `munggoggo.dead-letters`)."""
+        first agent to use a delay chose its type (as with `munggoggo.dead-letters`).
+        """
         other = TRANSIENT if self._queue_type == QUORUM else QUORUM
         for attempt in (self._queue_type, other):
             arguments = delay_queue_arguments(ms, exchange, attempt)

@@ -88,6 +88,7 @@ PUBLIC_MODULES = (
     "munggoggo.rpc_deadlines",
     "munggoggo.rpc_limits",
     "munggoggo.rpc_schemas",
+    "munggoggo.delays",
     "munggoggo.metrics",
     "munggoggo.otel",
     "munggoggo.amqp",
