@@ -94,6 +94,7 @@ PUBLIC_MODULES = (
     "munggoggo.amqp",
     "munggoggo.amqp.connection",
     "munggoggo.amqp.errors",
+    "munggoggo.amqp.handshake",
     "munggoggo.amqp.events",
     "munggoggo.amqp.state",
     "munggoggo.memory",

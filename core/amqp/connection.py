@@ -8,7 +8,6 @@ are marshalled by pamqp; the hot frames (publish, deliver, ack, confirms) go thr
 
 from __future__ import annotations
 
-import platform
 import struct
 from collections import deque
 from dataclasses import dataclass, field
@@ -20,22 +19,24 @@ from pamqp.exceptions import PAMQPException
 
 from .. import _speedups
 from .._speedups import R_CONFIRM, R_HEARTBEAT, R_METHOD, FrameError
-from .._version import __version__
 from . import events as ev
 from .errors import (
     AccessRefused,
-    AuthenticationError,
-    BrokerError,
     LocalProtocolError,
     NotAllowed,
     RemoteProtocolError,
     broker_error,
 )
+from .handshake import (
+    DEFAULT_FRAME_MAX,
+    auth_error,
+    plain_response,
+    tune,
+)
+from .handshake import client_properties as build_client_properties
 from .state import ChanState, ConnState, advance_channel, advance_connection
 
 PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
-FRAME_MIN_SIZE = 4096
-DEFAULT_FRAME_MAX = 131072
 DEFAULT_CHANNEL_MAX = 2047
 
 # Broker-initiated methods: they are not replies to anything we sent.
@@ -47,16 +48,6 @@ _BASIC_CANCEL = 0x003C001E
 _BASIC_GET_EMPTY = 0x003C0048
 _CONFIRM_SELECT_OK = 0x0055000B
 _GET_OK = _speedups.GET_OK
-
-CLIENT_CAPABILITIES = {
-    "publisher_confirms": True,
-    "exchange_exchange_bindings": True,
-    "basic.nack": True,
-    "consumer_cancel_notify": True,
-    "connection.blocked": True,
-    "authentication_failure_close": True,
-    "per_consumer_qos": True,
-}
 
 
 @dataclass(slots=True)
@@ -122,17 +113,7 @@ class AMQPConnection:
         self.channels: dict[int, ChannelState] = {}
         self._reader = _speedups.FrameReader(DEFAULT_FRAME_MAX)
         self._out = bytearray()
-        props: dict[str, Any] = {
-            "product": "munggoggo",
-            "platform": f"Python {platform.python_version()}",
-            "version": __version__,
-            "capabilities": dict(CLIENT_CAPABILITIES),
-        }
-        if connection_name:
-            props["connection_name"] = connection_name
-        if client_properties:
-            props.update(client_properties)
-        self._client_properties = props
+        self._client_properties = build_client_properties(connection_name, client_properties)
 
     # ------------------------------------------------------------------ output
 
@@ -480,7 +461,7 @@ class AMQPConnection:
             self.state = advance_connection(self.state, "<-Connection.Close")
             self._send(0, commands.Connection.CloseOk())
             if during_handshake and isinstance(error, AccessRefused | NotAllowed):
-                error = _auth_error(error, self.username, self.vhost)
+                error = auth_error(error, self.username, self.vhost)
             self.closed_by = error
             out.append(ev.ConnectionClosed(error))
         elif name == "Connection.CloseOk":
@@ -497,7 +478,12 @@ class AMQPConnection:
             self._on_start(method)
         elif name == "Connection.Secure":
             self.state = advance_connection(self.state, "<-Connection.Secure")
-            self._send(0, commands.Connection.SecureOk(response=self._plain_response()))
+            self._send(
+                0,
+                commands.Connection.SecureOk(
+                    response=plain_response(self.username, self._password)
+                ),
+            )
         elif name == "Connection.Tune":
             self.state = advance_connection(self.state, "<-Connection.Tune")
             self._on_tune(method)
@@ -523,23 +509,17 @@ class AMQPConnection:
             commands.Connection.StartOk(
                 client_properties=self._client_properties,
                 mechanism="PLAIN",
-                response=self._plain_response(),
+                response=plain_response(self.username, self._password),
                 locale="en_US",
             ),
         )
 
-    def _plain_response(self) -> str:
-        return f"\0{self.username}\0{self._password}"
-
     def _on_tune(self, method: Any) -> None:
-        self.channel_max = _negotiate(self.requested_channel_max, method.channel_max) or 65535
-        self.frame_max = _negotiate(self.requested_frame_max, method.frame_max) or DEFAULT_FRAME_MAX
-        self.frame_max = max(self.frame_max, FRAME_MIN_SIZE)
-        # Heartbeat 0 from us means "off" and wins; otherwise the smaller non-zero value.
-        if self.requested_heartbeat == 0:
-            self.heartbeat = 0
-        else:
-            self.heartbeat = _negotiate(self.requested_heartbeat, method.heartbeat)
+        tuned = tune(
+            self.requested_channel_max, self.requested_frame_max, self.requested_heartbeat, method
+        )
+        self.channel_max, self.frame_max = tuned.channel_max, tuned.frame_max
+        self.heartbeat = tuned.heartbeat
         self._reader.frame_max = self.frame_max
         self._send(0, commands.Connection.TuneOk(self.channel_max, self.frame_max, self.heartbeat))
         self._send(0, commands.Connection.Open(virtual_host=self.vhost))
@@ -624,22 +604,3 @@ def _lenient_close(index: int, payload: bytes) -> Any:
     except (struct.error, IndexError):
         return None
     return cls(reply_code=reply_code, reply_text=text, class_id=class_id, method_id=method_id)
-
-
-def _negotiate(ours: int, theirs: int) -> int:
-    """Smaller of two limits where 0 means 'no limit'."""
-    if not ours:
-        return theirs
-    if not theirs:
-        return ours
-    return min(ours, theirs)
-
-
-def _auth_error(error: BrokerError, username: str, vhost: str) -> AuthenticationError:
-    if isinstance(error, AccessRefused):
-        what = f"broker refused the credentials of user {username!r}"
-    else:
-        what = f"user {username!r} may not open vhost {vhost!r}"
-    exc = AuthenticationError(f"{what}: {error.reply_code} {error.reply_text}")
-    exc.reply_code = error.reply_code  # type: ignore[attr-defined]
-    return exc
