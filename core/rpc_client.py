@@ -52,13 +52,15 @@ class RpcClient(AgentBase):
             timeout: seconds to wait for the reply (default `config.rpc_timeout`); the
                 request carries the deadline (AMQP `expiration` and the
                 `x-munggoggo-deadline` header), and the callee never starts it later.
+                `math.inf` waits for the reply with no deadline.
             kwargs: params by name.
 
         Returns:
             The method's result.
 
         Raises:
-            ValueError: params given both by position and by name.
+            ValueError: params given both by position and by name, or a timeout that is
+                NaN, zero or negative.
             RpcError: the call failed (unknown agent or method, bad params, the method
                 raised, this agent is not running); `AgentUnreachable` and `RpcTimeout`
                 (no reply in time, or the callee found the deadline passed) are kinds of
@@ -91,6 +93,7 @@ class RpcClient(AgentBase):
             The method's result.
 
         Raises:
+            ValueError: a timeout that is NaN, zero or negative.
             RpcError: as `call`; -32003 when this agent is not running.
             RpcTimeout: no reply in time, or the callee found the call's deadline passed
                 before starting it (-32002).
@@ -114,7 +117,10 @@ class RpcClient(AgentBase):
                 expiration=expiration,
                 timestamp=int(now),
                 headers=outgoing_headers(
-                    {DEADLINE_HEADER: deadline}, envelope.KIND_RPC, target, method
+                    {DEADLINE_HEADER: deadline} if deadline is not None else None,
+                    envelope.KIND_RPC,
+                    target,
+                    method,
                 ),
             )
         )
@@ -122,7 +128,12 @@ class RpcClient(AgentBase):
         self._pending_calls[call_id] = fut
         self._call_targets[call_id] = target
         # One timer on the future itself: asyncio.wait_for would add a Task per call.
-        timer = self.loop.call_later(limit, _expire_call, fut, target, method, limit)
+        # An infinite timeout has no timer: it waits for the reply or the connection's loss.
+        timer = (
+            self.loop.call_later(limit, _expire_call, fut, target, method, limit)
+            if deadline is not None
+            else None
+        )
         started = time.perf_counter()
         outcome = "error"
         try:
@@ -152,7 +163,8 @@ class RpcClient(AgentBase):
             outcome = "ok"
             return result
         finally:
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
             self._pending_calls.pop(call_id, None)
             self._call_targets.pop(call_id, None)
             if self.config.metrics:

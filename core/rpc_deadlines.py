@@ -22,22 +22,36 @@ from .wire import DEADLINE_HEADER
 __all__ = ["DEADLINE_HEADER", "deadline_marks", "deadline_passed", "request_deadline"]
 
 
-def deadline_marks(timeout: float, now: float | None = None) -> tuple[str, int]:
+# RabbitMQ's ceiling for a per-message TTL (`expiration`): ten years in milliseconds.
+MAX_EXPIRATION_MS = 315_360_000_000
+
+
+def deadline_marks(timeout: float, now: float | None = None) -> tuple[str | None, int | None]:
     """The two marks of a call's deadline, `timeout` seconds from now.
 
     Args:
-        timeout: seconds the caller waits for the reply.
+        timeout: seconds the caller waits for the reply (`math.inf`: no deadline).
         now: the current time in epoch seconds (default `time.time()`).
 
     Returns:
         The AMQP `expiration` (milliseconds as a decimal string, at least 1: 0 would make
-        the broker drop a request nobody consumes at once) and the `x-munggoggo-deadline`
-        header's value (epoch milliseconds).
+        the broker drop a request nobody consumes at once; None past RabbitMQ's ceiling for
+        a message TTL, which it would refuse by closing the channel) and the
+        `x-munggoggo-deadline` header's value (epoch milliseconds); (None, None) for an
+        infinite timeout.
+
+    Raises:
+        ValueError: a timeout that is NaN, zero or negative.
     """
+    if not timeout > 0:
+        raise ValueError(f"an RPC timeout is a number of seconds above 0, got {timeout!r}")
+    if math.isinf(timeout):
+        return None, None
     if now is None:
         now = time.time()
     remaining_ms = max(1, math.ceil(timeout * 1000))
-    return str(remaining_ms), int(now * 1000) + remaining_ms
+    expiration = str(remaining_ms) if remaining_ms <= MAX_EXPIRATION_MS else None
+    return expiration, int(now * 1000) + remaining_ms
 
 
 def request_deadline(headers: dict[str, Any] | None) -> float | None:

@@ -148,3 +148,31 @@ async def test_a_late_request_is_answered_with_32002_and_not_run(mesh_url):
         assert (await raw_request(caller, busy.identity, future))["result"] == 1
         assert (await raw_request(caller, busy.identity, None))["result"] == 2
         assert busy.counted == 2
+
+
+def test_timeouts_without_a_deadline_and_past_the_brokers_ceiling():
+    # Infinite: no expiration, no header (the call waits for its reply).
+    assert deadline_marks(float("inf"), now=0.0) == (None, None)
+    # Past RabbitMQ's ceiling for a message TTL (ten years): the header alone.
+    expiration, deadline = deadline_marks(20 * 365 * 86400, now=0.0)
+    assert expiration is None and deadline == 20 * 365 * 86400 * 1000
+    for bad in (0, -1.0, float("nan")):
+        with pytest.raises(ValueError):
+            deadline_marks(bad)
+
+
+async def test_an_infinite_or_huge_timeout_still_calls(mesh_url):
+    class Calc(Agent):
+        @expose
+        def mul(self, a: int, b: int) -> int:
+            return a * b
+
+    async with Calc(uid("calc"), url=mesh_url) as calc, Agent(uid("c"), url=mesh_url) as caller:
+        assert await caller.call(calc.identity, "mul", 6, 7, timeout=float("inf")) == 42
+        # Twenty years: no `expiration` the broker would refuse by closing the channel.
+        assert await caller.call(calc.identity, "mul", 2, 3, timeout=20 * 365 * 86400.0) == 6
+        assert await caller.call(calc.identity, "mul", 3, 3, timeout=5) == 9
+        with pytest.raises(ValueError):
+            await caller.call(calc.identity, "mul", 1, 1, timeout=float("nan"))
+        with pytest.raises(ValueError):
+            await caller.call(calc.identity, "mul", 1, 1, timeout=0)
