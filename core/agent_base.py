@@ -165,6 +165,10 @@ class AgentBase:
 
         def _on_inbox(self, batch: list[Any]) -> None: ...  # inbox.py
 
+        def hold_while_starting(self, msg: Message) -> bool:  # inbox.py
+            """Declared for the roles; defined in core/inbox.py."""
+            raise NotImplementedError
+
         def _take_reply(self, call_id: str, delivery: Any) -> None: ...  # rpc_client.py
 
         def _serve_rpc(self, msg: Message) -> None: ...  # rpc_server.py

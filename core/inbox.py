@@ -11,7 +11,8 @@ message's alone):
 - a direct message goes to the first running behaviour whose template matches it; a
   broadcast nobody wants is acked; anything else is dead-lettered (core/handoff.py).
   While the agent starts, direct messages wait (unsettled) until its behaviours run: what
-  waited in the inbox during a restart finds the behaviour it was meant for.
+  waited in the inbox during a restart finds the behaviour it was meant for. So do
+  requests for a method nobody serves yet (a behaviour's `@expose`d method).
 """
 
 from __future__ import annotations
@@ -66,13 +67,38 @@ class InboxRouter(AgentBase):
         self.stats.count(self.stats.dead_lettered, "")
 
     def release_held(self) -> None:
-        """The agent's behaviours run: route the direct messages held while it started."""
+        """The agent's behaviours run: route the direct messages held while it started,
+        and serve the requests held for a behaviour's method.
+        """
         held, self._held_direct = self._held_direct, None
         for msg in held or ():
             try:
-                self._route_direct(msg)
+                kind = msg.delivery.properties.type
+                if kind == envelope.KIND_RPC or kind == envelope.KIND_CONTROL:
+                    self._serve_rpc(msg)
+                else:
+                    self._route_direct(msg)
             except Exception as exc:  # one message's failure is that message's alone
                 self.reject_failed(msg, exc)
+
+    def hold_while_starting(self, msg: Message) -> bool:
+        """Keep a request for a method nobody serves yet, while the agent starts.
+
+        A behaviour's `@expose`d methods are served once it runs; a request for one that
+        waited in the inbox across a restart must not be answered "method not found"
+        before the behaviour had its chance.
+
+        Args:
+            msg: the request, unsettled.
+
+        Returns:
+            True when it is held (served by `release_held`); False once the agent runs.
+        """
+        held = self._held_direct
+        if held is None:
+            return False
+        held.append(msg)
+        return True
 
     def _route_direct(self, msg: Message) -> None:
         held = self._held_direct

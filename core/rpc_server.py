@@ -104,6 +104,8 @@ class RpcServer(AgentBase):
         else:
             msg_id = request.id
         found = self._methods.lookup(request.method)
+        if found is None and self.hold_while_starting(msg):
+            return None  # perhaps a behaviour's method: served once the behaviours run
         if found is None:
             self._reply(
                 msg,

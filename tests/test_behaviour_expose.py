@@ -173,3 +173,35 @@ async def test_a_behaviour_that_ended_serves_nothing(mesh_url):
             await host.call(host.identity, "once_only")
         assert err.value.code == METHOD_NOT_FOUND
         assert "once_only" not in host.describe()["methods"]
+
+
+async def test_a_call_that_arrives_while_the_agent_starts_waits_for_the_behaviour(mesh_url):
+    # The request reaches the inbox before the behaviour runs (its agent is still in
+    # setup()): it is served once the behaviours start, never answered "method not found".
+    in_setup = asyncio.Event()
+    go_on = asyncio.Event()
+
+    class Slow(Agent):
+        async def setup(self) -> None:
+            await self.add_behaviour(Counter(self))
+            in_setup.set()
+            await go_on.wait()
+
+    agent = Slow(uid("slow"), url=mesh_url)
+    async with Agent(uid("caller"), url=mesh_url) as caller:
+        starting = asyncio.ensure_future(agent.start())
+        try:
+            await asyncio.wait_for(in_setup.wait(), 10)
+            call = asyncio.ensure_future(caller.call(agent.identity, "add", 5, timeout=10))
+            await asyncio.sleep(0.3)  # the request waits in the starting agent's inbox
+            assert not call.done()
+            go_on.set()
+            await starting
+            assert await call == 5
+            with pytest.raises(RpcError) as info:  # a method nobody has: not held once running
+                await caller.call(agent.identity, "nope", timeout=10)
+            assert info.value.code == METHOD_NOT_FOUND
+        finally:
+            go_on.set()
+            await starting
+            await agent.stop()
