@@ -10,6 +10,9 @@ and once more, as stopped, when it stops cleanly. The body is JSON:
 announcement (null: it sends none until it stops); `reply` is true on the first
 announcement only, and asks every agent that hears it to answer with its own announcement,
 sent straight to the newcomer's inbox, so that a new agent knows the running ones at once.
+A listening-only agent (`AgentConfig(presence=False)`, a gateway worker) sends one
+`{"identity": ..., "state": "query", "reply": true}` when it starts instead: it is answered
+the same way and is never reported itself.
 
 Every agent keeps the other agents it heard of and calls `agent.on_presence(identity,
 state)` when one starts or stops (never for itself). An agent that announced an interval and
@@ -60,6 +63,8 @@ log = logging.getLogger("munggoggo.presence")
 
 STARTED = "started"
 STOPPED = "stopped"
+# A listening-only agent asks who runs (reply true); it is no agent to report itself.
+QUERY = "query"
 # Intervals of silence after which an agent is reported stopped, whatever its inbox says.
 MISSED_ANNOUNCEMENTS = 3
 # Silence, in the sender's intervals, after which its inbox is looked up.
@@ -160,6 +165,10 @@ class PresenceTracker:
             self._announced = True
             if self.interval:
                 self._beat = loop.create_task(self._beat_loop(), name=f"{self.identity} presence")
+        else:
+            # Listening only (a gateway worker): ask who runs, so that it knows at once,
+            # not only after each agent's next announcement.
+            self._publish(QUERY, FANOUT_EXCHANGE, "", reply=True)
         self._watch = loop.create_task(self._watch_loop(), name=f"{self.identity} presence watch")
 
     async def announce_stopped(self) -> None:
@@ -225,6 +234,10 @@ class PresenceTracker:
         identity = news.identity
         if identity == self.identity or (msg.sender and msg.sender != identity):
             return  # our own announcement; or one that speaks for somebody else
+        if news.state == QUERY:
+            if news.reply and self._announced:
+                self._publish(STARTED, "", identity)  # straight to the asker's inbox
+            return
         if news.state == STARTED:
             known = self._peers.get(identity)
             now = asyncio.get_running_loop().time()

@@ -263,3 +263,17 @@ async def test_the_example_runs():
         "presence-crasher started",
         "presence-crasher stopped",
     ]
+
+
+async def test_a_listening_only_agent_learns_the_running_agents_when_it_starts(mesh_url):
+    # The running agent announces once a minute: the listener hears of it through its
+    # query, not through a later announcement.
+    slow = AgentConfig(presence_interval=60.0, drain_timeout=2.0)
+    runner = uid("pres-runner")
+    async with Agent(runner, url=mesh_url, config=slow):
+        watcher = Agent(uid("pres-listen"), url=mesh_url, config=AgentConfig(presence=False))
+        heard = Events(runner)
+        watcher.on_presence = heard
+        async with watcher:
+            await eventually(lambda: (runner, "started") in heard.seen, timeout=5)
+            assert runner in watcher.presence.peers
