@@ -38,6 +38,11 @@ class InboxRouter(AgentBase):
             msg = Message(d, sub, identity)
             try:
                 kind = d.properties.type
+                if kind == envelope.KIND_PRESENCE:
+                    # The mesh's own bookkeeping, not traffic: not counted as consumed.
+                    msg.ack()
+                    self._receive_presence(msg)
+                    continue
                 key = ("", kind or envelope.KIND_MESSAGE)
                 consumed[key] = consumed.get(key, 0) + 1
                 if kind == envelope.KIND_RPC or kind == envelope.KIND_CONTROL:
@@ -54,10 +59,6 @@ class InboxRouter(AgentBase):
                         self._take_reply(call_id, d)
                         continue
                     self._serve_rpc(msg)
-                    continue
-                if kind == envelope.KIND_PRESENCE:
-                    msg.ack()
-                    self._receive_presence(msg)
                     continue
                 self._route_direct(msg)
             except Exception as exc:  # one message's failure is that message's alone
