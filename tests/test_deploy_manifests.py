@@ -30,6 +30,10 @@ from munggoggo.gateway.app import create_app
 from munggoggo.gateway.state import GatewaySettings
 from munggoggo.health import HealthServer
 
+# Checks of the sources and the packaging: neither the speedups nor the broker change
+# them, so CI runs them in its first pass only (.ci/run).
+pytestmark = pytest.mark.static
+
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"

@@ -46,6 +46,11 @@ from types import ModuleType
 from typing import Any
 
 import msgspec
+import pytest
+
+# Checks of the sources and the packaging: neither the speedups nor the broker change
+# them, so CI runs them in its first pass only (.ci/run).
+pytestmark = pytest.mark.static
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -21,6 +21,10 @@ from mesh_tools import uid
 from munggoggo import MissingExtra, MunggoggoError
 from munggoggo.extras import EXTRAS, needs_extra, require
 
+# Checks of the sources and the packaging: neither the speedups nor the broker change
+# them, so CI runs them in its first pass only (.ci/run).
+pytestmark = pytest.mark.static
+
 SCRIPT = shutil.which("munggoggo", path=str(Path(sys.executable).parent)) or "munggoggo"
 BLOCKER = """\
 import os, sys
@@ -88,6 +92,7 @@ def test_demo_without_metrics_needs_no_extra(without) -> None:
 PYTHON_API = """\
 import sys
 from munggoggo import MissingExtra, MunggoggoError
+
 try:
     {statement}
 except MissingExtra as exc:

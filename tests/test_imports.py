@@ -19,6 +19,10 @@ from pathlib import Path
 
 import pytest
 
+# Checks of the sources and the packaging: neither the speedups nor the broker change
+# them, so CI runs them in its first pass only (.ci/run).
+pytestmark = pytest.mark.static
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # Cycles closed only by an import deferred into a function body, known and being reworked

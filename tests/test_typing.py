@@ -26,7 +26,8 @@ import pytest
 from munggoggo import Agent, Behaviour, OneShotBehaviour, PeriodicBehaviour
 from munggoggo._speedups import USING_EXTENSIONS
 
-pytestmark = pytest.mark.timeout(300)
+# Static checks (mypy, stubtest): CI runs them in its first pass only (.ci/run).
+pytestmark = [pytest.mark.timeout(300), pytest.mark.static]
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = ROOT / "tests" / "typing_cases"
