@@ -32,7 +32,7 @@ from typing import Any
 from .amqp.errors import PreconditionFailed
 from .durable import QUORUM, QUORUM_ARGUMENTS, TRANSIENT, normalize_queue_type
 from .engine import ChannelProtocol, ConnectionProtocol
-from .wire import DELAY_EXCHANGE, DELAY_HEADER, DELAY_QUEUE_PREFIX, DELAY_TARGETS
+from .wire import DELAY_EXCHANGE, DELAY_HEADER, DELAY_QUEUE_PREFIX, DELAY_TARGETS, MAX_TTL_MS
 
 __all__ = [
     "MAX_DELAY_MS",
@@ -46,8 +46,7 @@ __all__ = [
 
 log = logging.getLogger("munggoggo.delays")
 
-# RabbitMQ's ceiling for a queue's x-message-ttl: ten years in milliseconds.
-MAX_DELAY_MS = 10 * 365 * 24 * 3600 * 1000
+MAX_DELAY_MS = MAX_TTL_MS  # a delay queue's x-message-ttl: RabbitMQ's TTL ceiling
 
 
 def delay_ms(seconds: float) -> int:

@@ -17,13 +17,9 @@ import math
 import time
 from typing import Any
 
-from .wire import DEADLINE_HEADER
+from .wire import DEADLINE_HEADER, MAX_TTL_MS
 
 __all__ = ["DEADLINE_HEADER", "deadline_marks", "deadline_passed", "request_deadline"]
-
-
-# RabbitMQ's ceiling for a per-message TTL (`expiration`): ten years in milliseconds.
-MAX_EXPIRATION_MS = 315_360_000_000
 
 
 def deadline_marks(timeout: float, now: float | None = None) -> tuple[str | None, int | None]:
@@ -50,7 +46,7 @@ def deadline_marks(timeout: float, now: float | None = None) -> tuple[str | None
     if now is None:
         now = time.time()
     remaining_ms = max(1, math.ceil(timeout * 1000))
-    expiration = str(remaining_ms) if remaining_ms <= MAX_EXPIRATION_MS else None
+    expiration = str(remaining_ms) if remaining_ms <= MAX_TTL_MS else None
     return expiration, int(now * 1000) + remaining_ms
 
 

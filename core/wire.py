@@ -3,6 +3,10 @@
 Other AMQP clients join the mesh by these names, so they live in one place.
 """
 
+# RabbitMQ's ceiling for a TTL (per-message `expiration`, `x-message-ttl`, `x-expires`):
+# ten years in milliseconds. A larger value is refused (PRECONDITION_FAILED).
+MAX_TTL_MS = 315_360_000_000
+
 TOPIC_EXCHANGE = "munggoggo.topic"  # topic, durable: pub/sub, routing key = topic
 FANOUT_EXCHANGE = "munggoggo.fanout"  # fanout, durable: broadcast to every agent's inbox
 DEAD_LETTER_EXCHANGE = "munggoggo.dlx"  # topic, durable: what nobody could handle

@@ -14,10 +14,10 @@ import decimal
 from typing import Any
 
 from ..amqp.errors import BrokerError
+from ..wire import MAX_TTL_MS
 from .errors import QUEUE_DECLARE, error, rs, transient_nonexclusive
 
-# RabbitMQ's ceiling for per-message and queue TTLs and x-expires: ten years in ms.
-MAX_EXPIRY = 315_360_000_000
+MAX_EXPIRY = MAX_TTL_MS  # RabbitMQ's ceiling for TTLs and x-expires
 MAX_PRIORITY = 255
 
 # --------------------------------------------------------------------------- field types
