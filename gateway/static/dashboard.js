@@ -1,5 +1,6 @@
 // munggoggo gateway dashboard: agents with behaviour start/stop, a live message stream over
-// /ws and a messages/s sparkline. Plain browser JavaScript; every URL is relative to the page.
+// /ws and a messages/s sparkline. Plain browser JavaScript (common.js loads first and gives
+// the token, `api()`, `el()` and `toast()`); every URL is relative to the page.
 "use strict";
 
 const MAX_ROWS = 200; // rows kept in the stream table
@@ -15,103 +16,6 @@ const CONTROL_METHODS = new Set([
   "stop_behaviour",
   "traces",
 ]);
-
-const $ = (id) => document.getElementById(id);
-
-// ---------------------------------------------------------------- the gateway's token
-//
-// A gateway with tokens serves this page openly, but its API and /ws need a token. The
-// page takes it from the address (`#token=...`: a fragment never travels to a server or
-// into a Referer) or from the form shown after a 401, and keeps it in sessionStorage: this
-// tab only, gone when it closes.
-
-const TOKEN_KEY = "munggoggo.gateway.token";
-
-function takeTokenFromAddress() {
-  const fragment = new URLSearchParams(window.location.hash.slice(1));
-  const token = fragment.get("token");
-  if (!token) return false;
-  sessionStorage.setItem(TOKEN_KEY, token);
-  fragment.delete("token");
-  const rest = fragment.toString();
-  const url = window.location.pathname + window.location.search + (rest ? "#" + rest : "");
-  history.replaceState(null, "", url); // out of the address bar and the history
-  return true;
-}
-
-function token() {
-  return sessionStorage.getItem(TOKEN_KEY) || "";
-}
-
-function apiHeaders() {
-  const headers = { accept: "application/json" };
-  if (token()) headers.authorization = `Bearer ${token()}`;
-  return headers;
-}
-
-function askForToken(why) {
-  $("token-label").textContent = why;
-  $("token-form").hidden = false;
-}
-
-function useToken(event) {
-  event.preventDefault();
-  const value = $("token").value.trim();
-  if (!value) return;
-  sessionStorage.setItem(TOKEN_KEY, value);
-  $("token").value = "";
-  tokenChanged();
-}
-
-function tokenChanged() {
-  $("token-form").hidden = true;
-  loadAgents();
-  stream.retry = 500;
-  if (stream.socket) stream.socket.close(); // reconnects with the token
-}
-
-// A 401 shows the token form; the error text comes back for the caller to show too.
-async function refusal(response) {
-  const text = await errorText(response);
-  if (response.status === 401) {
-    askForToken(token() ? "that token was not accepted" : "this gateway needs a token");
-  }
-  return text;
-}
-
-// ---------------------------------------------------------------- small helpers
-
-function el(tag, attrs, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs || {})) {
-    if (key === "text") node.textContent = value;
-    else if (key.startsWith("data-") || key.startsWith("aria-")) node.setAttribute(key, value);
-    else node[key] = value;
-  }
-  for (const child of children) if (child != null) node.append(child);
-  return node;
-}
-
-let toastTimer = 0;
-function toast(text) {
-  const box = $("toast");
-  box.textContent = text;
-  box.hidden = false;
-  clearTimeout(toastTimer);
-  toastTimer = setTimeout(() => (box.hidden = true), 6000);
-}
-
-async function errorText(response) {
-  let text = `${response.status} ${response.statusText}`;
-  try {
-    const body = await response.json();
-    const detail = body.error?.message || body.error || body.detail || body.message;
-    if (detail) text = typeof detail === "string" ? detail : JSON.stringify(detail);
-  } catch (_) {
-    /* not JSON: keep the status line */
-  }
-  return text;
-}
 
 // ---------------------------------------------------------------- agents
 
@@ -141,6 +45,8 @@ function renderAgents() {
   const box = $("agents");
   const list = [...agents.list].sort((a, b) => a.identity.localeCompare(b.identity));
   $("agents-count").textContent = `${list.length} running`;
+  // The other panels (method console, send) follow the list through this event.
+  document.dispatchEvent(new CustomEvent("mg:agents", { detail: list }));
   if (!list.length) {
     box.replaceChildren(el("p", { className: "empty", text: "No agents answered." }));
     return;
@@ -476,6 +382,12 @@ function renderChips() {
 // ---------------------------------------------------------------- wiring
 
 takeTokenFromAddress();
+
+document.addEventListener("mg:token", () => {
+  loadAgents();
+  stream.retry = 500;
+  if (stream.socket) stream.socket.close(); // reconnects with the token
+});
 
 document.addEventListener("DOMContentLoaded", () => {
   $("token-form").addEventListener("submit", useToken);

@@ -1,0 +1,2 @@
+// munggoggo gateway dashboard: the deadletters panel (filled in by its own change).
+"use strict";

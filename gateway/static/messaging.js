@@ -1,0 +1,2 @@
+// munggoggo gateway dashboard: the messaging panel (filled in by its own change).
+"use strict";
