@@ -98,3 +98,28 @@ def test_the_params_schema_says_what_the_method_accepts():
         else:
             raise AssertionError(f"{refused} accepted")
     assert msgspec.json.decode(msgspec.json.encode(schema)) == schema  # JSON all through
+
+
+class Shade(msgspec.Struct):
+    name: str
+
+
+class S(msgspec.Struct):
+    shade: Shade
+
+
+class Tree(msgspec.Struct):
+    children: list[Tree] = []
+
+
+def test_a_result_type_stands_alone_unless_it_refers_to_itself():
+    """A struct whose name begins another's (`S`, `Shade`) is inlined at the top like any
+    other; only a recursive type stays a `$ref` to its definition."""
+    from munggoggo.rpc_schemas import type_schema
+
+    s = type_schema(S)
+    assert s["type"] == "object" and "$ref" not in s
+    assert s["properties"]["shade"] == {"$ref": "#/$defs/Shade"}
+    assert set(s["$defs"]) == {"Shade"}
+    tree = type_schema(Tree)
+    assert tree["$ref"] == "#/$defs/Tree" and "Tree" in tree["$defs"]
