@@ -23,9 +23,25 @@ from dashboard_tools import AgentThread, Gateway, open_browser
 from mesh_tools import uid
 
 from munggoggo.deadletters import DeadLetters
+from munggoggo.gateway import dashboard
 from munggoggo.wire import REASON_HEADER
 
-pytestmark = pytest.mark.rabbitmq
+TOOL_ASSETS = ("console.js", "messaging.js", "deadletters.js", "tools.css")
+
+
+def test_the_tool_panels_load_only_the_pages_own_files():
+    page = (dashboard.STATIC_ROOT / "index.html").read_text()
+    assert '<link rel="stylesheet" href="static/tools.css">' in page
+    for section in ("console-panel", "send-panel", "dead-letters-panel"):
+        assert f'id="{section}"' in page
+    # The page's Content-Security-Policy (default-src 'self') allows no inline script or
+    # style and nothing from elsewhere.
+    assert not re.search(r"<script>|<style|\sstyle=|\son[a-z]+=", page)
+    for asset in TOOL_ASSETS:
+        text = (dashboard.STATIC_ROOT / asset).read_text()
+        assert not re.search(r"https?://|@import|url\(", text), asset
+        # The purge's confirmation is the panel's own (a test can drive it), no dialog.
+        assert not re.search(r"\b(confirm|alert|prompt)\(", text), asset
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +102,7 @@ def choose_method(page: Page, identity: str, method: str) -> None:
     page.choose("#console-method", value=method)
 
 
+@pytest.mark.rabbitmq
 def test_console_calls_a_typed_method_through_the_generated_form(page, toolbox):
     agent = agent_of(toolbox)
     calls = agent.calls
@@ -143,6 +160,7 @@ def test_console_calls_a_typed_method_through_the_generated_form(page, toolbox):
     assert agent.calls == calls + 1
 
 
+@pytest.mark.rabbitmq
 def test_console_raw_json_and_the_json_rpc_error(page, toolbox):
     agent = agent_of(toolbox)
     calls = agent.calls
@@ -199,6 +217,7 @@ def send(page: Page, kind: str, body: str) -> str:
     return page.submit("#send-submit", "#send-outcome")
 
 
+@pytest.mark.rabbitmq
 def test_send_json_and_text_to_an_agents_inbox(page, toolbox):
     agent = agent_of(toolbox)
     page.click('#send-form input[name="send-kind"][value="inbox"]')
@@ -223,6 +242,7 @@ def test_send_json_and_text_to_an_agents_inbox(page, toolbox):
     assert text["content_type"].startswith("text/plain")
 
 
+@pytest.mark.rabbitmq
 def test_publish_to_a_topic(page, toolbox):
     agent = agent_of(toolbox)
     page.click('#send-form input[name="send-kind"][value="topic"]')
@@ -247,6 +267,7 @@ def test_publish_to_a_topic(page, toolbox):
     eventually(lambda: received(agent, "Listener", f"words {tag}"), "the published text")
 
 
+@pytest.mark.rabbitmq
 def test_broadcast(page, toolbox):
     agent = agent_of(toolbox)
     page.click('#send-form input[name="send-kind"][value="broadcast"]')
@@ -318,6 +339,7 @@ class Letters:
         return question
 
 
+@pytest.mark.rabbitmq
 def test_dead_letters_list_inspect_requeue_and_purge(page, toolbox):
     letters = Letters(page, toolbox)
     agent = letters.agent

@@ -146,7 +146,11 @@
       input = el("input", { id, name, type: "text", spellcheck: false, autocomplete: "off" });
       if (widget !== "string") input.inputMode = widget === "integer" ? "numeric" : "decimal";
     }
-    if (hasDefault && resolved.default !== null && input.tagName !== "SELECT")
+    if (widget === "list")
+      input.placeholder = hasDefault && Array.isArray(resolved.default) && resolved.default.length
+        ? resolved.default.join("\n")
+        : "one item per line";
+    else if (hasDefault && resolved.default !== null && input.tagName !== "SELECT")
       input.placeholder = show(resolved.default);
     input.dataset.widget = widget;
     if (required) input.setAttribute("aria-required", "true");
