@@ -8,6 +8,7 @@ for what the page shows. The gateway and the browser come from tests/dashboard_t
 from __future__ import annotations
 
 import asyncio
+import enum
 import time
 from collections.abc import Callable
 from typing import Any, Literal
@@ -19,6 +20,13 @@ from dashboard_tools import WAIT
 from munggoggo import Agent, AgentConfig, Behaviour, RestartPolicy, Template, expose
 
 Color = Literal["red", "green", "blue"]
+
+
+class Shade(enum.Enum):
+    """An enum the schema carries in `$defs` (a select behind a `$ref`)."""
+
+    LIGHT = "light"
+    DARK = "dark"
 
 
 class Point(msgspec.Struct):
@@ -78,6 +86,7 @@ class Toolbox(Agent):
         ratio: float = 0.5,
         loud: bool = False,
         color: Color = "red",
+        shade: Shade = Shade.LIGHT,
         tags: list[str] = [],  # noqa: B006 (msgspec copies defaults)
         where: Point | None = None,
     ) -> dict[str, Any]:
@@ -89,6 +98,7 @@ class Toolbox(Agent):
             "ratio": ratio,
             "loud": loud,
             "color": color,
+            "shade": shade.value,
             "tags": tags,
             "where": None if where is None else msgspec.to_builtins(where),
         }

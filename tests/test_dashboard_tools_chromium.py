@@ -113,7 +113,7 @@ def test_console_calls_a_typed_method_through_the_generated_form(page, toolbox):
 
     widgets = {
         name: page.find(f"#console-field-{name}").get_attribute("data-widget")
-        for name in ("name", "count", "ratio", "loud", "color", "tags", "where")
+        for name in ("name", "count", "ratio", "loud", "color", "shade", "tags", "where")
     }
     assert widgets == {
         "name": "string",
@@ -121,6 +121,7 @@ def test_console_calls_a_typed_method_through_the_generated_form(page, toolbox):
         "ratio": "number",
         "loud": "boolean",
         "color": "enum",
+        "shade": "enum",  # behind a $ref into $defs
         "tags": "list",
         "where": "json",  # a Struct in $defs, behind a $ref and Optional
     }
@@ -143,6 +144,7 @@ def test_console_calls_a_typed_method_through_the_generated_form(page, toolbox):
     page.type("#console-field-ratio", "0.25")
     page.choose("#console-field-loud", text="true")
     page.choose("#console-field-color", text="green")
+    page.choose("#console-field-shade", text="dark")
     page.type("#console-field-tags", "a\nb")
     page.type("#console-field-where", '{"x": 1, "y": 2.5}')
     assert page.submit("#console-call", "#console-outcome") == "result"
@@ -153,6 +155,7 @@ def test_console_calls_a_typed_method_through_the_generated_form(page, toolbox):
         "ratio": 0.25,
         "loud": True,
         "color": "green",
+        "shade": "dark",
         "tags": ["a", "b"],
         "where": {"x": 1.0, "y": 2.5},
     }

@@ -78,6 +78,15 @@
     return value;
   }
 
+  // A pattern JavaScript cannot read (Python-only syntax) is left to the agent to check.
+  function matches(pattern, value) {
+    try {
+      return new RegExp(pattern, "u").test(value);
+    } catch (_) {
+      return true;
+    }
+  }
+
   // The schema's own limits (msgspec's Meta): a message, or "" when the value fits.
   function limitProblem(schema, value) {
     if (typeof value === "number") {
@@ -93,8 +102,7 @@
         return `${schema.minLength} characters or more`;
       if (schema.maxLength !== undefined && value.length > schema.maxLength)
         return `${schema.maxLength} characters or fewer`;
-      if (schema.pattern && !new RegExp(schema.pattern, "u").test(value))
-        return `must match ${schema.pattern}`;
+      if (schema.pattern && !matches(schema.pattern, value)) return `must match ${schema.pattern}`;
     }
     if (Array.isArray(value)) {
       if (schema.minItems !== undefined && value.length < schema.minItems)
