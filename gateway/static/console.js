@@ -90,8 +90,10 @@
   // The schema's own limits (msgspec's Meta): a message, or "" when the value fits.
   function limitProblem(schema, value) {
     if (typeof value === "number") {
-      if (schema.minimum !== undefined && value < schema.minimum) return `at least ${schema.minimum}`;
-      if (schema.maximum !== undefined && value > schema.maximum) return `at most ${schema.maximum}`;
+      if (schema.minimum !== undefined && value < schema.minimum)
+        return `at least ${schema.minimum}`;
+      if (schema.maximum !== undefined && value > schema.maximum)
+        return `at most ${schema.maximum}`;
       if (schema.exclusiveMinimum !== undefined && value <= schema.exclusiveMinimum)
         return `more than ${schema.exclusiveMinimum}`;
       if (schema.exclusiveMaximum !== undefined && value >= schema.exclusiveMaximum)
@@ -124,7 +126,11 @@
     const id = `console-field-${name}`;
     const hasDefault = Object.prototype.hasOwnProperty.call(resolved, "default");
     const hint = [
-      widget === "list" ? `${schema.items.type}[] (one per line)` : widget === "json" ? "JSON" : widget,
+      widget === "list"
+        ? `${schema.items.type}[] (one per line)`
+        : widget === "json"
+          ? "JSON"
+          : widget,
       nullable ? "or null" : "",
       hasDefault ? `default ${show(resolved.default)}` : "",
     ]
@@ -155,9 +161,10 @@
       if (widget !== "string") input.inputMode = widget === "integer" ? "numeric" : "decimal";
     }
     if (widget === "list")
-      input.placeholder = hasDefault && Array.isArray(resolved.default) && resolved.default.length
-        ? resolved.default.join("\n")
-        : "one item per line";
+      input.placeholder =
+        hasDefault && Array.isArray(resolved.default) && resolved.default.length
+          ? resolved.default.join("\n")
+          : "one item per line";
     else if (hasDefault && resolved.default !== null && input.tagName !== "SELECT")
       input.placeholder = show(resolved.default);
     input.dataset.widget = widget;
@@ -178,7 +185,8 @@
         case "number":
         case "integer":
           value = number(text.trim(), widget === "integer");
-          if (value === null) return { error: `not ${widget === "integer" ? "an integer" : "a number"}` };
+          if (value === null)
+            return { error: `not ${widget === "integer" ? "an integer" : "a number"}` };
           break;
         case "boolean":
           value = text === "true";
@@ -187,12 +195,16 @@
           value = (schema.enum || [schema.const])[Number(text)];
           break;
         case "list": {
-          const lines = text.split("\n").map((l) => l.trim()).filter((l) => l !== "");
+          const lines = text
+            .split("\n")
+            .map((l) => l.trim())
+            .filter((l) => l !== "");
           const item = schema.items;
           value = [];
           for (const line of lines) {
             const v = item.type === "string" ? line : number(line, item.type === "integer");
-            if (v === null) return { error: `${JSON.stringify(line)} is not ${item.type === "integer" ? "an integer" : "a number"}` };
+            const what = item.type === "integer" ? "an integer" : "a number";
+            if (v === null) return { error: `${JSON.stringify(line)} is not ${what}` };
             const problem = limitProblem(item, v);
             if (problem) return { error: `${JSON.stringify(line)}: ${problem}` };
             value.push(v);
@@ -205,7 +217,11 @@
           } catch (err) {
             return { error: "invalid JSON: " + err.message };
           }
-          if (schema.type === "object" && (value === null || typeof value !== "object" || Array.isArray(value)) && !(nullable && value === null))
+          if (
+            schema.type === "object" &&
+            (value === null || typeof value !== "object" || Array.isArray(value)) &&
+            !(nullable && value === null)
+          )
             return { error: "must be a JSON object" };
           if (schema.type === "array" && !Array.isArray(value) && !(nullable && value === null))
             return { error: "must be a JSON array" };
@@ -264,7 +280,10 @@
       { className: "field", "data-field": name },
       label,
       input,
-      el("span", { className: "hint muted", text: hint + (schema.description ? " - " + schema.description : "") }),
+      el("span", {
+        className: "hint muted",
+        text: hint + (schema.description ? " - " + schema.description : ""),
+      }),
       error
     );
     return { name, row, input, read, write, error, required };
@@ -280,7 +299,9 @@
     const freeForm = !names.length && params.additionalProperties !== false;
     if (params.type !== "object" || freeForm) {
       // Not an object schema we can lay out: params are typed as JSON.
-      box.replaceChildren(el("p", { className: "muted", text: "free-form parameters: use raw JSON" }));
+      box.replaceChildren(
+        el("p", { className: "muted", text: "free-form parameters: use raw JSON" })
+      );
       setRaw(true);
       return;
     }
@@ -390,7 +411,14 @@
     const agent = currentAgent();
     const { own, control } = methodsOf(agent);
     const select = $("console-method");
-    fillSelect(select, [["methods", own], ["control", control]], select.value);
+    fillSelect(
+      select,
+      [
+        ["methods", own],
+        ["control", control],
+      ],
+      select.value
+    );
     onMethodChosen();
   }
 
@@ -461,7 +489,8 @@
         value = raw;
       }
       $("console-time").textContent = `${Math.round(elapsed)} ms`;
-      if (response.status === 401) askForToken(token() ? "that token was not accepted" : "this gateway needs a token");
+      if (response.status === 401)
+        askForToken(token() ? "that token was not accepted" : "this gateway needs a token");
       if (response.ok) showResult(value);
       else showError(response, value);
     } catch (err) {
@@ -511,7 +540,9 @@
     $("console-method").addEventListener("change", onMethodChosen);
     $("console-raw").addEventListener("change", (e) => setRaw(e.target.checked));
     $("console-form").addEventListener("submit", call);
-    document.addEventListener("mg:agents", (e) => onAgents(Array.isArray(e.detail) ? e.detail : []));
+    document.addEventListener("mg:agents", (e) =>
+      onAgents(Array.isArray(e.detail) ? e.detail : [])
+    );
     onAgents([]);
   }
 

@@ -60,7 +60,11 @@
     $("dl-count").textContent = `${state.letters.length} shown`;
     if (!state.letters.length) {
       body.replaceChildren(
-        el("tr", { className: "none" }, el("td", { colSpan: 9, className: "empty", text: "No dead letters." }))
+        el(
+          "tr",
+          { className: "none" },
+          el("td", { colSpan: 9, className: "empty", text: "No dead letters." })
+        )
       );
     } else {
       body.replaceChildren(...state.letters.map(row));
@@ -81,13 +85,31 @@
       $("dl-all").checked = state.selected.size === state.letters.length;
       updateButtons();
     });
-    const inspect = el("button", { type: "button", className: "ghost", text: "Inspect", "data-action": "inspect" });
+    const inspect = el("button", {
+      type: "button",
+      className: "ghost",
+      text: "Inspect",
+      "data-action": "inspect",
+    });
     inspect.addEventListener("click", () => showLetter(letter.id));
-    const requeue = el("button", { type: "button", className: "ghost", text: "Requeue", "data-action": "requeue" });
+    const requeue = el("button", {
+      type: "button",
+      className: "ghost",
+      text: "Requeue",
+      "data-action": "requeue",
+    });
     requeue.addEventListener("click", () => requeueIds([letter.id]));
-    const purge = el("button", { type: "button", className: "ghost danger", text: "Purge", "data-action": "purge" });
-    purge.addEventListener("click", () => askPurge({ ids: [letter.id] }, `Purge dead letter ${letter.id}?`));
-    const cell = (text, className) => el("td", { className: className || "", text: text == null ? "-" : String(text) });
+    const purge = el("button", {
+      type: "button",
+      className: "ghost danger",
+      text: "Purge",
+      "data-action": "purge",
+    });
+    purge.addEventListener("click", () =>
+      askPurge({ ids: [letter.id] }, `Purge dead letter ${letter.id}?`)
+    );
+    const cell = (text, className) =>
+      el("td", { className: className || "", text: text == null ? "-" : String(text) });
     return el(
       "tr",
       { "data-id": letter.id },
@@ -150,7 +172,12 @@
   }
 
   function closeButton() {
-    const button = el("button", { type: "button", id: "dl-detail-close", className: "ghost", text: "Close" });
+    const button = el("button", {
+      type: "button",
+      id: "dl-detail-close",
+      className: "ghost",
+      text: "Close",
+    });
     button.addEventListener("click", () => {
       $("dl-detail").hidden = true;
       delete $("dl-detail").dataset.id;
@@ -257,7 +284,9 @@
     $("dl-purge-all").addEventListener("click", purgeAll);
     $("dl-confirm-yes").addEventListener("click", confirmPurge);
     $("dl-confirm-no").addEventListener("click", cancelPurge);
-    document.addEventListener("mg:agents", (e) => onAgents(Array.isArray(e.detail) ? e.detail : []));
+    document.addEventListener("mg:agents", (e) =>
+      onAgents(Array.isArray(e.detail) ? e.detail : [])
+    );
     document.addEventListener("mg:token", load);
     load();
   }

@@ -22,7 +22,8 @@
     const kind = checked("send-kind");
     $("send-agent-row").hidden = kind !== "inbox";
     $("send-key-row").hidden = kind !== "topic";
-    $("send-submit").textContent = kind === "topic" ? "Publish" : kind === "broadcast" ? "Broadcast" : "Send";
+    $("send-submit").textContent =
+      kind === "topic" ? "Publish" : kind === "broadcast" ? "Broadcast" : "Send";
   }
 
   function onBodyKind() {
@@ -95,7 +96,8 @@
       } catch (_) {
         /* not JSON: show the text */
       }
-      if (response.status === 401) askForToken(token() ? "that token was not accepted" : "this gateway needs a token");
+      if (response.status === 401)
+        askForToken(token() ? "that token was not accepted" : "this gateway needs a token");
       showOutcome(response.ok, `${response.status} ${response.statusText}`.trim(), value);
     } catch (err) {
       showOutcome(false, "no answer", { error: { message: err.message } });
@@ -108,11 +110,18 @@
     const out = $("send-outcome");
     out.dataset.outcome = ok ? "ok" : "error";
     const error = !ok && value && typeof value === "object" ? value.error : null;
-    const text = error && typeof error === "object"
-      ? [error.code !== undefined ? `code ${error.code}` : "", error.message || "", error.data !== undefined ? JSON.stringify(error.data) : ""]
-          .filter(Boolean)
-          .join("\n")
-      : typeof value === "string" ? value : JSON.stringify(value, null, 2);
+    const text =
+      error && typeof error === "object"
+        ? [
+            error.code !== undefined ? `code ${error.code}` : "",
+            error.message || "",
+            error.data !== undefined ? JSON.stringify(error.data) : "",
+          ]
+            .filter(Boolean)
+            .join("\n")
+        : typeof value === "string"
+          ? value
+          : JSON.stringify(value, null, 2);
     out.replaceChildren(
       el("div", { className: `outcome-head ${ok ? "ok" : "bad"}`, text: status }),
       el("pre", { id: "send-answer", text })
@@ -126,7 +135,9 @@
     for (const input of document.querySelectorAll('#send-form input[name="send-body-kind"]'))
       input.addEventListener("change", onBodyKind);
     $("send-form").addEventListener("submit", send);
-    document.addEventListener("mg:agents", (e) => onAgents(Array.isArray(e.detail) ? e.detail : []));
+    document.addEventListener("mg:agents", (e) =>
+      onAgents(Array.isArray(e.detail) ? e.detail : [])
+    );
     onKind();
     onBodyKind();
   }
