@@ -200,6 +200,8 @@ def test_console_raw_json_and_the_json_rpc_error(page, toolbox):
 
     # A control method without parameters.
     page.choose("#console-method", value="ping")
+    assert page.find("#console-outcome").get_attribute("data-outcome") is None  # mix's answer went
+    assert page.text("#console-time") == ""
     assert page.submit("#console-call", "#console-outcome") == "result"
     assert page.text("#console-result")
 

@@ -303,8 +303,10 @@
         el("p", { className: "muted", text: "free-form parameters: use raw JSON" })
       );
       setRaw(true);
+      $("console-raw").disabled = true; // no form to go back to
       return;
     }
+    $("console-raw").disabled = false;
     const required = new Set(params.required || []);
     state.fields = names.map((name) => makeField(name, properties[name], required.has(name), root));
     box.replaceChildren(
@@ -433,11 +435,15 @@
     $("console-doc").textContent = contract?.doc || (method ? "no description" : "");
     $("console-invalid").textContent = "";
     $("console-params").value = "{}";
+    $("console-time").textContent = ""; // the last answer was another method's
+    $("console-outcome").replaceChildren();
+    delete $("console-outcome").dataset.outcome;
     state.raw = false;
     if (!method) {
       state.fields = [];
       $("console-fields").replaceChildren();
       setRaw(false);
+      $("console-raw").disabled = true;
       return;
     }
     if (contract && contract.params) {
@@ -449,6 +455,7 @@
         el("p", { className: "muted", text: "no schema for this method: use raw JSON" })
       );
       setRaw(true);
+      $("console-raw").disabled = true;
     }
   }
 
