@@ -1,4 +1,4 @@
-"""Dead letters: list, requeue and purge what the mesh gave up on.
+"""Dead letters: list, inspect (`get`), requeue and purge what the mesh gave up on.
 
 Agents dead-letter a message to `munggoggo.dlx` after `max_redeliveries` failed attempts (or
 when nothing can handle it) with the reason, the retry count and where it came from in
@@ -14,7 +14,8 @@ confirmed the copy: an interruption leaves at worst a duplicate, never a loss. A
 broker returned (its queue is gone) leaves its dead letter where it was.
 
 Works on any connection with the client's channel API: a RabbitMQ `Connection`, a memory://
-connection, or `agent.connection`. No printing here: `munggoggo ctl dead-letters` formats.
+connection, or `agent.connection`. No printing here: `munggoggo ctl dead-letters` formats,
+the gateway's `/dead-letters` routes (gateway/deadletters.py) answer JSON.
 """
 
 from __future__ import annotations
@@ -229,6 +230,22 @@ class DeadLetters:
                     if len(found) >= limit:
                         break
         return found
+
+    async def get(self, letter_id: str) -> DeadLetter | None:
+        """One dead letter, with its body and headers, by its id. The queue is left as it
+        was: the scan stops at the letter, and every message it took goes back in its place.
+
+        Args:
+            letter_id: the dead letter's id (`DeadLetter.id`).
+
+        Returns:
+            The dead letter, or None when none in the queue has that id.
+        """
+        async with _Reader(self) as reader, contextlib.aclosing(reader.scan()) as letters:
+            async for _, letter in letters:
+                if letter.id == letter_id:
+                    return letter
+        return None
 
     async def requeue(
         self,

@@ -26,7 +26,7 @@ from munggoggo import tracing
 from munggoggo.amqp.errors import AMQPError
 from munggoggo.tracing import TRACEPARENT
 
-from . import jsonrpc, openapi, rest
+from . import deadletters, jsonrpc, openapi, rest
 from .guard import Guard
 from .http import HTTPError, Request, Response, error_response, send_response
 from .limits import RETRY_AFTER, ClientDisconnected
@@ -207,6 +207,12 @@ def build_router(app: GatewayApp) -> Router:
     r.add("POST", "/agents/{identity}/behaviours/{name}/start", rest.start_behaviour)
     r.add("POST", "/agents/{identity}/behaviours/{name}/stop", rest.stop_behaviour)
     r.add("POST", "/topics/{routing_key...}", rest.publish_topic)
+    r.add("POST", "/agents/{identity}/send", rest.send_message)
+    r.add("POST", "/broadcast", rest.broadcast)
+    r.add("GET", "/dead-letters", deadletters.list_dead_letters)
+    r.add("GET", "/dead-letters/{id}", deadletters.inspect_dead_letter)
+    r.add("POST", "/dead-letters/requeue", deadletters.requeue_dead_letters)
+    r.add("POST", "/dead-letters/purge", deadletters.purge_dead_letters)
     r.add("GET", "/healthz", rest.healthz, needs_state=False)
     r.add("GET", "/readyz", rest.readyz, needs_state=False)
     r.add("GET", "/metrics", rest.metrics_endpoint)

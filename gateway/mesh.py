@@ -1,7 +1,8 @@
 """The gateway's window on the mesh: one client agent per gateway worker.
 
 Everything the HTTP, JSON-RPC and WebSocket handlers need from the mesh goes through
-`Mesh`: calls, publishes, sends, peers, behaviour control, and topic subscriptions. It uses
+`Mesh`: calls, publishes, sends, broadcasts, peers, behaviour control, topic
+subscriptions, and the dead-letter queue (`dead_letters()`). It uses
 only the public Agent API and the public engine (`connection.channel()`); it never reaches
 into runtime internals. Publishes go through `publisher` (gateway/publisher.py): bounded
 waits, a bounded buffer for the broker.
@@ -42,12 +43,14 @@ from typing import Any
 from munggoggo.agent import TOPIC_EXCHANGE, Agent
 from munggoggo.amqp.errors import AMQPError
 from munggoggo.config import AgentConfig
+from munggoggo.deadletters import DeadLetters
 from munggoggo.engine import ChannelProtocol
 from munggoggo.message import Message
 from munggoggo.rpc import UNKNOWN_AGENT, RpcError
 from munggoggo.topics import topic_matches
+from munggoggo.wire import DEAD_LETTER_QUEUE, DELAY_QUEUE_PREFIX, FANOUT_EXCHANGE
 
-from .publisher import Publisher, PublishRefused
+from .publisher import Publisher, PublishRefused, Unroutable
 from .topics import topic_problem
 
 log = logging.getLogger("munggoggo.gateway.mesh")
@@ -56,11 +59,43 @@ Subscriber = Callable[[Message], None]
 PresenceSubscriber = Callable[[str, str], None]  # (identity, "started" or "stopped")
 
 GATEWAY_PREFIX = "gateway-"  # the identities of the gateway workers' client agents
+_MAX_NAME = 255  # queue names are AMQP short strings
 
 
 def is_gateway_identity(identity: str) -> bool:
     """Whether `identity` names a gateway worker's client agent (of any gateway worker)."""
     return identity.startswith(GATEWAY_PREFIX)
+
+
+def can_be_inbox(target: str) -> bool:
+    """Whether a queue named `target` may be an agent's inbox: 1 to 255 bytes, not a
+    gateway worker's client agent, not the broker's (`amq.`: publishing to its reply-to
+    queues would reach other clients' callers), not the mesh's dead letters or delay
+    queues.
+
+    Args:
+        target: the identity a client names.
+
+    Returns:
+        False for a name no agent of the mesh can have.
+    """
+    if not target or len(target.encode()) > _MAX_NAME or is_gateway_identity(target):
+        return False
+    if target.startswith(("amq.", DELAY_QUEUE_PREFIX)):
+        return False
+    return target != DEAD_LETTER_QUEUE
+
+
+def unknown_agent(target: str) -> RpcError:
+    """The error for an agent that has no inbox (-32001), as calls report it.
+
+    Args:
+        target: the identity asked for.
+
+    Returns:
+        The RpcError.
+    """
+    return RpcError(UNKNOWN_AGENT, f"unknown agent {target!r}: no inbox queue of that name")
 
 
 class NotConnected(AMQPError):
@@ -146,7 +181,7 @@ class Mesh:
         """Call an exposed method; raises munggoggo.RpcError (incl. RpcTimeout). A gateway
         worker's client agent is unknown here, as an agent without an inbox is."""
         if is_gateway_identity(target):
-            raise RpcError(UNKNOWN_AGENT, f"unknown agent {target!r}: no inbox queue of that name")
+            raise unknown_agent(target)
         return await self.agent.call_params(target, method, params or None, timeout=timeout)
 
     async def publish(
@@ -162,14 +197,81 @@ class Mesh:
         problem = topic_problem(routing_key)
         if problem:
             raise ValueError(problem)
-        publisher = self.publisher
-        if publisher is None:
-            raise PublishRefused("the gateway is not connected to the mesh yet")
+        publisher = self._connected_publisher()
         data, props = publisher.encode(body, headers)
         await publisher.publish(routing_key, data, props)
 
-    async def send(self, target: str, body: Any, headers: dict[str, Any] | None = None) -> None:
-        await self.agent.send(target, body, headers=headers)
+    async def send(
+        self,
+        target: str,
+        body: Any,
+        headers: dict[str, Any] | None = None,
+        *,
+        verdict_timeout: float = 5.0,
+    ) -> None:
+        """Send a direct message to agent `target`'s inbox and wait for the broker's word
+        that it is there: published `mandatory`, so the broker returns it when no queue has
+        that name. Queues no agent can own are refused without publishing: a gateway
+        worker's client agent, the broker's own (`amq.`), the mesh's dead letters and
+        delay queues.
+
+        Args:
+            target: the agent's identity.
+            body: bytes, str (text/plain) or any JSON-encodable value.
+            headers: AMQP headers to send with it.
+            verdict_timeout: seconds to wait for the broker's confirm once published.
+
+        Raises:
+            RpcError: -32001, unknown agent (no inbox of that name; nothing delivered).
+            PublishRefused: the broker cannot take it now (nothing of it was kept).
+            VerdictTimeout: no confirm in time (it may still arrive).
+            ValueError: the body or the headers cannot be encoded or do not fit a frame.
+        """
+        if not can_be_inbox(target):
+            raise unknown_agent(target)
+        publisher = self._connected_publisher()
+        message_id = publisher.new_message_id()
+        data, props = publisher.encode(body, headers, message_id)
+        try:
+            await publisher.send_direct(
+                target, data, props, message_id, verdict_timeout=verdict_timeout
+            )
+        except Unroutable:
+            raise unknown_agent(target) from None
+
+    async def broadcast(self, body: Any, headers: dict[str, Any] | None = None) -> None:
+        """Send to every agent's inbox through `munggoggo.fanout`, waiting at most the
+        publish timeout for room.
+
+        Args:
+            body: bytes, str (text/plain) or any JSON-encodable value.
+            headers: AMQP headers to send with it.
+
+        Raises:
+            PublishRefused: the broker connection is down (at once), or no room in time.
+            ValueError: the body or the headers cannot be encoded or do not fit a frame.
+        """
+        publisher = self._connected_publisher()
+        data, props = publisher.encode(body, headers)
+        await publisher.publish("", data, props, exchange=FANOUT_EXCHANGE)
+
+    def _connected_publisher(self) -> Publisher:
+        if self.publisher is None:
+            raise PublishRefused("the gateway is not connected to the mesh yet")
+        return self.publisher
+
+    def dead_letters(self) -> DeadLetters:
+        """The mesh's dead-letter queue through this worker's connection.
+
+        Returns:
+            A `DeadLetters` on the client agent's connection.
+
+        Raises:
+            NotConnected: the broker connection is down.
+        """
+        if not self.connected:
+            raise NotConnected("not connected to the broker; retry later")
+        return DeadLetters(self.agent.connection)
 
     async def peers(self, wait: float = 0.3) -> list[dict[str, Any]]:
         """Running agents, without the gateway workers' client agents."""

@@ -65,6 +65,10 @@ EVENTS = {
     "ws_dropped": "Messages dropped because a WebSocket client's buffer was full",
     "ws_errors": "Error frames sent to WebSocket clients",
     "publish_refused": "Publishes refused: broker connection down, or no room in time",
+    "sent": "Direct messages sent to agents through REST",
+    "broadcast": "Messages broadcast to every agent through REST",
+    "dead_letters_requeued": "Dead letters requeued through REST",
+    "dead_letters_purged": "Dead letters purged through REST",
 }
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from munggoggo._version import __version__
 
+from . import openapi_ops
 from .guard import PAGES, PROBES
 from .http import HTML, JSON, HTTPError, Request, Response, encode_json
 
@@ -329,20 +330,17 @@ PATHS: dict[str, Any] = {
         "post": {
             "tags": ["topics"],
             "operationId": "publish",
-            "summary": "Publish the JSON body on munggoggo.topic with this routing key",
+            "summary": "Publish the body (JSON, or text/plain text) on munggoggo.topic",
             "parameters": [
                 _path_param("routing_key", "the topic, e.g. sensors.t1 (no `*` or `#`)")
             ],
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": {}, "example": {"value": 21.5}}},
-            },
+            "requestBody": openapi_ops.message_body({"value": 21.5}),
             "responses": {
                 "202": _json(_ref("Published"), "handed to the broker"),
-                **_BODY_ERRORS,
+                **openapi_ops.MESSAGE_BODY_ERRORS,
                 "400": _error(
-                    "the body is not JSON or nests too deep, or the routing key holds a "
-                    "wildcard (`*`, `#`) or exceeds 255 bytes"
+                    "empty, not JSON (and not text/plain) or nests too deep, or the routing "
+                    "key holds a wildcard (`*`, `#`) or exceeds 255 bytes"
                 ),
                 "503": _error(
                     "the broker cannot take it now: its connection is down (answered at "
@@ -451,6 +449,10 @@ PATHS: dict[str, Any] = {
     },
 }
 
+# The message and dead-letter routes (gateway/openapi_ops.py).
+SCHEMAS.update(openapi_ops.schemas())
+PATHS.update(openapi_ops.paths())
+
 SPEC: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {
@@ -463,6 +465,7 @@ SPEC: dict[str, Any] = {
         {"name": "json-rpc", "description": "JSON-RPC 2.0 to any agent's exposed methods"},
         {"name": "agents", "description": "agents, their methods and behaviours"},
         {"name": "topics", "description": "publish on munggoggo.topic"},
+        {"name": "dead-letters", "description": "what the mesh gave up on (ctl dead-letters)"},
         {"name": "operations", "description": "health, readiness, metrics, this description"},
         {"name": "dashboard", "description": "the dashboard (gateway.dashboard)"},
         {"name": "websocket", "description": "the WebSocket (gateway.ws)"},

@@ -17,6 +17,12 @@ through its worker's `Publisher`, on a confirm channel of the worker's own conne
 The broker confirms in order, so the buffer is the newest `channel.unconfirmed` of the
 messages published here (nothing else publishes on this channel).
 
+Most publishes go on `munggoggo.topic` (or `munggoggo.fanout`, a broadcast) and are done once
+the broker has them in its buffer. A direct message (`send_direct`) is published
+`mandatory` to its target's inbox and waits for the broker's verdict: the broker returns a
+message no queue takes (Basic.Return) before it confirms it, so once the confirm is in, a
+return carrying the message's `message_id` says the target has no inbox (`Unroutable`).
+
 `PublishQueue` is one WebSocket client's publishes: in order, each waiting behind the
 earlier ones without holding the client's other frames.
 """
@@ -24,6 +30,7 @@ earlier ones without holding the client's other frames.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections import deque
@@ -31,7 +38,7 @@ from collections.abc import Callable
 from typing import Any
 
 from munggoggo import envelope
-from munggoggo._speedups import Properties, encode_properties
+from munggoggo._speedups import Delivery, Properties, encode_properties
 from munggoggo.amqp.errors import AMQPError
 from munggoggo.durable import PERSISTENT
 from munggoggo.engine import ChannelProtocol, PublishError
@@ -44,6 +51,15 @@ log = logging.getLogger("munggoggo.gateway.publisher")
 class PublishRefused(Exception):
     """The broker cannot take the message now: its connection is down, or no room came
     within the publish timeout. Nothing of the message was kept: the client may retry."""
+
+
+class Unroutable(Exception):
+    """The broker returned a direct message: no queue has its target's name."""
+
+
+class VerdictTimeout(Exception):
+    """The broker did not confirm a direct message in time. It holds it (and the channel
+    publishes it again after a reconnect): it may still arrive, or come back unroutable."""
 
 
 class Publisher:
@@ -80,7 +96,12 @@ class Publisher:
         self._held: deque[tuple[int, int]] = deque()  # (seq, size) not confirmed, oldest first
         self._held_bytes = 0
         self._watcher: asyncio.Task[None] | None = None
+        # message_id -> why the broker returned it (None: not returned, so far), for the
+        # direct messages awaiting the broker's verdict.
+        self._verdicts: dict[str, str | None] = {}
+        self._message_ids = itertools.count(1)
         channel.on_publish_failure = self._on_failure
+        channel.on_return = self._on_return
 
     # -- state ---------------------------------------------------------------------
 
@@ -102,9 +123,19 @@ class Publisher:
 
     # -- publishing -----------------------------------------------------------------
 
-    def encode(self, body: Any, headers: dict[str, Any] | None = None) -> tuple[bytes, bytes]:
+    def encode(
+        self, body: Any, headers: dict[str, Any] | None = None, message_id: str | None = None
+    ) -> tuple[bytes, bytes]:
         """The message as it travels: its body and its encoded properties (the sender,
         the content type, a child of the current trace in the headers).
+
+        Args:
+            body: the message (bytes, str: text/plain, anything else: JSON).
+            headers: AMQP headers to send with it.
+            message_id: its `message_id` property (`new_message_id()`), or None.
+
+        Returns:
+            The body and the encoded properties.
 
         Raises:
             ValueError: the body or the headers cannot be encoded.
@@ -120,6 +151,7 @@ class Publisher:
                     timestamp=int(time.time()),
                     headers=headers or None,
                     delivery_mode=self._delivery_mode,
+                    message_id=message_id,
                 )
             )
         except TypeError as exc:
@@ -143,10 +175,28 @@ class Publisher:
         return True
 
     async def publish(
-        self, routing_key: str, data: bytes, props: bytes, *, deadline: float | None = None
-    ) -> None:
+        self,
+        routing_key: str,
+        data: bytes,
+        props: bytes,
+        *,
+        deadline: float | None = None,
+        exchange: str = TOPIC_EXCHANGE,
+        mandatory: bool = False,
+    ) -> int:
         """Publish, waiting for room until `deadline` (loop time; default: `timeout`
         seconds from now).
+
+        Args:
+            routing_key: the topic, or the target queue on the default exchange.
+            data: the body.
+            props: the encoded properties (`encode`).
+            deadline: when to give up waiting for room (loop time).
+            exchange: where to publish (default `munggoggo.topic`).
+            mandatory: have the broker return it when no queue takes it.
+
+        Returns:
+            The publish's confirm sequence number.
 
         Raises:
             PublishRefused: the connection is down (at once), or no room came in time.
@@ -161,7 +211,54 @@ class Publisher:
             if remaining <= 0:
                 raise PublishRefused(self._refusal())
             await self._wait_for_room(size, remaining)
-        self._send(routing_key, data, props, size)
+        return self._send(routing_key, data, props, size, exchange, mandatory)
+
+    def new_message_id(self) -> str:
+        """A `message_id` no other message of this worker has (for `send_direct`).
+
+        Returns:
+            The id.
+        """
+        return f"{self.app_id}.{next(self._message_ids)}"
+
+    async def send_direct(
+        self, target: str, data: bytes, props: bytes, message_id: str, *, verdict_timeout: float
+    ) -> None:
+        """Publish to the inbox queue `target` and wait for the broker's verdict.
+
+        Args:
+            target: the queue (an agent's identity).
+            data: the body.
+            props: the encoded properties, with `message_id` in them.
+            message_id: the id the broker's return would carry (`new_message_id()`).
+            verdict_timeout: seconds to wait for the broker's confirm, once published.
+
+        Raises:
+            PublishRefused: not published (connection down, no room in time), or the
+                broker nacked it: nothing of it was kept.
+            Unroutable: the broker returned it: no queue named `target`.
+            VerdictTimeout: no confirm in time: the broker may still deliver it.
+            ValueError: the properties do not fit a frame: nothing sent.
+        """
+        self._verdicts[message_id] = None
+        try:
+            seq = await self.publish(target, data, props, exchange="", mandatory=True)
+            try:
+                await self.channel.wait_confirm_of(seq, timeout=verdict_timeout)
+            except TimeoutError:
+                raise VerdictTimeout(
+                    f"the broker did not confirm the message within {verdict_timeout:g}s: "
+                    "it may still arrive"
+                ) from None
+            except PublishError as exc:
+                raise PublishRefused(f"the broker did not take the message ({exc})") from None
+            # memory:// hands returns over from the event loop: let one in before deciding.
+            await asyncio.sleep(0)
+            returned = self._verdicts[message_id]
+            if returned is not None:
+                raise Unroutable(returned)
+        finally:
+            del self._verdicts[message_id]
 
     async def close(self, timeout: float) -> None:
         """Wait up to `timeout` seconds for the broker to confirm what is buffered."""
@@ -223,14 +320,23 @@ class Publisher:
             "worker await its confirms); retry later"
         )
 
-    def _send(self, routing_key: str, data: bytes, props: bytes, size: int) -> None:
-        seq = self.channel.publish(data, TOPIC_EXCHANGE, routing_key, props)
+    def _send(
+        self,
+        routing_key: str,
+        data: bytes,
+        props: bytes,
+        size: int,
+        exchange: str = TOPIC_EXCHANGE,
+        mandatory: bool = False,
+    ) -> int:
+        seq = self.channel.publish(data, exchange, routing_key, props, mandatory=mandatory)
         self._held.append((seq, size))
         self._held_bytes += size
         self._settle()  # the in-process broker confirms at once
         self._changed()
         if self._held and self._watcher is None:
             self._watcher = asyncio.get_running_loop().create_task(self._watch())
+        return seq
 
     def _settle(self, through: int = 0) -> None:
         """Forget what the broker settled: every publish up to `through`, and all but the
@@ -260,6 +366,20 @@ class Publisher:
                 self._changed()
         finally:
             self._watcher = None
+
+    def _on_return(self, delivery: Delivery) -> None:
+        message_id = delivery.properties.message_id
+        if message_id is not None and message_id in self._verdicts:
+            self._verdicts[message_id] = f"{delivery.reply_code} {delivery.reply_text}"
+            return
+        # A direct message whose sender stopped waiting (its verdict timed out).
+        log.warning(
+            "gateway %s: message to %r returned by the broker: %d %s",
+            self.app_id,
+            delivery.routing_key,
+            delivery.reply_code,
+            delivery.reply_text,
+        )
 
     def _on_failure(self, failures: list[tuple[int, Exception]]) -> None:
         log.error(
