@@ -19,7 +19,12 @@ from munggoggo import Agent, AgentConfig, Behaviour, RestartPolicy, Template
 from munggoggo._speedups import Properties
 from munggoggo.client import Connection
 from munggoggo.deadletters import DeadLetters
-from munggoggo.wire import DEAD_LETTER_QUEUE, REQUEUED_FROM_HEADER, RETRIES_HEADER
+from munggoggo.wire import (
+    DEAD_LETTER_QUEUE,
+    REASON_HEADER,
+    REQUEUED_FROM_HEADER,
+    RETRIES_HEADER,
+)
 
 MAX_REDELIVERIES = 3
 
@@ -211,6 +216,30 @@ async def test_list_and_a_missing_id_leave_the_queue_as_found(mesh_url):
         finally:
             await dead.purge(all=True, agent=agent.identity)
         assert await dead.list(10_000, agent=agent.identity) == []
+
+
+async def test_get_fetches_one_letter_with_body_and_headers_and_leaves_the_queue_as_found(
+    mesh_url,
+):
+    topic = uid("get")
+    agent = poisoned_agent(mesh_url)
+    async with agent:
+        dead = DeadLetters(agent.connection)
+        try:
+            await agent.add_behaviour(Picky(agent, binding_keys=[topic]))
+            for i in range(3):
+                await agent.publish(f"poison {i}".encode(), topic)
+            first = await dead_letters_of(dead, agent.identity, 3)
+            middle = await dead.get(first[1].id)
+            assert middle is not None
+            assert (middle.id, middle.body) == (first[1].id, b"poison 1")
+            assert middle.headers[REASON_HEADER] == middle.reason
+            assert await dead.get("not-a-dead-letter") is None
+            # Nothing taken, nothing moved.
+            again = await dead.list(10_000, agent=agent.identity)
+            assert [d.id for d in again] == [d.id for d in first]
+        finally:
+            await dead.purge(all=True, agent=agent.identity)
 
 
 async def test_broker_dead_letters_are_read_from_x_death(broker_url):

@@ -10,9 +10,11 @@ whatever else sits in the shared `munggoggo.dead-letters`, and removes them befo
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
+import logging
 import uuid
 from typing import Any
 
@@ -339,6 +341,17 @@ async def test_inspect_shows_json_text_and_binary_bodies_and_loses_nothing(gatew
         response = await gateway.http.get("/dead-letters", params={"agent": agent, "limit": 2})
         assert [d["id"] for d in response.json()["dead_letters"]] == ids[:2]
         error_of(await gateway.http.get(f"/dead-letters/{agent}-nope"), 404)
+
+        # Looks at once (a worker runs them one at a time) do not hide letters from each
+        # other: a scan holds what it took until it is done.
+        params = {"agent": agent}
+        answers = await asyncio.gather(
+            *(gateway.http.get("/dead-letters", params=params) for _ in range(3)),
+            *(gateway.http.get(f"/dead-letters/{i}") for i in ids),
+        )
+        assert [a.status_code for a in answers] == [200] * 6
+        assert all([d["id"] for d in a.json()["dead_letters"]] == ids for a in answers[:3])
+        assert [a.json()["id"] for a in answers[3:]] == ids
         error_of(await gateway.http.get("/dead-letters/" + "x" * 300), 404)
 
 
@@ -541,3 +554,22 @@ async def test_every_operation_needs_the_token(broker_url, calc, listener):
         assert await wait_until(lambda: calc.received and len(got) >= 3)
         assert [m.decode() for m in got] == [{"x": 1}, {"x": 1}, "last"]
         assert [m.exchange for m in got] == ["", "munggoggo.fanout", ""]
+
+
+async def test_operations_answer_503_while_the_broker_connection_is_down(broker_url, caplog):
+    async with running_gateway(GatewaySettings(url=broker_url)) as gw:
+        await gw.app.state.mesh.agent.connection.close()
+        caplog.set_level(logging.INFO, logger="munggoggo.gateway")
+        for method, path, body in [
+            ("POST", "/agents/someone/send", {"value": 1}),
+            ("POST", "/broadcast", {"value": 1}),
+            ("GET", "/dead-letters", None),
+            ("GET", "/dead-letters/some-id", None),
+            ("POST", "/dead-letters/requeue", {"all": True}),
+            ("POST", "/dead-letters/purge", {"ids": ["some-id"]}),
+        ]:
+            response = await gw.http.request(method, path, json=body)
+            assert error_of(response, 503)["code"] == -32003, path
+            assert response.headers["retry-after"] == "1"
+        assert gw.app.state.in_flight == 0
+        assert not [r for r in caplog.records if r.exc_info], "a refusal was logged as a crash"
