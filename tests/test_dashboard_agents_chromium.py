@@ -285,3 +285,31 @@ def _current_state(fsm: Any) -> Any:
         return fsm.current_state
 
     return read()
+
+
+def test_any_state_names_give_the_same_mermaid_text_and_a_node_each(page):
+    from munggoggo.mermaid import fsm_diagram
+
+    states = ["idle", "end", 'say "hi"', "<b>bold</b>", "s1", "a b", "#1"]
+    transitions = [["idle", "end"], ["end", 'say "hi"'], ['say "hi"', "idle"], ["s1", "s1"]]
+    transitions += [["<b>bold</b>", "a b"], ["a b", "#1"], ["#1", "idle"], ["idle", "idle"]]
+    fsm = {
+        "name": "odd",
+        "states": states,
+        "transitions": transitions,
+        "initial_state": "idle",
+        "current_state": "<b>bold</b>",
+    }
+    script = "return fsmMermaid(arguments[0]);"
+    expected = fsm_diagram(states, [tuple(t) for t in transitions], "idle", "<b>bold</b>")
+    assert page.execute_script(script, fsm) == expected
+    drawn = page.execute_script(
+        "const graph = fsmGraph(arguments[0]);"
+        "return [...graph.querySelectorAll('g.fsm-node')].map(g => ["
+        "  g.dataset.state, g.querySelector('text').textContent, g.classList.contains('current'),"
+        "  g.querySelector('text').children.length]);",
+        fsm,
+    )
+    assert [name for name, *_ in drawn] == states
+    assert all(text == name and children == 0 for name, text, _, children in drawn)
+    assert [name for name, _, current, _ in drawn if current] == ["<b>bold</b>"]

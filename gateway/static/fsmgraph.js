@@ -14,7 +14,7 @@ const GRAPH = {
   layerGap: 74, // between layers, room for the arrows
   charWidth: 7.6, // a generous estimate at 13px: the SVG is built before it is measured
   nodePad: 28,
-  margin: 16,
+  margin: 12,
   start: 34, // room left of the first layer for the start marker
   loop: 30, // height of a self-transition's loop
   arrow: 8,
@@ -75,6 +75,7 @@ function arrowHead(x, y, fromX, fromY, className) {
   return svg("polygon", { class: className, points: `${x},${y} ${wing(0.45)} ${wing(-0.45)}` });
 }
 
+// The path and arrowhead of one transition, and the highest and lowest y it reaches.
 function edgeElements(a, b, curved, bend) {
   if (a === b) {
     // A self-transition: a loop over the top of the node.
@@ -82,24 +83,30 @@ function edgeElements(a, b, curved, bend) {
     const x1 = a.cx - a.w * 0.2;
     const x2 = a.cx + a.w * 0.2;
     const up = top - GRAPH.loop;
-    return [
-      svg("path", {
-        class: "fsm-edge",
-        d: `M${x1},${top} C${x1 - 8},${up} ${x2 + 8},${up} ${x2},${top}`,
-      }),
-      arrowHead(x2, top, x2 + 8, up, "fsm-arrow"),
-    ];
+    return {
+      elements: [
+        svg("path", {
+          class: "fsm-edge",
+          d: `M${x1},${top} C${x1 - 8},${up} ${x2 + 8},${up} ${x2},${top}`,
+        }),
+        arrowHead(x2, top, x2 + 8, up, "fsm-arrow"),
+      ],
+      ys: [top - GRAPH.loop * 0.75],
+    };
   }
   if (!curved) {
     const from = border(a, b.cx, b.cy);
     const to = border(b, a.cx, a.cy);
-    return [
-      svg("path", { class: "fsm-edge", d: `M${from.x},${from.y} L${to.x},${to.y}` }),
-      arrowHead(to.x, to.y, from.x, from.y, "fsm-arrow"),
-    ];
+    return {
+      elements: [
+        svg("path", { class: "fsm-edge", d: `M${from.x},${from.y} L${to.x},${to.y}` }),
+        arrowHead(to.x, to.y, from.x, from.y, "fsm-arrow"),
+      ],
+      ys: [],
+    };
   }
   // A curve bent to the left of its direction: the two arrows of a pair (a -> b, b -> a)
-  // bend apart, and an arrow back over several layers clears the nodes between.
+  // bend apart, and an arrow back over several layers passes below the nodes between.
   const mx = (a.cx + b.cx) / 2;
   const my = (a.cy + b.cy) / 2;
   const length = Math.hypot(b.cx - a.cx, b.cy - a.cy) || 1;
@@ -107,14 +114,18 @@ function edgeElements(a, b, curved, bend) {
   const cy = my - ((b.cx - a.cx) / length) * bend;
   const from = border(a, cx, cy);
   const to = border(b, cx, cy);
-  return [
-    svg("path", { class: "fsm-edge", d: `M${from.x},${from.y} Q${cx},${cy} ${to.x},${to.y}` }),
-    arrowHead(to.x, to.y, cx, cy, "fsm-arrow"),
-  ];
+  return {
+    elements: [
+      svg("path", { class: "fsm-edge", d: `M${from.x},${from.y} Q${cx},${cy} ${to.x},${to.y}` }),
+      arrowHead(to.x, to.y, cx, cy, "fsm-arrow"),
+    ],
+    ys: [(from.y + 2 * cy + to.y) / 4], // the curve's middle: as far as it goes
+  };
 }
 
 // The state graph of an FSM (its describe()) as an <svg>: a node per state (the current
 // one with class "current"), an arrow per transition, a start marker at the initial state.
+// Layers left to right by distance from the initial state, the states of a layer stacked.
 function fsmGraph(fsm) {
   const states = fsm.states || [];
   const transitions = (fsm.transitions || []).filter(
@@ -124,14 +135,10 @@ function fsmGraph(fsm) {
   const columns = [];
   for (const state of states) (columns[layerOf.get(state)] ||= []).push(state);
   const rows = Math.max(1, ...columns.map((c) => (c ? c.length : 0)));
-  const hasLoop = transitions.some(([src, dst]) => src === dst);
-  const top = GRAPH.margin + (hasLoop ? GRAPH.loop + 4 : 0);
   const span = rows * GRAPH.nodeHeight + (rows - 1) * GRAPH.rowGap;
-  // Arrows back over several layers bend below or above the row: leave them room.
-  const room = 22 + 14 * Math.max(0, columns.length - 2);
 
   const nodes = new Map();
-  let x = GRAPH.margin + GRAPH.start;
+  let x = GRAPH.start;
   for (const column of columns) {
     if (!column) continue;
     const width = Math.max(...column.map((s) => s.length * GRAPH.charWidth + GRAPH.nodePad));
@@ -139,25 +146,29 @@ function fsmGraph(fsm) {
     column.forEach((state, i) => {
       const w = state.length * GRAPH.charWidth + GRAPH.nodePad;
       const cy =
-        top + room + (span - height) / 2 + i * (GRAPH.nodeHeight + GRAPH.rowGap) +
-        GRAPH.nodeHeight / 2;
+        (span - height) / 2 + i * (GRAPH.nodeHeight + GRAPH.rowGap) + GRAPH.nodeHeight / 2;
       nodes.set(state, { name: state, cx: x + width / 2, cy, w, h: GRAPH.nodeHeight });
     });
     x += width + GRAPH.layerGap;
   }
-  const width = Math.max(x - GRAPH.layerGap + GRAPH.margin, 120);
-  const height = top + room + span + room + GRAPH.margin;
+  const right = Math.max(x - GRAPH.layerGap, 100);
 
   const pairs = new Set(transitions.map(([src, dst]) => `${src}\u0000${dst}`));
+  let top = 0;
+  let bottom = span;
   const edges = transitions.flatMap(([src, dst]) => {
-    const a = nodes.get(src);
-    const b = nodes.get(dst);
+    const skip = Math.abs(layerOf.get(dst) - layerOf.get(src));
     const back = layerOf.get(dst) <= layerOf.get(src);
     const paired = pairs.has(`${dst}\u0000${src}`);
-    const skip = Math.abs(layerOf.get(dst) - layerOf.get(src));
-    const sameColumn = layerOf.get(dst) === layerOf.get(src);
-    const bend = paired && skip <= 1 && !sameColumn ? 16 : 18 + 14 * skip + (sameColumn ? 18 : 0);
-    return edgeElements(a, b, src !== dst && (back || paired || skip > 1), bend);
+    const sameColumn = skip === 0;
+    const bend = paired && skip === 1 ? 16 : 18 + 14 * skip + (sameColumn ? 18 : 0);
+    const curved = src !== dst && (back || paired || skip > 1);
+    const edge = edgeElements(nodes.get(src), nodes.get(dst), curved, bend);
+    for (const y of edge.ys) {
+      top = Math.min(top, y);
+      bottom = Math.max(bottom, y);
+    }
+    return edge.elements;
   });
 
   const drawn = states.map((state) => {
@@ -193,11 +204,14 @@ function fsmGraph(fsm) {
     );
   }
 
+  const m = GRAPH.margin;
+  const width = Math.ceil(right + 2 * m);
+  const height = Math.ceil(bottom - top + 2 * m);
   return svg(
     "svg",
     {
       class: "fsm-graph",
-      viewBox: `0 0 ${Math.ceil(width)} ${Math.ceil(height)}`,
+      viewBox: `${-m} ${Math.floor(top - m)} ${width} ${height}`,
       width: Math.ceil(width * GRAPH.scale),
       height: Math.ceil(height * GRAPH.scale),
       role: "img",
