@@ -231,6 +231,11 @@ def test_the_detail_of_an_agent(gateway, door, page, tmp_path):
     wait.until(lambda d: current() == ["open"], "the graph never highlighted the new state")
     assert text_of(page, '[data-fsm="Door"] .mermaid-source') == mermaid()
     assert "class open current" in mermaid()
+    # Copy puts it on the clipboard, or (no clipboard permission) selects it for Ctrl+C.
+    click(page, '[data-fsm="Door"] .mermaid-head button', "no Copy button")
+    wait.until(lambda d: text_of(d, "#toast"), "Copy said nothing")
+    if "copied" not in text_of(page, "#toast"):
+        assert page.execute_script("return String(window.getSelection())").strip() == mermaid()
 
     # Recent messages, filtered by direction, kind and peer.
     def rows() -> list[dict[str, str]]:
