@@ -29,10 +29,10 @@ function openDetail(identity) {
   const changed = detail.identity !== identity;
   detail.identity = identity;
   detail.entry = agents.list.find((a) => a.identity === identity) || null;
+  detail.gone = agents.gone.has(identity);
   if (changed) {
     detail.status = null;
     detail.traces = [];
-    detail.gone = false;
     $("trace-peer").value = "";
     $("trace-kind").value = "";
     $("trace-direction").value = "";
