@@ -2,7 +2,12 @@
 
 Plain HTML, CSS and JavaScript (no build step, nothing from a CDN); the page talks to the
 gateway through its REST endpoints and the `/ws` socket, with URLs relative to the page so
-it works behind a path prefix too.
+it works behind a path prefix too. index.html loads common.js (token, `api()`, DOM helpers),
+dashboard.js (the agent list, kept current by `/ws` presence events after one `GET /agents`;
+the live stream and sparkline), fsmgraph.js (an FSM as inline SVG and as Mermaid text),
+agent.js (one agent's detail: counters, behaviours, FSM graphs, recent messages) and the
+panels' own scripts; they share top-level names as classic scripts. The page's
+Content-Security-Policy (below) runs only those files: no inline script, no other origin.
 
 Only regular files under gateway/static/ are served: no `..`, no hidden files, no symlink
 that leads outside. Caching: every response carries an ETag (a request with a matching

@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from munggoggo import Agent, Behaviour, PeriodicBehaviour, expose
+from munggoggo import Agent, Behaviour, FSMBehaviour, PeriodicBehaviour, State, expose
 from munggoggo.gateway.dashboard import dashboard_endpoint
 from munggoggo.testing import free_port
 
@@ -275,3 +275,90 @@ def open_browser(tmp_path: Path) -> Iterator[Any]:
         yield driver
     finally:
         driver.quit()
+
+
+# -- the agent list and detail (tests/test_dashboard_agents_chromium.py) --------------------
+
+DOOR_STATES = ("closed", "open", "locked")
+
+
+def door_topic(identity: str) -> str:
+    """The topic a `Door`'s FSM takes its commands on ("open", "close", "lock")."""
+    return f"doors.{identity}.command"
+
+
+class DoorState(State):
+    """A state of the door: it stays (a self-transition) until a command moves it on."""
+
+    def __init__(self, moves: dict[str, str]) -> None:
+        super().__init__()
+        self.moves = moves  # command -> the state it leads to
+
+    async def run(self) -> None:
+        msg = await self.receive(timeout=0.3)
+        command = msg.decode() if msg is not None else None
+        known = isinstance(command, str) and command in self.moves
+        self.set_next_state(self.moves[command] if known else self.name)
+
+
+class Door(Agent):
+    """An agent with an FSM (closed, open, locked; moved by commands on `door_topic`) and a
+    periodic behaviour that publishes, so its detail has a graph and traffic to show."""
+
+    class Beacon(PeriodicBehaviour):
+        async def run(self) -> None:
+            await self.publish({"door": self.agent.identity}, f"doors.{self.agent.identity}.beacon")
+
+    async def setup(self) -> None:
+        door = FSMBehaviour(self, binding_keys=[door_topic(self.identity)], name="Door")
+        door.add_state("closed", DoorState({"open": "open", "lock": "locked"}), initial=True)
+        door.add_state("open", DoorState({"close": "closed"}))
+        door.add_state("locked", DoorState({"unlock": "closed"}))
+        for source, dest in [
+            ("closed", "open"),
+            ("open", "closed"),
+            ("closed", "locked"),
+            ("locked", "closed"),
+            *((state, state) for state in DOOR_STATES),
+        ]:
+            door.add_transition(source, dest)
+        await self.add_behaviour(door)
+        await self.add_behaviour(self.Beacon(self, period=0.5))
+
+
+def gateway_counter(url: str, series: str, **labels: str) -> float:
+    """The sum of a Prometheus series of the gateway's `/metrics` over the samples whose
+    labels include `labels` (0 when there is none)."""
+    with urllib.request.urlopen(url + "metrics", timeout=WAIT) as response:
+        text = response.read().decode()
+    wanted = [f'{key}="{value}"' for key, value in labels.items()]
+    total = 0.0
+    for line in text.splitlines():
+        name, _, rest = line.partition("{")
+        if name != series or not all(label in rest for label in wanted):
+            continue
+        total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def agents_listed(url: str) -> int:
+    """How many `GET /agents` the gateway at `url` answered (its /metrics)."""
+    return round(
+        gateway_counter(url, "munggoggo_gateway_requests_total", route="/agents", method="GET")
+    )
+
+
+# Chromium logs every answer >= 400 to a fetch. The page asks each agent that announces
+# itself for its status; on a broker shared with other tests some are gone (404) or killed
+# (504, 503) before they answer: the page handles that (tests/test_dashboard_agents_chromium.py),
+# so those lines are no problem of the page.
+_VANISHED_AGENT = re.compile(r"/agents/[^/\s]+ - Failed to load resource: .* (404|503|504) ")
+
+
+def page_problems(driver: Any) -> list[str]:
+    """The browser's SEVERE log lines, except the status asks of agents that vanished."""
+    return [
+        entry["message"]
+        for entry in driver.get_log("browser")
+        if entry["level"] == "SEVERE" and not _VANISHED_AGENT.search(entry["message"])
+    ]

@@ -23,7 +23,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dashboard_tools import BEHAVIOUR, WAIT, AgentThread, Blinky, Gateway, Thermostat, tick_topic
+from dashboard_tools import (
+    BEHAVIOUR,
+    WAIT,
+    AgentThread,
+    Blinky,
+    Gateway,
+    Thermostat,
+    page_problems,
+    tick_topic,
+)
 
 from munggoggo.gateway import dashboard
 from munggoggo.gateway.dashboard import dashboard_endpoint
@@ -236,7 +245,5 @@ def test_dashboard_stops_and_starts_a_behaviour_in_chromium(
         if os.environ.get("DASHBOARD_SCREENSHOT"):
             shutil.copyfile(screenshot, REPO / os.environ["DASHBOARD_SCREENSHOT"])
 
-        problems = [
-            entry["message"] for entry in browser.get_log("browser") if entry["level"] == "SEVERE"
-        ]
+        problems = page_problems(browser)
         assert problems == [], problems

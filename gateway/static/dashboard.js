@@ -1,11 +1,13 @@
-// munggoggo gateway dashboard: agents with behaviour start/stop, a live message stream over
-// /ws and a messages/s sparkline. Plain browser JavaScript (common.js loads first and gives
-// the token, `api()`, `el()` and `toast()`); every URL is relative to the page.
+// munggoggo gateway dashboard: the agent list with behaviour start/stop, kept current by the
+// presence events of /ws (no polling), a live message stream over the same socket and a
+// messages/s sparkline. Plain browser JavaScript (common.js loads first and gives the token,
+// `api()`, `el()` and `toast()`; agent.js draws the detail of the agent clicked here);
+// every URL is relative to the page.
 "use strict";
 
 const MAX_ROWS = 200; // rows kept in the stream table
 const WINDOW_SECONDS = 60; // sparkline width
-const REFRESH_MS = 5000; // agent list refresh
+const STOPPED_SHOWN_MS = 20000; // how long an agent that stopped stays listed, marked
 // Every agent has these (the control plane); the page lists only an agent's own methods.
 const CONTROL_METHODS = new Set([
   "describe",
@@ -18,71 +20,199 @@ const CONTROL_METHODS = new Set([
 ]);
 
 // ---------------------------------------------------------------- agents
+//
+// One `GET agents` when the page loads (and on Refresh, a new token, or a /ws reconnect:
+// what happened while the socket was down is unknown); after that the presence events of
+// /ws say which agents start and stop, and only a started one is asked for its `status`.
 
 const agents = {
   list: [],
+  gone: new Set(), // listed identities whose "stopped" event came since the last full load
+  stoppedAt: new Map(), // identity -> performance.now() of its last "stopped" event
   pending: new Set(), // "identity/behaviour" while a start/stop request runs
-  loading: false,
+  loading: null, // the running full load (a Promise), or null
+  cards: new Map(), // identity -> {agent, gone, pending, node}: the card drawn last
 };
 
-async function loadAgents() {
-  if (agents.loading) return;
-  agents.loading = true;
+function loadAgents() {
+  if (!agents.loading) {
+    agents.loading = fetchAgents().finally(() => (agents.loading = null));
+  }
+  return agents.loading;
+}
+
+async function fetchAgents() {
   try {
     const response = await fetch("agents", { headers: apiHeaders() });
     if (!response.ok) throw new Error(await refusal(response));
     const data = await response.json();
     agents.list = Array.isArray(data) ? data : data.agents || [];
+    agents.gone.clear();
+    agents.stoppedAt.clear();
     renderAgents();
   } catch (err) {
     $("agents-count").textContent = "cannot list agents: " + err.message;
-  } finally {
-    agents.loading = false;
   }
+}
+
+// One agent's `status` (a superset of what `GET agents` lists for it) into the list.
+async function refreshAgent(identity) {
+  const asked = performance.now();
+  let described;
+  try {
+    const response = await fetch(`agents/${encodeURIComponent(identity)}`, {
+      headers: apiHeaders(),
+    });
+    if (response.status === 404) {
+      // Gone again before it answered (it started and stopped at once): not listed.
+      markStopped(identity);
+      return;
+    }
+    if (!response.ok) throw new Error(await refusal(response));
+    described = await response.json();
+  } catch (err) {
+    // It announced itself but does not answer (yet): list it with what we know.
+    described = { identity, state: "started", behaviours: [], unanswered: err.message };
+  }
+  if ((agents.stoppedAt.get(identity) ?? -1) > asked) {
+    markStopped(identity); // it stopped while we asked: what it answered is past
+    return;
+  }
+  const index = agents.list.findIndex((a) => a.identity === identity);
+  if (index >= 0) agents.list[index] = described;
+  else agents.list.push(described);
+  agents.gone.delete(identity);
+  renderAgents();
+}
+
+// A presence frame of /ws: an agent started (fetch it) or stopped (mark it).
+async function onPresence(identity, state) {
+  if (agents.loading) await agents.loading; // the full load answers for what it lists
+  const known = agents.list.some((a) => a.identity === identity);
+  if (state === "started") {
+    // On subscribing, the gateway names every running agent once: the listed ones are known.
+    if (!known || agents.gone.has(identity)) await refreshAgent(identity);
+  } else if (state === "stopped") {
+    agents.stoppedAt.set(identity, performance.now());
+    markStopped(identity);
+  }
+}
+
+function markStopped(identity) {
+  if (agents.gone.has(identity) || !agents.list.some((a) => a.identity === identity)) return;
+  agents.gone.add(identity);
+  renderAgents();
+  setTimeout(() => forgetStopped(identity), STOPPED_SHOWN_MS);
+}
+
+// A stopped agent is shown for a while, then taken off the list (unless it came back).
+function forgetStopped(identity) {
+  agents.stoppedAt.delete(identity);
+  if (!agents.gone.has(identity)) return;
+  agents.gone.delete(identity);
+  agents.list = agents.list.filter((a) => a.identity !== identity);
+  renderAgents();
+}
+
+// The agents that run (a stopped one stays on the page a while, marked).
+function runningAgents() {
+  return agents.list
+    .filter((a) => !agents.gone.has(a.identity))
+    .sort((a, b) => a.identity.localeCompare(b.identity));
 }
 
 function renderAgents() {
   const box = $("agents");
   const list = [...agents.list].sort((a, b) => a.identity.localeCompare(b.identity));
-  $("agents-count").textContent = `${list.length} running`;
-  // The other panels (method console, send) follow the list through this event.
-  document.dispatchEvent(new CustomEvent("mg:agents", { detail: list }));
+  const stopped = agents.gone.size;
+  $("agents-count").textContent =
+    `${list.length - stopped} running` + (stopped ? `, ${stopped} stopped` : "");
   if (!list.length) {
+    agents.cards.clear();
     box.replaceChildren(el("p", { className: "empty", text: "No agents answered." }));
-    return;
+  } else {
+    placeCards(box, list.map(agentCard));
+    const shown = new Set(list.map((a) => a.identity));
+    for (const identity of agents.cards.keys()) {
+      if (!shown.has(identity)) agents.cards.delete(identity);
+    }
   }
-  box.replaceChildren(...list.map(renderAgent));
+  // The other panels (method console, send, the agent detail) follow the list through this
+  // event; it comes after the list is drawn, so a listener may mark what it shows there.
+  document.dispatchEvent(new CustomEvent("mg:agents", { detail: runningAgents() }));
+}
+
+// An agent's card: the one drawn before while nothing it shows changed. On a busy mesh
+// presence events come often; redrawing every card each time would take the button under
+// the pointer away mid-click.
+function agentCard(agent) {
+  const gone = agents.gone.has(agent.identity);
+  const pending = [...agents.pending].filter((k) => k.startsWith(agent.identity + "/")).join();
+  const cached = agents.cards.get(agent.identity);
+  if (cached && cached.agent === agent && cached.gone === gone && cached.pending === pending) {
+    return cached.node;
+  }
+  const node = renderAgent(agent);
+  agents.cards.set(agent.identity, { agent, gone, pending, node });
+  return node;
+}
+
+// `nodes` as the children of `box`, in order, moving only what is out of place.
+function placeCards(box, nodes) {
+  nodes.forEach((node, i) => {
+    if (box.children[i] !== node) box.insertBefore(node, box.children[i] || null);
+  });
+  while (box.children.length > nodes.length) box.lastElementChild.remove();
 }
 
 function renderAgent(agent) {
+  const gone = agents.gone.has(agent.identity);
+  const state = gone ? "stopped" : agent.state || "?";
   const behaviours = agent.behaviours || [];
   const methods = (agent.methods || []).filter((m) => !CONTROL_METHODS.has(m));
-  const rows = behaviours.map((b) => renderBehaviour(agent.identity, b));
   const table = behaviours.length
-    ? el(
-        "table",
-        { className: "behaviours" },
-        el(
-          "thead",
-          {},
-          el("tr", {}, ...["behaviour", "kind", "state", ""].map((t) => el("th", { text: t })))
-        ),
-        el("tbody", {}, ...rows)
-      )
+    ? behaviourTable(agent.identity, behaviours)
     : el("p", { className: "empty", text: "no behaviours" });
+  const open = el("button", {
+    type: "button",
+    className: "identity link",
+    text: agent.identity,
+    title: "show this agent's detail",
+    "aria-label": `show the detail of ${agent.identity}`,
+  });
+  open.addEventListener("click", () =>
+    document.dispatchEvent(new CustomEvent("mg:open-agent", { detail: agent.identity }))
+  );
   return el(
     "article",
-    { className: "agent", "data-agent": agent.identity },
+    { className: gone ? "agent gone" : "agent", "data-agent": agent.identity },
     el(
       "div",
       { className: "agent-head" },
-      el("span", { className: "identity", text: agent.identity }),
-      el("span", { className: "state", "data-state": agent.state || "", text: agent.state || "?" })
+      open,
+      el("span", { className: "state", "data-state": state, text: state })
     ),
     methods.length
       ? el("div", { className: "methods", text: "methods: " + methods.join(", ") })
       : null,
-    table
+    agent.unanswered
+      ? el("p", { className: "empty", text: "not answering: " + agent.unanswered })
+      : null,
+    gone ? null : table
+  );
+}
+
+// The behaviours of an agent with their start/stop buttons (the list and the detail).
+function behaviourTable(identity, behaviours) {
+  return el(
+    "table",
+    { className: "behaviours" },
+    el(
+      "thead",
+      {},
+      el("tr", {}, ...["behaviour", "kind", "state", ""].map((t) => el("th", { text: t })))
+    ),
+    el("tbody", {}, ...behaviours.map((b) => renderBehaviour(identity, b)))
   );
 }
 
@@ -131,8 +261,7 @@ async function control(identity, name, action) {
     toast(`${action} ${name} of ${identity} failed: ${err.message}`);
   } finally {
     agents.pending.delete(key);
-    renderAgents();
-    loadAgents();
+    await refreshAgent(identity);
   }
 }
 
@@ -229,6 +358,8 @@ const stream = {
   paused: false,
   retry: 500,
   drawScheduled: false,
+  missed: false, // the socket closed after it was open: presence events may have been lost
+
 };
 
 function socketUrl() {
@@ -248,16 +379,26 @@ function setConnection(state, text) {
 
 function connect() {
   const socket = new WebSocket(socketUrl());
+  let opened = false;
   stream.socket = socket;
   setConnection("connecting", "connecting");
   socket.onopen = () => {
+    opened = true;
     stream.retry = 500;
     stream.confirmed.clear();
     setConnection("open", "live");
+    if (stream.missed) {
+      // Once: what started or stopped while the socket was down. Started first, so the
+      // presence frames below wait for it (onPresence).
+      stream.missed = false;
+      loadAgents();
+    }
+    send({ op: "subscribe", presence: true, id: "presence" });
     for (const pattern of stream.patterns) subscribe(pattern);
     renderChips();
   };
   socket.onclose = () => {
+    if (opened) stream.missed = true;
     stream.confirmed.clear();
     renderChips();
     setConnection("closed", "disconnected, retrying");
@@ -288,7 +429,11 @@ function onFrame(frame) {
       throughput.dropped += frame.count;
       if (!stream.paused) queueRow({ gap: frame.count });
       break;
+    case "presence":
+      onPresence(frame.identity, frame.state);
+      break;
     case "subscribed":
+      if (frame.presence) break;
       stream.confirmed.add(frame.topic);
       renderChips();
       break;
@@ -297,6 +442,10 @@ function onFrame(frame) {
       renderChips();
       break;
     case "error":
+      if (frame.id === "presence") {
+        toast("the agent list is not live: " + frame.error);
+        break;
+      }
       if (typeof frame.id === "string" && frame.id.startsWith("sub:")) {
         stream.patterns.delete(frame.id.slice(4));
         renderChips();
@@ -413,7 +562,6 @@ document.addEventListener("DOMContentLoaded", () => {
   renderChips();
   drawSparkline();
   loadAgents();
-  setInterval(loadAgents, REFRESH_MS);
   setInterval(tick, 1000);
   connect();
 });
