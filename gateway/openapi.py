@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from munggoggo._version import __version__
 
 from . import contracts
+from .auth import Unauthorized
 from .guard import PAGES, PROBES
 from .http import HTML, JSON, HTTPError, Request, Response, encode_json
 
@@ -413,7 +414,8 @@ PATHS: dict[str, Any] = {
             "summary": "This description",
             "description": "With the broker connected, it also has a path per running "
             "agent and exposed method, `/agents/<identity>/call/<method>` (tag `live`), "
-            "with that method's params and result schemas; `?live=false` leaves them out.",
+            "with that method's params and result schemas; `?live=false` leaves them out. "
+            "A gateway with tokens adds them only for a request with valid credentials.",
             "parameters": [
                 {
                     "name": "live",
@@ -563,7 +565,7 @@ async def openapi_endpoint(request: Request, state: GatewayState | None) -> Resp
     secured = guard is not None and guard.tokens is not None
     metrics_public = guard is not None and "/metrics" in guard.open_paths
     key = (secured, metrics_public)
-    if _wants_live(request):
+    if _wants_live(request) and _may_see_agents(request, guard):
         agents = await contracts.live_agents(state)
         if agents:
             return Response(200, encode_json(with_live_calls(spec_for(*key), agents)), JSON)
@@ -578,6 +580,19 @@ def _wants_live(request: Request) -> bool:
     if raw not in ("true", "false", "1", "0"):
         raise HTTPError(400, f"live must be true, false, 1 or 0, got {raw!r}")
     return raw in ("true", "1")
+
+
+def _may_see_agents(request: Request, guard: Any) -> bool:
+    """/openapi.json is open, the agents are not: with tokens, only a request that carries
+    valid credentials gets the running agents' paths (the others the generic description).
+    """
+    if guard is None or guard.tokens is None:
+        return True
+    try:
+        guard.tokens.check(request.header(b"authorization"), request.header(b"x-api-key"))
+    except Unauthorized:
+        return False
+    return True
 
 
 def with_live_calls(spec: dict[str, Any], agents: list[dict[str, Any]]) -> dict[str, Any]:

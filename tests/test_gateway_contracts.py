@@ -1,7 +1,8 @@
 """The agents' contracts through the gateway (gateway/contracts.py): `GET /agents/{identity}`
 carries each method's schemas, and `/openapi.json` documents a call path per running agent
-and method with them, while staying generic (and answering) with no agents, before the
-worker started, or with the broker connection down. `GET /asyncapi.json` is tested with
+and method with them (on a gateway with tokens, for a client with credentials only), while
+staying generic (and answering) with no agents, before the worker started, or with the
+broker connection down. `GET /asyncapi.json` is tested with
 the document builder in tests/test_asyncapi.py.
 """
 
@@ -12,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from gateway_tools import running_gateway
 from mesh_tools import uid
 from test_asyncapi import Sensors, deref, resolve
 
@@ -129,3 +131,20 @@ async def test_discoveries_are_shared_and_reused(gateway_state, broker_url, monk
     for agents in [*found, again]:
         assert sensors.identity in {a["identity"] for a in agents}
     assert state.in_flight == 0
+
+
+async def test_with_tokens_only_a_client_with_credentials_sees_the_agents(broker_url):
+    token = "contracts-" + uid("t")
+    settings = GatewaySettings(url=broker_url, tokens=(token,))
+    async with (
+        Sensors(uid("sensors"), url=broker_url) as sensors,
+        running_gateway(settings) as gw,
+    ):
+        anonymous = await gw.http.get("/openapi.json")
+        wrong = await gw.http.get("/openapi.json", headers={"x-api-key": "nope"})
+        known = await gw.http.get("/openapi.json", headers={"authorization": f"Bearer {token}"})
+    assert anonymous.status_code == wrong.status_code == known.status_code == 200
+    assert live_paths(anonymous.json(), sensors.identity) == {}
+    assert live_paths(wrong.json(), sensors.identity) == {}
+    assert "locate" in live_paths(known.json(), sensors.identity)
+    assert known.json()["security"] == [{"bearer": []}, {"apiKey": []}]
