@@ -10,7 +10,9 @@ its result schema as the 200 answer. The agents' descriptions come from a discov
 (`LIVE_WAIT` seconds) kept for `LIVE_TTL` seconds per worker, and one discovery at a time
 serves every request that waits for it, so a busy docs page costs the mesh one broadcast
 every few seconds. Not connected, overloaded, or no agent answering: nothing live is added,
-and the generic description stays.
+and the generic description stays; `?live=false` asks for that one. /openapi.json is open
+on a gateway with tokens, so there only a request with valid credentials gets the agents
+(`may_see_agents`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from munggoggo.amqp.errors import AMQPError
 from munggoggo.asyncapi import asyncapi_document
 from munggoggo.rpc_schemas import hoist_defs
 
+from .auth import Unauthorized
 from .http import HTTPError, Request, Response, json_response
 from .limits import OVERLOADED, RETRY_AFTER, overloaded_message, release, try_acquire
 
@@ -32,7 +35,16 @@ if TYPE_CHECKING:
     from .mesh import Mesh
     from .types import GatewayState
 
-__all__ = ["LIVE_TTL", "LIVE_WAIT", "asyncapi_endpoint", "live_agents", "live_calls"]
+__all__ = [
+    "LIVE_TTL",
+    "LIVE_WAIT",
+    "asyncapi_endpoint",
+    "live_agents",
+    "live_calls",
+    "may_see_agents",
+    "wants_live",
+    "with_live_calls",
+]
 
 LIVE_WAIT = 0.25  # seconds a discovery for /openapi.json collects answers
 LIVE_TTL = 5.0  # seconds its answer is reused
@@ -113,6 +125,74 @@ async def live_agents(state: GatewayState | None) -> list[dict[str, Any]]:
         found.running.set_result(found.agents)
         found.running = None
     return found.agents
+
+
+def wants_live(request: Request) -> bool:
+    """Whether a request for /openapi.json wants the live paths (`?live=`, default true).
+
+    Args:
+        request: the request.
+
+    Returns:
+        False for `live=false` or `live=0`.
+
+    Raises:
+        HTTPError: 400 for another value.
+    """
+    raw = request.query().get("live", "true")
+    if raw not in ("true", "false", "1", "0"):
+        raise HTTPError(400, f"live must be true, false, 1 or 0, got {raw!r}")
+    return raw in ("true", "1")
+
+
+def may_see_agents(request: Request, guard: Any) -> bool:
+    """Whether a request may see the running agents in /openapi.json.
+
+    /openapi.json is open, the agents are not: on a gateway with tokens only a request
+    with valid credentials gets their paths (the others the generic description).
+
+    Args:
+        request: the request.
+        guard: the worker's guard (gateway/guard.py), or None before it started.
+
+    Returns:
+        True without tokens, or with credentials the tokens accept.
+    """
+    if guard is None or guard.tokens is None:
+        return True
+    try:
+        guard.tokens.check(request.header(b"authorization"), request.header(b"x-api-key"))
+    except Unauthorized:
+        return False
+    return True
+
+
+def with_live_calls(
+    spec: dict[str, Any], agents: list[dict[str, Any]], guarded: dict[str, Any]
+) -> dict[str, Any]:
+    """The OpenAPI description with a call path per running agent and method.
+
+    Args:
+        spec: the generic description (not modified).
+        agents: the running agents' `describe()` answers.
+        guarded: the answers the guard may give before the route runs (status ->
+            response), added to each path.
+
+    Returns:
+        A new description with their paths (`live_calls`) and the definitions their
+        schemas refer to in `components.schemas`.
+    """
+    schemas = dict(spec["components"]["schemas"])
+    live = live_calls(agents, schemas)
+    for item in live.values():
+        responses = item["post"]["responses"]
+        for status, response in guarded.items():
+            responses.setdefault(status, response)
+    return {
+        **spec,
+        "paths": {**spec["paths"], **live},
+        "components": {**spec["components"], "schemas": schemas},
+    }
 
 
 def live_calls(agents: list[dict[str, Any]], schemas: dict[str, Any]) -> dict[str, dict[str, Any]]:

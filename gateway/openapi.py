@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 from munggoggo._version import __version__
 
 from . import contracts
-from .auth import Unauthorized
 from .guard import PAGES, PROBES
 from .http import HTML, JSON, HTTPError, Request, Response, encode_json
 
@@ -565,59 +564,16 @@ async def openapi_endpoint(request: Request, state: GatewayState | None) -> Resp
     secured = guard is not None and guard.tokens is not None
     metrics_public = guard is not None and "/metrics" in guard.open_paths
     key = (secured, metrics_public)
-    if _wants_live(request) and _may_see_agents(request, guard):
+    if contracts.wants_live(request) and contracts.may_see_agents(request, guard):
         agents = await contracts.live_agents(state)
         if agents:
-            return Response(200, encode_json(with_live_calls(spec_for(*key), agents)), JSON)
+            guarded = _guard_responses("/agents/{identity}/call/{method}", "post")
+            spec = contracts.with_live_calls(spec_for(*key), agents, guarded)
+            return Response(200, encode_json(spec), JSON)
     body = _spec_bodies.get(key)
     if body is None:
         body = _spec_bodies[key] = encode_json(spec_for(*key))
     return Response(200, body, JSON)
-
-
-def _wants_live(request: Request) -> bool:
-    raw = request.query().get("live", "true")
-    if raw not in ("true", "false", "1", "0"):
-        raise HTTPError(400, f"live must be true, false, 1 or 0, got {raw!r}")
-    return raw in ("true", "1")
-
-
-def _may_see_agents(request: Request, guard: Any) -> bool:
-    """/openapi.json is open, the agents are not: with tokens, only a request that carries
-    valid credentials gets the running agents' paths (the others the generic description).
-    """
-    if guard is None or guard.tokens is None:
-        return True
-    try:
-        guard.tokens.check(request.header(b"authorization"), request.header(b"x-api-key"))
-    except Unauthorized:
-        return False
-    return True
-
-
-def with_live_calls(spec: dict[str, Any], agents: list[dict[str, Any]]) -> dict[str, Any]:
-    """The description with a call path per running agent and method (gateway/contracts.py).
-
-    Args:
-        spec: the generic description (not modified).
-        agents: the running agents' `describe()` answers.
-
-    Returns:
-        A new description with their paths, the definitions their schemas refer to in
-        `components.schemas`, and the guard's answers on each.
-    """
-    schemas = dict(spec["components"]["schemas"])
-    live = contracts.live_calls(agents, schemas)
-    template = "/agents/{identity}/call/{method}"
-    for item in live.values():
-        responses = item["post"]["responses"]
-        for status, response in _guard_responses(template, "post").items():
-            responses.setdefault(status, response)
-    return {
-        **spec,
-        "paths": {**spec["paths"], **live},
-        "components": {**spec["components"], "schemas": schemas},
-    }
 
 
 async def websocket_upgrade_required(request: Request, state: GatewayState | None) -> Response:
