@@ -5,7 +5,8 @@
 result at `GET /asyncapi.json`; `munggoggo ctl asyncapi` prints it without a gateway.
 
 The document is written from the agents' side (the application is the mesh):
-* the exchanges: `munggoggo.fanout` is the `broadcast` channel; each binding key of a
+* the exchanges: `munggoggo.fanout` is the `broadcast` channel (broadcasts, presence
+  announcements, the `describe` discovery of `peers()`); each binding key of a
   behaviour is a channel on `munggoggo.topic` (address = the binding key) that the agent
   receives, with the behaviour's `body_schema` as the payload when it declares a body type;
 * each agent's inbox (queue `<identity>`, reached through the default exchange) is a
@@ -31,7 +32,8 @@ from typing import Any
 
 from . import envelope
 from ._version import __version__
-from .rpc_schemas import hoist_defs
+from .presence import Announcement
+from .rpc_schemas import hoist_defs, type_schema
 from .url import parse_urls
 from .wire import DEADLINE_HEADER, FANOUT_EXCHANGE, TOPIC_EXCHANGE
 
@@ -59,7 +61,12 @@ _PROPERTIES_SCHEMA: dict[str, Any] = {
         "type": {
             "type": "string",
             "description": "the message kind",
-            "enum": [envelope.KIND_MESSAGE, envelope.KIND_RPC, envelope.KIND_CONTROL],
+            "enum": [
+                envelope.KIND_MESSAGE,
+                envelope.KIND_RPC,
+                envelope.KIND_CONTROL,
+                envelope.KIND_PRESENCE,
+            ],
         },
         "content_type": {
             "type": "string",
@@ -150,7 +157,7 @@ def asyncapi_document(
         "channels": builder.channels,
         "operations": builder.operations,
         "components": {
-            "schemas": {"WireProperties": _PROPERTIES_SCHEMA, **builder.schemas},
+            "schemas": builder.schemas,
         },
     }
 
@@ -209,6 +216,53 @@ def _message(
     return message
 
 
+def _request(name: str, method: str, params: Any, kind: str = envelope.KIND_RPC) -> dict[str, Any]:
+    """A JSON-RPC 2.0 request message for `method`, its params following `params`."""
+    message = _message(
+        name,
+        kind,
+        {
+            "type": "object",
+            "description": "a JSON-RPC 2.0 request (no `id`: a notification, no reply)",
+            "required": ["jsonrpc", "method"],
+            "properties": {
+                "jsonrpc": {"const": "2.0"},
+                "method": {"const": method},
+                "params": {
+                    "description": "by name (the object) or by position (an array)",
+                    "anyOf": [params, {"type": "array"}],
+                },
+                "id": _JSONRPC_ID,
+            },
+            "additionalProperties": False,
+        },
+        envelope.JSON,
+        ["type", "content_type"],
+    )
+    message["correlationId"] = _CORRELATION
+    return message
+
+
+def _reply(name: str, result: Any, kind: str = envelope.KIND_RPC) -> dict[str, Any]:
+    """A JSON-RPC 2.0 response message: `result` following `result`, or an error."""
+    success = {
+        "type": "object",
+        "description": "a JSON-RPC 2.0 response with the method's result",
+        "required": ["jsonrpc", "result", "id"],
+        "properties": {"jsonrpc": {"const": "2.0"}, "result": result, "id": _JSONRPC_ID},
+        "additionalProperties": False,
+    }
+    message = _message(
+        name,
+        kind,
+        {"oneOf": [success, _ERROR_RESPONSE]},
+        envelope.JSON,
+        ["type", "content_type", "app_id", "correlation_id"],
+    )
+    message["correlationId"] = _CORRELATION
+    return message
+
+
 def _exchange(name: str, type_: str) -> dict[str, Any]:
     return {
         "amqp": {
@@ -234,7 +288,8 @@ class _Builder:
     """Collects channels, operations and shared schemas, agent by agent."""
 
     def __init__(self) -> None:
-        self.schemas: dict[str, Any] = {}
+        # Seeded, so that an agent's type of the same name is hoisted as `WireProperties_2`.
+        self.schemas: dict[str, Any] = {"WireProperties": _PROPERTIES_SCHEMA}
         self.agent_keys: dict[str, None] = {}
         self.channels: dict[str, Any] = {
             "broadcast": {
@@ -242,7 +297,16 @@ class _Builder:
                 "title": FANOUT_EXCHANGE,
                 "description": f"`{FANOUT_EXCHANGE}` (fanout): to every agent's inbox",
                 "messages": {
-                    "broadcast": _message("broadcast", envelope.KIND_MESSAGE, {}, None, ["type"])
+                    "broadcast": _message("broadcast", envelope.KIND_MESSAGE, {}, None, ["type"]),
+                    "presence": _message(
+                        "presence",
+                        envelope.KIND_PRESENCE,
+                        type_schema(Announcement),
+                        envelope.JSON,
+                        ["type", "content_type", "app_id"],
+                    ),
+                    # peers(): `describe` to every agent, answers to the caller's reply_to.
+                    "discover": _request("discover", "describe", {}, envelope.KIND_CONTROL),
                 },
                 "bindings": _exchange(FANOUT_EXCHANGE, "fanout"),
             },
@@ -251,7 +315,11 @@ class _Builder:
                 "title": "RPC replies",
                 "description": "the queue a request names in `reply_to`, reached through the "
                 "default exchange: known only at run time",
-                "messages": {},
+                "messages": {
+                    "discover.reply": _reply(
+                        "discover reply", {"type": "object"}, envelope.KIND_CONTROL
+                    )
+                },
             },
         }
         self.operations: dict[str, Any] = {
@@ -261,7 +329,29 @@ class _Builder:
                 "title": "broadcast",
                 "summary": "Every agent receives what is broadcast, in its inbox",
                 "messages": [_ref("channels", "broadcast", "messages", "broadcast")],
-            }
+            },
+            "presence": {
+                "action": "receive",
+                "channel": _ref("channels", "broadcast"),
+                "title": "presence",
+                "summary": "Agents announce that they started or stopped (core/presence.py)",
+                "messages": [_ref("channels", "broadcast", "messages", "presence")],
+            },
+            "discover": {
+                "action": "receive",
+                "channel": _ref("channels", "broadcast"),
+                "title": "discover",
+                "summary": "Every agent answers `describe` (what peers() collects)",
+                "messages": [_ref("channels", "broadcast", "messages", "discover")],
+                "reply": {
+                    "address": {
+                        "location": REPLY_TO_LOCATION,
+                        "description": "the request's `reply_to` property",
+                    },
+                    "channel": _ref("channels", "replies"),
+                    "messages": [_ref("channels", "replies", "messages", "discover.reply")],
+                },
+            },
         }
 
     def schema(self, schema: Any) -> Any:
@@ -300,53 +390,11 @@ class _Builder:
         request_id = _unique(f"{name}.request", inbox["messages"])
         params = self.schema(contract.get("params"))
         result = self.schema(contract.get("result"))
-        inbox["messages"][request_id] = _message(
-            f"{identity}.{method} request",
-            envelope.KIND_RPC,
-            {
-                "type": "object",
-                "description": "a JSON-RPC 2.0 request (no `id`: a notification, no reply)",
-                "required": ["jsonrpc", "method"],
-                "properties": {
-                    "jsonrpc": {"const": "2.0"},
-                    "method": {"const": method},
-                    "params": {
-                        "description": "by name (the object) or by position (an array)",
-                        "anyOf": [params, {"type": "array"}],
-                    },
-                    "id": _JSONRPC_ID,
-                },
-                "additionalProperties": False,
-            },
-            envelope.JSON,
-            ["type", "content_type"],
+        inbox["messages"][request_id] = _request(f"{identity}.{method} request", method, params)
+        reply_id = _unique(f"{key}.{name}.reply", self.channels["replies"]["messages"])
+        self.channels["replies"]["messages"][reply_id] = _reply(
+            f"{identity}.{method} reply", result
         )
-        inbox["messages"][request_id]["correlationId"] = _CORRELATION
-        replies = self.channels["replies"]["messages"]
-        reply_id = _unique(f"{key}.{name}.reply", replies)
-        replies[reply_id] = _message(
-            f"{identity}.{method} reply",
-            envelope.KIND_RPC,
-            {
-                "oneOf": [
-                    {
-                        "type": "object",
-                        "description": "a JSON-RPC 2.0 response with the method's result",
-                        "required": ["jsonrpc", "result", "id"],
-                        "properties": {
-                            "jsonrpc": {"const": "2.0"},
-                            "result": result,
-                            "id": _JSONRPC_ID,
-                        },
-                        "additionalProperties": False,
-                    },
-                    _ERROR_RESPONSE,
-                ]
-            },
-            envelope.JSON,
-            ["type", "content_type", "app_id", "correlation_id"],
-        )
-        replies[reply_id]["correlationId"] = _CORRELATION
         operation: dict[str, Any] = {
             "action": "receive",
             "channel": _ref("channels", inbox_id),

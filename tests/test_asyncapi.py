@@ -211,6 +211,11 @@ async def test_document_of_a_live_mesh(mesh_url):
     assert document["asyncapi"] == "3.0.0"
     broadcast = document["channels"]["broadcast"]["bindings"]["amqp"]["exchange"]
     assert (broadcast["name"], broadcast["type"]) == ("munggoggo.fanout", "fanout")
+    fanout = document["channels"]["broadcast"]["messages"]
+    assert fanout["presence"]["payload"]["required"] == ["identity", "state"]
+    assert fanout["discover"]["payload"]["properties"]["method"] == {"const": "describe"}
+    discover = document["operations"]["discover"]
+    assert discover["reply"]["address"]["location"] == REPLY_TO_LOCATION
     (server,) = document["servers"].values()
     assert server["protocol"] == mesh_url.split(":", 1)[0]
     assert "guest" not in json.dumps(document["servers"])  # no credentials
@@ -235,6 +240,25 @@ def test_identities_outside_the_key_alphabet_get_unique_keys():
     assert inboxes == {"a:b", "a_b"}
     titles = {op["title"] for op in document["operations"].values()}
     assert {"a:b.m", "a_b.m"} <= titles
+
+
+def test_an_agent_type_named_like_ours_does_not_replace_it():
+    params = {
+        "type": "object",
+        "properties": {"p": {"$ref": "#/$defs/WireProperties"}},
+        "$defs": {"WireProperties": {"type": "object", "properties": {"mine": {}}}},
+    }
+    agent = {
+        "identity": "a",
+        "methods": ["m"],
+        "schemas": {"m": {"params": params, "result": {}, "doc": None}},
+        "behaviours": [],
+    }
+    document = asyncapi_document([agent], server_url="memory://x")
+    check_document(document)
+    schemas = document["components"]["schemas"]
+    assert "app_id" in schemas["WireProperties"]["properties"]
+    assert schemas["WireProperties_2"]["properties"] == {"mine": {}}
 
 
 def test_a_bad_server_url_is_refused():
