@@ -25,6 +25,8 @@ from .behaviour_lifecycle import BehaviourLifecycle, RunEnd
 from .message import Message
 from .metrics import FastHistogram
 from .publishing import PublishSurface
+from .rpc_schemas import body_schema
+from .template import declared_body_type
 from .tracing import TRACEPARENT, adopt
 
 if TYPE_CHECKING:
@@ -116,6 +118,9 @@ class Behaviour(BehaviourLifecycle, PublishSurface, Generic[AgentT]):
     """
 
     restart_policy = RestartPolicy()
+    # The type its messages' bodies decode into, for the mesh's contract (`describe()`'s
+    # `body_schema`, the AsyncAPI document); None: the template's `body_type`, if any.
+    body_type: Any = None
     # A step that only polled an empty mailbox waits for mail (up to IDLE_WAIT_MAX) before
     # the next one, so a polling loop does not spin a core; False turns that off.
     pace_idle_steps = True
@@ -311,14 +316,19 @@ class Behaviour(BehaviourLifecycle, PublishSurface, Generic[AgentT]):
         """What the control plane's `list_behaviours` and `status` report of it.
 
         Returns:
-            Its name, kind, state, binding keys, mailbox size, steps, consecutive failures
-            and last error.
+            Its name, kind, state, binding keys, `body_schema` (the JSON Schema of its
+            `body_type`, else of its template's, or None), mailbox size, steps,
+            consecutive failures and last error.
         """
+        body_type = self.body_type
+        if body_type is None:
+            body_type = declared_body_type(self.template)
         return {
             "name": self.short_name,
             "kind": self.kind,
             "state": self.state,
             "binding_keys": self.binding_keys,
+            "body_schema": body_schema(body_type),
             "mailbox": len(self._mailbox),
             "steps": self.steps,
             "failures": self.failures,

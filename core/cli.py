@@ -24,6 +24,7 @@ from . import _speedups, cli_deadletters
 from ._version import __version__
 from .agent import Agent, open_connection
 from .amqp.errors import AMQPError
+from .asyncapi import asyncapi_document
 from .client import install_uvloop
 from .extras import MissingExtra
 from .rpc import UNKNOWN_AGENT, RpcError
@@ -256,6 +257,13 @@ def build_parser() -> argparse.ArgumentParser:
     c = csub.add_parser("traces", help="the last messages an agent saw", parents=[url])
     c.add_argument("identity")
     c.add_argument("--limit", type=int, default=20)
+    c = csub.add_parser(
+        "asyncapi",
+        help="the running agents' contracts as an AsyncAPI 3.0 document (JSON)",
+        parents=[url],
+    )
+    c.add_argument("--wait", type=seconds_or_zero, default=0.5, help="how long to collect answers")
+    c.add_argument("--out", metavar="FILE", help="write the document to FILE (default: stdout)")
     cli_deadletters.add_parser(csub, parents=[url])
     ctl.set_defaults(handler=cmd_ctl)
     return parser
@@ -415,12 +423,25 @@ async def _dead_letters(args: argparse.Namespace) -> int:
         await connection.close()
 
 
+def _asyncapi(args: argparse.Namespace, agents: list[dict[str, Any]]) -> Any:
+    """The document (printed by `cmd_ctl`), or None once written to `--out`."""
+    document = asyncapi_document(agents, server_url=args.url)
+    if not args.out:
+        return document
+    with open(args.out, "w", encoding="utf-8") as out:
+        json.dump(document, out, indent=2)
+        out.write("\n")
+    return None
+
+
 async def _ctl(args: argparse.Namespace) -> Any:
     client = Agent(f"ctl-{uuid.uuid4().hex[:8]}", url=args.url)
     async with client:
         cmd, timeout = args.ctl_command, args.timeout
         if cmd == "peers":
             return await client.peers(timeout=args.wait)
+        if cmd == "asyncapi":
+            return _asyncapi(args, await client.peers(timeout=args.wait))
         if cmd == "status":
             return await client.call(args.identity, "status", timeout=timeout)
         if cmd == "call":

@@ -7,11 +7,16 @@ a default, no other members allowed), `result` the schema of the return annotati
 anything, when there is none). Types the schema refers to more than once (a msgspec Struct
 parameter, say) are in the schema's own `$defs`, so each schema stands alone. A hint
 msgspec cannot describe becomes `{}` rather than failing `describe()`.
+
+`body_schema` is the same for a behaviour's declared body type (`Behaviour.describe()`), and
+`hoist_defs` moves a schema's own `$defs` into a document's shared definitions (the AsyncAPI
+and OpenAPI documents, where a `$ref` resolves against the whole document).
 """
 
 from __future__ import annotations
 
 import inspect
+import re
 import typing
 from typing import Any
 
@@ -19,7 +24,7 @@ import msgspec
 
 from .rpc import ExposedMethod
 
-__all__ = ["method_schema", "type_schema"]
+__all__ = ["body_schema", "hoist_defs", "method_schema", "type_schema"]
 
 _REF_TEMPLATE = "#/$defs/{name}"
 
@@ -39,6 +44,94 @@ def type_schema(type_: Any) -> dict[str, Any]:
     except (TypeError, ValueError):
         return {}
     return _inline(schema, components)
+
+
+def body_schema(body_type: Any) -> dict[str, Any] | None:
+    """The JSON Schema of a declared message body type.
+
+    Args:
+        body_type: the type a body decodes into (a msgspec Struct, a builtin type), or None
+            when none is declared.
+
+    Returns:
+        Its schema (`type_schema`), or None when no type is declared.
+    """
+    return None if body_type is None else type_schema(body_type)
+
+
+def hoist_defs(schema: Any, defs: dict[str, Any], ref_prefix: str) -> Any:
+    """A schema whose own `$defs` move into a document's shared definitions.
+
+    A schema from `type_schema` stands alone: its references point at its own `$defs`
+    (`#/$defs/Name`). Inside a larger document (AsyncAPI, OpenAPI) a reference resolves
+    against the document, so the definitions go to one place of it (`defs`, e.g. the
+    document's `components.schemas`) and the references are rewritten to point there. A
+    name already taken by a different definition gets a numbered suffix (`Name_2`).
+
+    Args:
+        schema: the schema (not modified).
+        defs: the document's shared definitions, filled in place.
+        ref_prefix: what a reference to a shared definition starts with
+            (`#/components/schemas/`).
+
+    Returns:
+        The schema without `$defs`, its references rewritten.
+    """
+    if not isinstance(schema, dict):
+        return schema
+    own: dict[str, Any] = schema.get("$defs") or {}
+    renames = {name: _safe_name(name) for name in own}
+    suffix = dict.fromkeys(own, 1)
+    while True:
+        moved = {name: _rewrite_refs(d, renames, ref_prefix) for name, d in own.items()}
+        clashes = [n for n in own if renames[n] in defs and defs[renames[n]] != moved[n]]
+        if not clashes:
+            break
+        # One name moves per round, one that refers to no other clashing one if there is
+        # such: a definition clashes too when only a name it refers to does, and moving
+        # that name first lets it match a copy hoisted before (`Name_2` again).
+        name = next((n for n in clashes if not _refers_to(own[n], set(clashes) - {n})), clashes[0])
+        while True:
+            suffix[name] += 1
+            candidate = f"{_safe_name(name)}_{suffix[name]}"
+            if candidate not in renames.values():
+                break
+        renames[name] = candidate
+    for name, definition in moved.items():
+        defs[renames[name]] = definition
+    return _rewrite_refs({k: v for k, v in schema.items() if k != "$defs"}, renames, ref_prefix)
+
+
+def _refers_to(value: Any, names: set[str]) -> bool:
+    """Whether a schema refers to one of its document's `$defs` by these names."""
+    if isinstance(value, dict):
+        ref = value.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/") and ref[8:] in names:
+            return True
+        return any(_refers_to(v, names) for v in value.values())
+    if isinstance(value, list):
+        return any(_refers_to(v, names) for v in value)
+    return False
+
+
+def _safe_name(name: str) -> str:
+    """A definition name a document accepts as a key: letters, digits, `_`, `.`, `-`."""
+    return re.sub(r"[^\w.\-]", "_", name) or "_"
+
+
+def _rewrite_refs(value: Any, renames: dict[str, str], ref_prefix: str) -> Any:
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if key == "$ref" and isinstance(item, str) and item.startswith("#/$defs/"):
+                name = item[len("#/$defs/") :]
+                out[key] = ref_prefix + renames.get(name, _safe_name(name))
+            else:
+                out[key] = _rewrite_refs(item, renames, ref_prefix)
+        return out
+    if isinstance(value, list):
+        return [_rewrite_refs(v, renames, ref_prefix) for v in value]
+    return value
 
 
 def _inline(schema: dict[str, Any], components: dict[str, Any]) -> dict[str, Any]:

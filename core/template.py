@@ -15,7 +15,16 @@ from .envelope import DecodeError
 from .message import Message
 from .topics import topic_matches
 
-__all__ = ["AllOf", "AnyOf", "Not", "OneOf", "Template", "TemplateOps", "topic_matches"]
+__all__ = [
+    "AllOf",
+    "AnyOf",
+    "Not",
+    "OneOf",
+    "Template",
+    "TemplateOps",
+    "declared_body_type",
+    "topic_matches",
+]
 
 
 class TemplateOps:
@@ -246,3 +255,26 @@ class Not(TemplateOps):
             `template`.
         """
         return self.template
+
+
+def declared_body_type(template: Any) -> Any:
+    """The body type every message a template matches decodes into, if it says one.
+
+    A `Template`'s `body_type`; for `AllOf` (`a & b`) the first one its templates declare
+    (each must match, so each one's type holds). `AnyOf`, `OneOf` and `Not` promise no
+    single type.
+
+    Args:
+        template: a template, a combination of templates, or None.
+
+    Returns:
+        The type, or None.
+    """
+    if isinstance(template, Template):
+        return template.body_type
+    if isinstance(template, AllOf):
+        for member in template.templates:
+            found = declared_body_type(member)
+            if found is not None:
+                return found
+    return None

@@ -26,7 +26,7 @@ from munggoggo import tracing
 from munggoggo.amqp.errors import AMQPError
 from munggoggo.tracing import TRACEPARENT
 
-from . import deadletters, jsonrpc, openapi, rest
+from . import contracts, deadletters, jsonrpc, openapi, rest
 from .guard import Guard
 from .http import HTTPError, Request, Response, error_response, send_response
 from .limits import RETRY_AFTER, ClientDisconnected
@@ -217,6 +217,7 @@ def build_router(app: GatewayApp) -> Router:
     r.add("GET", "/readyz", rest.readyz, needs_state=False)
     r.add("GET", "/metrics", rest.metrics_endpoint)
     r.add("GET", "/openapi.json", openapi.openapi_endpoint, needs_state=False)
+    r.add("GET", "/asyncapi.json", contracts.asyncapi_endpoint)
     r.add("GET", "/docs", openapi.docs_endpoint, needs_state=False)
     r.add("GET", "/ws", openapi.websocket_upgrade_required, needs_state=False)  # plain HTTP
     dashboard = app.optional("dashboard", "dashboard_endpoint")

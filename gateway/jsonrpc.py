@@ -13,8 +13,15 @@ of agent `calc`. Single calls, batches and notifications as in the specification
 * errors from the agent (its RpcError code, message and data) pass through unchanged, as do
   the mesh's own -32001 (unknown agent), -32002 (timeout) and -32003 (unavailable); a
   worker with every call slot taken answers -32000 without calling the agent.
-HTTP-level refusals keep the HTTP status (415 wrong Content-Type, 413 body too large) and
-still carry a JSON-RPC error object; every JSON-RPC answer is HTTP 200.
+HTTP-level refusals keep the HTTP status (413 body too large, 408 body too slow) and still
+carry a JSON-RPC error object; every JSON-RPC answer is HTTP 200.
+
+Content-Type: `application/json` is what a client should send, but a body that is valid JSON
+is taken whatever the Content-Type says, or without one (`curl -d` sends
+`application/x-www-form-urlencoded`; many JSON-RPC servers accept it). A body that is not
+JSON under another Content-Type is refused with HTTP 415 (and -32600): it was most likely
+never meant as JSON-RPC. Under `application/json` it is the protocol's parse error (-32700,
+HTTP 200).
 """
 
 from __future__ import annotations
@@ -59,19 +66,34 @@ def _http_refusal(error: HTTPError) -> Response:
 
 async def jsonrpc_endpoint(request: Request, state: GatewayState) -> Response:
     """`POST /jsonrpc`: a JSON-RPC 2.0 request or batch (HTTP 204 for notifications only)."""
-    if not request.has_json_body():
-        return Response(
-            415, error_reply(INVALID_REQUEST, "Content-Type must be application/json"), JSON
-        )
     settings = state.settings
     try:
         body = await request.body(settings.max_body_bytes)
     except HTTPError as exc:
         return _http_refusal(exc)
+    if not request.has_json_body() and not _is_json(body, settings.max_json_depth):
+        return Response(
+            415,
+            error_reply(
+                INVALID_REQUEST, "Content-Type must be application/json (the body is not JSON)"
+            ),
+            JSON,
+        )
     reply = await handle_payload(body, state)
     if reply is None:
         return NO_CONTENT
     return Response(200, reply, JSON)
+
+
+def _is_json(body: bytes, max_depth: int) -> bool:
+    """Whether a body is JSON (one nested too deep counts: handle_payload refuses that)."""
+    if json_too_deep(body, max_depth):
+        return True
+    try:
+        decode_json(body)
+    except (msgspec.DecodeError, RecursionError):
+        return False
+    return True
 
 
 async def handle_payload(body: bytes, state: GatewayState) -> bytes | None:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from munggoggo._version import __version__
 
-from . import openapi_ops
+from . import contracts, openapi_ops
 from .guard import PAGES, PROBES
 from .http import HTML, JSON, HTTPError, Request, Response, encode_json
 
@@ -165,6 +165,11 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "name": {"type": "string"},
             "state": {"type": "string"},
+            "binding_keys": {"type": "array", "items": {"type": "string"}},
+            "body_schema": {
+                "type": ["object", "null"],
+                "description": "the JSON Schema of the body type it declares, or null",
+            },
         },
         "additionalProperties": True,
     },
@@ -177,6 +182,19 @@ SCHEMAS: dict[str, Any] = {
             "state": {"type": "string"},
             "behaviours": {"type": "array", "items": _ref("Behaviour")},
             "methods": {"type": "array", "items": {"type": "string"}},
+            "schemas": {
+                "type": "object",
+                "description": "method name -> its contract: `params` and `result` (JSON "
+                "Schemas), `doc` (its docstring or null)",
+                "additionalProperties": {
+                    "type": "object",
+                    "properties": {
+                        "params": {"type": "object"},
+                        "result": {"type": "object"},
+                        "doc": {"type": ["string", "null"]},
+                    },
+                },
+            },
             "started_at": {"type": ["number", "null"]},
         },
     },
@@ -270,7 +288,10 @@ PATHS: dict[str, Any] = {
                     _ref("JsonRpcResponse"), "the body did not arrive within the body timeout"
                 ),
                 "413": _json(_ref("JsonRpcResponse"), "the body exceeds the size limit"),
-                "415": _json(_ref("JsonRpcResponse"), "Content-Type is not application/json"),
+                "415": _json(
+                    _ref("JsonRpcResponse"),
+                    "a body that is not JSON under a Content-Type other than application/json",
+                ),
             },
         }
     },
@@ -387,7 +408,42 @@ PATHS: dict[str, Any] = {
             "tags": ["operations"],
             "operationId": "openapi",
             "summary": "This description",
-            "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1")},
+            "description": "With the broker connected, it also has a path per running "
+            "agent and exposed method, `/agents/<identity>/call/<method>` (tag `live`), "
+            "with that method's params and result schemas; `?live=false` leaves them out. "
+            "A gateway with tokens adds them only for a request with valid credentials.",
+            "parameters": [
+                {
+                    "name": "live",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "string", "enum": ["true", "false", "1", "0"]},
+                }
+            ],
+            "responses": {
+                "200": _json({"type": "object"}, "OpenAPI 3.1"),
+                "400": _error("live is not true, false, 1 or 0"),
+            },
+        }
+    },
+    "/asyncapi.json": {
+        "get": {
+            "tags": ["operations"],
+            "operationId": "asyncapi",
+            "summary": "The running agents' contracts as an AsyncAPI 3.0 document",
+            "parameters": [
+                {
+                    "name": "wait",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "number", "minimum": 0, "maximum": 5, "default": 0.3},
+                }
+            ],
+            "responses": {
+                "200": _json({"type": "object"}, "AsyncAPI 3.0"),
+                "400": _error("wait is not a number from 0 to 5"),
+                "503": _error("too many calls in flight, or the broker connection is down"),
+            },
         }
     },
     "/docs": {
@@ -467,6 +523,7 @@ SPEC: dict[str, Any] = {
         {"name": "topics", "description": "publish on munggoggo.topic"},
         {"name": "dead-letters", "description": "what the mesh gave up on (ctl dead-letters)"},
         {"name": "operations", "description": "health, readiness, metrics, this description"},
+        {"name": "live", "description": "the running agents' methods, with their schemas"},
         {"name": "dashboard", "description": "the dashboard (gateway.dashboard)"},
         {"name": "websocket", "description": "the WebSocket (gateway.ws)"},
     ],
@@ -509,6 +566,12 @@ async def openapi_endpoint(request: Request, state: GatewayState | None) -> Resp
     secured = guard is not None and guard.tokens is not None
     metrics_public = guard is not None and "/metrics" in guard.open_paths
     key = (secured, metrics_public)
+    if contracts.wants_live(request) and contracts.may_see_agents(request, guard):
+        agents = await contracts.live_agents(state)
+        if agents:
+            guarded = _guard_responses("/agents/{identity}/call/{method}", "post")
+            spec = contracts.with_live_calls(spec_for(*key), agents, guarded)
+            return Response(200, encode_json(spec), JSON)
     body = _spec_bodies.get(key)
     if body is None:
         body = _spec_bodies[key] = encode_json(spec_for(*key))

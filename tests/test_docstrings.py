@@ -93,6 +93,7 @@ PUBLIC_MODULES = (
     "munggoggo.rpc_deadlines",
     "munggoggo.rpc_limits",
     "munggoggo.rpc_schemas",
+    "munggoggo.asyncapi",
     "munggoggo.delays",
     "munggoggo.metrics",
     "munggoggo.otel",
@@ -112,6 +113,7 @@ PUBLIC_MODULES = (
     "munggoggo.testing.fault_proxy",
     "munggoggo.testing.ports",
     "munggoggo.gateway.app",
+    "munggoggo.gateway.contracts",
     "munggoggo.gateway.server",
     "munggoggo.gateway.state",
 )

@@ -459,13 +459,34 @@ def test_json_depth_prescan_agrees_with_the_decoder(value, max_depth):
 @pytest.mark.parametrize(
     "content_type", ["text/plain", "application/x-www-form-urlencoded", "application/jsonx", None]
 )
-async def test_wrong_content_type(gateway, calc, content_type):
-    body = json.dumps(request(f"{calc.identity}.notify_hello", [1], id=1)).encode()
+async def test_json_body_under_another_content_type_is_taken(gateway, calc, content_type):
+    """`curl -d` sends application/x-www-form-urlencoded: a JSON body is still JSON-RPC."""
+    body = json.dumps(request(f"{calc.identity}.get_data", id=1)).encode()
+    headers = {} if content_type is None else {"content-type": content_type}
+    response = await gateway.http.post("/jsonrpc", content=body, headers=headers)
+    assert answer(response) == {"jsonrpc": "2.0", "result": ["hello", 5], "id": 1}
+
+
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/x-www-form-urlencoded", "application/jsonx", None]
+)
+@pytest.mark.parametrize("body", [b"method=x.notify_hello&params=1", b"", b'{"jsonrpc": "2.0",'])
+async def test_non_json_body_under_another_content_type_is_refused(
+    gateway, calc, content_type, body
+):
     headers = {} if content_type is None else {"content-type": content_type}
     response = await gateway.http.post("/jsonrpc", content=body, headers=headers)
     assert response.status_code == 415
-    assert response.json()["error"]["code"] == -32600
+    assert response.headers["content-type"] == "application/json"
+    reply = response.json()
+    assert reply["error"]["code"] == -32600
+    assert reply["id"] is None
     assert calc.hellos == []  # not called
+
+
+async def test_non_json_body_under_json_content_type_is_a_parse_error(gateway):
+    response = await post_raw(gateway, b"method=x.notify_hello", "application/json")
+    assert answer(response)["error"]["code"] == -32700
 
 
 async def test_content_type_with_parameters_is_json(gateway, calc):

@@ -59,7 +59,7 @@ async def test_gateway_command_serves_jsonrpc_and_rest(broker_url, tmp_path):
         assert response.status_code == 404
         assert response.json()["error"]["code"] == -32601
         response = await http.post(
-            "/jsonrpc", content=b"{}", headers={"content-type": "text/plain"}
+            "/jsonrpc", content=b"not json", headers={"content-type": "text/plain"}
         )
         assert response.status_code == 415
 

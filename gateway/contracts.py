@@ -1,0 +1,263 @@
+"""The mesh's contracts over HTTP: `GET /asyncapi.json` and the live part of /openapi.json.
+
+`GET /asyncapi.json` discovers the running agents (as `GET /agents` does, `?wait=` seconds)
+and answers `munggoggo.asyncapi.asyncapi_document` of them.
+
+`/openapi.json` documents `POST /agents/{identity}/call/{method}` generically (gateway/
+openapi.py); `live_calls` adds a concrete path per running agent and exposed method,
+`/agents/<identity>/call/<method>`, with that method's params schema as the request body and
+its result schema as the 200 answer. The agents' descriptions come from a discovery
+(`LIVE_WAIT` seconds) kept for `LIVE_TTL` seconds per worker, and one discovery at a time
+serves every request that waits for it, so a busy docs page costs the mesh one broadcast
+every few seconds. Not connected, overloaded, or no agent answering: nothing live is added,
+and the generic description stays; `?live=false` asks for that one. /openapi.json is open
+on a gateway with tokens, so there only a request with valid credentials gets the agents
+(`may_see_agents`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import weakref
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from munggoggo.amqp.errors import AMQPError
+from munggoggo.asyncapi import asyncapi_document
+from munggoggo.rpc_schemas import hoist_defs
+
+from .auth import Unauthorized
+from .http import HTTPError, Request, Response, json_response
+from .limits import OVERLOADED, RETRY_AFTER, overloaded_message, release, try_acquire
+
+if TYPE_CHECKING:
+    from .mesh import Mesh
+    from .types import GatewayState
+
+__all__ = [
+    "LIVE_TTL",
+    "LIVE_WAIT",
+    "asyncapi_endpoint",
+    "live_agents",
+    "live_calls",
+    "may_see_agents",
+    "wants_live",
+    "with_live_calls",
+]
+
+LIVE_WAIT = 0.25  # seconds a discovery for /openapi.json collects answers
+LIVE_TTL = 5.0  # seconds its answer is reused
+_SCHEMAS = "#/components/schemas/"
+
+
+async def asyncapi_endpoint(request: Request, state: GatewayState) -> Response:
+    """`GET /asyncapi.json`: the AsyncAPI 3.0 document of the running agents.
+
+    Args:
+        request: the request (`?wait=` seconds to collect answers, 0 to 5, default 0.3).
+        state: the worker's state.
+
+    Returns:
+        The document.
+
+    Raises:
+        HTTPError: 400 for a bad `wait`, 503 when every call slot is taken.
+    """
+    raw = request.query().get("wait", "0.3")
+    try:
+        wait = float(raw)
+    except ValueError:
+        raise HTTPError(400, f"wait must be a number of seconds, got {raw!r}") from None
+    if not 0 <= wait <= 5:
+        raise HTTPError(400, "wait must be between 0 and 5 seconds")
+    # Discovery broadcasts to every agent: it takes a call slot like any call.
+    if not try_acquire(state):
+        raise HTTPError(503, overloaded_message(state), code=OVERLOADED, headers=RETRY_AFTER)
+    try:
+        agents = await state.mesh.peers(wait)
+    finally:
+        release(state)
+    return json_response(asyncapi_document(agents, server_url=state.settings.url))
+
+
+class _Discovery:
+    """The last discovery of one worker's mesh, and the one under way."""
+
+    def __init__(self) -> None:
+        self.agents: list[dict[str, Any]] = []
+        self.at = -LIVE_TTL
+        self.running: asyncio.Future[list[dict[str, Any]]] | None = None
+
+
+_discoveries: weakref.WeakKeyDictionary[Mesh, _Discovery] = weakref.WeakKeyDictionary()
+
+
+async def live_agents(state: GatewayState | None) -> list[dict[str, Any]]:
+    """The running agents' descriptions, from a recent discovery.
+
+    Args:
+        state: the worker's state (None before it started).
+
+    Returns:
+        Each agent's `describe()`; empty when the worker is not connected, every call slot
+        is taken, or the discovery fails.
+    """
+    if state is None or not state.mesh.connected:
+        return []
+    found = _discoveries.get(state.mesh)
+    if found is None:
+        found = _discoveries[state.mesh] = _Discovery()
+    if time.monotonic() - found.at < LIVE_TTL:
+        return found.agents
+    if found.running is not None:
+        return await asyncio.shield(found.running)
+    if not try_acquire(state):
+        return found.agents  # what is known, however old
+    found.running = asyncio.get_running_loop().create_future()
+    try:
+        found.agents = await state.mesh.peers(LIVE_WAIT)
+        found.at = time.monotonic()
+    except AMQPError:  # the connection went down meanwhile: nothing live this time
+        found.agents = []
+    finally:
+        release(state)
+        found.running.set_result(found.agents)
+        found.running = None
+    return found.agents
+
+
+def wants_live(request: Request) -> bool:
+    """Whether a request for /openapi.json wants the live paths (`?live=`, default true).
+
+    Args:
+        request: the request.
+
+    Returns:
+        False for `live=false` or `live=0`.
+
+    Raises:
+        HTTPError: 400 for another value.
+    """
+    raw = request.query().get("live", "true")
+    if raw not in ("true", "false", "1", "0"):
+        raise HTTPError(400, f"live must be true, false, 1 or 0, got {raw!r}")
+    return raw in ("true", "1")
+
+
+def may_see_agents(request: Request, guard: Any) -> bool:
+    """Whether a request may see the running agents in /openapi.json.
+
+    /openapi.json is open, the agents are not: on a gateway with tokens only a request
+    with valid credentials gets their paths (the others the generic description).
+
+    Args:
+        request: the request.
+        guard: the worker's guard (gateway/guard.py), or None before it started.
+
+    Returns:
+        True without tokens, or with credentials the tokens accept.
+    """
+    if guard is None or guard.tokens is None:
+        return True
+    try:
+        guard.tokens.check(request.header(b"authorization"), request.header(b"x-api-key"))
+    except Unauthorized:
+        return False
+    return True
+
+
+def with_live_calls(
+    spec: dict[str, Any], agents: list[dict[str, Any]], guarded: dict[str, Any]
+) -> dict[str, Any]:
+    """The OpenAPI description with a call path per running agent and method.
+
+    Args:
+        spec: the generic description (not modified).
+        agents: the running agents' `describe()` answers.
+        guarded: the answers the guard may give before the route runs (status ->
+            response), added to each path.
+
+    Returns:
+        A new description with their paths (`live_calls`) and the definitions their
+        schemas refer to in `components.schemas`.
+    """
+    schemas = dict(spec["components"]["schemas"])
+    live = live_calls(agents, schemas)
+    for item in live.values():
+        responses = item["post"]["responses"]
+        for status, response in guarded.items():
+            responses.setdefault(status, response)
+    return {
+        **spec,
+        "paths": {**spec["paths"], **live},
+        "components": {**spec["components"], "schemas": schemas},
+    }
+
+
+def live_calls(agents: list[dict[str, Any]], schemas: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """OpenAPI path items for each agent's exposed methods.
+
+    Args:
+        agents: the agents' `describe()` answers.
+        schemas: the description's `components.schemas`, which receives the definitions
+            the methods' schemas refer to (filled in place).
+
+    Returns:
+        Path (`/agents/<identity>/call/<method>`, each segment percent-encoded) -> path item
+        with the `post` operation.
+    """
+    paths: dict[str, dict[str, Any]] = {}
+    for agent in sorted(agents, key=lambda a: str(a.get("identity", ""))):
+        identity = str(agent.get("identity", ""))
+        contracts: dict[str, Any] = agent.get("schemas") or {}
+        for method in agent.get("methods") or sorted(contracts):
+            contract = contracts.get(method) or {}
+            path = f"/agents/{quote(identity, safe='')}/call/{quote(str(method), safe='')}"
+            paths[path] = {"post": _call_operation(identity, str(method), contract, schemas)}
+    return paths
+
+
+def _call_operation(
+    identity: str, method: str, contract: dict[str, Any], schemas: dict[str, Any]
+) -> dict[str, Any]:
+    params = hoist_defs(contract.get("params") or {}, schemas, _SCHEMAS)
+    result = hoist_defs(contract.get("result") or {}, schemas, _SCHEMAS)
+    doc = contract.get("doc")
+    summary = doc.strip().splitlines()[0] if isinstance(doc, str) and doc.strip() else None
+    operation: dict[str, Any] = {
+        "tags": ["live"],
+        "operationId": f"call_{identity}_{method}",
+        "summary": f"{identity}.{method}" + (f": {summary}" if summary else ""),
+        "requestBody": {
+            "required": False,
+            "description": "params by name (this object) or by position (an array)",
+            "content": {
+                "application/json": {
+                    "schema": {"anyOf": [params, {"type": "array"}]},
+                }
+            },
+        },
+        "responses": {
+            "200": {
+                "description": "the method's result",
+                "content": {"application/json": {"schema": result}},
+            },
+            "400": _error("the body is not JSON, or nests too deep"),
+            "404": _error("the agent stopped (-32001), or no longer has the method (-32601)"),
+            "422": _error("invalid params (-32602)"),
+            "502": _error("the agent answered with another error (its code and message)"),
+            "503": _error("too many calls in flight on this worker (-32000), Retry-After: 1"),
+            "504": _error("no reply within the call timeout (-32002)"),
+        },
+    }
+    if isinstance(doc, str) and doc.strip():
+        operation["description"] = doc
+    return operation
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": _SCHEMAS + "Error"}}},
+    }

@@ -1,0 +1,150 @@
+"""The agents' contracts through the gateway (gateway/contracts.py): `GET /agents/{identity}`
+carries each method's schemas, and `/openapi.json` documents a call path per running agent
+and method with them (on a gateway with tokens, for a client with credentials only), while
+staying generic (and answering) with no agents, before the worker started, or with the
+broker connection down. `GET /asyncapi.json` is tested with
+the document builder in tests/test_asyncapi.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import pytest
+from gateway_tools import running_gateway
+from mesh_tools import uid
+from test_asyncapi import Sensors, deref, resolve
+
+from munggoggo.gateway import contracts
+from munggoggo.gateway.app import create_app
+from munggoggo.gateway.state import GatewaySettings
+
+pytestmark = [pytest.mark.rabbitmq, pytest.mark.timeout(60)]
+
+GENERIC_CALL = "/agents/{identity}/call/{method}"
+
+
+@pytest.fixture(autouse=True)
+def patient_discovery(monkeypatch):
+    """A longer discovery than the gateway's: the shared test broker may be busy."""
+    monkeypatch.setattr(contracts, "LIVE_WAIT", 0.5)
+
+
+async def test_agent_status_has_the_method_schemas(gateway, broker_url):
+    async with Sensors(uid("sensors"), url=broker_url) as sensors:
+        response = await gateway.http.get(f"/agents/{sensors.identity}")
+    assert response.status_code == 200
+    status = response.json()
+    locate = status["schemas"]["locate"]
+    assert locate["params"]["required"] == ["reading"]
+    assert set(locate["params"]["properties"]) == {"reading", "scale"}
+    assert locate["result"]["required"] == ["x", "y"]
+    assert locate["doc"].startswith("Where a reading was taken")
+    assert sorted(status["schemas"]) == sorted(status["methods"])
+    bodies = {b["name"]: b["body_schema"] for b in status["behaviours"]}
+    assert bodies["Readings"]["required"] == ["sensor", "where", "value"]
+    assert bodies["Plain"] is None
+
+
+def live_paths(spec: dict[str, Any], identity: str) -> dict[str, Any]:
+    prefix = f"/agents/{identity}/call/"
+    return {p[len(prefix) :]: item for p, item in spec["paths"].items() if p.startswith(prefix)}
+
+
+async def test_openapi_has_a_path_per_running_agent_and_method(gateway, broker_url):
+    async with Sensors(uid("sensors"), url=broker_url) as sensors:
+        spec = (await gateway.http.get("/openapi.json")).json()
+        paths = live_paths(spec, sensors.identity)
+        assert {"locate", "count", "describe", "ping"} <= set(paths)
+        locate = paths["locate"]["post"]
+        assert "live" in locate["tags"]
+        body = locate["requestBody"]["content"]["application/json"]["schema"]["anyOf"][0]
+        assert body["required"] == ["reading"]
+        reading = resolve(spec, body["properties"]["reading"]["$ref"])
+        assert reading["required"] == ["sensor", "where", "value"]
+        assert resolve(spec, reading["properties"]["where"]["$ref"])["required"] == ["x", "y"]
+        result = locate["responses"]["200"]["content"]["application/json"]["schema"]
+        assert deref(spec, result)["required"] == ["x", "y"]
+        count = paths["count"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        assert count["anyOf"][0]["properties"]["sensors"]["items"] == {"type": "string"}
+        # The path answers what it documents.
+        call = await gateway.http.post(
+            f"/agents/{sensors.identity}/call/locate",
+            json={"reading": {"sensor": "t1", "where": {"x": 1, "y": 2}, "value": 3.5}},
+        )
+        assert (call.status_code, call.json()) == (200, {"x": 1.0, "y": 2.0})
+    # The generic route stays, with its generic body; operation ids stay unique.
+    assert GENERIC_CALL in spec["paths"]
+    generic = spec["paths"][GENERIC_CALL]["post"]["requestBody"]["content"]["application/json"]
+    assert generic["schema"] == {"$ref": "#/components/schemas/Params"}
+    ids = [op["operationId"] for item in spec["paths"].values() for op in item.values()]
+    assert len(ids) == len(set(ids))
+    assert not any("/gateway-" in path for path in spec["paths"])
+
+
+async def test_openapi_live_false_is_the_generic_description(gateway, broker_url):
+    async with Sensors(uid("sensors"), url=broker_url) as sensors:
+        generic = (await gateway.http.get("/openapi.json", params={"live": "false"})).json()
+        refused = await gateway.http.get("/openapi.json", params={"live": "yes"})
+    assert live_paths(generic, sensors.identity) == {}
+    assert not any(path.startswith("/agents/") and "{" not in path for path in generic["paths"])
+    assert refused.status_code == 400
+
+
+async def test_openapi_before_the_worker_started_is_generic():
+    app = create_app(GatewaySettings(url="amqp://guest:guest@127.0.0.1:1/"))
+    transport = httpx.ASGITransport(app=app)  # no lifespan run: no state, no broker
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
+        response = await http.get("/openapi.json")
+    assert response.status_code == 200
+    spec = response.json()
+    assert GENERIC_CALL in spec["paths"]
+    assert "/asyncapi.json" in spec["paths"]
+    assert not any(path.startswith("/agents/") and "{" not in path for path in spec["paths"])
+
+
+async def test_no_live_agents_when_the_broker_connection_is_down(gateway_state, broker_url):
+    state = await gateway_state()
+    async with Sensors(uid("sensors"), url=broker_url):
+        assert await contracts.live_agents(state) != []
+        await state.mesh.stop()
+        assert await contracts.live_agents(state) == []
+
+
+async def test_discoveries_are_shared_and_reused(gateway_state, broker_url, monkeypatch):
+    state = await gateway_state()
+    discoveries = 0
+    real_peers = state.mesh.peers
+
+    async def counting_peers(wait: float = 0.3) -> list[dict[str, Any]]:
+        nonlocal discoveries
+        discoveries += 1
+        return await real_peers(wait)
+
+    monkeypatch.setattr(state.mesh, "peers", counting_peers)
+    async with Sensors(uid("sensors"), url=broker_url) as sensors:
+        found = await asyncio.gather(*(contracts.live_agents(state) for _ in range(5)))
+        again = await contracts.live_agents(state)
+    assert discoveries == 1
+    for agents in [*found, again]:
+        assert sensors.identity in {a["identity"] for a in agents}
+    assert state.in_flight == 0
+
+
+async def test_with_tokens_only_a_client_with_credentials_sees_the_agents(broker_url):
+    token = "contracts-" + uid("t")
+    settings = GatewaySettings(url=broker_url, tokens=(token,))
+    async with (
+        Sensors(uid("sensors"), url=broker_url) as sensors,
+        running_gateway(settings) as gw,
+    ):
+        anonymous = await gw.http.get("/openapi.json")
+        wrong = await gw.http.get("/openapi.json", headers={"x-api-key": "nope"})
+        known = await gw.http.get("/openapi.json", headers={"authorization": f"Bearer {token}"})
+    assert anonymous.status_code == wrong.status_code == known.status_code == 200
+    assert live_paths(anonymous.json(), sensors.identity) == {}
+    assert live_paths(wrong.json(), sensors.identity) == {}
+    assert "locate" in live_paths(known.json(), sensors.identity)
+    assert known.json()["security"] == [{"bearer": []}, {"apiKey": []}]
