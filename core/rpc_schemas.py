@@ -143,23 +143,12 @@ def _inline(schema: dict[str, Any], components: dict[str, Any]) -> dict[str, Any
         name = ref[len("#/$defs/") :]
         target = components.get(name)
         # A recursive type refers to itself: it must stay a definition.
-        if target is not None and not _refers_to(target, ref):
+        if target is not None and not _refers_to(target, {name}):
             schema = dict(target)
             components = {k: v for k, v in components.items() if k != name}
     if components:
         schema = {**schema, "$defs": components}
     return schema
-
-
-def _refers_to(node: Any, ref: str) -> bool:
-    """Whether a `$ref` equal to `ref` occurs anywhere in `node` (a whole value, so a
-    definition `Shade` is not taken for a reference to `S`).
-    """
-    if isinstance(node, dict):
-        return node.get("$ref") == ref or any(_refers_to(v, ref) for v in node.values())
-    if isinstance(node, list):
-        return any(_refers_to(v, ref) for v in node)
-    return False
 
 
 def _params_schema(method: ExposedMethod) -> dict[str, Any]:
