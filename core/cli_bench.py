@@ -186,8 +186,8 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     """
     given = getattr(args, "url", None)
     texts = given if isinstance(given, list) else [given or os.environ.get("MUNGGOGGO_URL")]
-    urls = [str(u) for text in texts for u in parse_urls(text or DEFAULT_URL)]
-    if any(u.startswith("memory://") for u in urls):
+    urls = [u for text in texts for u in parse_urls(text or DEFAULT_URL)]
+    if any(u.is_memory for u in urls):
         raise ValueError("bench needs a real broker: memory:// is not one")
     if args.queue and args.queue_pattern:
         raise ValueError("give --queue or --queue-pattern, not both")

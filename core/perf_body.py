@@ -130,7 +130,8 @@ def read_identity(headers: dict[str, Any] | None) -> tuple[int, int] | None:
         return None
     pid = headers.get(HEADER_PUBLISHER_ID)
     seq = headers.get(HEADER_SEQUENCE)
-    if isinstance(pid, int) and isinstance(seq, int) and not isinstance(pid | seq, bool):
+    # bool is an int to Python, not to a header table: refuse it.
+    if type(pid) is int and type(seq) is int:
         return pid, seq
     return None
 

@@ -31,6 +31,7 @@ from .channel import Channel
 from .client import Connection
 from .perf_body import MIN_SIZE, PropertiesTemplate, read_identity, sent_at_ns
 from .perf_stats import LatencyHistogram, OrderCheck, SequenceTracker
+from .url import BrokerURL
 
 __all__ = ["BenchConfig", "RunStats", "declare_topology", "run_bench"]
 
@@ -69,7 +70,7 @@ class BenchConfig:
         consumer_latency_us: microseconds each consumer spends per message.
     """
 
-    urls: list[str]
+    urls: list[BrokerURL]
     producers: int = 1
     consumers: int = 1
     size: int = MIN_SIZE
@@ -195,7 +196,9 @@ class _Stop:
         self.consumers_left = config.consumers if config.cmessages else 0
 
 
-async def _open(url: str, name: str, confirms: bool, window: int) -> tuple[Connection, Channel]:
+async def _open(
+    url: BrokerURL, name: str, confirms: bool, window: int
+) -> tuple[Connection, Channel]:
     conn = Connection(url, reconnect=False, name=name)
     await conn.connect()
     try:
@@ -414,7 +417,14 @@ async def _consume(
                 wake.clear()
                 await wake.wait()
                 continue
-            await asyncio.sleep(latency_s)
+            if latency_s >= 0.001:
+                await asyncio.sleep(latency_s)
+            else:
+                # Below a millisecond the loop's timers are too coarse: spin, as a consumer
+                # doing that much CPU work would (it holds up this process's other tasks).
+                until = time.perf_counter() + latency_s
+                while time.perf_counter() < until:
+                    pass
             if not done.is_set():
                 account(backlog.popleft())
 
