@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from . import _speedups, cli_deadletters
+from . import _speedups, cli_bench, cli_deadletters
 from ._version import __version__
 from .agent import Agent, open_connection
 from .amqp.errors import AMQPError
@@ -266,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", metavar="FILE", help="write the document to FILE (default: stdout)")
     cli_deadletters.add_parser(csub, parents=[url])
     ctl.set_defaults(handler=cmd_ctl)
+    cli_bench.add_parser(sub)
     return parser
 
 
