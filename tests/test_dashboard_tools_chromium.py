@@ -8,13 +8,17 @@ whole module; each test reloads the page. What the page claims is checked in the
 (what it received, what its method was called with, what is left in the dead-letter queue).
 The dead-letter test works only on its agent's letters and purges them at the end, so the
 shared `munggoggo.dead-letters` is left as found.
+`DASHBOARD_TOOLS_SCREENSHOT=docs/dashboard-tools.png pytest tests/test_dashboard_tools_chromium.py`
+refreshes the README's picture of the panels.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,6 +30,7 @@ from munggoggo.deadletters import DeadLetters
 from munggoggo.gateway import dashboard
 from munggoggo.wire import REASON_HEADER
 
+REPO = Path(__file__).resolve().parent.parent
 TOOL_ASSETS = ("console.js", "messaging.js", "deadletters.js", "tools.css")
 
 
@@ -161,6 +166,16 @@ def test_console_calls_a_typed_method_through_the_generated_form(page, toolbox):
     }
     assert re.fullmatch(r"\d+ ms", page.text("#console-time"))
     assert agent.calls == calls + 1
+    if os.environ.get("DASHBOARD_TOOLS_SCREENSHOT"):
+        # The README's picture of the tool panels, with this call's answer in the console.
+        size = page.driver.get_window_size()
+        page.driver.set_window_size(size["width"], 2000)  # all three panels in view
+        try:
+            panels = page.find("main.tools")
+            page.driver.execute_script("arguments[0].scrollIntoView(true);", panels)
+            panels.screenshot(str(REPO / os.environ["DASHBOARD_TOOLS_SCREENSHOT"]))
+        finally:
+            page.driver.set_window_size(size["width"], size["height"])
 
 
 @pytest.mark.rabbitmq
