@@ -36,6 +36,10 @@ __all__ = ["AgentsRun", "LoadBehaviour", "bench_agent_config", "report_seconds",
 _HEAD = struct.Struct(">iq")
 _MAX_BATCH = 100  # publishes per step at most: then the deliveries get a turn
 _IDLE_WAIT = 0.05  # seconds a behaviour waits for mail when it has nothing to publish
+# --rate 0: a publisher keeps at most this many messages published and not yet received,
+# so the run measures what the mesh carries, not a backlog growing in the broker.
+_WINDOW = 1000
+_WINDOW_WAIT = 0.001  # seconds a publisher with a full window waits for mail
 _DRAIN_STALL = 3.0  # seconds without a delivery that end the drain after the run
 _DRAIN_MAX = 60.0
 
@@ -109,6 +113,8 @@ class LoadBehaviour(Behaviour):
         self.done_publishing = False
         self.tracker = SequenceTracker()
         self.order = OrderCheck()
+        # The behaviour that consumes this one's messages (set when the run is wired).
+        self.reader: LoadBehaviour | None = None
 
     def _account(self, body: bytes, routing_key: str) -> None:
         shared = self.shared
@@ -151,7 +157,14 @@ class LoadBehaviour(Behaviour):
         if not self.started:
             self.started = time.perf_counter()
         batch = _MAX_BATCH
-        if config.rate > 0:
+        if config.rate <= 0 and self.reader is not None:
+            # As fast as the mesh carries them: at most _WINDOW of ours not yet received.
+            state = self.reader.tracker.producers.get(self.pid)
+            room = _WINDOW - (self.sent - (state.received if state is not None else 0))
+            if room <= 0:
+                return _WINDOW_WAIT
+            batch = min(batch, room)
+        elif config.rate > 0:
             elapsed = time.perf_counter() - self.started
             due = int(config.rate * elapsed) + 1 - self.sent
             if due <= 0:
@@ -284,6 +297,9 @@ class AgentsRun:
                     behaviours.append(behaviour)
                     stats.routes[source] = [behaviour.name]
                     stats.sent_by_producer[pid] = 0
+            by_pid = {b.pid: b for b in behaviours}
+            for source, (name,) in stats.routes.items():
+                by_pid[source].reader = next(b for b in behaviours if b.name == name)
             for behaviour in behaviours:
                 stats.sequences[behaviour.name] = behaviour.tracker
                 stats.order_checks.append(behaviour.order)
