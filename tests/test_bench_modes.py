@@ -152,3 +152,15 @@ def test_unknown_mode_and_bad_counts_are_usage_errors(capsys, argv):
         main(["bench", *argv])
     assert exc.value.code == 2
     assert "--" in capsys.readouterr().err
+
+
+def test_python_m_bench_reads_percentiles_from_the_tools_histogram():
+    from bench.common import percentiles_us
+
+    samples_ns = [us * 1000 for us in range(1, 1001)]  # 1..1000 µs, shuffled below
+    samples_ns = samples_ns[::2] + samples_ns[1::2]
+    p50, p99 = percentiles_us(samples_ns)
+    assert abs(p50 - 500) <= 500 * 0.008 and abs(p99 - 990) <= 990 * 0.008
+    assert percentiles_us([250_000]) == (250.0, 250.0)  # one sample: exact (min = max)
+    with pytest.raises(ValueError):
+        percentiles_us([])
