@@ -115,6 +115,7 @@ class LoadBehaviour(Behaviour):
         self.order = OrderCheck()
         # The behaviour that consumes this one's messages (set when the run is wired).
         self.reader: LoadBehaviour | None = None
+        self.full_since = 0.0  # perf_counter since the window is full (0: it is not)
 
     def _account(self, body: bytes, routing_key: str) -> None:
         shared = self.shared
@@ -161,9 +162,17 @@ class LoadBehaviour(Behaviour):
             # As fast as the mesh carries them: at most _WINDOW of ours not yet received.
             state = self.reader.tracker.producers.get(self.pid)
             room = _WINDOW - (self.sent - (state.received if state is not None else 0))
-            if room <= 0:
+            if room > 0:
+                self.full_since = 0.0
+                batch = min(batch, room)
+            elif not self.full_since:
+                self.full_since = time.perf_counter()
                 return _WINDOW_WAIT
-            batch = min(batch, room)
+            elif time.perf_counter() - self.full_since < _DRAIN_STALL:
+                return _WINDOW_WAIT
+            # Nothing of ours arrived for a while: lost, not late. Publish on, so a run
+            # with --pmessages ends and reports the loss instead of waiting for ever.
+            self.full_since = 0.0
         elif config.rate > 0:
             elapsed = time.perf_counter() - self.started
             due = int(config.rate * elapsed) + 1 - self.sent
