@@ -22,6 +22,7 @@ from typing import Any, TextIO
 from .amqp.errors import AMQPError
 from .client import install_uvloop
 from .perf_body import MIN_SIZE
+from .perf_modes import add_mode_arguments, check_mode_args, mode_run
 from .perf_run import BenchConfig, RunStats, run_bench
 from .url import DEFAULT_URL, URLError, parse_urls
 
@@ -167,6 +168,8 @@ def add_parser(sub: Any) -> None:
         default=0,
         help="microseconds each consumer spends per message",
     )
+    # --mode agents / --mode rpc (core/perf_modes.py)
+    add_mode_arguments(p)
     a("--json", action="store_true", help="end with one line: the run's figures as JSON")
     a("--csv", default=None, metavar="FILE", help="write the per-second rows to FILE")
     p.set_defaults(handler=cmd_bench)
@@ -184,6 +187,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     Raises:
         ValueError: options that do not go together, or a bad URL.
     """
+    check_mode_args(args)  # --mode agents / --mode rpc (core/perf_modes.py)
     given = getattr(args, "url", None)
     texts = given if isinstance(given, list) else [given or os.environ.get("MUNGGOGGO_URL")]
     urls = [u for text in texts for u in parse_urls(text or DEFAULT_URL)]
@@ -350,6 +354,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """
     try:
         config = config_from_args(args)
+        mode = mode_run(args, config)  # --mode agents / rpc (core/perf_modes.py)
     except (ValueError, URLError) as exc:
         print(f"munggoggo bench: {exc}", file=sys.stderr)
         return 2
@@ -363,15 +368,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
             rows.writerow(_CSV_FIELDS)
         install_uvloop()
         try:
-            asyncio.run(run_bench(config, stats, _Seconds(sys.stdout, rows)))
+            asyncio.run((mode or run_bench)(config, stats, _Seconds(sys.stdout, rows)))
         except KeyboardInterrupt:
             error = "interrupted"
-        except (AMQPError, OSError) as exc:
+        except (AMQPError, OSError, RuntimeError) as exc:  # RuntimeError: a failed behaviour
             error = str(exc)
     finally:
         if csv_file is not None:
             csv_file.close()
     figures = summary(stats)
+    if mode is not None:  # --mode agents / rpc: its own keys
+        figures.update(mode.figures(stats))
     _print_summary(figures, sys.stdout)
     if error is None and config.rate and not config.variable_rate and config.producers:
         achieved = figures["publish_rate"] / config.producers

@@ -17,22 +17,16 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import time
 from typing import Any
 
 from munggoggo import Agent, AgentConfig, Behaviour, OneShotBehaviour
 from munggoggo.client import install_uvloop
+from munggoggo.perf_agents import spin  # the CPU work of `munggoggo bench -L`
 
 from ..mesh import NOTE, Reading
 
 # Queues vanish 30 s after the last consumer left; no metrics, like the throughput scenarios.
 CONFIG = AgentConfig(behaviour_queue_expires_ms=30_000, metrics=False)
-
-
-def _spin(seconds: float) -> None:
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        pass
 
 
 async def _until_stopped(stop: Any) -> None:
@@ -54,7 +48,7 @@ class Work(Behaviour):
             return
         msg.decode(Reading)
         if self.work:
-            _spin(self.work)
+            spin(self.work)
         self.done += 1
         self.counts[self.slot] = self.done
 
