@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 from dashboard_ops_tools import Page, Toolbox, eventually
-from dashboard_tools import AgentThread, Gateway, open_browser
+from dashboard_tools import AgentThread, Gateway, Thermostat, open_browser
 from mesh_tools import uid
 
 from munggoggo.deadletters import DeadLetters
@@ -426,3 +426,38 @@ def test_dead_letters_list_inspect_requeue_and_purge(page, toolbox):
     assert agent.identity in letters.confirm(yes=True)
     page.until(lambda: not letters.rows(), "the list emptied")
     assert letters.in_queue() == {}
+
+
+@pytest.mark.rabbitmq
+def test_send_and_the_console_refuse_an_agent_that_stopped(broker_url, page, toolbox):
+    agent = agent_of(toolbox)
+    # Nothing is chosen at first: no agent gets a message it was not meant for.
+    assert page.find("#send-agent").get_attribute("value") == ""
+    page.click('#send-form input[name="send-kind"][value="inbox"]')
+    page.click('#send-form input[name="send-body-kind"][value="json"]')
+    page.type("#send-body", json.dumps({"tag": uid("nobody")}))
+    page.click("#send-submit")
+    page.until(lambda: page.text("#send-invalid") == "choose an agent", "no choice refused")
+
+    brief = uid("brief")
+    with AgentThread(Thermostat(brief, url=broker_url)):
+        for select in ("#send-agent", "#console-agent"):
+            page.until(lambda s=select: page.find_all(f'{s} option[value="{brief}"]'), brief)
+            page.choose(select, value=brief)
+        page.until(lambda: not page.find("#console-call").get_attribute("disabled"), "callable")
+    for select in ("#send-agent", "#console-agent"):
+        gone = f'{select} option[value="{brief}"][data-gone]'
+        page.until(lambda g=gone: page.find_all(g), f"{brief} marked stopped in {select}")
+        assert page.find(gone).is_selected() and not page.find(gone).is_enabled()
+    assert page.find("#console-call").get_attribute("disabled")
+
+    tag = uid("astray")
+    page.type("#send-body", json.dumps({"tag": tag}))
+    page.click("#send-submit")
+    page.until(lambda: "stopped" in page.text("#send-invalid"), "the stopped agent refused")
+    assert page.find("#send-outcome").get_attribute("data-outcome") is None
+    # Chosen again, it sends.
+    page.choose("#send-agent", value=agent.identity)
+    assert page.submit("#send-submit", "#send-outcome") == "ok"
+    eventually(lambda: received(agent, "Mailbox", {"tag": tag}), "the message, once chosen")
+
