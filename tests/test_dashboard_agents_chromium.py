@@ -140,6 +140,10 @@ def test_the_list_follows_presence_without_polling(broker_url, gateway, door, pa
     card = f'[data-agent="{door.agent.identity}"]'
     wait.until(lambda d: css(d, card), "the door agent is not listed")
     wait.until(lambda d: text_of(d, "#connection") == "live", "the socket never opened")
+    # Presence only: on a broker other tests share, a flood of messages on `#` can make the
+    # gateway drop frames, and a drop reloads the list (as it must), which this test counts.
+    click(page, '#subscriptions [data-pattern="#"] button', "no subscription to #")
+    wait.until(lambda d: not css(d, '#subscriptions [data-pattern="#"]'), "# still watched")
     loaded = time.monotonic()
     listed = agents_listed(gateway.url)
     assert listed >= 1
@@ -318,3 +322,160 @@ def test_any_state_names_give_the_same_mermaid_text_and_a_node_each(page):
     assert [name for name, *_ in drawn] == states
     assert all(text == name and children == 0 for name, text, _, children in drawn)
     assert [name for name, _, current, _ in drawn if current] == ["<b>bold</b>"]
+
+
+def test_bad_states_and_transitions_are_left_out_not_fatal(page):
+    """An agent's describe() with a non-string state or a transition that is no pair: the
+    detail still draws what is usable (numbers and booleans as their text)."""
+    from munggoggo.mermaid import fsm_diagram
+
+    fsm = {
+        "name": "bad",
+        "kind": "fsm",
+        "states": ["a", 5, None, {"x": 1}, "b", True, "a"],
+        "transitions": [["a", "b"], "ab", ["a"], None, [5, "a"], ["a", None], [["a"], "b"]],
+        "initial_state": "a",
+        "current_state": 5,
+    }
+    usable = ["a", "5", "b", "true"]
+    expected = fsm_diagram(usable, [("a", "b"), ("5", "a")], "a", "5")
+    assert page.execute_script("return fsmMermaid(arguments[0]);", fsm) == expected
+    drawn = page.execute_script(
+        "const card = fsmCard(arguments[0]);"
+        "return [[...card.querySelectorAll('g.fsm-node')].map(g => g.dataset.state),"
+        "  [...card.querySelectorAll('g.fsm-node.current')].map(g => g.dataset.state),"
+        "  card.querySelectorAll('path.fsm-edge').length];",
+        fsm,
+    )
+    # Two transitions and the start marker's line.
+    assert drawn == [usable, ["5"], 3]
+
+
+# Fetch answers of the page replaced for one identity (the real gateway answers the rest);
+# `arguments[1]` is a Response's init, or null for the status of a running agent.
+FAKE_STATUS = """
+window.realFetch ||= window.fetch;
+const [identity, init] = arguments;
+const target = `agents/${encodeURIComponent(identity)}`;
+window.fetch = (url, options) => {
+  if (String(url) !== target) return window.realFetch(url, options);
+  const body = init ? { error: "busy" } : { identity, state: "started", behaviours: [] };
+  return Promise.resolve(new Response(JSON.stringify(body), init || {}));
+};
+"""
+
+
+def test_a_failed_status_call_keeps_what_was_listed(door, page):
+    wait = waiter(page)
+    identity = door.agent.identity
+    card = f'[data-agent="{identity}"]'
+    beacon = f'{card} tr[data-behaviour="Beacon"]'
+    click(page, f"{card} button.identity", "the door agent is not listed")
+    wait.until(lambda d: css(d, '#detail-fsms [data-fsm="Door"] svg g.fsm-node'), "no FSM")
+    select("console-agent", identity, page)
+    methods = len(css(page, "#console-method option"))
+    assert methods > 0
+
+    # The status call after a stop is refused (a slow agent: 503): the list keeps the
+    # agent's behaviours, the detail its graph, the console its methods; marked.
+    page.execute_script(FAKE_STATUS, identity, {"status": 503, "statusText": "Unavailable"})
+    try:
+        click(page, f'{beacon} button[data-action="stop"]', "no stop button for Beacon")
+        wait.until(lambda d: "not answering" in text_of(d, card), "the failure is not shown")
+        assert text_of(page, f"{beacon} .state") == "stopped"
+        assert css(page, f'{card} tr[data-behaviour="Door"]')
+        assert css(page, '#detail-behaviours tr[data-behaviour="Beacon"]')
+        assert css(page, '#detail-fsms [data-fsm="Door"] svg g.fsm-node')
+        assert len(css(page, "#console-method option")) == methods
+    finally:
+        page.execute_script("window.fetch = window.realFetch;")
+    # The next status that answers takes the mark away.
+    click(page, f'{beacon} button[data-action="start"]', "no start button for Beacon")
+    wait.until(lambda d: text_of(d, f"{beacon} .state") == "running", "Beacon never ran again")
+    wait.until(lambda d: "not answering" not in text_of(d, card), "the mark stayed")
+    assert door.behaviour_state("Beacon") == "running"
+
+
+def test_a_dropped_frame_reloads_the_list_once(gateway, door, page):
+    wait = waiter(page)
+    wait.until(lambda d: css(d, f'[data-agent="{door.agent.identity}"]'), "no door agent")
+    wait.until(lambda d: page.execute_script("return agents.loading === null"), "a load runs")
+    # An agent whose "stopped" frame was dropped: listed as running, though it is gone.
+    ghost = f"ghost-{uuid.uuid4().hex[:6]}"
+    page.execute_script(
+        "agents.list.push({identity: arguments[0], state: 'started', behaviours: []});"
+        "renderAgents();",
+        ghost,
+    )
+    wait.until(lambda d: css(d, f'[data-agent="{ghost}"]'), "the ghost was not drawn")
+    listed = agents_listed(gateway.url)
+
+    page.execute_script("for (let i = 0; i < 5; i++) onFrame({op: 'dropped', count: 3});")
+    wait.until(lambda d: not css(d, f'[data-agent="{ghost}"]'), "the list was not reloaded")
+    wait.until(
+        lambda d: d.execute_script("return !agents.loading && !agents.reloadTimer"),
+        "a reload is still owed",
+    )
+    wait.until(lambda d: agents_listed(gateway.url) > listed, "the gateway counted no load")
+    assert agents_listed(gateway.url) == listed + 1  # one load for the burst of drops
+    assert css(page, f'[data-agent="{door.agent.identity}"]')
+
+
+# The page's timers of STOPPED_SHOWN_MS held, to be run by the test (no 20 s wait); the
+# rest run as usual.
+HOLD_REMOVALS = """
+window.held = new Map();
+window.realSetTimeout ||= window.setTimeout;
+window.realClearTimeout ||= window.clearTimeout;
+let next = 1e9;
+window.setTimeout = (fn, ms, ...rest) => {
+  if (ms !== STOPPED_SHOWN_MS) return window.realSetTimeout(fn, ms, ...rest);
+  held.set(++next, fn);
+  return next;
+};
+window.clearTimeout = (id) => (held.delete(id) ? undefined : window.realClearTimeout(id));
+"""
+
+
+def test_an_agent_that_stops_twice_is_shown_for_its_last_stop(page):
+    ghost = f"flaky-{uuid.uuid4().hex[:6]}"
+    page.execute_script(FAKE_STATUS, ghost, None)
+    page.execute_script(HOLD_REMOVALS)
+    try:
+        shown = page.execute_async_script(
+            """
+            const [ghost, done] = arguments;
+            const listed = () => agents.list.some((a) => a.identity === ghost);
+            (async () => {
+              await onPresence(ghost, "started");
+              const started = listed();
+              await onPresence(ghost, "stopped");
+              await onPresence(ghost, "started"); // it came back...
+              await onPresence(ghost, "stopped"); // ...and stopped again
+              const removals = held.size;
+              // The time of the first stop's removal passes (it runs if it was not dropped).
+              for (const fn of [...held.values()].slice(0, -1)) fn();
+              const afterFirst = listed() && agents.gone.has(ghost);
+              for (const fn of [...held.values()].slice(-1)) fn(); // the last stop's time
+              done([started, removals, afterFirst, listed()]);
+            })();
+            """,
+            ghost,
+        )
+    finally:
+        page.execute_script(
+            "window.fetch = window.realFetch; window.setTimeout = window.realSetTimeout;"
+            "window.clearTimeout = window.realClearTimeout;"
+        )
+    assert shown == [True, 1, True, False]
+
+
+def test_stopped_times_of_unlisted_agents_are_bounded(page):
+    waiter(page).until(lambda d: d.execute_script("return agents.loading === null"), "a load")
+    size, bound, newest = page.execute_script(
+        "for (let i = 0; i < 3000; i++) onPresence(`never-listed-${i}`, 'stopped');"
+        "return [agents.stoppedAt.size, STOPPED_REMEMBERED,"
+        "  agents.stoppedAt.has('never-listed-2999')];"
+    )
+    assert size <= bound < 3000
+    assert newest

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 from dashboard_ops_tools import Page, Toolbox, eventually
-from dashboard_tools import AgentThread, Gateway, open_browser
+from dashboard_tools import AgentThread, Gateway, Thermostat, open_browser
 from mesh_tools import uid
 
 from munggoggo.deadletters import DeadLetters
@@ -426,3 +426,101 @@ def test_dead_letters_list_inspect_requeue_and_purge(page, toolbox):
     assert agent.identity in letters.confirm(yes=True)
     page.until(lambda: not letters.rows(), "the list emptied")
     assert letters.in_queue() == {}
+
+
+@pytest.mark.rabbitmq
+def test_send_and_the_console_refuse_an_agent_that_stopped(broker_url, page, toolbox):
+    agent = agent_of(toolbox)
+    # Nothing is chosen at first: no agent gets a message it was not meant for.
+    assert page.find("#send-agent").get_attribute("value") == ""
+    page.click('#send-form input[name="send-kind"][value="inbox"]')
+    page.click('#send-form input[name="send-body-kind"][value="json"]')
+    page.type("#send-body", json.dumps({"tag": uid("nobody")}))
+    page.click("#send-submit")
+    page.until(lambda: page.text("#send-invalid") == "choose an agent", "no choice refused")
+
+    brief = uid("brief")
+    with AgentThread(Thermostat(brief, url=broker_url)):
+        for select in ("#send-agent", "#console-agent"):
+            page.until(lambda s=select: page.find_all(f'{s} option[value="{brief}"]'), brief)
+            page.choose(select, value=brief)
+        page.until(lambda: not page.find("#console-call").get_attribute("disabled"), "callable")
+    for select in ("#send-agent", "#console-agent"):
+        gone = f'{select} option[value="{brief}"][data-gone]'
+        page.until(lambda g=gone: page.find_all(g), f"{brief} marked stopped in {select}")
+        assert page.find(gone).is_selected() and not page.find(gone).is_enabled()
+    assert page.find("#console-call").get_attribute("disabled")
+
+    tag = uid("astray")
+    page.type("#send-body", json.dumps({"tag": tag}))
+    page.click("#send-submit")
+    page.until(lambda: "stopped" in page.text("#send-invalid"), "the stopped agent refused")
+    assert page.find("#send-outcome").get_attribute("data-outcome") is None
+    # Chosen again, it sends.
+    page.choose("#send-agent", value=agent.identity)
+    assert page.submit("#send-submit", "#send-outcome") == "ok"
+    eventually(lambda: received(agent, "Mailbox", {"tag": tag}), "the message, once chosen")
+
+
+# The page's first `GET dead-letters?...` from now on: sent, answered, and its answer held
+# in the page until `held.release()` (a list that is still running).
+HOLD_LIST = """
+window.realFetch ||= window.fetch;
+window.held = { answered: false, used: false };
+const gate = new Promise((resolve) => (held.release = resolve));
+window.fetch = async (url, options) => {
+  const response = await window.realFetch(url, options);
+  if (String(url).startsWith("dead-letters?") && !held.used) {
+    held.used = held.answered = true;
+    await gate;
+  }
+  return response;
+};
+"""
+
+
+@pytest.mark.rabbitmq
+def test_dead_letter_actions_use_the_listed_filter_and_list_again(page, toolbox):
+    letters = Letters(page, toolbox)
+    agent = letters.agent
+    ids = letters.poison("f", "g", "h")
+    other = uid("someone-else")
+
+    def listed(*names: str) -> None:
+        page.type("#dl-agent", agent.identity)
+        wanted = {ids[n] for n in names}
+        letters.refresh_until(lambda rows: set(rows) == wanted, f"{names} listed")
+
+    agent.fixed = True
+    try:
+        # What the box says after the list was loaded does not change what its rows act on.
+        listed("f", "g", "h")
+        page.type("#dl-agent", other)
+        page.click(f'#dl-table tr[data-id="{ids["f"]}"] input[type="checkbox"]')
+        page.click("#dl-requeue-selected")
+        page.until(lambda: page.text("#dl-status").startswith("requeued 1"), "f requeued")
+        eventually(lambda: {"poison": "f"} in agent.handled, "the requeued f handled")
+
+        listed("g", "h")
+        page.type("#dl-agent", other)
+        page.click(f'#dl-table tr[data-id="{ids["h"]}"] input[type="checkbox"]')
+        page.click("#dl-purge-selected")
+        letters.confirm(yes=True)
+        page.until(lambda: "purged 1" in page.text("#dl-status"), "h purged")
+        assert set(letters.in_queue()) == {ids["g"]}
+
+        # A requeue that ends while a list runs: that list read the queue before, so the
+        # page lists again after it.
+        listed("g")
+        page.driver.execute_script(HOLD_LIST)
+        page.click("#dl-refresh")
+        page.until(lambda: page.driver.execute_script("return held.answered"), "the held list")
+        page.click(letters.button(ids["g"], "requeue"))
+        eventually(lambda: {"poison": "g"} in agent.handled, "the requeued g handled")
+        page.until(lambda: page.text("#dl-status").startswith("requeued 1"), "g requeued")
+        page.driver.execute_script("held.release()")
+        page.until(lambda: ids["g"] not in letters.rows(), "g still listed after its requeue")
+        assert letters.in_queue() == {}
+    finally:
+        agent.fixed = False
+        page.driver.execute_script("if (window.realFetch) window.fetch = window.realFetch;")

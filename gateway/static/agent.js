@@ -2,7 +2,7 @@
 // (dashboard.js sends `mg:open-agent`). Its counters and connection (`GET agents/{id}`, the
 // agent's status()), its behaviours with start/stop, each FSM behaviour's states as a graph
 // and as Mermaid text (fsmgraph.js), and its recent traffic (the `traces` control method)
-// filterable by direction, kind and peer. Refreshed on demand, not polled. Plain browser
+// filterable by direction, kind and peer; and the behaviour table the list draws too. Refreshed on demand, not polled. Plain browser
 // JavaScript; shares the page's top-level names (classic scripts).
 "use strict";
 
@@ -308,3 +308,44 @@ document.addEventListener("DOMContentLoaded", () => {
   $("trace-peer").addEventListener("input", renderTraces);
   $("trace-filters").addEventListener("submit", (event) => event.preventDefault());
 });
+
+// The behaviours of an agent with their start/stop buttons (the list and the detail; a
+// click runs control() of dashboard.js).
+function behaviourTable(identity, behaviours) {
+  return el(
+    "table",
+    { className: "behaviours" },
+    el(
+      "thead",
+      {},
+      el("tr", {}, ...["behaviour", "kind", "state", ""].map((t) => el("th", { text: t })))
+    ),
+    el("tbody", {}, ...behaviours.map((b) => renderBehaviour(identity, b)))
+  );
+}
+
+function renderBehaviour(identity, behaviour) {
+  const key = `${identity}/${behaviour.name}`;
+  const running = behaviour.state === "running";
+  const action = running ? "stop" : "start";
+  const button = el("button", {
+    type: "button",
+    text: agents.pending.has(key) ? "…" : running ? "Stop" : "Start",
+    disabled: agents.pending.has(key),
+    "data-action": action,
+    "aria-label": `${action} ${behaviour.name} of ${identity}`,
+  });
+  button.addEventListener("click", () => control(identity, behaviour.name, action));
+  return el(
+    "tr",
+    { "data-behaviour": behaviour.name },
+    el("td", { className: "name", text: behaviour.name }),
+    el("td", { className: "muted", text: behaviour.kind || "" }),
+    el(
+      "td",
+      {},
+      el("span", { className: "state", "data-state": behaviour.state, text: behaviour.state })
+    ),
+    el("td", { className: "action" }, button)
+  );
+}

@@ -79,6 +79,27 @@ function el(tag, attrs, ...children) {
   return node;
 }
 
+// An agent <select> (console, send) filled anew with `names`, a "choose an agent" placeholder
+// first. The chosen agent, when it is no longer running, stays as a marked, disabled option:
+// falling to another agent would send to that one without being asked. Returns nothing.
+function fillAgentSelect(select, names) {
+  const chosen = select.value;
+  const options = [el("option", { value: "", text: "choose an agent", disabled: true })];
+  for (const name of names) options.push(el("option", { value: name, text: name }));
+  if (chosen && !names.includes(chosen)) {
+    const text = `${chosen} (stopped)`;
+    options.push(el("option", { value: chosen, text, disabled: true, "data-gone": "true" }));
+  }
+  select.replaceChildren(...options);
+  select.value = chosen;
+}
+
+// The running agent an agent <select> names, or "" (the placeholder, or one that stopped).
+function chosenAgent(select) {
+  const option = select.selectedOptions[0];
+  return option && !option.disabled ? option.value : "";
+}
+
 let toastTimer = 0;
 function toast(text) {
   const box = $("toast");

@@ -377,7 +377,8 @@
   // ------------------------------------------------------------ agents and methods
 
   function currentAgent() {
-    return state.agents.find((a) => a.identity === $("console-agent").value);
+    const identity = chosenAgent($("console-agent"));
+    return state.agents.find((a) => a.identity === identity);
   }
 
   function methodsOf(agent) {
@@ -405,7 +406,13 @@
   function onAgents(list) {
     state.agents = list;
     const select = $("console-agent");
-    fillSelect(select, [["", list.map((a) => a.identity)]], select.value);
+    const names = list.map((a) => a.identity);
+    const key = JSON.stringify(names);
+    if (select.dataset.key !== key) {
+      // Only a changed list is drawn again: the open list and the choice stay.
+      select.dataset.key = key;
+      fillAgentSelect(select, names);
+    }
     onAgentChosen();
   }
 

@@ -8,6 +8,10 @@
 const MAX_ROWS = 200; // rows kept in the stream table
 const WINDOW_SECONDS = 60; // sparkline width
 const STOPPED_SHOWN_MS = 20000; // how long an agent that stopped stays listed, marked
+const STOPPED_REMEMBERED = 1000; // "stopped" times kept for agents asked for their status
+// A "dropped" frame may have cost a presence frame: the whole list is loaded again, once
+// for all the drops of this long (a busy mesh drops in bursts).
+const RELOAD_AFTER_DROP_MS = 1000;
 // Every agent has these (the control plane); the page lists only an agent's own methods.
 const CONTROL_METHODS = new Set([
   "describe",
@@ -29,6 +33,8 @@ const agents = {
   list: [],
   gone: new Set(), // listed identities whose "stopped" event came since the last full load
   stoppedAt: new Map(), // identity -> performance.now() of its last "stopped" event
+  removals: new Map(), // identity -> the timer that takes a stopped agent off the list
+  reloadTimer: 0, // a full load owed to a "dropped" frame, or 0
   pending: new Set(), // "identity/behaviour" while a start/stop request runs
   loading: null, // the running full load (a Promise), or null
   cards: new Map(), // identity -> {agent, gone, pending, node}: the card drawn last
@@ -49,10 +55,24 @@ async function fetchAgents() {
     agents.list = Array.isArray(data) ? data : data.agents || [];
     agents.gone.clear();
     agents.stoppedAt.clear();
+    for (const timer of agents.removals.values()) clearTimeout(timer);
+    agents.removals.clear();
     renderAgents();
   } catch (err) {
     $("agents-count").textContent = "cannot list agents: " + err.message;
   }
+}
+
+// Presence frames share the socket's droppable buffer with messages: after a drop the list
+// may miss a "stopped" (a dead agent shown running) or a "started". One full load answers
+// for every drop until it is scheduled; a drop while it runs schedules the next.
+function reloadAfterDrop() {
+  if (agents.reloadTimer) return;
+  agents.reloadTimer = setTimeout(() => {
+    agents.reloadTimer = 0;
+    // A load already running may have read the list before the drop: one more after it.
+    (agents.loading || Promise.resolve()).then(loadAgents);
+  }, RELOAD_AFTER_DROP_MS);
 }
 
 // One agent's `status` (a superset of what `GET agents` lists for it) into the list.
@@ -71,17 +91,27 @@ async function refreshAgent(identity) {
     if (!response.ok) throw new Error(await refusal(response));
     described = await response.json();
   } catch (err) {
-    // It announced itself but does not answer (yet): list it with what we know.
-    described = { identity, state: "started", behaviours: [], unanswered: err.message };
+    described = { unanswered: err.message };
   }
   if ((agents.stoppedAt.get(identity) ?? -1) > asked) {
     markStopped(identity); // it stopped while we asked: what it answered is past
     return;
   }
   const index = agents.list.findIndex((a) => a.identity === identity);
-  if (index >= 0) agents.list[index] = described;
-  else agents.list.push(described);
+  if (index >= 0) {
+    // A slow or refused status call says nothing about its behaviours or methods: what was
+    // listed stays (the tables, the detail's graphs, the console's methods), marked.
+    agents.list[index] = described.unanswered
+      ? { ...agents.list[index], unanswered: described.unanswered }
+      : described;
+  } else {
+    // It announced itself but does not answer (yet): list it with what we know.
+    agents.list.push(
+      described.unanswered ? { identity, state: "started", behaviours: [], ...described } : described
+    );
+  }
   agents.gone.delete(identity);
+  cancelRemoval(identity); // it runs again: the removal of its last stop is past
   renderAgents();
 }
 
@@ -93,8 +123,19 @@ async function onPresence(identity, state) {
     // On subscribing, the gateway names every running agent once: the listed ones are known.
     if (!known || agents.gone.has(identity)) await refreshAgent(identity);
   } else if (state === "stopped") {
-    agents.stoppedAt.set(identity, performance.now());
+    rememberStopped(identity);
     markStopped(identity);
+  }
+}
+
+// Only a status call that runs while an agent stops needs its time; agents that start and
+// stop unlisted (short-lived ones on a busy mesh) must not pile up until the next full load.
+function rememberStopped(identity) {
+  agents.stoppedAt.delete(identity); // re-inserted last: the Map's first keys are the oldest
+  agents.stoppedAt.set(identity, performance.now());
+  for (const old of agents.stoppedAt.keys()) {
+    if (agents.stoppedAt.size <= STOPPED_REMEMBERED) break;
+    agents.stoppedAt.delete(old);
   }
 }
 
@@ -102,11 +143,18 @@ function markStopped(identity) {
   if (agents.gone.has(identity) || !agents.list.some((a) => a.identity === identity)) return;
   agents.gone.add(identity);
   renderAgents();
-  setTimeout(() => forgetStopped(identity), STOPPED_SHOWN_MS);
+  cancelRemoval(identity);
+  agents.removals.set(identity, setTimeout(() => forgetStopped(identity), STOPPED_SHOWN_MS));
+}
+
+function cancelRemoval(identity) {
+  clearTimeout(agents.removals.get(identity));
+  agents.removals.delete(identity);
 }
 
 // A stopped agent is shown for a while, then taken off the list (unless it came back).
 function forgetStopped(identity) {
+  agents.removals.delete(identity);
   agents.stoppedAt.delete(identity);
   if (!agents.gone.has(identity)) return;
   agents.gone.delete(identity);
@@ -199,46 +247,6 @@ function renderAgent(agent) {
       ? el("p", { className: "empty", text: "not answering: " + agent.unanswered })
       : null,
     gone ? null : table
-  );
-}
-
-// The behaviours of an agent with their start/stop buttons (the list and the detail).
-function behaviourTable(identity, behaviours) {
-  return el(
-    "table",
-    { className: "behaviours" },
-    el(
-      "thead",
-      {},
-      el("tr", {}, ...["behaviour", "kind", "state", ""].map((t) => el("th", { text: t })))
-    ),
-    el("tbody", {}, ...behaviours.map((b) => renderBehaviour(identity, b)))
-  );
-}
-
-function renderBehaviour(identity, behaviour) {
-  const key = `${identity}/${behaviour.name}`;
-  const running = behaviour.state === "running";
-  const action = running ? "stop" : "start";
-  const button = el("button", {
-    type: "button",
-    text: agents.pending.has(key) ? "…" : running ? "Stop" : "Start",
-    disabled: agents.pending.has(key),
-    "data-action": action,
-    "aria-label": `${action} ${behaviour.name} of ${identity}`,
-  });
-  button.addEventListener("click", () => control(identity, behaviour.name, action));
-  return el(
-    "tr",
-    { "data-behaviour": behaviour.name },
-    el("td", { className: "name", text: behaviour.name }),
-    el("td", { className: "muted", text: behaviour.kind || "" }),
-    el(
-      "td",
-      {},
-      el("span", { className: "state", "data-state": behaviour.state, text: behaviour.state })
-    ),
-    el("td", { className: "action" }, button)
   );
 }
 
@@ -428,6 +436,7 @@ function onFrame(frame) {
     case "dropped":
       throughput.dropped += frame.count;
       if (!stream.paused) queueRow({ gap: frame.count });
+      reloadAfterDrop();
       break;
     case "presence":
       onPresence(frame.identity, frame.state);

@@ -12,6 +12,8 @@
     selected: new Set(), // ids ticked
     pendingPurge: null, // the request body a confirmation would send
     loading: false,
+    owed: false, // a load was asked for while one ran: it runs when that one ends
+    applied: "", // the agent filter the shown list was loaded with
   };
 
   function age(seconds) {
@@ -26,6 +28,13 @@
     return $("dl-agent").value.trim();
   }
 
+  // The filter of the list shown: a requeue or purge of its rows must not take up what is
+  // typed in the box since (the letters listed are the ones the user chose from).
+  function withAppliedFilter(request) {
+    if (state.applied) request.agent = state.applied;
+    return request;
+  }
+
   function say(text, bad = false) {
     const box = $("dl-status");
     box.textContent = text;
@@ -35,14 +44,21 @@
   // ------------------------------------------------------------ the list
 
   async function load() {
-    if (state.loading) return;
+    if (state.loading) {
+      // The running load may have read the queue before what asks now (a requeue, a
+      // purge, a new filter) happened: one more load when it ends.
+      state.owed = true;
+      return;
+    }
     state.loading = true;
     const limit = Number($("dl-limit").value) || 50;
     const query = new URLSearchParams({ limit: String(Math.min(1000, Math.max(1, limit))) });
-    if (filter()) query.set("agent", filter());
+    const agent = filter();
+    if (agent) query.set("agent", agent);
     $("dl-table").dataset.loading = "true";
     try {
       const answer = await api(`dead-letters?${query}`);
+      state.applied = agent;
       state.letters = (answer && answer.dead_letters) || [];
       const ids = new Set(state.letters.map((l) => l.id));
       for (const id of [...state.selected]) if (!ids.has(id)) state.selected.delete(id);
@@ -52,6 +68,10 @@
     } finally {
       state.loading = false;
       delete $("dl-table").dataset.loading;
+      if (state.owed) {
+        state.owed = false;
+        load();
+      }
     }
   }
 
@@ -189,8 +209,7 @@
 
   async function requeueIds(ids) {
     if (!ids.length) return;
-    const request = { ids };
-    if (filter()) request.agent = filter();
+    const request = withAppliedFilter({ ids });
     try {
       const result = await api("dead-letters/requeue", { method: "POST", body: request });
       const kept = Object.entries(result.kept || {});
@@ -241,12 +260,13 @@
   function purgeSelected() {
     const ids = [...state.selected];
     if (!ids.length) return;
-    const request = { ids };
-    if (filter()) request.agent = filter();
+    const request = withAppliedFilter({ ids });
     askPurge(request, `Purge ${ids.length} selected dead letter${ids.length === 1 ? "" : "s"}?`);
   }
 
   function purgeAll() {
+    // Not the list's filter: purging every letter of the agent typed is narrower, and the
+    // confirmation names it.
     const request = { all: true };
     const agent = filter();
     if (agent) request.agent = agent;

@@ -28,6 +28,39 @@ function svg(tag, attrs, ...children) {
   return node;
 }
 
+// A state name as drawn: a string, or a number or boolean as its text; anything else
+// (null, an object) is no name, null.
+function stateName(value) {
+  if (typeof value === "string") return value;
+  if (typeof value === "number" || typeof value === "boolean") return String(value);
+  return null;
+}
+
+// describe() as both drawings read it, whatever an agent sent: names as strings (bad ones
+// left out, each once), transitions only as pairs of listed names. One malformed entry must
+// not stop the whole detail from rendering.
+function cleanFsm(fsm) {
+  const states = [];
+  for (const value of Array.isArray(fsm?.states) ? fsm.states : []) {
+    const name = stateName(value);
+    if (name !== null && !states.includes(name)) states.push(name);
+  }
+  const transitions = [];
+  for (const pair of Array.isArray(fsm?.transitions) ? fsm.transitions : []) {
+    if (!Array.isArray(pair) || pair.length !== 2) continue;
+    const [src, dst] = pair.map(stateName);
+    if (states.includes(src) && states.includes(dst)) transitions.push([src, dst]);
+  }
+  const named = (value) => (value == null ? null : stateName(value));
+  return {
+    name: typeof fsm?.name === "string" ? fsm.name : "",
+    states,
+    transitions,
+    initial_state: named(fsm?.initial_state),
+    current_state: named(fsm?.current_state),
+  };
+}
+
 // Layers by breadth-first distance from the initial state; states it never reaches come
 // after, each group from its first state. Returns name -> layer index.
 function layers(states, transitions, initial) {
@@ -126,11 +159,9 @@ function edgeElements(a, b, curved, bend) {
 // The state graph of an FSM (its describe()) as an <svg>: a node per state (the current
 // one with class "current"), an arrow per transition, a start marker at the initial state.
 // Layers left to right by distance from the initial state, the states of a layer stacked.
-function fsmGraph(fsm) {
-  const states = fsm.states || [];
-  const transitions = (fsm.transitions || []).filter(
-    ([src, dst]) => states.includes(src) && states.includes(dst)
-  );
+function fsmGraph(described) {
+  const fsm = cleanFsm(described);
+  const { states, transitions } = fsm;
   const layerOf = layers(states, transitions, fsm.initial_state);
   const columns = [];
   for (const state of states) (columns[layerOf.get(state)] ||= []).push(state);
@@ -261,8 +292,9 @@ function mermaidIds(states) {
 }
 
 // The `stateDiagram-v2` source of an FSM's describe(), one statement a line.
-function fsmMermaid(fsm) {
-  const states = fsm.states || [];
+function fsmMermaid(described) {
+  const fsm = cleanFsm(described);
+  const states = fsm.states;
   const ids = mermaidIds(states);
   const lines = ["stateDiagram-v2"];
   for (const [name, id] of ids) {
@@ -275,7 +307,7 @@ function fsmMermaid(fsm) {
   if (fsm.initial_state != null && ids.has(fsm.initial_state)) {
     lines.push(`${MERMAID_INDENT}[*] --> ${ids.get(fsm.initial_state)}`);
   }
-  for (const [src, dst] of fsm.transitions || []) {
+  for (const [src, dst] of fsm.transitions) {
     if (ids.has(src) && ids.has(dst)) {
       lines.push(`${MERMAID_INDENT}${ids.get(src)} --> ${ids.get(dst)}`);
     }

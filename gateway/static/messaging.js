@@ -38,16 +38,17 @@
     const key = JSON.stringify(names);
     if (select.dataset.key === key) return; // unchanged: keep the open list and the choice
     select.dataset.key = key;
-    const keep = select.value;
-    select.replaceChildren(...names.map((n) => el("option", { value: n, text: n })));
-    if (names.includes(keep)) select.value = keep;
+    fillAgentSelect(select, names);
   }
 
   // What the form asks for, or an Error saying what is missing or malformed.
   function readForm() {
     const kind = checked("send-kind");
-    const form = { kind, agent: $("send-agent").value, key: $("send-key").value.trim() };
-    if (kind === "inbox" && !form.agent) throw new Error("choose an agent");
+    const form = { kind, agent: chosenAgent($("send-agent")), key: $("send-key").value.trim() };
+    if (kind === "inbox" && !form.agent) {
+      const stopped = $("send-agent").value; // the marked option of one that stopped
+      throw new Error(stopped ? `${stopped} stopped: choose an agent` : "choose an agent");
+    }
     if (kind === "topic" && !form.key) throw new Error("a routing key is needed");
     const text = $("send-body").value;
     if (checked("send-body-kind") === "json") {
