@@ -100,6 +100,8 @@ PUBLIC_MODULES = (
     "munggoggo.perf_body",
     "munggoggo.perf_stats",
     "munggoggo.perf_run",
+    "munggoggo.perf_metrics",
+    "munggoggo.perf_report",
     "munggoggo.cli_bench",
     "munggoggo.amqp",
     "munggoggo.amqp.connection",
