@@ -7,6 +7,7 @@ run's own `--json` and `--csv` output.
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import socket
@@ -14,6 +15,7 @@ import sys
 import time
 import uuid
 from html.parser import HTMLParser
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from bench_observe_tools import bench_with_metrics, samples
@@ -223,3 +225,27 @@ def test_line_chart_has_one_point_per_x_and_rejects_ragged_series():
     assert len(points.split()) == 3
     with pytest.raises(ValueError, match="series 'a' has 2 values for 3"):
         line_chart("t", [1.0, 2.0, 3.0], {"a": [1, 2]})
+
+
+@pytest.mark.rabbitmq
+def test_a_failed_run_still_writes_its_report(capsys, broker_url, tmp_path):
+    parts = urlsplit(broker_url)
+    bad = urlunsplit(
+        parts._replace(
+            netloc=f"guest:wrong-{uuid.uuid4().hex[:4]}@{parts.hostname}:{parts.port or 5672}"
+        )
+    )
+    report = tmp_path / "failed.html"
+    status = main(["bench", "--url", bad, "-C", "5", "--report", str(report), "--json"])
+    out, err = capsys.readouterr()
+    assert status == 1
+    figures = json.loads(out.splitlines()[-1])
+    parser = ReportParser()
+    parser.feed(report.read_text())
+    assert parser.svgs == []  # no second ran: no chart, a note instead
+    assert int(parser.figures["published"]) == figures["published"] == 0
+    page = html.unescape(report.read_text())
+    assert "No per-second rows" in page
+    # The line the command ended with is on the page.
+    assert f"The run ended with an error: {err.strip().removeprefix('munggoggo bench: ')}" in page
+    assert "wrong-" not in page  # the password is not printed
