@@ -15,6 +15,7 @@ import sys
 import time
 import uuid
 from html.parser import HTMLParser
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -43,23 +44,27 @@ def test_metrics_are_served_while_the_run_goes(broker_url):
     run_id = f"obs-{uuid.uuid4().hex[:6]}"
     argv = ("-z", "3", "-r", "1000", "-c", "50", "-s", "100", "--run-id", run_id, "--json")
     with bench_with_metrics(broker_url, *argv) as run:
-        first = samples(run.scrape())
-        deadline = time.monotonic() + 10
-        while True:  # the counters rise between two scrapes of the same run
-            time.sleep(0.5)
-            later = samples(run.scrape())
-            published = [
-                scrape["munggoggo_bench_published_total"][0].value for scrape in (first, later)
-            ]
-            if published[1] > published[0] > 0 or time.monotonic() > deadline:
-                break
+
+        def published_after(count: float) -> tuple[dict[str, list[Any]], float]:
+            """The next scrape showing more than `count` published (the run lasts 3 s)."""
+            while True:
+                scrape = samples(run.scrape())
+                value = scrape["munggoggo_bench_published_total"][0].value
+                if value > count:
+                    return scrape, value
+                time.sleep(0.2)
+
+        # The counters rise between two scrapes of the same run.
+        first, published_first = published_after(0)
+        later, published_later = published_after(published_first)
     assert run.status == 0, run.err
-    assert published[1] > published[0] > 0
+    assert published_later > published_first > 0
     assert later["munggoggo_bench_consumed_total"][0].value > 0
     labels = {"run_id": run_id, "mode": "queue"}
     for name in COUNTERS:
         (sample,) = later[f"munggoggo_bench_{name}_total"]
         assert sample.labels == labels
+        assert sample.value >= first[f"munggoggo_bench_{name}_total"][0].value  # never falls
     (running,) = later["munggoggo_bench_running"]
     assert (running.labels, running.value) == (labels, 1.0)
     assert later["munggoggo_bench_lost"][0].labels == labels
@@ -80,7 +85,7 @@ def test_metrics_are_served_while_the_run_goes(broker_url):
         "50",
     )
     figures = json.loads(run.out.splitlines()[-1])
-    assert figures["published"] >= published[1]
+    assert figures["published"] >= published_later
 
 
 class ReportParser(HTMLParser):
