@@ -384,7 +384,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     csv_file = open(args.csv, "w", newline="") if args.csv else None  # noqa: SIM115
     try:
         if args.metrics_port is not None:  # observe
-            collector = BenchCollector(stats, options["run_id"], options=options)
+            collector = BenchCollector(
+                stats, options["run_id"], options.get("mode", "queue"), options=options
+            )
             metrics = serve_bench_metrics(args.metrics_port, collector)
         rows: Any = None
         if csv_file is not None:

@@ -196,7 +196,8 @@ class BenchCollector:
         labels = [self.run_id, self.mode]
         yield build_info_family()
         info = InfoMetricFamily("munggoggo_bench_run", "The bench run's options", labels=_LABELS)
-        info.add_metric(labels, self.options)
+        # The run's own labels stay theirs: an option of the same name is not repeated.
+        info.add_metric(labels, {k: v for k, v in self.options.items() if k not in _LABELS})
         yield info
         values = self.counts()
         for name, doc in _COUNTERS:
