@@ -5,7 +5,7 @@ The run's hot path does not change: producers and consumers keep counting into `
 scrapes, from the HTTP server's thread. Reads there are of ints and of copies of lists and
 dicts taken in one step, so a scrape never holds up the event loop nor trips over it.
 
-Every series carries `run_id` (one per run, `--run-id` or generated) and `mode` (`queue`),
+Every series carries `run_id` (one per run, `--run-id` or generated) and `mode` (the run's mode),
 so several bench instances scraped by one Prometheus, or runs one after the other, can be
 told apart on a dashboard; the scrape target's own `instance` and `job` labels are added
 by Prometheus. Latencies are Prometheus histograms in seconds with buckets from 10 µs to
