@@ -17,12 +17,16 @@ import csv
 import json
 import os
 import sys
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TextIO
 
 from .amqp.errors import AMQPError
 from .client import install_uvloop
 from .perf_body import MIN_SIZE
 from .perf_modes import add_mode_arguments, check_mode_args, mode_run
+from .perf_metrics import BenchCollector, serve_bench_metrics
+from .perf_report import RowRecorder, render_report, run_options, write_report
 from .perf_run import BenchConfig, RunStats, run_bench
 from .url import DEFAULT_URL, URLError, parse_urls
 
@@ -43,6 +47,7 @@ _CSV_FIELDS = (
     "latency_p99_us",
     "latency_max_us",
     "confirm_p50_us",
+    "confirm_p95_us",
     "confirm_p99_us",
 )
 
@@ -172,6 +177,16 @@ def add_parser(sub: Any) -> None:
     add_mode_arguments(p)
     a("--json", action="store_true", help="end with one line: the run's figures as JSON")
     a("--csv", default=None, metavar="FILE", help="write the per-second rows to FILE")
+    # Prometheus while running, an HTML report after (perf_metrics, perf_report)
+    a(
+        "--metrics-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="serve the run's figures to Prometheus on 0.0.0.0:PORT/metrics while it runs",
+    )
+    a("--run-id", default=None, help="the run_id label of the metrics (default: generated)")
+    a("--report", default=None, metavar="FILE.html", help="write an HTML report of the run")
     p.set_defaults(handler=cmd_bench)
 
 
@@ -278,6 +293,7 @@ class _Seconds:
                     lat["p99"],
                     lat["max"],
                     con["p50"],
+                    con["p95"],
                     con["p99"],
                 )
             )
@@ -360,12 +376,27 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return 2
     stats = RunStats()
     error: str | None = None
+    # A report nobody can write fails before the run.
+    if args.report and not Path(args.report).resolve().parent.is_dir():
+        print(f"munggoggo bench: no directory for --report {args.report!r}", file=sys.stderr)
+        return 2
+    options = run_options(args, config)
+    metrics = None
+    started_at = datetime.now(UTC)
+    recorder = None
     csv_file = open(args.csv, "w", newline="") if args.csv else None  # noqa: SIM115
     try:
-        rows = None
+        if args.metrics_port is not None:
+            collector = BenchCollector(
+                stats, options["run_id"], options.get("mode", "queue"), options=options
+            )
+            metrics = serve_bench_metrics(args.metrics_port, collector)
+        rows: Any = None
         if csv_file is not None:
             rows = csv.writer(csv_file)
             rows.writerow(_CSV_FIELDS)
+        if args.report:  # keep the rows for the report
+            rows = recorder = RowRecorder(_CSV_FIELDS, forward=rows)
         install_uvloop()
         try:
             asyncio.run((mode or run_bench)(config, stats, _Seconds(sys.stdout, rows)))
@@ -376,6 +407,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     finally:
         if csv_file is not None:
             csv_file.close()
+        if metrics is not None:
+            metrics.close()
     figures = summary(stats)
     if mode is not None:  # --mode agents / rpc: its own keys
         figures.update(mode.figures(stats))
@@ -387,6 +420,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 f"rate not met: asked {config.rate:g} msgs/s per producer, "
                 f"sent {achieved:.0f} msgs/s per producer"
             )
+    if recorder is not None:
+        page = render_report(figures, recorder.rows, options, error=error, started=started_at)
+        try:
+            write_report(args.report, page)
+        except OSError as exc:
+            error = error or f"cannot write the report: {exc}"
     if args.json:
         print(json.dumps(figures), flush=True)
     if error is not None:

@@ -1,5 +1,6 @@
 """The Grafana dashboards ask only for series that exist: every metric name in their PromQL
-appears in a live scrape of agents (their `/metrics` HTTP server) and of the gateway."""
+appears in a live scrape of agents (their `/metrics` HTTP server), of the gateway and of a
+`munggoggo bench --metrics-port` run."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from bench_observe_tools import bench_with_metrics
 from broker_tools import eventually, wait_until
 from gateway_tools import WsClient, running_gateway
 from mesh_tools import Calc
@@ -51,16 +53,30 @@ def dashboard_metric_names(prefix: str) -> set[str]:
     return names
 
 
+def agent_metric_names() -> set[str]:
+    """The dashboards' series an agent exports: neither the gateway's nor the bench's."""
+    return (
+        dashboard_metric_names("munggoggo_")
+        - dashboard_metric_names("munggoggo_gateway_")
+        - dashboard_metric_names("munggoggo_bench_")
+    )
+
+
 def sample_names(text: str) -> set[str]:
     return {s.name for family in text_string_to_metric_families(text) for s in family.samples}
 
 
 def test_the_dashboards_query_our_metrics():
     names = dashboard_metric_names("munggoggo_")
-    # Both dashboards are there and ask for agent and gateway series.
-    assert {p.name for p in DASHBOARDS.glob("*.json")} >= {"mesh-overview.json", "gateway.json"}
+    # The dashboards are there and ask for agent, gateway and bench series.
+    assert {p.name for p in DASHBOARDS.glob("*.json")} >= {
+        "mesh-overview.json",
+        "gateway.json",
+        "bench.json",
+    }
     assert any(n.startswith("munggoggo_gateway_") for n in names)
-    assert len([n for n in names if not n.startswith("munggoggo_gateway_")]) >= 15
+    assert len(agent_metric_names()) >= 15
+    assert len(dashboard_metric_names("munggoggo_bench_")) >= 8
 
 
 class Fragile(Behaviour):
@@ -107,7 +123,7 @@ async def test_every_agent_series_on_the_dashboards_is_in_a_live_scrape(broker_u
             assert dead.purged == 1
     finally:
         server.shutdown()
-    wanted = dashboard_metric_names("munggoggo_") - dashboard_metric_names("munggoggo_gateway_")
+    wanted = agent_metric_names()
     missing = sorted(wanted - scraped)
     assert not missing, f"dashboard series the agent scrape lacks: {missing}"
 
@@ -163,7 +179,7 @@ async def test_a_fresh_agent_exports_every_dashboard_series_at_zero(mesh_url):
     finally:
         server.shutdown()
     scraped = samples_by_name(response.text)
-    wanted = dashboard_metric_names("munggoggo_") - dashboard_metric_names("munggoggo_gateway_")
+    wanted = agent_metric_names()
     ours = {
         name: [s for s in scraped.get(name, ()) if s.labels.get("agent") == agent.identity]
         for name in wanted
@@ -193,3 +209,22 @@ async def test_a_fresh_gateway_exports_every_dashboard_series_at_zero(broker_url
         assert not moved, f"{name} before any traffic: {moved}"
     routes = {s.labels["route"] for s in scraped["munggoggo_gateway_requests_total"]}
     assert {"/jsonrpc", "/agents/{identity}/call/{method}", "/metrics"} <= routes
+
+
+def test_every_bench_series_on_the_dashboards_is_in_a_live_scrape(broker_url):
+    run_id = f"dash-{uuid.uuid4().hex[:6]}"
+    argv = ("-z", "2", "-r", "500", "-c", "20", "-f", "mandatory", "--run-id", run_id)
+    with bench_with_metrics(broker_url, *argv) as run:
+        text = run.scrape()
+    assert run.status == 0, run.err
+    scraped = samples_by_name(text)
+    wanted = dashboard_metric_names("munggoggo_bench_")
+    missing = sorted(name for name in wanted if not scraped.get(name))
+    assert not missing, f"dashboard series the bench scrape lacks: {missing}"
+    # The dashboard selects runs by run_id: every series it asks for carries one.
+    unlabelled = sorted(
+        name for name in wanted if any(s.labels.get("run_id") != run_id for s in scraped[name])
+    )
+    assert not unlabelled, f"bench series without this run's run_id: {unlabelled}"
+    variables = json.loads((DASHBOARDS / "bench.json").read_text())["templating"]["list"]
+    assert "run_id" in {v["name"] for v in variables}

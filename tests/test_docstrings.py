@@ -103,6 +103,8 @@ PUBLIC_MODULES = (
     "munggoggo.perf_agents",
     "munggoggo.perf_rpc",
     "munggoggo.perf_modes",
+    "munggoggo.perf_metrics",
+    "munggoggo.perf_report",
     "munggoggo.cli_bench",
     "munggoggo.amqp",
     "munggoggo.amqp.connection",

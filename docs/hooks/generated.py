@@ -6,7 +6,7 @@
   tables of every Prometheus family (name as scraped, type, labels, help), read from the
   collectors themselves: an agent with a behaviour and an exposed method on a memory://
   broker, and a gateway worker's `GatewayMetrics`. Needs prometheus_client (the
-  `metrics` extra).
+  `metrics` extra). `<!-- bench-metrics -->`: those of `munggoggo bench --metrics-port`.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any
 CLI_MARK = "<!-- cli-help -->"
 AGENT_METRICS_MARK = "<!-- agent-metrics -->"
 GATEWAY_METRICS_MARK = "<!-- gateway-metrics -->"
+BENCH_METRICS_MARK = "<!-- bench-metrics -->"
 HELP_COLUMNS = "78"  # argparse wraps at $COLUMNS: fixed, so the page does not depend on a terminal
 
 # The suffixes a scrape shows for each family type (the text exposition format).
@@ -36,6 +37,8 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
         markdown = markdown.replace(AGENT_METRICS_MARK, metrics_table(agent_families()))
     if GATEWAY_METRICS_MARK in markdown:
         markdown = markdown.replace(GATEWAY_METRICS_MARK, metrics_table(gateway_families()))
+    if BENCH_METRICS_MARK in markdown:
+        markdown = markdown.replace(BENCH_METRICS_MARK, metrics_table(bench_families()))
     return markdown
 
 
@@ -131,6 +134,14 @@ def gateway_families() -> list[Any]:
     metrics = GatewayMetrics(max_in_flight=1024)
     metrics.declare_routes([("/agents", "GET")])
     return [*metrics.registry.collect(), build_info_family()]
+
+
+def bench_families() -> list[Any]:
+    """Every family `munggoggo bench --metrics-port` exports (a run that has not started)."""
+    from munggoggo.perf_metrics import BenchCollector
+    from munggoggo.perf_run import RunStats
+
+    return list(BenchCollector(RunStats(), "0a1b2c3d", options={"producers": "1"}).collect())
 
 
 def metrics_table(families: list[Any]) -> str:
