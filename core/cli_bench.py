@@ -24,8 +24,8 @@ from typing import Any, TextIO
 from .amqp.errors import AMQPError
 from .client import install_uvloop
 from .perf_body import MIN_SIZE
-from .perf_modes import add_mode_arguments, check_mode_args, mode_run
 from .perf_metrics import BenchCollector, serve_bench_metrics
+from .perf_modes import add_mode_arguments, check_mode_args, mode_run
 from .perf_report import RowRecorder, render_report, run_options, write_report
 from .perf_run import BenchConfig, RunStats, run_bench
 from .url import DEFAULT_URL, URLError, parse_urls
