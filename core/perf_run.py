@@ -288,15 +288,21 @@ async def _produce(
         watcher = asyncio.create_task(_watch_confirms(pid, ch, samples, sampled, stats, nacked))
     seq = 0
     start = time.perf_counter()
+    # Pacing: the messages due at a rate are counted from when that rate began (a
+    # --variable-rate step starts a new count), so each step's rate is met on average.
+    paced_rate, paced_since, paced_from = -1.0, 0.0, 0
     try:
         while not stop.publishing.is_set() and (not limit or seq < limit):
             elapsed = time.perf_counter() - start
             rate = _rate_at(config, elapsed)
+            if rate != paced_rate:
+                paced_rate, paced_since, paced_from = rate, elapsed, seq
             batch = _MAX_BATCH if not confirms else min(_MAX_BATCH, config.confirm)
             if rate > 0:
-                due = int(rate * elapsed) + 1 - seq if not config.variable_rate else 1
+                sent = seq - paced_from
+                due = int(rate * (elapsed - paced_since)) + 1 - sent
                 if due <= 0:
-                    await asyncio.sleep(min(0.05, (seq + 1) / rate - elapsed))
+                    await asyncio.sleep(min(0.05, (sent + 1) / rate - (elapsed - paced_since)))
                     continue
                 batch = min(batch, due)
             if limit:
@@ -311,8 +317,6 @@ async def _produce(
                 sampled.set()
             stats.published += batch
             stats.sent_by_producer[pid] = seq
-            if config.variable_rate and rate > 0:
-                await asyncio.sleep(1.0 / rate)
             await ch.drain()
             await asyncio.sleep(0)  # the tick's write goes out, deliveries come in
     finally:

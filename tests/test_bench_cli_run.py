@@ -273,3 +273,24 @@ def test_a_rate_that_cannot_be_met_fails_after_the_summary(capsys, broker_url):
     assert status == 1
     assert figures["published"] == figures["consumed"] == 3000
     assert "rate not met" in err and len(err.strip().splitlines()) == 1
+
+
+def test_variable_rate_steps_are_each_paced_to_their_rate(capsys, broker_url):
+    """Two steps of one second, 150 then 450 msgs/s: about 600 messages in all (the pacing
+    counts each step's messages from the step's start, so neither step borrows from the
+    other); the tool refuses no rate it can meet easily."""
+    status, figures, err = bench(
+        capsys,
+        "--url",
+        broker_url,
+        "-z",
+        "2",
+        "--variable-rate",
+        "150:1",
+        "--variable-rate",
+        "450:1",
+        "--json",
+    )
+    assert status == 0, err
+    assert 450 <= figures["published"] <= 640, figures["published"]
+    assert figures["consumed"] == figures["published"] and figures["lost"] == 0
