@@ -101,6 +101,7 @@ PUBLIC_MODULES = (
     "munggoggo.perf_stats",
     "munggoggo.perf_run",
     "munggoggo.cli_bench",
+    "munggoggo.deadletter_lock",
     "munggoggo.amqp",
     "munggoggo.amqp.connection",
     "munggoggo.amqp.errors",
