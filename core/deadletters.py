@@ -370,7 +370,9 @@ class DeadLetters:
                     batch = []
             if not unconfirmed:
                 unconfirmed = not await self._settle(reader, batch, returned, result)
-        result.missing = wanted.missing()
+        if not (unconfirmed or reader.stopped):
+            # Cut short, an id not reached may well exist: only a full scan says missing.
+            result.missing = wanted.missing()
         if unconfirmed:
             raise DeadLettersTimeout(
                 f"the broker did not confirm requeued copies within {self.confirm_timeout:g}s: "
@@ -451,7 +453,9 @@ class DeadLetters:
                 if wanted.take(letter, agent) and reader.ack(delivery):
                     result.ids.append(letter.id)
         result.purged = len(result.ids)
-        result.missing = wanted.missing()
+        if not reader.stopped:
+            # Cut short, an id not reached may well exist: only a full scan says missing.
+            result.missing = wanted.missing()
         if reader.stopped:
             raise DeadLettersTimeout(reader.timeout_message(), result)
         return result
