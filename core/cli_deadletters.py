@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from collections.abc import Sequence
 from typing import Any
 
-from .deadletters import DeadLetter, DeadLetters
+from .deadletters import DeadLetter, DeadLetters, DeadLettersTimeout, PurgeResult, RequeueResult
 from .engine import ConnectionProtocol
 
 
@@ -51,7 +52,12 @@ def add_parser(commands: Any, parents: Sequence[argparse.ArgumentParser] = ()) -
 
 async def run(connection: ConnectionProtocol, args: argparse.Namespace) -> int:
     """Do the action and print its outcome; the exit status is 1 if anything asked for was
-    not done (an unknown id, a dead letter kept)."""
+    not done (an unknown id, a dead letter kept, an operation cut short).
+
+    Raises:
+        DeadLettersBusy: another reader kept the queue past the lock wait (the command
+            line reports it like any failure).
+    """
     dead = DeadLetters(connection)
     if args.dl_action == "list":
         if args.limit < 1:
@@ -64,21 +70,39 @@ async def run(connection: ConnectionProtocol, args: argparse.Namespace) -> int:
         else:
             print(format_table(letters))
         return 0
-    if args.dl_action == "requeue":
-        result = await dead.requeue(args.ids, agent=args.agent, all=args.all)
-        print(f"requeued {len(result.requeued)} dead letter(s)")
-        for letter_id in result.requeued:
-            print(f"  {letter_id}")
-        for letter_id, why in result.kept.items():
-            print(f"kept {letter_id}: {why}")
-        for letter_id in result.missing:
-            print(f"not found: {letter_id}")
-        return 1 if result.kept or result.missing else 0
-    purged = await dead.purge(args.ids, agent=args.agent, all=args.all)
+    try:
+        if args.dl_action == "requeue":
+            return _print_requeued(await dead.requeue(args.ids, agent=args.agent, all=args.all))
+        return _print_purged(await dead.purge(args.ids, agent=args.agent, all=args.all))
+    except DeadLettersTimeout as exc:
+        # What was done before it stopped, then why it stopped.
+        if isinstance(exc.result, RequeueResult):
+            _print_requeued(exc.result)
+        elif isinstance(exc.result, PurgeResult):
+            _print_purged(exc.result)
+        print(f"munggoggo ctl dead-letters {args.dl_action}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _print_requeued(result: RequeueResult) -> int:
+    print(f"requeued {len(result.requeued)} dead letter(s)")
+    for letter_id in result.requeued:
+        print(f"  {letter_id}")
+    for letter_id, why in result.kept.items():
+        print(f"kept {letter_id}: {why}")
+    for letter_id in result.missing:
+        print(f"not found: {letter_id}")
+    return 1 if result.kept or result.missing else 0
+
+
+def _print_purged(purged: PurgeResult) -> int:
     print(f"purged {purged.purged} dead letter(s)")
     for letter_id in purged.missing:
         print(f"not found: {letter_id}")
-    return 1 if purged.missing else 0
+    if purged.left:
+        print(f"{purged.left} dead letter(s) still in the queue (arrived meanwhile, or held")
+        print("by a reader that does not take the lock)")
+    return 1 if purged.missing or purged.left else 0
 
 
 def format_table(letters: list[DeadLetter], now: float | None = None) -> str:

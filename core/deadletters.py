@@ -14,8 +14,14 @@ confirmed the copy: an interruption leaves at worst a duplicate, never a loss. A
 broker returned (its queue is gone) leaves its dead letter where it was.
 
 Works on any connection with the client's channel API: a RabbitMQ `Connection`, a memory://
-connection, or `agent.connection`. No printing here: `munggoggo ctl dead-letters` formats,
-the gateway's `/dead-letters` routes (gateway/deadletters.py) answer JSON.
+connection, or `agent.connection`.
+
+Every operation holds the queue's broker-wide lock (`deadletter_lock`): one scan at a time
+across processes, so no reader hides letters from another. A scan reads at most the letters
+the queue held when it began and stops after `scan_timeout`; an operation cut short raises
+`DeadLettersTimeout` (what a requeue or purge did so far in its `result`). No printing
+here: `munggoggo ctl dead-letters` formats, the gateway's `/dead-letters` routes
+(gateway/deadletters.py) answer JSON.
 """
 
 from __future__ import annotations
@@ -30,7 +36,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import _speedups
-from ._speedups import Delivery, Properties
+from ._speedups import Delivery, MunggoggoError, Properties
+from .deadletter_lock import DeadLettersBusy as DeadLettersBusy  # re-exported
+from .deadletter_lock import scan_lock
 from .durable import declare_dead_letter_queue, normalize_queue_type
 from .engine import ChannelProtocol, ConnectionProtocol, PublishError
 from .header_copy import copy_headers
@@ -74,7 +82,12 @@ _DEATH_HEADERS = frozenset(
     }
 )
 _CONFIRM_BATCH = 256  # copies in flight before we wait for their confirms and ack
-_CONFIRM_TIMEOUT = 30.0
+CONFIRM_TIMEOUT = 30.0
+# Letters a scan reads beyond the count the queue declared when it began: a quorum queue's
+# count lags behind letters it already confirmed, and a scan must not miss those.
+_LATE_ARRIVALS = 100
+LOCK_TIMEOUT = 10.0
+SCAN_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
@@ -134,6 +147,26 @@ class PurgeResult:
     purged: int = 0
     ids: list[str] = field(default_factory=list)  # empty when the whole queue was purged
     missing: list[str] = field(default_factory=list)
+    # After purging the whole queue: how many it still holds (dead letters that arrived
+    # meanwhile, or held by a reader that does not take the lock). None otherwise.
+    left: int | None = None
+
+
+class DeadLettersTimeout(MunggoggoError, TimeoutError):
+    """A dead-letter operation was cut short: its scan ran out of time, or the broker did
+    not confirm requeued copies in time.
+
+    Args:
+        message: what happened.
+        result: what a requeue or purge did before it stopped (None for list and get).
+
+    Attributes:
+        result: what a requeue or purge did before it stopped (None for list and get).
+    """
+
+    def __init__(self, message: str, result: RequeueResult | PurgeResult | None = None) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 def parse_dead_letter(delivery: Delivery) -> DeadLetter:
@@ -210,15 +243,44 @@ _Copies = list[tuple[Delivery, DeadLetter, int]]
 
 
 class DeadLetters:
-    """The dead-letter queue of a mesh, through one connection."""
+    """The dead-letter queue of a mesh, through one connection.
 
-    def __init__(self, connection: ConnectionProtocol, queue: str = DEAD_LETTER_QUEUE) -> None:
+    Args:
+        connection: the connection to work through.
+        queue: the dead-letter queue (`munggoggo.dead-letters`, declared as agents do;
+            another name is used as it is).
+        lock_timeout: seconds an operation waits at most for another reader to finish
+            (`DeadLettersBusy` then); None: `LOCK_TIMEOUT`.
+        scan_timeout: seconds a scan reads at most (`DeadLettersTimeout` then); None:
+            `SCAN_TIMEOUT`.
+        confirm_timeout: seconds a requeue waits at most for the broker to confirm a batch
+            of copies (`DeadLettersTimeout` then, the letters kept); None: `CONFIRM_TIMEOUT`.
+    """
+
+    def __init__(
+        self,
+        connection: ConnectionProtocol,
+        queue: str = DEAD_LETTER_QUEUE,
+        *,
+        lock_timeout: float | None = None,
+        scan_timeout: float | None = None,
+        confirm_timeout: float | None = None,
+    ) -> None:
         self.connection = connection
         self.queue = queue
+        # None: the module's setting as it is now (LOCK_TIMEOUT, ...), read here.
+        self.lock_timeout = LOCK_TIMEOUT if lock_timeout is None else lock_timeout
+        self.scan_timeout = SCAN_TIMEOUT if scan_timeout is None else scan_timeout
+        self.confirm_timeout = CONFIRM_TIMEOUT if confirm_timeout is None else confirm_timeout
 
     async def list(self, limit: int = 100, *, agent: str | None = None) -> list[DeadLetter]:
         """Up to `limit` dead letters, oldest first (of `agent` only, if given). The queue
-        is left as it was."""
+        is left as it was.
+
+        Raises:
+            DeadLettersBusy: another reader kept the queue longer than `lock_timeout`.
+            DeadLettersTimeout: the scan took longer than `scan_timeout`.
+        """
         if limit < 1:
             raise ValueError("limit must be at least 1")
         found: list[DeadLetter] = []
@@ -229,6 +291,7 @@ class DeadLetters:
                     found.append(letter)
                     if len(found) >= limit:
                         break
+            reader.check()
         return found
 
     async def get(self, letter_id: str) -> DeadLetter | None:
@@ -240,11 +303,16 @@ class DeadLetters:
 
         Returns:
             The dead letter, or None when none in the queue has that id.
+
+        Raises:
+            DeadLettersBusy: another reader kept the queue longer than `lock_timeout`.
+            DeadLettersTimeout: the scan took longer than `scan_timeout`.
         """
         async with _Reader(self) as reader, contextlib.aclosing(reader.scan()) as letters:
             async for _, letter in letters:
                 if letter.id == letter_id:
                     return letter
+            reader.check()
         return None
 
     async def requeue(
@@ -258,6 +326,12 @@ class DeadLetters:
 
         Choose them by `ids`, or `all=True` (both narrowed by `agent` if given). A dead letter
         is acked only after the broker confirmed its copy.
+
+        Raises:
+            DeadLettersBusy: another reader kept the queue longer than `lock_timeout`.
+            DeadLettersTimeout: the scan ran out of time, or copies were not confirmed in
+                time (their letters are in `result.kept`: a copy may have been delivered
+                all the same); `result` tells what was done.
         """
         wanted = _selection(ids, all)
         result = RequeueResult()
@@ -272,7 +346,12 @@ class DeadLetters:
 
             ch.on_return = on_return
             batch: list[tuple[Delivery, DeadLetter, int]] = []
-            async for delivery, letter in reader.scan(stop=lambda: wanted.done):
+            unconfirmed = False
+
+            def stop() -> bool:
+                return wanted.done or unconfirmed
+
+            async for delivery, letter in reader.scan(stop=stop):
                 if not wanted.take(letter, agent):
                     continue
                 if letter.queue is None:
@@ -287,10 +366,21 @@ class DeadLetters:
                 )
                 batch.append((delivery, letter, seq))
                 if len(batch) >= _CONFIRM_BATCH:
-                    await self._settle(reader, batch, returned, result)
+                    unconfirmed = not await self._settle(reader, batch, returned, result)
                     batch = []
-            await self._settle(reader, batch, returned, result)
-        result.missing = wanted.missing()
+            if not unconfirmed:
+                unconfirmed = not await self._settle(reader, batch, returned, result)
+        if not (unconfirmed or reader.stopped):
+            # Cut short, an id not reached may well exist: only a full scan says missing.
+            result.missing = wanted.missing()
+        if unconfirmed:
+            raise DeadLettersTimeout(
+                f"the broker did not confirm requeued copies within {self.confirm_timeout:g}s: "
+                "their dead letters were kept (a copy may have been delivered too)",
+                result,
+            )
+        if reader.stopped:
+            raise DeadLettersTimeout(reader.timeout_message(), result)
         return result
 
     async def _settle(
@@ -299,16 +389,25 @@ class DeadLetters:
         batch: _Copies,
         returned: dict[str, str],
         result: RequeueResult,
-    ) -> None:
-        """Wait for the copies' confirms; ack the dead letters whose copy arrived."""
+    ) -> bool:
+        """Wait for the copies' confirms; ack the dead letters whose copy arrived. False
+        when the confirms did not come in time: the batch's letters are kept."""
         if not batch:
-            return
+            return True
         ch = reader.channel
         nacked: set[int] = set()
         try:
-            await ch.wait_confirms(batch[-1][2], timeout=_CONFIRM_TIMEOUT)
+            await ch.wait_confirms(batch[-1][2], timeout=self.confirm_timeout)
         except PublishError as exc:
             nacked = {seq for seq, _ in exc.failures}
+        except TimeoutError:
+            # Each copy may still arrive: keeping its letter risks a duplicate, never a loss.
+            for _, letter, _ in batch:
+                result.kept[letter.id] = (
+                    f"the broker did not confirm its copy within {self.confirm_timeout:g}s: "
+                    "the copy may have been delivered all the same"
+                )
+            return False
         # memory:// hands returns over from the event loop: let them in before deciding.
         await asyncio.sleep(0)
         for delivery, letter, seq in batch:
@@ -325,6 +424,7 @@ class DeadLetters:
                     "its copy was delivered, but the connection dropped before the dead letter "
                     "was removed: it is in both places now"
                 )
+        return True
 
     async def purge(
         self,
@@ -333,18 +433,31 @@ class DeadLetters:
         agent: str | None = None,
         all: bool = False,
     ) -> PurgeResult:
-        """Delete dead letters for good: by `ids`, or `all=True` (narrowed by `agent`)."""
+        """Delete dead letters for good: by `ids`, or `all=True` (narrowed by `agent`).
+
+        Raises:
+            DeadLettersBusy: another reader kept the queue longer than `lock_timeout`.
+            DeadLettersTimeout: the scan ran out of time; `result` tells what was purged.
+        """
         wanted = _selection(ids, all)
         if all and agent is None:
             async with _Reader(self) as reader:
-                return PurgeResult(purged=await reader.channel.queue_purge(self.queue))
+                purged = await reader.channel.queue_purge(self.queue)
+                # queue.purge leaves what a reader without the lock holds unacked, and
+                # what arrived meanwhile: say so rather than claim the queue is empty.
+                left = await reader.channel.queue_declare(self.queue, passive=True)
+                return PurgeResult(purged=purged, left=left.message_count)
         result = PurgeResult()
         async with _Reader(self) as reader:
             async for delivery, letter in reader.scan(stop=lambda: wanted.done):
                 if wanted.take(letter, agent) and reader.ack(delivery):
                     result.ids.append(letter.id)
         result.purged = len(result.ids)
-        result.missing = wanted.missing()
+        if not reader.stopped:
+            # Cut short, an id not reached may well exist: only a full scan says missing.
+            result.missing = wanted.missing()
+        if reader.stopped:
+            raise DeadLettersTimeout(reader.timeout_message(), result)
         return result
 
 
@@ -380,26 +493,44 @@ def _selection(ids: Iterable[str] | None, all: bool) -> _Selection:
 
 
 class _Reader:
-    """A confirm channel on the dead-letter queue that holds what it took until the end.
+    """A confirm channel on the dead-letter queue that holds what it took until the end,
+    under the queue's broker-wide lock.
 
     Leaving returns every message not acked to the queue (a requeueing nack each, in
-    order) and closes the channel, so an error or a cancel halfway loses nothing.
+    order: basic.nack, which RabbitMQ 4.3+ does not count toward a quorum queue's delivery
+    limit, where closing the channel would) and closes the channel, so an error or a cancel
+    halfway loses nothing; then it releases the lock.
     """
 
     def __init__(self, owner: DeadLetters) -> None:
         self.owner = owner
         self.channel: ChannelProtocol = None  # type: ignore[assignment]  # from __aenter__
+        self.stopped = False  # the scan ran out of time before it read every letter
         self._held: dict[int, tuple[int, bool]] = {}  # tag -> (channel generation, acked)
+        self._read = 0
+        self._count = 0
+        self._lock = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> _Reader:
-        self.channel = ch = await self.owner.connection.channel(confirms=True)
-        if self.owner.queue == DEAD_LETTER_QUEUE:
-            # The same declarations as every agent's: a mesh with no agent yet has none.
-            await ch.exchange_declare(DEAD_LETTER_EXCHANGE, "topic", durable=True)
-            # Of whichever type it already has (quorum on a mesh of durable-mode agents).
-            queue_type = normalize_queue_type(os.environ.get("MUNGGOGGO_QUEUE_TYPE"))
-            await declare_dead_letter_queue(ch, queue_type)
-            await ch.queue_bind(DEAD_LETTER_QUEUE, DEAD_LETTER_EXCHANGE, "#")
+        owner = self.owner
+        await self._lock.enter_async_context(
+            scan_lock(owner.connection, owner.queue, owner.lock_timeout)
+        )
+        try:
+            self.channel = ch = await owner.connection.channel(confirms=True)
+            if owner.queue == DEAD_LETTER_QUEUE:
+                # The same declarations as every agent's: a mesh with no agent yet has none.
+                await ch.exchange_declare(DEAD_LETTER_EXCHANGE, "topic", durable=True)
+                # Of whichever type it already has (quorum on a mesh of durable-mode agents).
+                queue_type = normalize_queue_type(os.environ.get("MUNGGOGGO_QUEUE_TYPE"))
+                await declare_dead_letter_queue(ch, queue_type)
+                await ch.queue_bind(DEAD_LETTER_QUEUE, DEAD_LETTER_EXCHANGE, "#")
+        except BaseException:
+            if self.channel is not None:
+                with contextlib.suppress(Exception):
+                    await self.channel.close()
+            await self._lock.aclose()
+            raise
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -409,21 +540,45 @@ class _Reader:
                 if not acked:
                     ch.nack(tag, requeue=True, generation=generation)
         finally:
-            await ch.close()  # the broker requeues whatever is still unacked
+            try:
+                await ch.close()  # the broker requeues whatever is still unacked
+            finally:
+                await self._lock.aclose()
 
     async def scan(self, stop: Callable[[], bool] | None = None) -> Any:
-        """Each message in the queue once: as many gets as it held when we began, so dead
-        letters arriving meanwhile cannot keep us going forever."""
+        """Each message in the queue once (we hold what we read: none comes twice), until
+        the queue has no more to give; at most as many as it held when we began plus
+        `_LATE_ARRIVALS`, so dead letters arriving meanwhile cannot keep us going forever.
+        Stops early, setting `stopped`, after `scan_timeout`."""
         ch = self.channel
-        count = (await ch.queue_declare(self.owner.queue, passive=True)).message_count
-        for _ in range(count):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.owner.scan_timeout
+        self._count = (await ch.queue_declare(self.owner.queue, passive=True)).message_count
+        for _ in range(self._count + _LATE_ARRIVALS):
             if stop is not None and stop():
+                return
+            if loop.time() >= deadline:
+                self.stopped = True
                 return
             delivery = await ch.get(self.owner.queue)
             if delivery is None:
                 return
+            self._read += 1
             self._held[delivery.delivery_tag] = (ch.generation, False)
             yield delivery, parse_dead_letter(delivery)
+
+    def check(self) -> None:
+        """Raise DeadLettersTimeout if the scan stopped before it read every letter."""
+        if self.stopped:
+            raise DeadLettersTimeout(self.timeout_message())
+
+    def timeout_message(self) -> str:
+        """What to say when the scan ran out of time."""
+        return (
+            f"the dead-letter scan stopped after {self.owner.scan_timeout:g}s, having read "
+            f"{self._read} letters (the queue held {self._count} when it began); every letter "
+            "it did not remove is back in its place"
+        )
 
     def ack(self, delivery: Delivery) -> bool:
         """Remove one dead letter; False if its channel died since (the broker kept it)."""

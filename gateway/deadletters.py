@@ -9,9 +9,13 @@ letter leaves the queue only once the broker confirmed its copy.
 
 AMQP has no peek, so a scan holds what it read until it is done. Two scans at once would
 each miss what the other holds (an inspect would answer 404 for a letter that is there), so
-a worker runs its dead-letter operations one at a time; each holds a call slot meanwhile,
-like a call. While the broker connection is down they are refused at once (503 / -32003,
-Retry-After).
+every operation holds the queue's broker-wide lock (`munggoggo.deadletter_lock`, shared with
+every worker and `ctl dead-letters`); each holds a call slot meanwhile, like a call. While
+the broker connection is down, or when it drops halfway, they are refused (503 / -32003,
+Retry-After); so are they when another reader keeps the queue longer than the lock wait
+("dead letters busy"). A scan that runs out of time, or a requeue whose copies the broker
+did not confirm in time, answers 504 / -32002 with what was done in the error's `data`
+(`kept` names the letters whose copy may have arrived all the same).
 
 Bad input gets 400: a body that is not a JSON object, unknown fields, wrong field types,
 both `ids` and `all` or neither, a limit out of range. An unknown id is 404 on inspect, and
@@ -20,16 +24,22 @@ listed in `missing` by requeue and purge.
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import weakref
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
-from munggoggo.deadletters import DeadLetter, DeadLetters
-from munggoggo.rpc import UNAVAILABLE
+from munggoggo.amqp.errors import AMQPError
+from munggoggo.deadletters import (
+    DeadLetter,
+    DeadLetters,
+    DeadLettersBusy,
+    DeadLettersTimeout,
+    PurgeResult,
+    RequeueResult,
+)
+from munggoggo.rpc import TIMEOUT, UNAVAILABLE
 
 from .http import HTTPError, Request, Response, decode_json, json_response
 from .limits import OVERLOADED, RETRY_AFTER, overloaded_message, release, try_acquire
@@ -37,7 +47,6 @@ from .mesh import NotConnected
 from .rest import EMPTY_BODY, json_body
 
 if TYPE_CHECKING:
-    from .mesh import Mesh
     from .types import GatewayState
 
 T = TypeVar("T")
@@ -46,9 +55,6 @@ DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
 _MAX_ID = 255  # ids travel as AMQP short strings
 _SELECTION_FIELDS = frozenset({"ids", "all", "agent"})
-
-# One lock per worker's mesh (its event loop): dead-letter operations run one at a time.
-_locks: weakref.WeakKeyDictionary[Mesh, asyncio.Lock] = weakref.WeakKeyDictionary()
 
 
 # -- routes ------------------------------------------------------------------------
@@ -112,9 +118,7 @@ async def requeue_dead_letters(request: Request, state: GatewayState) -> Respons
     ids, all_, agent = await _selection(request, state)
     result = await _run(state, lambda dead: dead.requeue(ids, agent=agent, all=all_))
     state.count("dead_letters_requeued", len(result.requeued))
-    return json_response(
-        {"requeued": result.requeued, "kept": result.kept, "missing": result.missing}
-    )
+    return json_response(_requeued(result))
 
 
 async def purge_dead_letters(request: Request, state: GatewayState) -> Response:
@@ -125,8 +129,9 @@ async def purge_dead_letters(request: Request, state: GatewayState) -> Response:
         state: the worker's state.
 
     Returns:
-        200 `{"purged": n, "ids": [ids], "missing": [ids]}` (`ids` is empty when the
-        whole queue was purged: `all` without `agent`).
+        200 `{"purged": n, "ids": [ids], "missing": [ids], "left": n | null}` (`ids` is
+        empty when the whole queue was purged, `all` without `agent`, and `left` says how
+        many dead letters it held right after; null otherwise).
 
     Raises:
         HTTPError: 400 for a bad selection, 503 when busy or not connected.
@@ -134,7 +139,7 @@ async def purge_dead_letters(request: Request, state: GatewayState) -> Response:
     ids, all_, agent = await _selection(request, state)
     result = await _run(state, lambda dead: dead.purge(ids, agent=agent, all=all_))
     state.count("dead_letters_purged", result.purged)
-    return json_response({"purged": result.purged, "ids": result.ids, "missing": result.missing})
+    return json_response(_purged(result))
 
 
 # -- answers -----------------------------------------------------------------------
@@ -166,6 +171,19 @@ def inspected(letter: DeadLetter) -> dict[str, Any]:
     except UnicodeDecodeError:
         shown["body_base64"] = base64.b64encode(body).decode("ascii")
     return shown
+
+
+def _requeued(result: RequeueResult) -> dict[str, Any]:
+    return {"requeued": result.requeued, "kept": result.kept, "missing": result.missing}
+
+
+def _purged(result: PurgeResult) -> dict[str, Any]:
+    return {
+        "purged": result.purged,
+        "ids": result.ids,
+        "missing": result.missing,
+        "left": result.left,
+    }
 
 
 # -- input -------------------------------------------------------------------------
@@ -221,19 +239,32 @@ async def _selection(
 
 
 async def _run(state: GatewayState, operation: Callable[[DeadLetters], Awaitable[T]]) -> T:
-    """Run one dead-letter operation: under a call slot, one at a time per worker; 503 at
-    once when busy or while the broker connection is down."""
+    """Run one dead-letter operation under a call slot and the queue's lock; 503 at once
+    when busy or while the broker connection is down (module docstring)."""
     if not try_acquire(state):
         raise HTTPError(503, overloaded_message(state), code=OVERLOADED, headers=RETRY_AFTER)
     try:
-        lock = _locks.get(state.mesh)
-        if lock is None:
-            lock = _locks[state.mesh] = asyncio.Lock()
-        async with lock:
-            try:
-                dead = state.mesh.dead_letters()
-            except NotConnected as exc:
-                raise HTTPError(503, str(exc), code=UNAVAILABLE, headers=RETRY_AFTER) from None
+        try:
+            dead = state.mesh.dead_letters()
+        except NotConnected as exc:
+            raise HTTPError(503, str(exc), code=UNAVAILABLE, headers=RETRY_AFTER) from None
+        try:
             return await operation(dead)
+        except DeadLettersBusy as exc:
+            raise HTTPError(503, str(exc), code=UNAVAILABLE, headers=RETRY_AFTER) from None
+        except DeadLettersTimeout as exc:
+            data: dict[str, Any] | None = None
+            if isinstance(exc.result, RequeueResult):
+                data = _requeued(exc.result)
+            elif isinstance(exc.result, PurgeResult):
+                data = _purged(exc.result)
+            raise HTTPError(504, str(exc), code=TIMEOUT, data=data) from None
+        except AMQPError as exc:  # the connection dropped halfway; the mesh reconnects
+            raise HTTPError(
+                503,
+                f"not connected to the broker ({exc}); retry later",
+                code=UNAVAILABLE,
+                headers=RETRY_AFTER,
+            ) from None
     finally:
         release(state)

@@ -68,7 +68,14 @@ _PUBLISH_REFUSED = _error(
     "within the publish timeout (-32003); or too many calls in flight (-32000). Retry-After: 1"
 )
 _DEAD_LETTER_REFUSED = _error(
-    "too many calls in flight (-32000), or the broker connection is down (-32003). Retry-After: 1"
+    "too many calls in flight (-32000), the broker connection is down or dropped halfway "
+    "(-32003), or another reader kept the dead letters past the lock wait (-32003, "
+    '"dead letters busy"). Retry-After: 1'
+)
+_DEAD_LETTER_TIMEOUT = _error(
+    "the scan ran out of time, or the broker did not confirm requeued copies in time "
+    "(-32002); for requeue and purge the error's `data` is what was done (its `kept` names "
+    "letters whose copy may have arrived all the same)"
 )
 _AGENT_FILTER = {
     "type": ["string", "null"],
@@ -98,6 +105,7 @@ def _selection_errors() -> dict[str, Any]:
             "both `ids` and `all`, or neither"
         ),
         "503": _DEAD_LETTER_REFUSED,
+        "504": _DEAD_LETTER_TIMEOUT,
     }
 
 
@@ -179,7 +187,7 @@ def schemas() -> dict[str, Any]:
         },
         "Purged": {
             "type": "object",
-            "required": ["purged", "ids", "missing"],
+            "required": ["purged", "ids", "missing", "left"],
             "properties": {
                 "purged": {"type": "integer"},
                 "ids": {
@@ -188,6 +196,12 @@ def schemas() -> dict[str, Any]:
                     "description": "empty when the whole queue was purged",
                 },
                 "missing": {"type": "array", "items": {"type": "string"}},
+                "left": {
+                    "type": ["integer", "null"],
+                    "description": "after purging the whole queue: how many dead letters it "
+                    "held right after (arrived meanwhile, or held by another reader); "
+                    "null otherwise",
+                },
             },
         },
     }
@@ -265,6 +279,7 @@ def paths() -> dict[str, Any]:
                     ),
                     "400": _error("limit is not a whole number from 1 to 1000, or agent is empty"),
                     "503": _DEAD_LETTER_REFUSED,
+                    "504": _DEAD_LETTER_TIMEOUT,
                 },
             }
         },
@@ -278,6 +293,7 @@ def paths() -> dict[str, Any]:
                     "200": _json(_ref("DeadLetterInspected"), "the dead letter"),
                     "404": _error("no dead letter has that id"),
                     "503": _DEAD_LETTER_REFUSED,
+                    "504": _DEAD_LETTER_TIMEOUT,
                 },
             }
         },

@@ -106,6 +106,7 @@ PUBLIC_MODULES = (
     "munggoggo.perf_metrics",
     "munggoggo.perf_report",
     "munggoggo.cli_bench",
+    "munggoggo.deadletter_lock",
     "munggoggo.amqp",
     "munggoggo.amqp.connection",
     "munggoggo.amqp.errors",

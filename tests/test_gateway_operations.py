@@ -24,10 +24,11 @@ from gateway_tools import running_gateway
 from mesh_tools import MessageCollector, events_topic, uid
 from prometheus_client.parser import text_string_to_metric_families
 
-from munggoggo import Agent, AgentConfig, Behaviour, RestartPolicy, Template
+from munggoggo import Agent, AgentConfig, Behaviour, RestartPolicy, Template, deadletters
 from munggoggo._speedups import Properties
 from munggoggo.agent import open_connection
 from munggoggo.client import Connection
+from munggoggo.deadletter_lock import scan_lock
 from munggoggo.deadletters import DeadLetters
 from munggoggo.gateway.state import GatewaySettings
 from munggoggo.memory import MemoryBroker
@@ -37,6 +38,7 @@ from munggoggo.wire import (
     AGENT_HEADER,
     DEAD_LETTER_EXCHANGE,
     DEAD_LETTER_ID_HEADER,
+    DEAD_LETTER_QUEUE,
     QUEUE_HEADER,
     REASON_HEADER,
     REQUEUED_FROM_HEADER,
@@ -400,14 +402,24 @@ async def test_purge_by_ids_and_all_for_an_agent(gateway, broker_url):
             "/dead-letters/purge", json={"ids": [ids[1], "unknown-id", ids[1]]}
         )
         assert response.status_code == 200, response.text
-        assert response.json() == {"purged": 1, "ids": [ids[1]], "missing": ["unknown-id"]}
+        assert response.json() == {
+            "purged": 1,
+            "ids": [ids[1]],
+            "missing": ["unknown-id"],
+            "left": None,
+        }
         remaining = await listed(gateway, agent, 3)
         assert [d["id"] for d in remaining] == [ids[0], ids[2], ids[3]]
 
         response = await gateway.http.post(
             "/dead-letters/purge", json={"all": True, "agent": agent}
         )
-        assert response.json() == {"purged": 3, "ids": [ids[0], ids[2], ids[3]], "missing": []}
+        assert response.json() == {
+            "purged": 3,
+            "ids": [ids[0], ids[2], ids[3]],
+            "missing": [],
+            "left": None,
+        }
         response = await gateway.http.get("/dead-letters", params={"agent": agent})
         assert response.json() == {"dead_letters": []}
 
@@ -423,7 +435,7 @@ async def test_purge_all_empties_the_queue():
         ):
             assert len((await gw.http.get("/dead-letters")).json()["dead_letters"]) == 2
             response = await gw.http.post("/dead-letters/purge", json={"all": True})
-            assert response.json() == {"purged": 2, "ids": [], "missing": []}
+            assert response.json() == {"purged": 2, "ids": [], "missing": [], "left": 0}
             assert (await gw.http.get("/dead-letters")).json() == {"dead_letters": []}
     finally:
         MemoryBroker.reset(url.removeprefix("memory://"))
@@ -573,3 +585,85 @@ async def test_operations_answer_503_while_the_broker_connection_is_down(broker_
             assert response.headers["retry-after"] == "1"
         assert gw.app.state.in_flight == 0
         assert not [r for r in caplog.records if r.exc_info], "a refusal was logged as a crash"
+
+
+# -- dead letters: other readers, a dropped connection, late confirms ------------------
+
+
+@contextlib.asynccontextmanager
+async def memory_gateway():
+    """A gateway on a memory:// broker of this test alone, and a connection of its own to
+    that broker (another reader)."""
+    url = f"memory://gateway-ops-{uuid.uuid4().hex[:8]}"
+    try:
+        async with running_gateway(GatewaySettings(url=url)) as gw:
+            other = await open_connection(parse_url(url), "other-reader")
+            try:
+                yield gw, other
+            finally:
+                await other.close()
+    finally:
+        MemoryBroker.reset(url.removeprefix("memory://"))
+
+
+async def test_dead_letters_busy_with_another_reader_is_503(monkeypatch):
+    monkeypatch.setattr(deadletters, "LOCK_TIMEOUT", 0.3)
+    async with memory_gateway() as (gw, other):
+        async with scan_lock(other, DEAD_LETTER_QUEUE, timeout=5):
+            for method, path, body in [
+                ("GET", "/dead-letters", None),
+                ("GET", "/dead-letters/some-id", None),
+                ("POST", "/dead-letters/requeue", {"all": True}),
+                ("POST", "/dead-letters/purge", {"all": True}),
+            ]:
+                response = await gw.http.request(method, path, json=body)
+                error = error_of(response, 503)
+                assert error["code"] == -32003, path
+                assert "dead letters busy" in error["message"]
+                assert response.headers["retry-after"] == "1"
+        assert (await gw.http.get("/dead-letters")).json() == {"dead_letters": []}
+        assert gw.app.state.in_flight == 0
+
+
+async def test_a_connection_lost_during_a_dead_letter_operation_is_503_unavailable():
+    async with memory_gateway() as (gw, other):
+        async with scan_lock(other, DEAD_LETTER_QUEUE, timeout=5):
+            # The operation waits for the other reader; its connection drops meanwhile.
+            waiting = asyncio.create_task(gw.http.get("/dead-letters"))
+            await asyncio.sleep(0.2)
+            assert not waiting.done()
+            await gw.app.state.mesh.agent.connection.close()
+            response = await waiting
+        error = error_of(response, 503)
+        assert error["code"] == -32003
+        assert response.headers["retry-after"] == "1"
+        assert gw.app.state.in_flight == 0
+
+
+async def test_a_requeue_whose_confirms_come_late_is_504_and_keeps_its_letters(
+    gateway, broker_url, monkeypatch
+):
+    """The copies go to a quorum queue, which confirms only once its log has them: later
+    than a confirm timeout of 0 allows."""
+    monkeypatch.setattr(deadletters, "CONFIRM_TIMEOUT", 0)
+    agent = uid("late")
+    conn = await Connection(broker_url).connect()
+    home = uid("test.home")
+    try:
+        ch = await conn.channel(confirms=False)
+        await ch.queue_declare(home, durable=True, arguments={"x-queue-type": "quorum"})
+        async with planted(broker_url, agent, [(b"1", None, home), (b"2", None, home)]) as ids:
+            await listed(gateway, agent, 2)
+            response = await gateway.http.post(
+                "/dead-letters/requeue", json={"all": True, "agent": agent}
+            )
+            error = error_of(response, 504)
+            assert error["code"] == -32002
+            assert error["data"]["requeued"] == [] and error["data"]["missing"] == []
+            assert sorted(error["data"]["kept"]) == ids
+            assert all("may have been delivered" in w for w in error["data"]["kept"].values())
+            assert [d["id"] for d in await listed(gateway, agent, 2)] == ids
+    finally:
+        ch = await conn.channel(confirms=False)
+        await ch.queue_delete(home)
+        await conn.close()

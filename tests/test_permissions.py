@@ -144,10 +144,12 @@ async def test_an_agent_user_cannot_read_dead_letters(tenant):
         with pytest.raises(AccessRefused) as info:
             await DeadLetters(agent.connection).purge(all=True)
         error = info.value
-        # Refused on the purge of the dead-letter queue (the queue is the broker's to name).
-        assert (error.reply_code, error.class_id, error.method_id) == (403, 50, 30)
+        # Refused already where it declares the dead-letter lock every reader takes
+        # (`munggoggo.dead-letters.lock`, outside its configure rights), before any look.
+        assert (error.reply_code, error.class_id, error.method_id) == (403, 50, 10)
+        assert "munggoggo.dead-letters.lock" in error.reply_text
         assert str(error) == (
-            f"channel closed by broker: 403 {error.reply_text} (in reply to Queue.Purge)"
+            f"channel closed by broker: 403 {error.reply_text} (in reply to Queue.Declare)"
         )
 
 

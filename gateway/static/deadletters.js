@@ -248,7 +248,9 @@
       const result = await api("dead-letters/purge", { method: "POST", body: request });
       const parts = [`purged ${result.purged}`];
       if ((result.missing || []).length) parts.push("missing " + result.missing.join(", "));
-      say(parts.join("; "), (result.missing || []).length > 0);
+      // After purging the whole queue: letters that arrived meanwhile are still there.
+      if (result.left) parts.push(`${result.left} still in the queue`);
+      say(parts.join("; "), (result.missing || []).length > 0 || result.left > 0);
       for (const id of result.ids || []) state.selected.delete(id);
       if (request.all) state.selected.clear();
     } catch (err) {
