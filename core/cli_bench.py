@@ -23,6 +23,7 @@ from .amqp.errors import AMQPError
 from .client import install_uvloop
 from .perf_body import MIN_SIZE
 from .perf_run import BenchConfig, RunStats, run_bench
+from .perf_scale import ScaleError, run_processes
 from .url import DEFAULT_URL, URLError, parse_urls
 
 __all__ = ["add_parser", "cmd_bench", "config_from_args", "summary"]
@@ -169,6 +170,24 @@ def add_parser(sub: Any) -> None:
     )
     a("--json", action="store_true", help="end with one line: the run's figures as JSON")
     a("--csv", default=None, metavar="FILE", help="write the per-second rows to FILE")
+    # -- scale: --processes, --workers-expected (perf_scale, perf_workers) --
+    a(
+        "--processes",
+        type=_positive_int,
+        default=1,
+        help="spread producers and consumers over N processes (one event loop each), merged",
+    )
+    a(
+        "--workers-expected",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="N instances meet over the broker, start together, the first prints the merge",
+    )
+    a("--workers-timeout", type=_rate, default=60.0, help="seconds to wait for the instances")
+    a("--run-id", default=None, help="the instances' shared run id (default: from the options)")
+    a("--child", action="store_true", help=argparse.SUPPRESS)  # one process of --processes
+    # -- end scale --
     p.set_defaults(handler=cmd_bench)
 
 
@@ -339,6 +358,30 @@ def _print_summary(figures: dict[str, Any], out: TextIO) -> None:
     )
 
 
+async def _scaled(
+    args: argparse.Namespace, config: BenchConfig, stats: RunStats, seconds: _Seconds
+) -> str | None:
+    """scale: one process, several (`--processes`) or instances over the broker."""
+    if args.workers_expected > 1:
+        from .perf_workers import default_run_id, run_workers
+
+        run_id = args.run_id or default_run_id(config, args.workers_expected)
+        return await run_workers(
+            config,
+            stats,
+            args.workers_expected,
+            args.workers_timeout,
+            run_id,
+            args.processes,
+            seconds,
+        )
+    if args.processes > 1:
+        await run_processes(config, args.processes, stats, seconds)
+    else:
+        await run_bench(config, stats, seconds)
+    return None
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run `munggoggo bench`.
 
@@ -348,6 +391,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     Returns:
         The exit status (see the module docstring).
     """
+    if getattr(args, "child", False):  # scale: a process of --processes, driven by its parent
+        from .perf_scale import child_main
+
+        return child_main()
     try:
         config = config_from_args(args)
     except (ValueError, URLError) as exc:
@@ -355,6 +402,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return 2
     stats = RunStats()
     error: str | None = None
+    note: str | None = None
     csv_file = open(args.csv, "w", newline="") if args.csv else None  # noqa: SIM115
     try:
         rows = None
@@ -363,16 +411,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
             rows.writerow(_CSV_FIELDS)
         install_uvloop()
         try:
-            asyncio.run(run_bench(config, stats, _Seconds(sys.stdout, rows)))
+            # scale: --processes / --workers-expected run elsewhere and fill `stats` merged
+            note = asyncio.run(_scaled(args, config, stats, _Seconds(sys.stdout, rows)))
         except KeyboardInterrupt:
             error = "interrupted"
-        except (AMQPError, OSError) as exc:
+        except (AMQPError, OSError, ScaleError) as exc:
             error = str(exc)
     finally:
         if csv_file is not None:
             csv_file.close()
     figures = summary(stats)
     _print_summary(figures, sys.stdout)
+    if note:
+        print(note, file=sys.stdout)
     if error is None and config.rate and not config.variable_rate and config.producers:
         achieved = figures["publish_rate"] / config.producers
         if achieved < config.rate * _RATE_SLACK:

@@ -100,6 +100,8 @@ PUBLIC_MODULES = (
     "munggoggo.perf_body",
     "munggoggo.perf_stats",
     "munggoggo.perf_run",
+    "munggoggo.perf_scale",
+    "munggoggo.perf_workers",
     "munggoggo.cli_bench",
     "munggoggo.amqp",
     "munggoggo.amqp.connection",
