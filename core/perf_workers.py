@@ -192,18 +192,17 @@ async def run_workers(
             error = exc
         if not leader:
             with contextlib.suppress(Exception):
-                message = {"t": "figures", "figures": figures_of(stats), "error": _text(error)}
-                await link.send(f"munggoggo.bench.{run_id}", message)
+                mine = {"t": "figures", "index": index, "figures": figures_of(stats)}
+                mine["error"] = _text(error)
+                await link.send(f"munggoggo.bench.{run_id}", mine)
             if error is not None:
                 raise error
             return (
                 f"merged summary of {expected} instances: printed by {leader_name} "
                 f"(run id {run_id})"
             )
-        parts, errors = (
-            [figures_of(stats)],
-            [] if error is None else [f"instance 1: {_text(error)}"],
-        )
+        parts: list[dict[str, Any]] = [figures_of(stats)]
+        errors = [] if error is None else [f"instance 1: {_text(error)}"]
         grace = time.monotonic() + timeout + _FIGURES_GRACE
         while len(parts) < expected:
             try:
@@ -214,7 +213,7 @@ async def run_workers(
             if message.get("t") == "figures":
                 parts.append(message["figures"])
                 if message.get("error"):
-                    errors.append(f"instance {len(parts)}: {message['error']}")
+                    errors.append(f"instance {message.get('index', 0) + 1}: {message['error']}")
         load_figures(merge_figures(parts), stats)
         if errors:
             raise ScaleError("; ".join(errors))
