@@ -1,9 +1,8 @@
 """`munggoggo bench --processes N`: one run spread over child processes, figures merged.
 
-Owns the mergeable form of a run's figures (`figures_of`, `merge_figures`, `load_figures`,
-also what `--workers-expected` instances send each other), the split of producers and
-consumers over processes (`split`), the parent's side (`run_processes`) and the child's
-(`child_main`, behind the hidden `bench --child` option).
+Owns the split of producers and consumers over processes (`split`), the parent's side
+(`run_processes`) and the child's (`child_main`, behind the hidden `bench --child`
+option). The figures they exchange and merge are `perf_figures`'.
 
 Each child is `python -m munggoggo bench --child`, a fresh interpreter with its own uvloop
 loop (no fork of a running loop). The parent writes the child's share of the options as one
@@ -29,8 +28,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .amqp.errors import AMQPError
+from .perf_figures import figures_of, load_figures, merge_figures
 from .perf_run import BenchConfig, RunStats, run_bench
-from .perf_stats import LatencyHistogram, OrderCheck, SequenceTracker
+from .perf_stats import LatencyHistogram
 from .url import BrokerURL
 
 __all__ = [
@@ -38,148 +38,19 @@ __all__ = [
     "child_main",
     "config_from_json",
     "config_to_json",
-    "figures_of",
-    "load_figures",
-    "merge_figures",
     "name_queues",
     "run_processes",
     "split",
 ]
 
 _PROGRESS_EVERY = 0.1
+_LINE_LIMIT = 1 << 30
 _DRAIN_STALL = 3.0  # as perf_run's drain: seconds without a delivery that end the run
 _DRAIN_MAX = 60.0
 
 
 class ScaleError(Exception):
     """A process or an instance of a spread run failed, or they did not meet in time."""
-
-
-# -- the mergeable figures ------------------------------------------------------------------
-
-
-def figures_of(stats: RunStats) -> dict[str, Any]:
-    """A run's figures in the JSON-able form that `merge_figures` adds up exactly.
-
-    Args:
-        stats: a finished (or interrupted) run's stats.
-
-    Returns:
-        Counters, per-producer sent and confirmed counts and routes, the histograms and the
-        sequence trackers (`to_dict` forms), and durations (publishing, consuming, CPU) in
-        seconds: clocks of different hosts are not compared, only durations.
-    """
-    started = bool(stats.started)
-    seconds = max(0.0, stats.ended - stats.started) if started else 0.0
-    consume = max(seconds, stats.last_received - stats.started) if started else 0.0
-    return {
-        "started": started,
-        "published": stats.published,
-        "nacked": stats.nacked,
-        "returned": stats.returned,
-        "consumed": stats.consumed,
-        "untimed": stats.untimed,
-        "out_of_order": sum(check.out_of_order for check in stats.order_checks),
-        "confirmed_by_producer": {str(p): n for p, n in stats.confirmed_by_producer.items()},
-        "sent_by_producer": {str(p): n for p, n in stats.sent_by_producer.items()},
-        "routes": {str(p): list(q) for p, q in stats.routes.items()},
-        "latency_us": stats.latency_us.to_dict(),
-        "confirm_latency_us": stats.confirm_latency_us.to_dict(),
-        "sequences": {q: t.to_dict() for q, t in stats.sequences.items()},
-        "seconds": seconds,
-        "consume_seconds": consume,
-        "cpu_seconds": stats.cpu_end - stats.cpu_start if started else 0.0,
-    }
-
-
-def merge_figures(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    """Merge the figures of processes or instances that ran together.
-
-    Counts add up; histograms merge bucket by bucket; the sequence trackers of one queue
-    merge by uniting the numbers received (a number two consumers both got is a
-    duplicate, a gap one filled for the other is no loss); per-producer counts are keyed by
-    producer ids, unique over the run. Durations take the longest (they started together),
-    CPU time adds up.
-
-    Args:
-        parts: `figures_of` forms (after a JSON round trip, say).
-
-    Returns:
-        One figures form.
-
-    Raises:
-        ValueError: a part is not a figures form.
-    """
-    out: dict[str, Any] = {
-        "started": False,
-        "published": 0,
-        "nacked": 0,
-        "returned": 0,
-        "consumed": 0,
-        "untimed": 0,
-        "out_of_order": 0,
-        "confirmed_by_producer": {},
-        "sent_by_producer": {},
-        "routes": {},
-        "seconds": 0.0,
-        "consume_seconds": 0.0,
-        "cpu_seconds": 0.0,
-    }
-    latency, confirm = LatencyHistogram(), LatencyHistogram()
-    trackers: dict[str, SequenceTracker] = {}
-    try:
-        for part in parts:
-            out["started"] = out["started"] or bool(part["started"])
-            for key in ("published", "nacked", "returned", "consumed", "untimed", "out_of_order"):
-                out[key] += int(part[key])
-            for key in ("confirmed_by_producer", "sent_by_producer", "routes"):
-                out[key].update(part[key])
-            for key in ("seconds", "consume_seconds"):
-                out[key] = max(out[key], float(part[key]))
-            out["cpu_seconds"] += float(part["cpu_seconds"])
-            latency.merge(LatencyHistogram.from_dict(part["latency_us"]))
-            confirm.merge(LatencyHistogram.from_dict(part["confirm_latency_us"]))
-            for queue, data in part["sequences"].items():
-                tracker = SequenceTracker.from_dict(data)
-                if queue in trackers:
-                    trackers[queue].merge(tracker)
-                else:
-                    trackers[queue] = tracker
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise ValueError(f"not a bench figures form: {exc!r}") from None
-    out["latency_us"] = latency.to_dict()
-    out["confirm_latency_us"] = confirm.to_dict()
-    out["sequences"] = {q: t.to_dict() for q, t in trackers.items()}
-    return out
-
-
-def load_figures(figures: dict[str, Any], stats: RunStats) -> None:
-    """Fill a RunStats with (merged) figures, so `cli_bench.summary` reports them.
-
-    Args:
-        figures: a `figures_of` or `merge_figures` form.
-        stats: the stats to overwrite.
-    """
-    stats.published = figures["published"]
-    stats.nacked = figures["nacked"]
-    stats.returned = figures["returned"]
-    stats.consumed = figures["consumed"]
-    stats.untimed = figures["untimed"]
-    order = OrderCheck()
-    order.out_of_order = figures["out_of_order"]
-    stats.order_checks = [order]
-    stats.confirmed_by_producer = {int(p): n for p, n in figures["confirmed_by_producer"].items()}
-    stats.sent_by_producer = {int(p): n for p, n in figures["sent_by_producer"].items()}
-    stats.routes = {int(p): list(q) for p, q in figures["routes"].items()}
-    stats.latency_us = LatencyHistogram.from_dict(figures["latency_us"])
-    stats.confirm_latency_us = LatencyHistogram.from_dict(figures["confirm_latency_us"])
-    stats.sequences = {q: SequenceTracker.from_dict(t) for q, t in figures["sequences"].items()}
-    # summary() reads instants: rebuild them from the durations on a clock starting at 1.
-    base = 1.0 if figures["started"] else 0.0
-    stats.started = base
-    stats.ended = base + figures["seconds"] if base else 0.0
-    stats.last_received = base + figures["consume_seconds"] if base else 0.0
-    stats.cpu_start, stats.cpu_end = 0.0, figures["cpu_seconds"]
 
 
 # -- the split -------------------------------------------------------------------------------
@@ -440,6 +311,21 @@ class _Parent:
 
     async def read(self, p: _Proc, procs: list[_Proc]) -> None:
         assert p.proc.stdout is not None
+        try:
+            await self._read_lines(p, procs)
+        except (ValueError, OSError) as exc:  # a line over the limit: give up on the child
+            p.error = f"unreadable report: {exc}"
+            with contextlib.suppress(ProcessLookupError):
+                p.proc.kill()
+        code = await p.proc.wait()
+        p.finished = True
+        if p.figures is None and p.error is None:
+            p.error = f"exited with status {code} before reporting its figures"
+        self.second(procs)
+        self.changed.set()
+
+    async def _read_lines(self, p: _Proc, procs: list[_Proc]) -> None:
+        assert p.proc.stdout is not None
         while line := await p.proc.stdout.readline():
             try:
                 event = json.loads(line)
@@ -458,12 +344,6 @@ class _Parent:
             elif kind == "done":
                 p.figures, p.error = event["figures"], event["error"]
             self.changed.set()
-        code = await p.proc.wait()
-        p.finished = True
-        if p.figures is None:
-            p.error = f"exited with status {code} before reporting its figures"
-        self.second(procs)
-        self.changed.set()
 
 
 def _expected(config: BenchConfig, procs: list[_Proc]) -> int:
@@ -521,6 +401,9 @@ async def run_processes(
                 "--child",
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
+                # A `done` line holds sequence gaps: large when consumers of one queue sit
+                # in several processes (each sees the other's messages as gaps).
+                limit=_LINE_LIMIT,
             )
             p = _Proc(i, share, proc)
             procs.append(p)
@@ -574,12 +457,14 @@ async def _wait(parent: _Parent, condition: Callable[[], bool], timeout: float =
 async def _until_over(
     config: BenchConfig, parent: _Parent, procs: list[_Proc], alone: bool
 ) -> None:
-    """Wait for the children; tell them to stop once all producers are done and either
-    every message due arrived or deliveries stalled."""
+    """Wait for the children; stop them once every producer is done and all due arrived.
+
+    Also when deliveries stalled for `_DRAIN_STALL` seconds (the rest is lost), or after
+    `_DRAIN_MAX`; a child ending by itself (--time, --cmessages) needs no stop.
+    """
     stopped = False
     quiet_since, last, started = time.perf_counter(), -1, None
     while not all(p.finished for p in procs):
-        await _wait(parent, lambda: True)
         await asyncio.sleep(_PROGRESS_EVERY)
         if stopped or not all(p.producers_done or p.finished for p in procs):
             continue

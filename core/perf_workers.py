@@ -35,15 +35,9 @@ from ._speedups import Delivery
 from .amqp.errors import ResourceLocked
 from .channel import Channel
 from .client import Connection
+from .perf_figures import figures_of, load_figures, merge_figures
 from .perf_run import BenchConfig, RunStats, run_bench
-from .perf_scale import (
-    ScaleError,
-    figures_of,
-    load_figures,
-    merge_figures,
-    name_queues,
-    run_processes,
-)
+from .perf_scale import ScaleError, name_queues, run_processes
 
 __all__ = ["default_run_id", "run_workers"]
 

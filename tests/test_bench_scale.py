@@ -19,16 +19,9 @@ import uuid
 import pytest
 
 from munggoggo.cli import main
+from munggoggo.perf_figures import figures_of, load_figures, merge_figures
 from munggoggo.perf_run import BenchConfig, RunStats
-from munggoggo.perf_scale import (
-    config_from_json,
-    config_to_json,
-    figures_of,
-    load_figures,
-    merge_figures,
-    run_processes,
-    split,
-)
+from munggoggo.perf_scale import config_from_json, config_to_json, run_processes, split
 from munggoggo.perf_stats import LatencyHistogram, SequenceTracker
 from munggoggo.url import parse_urls
 

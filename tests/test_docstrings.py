@@ -101,6 +101,7 @@ PUBLIC_MODULES = (
     "munggoggo.perf_stats",
     "munggoggo.perf_run",
     "munggoggo.perf_scale",
+    "munggoggo.perf_figures",
     "munggoggo.perf_workers",
     "munggoggo.cli_bench",
     "munggoggo.amqp",
