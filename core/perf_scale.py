@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import signal
 import sys
 import time
 import uuid
@@ -45,6 +46,7 @@ __all__ = [
 
 _PROGRESS_EVERY = 0.1
 _LINE_LIMIT = 1 << 30
+_STOP_GRACE = 10.0  # seconds for stopped children to report before they are killed
 _DRAIN_STALL = 3.0  # as perf_run's drain: seconds without a delivery that end the run
 _DRAIN_MAX = 60.0
 
@@ -256,6 +258,8 @@ def child_main() -> int:
     """
     from .client import install_uvloop
 
+    # Ctrl-C goes to the whole process group: the parent decides, and says `stop`.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     install_uvloop()
     return asyncio.run(_child_run())
 
@@ -423,6 +427,13 @@ async def run_processes(
         await _until_over(config, parent, procs, alone)
         await asyncio.gather(*readers)
     finally:
+        # Interrupted (Ctrl-C reaches the parent only: children ignore SIGINT) or failed:
+        # the children stop and report what ran, within a grace; then they are killed.
+        for p in procs:
+            if not p.finished:
+                _send(p, "stop")
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.gather(*readers, return_exceptions=True), _STOP_GRACE)
         for p in procs:
             if p.proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):

@@ -259,3 +259,21 @@ def test_an_instance_alone_times_out_with_one_line(broker_url):
         f"munggoggo bench: only 1 of 2 instances showed up within 1.5 s (run id {run_id})"
     ]
     assert "published 0" in out
+
+
+@pytest.mark.rabbitmq
+def test_an_interrupted_spread_run_still_prints_what_ran(broker_url):
+    import signal
+    import time
+
+    argv = [sys.executable, "-m", "munggoggo", "bench", "--url", broker_url, "--processes", "2"]
+    argv += ["-x", "2", "-y", "2", "-r", "300", "--json"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(2.5)
+    proc.send_signal(signal.SIGINT)  # the parent only: it stops the children
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert err.strip().splitlines() == ["munggoggo bench: interrupted"]
+    figures = json.loads(out.splitlines()[-1])
+    assert figures["published"] > 0 and figures["consumed"] > 0
+    assert len(figures["latency_us"]) == 6
