@@ -28,6 +28,7 @@ from .perf_metrics import BenchCollector, serve_bench_metrics
 from .perf_modes import add_mode_arguments, check_mode_args, mode_run
 from .perf_report import RowRecorder, render_report, run_options, write_report
 from .perf_run import BenchConfig, RunStats, run_bench
+from .perf_scale import ScaleError, run_processes
 from .url import DEFAULT_URL, URLError, parse_urls
 
 __all__ = ["add_parser", "cmd_bench", "config_from_args", "summary"]
@@ -185,8 +186,29 @@ def add_parser(sub: Any) -> None:
         metavar="PORT",
         help="serve the run's figures to Prometheus on 0.0.0.0:PORT/metrics while it runs",
     )
-    a("--run-id", default=None, help="the run_id label of the metrics (default: generated)")
+    a(
+        "--run-id",
+        default=None,
+        help="the run's id: where --workers-expected instances meet (default: from the "
+        "options) and the metrics' run_id label (default: generated)",
+    )
     a("--report", default=None, metavar="FILE.html", help="write an HTML report of the run")
+    # Several processes and hosts (perf_scale, perf_workers)
+    a(
+        "--processes",
+        type=_positive_int,
+        default=1,
+        help="spread producers and consumers over N processes (one event loop each), merged",
+    )
+    a(
+        "--workers-expected",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="N instances meet over the broker, start together, the first prints the merge",
+    )
+    a("--workers-timeout", type=_rate, default=60.0, help="seconds to wait for the instances")
+    a("--child", action="store_true", help=argparse.SUPPRESS)  # one process of --processes
     p.set_defaults(handler=cmd_bench)
 
 
@@ -359,6 +381,30 @@ def _print_summary(figures: dict[str, Any], out: TextIO) -> None:
     )
 
 
+async def _scaled(
+    args: argparse.Namespace, config: BenchConfig, stats: RunStats, seconds: _Seconds
+) -> str | None:
+    """One process, several (`--processes`) or instances over the broker."""
+    if args.workers_expected > 1:
+        from .perf_workers import default_run_id, run_workers
+
+        run_id = args.run_id or default_run_id(config, args.workers_expected)
+        return await run_workers(
+            config,
+            stats,
+            args.workers_expected,
+            args.workers_timeout,
+            run_id,
+            args.processes,
+            seconds,
+        )
+    if args.processes > 1:
+        await run_processes(config, args.processes, stats, seconds)
+    else:
+        await run_bench(config, stats, seconds)
+    return None
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run `munggoggo bench`.
 
@@ -368,9 +414,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     Returns:
         The exit status (see the module docstring).
     """
+    if getattr(args, "child", False):  # a process of --processes, driven by its parent
+        from .perf_scale import child_main
+
+        return child_main()
     try:
         config = config_from_args(args)
         mode = mode_run(args, config)  # --mode agents / rpc (core/perf_modes.py)
+        if mode is not None and (args.processes > 1 or args.workers_expected > 1):
+            raise ValueError("--processes and --workers-expected apply to the queue mode only")
     except (ValueError, URLError) as exc:
         print(f"munggoggo bench: {exc}", file=sys.stderr)
         return 2
@@ -384,6 +436,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     metrics = None
     started_at = datetime.now(UTC)
     recorder = None
+    note: str | None = None
     csv_file = open(args.csv, "w", newline="") if args.csv else None  # noqa: SIM115
     try:
         if args.metrics_port is not None:
@@ -399,10 +452,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
             rows = recorder = RowRecorder(_CSV_FIELDS, forward=rows)
         install_uvloop()
         try:
-            asyncio.run((mode or run_bench)(config, stats, _Seconds(sys.stdout, rows)))
+            if mode is not None:
+                asyncio.run(mode(config, stats, _Seconds(sys.stdout, rows)))
+            else:  # --processes / --workers-expected run elsewhere and fill `stats` merged
+                note = asyncio.run(_scaled(args, config, stats, _Seconds(sys.stdout, rows)))
         except KeyboardInterrupt:
             error = "interrupted"
-        except (AMQPError, OSError, RuntimeError) as exc:  # RuntimeError: a failed behaviour
+        except (AMQPError, OSError, RuntimeError, ScaleError) as exc:  # RuntimeError: a behaviour
             error = str(exc)
     finally:
         if csv_file is not None:
@@ -413,6 +469,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if mode is not None:  # --mode agents / rpc: its own keys
         figures.update(mode.figures(stats))
     _print_summary(figures, sys.stdout)
+    if note:
+        print(note, file=sys.stdout)
     if error is None and config.rate and not config.variable_rate and config.producers:
         achieved = figures["publish_rate"] / config.producers
         if achieved < config.rate * _RATE_SLACK:

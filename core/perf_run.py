@@ -22,7 +22,7 @@ import struct
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +68,9 @@ class BenchConfig:
         persistent: publish with delivery_mode 2.
         mandatory: publish with the mandatory flag.
         consumer_latency_us: microseconds each consumer spends per message.
+        producer_base: the first producer's number (--processes, --workers-expected: each
+            process runs producers producer_base.. of the whole run's, ids unique).
+        consumer_base: the first consumer's number, likewise.
     """
 
     urls: list[BrokerURL]
@@ -92,6 +95,9 @@ class BenchConfig:
     persistent: bool = False
     mandatory: bool = False
     consumer_latency_us: int = 0
+    # --processes / --workers-expected (perf_scale): this process's share of the run.
+    producer_base: int = 0
+    consumer_base: int = 0
 
 
 @dataclass
@@ -243,7 +249,7 @@ async def declare_topology(config: BenchConfig) -> dict[int, list[str]]:
     finally:
         await conn.close()
     routes: dict[int, list[str]] = {}
-    for p in range(config.producers):
+    for p in range(config.producer_base, config.producer_base + config.producers):
         if not config.exchange or config.queue_pattern:
             routes[p] = [config.queues[p % len(config.queues)]]
         else:
@@ -461,6 +467,7 @@ async def run_bench(
     config: BenchConfig,
     stats: RunStats,
     on_second: Callable[[RunStats, float], None] | None = None,
+    before_start: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Run the load: declare, consume, publish until a stop condition, drain.
 
@@ -468,13 +475,15 @@ async def run_bench(
         config: the options.
         stats: filled as the run goes (read it even when this raises).
         on_second: called about once a second with the stats and the seconds since start.
+        before_start: awaited when every connection is open and the consumers are
+            starting, before the first publish (a start barrier of several processes).
 
     Raises:
         BrokerError: the broker refused a declaration, a consume or a publish.
         AMQPConnectError: a broker could not be reached or refused the login.
     """
     stats.routes = await declare_topology(config)
-    for p in range(config.producers):
+    for p in range(config.producer_base, config.producer_base + config.producers):
         stats.sent_by_producer[p] = 0
     consumed_queues: set[str] = set()
     links: list[tuple[Connection, Channel]] = []
@@ -483,10 +492,10 @@ async def run_bench(
     reporter: asyncio.Task[None] | None = None
     try:
         consumers = []
-        for c in range(config.consumers):
+        for c in range(config.consumer_base, config.consumer_base + config.consumers):
             queue = config.queues[c % len(config.queues)]
             consumed_queues.add(queue)
-            url = config.urls[(config.producers + c) % len(config.urls)]
+            url = config.urls[(config.producer_base + config.producers + c) % len(config.urls)]
             conn, ch = await _open(url, f"munggoggo-bench-consumer-{c}", False, 1)
             links.append((conn, ch))
             if config.qos:
@@ -495,7 +504,7 @@ async def run_bench(
         for queue in consumed_queues:
             stats.sequences[queue] = SequenceTracker()
         producers = []
-        for p in range(config.producers):
+        for p in range(config.producer_base, config.producer_base + config.producers):
             url = config.urls[p % len(config.urls)]
             confirms = config.confirm > 0
             conn, ch = await _open(url, f"munggoggo-bench-producer-{p}", confirms, config.confirm)
@@ -514,6 +523,8 @@ async def run_bench(
             asyncio.create_task(_consume(c, ch, q, config, stats, stop)) for c, ch, q in consumers
         ]
         tasks.extend(consumer_tasks)
+        if before_start is not None:  # --processes / --workers-expected: start together
+            await before_start()
         stats.cpu_start = time.process_time()
         stats.started = time.perf_counter()
         producer_tasks = [

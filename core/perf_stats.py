@@ -157,6 +157,52 @@ class LatencyHistogram:
         out["max"] = self.max
         return out
 
+    def to_dict(self) -> dict[str, object]:
+        """The histogram in a JSON-able form that `from_dict` reads back exactly.
+
+        Returns:
+            count, total, min, max and the non-zero buckets as [index, count] pairs.
+        """
+        return {
+            "count": self.count,
+            "total": self.total,
+            "min": self.min,
+            "max": self.max,
+            "buckets": [[i, n] for i, n in enumerate(self.counts) if n],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> LatencyHistogram:
+        """Rebuild a histogram from `to_dict`'s form.
+
+        Args:
+            data: what `to_dict` returned (after a JSON round trip, say).
+
+        Returns:
+            An equal histogram.
+
+        Raises:
+            ValueError: the data is not a histogram's form.
+        """
+        try:
+            hist = cls()
+            buckets = [(int(i), int(n)) for i, n in data["buckets"]]  # type: ignore[attr-defined]
+            if buckets:
+                hist.counts = [0] * (max(i for i, _ in buckets) + 1)
+            for i, n in buckets:
+                if i < 0 or n < 0:
+                    raise ValueError(f"negative bucket or count: {i}, {n}")
+                hist.counts[i] += n
+            hist.count = int(data["count"])  # type: ignore[call-overload]
+            hist.total = int(data["total"])  # type: ignore[call-overload]
+            hist.min = int(data["min"])  # type: ignore[call-overload]
+            hist.max = int(data["max"])  # type: ignore[call-overload]
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not a latency histogram: {exc}") from None
+        if hist.count != sum(hist.counts):
+            raise ValueError("latency histogram: count differs from its buckets' sum")
+        return hist
+
 
 @dataclass(slots=True)
 class ProducerSequence:
@@ -269,6 +315,141 @@ class SequenceTracker:
             highest = state.next if state is not None else self.first
             total += max(0, self.first + count - highest)
         return total
+
+    def to_dict(self) -> dict[str, object]:
+        """The tracker in a JSON-able form that `from_dict` reads back exactly.
+
+        Returns:
+            first, and per producer (keyed by its id as a string) next, gaps, received,
+            duplicates and out_of_order.
+        """
+        return {
+            "first": self.first,
+            "producers": {
+                str(pid): {
+                    "next": p.next,
+                    "gaps": [list(g) for g in p.gaps],
+                    "received": p.received,
+                    "duplicates": p.duplicates,
+                    "out_of_order": p.out_of_order,
+                }
+                for pid, p in self.producers.items()
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> SequenceTracker:
+        """Rebuild a tracker from `to_dict`'s form.
+
+        Args:
+            data: what `to_dict` returned.
+
+        Returns:
+            An equal tracker.
+
+        Raises:
+            ValueError: the data is not a tracker's form.
+        """
+        try:
+            tracker = cls(int(data["first"]))  # type: ignore[call-overload]
+            producers: dict[str, dict[str, object]] = data["producers"]  # type: ignore[assignment]
+            for pid, p in producers.items():
+                tracker.producers[int(pid)] = ProducerSequence(
+                    next=int(p["next"]),  # type: ignore[call-overload]
+                    gaps=[[int(a), int(b)] for a, b in p["gaps"]],  # type: ignore[attr-defined]
+                    received=int(p["received"]),  # type: ignore[call-overload]
+                    duplicates=int(p["duplicates"]),  # type: ignore[call-overload]
+                    out_of_order=int(p["out_of_order"]),  # type: ignore[call-overload]
+                )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not a sequence tracker: {exc}") from None
+        return tracker
+
+    def merge(self, other: SequenceTracker) -> None:
+        """Add what another tracker of the same queue saw (other consumers of it, elsewhere).
+
+        The received numbers are united, not added: a number both saw is a duplicate
+        (the queue delivered it twice), a gap of one the other filled is no loss.
+        Counters of received, duplicates and out of order add up.
+
+        Args:
+            other: a tracker of the same queue with the same `first` (left unchanged).
+
+        Raises:
+            ValueError: the trackers number from different `first` values.
+        """
+        if other.first != self.first:
+            raise ValueError(f"trackers start at {self.first} and {other.first}: not one run")
+        for pid, theirs in other.producers.items():
+            mine = self.producers.get(pid)
+            if mine is None:
+                self.producers[pid] = ProducerSequence(
+                    theirs.next,
+                    [list(g) for g in theirs.gaps],
+                    theirs.received,
+                    theirs.duplicates,
+                    theirs.out_of_order,
+                )
+                continue
+            a = _received_ranges(self.first, mine)
+            b = _received_ranges(self.first, theirs)
+            both = _overlap(a, b)
+            top = max(mine.next, theirs.next)
+            mine.gaps = _complement(self.first, top, _union(a, b))
+            mine.next = top
+            mine.received += theirs.received
+            mine.duplicates += theirs.duplicates + both
+            mine.out_of_order += theirs.out_of_order
+
+
+def _received_ranges(first: int, state: ProducerSequence) -> list[tuple[int, int]]:
+    """The [start, end) ranges of numbers received: [first, next) without the gaps."""
+    out = []
+    at = first
+    for start, end in state.gaps:
+        if start > at:
+            out.append((at, start))
+        at = end
+    if state.next > at:
+        out.append((at, state.next))
+    return out
+
+
+def _union(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for start, end in sorted(a + b):
+        if out and start <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        else:
+            out.append((start, end))
+    return out
+
+
+def _overlap(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> int:
+    """How many numbers both sorted, disjoint range lists hold."""
+    total, i, j = 0, 0, 0
+    while i < len(a) and j < len(b):
+        low, high = max(a[i][0], b[j][0]), min(a[i][1], b[j][1])
+        if high > low:
+            total += high - low
+        if a[i][1] < b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return total
+
+
+def _complement(first: int, top: int, ranges: list[tuple[int, int]]) -> list[list[int]]:
+    """The gaps: [first, top) without the (sorted, disjoint) received ranges."""
+    gaps = []
+    at = first
+    for start, end in ranges:
+        if start > at:
+            gaps.append([at, start])
+        at = max(at, end)
+    if top > at:
+        gaps.append([at, top])
+    return gaps
 
 
 class OrderCheck:

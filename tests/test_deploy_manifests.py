@@ -39,8 +39,11 @@ DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 BASE = K8S / "base"
 OVERLAY = K8S / "overlays" / "example"
+BENCH = K8S / "bench"  # the load-test Job, apart from the installation
+BENCH_OVERLAY = K8S / "overlays" / "example-bench"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 IMAGE = "munggoggo"  # the image name the base uses and kustomize `images:` rewrites
+KUBECTL = shutil.which("kubectl")
 
 
 def load_dir(directory: Path) -> dict[str, list[dict[str, Any]]]:
@@ -114,7 +117,11 @@ def test_every_yaml_file_parses_with_kind_and_name(path):
             assert doc["metadata"]["name"], f"{path}: metadata.name"
 
 
-@pytest.mark.parametrize("directory", [BASE, OVERLAY], ids=["base", "overlay"])
+@pytest.mark.parametrize(
+    "directory",
+    [BASE, OVERLAY, BENCH, BENCH_OVERLAY],
+    ids=["base", "overlay", "bench", "bench-overlay"],
+)
 def test_the_kustomization_lists_every_file_and_only_existing_ones(directory):
     (kustomization,) = load_dir(directory)["kustomization.yaml"]
     assert kustomization["apiVersion"] == "kustomize.config.k8s.io/v1beta1"
@@ -251,6 +258,64 @@ def test_disruption_budgets_and_the_pod_monitor_select_real_pods():
     assert all(e["path"] == "/metrics" for e in monitor["podMetricsEndpoints"])
 
 
+# -- the bench Job ---------------------------------------------------------------------------
+
+
+def test_the_bench_job_runs_as_many_pods_as_instances_it_waits_for():
+    (job,) = resources(BENCH)
+    assert (job["apiVersion"], job["kind"], job["metadata"]["name"]) == ("batch/v1", "Job", "bench")
+    spec, pod = job["spec"], job["spec"]["template"]["spec"]
+    args = cli_args(container(job))
+    assert args.command == "bench"
+    assert args.workers_expected > 1
+    assert spec["parallelism"] == spec["completions"] == args.workers_expected
+    assert args.workers_timeout > 0 and args.json
+    assert pod["restartPolicy"] == "Never" and spec["backoffLimit"] == 0
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 10001  # the image's USER
+    c = container(job)
+    assert c["image"] == IMAGE
+    assert c["securityContext"]["allowPrivilegeEscalation"] is False
+    (url,) = [e for e in c["env"] if e["name"] == "MUNGGOGGO_URL"]
+    assert url["valueFrom"]["secretKeyRef"] == {"name": "broker", "key": "url"}
+    # The run id is the Job's uid, taken from the pod's label: one name per run of the Job.
+    assert args.run_id == "$(JOB_UID)"
+    (uid,) = [e for e in c["env"] if e["name"] == "JOB_UID"]
+    assert uid["valueFrom"]["fieldRef"]["fieldPath"] == (
+        "metadata.labels['batch.kubernetes.io/controller-uid']"
+    )
+
+
+def test_the_bench_overlay_matches_the_example_installation():
+    (bench,) = load_dir(BENCH)["kustomization.yaml"]
+    (overlay,) = load_dir(BENCH_OVERLAY)["kustomization.yaml"]
+    (example,) = load_dir(OVERLAY)["kustomization.yaml"]
+    assert bench["images"] == [{"name": IMAGE, "newTag": __version__}]
+    assert overlay["images"] == example["images"]
+    assert (overlay["namespace"], overlay["namePrefix"]) == (
+        example["namespace"],
+        example["namePrefix"],
+    )
+    assert overlay["resources"] == ["../../bench"]
+    secrets = {g["name"]: g["literals"] for g in overlay["secretGenerator"]}
+    examples = {g["name"]: g["literals"] for g in example["secretGenerator"]}
+    assert secrets == {"broker": examples["broker"]}  # the same broker as the installation
+
+
+@pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed")
+def test_kustomize_builds_the_bench_overlay():
+    result = subprocess.run(
+        [KUBECTL, "kustomize", str(BENCH_OVERLAY)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    docs = list(yaml.safe_load_all(result.stdout))
+    (secret,) = [d for d in docs if d["kind"] == "Secret"]
+    (job,) = [d for d in docs if d["kind"] == "Job"]
+    assert job["metadata"]["name"] == "example-bench"
+    (url,) = [e for e in container(job)["env"] if e["name"] == "MUNGGOGGO_URL"]
+    assert url["valueFrom"]["secretKeyRef"]["name"] == secret["metadata"]["name"]
+
+
 # -- base and overlay ----------------------------------------------------------------------
 
 
@@ -292,9 +357,6 @@ def test_the_overlay_patches_and_secrets_target_what_the_base_has():
     from munggoggo.url import parse_urls
 
     assert parse_urls(generated["broker"]["url"])  # the placeholder is a valid URL
-
-
-KUBECTL = shutil.which("kubectl")
 
 
 @pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed")
