@@ -421,10 +421,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     try:
         config = config_from_args(args)
         mode = mode_run(args, config)  # --mode agents / rpc (core/perf_modes.py)
-        if mode is not None and (args.processes > 1 or args.workers_expected > 1):
-            raise ValueError("--processes and --workers-expected apply to the queue mode only")
     except (ValueError, URLError) as exc:
         print(f"munggoggo bench: {exc}", file=sys.stderr)
+        return 2
+    if mode is not None and (args.processes > 1 or args.workers_expected > 1):
+        print(
+            "munggoggo bench: --processes and --workers-expected apply to the queue mode only",
+            file=sys.stderr,
+        )
         return 2
     stats = RunStats()
     error: str | None = None
