@@ -37,7 +37,9 @@ MunggoggoError
 ├── AgentStoppedByItself [RuntimeError]  `run()`: an agent stopped unasked
 ├── MissingExtra [ImportError]         an optional dependency is not installed
 ├── ClusterError [RuntimeError]        munggoggo.testing.cluster could not do its job
-└── RecorderTimeout [TimeoutError]     a MessageRecorder's wait(n) ran out (`.received`)
+├── RecorderTimeout [TimeoutError]     a MessageRecorder's wait(n) ran out (`.received`)
+├── DeadLettersBusy [TimeoutError]     another reader held the dead letters too long
+└── DeadLettersTimeout [TimeoutError]  a dead-letter scan ran out of time (`.result`)
 ```
 
 The most used of these are importable from `munggoggo` itself too.
@@ -74,6 +76,8 @@ from .amqp.errors import (
     SyntaxErrorReply,
     UnexpectedFrame,
 )
+from .deadletter_lock import DeadLettersBusy
+from .deadletters import DeadLettersTimeout
 from .durable import QueueMismatch
 from .engine import DrainTimeout, PublishError, PublishNacked
 from .envelope import DecodeError, EncodeError
@@ -99,6 +103,8 @@ __all__ = [
     "ConnectionForced",
     "ConnectionLost",
     "ContentTooLarge",
+    "DeadLettersBusy",
+    "DeadLettersTimeout",
     "DecodeError",
     "DrainTimeout",
     "EncodeError",

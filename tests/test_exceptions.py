@@ -39,6 +39,9 @@ INTERNAL = {
     "munggoggo.gateway.limits.ClientDisconnected": "ends the request",
     "munggoggo.gateway.mesh.NotConnected": "answered 503 (an AMQPError all the same)",
     "munggoggo.gateway.publisher.PublishRefused": "answered 503",
+    "munggoggo.gateway.publisher.Unroutable": "a send to no inbox: answered 404 (-32001)",
+    "munggoggo.gateway.publisher.VerdictTimeout": "a send with no confirm in time: answered 504",
+    "munggoggo.perf_scale.ScaleError": "munggoggo bench prints it as one line and exits 1",
 }
 
 # The standard exceptions each keeps (besides Exception): `except` clauses written for
@@ -56,6 +59,8 @@ STDLIB_BASES: dict[str, tuple[type[BaseException], ...]] = {
     "MissingExtra": (ImportError,),
     "PropertiesTooLarge": (ValueError,),
     "RecorderTimeout": (TimeoutError, OSError),
+    "DeadLettersBusy": (TimeoutError, OSError),
+    "DeadLettersTimeout": (TimeoutError, OSError),
     "RpcTimeout": (TimeoutError, OSError),
     "URLError": (ValueError,),
 }
