@@ -137,6 +137,13 @@ def add_parser(sub: Any) -> None:
         help="publisher confirms with at most this many unconfirmed per producer (0: off)",
     )
     a(
+        "-ct",
+        "--confirm-timeout",
+        type=_rate,
+        default=30.0,
+        help="seconds to wait for outstanding confirms at the end; the rest count as unconfirmed",
+    )
+    a(
         "-A",
         "--multi-ack-every",
         type=_non_negative_int,
@@ -271,6 +278,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         persistent="persistent" in args.flag or args.quorum_queue,
         mandatory="mandatory" in args.flag,
         consumer_latency_us=args.consumer_latency,
+        confirm_timeout=args.confirm_timeout,
     )
 
 

@@ -294,3 +294,84 @@ def test_variable_rate_steps_are_each_paced_to_their_rate(capsys, broker_url):
     assert status == 0, err
     assert 450 <= figures["published"] <= 640, figures["published"]
     assert figures["consumed"] == figures["published"] and figures["lost"] == 0
+
+
+# -- run ends, window, clean-up ---------------------------------------------------------------
+
+
+async def queue_exists(url, queue):
+    conn = await aiormq.connect(url)
+    try:
+        ch = await conn.channel()
+        try:
+            await ch.queue_declare(queue, passive=True)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            return False
+        return True
+    finally:
+        await conn.close()
+
+
+def run_config(broker_url, **options):
+    from munggoggo.perf_run import BenchConfig, RunStats, run_bench
+    from munggoggo.url import parse_urls
+
+    config = BenchConfig(urls=parse_urls(broker_url), **options)
+    stats = RunStats()
+    return config, stats, run_bench
+
+
+def test_a_timed_run_ends_while_the_broker_blocks_publishing(broker_url, monkeypatch):
+    from munggoggo import perf_run
+
+    opened = perf_run._open
+
+    async def blocked_producers(url, name, confirms, window):
+        conn, ch = await opened(url, name, confirms, window)
+        if "producer" in name:
+            # What a Connection.Blocked (or a socket that stops draining) does: no flow.
+            asyncio.get_running_loop().call_later(0.2, conn.stream_writable, False)
+        return conn, ch
+
+    monkeypatch.setattr(perf_run, "_open", blocked_producers)
+    config, stats, run_bench = run_config(
+        broker_url, duration=0.6, confirm=10, confirm_timeout=0.5, rate=200
+    )
+    asyncio.run(asyncio.wait_for(run_bench(config, stats), 20))
+    assert stats.published > 0
+    assert stats.confirmed <= stats.published
+
+
+def test_the_confirm_window_is_never_exceeded(broker_url, monkeypatch):
+    from munggoggo.channel import Channel
+
+    most = [0]
+    publish = Channel.publish
+
+    def counting(self, *args, **kwargs):
+        seq = publish(self, *args, **kwargs)
+        most[0] = max(most[0], self.unconfirmed)
+        return seq
+
+    monkeypatch.setattr(Channel, "publish", counting)
+    config, stats, run_bench = run_config(broker_url, pmessages=3000, confirm=10)
+    asyncio.run(run_bench(config, stats))
+    assert stats.confirmed == 3000
+    assert 0 < most[0] <= 10
+
+
+@pytest.mark.parametrize("options", [{"consumers": 0, "pmessages": 50}, {"quorum": True}])
+def test_generated_queues_are_deleted_at_the_end(broker_url, options):
+    options = {"pmessages": 50, **options}
+    config, stats, run_bench = run_config(broker_url, **options)
+    asyncio.run(run_bench(config, stats))
+    assert stats.published == 50
+    assert not asyncio.run(queue_exists(broker_url, config.queues[0]))
+
+
+def test_a_named_queue_is_kept(broker_url):
+    queue = f"bench-test-named-{uuid.uuid4().hex[:8]}"
+    config, stats, run_bench = run_config(broker_url, consumers=0, pmessages=5, queues=[queue])
+    asyncio.run(run_bench(config, stats))
+    assert asyncio.run(queue_exists(broker_url, queue))
+    asyncio.run(delete(broker_url, queues=[queue]))
