@@ -30,7 +30,7 @@ from typing import Any
 
 from .amqp.errors import AMQPError
 from .perf_figures import figures_of, load_figures, merge_figures
-from .perf_run import BenchConfig, RunStats, run_bench
+from .perf_run import BenchConfig, RunStats, delete_generated_queues, run_bench
 from .perf_stats import LatencyHistogram
 from .url import BrokerURL
 
@@ -71,6 +71,9 @@ def name_queues(config: BenchConfig, run_id: str | None = None) -> None:
     tail = run_id or uuid.uuid4().hex[:8]
     if not config.queues:
         config.queues = [f"munggoggo-bench-{tail}"]
+        config.generated_queues = True
+    if not config.run_id:
+        config.run_id = run_id or uuid.uuid4().hex
     if config.exchange and config.routing_key is None and not config.queue_pattern:
         config.routing_key = f"munggoggo-bench-{tail}"
 
@@ -113,6 +116,7 @@ def split(config: BenchConfig, processes: int) -> list[BenchConfig]:
                     consumer_base=c_base,
                     queues=list(config.queues),
                     variable_rate=list(config.variable_rate),
+                    owns_queues=False,  # the parent deletes generated queues at the end
                 )
             )
         p_base += producers
@@ -443,6 +447,8 @@ async def run_processes(
             task.cancel()
         parent.second(procs, flush=True)
         load_figures(merge_figures([p.figures for p in procs if p.figures is not None]), stats)
+        if config.owns_queues:
+            await delete_generated_queues(config)
     errors = [p for p in procs if p.error and not p.error.startswith("aborted")]
     if errors:
         p = errors[0]
