@@ -173,6 +173,7 @@ class _Child:
         self.go: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self.stop = asyncio.Event()
         self.last = (0, 0, 0, 0, 0)
+        self.seconds = 0  # per-second events sent
 
     async def read_commands(self, reader: asyncio.StreamReader) -> None:
         while True:
@@ -196,10 +197,12 @@ class _Child:
         counts = [a - b for a, b in zip(now, self.last, strict=True)]
         self.last = now
         latency, confirm = stats.tick()
+        self.seconds += 1
         _emit(
             {
                 "t": "second",
-                "n": round(elapsed),
+                # Numbered, not rounded: the last, partial second has a number of its own.
+                "n": self.seconds,
                 "elapsed": elapsed,
                 "counts": counts,
                 "lat": latency.to_dict(),
