@@ -336,9 +336,10 @@ def summary(stats: RunStats) -> dict[str, Any]:
         stats: a finished (or interrupted) run's stats.
 
     Returns:
-        published, confirmed, nacked, returned, consumed, lost, duplicates,
-        out_of_order, untimed, seconds (of publishing), publish_rate, consume_rate (msgs/s,
-        the latter up to the last delivery), latency_us and
+        published, confirmed, nacked, returned, consumed, lost (never arrived, not in
+        the queue), unconsumed (still in the queue at the end), foreign (messages of
+        another run), duplicates, out_of_order, untimed, seconds (of publishing),
+        publish_rate, consume_rate (msgs/s, the latter up to the last delivery), latency_us and
         confirm_latency_us (min, p50, p75, p95, p99, max), client_cpu_us_per_msg (process
         CPU time over the messages published and consumed).
     """
@@ -354,6 +355,8 @@ def summary(stats: RunStats) -> dict[str, Any]:
         "returned": stats.returned,
         "consumed": stats.consumed,
         "lost": stats.lost(),
+        "unconsumed": stats.unconsumed(),
+        "foreign": stats.foreign,
         "duplicates": stats.duplicates(),
         "out_of_order": stats.out_of_order(),
         "untimed": stats.untimed,
@@ -371,8 +374,9 @@ def _print_summary(figures: dict[str, Any], out: TextIO) -> None:
     print(
         f"summary: {figures['seconds']} s, published {figures['published']}, confirmed "
         f"{figures['confirmed']}, nacked {figures['nacked']}, returned {figures['returned']}, "
-        f"consumed {figures['consumed']}, lost {figures['lost']}, duplicates "
-        f"{figures['duplicates']}, out of order {figures['out_of_order']}",
+        f"consumed {figures['consumed']}, lost {figures['lost']}, unconsumed "
+        f"{figures['unconsumed']}, duplicates {figures['duplicates']}, out of order "
+        f"{figures['out_of_order']}, of another run {figures['foreign']}",
         file=out,
     )
     print(

@@ -30,7 +30,7 @@ from ._speedups import Delivery
 from .channel import Channel
 from .client import Connection
 from .engine import DrainTimeout, PublishError
-from .perf_body import MIN_SIZE, PropertiesTemplate, read_identity, sent_at_ns
+from .perf_body import MIN_SIZE, PropertiesTemplate, read_identity, read_run, sent_at_ns
 from .perf_stats import LatencyHistogram, OrderCheck, SequenceTracker
 from .url import BrokerURL
 
@@ -125,12 +125,17 @@ class RunStats:
         nacked: publishes the broker nacked (or lost with the channel).
         returned: mandatory publishes returned unroutable.
         consumed: messages received (duplicates included).
-        latency_us: consumer latency (publish to receive) over the run, microseconds.
+        latency_us: consumer latency (publish to receive) over the run, microseconds, up
+            to the last `tick()` (the run calls it once more at its end).
         confirm_latency_us: publish to confirm over the run, microseconds (sampled: the
-            first publish of each loop tick's batch).
-        tick_latency_us: consumer latency since the last `tick()`.
+            first publish of each loop tick's batch), likewise.
+        tick_latency_us: consumer latency since the last `tick()` (where it is recorded).
         tick_confirm_us: confirm latency since the last `tick()`.
         untimed: received messages without a usable timestamp.
+        foreign: received messages of another bench run (its run id header differs): an
+            earlier run left them in the queue; outside loss and duplicates.
+        queue_depths: messages left in each consumed queue at the end (passive declare
+            after the consumers closed); a queue gone by then is absent.
         sequences: loss and duplicate accounting, one tracker per queue.
         order_checks: order accounting, one per consumer.
         sent_by_producer: messages each producer published.
@@ -152,6 +157,8 @@ class RunStats:
     tick_latency_us: LatencyHistogram = field(default_factory=LatencyHistogram)
     tick_confirm_us: LatencyHistogram = field(default_factory=LatencyHistogram)
     untimed: int = 0
+    foreign: int = 0
+    queue_depths: dict[str, int] = field(default_factory=dict)
     sequences: dict[str, SequenceTracker] = field(default_factory=dict)
     order_checks: list[OrderCheck] = field(default_factory=list)
     sent_by_producer: dict[int, int] = field(default_factory=dict)
@@ -165,30 +172,82 @@ class RunStats:
     def tick(self) -> tuple[LatencyHistogram, LatencyHistogram]:
         """The last second's latency histograms (consumer, confirm); starts new ones.
 
+        They are merged into the run's histograms here: the hot path records once.
+
         Returns:
             (consumer latency, confirm latency) since the previous tick.
         """
         out = (self.tick_latency_us, self.tick_confirm_us)
+        self.latency_us.merge(out[0])
+        self.confirm_latency_us.merge(out[1])
         self.tick_latency_us = LatencyHistogram()
         self.tick_confirm_us = LatencyHistogram()
         return out
+
+    def histograms_so_far(self) -> tuple[LatencyHistogram, LatencyHistogram]:
+        """The run's latency histograms with the current second's merged in (copies).
+
+        Returns:
+            (consumer latency, confirm latency) over the run up to now.
+        """
+        out = []
+        for run, tick in (
+            (self.latency_us, self.tick_latency_us),
+            (self.confirm_latency_us, self.tick_confirm_us),
+        ):
+            hist = LatencyHistogram()
+            hist.merge(run)
+            hist.merge(tick)
+            out.append(hist)
+        return out[0], out[1]
 
     @property
     def confirmed(self) -> int:
         """Publishes the broker confirmed (acked), over all producers."""
         return sum(self.confirmed_by_producer.values())
 
-    def lost(self) -> int:
-        """Messages sent towards a consumed queue that never arrived there.
+    def missing(self) -> int:
+        """Messages sent towards a consumed queue not received there (yet).
+
+        Returns:
+            The count, over all consumed queues: lost plus unconsumed.
+        """
+        return sum(self._tail_and_gaps(queue)[0] for queue in self.sequences)
+
+    def _tail_and_gaps(self, queue: str) -> tuple[int, int]:
+        tracker = self.sequences[queue]
+        sent = {p: n for p, n in self.sent_by_producer.items() if queue in self.routes.get(p, ())}
+        gaps = tracker.lost(None)
+        return tracker.lost(sent), gaps
+
+    def unconsumed(self) -> int:
+        """Messages sent and never received that were still in their queue at the end.
+
+        Per queue, the unreceived tail of each producer (above the highest number
+        received), bounded by the queue's depth at the end when it is known; a queue gone
+        by then (auto-deleted) counts its whole tail.
 
         Returns:
             The count, over all consumed queues.
         """
         total = 0
-        for queue, tracker in self.sequences.items():
-            sent = {p: n for p, n in self.sent_by_producer.items() if queue in self.routes[p]}
-            total += tracker.lost(sent)
+        for queue in self.sequences:
+            missing, gaps = self._tail_and_gaps(queue)
+            tail = missing - gaps
+            depth = self.queue_depths.get(queue)
+            total += tail if depth is None else min(tail, depth)
         return total
+
+    def lost(self) -> int:
+        """Messages sent towards a consumed queue that never arrived and are not in it.
+
+        Gaps below the highest number received of each producer, plus the part of the
+        tail the queue no longer holds (`unconsumed` is the rest).
+
+        Returns:
+            The count, over all consumed queues.
+        """
+        return self.missing() - self.unconsumed()
 
     def duplicates(self) -> int:
         """Messages received more than once.
@@ -435,9 +494,8 @@ async def _watch_confirms(
             await ch.wait_confirms(upto=seq)
         samples.popleft()
         stats.confirmed_by_producer[pid] = seq - nacked[0]
-        us = (time.perf_counter_ns() - sent) // 1000
-        stats.confirm_latency_us.record(us)
-        stats.tick_confirm_us.record(us)
+        # Into the per-second histogram only: `tick()` merges it into the run's.
+        stats.tick_confirm_us.record((time.perf_counter_ns() - sent) // 1000)
 
 
 async def _consume(
@@ -447,43 +505,55 @@ async def _consume(
     order = OrderCheck()
     stats.order_checks.append(order)
     limit = config.cmessages
+    run_id = config.run_id
+    every = 0 if config.autoack else config.multi_ack_every
     done = asyncio.Event()
     received = 0
     unacked = 0
+    last_tag = 0
     latency_s = config.consumer_latency_us / 1_000_000
     backlog: deque[Delivery] = deque()
     wake = asyncio.Event()
+    unpack = _HEAD.unpack_from
 
-    def account(d: Delivery) -> None:
-        nonlocal received, unacked
-        received += 1
-        stats.consumed += 1
-        body = d.body
-        if len(body) >= MIN_SIZE:
-            now_ns = time.time_ns()
-            _, raw = _HEAD.unpack_from(body)
-            sent = sent_at_ns(raw, now_ns)
-            if sent is None:
-                stats.untimed += 1
+    def account(batch: list[Delivery] | deque[Delivery], count: int) -> None:
+        """Account for the first `count` deliveries of `batch`; one clock read for all."""
+        nonlocal received, unacked, last_tag
+        now_ns = time.time_ns()
+        latency = stats.tick_latency_us  # merged into the run's at each tick
+        for i in range(count):
+            d = batch[i]
+            received += 1
+            stats.consumed += 1
+            headers = d.properties.headers
+            run = read_run(headers)
+            if run is not None and run != run_id:
+                stats.foreign += 1  # an earlier run's message left in the queue
             else:
-                us = (now_ns - sent) // 1000
-                stats.latency_us.record(us)
-                stats.tick_latency_us.record(us)
-        identity = read_identity(d.properties.headers)
-        if identity is not None:
-            tracker.observe(identity[0], identity[1])
-            order.observe(identity[0], identity[1])
-        if config.autoack:
-            pass
-        elif config.multi_ack_every:
-            unacked += 1
-            if unacked >= config.multi_ack_every:
-                ch.ack(d.delivery_tag, multiple=True)
-                unacked = 0
-        else:
-            ch.ack_later(d.delivery_tag, ch.generation)
-        if limit and received >= limit:
-            done.set()
+                body = d.body
+                if len(body) >= MIN_SIZE:
+                    sent = sent_at_ns(unpack(body)[1], now_ns)
+                    if sent is None:
+                        stats.untimed += 1
+                    else:
+                        latency.record((now_ns - sent) // 1000)
+                identity = read_identity(headers)
+                if identity is not None:
+                    tracker.observe(identity[0], identity[1])
+                    order.observe(identity[0], identity[1])
+            if config.autoack:
+                pass
+            elif every:
+                unacked += 1
+                last_tag = d.delivery_tag
+                if unacked >= every:
+                    ch.ack(last_tag, multiple=True)
+                    unacked = 0
+            else:
+                ch.ack_later(d.delivery_tag, ch.generation)
+            if limit and received >= limit:
+                done.set()
+                return
 
     def on_batch(batch: list[Delivery]) -> None:
         stats.last_received = time.perf_counter()
@@ -493,10 +563,7 @@ async def _consume(
             backlog.extend(batch)
             wake.set()
             return
-        for d in batch:
-            account(d)
-            if done.is_set():
-                break
+        account(batch, len(batch))
 
     async def slow_worker() -> None:
         while True:
@@ -513,7 +580,8 @@ async def _consume(
                 while time.perf_counter() < until:
                     pass
             if not done.is_set():
-                account(backlog.popleft())
+                account(backlog, 1)
+                backlog.popleft()
 
     worker = asyncio.create_task(slow_worker()) if latency_s else None
     tag = await ch.consume(queue, on_batch, no_ack=config.autoack)
@@ -525,6 +593,8 @@ async def _consume(
         if limit:
             stop.consumers_left -= 1
         with contextlib.suppress(Exception):
+            if unacked:  # -A N: the last (< N) messages, or they return to the queue
+                ch.ack(last_tag, multiple=True)
             await ch.cancel(tag)
 
 
@@ -532,7 +602,7 @@ async def _drain(stats: RunStats) -> None:
     """After publishing: wait while deliveries keep coming and some are still missing."""
     deadline = time.perf_counter() + _DRAIN_MAX
     last, quiet_since = stats.consumed, time.perf_counter()
-    while time.perf_counter() < deadline and stats.lost() > 0:
+    while time.perf_counter() < deadline and stats.missing() > 0:
         await asyncio.sleep(0.05)
         if stats.consumed != last:
             last, quiet_since = stats.consumed, time.perf_counter()
@@ -567,6 +637,7 @@ async def run_bench(
     stop = _Stop(config)
     tasks: list[asyncio.Task[None]] = []
     reporter: asyncio.Task[None] | None = None
+    ticked = [0.0]  # perf_counter of the last per-second call
     try:
         consumers = []
         for c in range(config.consumer_base, config.consumer_base + config.consumers):
@@ -610,7 +681,7 @@ async def run_bench(
         ]
         tasks.extend(producer_tasks)
         if on_second is not None:
-            reporter = asyncio.create_task(_report(stats, on_second))
+            reporter = asyncio.create_task(_report(stats, on_second, ticked))
         await _until_stop(config, stop, producer_tasks, consumer_tasks)
         stop.publishing.set()
         await asyncio.gather(*producer_tasks)
@@ -633,8 +704,14 @@ async def run_bench(
         for conn, _ in links:
             with contextlib.suppress(Exception):
                 await conn.close()
+        if consumed_queues:
+            stats.queue_depths = await _queue_depths(config, sorted(consumed_queues))
         if config.owns_queues:
             await delete_generated_queues(config)
+        # The last, partial second: the per-second lines add up to the summary.
+        if on_second is not None and stats.started and time.perf_counter() > ticked[0] + 0.01:
+            on_second(stats, time.perf_counter() - stats.started)
+        stats.tick()  # what the last line did not take goes into the run's histograms
 
 
 async def _until_stop(
@@ -664,10 +741,32 @@ async def _until_stop(
             return
 
 
-async def _report(stats: RunStats, on_second: Callable[[RunStats, float], None]) -> None:
+async def _report(
+    stats: RunStats, on_second: Callable[[RunStats, float], None], ticked: list[float]
+) -> None:
     start = stats.started
+    ticked[0] = start
     n = 1
     while True:
         await asyncio.sleep(max(0.0, start + n - time.perf_counter()))
-        on_second(stats, time.perf_counter() - start)
+        ticked[0] = time.perf_counter()
+        on_second(stats, ticked[0] - start)
         n += 1
+
+
+async def _queue_depths(config: BenchConfig, queues: list[str]) -> dict[str, int]:
+    """Messages in each queue now (passive declares); a queue gone is left out."""
+    depths: dict[str, int] = {}
+    with contextlib.suppress(Exception):
+        conn, ch = await _open(config.urls[0], "munggoggo-bench-depth", False, 1)
+        try:
+            for queue in queues:
+                try:
+                    ok = await ch.queue_declare(queue, passive=True)
+                except Exception:  # gone (auto-deleted): the channel closed, open another
+                    ch = await conn.channel(confirms=False)
+                    continue
+                depths[queue] = ok.message_count
+        finally:
+            await conn.close()
+    return depths

@@ -8,6 +8,7 @@ write ourselves.
 from __future__ import annotations
 
 import asyncio
+import csv
 import json
 import struct
 import time
@@ -375,3 +376,72 @@ def test_a_named_queue_is_kept(broker_url):
     asyncio.run(run_bench(config, stats))
     assert asyncio.run(queue_exists(broker_url, queue))
     asyncio.run(delete(broker_url, queues=[queue]))
+
+
+async def queue_depth(url, queue):
+    conn = await aiormq.connect(url)
+    try:
+        ch = await conn.channel()
+        ok = await ch.queue_declare(queue, passive=True)
+        return ok.message_count
+    finally:
+        await conn.close()
+
+
+def test_per_second_rows_add_up_to_the_summary(capsys, broker_url, tmp_path):
+    csv_path = tmp_path / "rows.csv"
+    status, figures, err = bench(
+        capsys, "--url", broker_url, "-z", "1.5", "-r", "300", "--csv", str(csv_path), "--json"
+    )
+    assert status == 0, err
+    rows = list(csv.DictReader(csv_path.open()))
+    assert float(rows[-1]["time_s"]) > 1.5  # the last, partial second has its row
+    assert sum(int(r["sent"]) for r in rows) == figures["published"]
+    assert sum(int(r["received"]) for r in rows) == figures["consumed"]
+
+
+def test_multi_ack_settles_the_last_messages(capsys, broker_url):
+    queue = f"bench-test-ack-{uuid.uuid4().hex[:8]}"
+    status, figures, err = bench(
+        capsys, "--url", broker_url, "-u", queue, "--quorum-queue", "-C", "25", "-A", "10", "--json"
+    )
+    assert status == 0, err
+    assert figures["consumed"] == 25
+    assert asyncio.run(queue_depth(broker_url, queue)) == 0  # none came back to the queue
+    asyncio.run(delete(broker_url, queues=[queue]))
+
+
+@pytest.mark.parametrize("kind", [(), ("--quorum-queue",)], ids=["auto-deleted", "kept"])
+def test_messages_left_in_the_queue_are_unconsumed_not_lost(capsys, broker_url, kind):
+    queue = f"bench-test-left-{uuid.uuid4().hex[:8]}"
+    argv = ("-u", queue, *kind, "-C", "100", "-D", "40", "-q", "10", "--json")
+    status, figures, err = bench(capsys, "--url", broker_url, *argv)
+    assert status == 0, err
+    assert figures["consumed"] == 40
+    assert (figures["lost"], figures["unconsumed"]) == (0, 60)
+    if kind:
+        assert asyncio.run(queue_depth(broker_url, queue)) == 60
+        asyncio.run(delete(broker_url, queues=[queue]))
+
+
+def test_messages_of_an_earlier_run_are_foreign(capsys, broker_url):
+    queue = f"bench-test-foreign-{uuid.uuid4().hex[:8]}"
+    kept = ("-u", queue, "--quorum-queue")  # kept between runs
+    status, figures, err = bench(
+        capsys, "--url", broker_url, *kept, "-y", "0", "-C", "30", "-c", "10"
+    )
+    assert status == 0, err
+    status, figures, err = bench(
+        capsys, "--url", broker_url, *kept, "-C", "20", "-D", "50", "-z", "20", "--json"
+    )
+    assert status == 0, err
+    assert (figures["consumed"], figures["foreign"]) == (50, 30)
+    assert (figures["lost"], figures["duplicates"], figures["out_of_order"]) == (0, 0, 0)
+    asyncio.run(delete(broker_url, queues=[queue]))
+
+
+def test_the_run_histogram_holds_every_delivery_without_per_second_lines(broker_url):
+    config, stats, run_bench = run_config(broker_url, pmessages=500)
+    asyncio.run(run_bench(config, stats))
+    assert stats.consumed == 500
+    assert stats.latency_us.count == 500 and stats.tick_latency_us.count == 0
