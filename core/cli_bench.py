@@ -16,6 +16,7 @@ import asyncio
 import csv
 import json
 import os
+import re
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +34,7 @@ from .url import DEFAULT_URL, URLError, parse_urls
 
 __all__ = ["add_parser", "cmd_bench", "config_from_args", "summary"]
 
+_PATTERN = re.compile(r"%[-+ 0#]*\d*d")  # one printf integer conversion
 _RATE_SLACK = 0.9  # a --rate counts as met at 90% of it (a run's first and last second)
 _CSV_FIELDS = (
     "time_s",
@@ -88,6 +90,16 @@ def _variable_rate(text: str) -> tuple[float, float]:
     if duration <= 0:
         raise argparse.ArgumentTypeError(f"SECONDS must be more than 0: {text!r}")
     return _rate(rate), duration
+
+
+def _queue_name(pattern: str, number: int) -> str:
+    """A --queue-pattern name: printf forms as PerfTest takes them ('perf-%d', 'q-%03d')."""
+    if _PATTERN.search(pattern) is None:
+        raise ValueError(f"--queue-pattern needs a %d (or a form like %03d): {pattern!r}")
+    try:
+        return pattern % number
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"--queue-pattern {pattern!r}: {exc}") from None
 
 
 def add_parser(sub: Any) -> None:
@@ -160,9 +172,20 @@ def add_parser(sub: Any) -> None:
         choices=("", "direct", "topic", "fanout"),
         help="exchange type to declare it with (default direct when --exchange is given)",
     )
-    a("-k", "--routing-key", default=None, help="routing key (and binding key)")
-    a("-u", "--queue", default=None, help="queue name (default: a generated one)")
-    a("--queue-pattern", default=None, help="queue names, %%d replaced: 'perf-%%d'")
+    a(
+        "-k",
+        "--routing-key",
+        default=None,
+        help="routing key (and binding key) with --exchange; the default exchange routes "
+        "by queue name",
+    )
+    a(
+        "-u",
+        "--queue",
+        default=None,
+        help="queue name, or several comma-separated (default: a generated one)",
+    )
+    a("--queue-pattern", default=None, help="queue names, printf form: 'perf-%%d', 'q-%%03d'")
     a("--queue-pattern-from", type=_non_negative_int, default=1)
     a("--queue-pattern-to", type=_non_negative_int, default=None)
     a("--quorum-queue", action="store_true", help="declare quorum queues (persistent messages)")
@@ -239,14 +262,20 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         raise ValueError("bench needs a real broker: memory:// is not one")
     if args.queue and args.queue_pattern:
         raise ValueError("give --queue or --queue-pattern, not both")
-    queues: list[str] = [args.queue] if args.queue else []
+    # PerfTest splits -u on commas: several queues, producers and consumers spread over them.
+    queues: list[str] = [q for q in args.queue.split(",") if q] if args.queue else []
+    if args.queue and not queues:
+        raise ValueError(f"--queue names no queue: {args.queue!r}")
     if args.queue_pattern:
-        if "%d" not in args.queue_pattern:
-            raise ValueError(f"--queue-pattern needs a %d: {args.queue_pattern!r}")
         if args.queue_pattern_to is None or args.queue_pattern_to < args.queue_pattern_from:
             raise ValueError("--queue-pattern needs --queue-pattern-to >= --queue-pattern-from")
         span = range(args.queue_pattern_from, args.queue_pattern_to + 1)
-        queues = [args.queue_pattern.replace("%d", str(i)) for i in span]
+        queues = [_queue_name(args.queue_pattern, i) for i in span]
+    if args.routing_key is not None and not args.exchange:
+        raise ValueError(
+            "--routing-key needs --exchange: with the default exchange the routing key is "
+            "the queue name (give --queue)"
+        )
     if args.type and not args.exchange:
         raise ValueError("--type declares the --exchange: give one (the default one has no type)")
     if args.qos and args.multi_ack_every > args.qos:

@@ -34,7 +34,14 @@ from .perf_body import MIN_SIZE, PropertiesTemplate, read_identity, read_run, se
 from .perf_stats import LatencyHistogram, OrderCheck, SequenceTracker
 from .url import BrokerURL
 
-__all__ = ["BenchConfig", "RunStats", "declare_topology", "delete_generated_queues", "run_bench"]
+__all__ = [
+    "BenchConfig",
+    "RunStats",
+    "declare_topology",
+    "delete_generated_queues",
+    "producer_routes",
+    "run_bench",
+]
 
 _HEAD = struct.Struct(">iq")
 _MAX_BATCH = 100  # publishes per loop tick at most: one write, then deliveries get a turn
@@ -332,13 +339,26 @@ async def declare_topology(config: BenchConfig) -> dict[int, list[str]]:
                 await ch.queue_bind(queue, config.exchange, key)
     finally:
         await conn.close()
-    routes: dict[int, list[str]] = {}
-    for p in range(config.producer_base, config.producer_base + config.producers):
-        if not config.exchange or config.queue_pattern:
-            routes[p] = [config.queues[p % len(config.queues)]]
-        else:
-            routes[p] = list(config.queues)  # every queue is bound with the one key
-    return routes
+    return {
+        p: producer_routes(config, p)
+        for p in range(config.producer_base, config.producer_base + config.producers)
+    }
+
+
+def producer_routes(config: BenchConfig, producer: int) -> list[str]:
+    """The queues a producer's messages reach.
+
+    Args:
+        config: the run's options (queue names fixed).
+        producer: the producer's number.
+
+    Returns:
+        Its one queue with the default exchange or a queue pattern (each queue bound with
+        its own name); every queue with a fanout exchange or one routing key for all.
+    """
+    if config.exchange and (config.exchange_type == "fanout" or not config.queue_pattern):
+        return list(config.queues)
+    return [config.queues[producer % len(config.queues)]]
 
 
 async def delete_generated_queues(config: BenchConfig) -> None:

@@ -30,7 +30,13 @@ from typing import Any
 
 from .amqp.errors import AMQPError
 from .perf_figures import figures_of, load_figures, merge_figures
-from .perf_run import BenchConfig, RunStats, delete_generated_queues, run_bench
+from .perf_run import (
+    BenchConfig,
+    RunStats,
+    delete_generated_queues,
+    producer_routes,
+    run_bench,
+)
 from .perf_stats import LatencyHistogram
 from .url import BrokerURL
 
@@ -366,10 +372,7 @@ def _expected(config: BenchConfig, procs: list[_Proc]) -> int:
     total = 0
     for p in procs:
         for pid, n in p.sent.items():
-            if not config.exchange or config.queue_pattern:
-                reach = 1 if config.queues[pid % len(config.queues)] in consumed_queues else 0
-            else:
-                reach = len(set(config.queues) & consumed_queues)
+            reach = len(set(producer_routes(config, pid)) & consumed_queues)
             total += n * reach
     return total
 

@@ -249,6 +249,9 @@ def test_bad_url_is_an_option_error(capsys):
         ["-q", "5", "-A", "10"],
         ["-a", "-A", "10"],
         ["-x", "0", "-y", "0"],
+        ["-k", "key"],
+        ["--queue-pattern", "perf-%s", "--queue-pattern-to", "2"],
+        ["-u", ","],
     ],
 )
 def test_options_that_do_not_go_together(capsys, argv):
@@ -445,3 +448,34 @@ def test_the_run_histogram_holds_every_delivery_without_per_second_lines(broker_
     asyncio.run(run_bench(config, stats))
     assert stats.consumed == 500
     assert stats.latency_us.count == 500 and stats.tick_latency_us.count == 0
+
+
+def bench_config(*argv):
+    from munggoggo.cli import build_parser
+    from munggoggo.cli_bench import config_from_args
+
+    return config_from_args(build_parser().parse_args(["bench", *argv]))
+
+
+def test_queue_options_read_like_perftest():
+    assert bench_config("-u", "a,b").queues == ["a", "b"]
+    pattern = ("--queue-pattern", "perf-%03d", "--queue-pattern-from", "9")
+    assert bench_config(*pattern, "--queue-pattern-to", "10").queues == ["perf-009", "perf-010"]
+
+
+def test_a_fanout_exchange_takes_every_producer_to_every_queue(broker_url):
+    tag = uuid.uuid4().hex[:8]
+    config, stats, run_bench = run_config(
+        broker_url,
+        producers=2,
+        consumers=2,
+        pmessages=50,
+        exchange=f"bench-test-fan-{tag}",
+        exchange_type="fanout",
+        queues=[f"bench-test-fan-{tag}-1", f"bench-test-fan-{tag}-2"],
+        queue_pattern=True,
+    )
+    asyncio.run(run_bench(config, stats))
+    assert all(sorted(r) == sorted(config.queues) for r in stats.routes.values())
+    assert stats.consumed == 200 and stats.missing() == 0
+    asyncio.run(delete(broker_url, exchanges=[config.exchange]))
