@@ -346,6 +346,16 @@ def test_a_timed_run_ends_while_the_broker_blocks_publishing(broker_url, monkeyp
     assert stats.confirmed <= stats.published
 
 
+def test_a_timed_run_ends_while_confirms_stall(broker_url, monkeypatch):
+    from munggoggo.channel import Channel
+
+    # The broker's confirms never reach the channel (a stalled queue, say).
+    monkeypatch.setattr(Channel, "handle_confirms", lambda self, *args: None)
+    config, stats, run_bench = run_config(broker_url, duration=0.5, confirm=10, confirm_timeout=0.5)
+    asyncio.run(asyncio.wait_for(run_bench(config, stats), 20))
+    assert stats.published > 0
+
+
 def test_the_confirm_window_is_never_exceeded(broker_url, monkeypatch):
     from munggoggo.channel import Channel
 
