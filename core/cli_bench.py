@@ -16,6 +16,7 @@ import asyncio
 import csv
 import json
 import os
+import re
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +34,7 @@ from .url import DEFAULT_URL, URLError, parse_urls
 
 __all__ = ["add_parser", "cmd_bench", "config_from_args", "summary"]
 
+_PATTERN = re.compile(r"%[-+ 0#]*\d*d")  # one printf integer conversion
 _RATE_SLACK = 0.9  # a --rate counts as met at 90% of it (a run's first and last second)
 _CSV_FIELDS = (
     "time_s",
@@ -90,6 +92,16 @@ def _variable_rate(text: str) -> tuple[float, float]:
     return _rate(rate), duration
 
 
+def _queue_name(pattern: str, number: int) -> str:
+    """A --queue-pattern name: printf forms as PerfTest takes them ('perf-%d', 'q-%03d')."""
+    if _PATTERN.search(pattern) is None:
+        raise ValueError(f"--queue-pattern needs a %d (or a form like %03d): {pattern!r}")
+    try:
+        return pattern % number
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"--queue-pattern {pattern!r}: {exc}") from None
+
+
 def add_parser(sub: Any) -> None:
     """Add the `bench` subcommand to `munggoggo`'s subparsers.
 
@@ -137,6 +149,13 @@ def add_parser(sub: Any) -> None:
         help="publisher confirms with at most this many unconfirmed per producer (0: off)",
     )
     a(
+        "-ct",
+        "--confirm-timeout",
+        type=_rate,
+        default=30.0,
+        help="seconds to wait for outstanding confirms at the end; the rest count as unconfirmed",
+    )
+    a(
         "-A",
         "--multi-ack-every",
         type=_non_negative_int,
@@ -153,9 +172,20 @@ def add_parser(sub: Any) -> None:
         choices=("", "direct", "topic", "fanout"),
         help="exchange type to declare it with (default direct when --exchange is given)",
     )
-    a("-k", "--routing-key", default=None, help="routing key (and binding key)")
-    a("-u", "--queue", default=None, help="queue name (default: a generated one)")
-    a("--queue-pattern", default=None, help="queue names, %%d replaced: 'perf-%%d'")
+    a(
+        "-k",
+        "--routing-key",
+        default=None,
+        help="routing key (and binding key) with --exchange; the default exchange routes "
+        "by queue name",
+    )
+    a(
+        "-u",
+        "--queue",
+        default=None,
+        help="queue name, or several comma-separated (default: a generated one)",
+    )
+    a("--queue-pattern", default=None, help="queue names, printf form: 'perf-%%d', 'q-%%03d'")
     a("--queue-pattern-from", type=_non_negative_int, default=1)
     a("--queue-pattern-to", type=_non_negative_int, default=None)
     a("--quorum-queue", action="store_true", help="declare quorum queues (persistent messages)")
@@ -232,14 +262,20 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         raise ValueError("bench needs a real broker: memory:// is not one")
     if args.queue and args.queue_pattern:
         raise ValueError("give --queue or --queue-pattern, not both")
-    queues: list[str] = [args.queue] if args.queue else []
+    # PerfTest splits -u on commas: several queues, producers and consumers spread over them.
+    queues: list[str] = [q for q in args.queue.split(",") if q] if args.queue else []
+    if args.queue and not queues:
+        raise ValueError(f"--queue names no queue: {args.queue!r}")
     if args.queue_pattern:
-        if "%d" not in args.queue_pattern:
-            raise ValueError(f"--queue-pattern needs a %d: {args.queue_pattern!r}")
         if args.queue_pattern_to is None or args.queue_pattern_to < args.queue_pattern_from:
             raise ValueError("--queue-pattern needs --queue-pattern-to >= --queue-pattern-from")
         span = range(args.queue_pattern_from, args.queue_pattern_to + 1)
-        queues = [args.queue_pattern.replace("%d", str(i)) for i in span]
+        queues = [_queue_name(args.queue_pattern, i) for i in span]
+    if args.routing_key is not None and not args.exchange:
+        raise ValueError(
+            "--routing-key needs --exchange: with the default exchange the routing key is "
+            "the queue name (give --queue)"
+        )
     if args.type and not args.exchange:
         raise ValueError("--type declares the --exchange: give one (the default one has no type)")
     if args.qos and args.multi_ack_every > args.qos:
@@ -271,6 +307,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         persistent="persistent" in args.flag or args.quorum_queue,
         mandatory="mandatory" in args.flag,
         consumer_latency_us=args.consumer_latency,
+        confirm_timeout=args.confirm_timeout,
     )
 
 
@@ -328,9 +365,10 @@ def summary(stats: RunStats) -> dict[str, Any]:
         stats: a finished (or interrupted) run's stats.
 
     Returns:
-        published, confirmed, nacked, returned, consumed, lost, duplicates,
-        out_of_order, untimed, seconds (of publishing), publish_rate, consume_rate (msgs/s,
-        the latter up to the last delivery), latency_us and
+        published, confirmed, nacked, returned, consumed, lost (never arrived, not in
+        the queue), unconsumed (still in the queue at the end), foreign (messages of
+        another run), duplicates, out_of_order, untimed, seconds (of publishing),
+        publish_rate, consume_rate (msgs/s, the latter up to the last delivery), latency_us and
         confirm_latency_us (min, p50, p75, p95, p99, max), client_cpu_us_per_msg (process
         CPU time over the messages published and consumed).
     """
@@ -346,6 +384,8 @@ def summary(stats: RunStats) -> dict[str, Any]:
         "returned": stats.returned,
         "consumed": stats.consumed,
         "lost": stats.lost(),
+        "unconsumed": stats.unconsumed(),
+        "foreign": stats.foreign,
         "duplicates": stats.duplicates(),
         "out_of_order": stats.out_of_order(),
         "untimed": stats.untimed,
@@ -363,8 +403,9 @@ def _print_summary(figures: dict[str, Any], out: TextIO) -> None:
     print(
         f"summary: {figures['seconds']} s, published {figures['published']}, confirmed "
         f"{figures['confirmed']}, nacked {figures['nacked']}, returned {figures['returned']}, "
-        f"consumed {figures['consumed']}, lost {figures['lost']}, duplicates "
-        f"{figures['duplicates']}, out of order {figures['out_of_order']}",
+        f"consumed {figures['consumed']}, lost {figures['lost']}, unconsumed "
+        f"{figures['unconsumed']}, duplicates {figures['duplicates']}, out of order "
+        f"{figures['out_of_order']}, of another run {figures['foreign']}",
         file=out,
     )
     print(

@@ -132,9 +132,8 @@ class LoadBehaviour(Behaviour):
         if sent is None:
             stats.untimed += 1
         else:
-            us = (now_ns - sent) // 1000
-            stats.latency_us.record(us)
-            stats.tick_latency_us.record(us)
+            # Into the per-second histogram only: `RunStats.tick()` merges it into the run's.
+            stats.tick_latency_us.record((now_ns - sent) // 1000)
         pid = shared.pid_of_key.get(routing_key)
         if pid is not None:
             self.tracker.observe(pid, seq)
@@ -338,6 +337,7 @@ class AgentsRun:
                 reporter.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await reporter
+            stats.tick()  # what the last line did not take goes into the run's histograms
             self._refresh_confirmed(stats)
             stats.cpu_end = time.process_time()
             await asyncio.gather(*(a.stop() for a in agents), return_exceptions=True)
@@ -369,7 +369,7 @@ async def _drain(stats: RunStats) -> None:
     """After publishing: wait while deliveries keep coming and some are still missing."""
     deadline = time.perf_counter() + _DRAIN_MAX
     last, quiet_since = stats.consumed, time.perf_counter()
-    while time.perf_counter() < deadline and stats.lost() > 0:
+    while time.perf_counter() < deadline and stats.missing() > 0:
         await asyncio.sleep(0.05)
         if stats.consumed != last:
             last, quiet_since = stats.consumed, time.perf_counter()
@@ -380,13 +380,22 @@ async def _drain(stats: RunStats) -> None:
 async def report_seconds(stats: RunStats, on_second: Callable[[RunStats, float], None]) -> None:
     """Call `on_second` about once a second from `stats.started` on, until cancelled.
 
+    Cancelled, it calls `on_second` once more for the last, partial second, so the lines
+    add up to the summary.
+
     Args:
         stats: the run's stats (`started` set).
         on_second: called with the stats and the seconds since start.
     """
-    start = stats.started
+    start = last = stats.started
     n = 1
-    while True:
-        await asyncio.sleep(max(0.0, start + n - time.perf_counter()))
-        on_second(stats, time.perf_counter() - start)
-        n += 1
+    try:
+        while True:
+            await asyncio.sleep(max(0.0, start + n - time.perf_counter()))
+            last = time.perf_counter()
+            on_second(stats, last - start)
+            n += 1
+    except asyncio.CancelledError:
+        if time.perf_counter() > last + 0.01:
+            on_second(stats, time.perf_counter() - start)
+        raise

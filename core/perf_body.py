@@ -10,7 +10,9 @@ reads as "no timestamp" rather than as a nonsense latency (see docs/decisions.md
 
 The producer's identity travels in omq's headers, `x-omq-publisher-id` (int) and
 `x-omq-seq` (int64), so omq consumers can check our order and gaps and we can check
-theirs. The encoded properties are built once per producer (`PropertiesTemplate`): only
+theirs. Our own runs also carry `x-munggoggo-bench-run`, the run's id, so a consumer tells
+the messages of its run from those an earlier run left in the same queue (`read_run`).
+The encoded properties are built once per producer (`PropertiesTemplate`): only
 the 8 bytes of the sequence number change per message.
 """
 
@@ -25,6 +27,7 @@ from ._speedups import Properties, encode_properties
 
 __all__ = [
     "HEADER_PUBLISHER_ID",
+    "HEADER_RUN",
     "HEADER_SEQUENCE",
     "MIN_SIZE",
     "BodyInfo",
@@ -32,12 +35,14 @@ __all__ = [
     "make_body",
     "read_body",
     "read_identity",
+    "read_run",
     "sent_at_ns",
 ]
 
 MIN_SIZE = 12  # int32 sequence + int64 timestamp
 HEADER_PUBLISHER_ID = "x-omq-publisher-id"
 HEADER_SEQUENCE = "x-omq-seq"
+HEADER_RUN = "x-munggoggo-bench-run"
 
 _HEAD = struct.Struct(">iq")
 _SEQ = struct.Struct(">q")
@@ -136,12 +141,30 @@ def read_identity(headers: dict[str, Any] | None) -> tuple[int, int] | None:
     return None
 
 
+def read_run(headers: dict[str, Any] | None) -> str | None:
+    """The bench run id a message carries (`x-munggoggo-bench-run`), if any.
+
+    Args:
+        headers: the message's header table (or None).
+
+    Returns:
+        The run id, or None (a PerfTest or omq publisher, say).
+    """
+    if not headers:
+        return None
+    run = headers.get(HEADER_RUN)
+    if isinstance(run, bytes):
+        return run.decode("utf-8", "replace")
+    return run if isinstance(run, str) else None
+
+
 class PropertiesTemplate:
     """A producer's encoded properties with the `x-omq-seq` slot patched per message.
 
     Args:
         publisher_id: the producer's id (`x-omq-publisher-id`).
         persistent: delivery_mode 2 when True.
+        run: the run's id (`x-munggoggo-bench-run`), or None for no such header.
 
     Attributes:
         publisher_id: the producer's id.
@@ -149,12 +172,17 @@ class PropertiesTemplate:
 
     __slots__ = ("_prefix", "_suffix", "publisher_id")
 
-    def __init__(self, publisher_id: int, *, persistent: bool = False) -> None:
+    def __init__(
+        self, publisher_id: int, *, persistent: bool = False, run: str | None = None
+    ) -> None:
         self.publisher_id = publisher_id
+        headers: dict[str, Any] = {HEADER_PUBLISHER_ID: publisher_id, HEADER_SEQUENCE: _SENTINEL}
+        if run:
+            headers[HEADER_RUN] = run
         props = Properties(
             content_type="application/octet-stream",
             delivery_mode=2 if persistent else None,
-            headers={HEADER_PUBLISHER_ID: publisher_id, HEADER_SEQUENCE: _SENTINEL},
+            headers=headers,
         )
         encoded = encode_properties(props)
         marker = b"l" + _SEQ.pack(_SENTINEL)

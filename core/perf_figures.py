@@ -38,6 +38,8 @@ def figures_of(stats: RunStats) -> dict[str, Any]:
         "returned": stats.returned,
         "consumed": stats.consumed,
         "untimed": stats.untimed,
+        "foreign": stats.foreign,
+        "queue_depths": dict(stats.queue_depths),
         "out_of_order": sum(check.out_of_order for check in stats.order_checks),
         "confirmed_by_producer": {str(p): n for p, n in stats.confirmed_by_producer.items()},
         "sent_by_producer": {str(p): n for p, n in stats.sent_by_producer.items()},
@@ -76,6 +78,8 @@ def merge_figures(parts: list[dict[str, Any]]) -> dict[str, Any]:
         "returned": 0,
         "consumed": 0,
         "untimed": 0,
+        "foreign": 0,
+        "queue_depths": {},
         "out_of_order": 0,
         "confirmed_by_producer": {},
         "sent_by_producer": {},
@@ -91,6 +95,10 @@ def merge_figures(parts: list[dict[str, Any]]) -> dict[str, Any]:
             out["started"] = out["started"] or bool(part["started"])
             for key in ("published", "nacked", "returned", "consumed", "untimed", "out_of_order"):
                 out[key] += int(part[key])
+            out["foreign"] += int(part.get("foreign", 0))
+            # Each process looked at the queues as it ended: the latest (largest) view.
+            for queue, depth in part.get("queue_depths", {}).items():
+                out["queue_depths"][queue] = max(out["queue_depths"].get(queue, 0), int(depth))
             for key in ("confirmed_by_producer", "sent_by_producer", "routes"):
                 out[key].update(part[key])
             for key in ("seconds", "consume_seconds"):
@@ -124,6 +132,8 @@ def load_figures(figures: dict[str, Any], stats: RunStats) -> None:
     stats.returned = figures["returned"]
     stats.consumed = figures["consumed"]
     stats.untimed = figures["untimed"]
+    stats.foreign = figures.get("foreign", 0)
+    stats.queue_depths = dict(figures.get("queue_depths", {}))
     order = OrderCheck()
     order.out_of_order = figures["out_of_order"]
     stats.order_checks = [order]

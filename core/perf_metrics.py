@@ -222,12 +222,13 @@ class BenchCollector:
             gauge = GaugeMetricFamily(f"munggoggo_bench_{name}", doc, labels=_LABELS)
             gauge.add_metric(labels, value)
             yield gauge
+        latency, confirm = stats.histograms_so_far()
         for name, doc, hist in (
-            ("latency_seconds", "Consumer latency: publish to receive", stats.latency_us),
+            ("latency_seconds", "Consumer latency: publish to receive", latency),
             (
                 "confirm_latency_seconds",
                 "Publish to broker confirm (the first publish of each batch)",
-                stats.confirm_latency_us,
+                confirm,
             ),
         ):
             histogram = HistogramMetricFamily(f"munggoggo_bench_{name}", doc, labels=_LABELS)

@@ -30,7 +30,13 @@ from typing import Any
 
 from .amqp.errors import AMQPError
 from .perf_figures import figures_of, load_figures, merge_figures
-from .perf_run import BenchConfig, RunStats, run_bench
+from .perf_run import (
+    BenchConfig,
+    RunStats,
+    delete_generated_queues,
+    producer_routes,
+    run_bench,
+)
 from .perf_stats import LatencyHistogram
 from .url import BrokerURL
 
@@ -71,6 +77,9 @@ def name_queues(config: BenchConfig, run_id: str | None = None) -> None:
     tail = run_id or uuid.uuid4().hex[:8]
     if not config.queues:
         config.queues = [f"munggoggo-bench-{tail}"]
+        config.generated_queues = True
+    if not config.run_id:
+        config.run_id = run_id or uuid.uuid4().hex
     if config.exchange and config.routing_key is None and not config.queue_pattern:
         config.routing_key = f"munggoggo-bench-{tail}"
 
@@ -113,6 +122,7 @@ def split(config: BenchConfig, processes: int) -> list[BenchConfig]:
                     consumer_base=c_base,
                     queues=list(config.queues),
                     variable_rate=list(config.variable_rate),
+                    owns_queues=False,  # the parent deletes generated queues at the end
                 )
             )
         p_base += producers
@@ -169,6 +179,7 @@ class _Child:
         self.go: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self.stop = asyncio.Event()
         self.last = (0, 0, 0, 0, 0)
+        self.seconds = 0  # per-second events sent
 
     async def read_commands(self, reader: asyncio.StreamReader) -> None:
         while True:
@@ -192,10 +203,12 @@ class _Child:
         counts = [a - b for a, b in zip(now, self.last, strict=True)]
         self.last = now
         latency, confirm = stats.tick()
+        self.seconds += 1
         _emit(
             {
                 "t": "second",
-                "n": round(elapsed),
+                # Numbered, not rounded: the last, partial second has a number of its own.
+                "n": self.seconds,
                 "elapsed": elapsed,
                 "counts": counts,
                 "lat": latency.to_dict(),
@@ -359,10 +372,7 @@ def _expected(config: BenchConfig, procs: list[_Proc]) -> int:
     total = 0
     for p in procs:
         for pid, n in p.sent.items():
-            if not config.exchange or config.queue_pattern:
-                reach = 1 if config.queues[pid % len(config.queues)] in consumed_queues else 0
-            else:
-                reach = len(set(config.queues) & consumed_queues)
+            reach = len(set(producer_routes(config, pid)) & consumed_queues)
             total += n * reach
     return total
 
@@ -443,6 +453,8 @@ async def run_processes(
             task.cancel()
         parent.second(procs, flush=True)
         load_figures(merge_figures([p.figures for p in procs if p.figures is not None]), stats)
+        if config.owns_queues:
+            await delete_generated_queues(config)
     errors = [p for p in procs if p.error and not p.error.startswith("aborted")]
     if errors:
         p = errors[0]

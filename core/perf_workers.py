@@ -36,7 +36,7 @@ from .amqp.errors import ResourceLocked
 from .channel import Channel
 from .client import Connection
 from .perf_figures import figures_of, load_figures, merge_figures
-from .perf_run import BenchConfig, RunStats, run_bench
+from .perf_run import BenchConfig, RunStats, delete_generated_queues, run_bench
 from .perf_scale import ScaleError, name_queues, run_processes
 
 __all__ = ["default_run_id", "run_workers"]
@@ -173,6 +173,8 @@ async def run_workers(
             index, leader_name = answer["index"], answer["leader"]
         config.producer_base = index * config.producers
         config.consumer_base = index * config.consumers
+        # Generated queues go once every instance is done: the first deletes them.
+        config.owns_queues = False
 
         async def start_together() -> None:
             await _start_barrier(link, index, followers, run_id, timeout)
@@ -209,6 +211,7 @@ async def run_workers(
                 if message.get("error"):
                     errors.append(f"instance {message.get('index', 0) + 1}: {message['error']}")
         load_figures(merge_figures(parts), stats)
+        await delete_generated_queues(config)
         if errors:
             raise ScaleError("; ".join(errors))
         return f"merged summary of {len(parts)} instances (run id {run_id})"

@@ -8,6 +8,7 @@ write ourselves.
 from __future__ import annotations
 
 import asyncio
+import csv
 import json
 import struct
 import time
@@ -248,6 +249,9 @@ def test_bad_url_is_an_option_error(capsys):
         ["-q", "5", "-A", "10"],
         ["-a", "-A", "10"],
         ["-x", "0", "-y", "0"],
+        ["-k", "key"],
+        ["--queue-pattern", "perf-%s", "--queue-pattern-to", "2"],
+        ["-u", ","],
     ],
 )
 def test_options_that_do_not_go_together(capsys, argv):
@@ -294,3 +298,194 @@ def test_variable_rate_steps_are_each_paced_to_their_rate(capsys, broker_url):
     assert status == 0, err
     assert 450 <= figures["published"] <= 640, figures["published"]
     assert figures["consumed"] == figures["published"] and figures["lost"] == 0
+
+
+# -- run ends, window, clean-up ---------------------------------------------------------------
+
+
+async def queue_exists(url, queue):
+    conn = await aiormq.connect(url)
+    try:
+        ch = await conn.channel()
+        try:
+            await ch.queue_declare(queue, passive=True)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            return False
+        return True
+    finally:
+        await conn.close()
+
+
+def run_config(broker_url, **options):
+    from munggoggo.perf_run import BenchConfig, RunStats, run_bench
+    from munggoggo.url import parse_urls
+
+    config = BenchConfig(urls=parse_urls(broker_url), **options)
+    stats = RunStats()
+    return config, stats, run_bench
+
+
+def test_a_timed_run_ends_while_the_broker_blocks_publishing(broker_url, monkeypatch):
+    from munggoggo import perf_run
+
+    opened = perf_run._open
+
+    async def blocked_producers(url, name, confirms, window):
+        conn, ch = await opened(url, name, confirms, window)
+        if "producer" in name:
+            # What a Connection.Blocked (or a socket that stops draining) does: no flow.
+            asyncio.get_running_loop().call_later(0.2, conn.stream_writable, False)
+        return conn, ch
+
+    monkeypatch.setattr(perf_run, "_open", blocked_producers)
+    config, stats, run_bench = run_config(
+        broker_url, duration=0.6, confirm=10, confirm_timeout=0.5, rate=200
+    )
+    asyncio.run(asyncio.wait_for(run_bench(config, stats), 20))
+    assert stats.published > 0
+    assert stats.confirmed <= stats.published
+
+
+def test_a_timed_run_ends_while_confirms_stall(broker_url, monkeypatch):
+    from munggoggo.channel import Channel
+
+    # The broker's confirms never reach the channel (a stalled queue, say).
+    monkeypatch.setattr(Channel, "handle_confirms", lambda self, *args: None)
+    config, stats, run_bench = run_config(broker_url, duration=0.5, confirm=10, confirm_timeout=0.5)
+    asyncio.run(asyncio.wait_for(run_bench(config, stats), 20))
+    assert stats.published > 0
+
+
+def test_the_confirm_window_is_never_exceeded(broker_url, monkeypatch):
+    from munggoggo.channel import Channel
+
+    most = [0]
+    publish = Channel.publish
+
+    def counting(self, *args, **kwargs):
+        seq = publish(self, *args, **kwargs)
+        most[0] = max(most[0], self.unconfirmed)
+        return seq
+
+    monkeypatch.setattr(Channel, "publish", counting)
+    config, stats, run_bench = run_config(broker_url, pmessages=3000, confirm=10)
+    asyncio.run(run_bench(config, stats))
+    assert stats.confirmed == 3000
+    assert 0 < most[0] <= 10
+
+
+@pytest.mark.parametrize("options", [{"consumers": 0, "pmessages": 50}, {"quorum": True}])
+def test_generated_queues_are_deleted_at_the_end(broker_url, options):
+    options = {"pmessages": 50, **options}
+    config, stats, run_bench = run_config(broker_url, **options)
+    asyncio.run(run_bench(config, stats))
+    assert stats.published == 50
+    assert not asyncio.run(queue_exists(broker_url, config.queues[0]))
+
+
+def test_a_named_queue_is_kept(broker_url):
+    queue = f"bench-test-named-{uuid.uuid4().hex[:8]}"
+    config, stats, run_bench = run_config(broker_url, consumers=0, pmessages=5, queues=[queue])
+    asyncio.run(run_bench(config, stats))
+    assert asyncio.run(queue_exists(broker_url, queue))
+    asyncio.run(delete(broker_url, queues=[queue]))
+
+
+async def queue_depth(url, queue):
+    conn = await aiormq.connect(url)
+    try:
+        ch = await conn.channel()
+        ok = await ch.queue_declare(queue, passive=True)
+        return ok.message_count
+    finally:
+        await conn.close()
+
+
+def test_per_second_rows_add_up_to_the_summary(capsys, broker_url, tmp_path):
+    csv_path = tmp_path / "rows.csv"
+    status, figures, err = bench(
+        capsys, "--url", broker_url, "-z", "1.5", "-r", "300", "--csv", str(csv_path), "--json"
+    )
+    assert status == 0, err
+    rows = list(csv.DictReader(csv_path.open()))
+    assert float(rows[-1]["time_s"]) > 1.5  # the last, partial second has its row
+    assert sum(int(r["sent"]) for r in rows) == figures["published"]
+    assert sum(int(r["received"]) for r in rows) == figures["consumed"]
+
+
+def test_multi_ack_settles_the_last_messages(capsys, broker_url):
+    queue = f"bench-test-ack-{uuid.uuid4().hex[:8]}"
+    status, figures, err = bench(
+        capsys, "--url", broker_url, "-u", queue, "--quorum-queue", "-C", "25", "-A", "10", "--json"
+    )
+    assert status == 0, err
+    assert figures["consumed"] == 25
+    assert asyncio.run(queue_depth(broker_url, queue)) == 0  # none came back to the queue
+    asyncio.run(delete(broker_url, queues=[queue]))
+
+
+@pytest.mark.parametrize("kind", [(), ("--quorum-queue",)], ids=["auto-deleted", "kept"])
+def test_messages_left_in_the_queue_are_unconsumed_not_lost(capsys, broker_url, kind):
+    queue = f"bench-test-left-{uuid.uuid4().hex[:8]}"
+    argv = ("-u", queue, *kind, "-C", "100", "-D", "40", "-q", "10", "--json")
+    status, figures, err = bench(capsys, "--url", broker_url, *argv)
+    assert status == 0, err
+    assert figures["consumed"] == 40
+    assert (figures["lost"], figures["unconsumed"]) == (0, 60)
+    if kind:
+        assert asyncio.run(queue_depth(broker_url, queue)) == 60
+        asyncio.run(delete(broker_url, queues=[queue]))
+
+
+def test_messages_of_an_earlier_run_are_foreign(capsys, broker_url):
+    queue = f"bench-test-foreign-{uuid.uuid4().hex[:8]}"
+    kept = ("-u", queue, "--quorum-queue")  # kept between runs
+    status, figures, err = bench(
+        capsys, "--url", broker_url, *kept, "-y", "0", "-C", "30", "-c", "10"
+    )
+    assert status == 0, err
+    status, figures, err = bench(
+        capsys, "--url", broker_url, *kept, "-C", "20", "-D", "50", "-z", "20", "--json"
+    )
+    assert status == 0, err
+    assert (figures["consumed"], figures["foreign"]) == (50, 30)
+    assert (figures["lost"], figures["duplicates"], figures["out_of_order"]) == (0, 0, 0)
+    asyncio.run(delete(broker_url, queues=[queue]))
+
+
+def test_the_run_histogram_holds_every_delivery_without_per_second_lines(broker_url):
+    config, stats, run_bench = run_config(broker_url, pmessages=500)
+    asyncio.run(run_bench(config, stats))
+    assert stats.consumed == 500
+    assert stats.latency_us.count == 500 and stats.tick_latency_us.count == 0
+
+
+def bench_config(*argv):
+    from munggoggo.cli import build_parser
+    from munggoggo.cli_bench import config_from_args
+
+    return config_from_args(build_parser().parse_args(["bench", *argv]))
+
+
+def test_queue_options_read_like_perftest():
+    assert bench_config("-u", "a,b").queues == ["a", "b"]
+    pattern = ("--queue-pattern", "perf-%03d", "--queue-pattern-from", "9")
+    assert bench_config(*pattern, "--queue-pattern-to", "10").queues == ["perf-009", "perf-010"]
+
+
+def test_a_fanout_exchange_takes_every_producer_to_every_queue(broker_url):
+    tag = uuid.uuid4().hex[:8]
+    config, stats, run_bench = run_config(
+        broker_url,
+        producers=2,
+        consumers=2,
+        pmessages=50,
+        exchange=f"bench-test-fan-{tag}",
+        exchange_type="fanout",
+        queues=[f"bench-test-fan-{tag}-1", f"bench-test-fan-{tag}-2"],
+        queue_pattern=True,
+    )
+    asyncio.run(run_bench(config, stats))
+    assert all(sorted(r) == sorted(config.queues) for r in stats.routes.values())
+    assert stats.consumed == 200 and stats.missing() == 0
+    asyncio.run(delete(broker_url, exchanges=[config.exchange]))
