@@ -4,6 +4,18 @@
 // scripts share their top-level names); every URL is relative to the page.
 "use strict";
 
+// Every agent answers these (the control plane): the agent cards list only an agent's own
+// methods, the method console lists these after them.
+const CONTROL_METHODS = new Set([
+  "describe",
+  "list_behaviours",
+  "ping",
+  "start_behaviour",
+  "status",
+  "stop_behaviour",
+  "traces",
+]);
+
 const $ = (id) => document.getElementById(id);
 
 // ---------------------------------------------------------------- the gateway's token

@@ -6,17 +6,6 @@
 "use strict";
 
 (() => {
-  // Every agent has these (the control plane): listed after the agent's own methods.
-  const CONTROL = new Set([
-    "describe",
-    "list_behaviours",
-    "ping",
-    "start_behaviour",
-    "status",
-    "stop_behaviour",
-    "traces",
-  ]);
-
   const state = {
     agents: [],
     fields: [], // the generated form's fields: {name, schema, required, read(), write(v)}
@@ -383,8 +372,8 @@
 
   function methodsOf(agent) {
     const all = new Set([...(agent?.methods || []), ...Object.keys(agent?.schemas || {})]);
-    const own = [...all].filter((m) => !CONTROL.has(m)).sort();
-    const control = [...all].filter((m) => CONTROL.has(m)).sort();
+    const own = [...all].filter((m) => !CONTROL_METHODS.has(m)).sort();
+    const control = [...all].filter((m) => CONTROL_METHODS.has(m)).sort();
     return { own, control };
   }
 

@@ -12,16 +12,6 @@ const STOPPED_REMEMBERED = 1000; // "stopped" times kept for agents asked for th
 // A "dropped" frame may have cost a presence frame: the whole list is loaded again, once
 // for all the drops of this long (a busy mesh drops in bursts).
 const RELOAD_AFTER_DROP_MS = 1000;
-// Every agent has these (the control plane); the page lists only an agent's own methods.
-const CONTROL_METHODS = new Set([
-  "describe",
-  "list_behaviours",
-  "ping",
-  "start_behaviour",
-  "status",
-  "stop_behaviour",
-  "traces",
-]);
 
 // ---------------------------------------------------------------- agents
 //
