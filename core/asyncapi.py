@@ -140,10 +140,13 @@ def asyncapi_document(
         URLError: an invalid `server_url`.
     """
     builder = _Builder()
-    listed = sorted(agents, key=lambda a: str(a.get("identity", "")))
+    listed = sorted(
+        (a for a in agents if isinstance(a, Mapping) and isinstance(a.get("identity"), str)),
+        key=lambda a: str(a["identity"]),
+    )
     for agent in listed:
         builder.add_agent(agent)
-    names = ", ".join(str(a.get("identity")) for a in listed) or "none answered"
+    names = ", ".join(str(a["identity"]) for a in listed if a["identity"]) or "none answered"
     return {
         "asyncapi": ASYNCAPI_VERSION,
         "info": {
@@ -180,6 +183,21 @@ def _servers(server_url: str | None) -> dict[str, Any]:
 
 def _key(text: str) -> str:
     return re.sub(r"[^\w.\-]", "_", text) or "_"
+
+
+def _items(value: Any) -> list[Any]:
+    """A list from an agent's answer; anything else (a str, an object) counts as empty."""
+    return list(value) if isinstance(value, list | tuple) else []
+
+
+def _strings(value: Any) -> list[str]:
+    """The strings of a list from an agent's answer (the rest is skipped)."""
+    return [v for v in _items(value) if isinstance(v, str)]
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    """An object from an agent's answer; anything else counts as empty."""
+    return value if isinstance(value, Mapping) else {}
 
 
 def _unique(key: str, taken: Mapping[str, Any]) -> str:
@@ -355,8 +373,12 @@ class _Builder:
         }
 
     def schema(self, schema: Any) -> Any:
-        """A schema from an agent, its `$defs` moved to `components.schemas`."""
-        return hoist_defs(schema if schema is not None else {}, self.schemas, _SCHEMAS)
+        """A schema from an agent, its `$defs` moved to `components.schemas` (anything
+        that is no JSON Schema, an object or a boolean, becomes `{}`).
+        """
+        if not isinstance(schema, dict | bool):
+            schema = {}
+        return hoist_defs(schema, self.schemas, _SCHEMAS)
 
     def add_agent(self, agent: Mapping[str, Any]) -> None:
         identity = str(agent.get("identity", ""))
@@ -376,11 +398,13 @@ class _Builder:
             },
         }
         self.channels[inbox_id] = inbox
-        schemas: Mapping[str, Any] = agent.get("schemas") or {}
-        for method in agent.get("methods") or sorted(schemas):
-            self.add_method(identity, key, inbox_id, str(method), schemas.get(method) or {})
-        for behaviour in agent.get("behaviours") or ():
-            self.add_behaviour(identity, key, inbox_id, behaviour)
+        schemas = _mapping(agent.get("schemas"))
+        methods = _strings(agent.get("methods")) or sorted(k for k in schemas if isinstance(k, str))
+        for method in methods:
+            self.add_method(identity, key, inbox_id, method, _mapping(schemas.get(method)))
+        for behaviour in _items(agent.get("behaviours")):
+            if isinstance(behaviour, Mapping):
+                self.add_behaviour(identity, key, inbox_id, behaviour)
 
     def add_method(
         self, identity: str, key: str, inbox_id: str, method: str, contract: Mapping[str, Any]
@@ -421,13 +445,15 @@ class _Builder:
     ) -> None:
         name = str(behaviour.get("name", ""))
         body = behaviour.get("body_schema")
+        if not isinstance(body, dict | bool):
+            body = None  # none declared, or something that is no schema
         payload = self.schema(body) if body is not None else {}
         content_type = envelope.JSON if body is not None else None
         message = _message(
             f"{identity}.{name}", envelope.KIND_MESSAGE, payload, content_type, ["type"]
         )
         base = f"{key}.{_key(name)}"
-        keys = [str(k) for k in behaviour.get("binding_keys") or ()]
+        keys = _strings(behaviour.get("binding_keys"))
         for i, binding_key in enumerate(keys, 1):
             channel_id = _unique(f"topic.{base}.{i}", self.channels)
             self.channels[channel_id] = {

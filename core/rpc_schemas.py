@@ -80,6 +80,8 @@ def hoist_defs(schema: Any, defs: dict[str, Any], ref_prefix: str) -> Any:
     if not isinstance(schema, dict):
         return schema
     own: dict[str, Any] = schema.get("$defs") or {}
+    if not isinstance(own, dict):
+        own = {}  # no definitions a reference could name
     renames = {name: _safe_name(name) for name in own}
     suffix = dict.fromkeys(own, 1)
     while True:

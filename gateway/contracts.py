@@ -18,6 +18,7 @@ on a gateway with tokens, so there only a request with valid credentials gets th
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import weakref
 from typing import TYPE_CHECKING, Any
@@ -49,6 +50,8 @@ __all__ = [
 LIVE_WAIT = 0.25  # seconds a discovery for /openapi.json collects answers
 LIVE_TTL = 5.0  # seconds its answer is reused
 _SCHEMAS = "#/components/schemas/"
+
+log = logging.getLogger("munggoggo.gateway.contracts")
 
 
 async def asyncapi_endpoint(request: Request, state: GatewayState) -> Response:
@@ -117,10 +120,15 @@ async def live_agents(state: GatewayState | None) -> list[dict[str, Any]]:
     found.running = asyncio.get_running_loop().create_future()
     try:
         found.agents = await state.mesh.peers(LIVE_WAIT)
-        found.at = time.monotonic()
     except AMQPError:  # the connection went down meanwhile: nothing live this time
         found.agents = []
+    except Exception:
+        # Whatever broke, /openapi.json still answers (the generic description), and the
+        # next discovery waits its turn like after a good one.
+        log.exception("discovering the agents for /openapi.json failed")
+        found.agents = []
     finally:
+        found.at = time.monotonic()
         release(state)
         found.running.set_result(found.agents)
         found.running = None
@@ -208,21 +216,37 @@ def live_calls(agents: list[dict[str, Any]], schemas: dict[str, Any]) -> dict[st
         with the `post` operation.
     """
     paths: dict[str, dict[str, Any]] = {}
-    for agent in sorted(agents, key=lambda a: str(a.get("identity", ""))):
-        identity = str(agent.get("identity", ""))
-        contracts: dict[str, Any] = agent.get("schemas") or {}
-        for method in agent.get("methods") or sorted(contracts):
-            contract = contracts.get(method) or {}
-            path = f"/agents/{quote(identity, safe='')}/call/{quote(str(method), safe='')}"
-            paths[path] = {"post": _call_operation(identity, str(method), contract, schemas)}
+    # What an agent answers is not trusted to be well formed: what is not is skipped.
+    listed = [a for a in agents if isinstance(a, dict) and isinstance(a.get("identity"), str)]
+    for agent in sorted(listed, key=lambda a: str(a["identity"])):
+        identity = agent["identity"]
+        if not identity:
+            continue
+        contracts = agent.get("schemas")
+        if not isinstance(contracts, dict):
+            contracts = {}
+        methods = agent.get("methods")
+        if not isinstance(methods, list):
+            methods = []
+        for method in [m for m in methods if isinstance(m, str)] or sorted(contracts):
+            contract = contracts.get(method)
+            if not isinstance(contract, dict):
+                contract = {}
+            path = f"/agents/{quote(identity, safe='')}/call/{quote(method, safe='')}"
+            paths[path] = {"post": _call_operation(identity, method, contract, schemas)}
     return paths
+
+
+def _schema(schema: Any) -> Any:
+    """An agent's schema as reported, or `{}` for anything that is no JSON Schema."""
+    return schema if isinstance(schema, dict) else {}
 
 
 def _call_operation(
     identity: str, method: str, contract: dict[str, Any], schemas: dict[str, Any]
 ) -> dict[str, Any]:
-    params = hoist_defs(contract.get("params") or {}, schemas, _SCHEMAS)
-    result = hoist_defs(contract.get("result") or {}, schemas, _SCHEMAS)
+    params = hoist_defs(_schema(contract.get("params")), schemas, _SCHEMAS)
+    result = hoist_defs(_schema(contract.get("result")), schemas, _SCHEMAS)
     doc = contract.get("doc")
     summary = doc.strip().splitlines()[0] if isinstance(doc, str) and doc.strip() else None
     operation: dict[str, Any] = {

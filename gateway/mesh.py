@@ -276,7 +276,11 @@ class Mesh:
     async def peers(self, wait: float = 0.3) -> list[dict[str, Any]]:
         """Running agents, without the gateway workers' client agents."""
         found = await self.agent.peers(timeout=wait)
-        return [p for p in found if not is_gateway_identity(p["identity"])]
+        return [
+            p
+            for p in found
+            if isinstance(p.get("identity"), str) and not is_gateway_identity(p["identity"])
+        ]
 
     # -- presence --------------------------------------------------------------------
 

@@ -373,3 +373,60 @@ async def test_ctl_cannot_write_the_file_and_says_so(broker_url, tmp_path):
     assert result.returncode == 1
     assert "asyncapi" not in result.stdout
     assert result.stderr.startswith("munggoggo ctl:")
+
+
+# -- answers that are no proper description ----------------------------------------------
+
+
+MALFORMED_AGENTS: list[Any] = [
+    {"name": "no identity"},
+    {"identity": 7, "methods": ["m"]},
+    "not an object",
+    {"identity": "schemas-list", "methods": ["m"], "schemas": []},
+    {"identity": "behaviour-names", "behaviours": ["b"]},
+    {"identity": "methods-str", "methods": "abc", "schemas": {"m": "no schema"}},
+    {"identity": "keys-str", "behaviours": [{"name": "b", "binding_keys": "ab"}]},
+    {
+        "identity": "bad-body",
+        "behaviours": [{"name": "b", "binding_keys": [1, "k"], "body_schema": 3}],
+    },
+    {"identity": "bad-defs", "methods": ["m"], "schemas": {"m": {"params": {"$defs": [1]}}}},
+]
+
+
+def test_malformed_descriptions_are_skipped_per_agent():
+    good = {"identity": "good", "methods": ["m"], "schemas": {}, "behaviours": []}
+    document = asyncapi_document([*MALFORMED_AGENTS, good], server_url="memory://x")
+    check_document(document)
+    inboxes = {c["address"] for k, c in document["channels"].items() if k.startswith("inbox.")}
+    assert "good" in inboxes
+    assert {"schemas-list", "behaviour-names", "methods-str", "keys-str"} <= inboxes
+    assert not any(not isinstance(i, str) for i in inboxes)
+    titles = {op["title"] for op in document["operations"].values()}
+    assert {"good.m", "schemas-list.m", "methods-str.m"} <= titles
+    topic = [c for c in document["channels"].values() if "munggoggo.topic" in json.dumps(c)]
+    assert [c["messages"]["message"]["payload"] for c in topic] == [{}]  # bad-body's "k"
+
+
+class Odd(Agent):
+    """Answers `describe` with something that is no munggoggo description."""
+
+    @expose
+    def describe(self) -> Any:
+        return {"name": "not-a-munggoggo-agent"}
+
+
+async def test_peers_leave_out_an_answer_without_identity(mesh_url):
+    async with (
+        Odd(uid("odd"), url=mesh_url),
+        Sensors(uid("sensors"), url=mesh_url) as sensors,
+        Agent(uid("client"), url=mesh_url) as client,
+    ):
+        peers = await client.peers(timeout=0.5)
+        with_method = await client.peers(timeout=0.5, method="locate")
+    identities = [p["identity"] for p in peers]
+    assert sensors.identity in identities
+    assert all(isinstance(i, str) for i in identities)
+    assert sensors.identity in [p["identity"] for p in with_method]
+    assert all("locate" in p["methods"] for p in with_method)
+    check_document(asyncapi_document(peers, server_url=mesh_url))

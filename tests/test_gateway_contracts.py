@@ -15,7 +15,7 @@ import httpx
 import pytest
 from gateway_tools import running_gateway
 from mesh_tools import uid
-from test_asyncapi import Sensors, deref, resolve
+from test_asyncapi import Odd, Sensors, deref, resolve
 
 from munggoggo.gateway import contracts
 from munggoggo.gateway.app import create_app
@@ -148,3 +148,47 @@ async def test_with_tokens_only_a_client_with_credentials_sees_the_agents(broker
     assert live_paths(wrong.json(), sensors.identity) == {}
     assert "locate" in live_paths(known.json(), sensors.identity)
     assert known.json()["security"] == [{"bearer": []}, {"apiKey": []}]
+
+
+async def test_an_odd_describe_answer_leaves_the_documents_working(gateway, broker_url):
+    async with (
+        Odd(uid("odd"), url=broker_url),
+        Sensors(uid("sensors"), url=broker_url) as sensors,
+    ):
+        openapi = await gateway.http.get("/openapi.json")
+        asyncapi = await gateway.http.get("/asyncapi.json", params={"wait": "0.5"})
+    assert openapi.status_code == asyncapi.status_code == 200
+    assert "locate" in live_paths(openapi.json(), sensors.identity)
+    assert sensors.identity in {c.get("address") for c in asyncapi.json()["channels"].values()}
+
+
+async def test_malformed_descriptions_are_skipped_in_the_live_paths():
+    agents: list[Any] = [
+        {"name": "x"},
+        {"identity": "s", "methods": ["m"], "schemas": ["no"]},
+        {"identity": "t", "methods": "abc", "schemas": {"m": {"params": 1, "result": "x"}}},
+        {"identity": "u", "methods": ["m", 2], "schemas": {"m": "no"}, "behaviours": ["b"]},
+    ]
+    paths = contracts.live_calls(agents, {})
+    assert set(paths) == {"/agents/s/call/m", "/agents/t/call/m", "/agents/u/call/m"}
+    body = paths["/agents/t/call/m"]["post"]["requestBody"]["content"]["application/json"]
+    assert body["schema"]["anyOf"][0] == {}
+
+
+async def test_a_failing_discovery_is_generic_and_waits_its_turn(
+    gateway_state, monkeypatch, caplog
+):
+    state = await gateway_state()
+    discoveries = 0
+
+    async def failing_peers(wait: float = 0.3) -> list[dict[str, Any]]:
+        nonlocal discoveries
+        discoveries += 1
+        raise KeyError("identity")
+
+    monkeypatch.setattr(state.mesh, "peers", failing_peers)
+    assert await contracts.live_agents(state) == []
+    assert await contracts.live_agents(state) == []
+    assert discoveries == 1  # the failure is kept for LIVE_TTL like an answer
+    assert state.in_flight == 0
+    assert "failed" in caplog.text
