@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 import weakref
 from typing import TYPE_CHECKING, Any
@@ -191,7 +192,13 @@ def with_live_calls(
         schemas refer to in `components.schemas`.
     """
     schemas = dict(spec["components"]["schemas"])
-    live = live_calls(agents, schemas)
+    taken = {
+        op["operationId"]
+        for item in spec["paths"].values()
+        for op in item.values()
+        if isinstance(op, dict) and "operationId" in op
+    }
+    live = live_calls(agents, schemas, taken)
     for item in live.values():
         responses = item["post"]["responses"]
         for status, response in guarded.items():
@@ -203,19 +210,27 @@ def with_live_calls(
     }
 
 
-def live_calls(agents: list[dict[str, Any]], schemas: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def live_calls(
+    agents: list[dict[str, Any]], schemas: dict[str, Any], taken: set[str] | None = None
+) -> dict[str, dict[str, Any]]:
     """OpenAPI path items for each agent's exposed methods.
+
+    Each operation's id is `call_<identity>_<method>` with every character outside
+    `[A-Za-z0-9_]` replaced by `_`, and a numbered suffix when that id is taken (agent
+    `a_b`'s method `c` and agent `a`'s method `b_c`).
 
     Args:
         agents: the agents' `describe()` answers.
         schemas: the description's `components.schemas`, which receives the definitions
             the methods' schemas refer to (filled in place).
+        taken: the operation ids the description already has (the new ones are added).
 
     Returns:
         Path (`/agents/<identity>/call/<method>`, each segment percent-encoded) -> path item
         with the `post` operation.
     """
     paths: dict[str, dict[str, Any]] = {}
+    taken = set() if taken is None else taken
     # What an agent answers is not trusted to be well formed: what is not is skipped.
     listed = [a for a in agents if isinstance(a, dict) and isinstance(a.get("identity"), str)]
     for agent in sorted(listed, key=lambda a: str(a["identity"])):
@@ -233,8 +248,20 @@ def live_calls(agents: list[dict[str, Any]], schemas: dict[str, Any]) -> dict[st
             if not isinstance(contract, dict):
                 contract = {}
             path = f"/agents/{quote(identity, safe='')}/call/{quote(method, safe='')}"
-            paths[path] = {"post": _call_operation(identity, method, contract, schemas)}
+            operation = _call_operation(identity, method, contract, schemas)
+            operation["operationId"] = _unique_id(f"call_{identity}_{method}", taken)
+            paths[path] = {"post": operation}
     return paths
+
+
+def _unique_id(text: str, taken: set[str]) -> str:
+    """An operation id code generators take (ASCII letters, digits, `_`), not yet taken."""
+    base = re.sub(r"[^A-Za-z0-9_]", "_", text)
+    candidate, n = base, 2
+    while candidate in taken:
+        candidate, n = f"{base}_{n}", n + 1
+    taken.add(candidate)
+    return candidate
 
 
 def _schema(schema: Any) -> Any:
@@ -251,7 +278,6 @@ def _call_operation(
     summary = doc.strip().splitlines()[0] if isinstance(doc, str) and doc.strip() else None
     operation: dict[str, Any] = {
         "tags": ["live"],
-        "operationId": f"call_{identity}_{method}",
         "summary": f"{identity}.{method}" + (f": {summary}" if summary else ""),
         "requestBody": {
             "required": False,

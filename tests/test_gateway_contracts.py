@@ -9,6 +9,7 @@ the document builder in tests/test_asyncapi.py.
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import httpx
@@ -17,7 +18,7 @@ from gateway_tools import running_gateway
 from mesh_tools import uid
 from test_asyncapi import Odd, Sensors, deref, resolve
 
-from munggoggo.gateway import contracts
+from munggoggo.gateway import contracts, openapi
 from munggoggo.gateway.app import create_app
 from munggoggo.gateway.state import GatewaySettings
 
@@ -192,3 +193,22 @@ async def test_a_failing_discovery_is_generic_and_waits_its_turn(
     assert discoveries == 1  # the failure is kept for LIVE_TTL like an answer
     assert state.in_flight == 0
     assert "failed" in caplog.text
+
+
+async def test_live_operation_ids_are_sanitised_and_unique():
+    agents = [
+        {"identity": "a_b", "methods": ["c"], "schemas": {}},
+        {"identity": "a", "methods": ["b_c"], "schemas": {}},
+        {"identity": "ä:x", "methods": ["m/1"], "schemas": {}},
+    ]
+    spec = contracts.with_live_calls(openapi.spec_for(False, False), agents, {})
+    ids = [op["operationId"] for item in spec["paths"].values() for op in item.values()]
+    assert len(ids) == len(set(ids))
+    assert all(re.fullmatch(r"[A-Za-z0-9_]+", i) for i in ids)
+    live = [
+        op["operationId"]
+        for item in spec["paths"].values()
+        for op in item.values()
+        if "live" in op["tags"]
+    ]
+    assert sorted(live) == ["call___x_m_1", "call_a_b_c", "call_a_b_c_2"]
