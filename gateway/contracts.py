@@ -30,7 +30,7 @@ from munggoggo.asyncapi import asyncapi_document
 from munggoggo.rpc_schemas import hoist_defs
 
 from .auth import Unauthorized
-from .http import HTTPError, Request, Response, json_response
+from .http import Headers, HTTPError, Request, Response, json_response
 from .limits import OVERLOADED, RETRY_AFTER, overloaded_message, release, try_acquire
 
 if TYPE_CHECKING:
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = [
     "LIVE_TTL",
     "LIVE_WAIT",
+    "PER_CLIENT",
     "asyncapi_endpoint",
     "live_agents",
     "live_calls",
@@ -53,6 +54,13 @@ LIVE_TTL = 5.0  # seconds its answer is reused
 _SCHEMAS = "#/components/schemas/"
 
 log = logging.getLogger("munggoggo.gateway.contracts")
+
+# Both documents depend on who asks (the agents are for clients with credentials), so no
+# shared cache may keep one for everybody, and a browser asks again each time.
+PER_CLIENT: Headers = [
+    (b"cache-control", b"private, no-cache"),
+    (b"vary", b"Authorization, X-API-Key"),
+]
 
 
 async def asyncapi_endpoint(request: Request, state: GatewayState) -> Response:
@@ -82,7 +90,9 @@ async def asyncapi_endpoint(request: Request, state: GatewayState) -> Response:
         agents = await state.mesh.peers(wait)
     finally:
         release(state)
-    return json_response(asyncapi_document(agents, server_url=state.settings.url))
+    return json_response(
+        asyncapi_document(agents, server_url=state.settings.url), headers=PER_CLIENT
+    )
 
 
 class _Discovery:

@@ -578,11 +578,11 @@ async def openapi_endpoint(request: Request, state: GatewayState | None) -> Resp
             except Exception:  # an answer the builder did not expect: the generic one
                 log.exception("documenting the running agents in /openapi.json failed")
             else:
-                return Response(200, encode_json(spec), JSON)
+                return Response(200, encode_json(spec), JSON, contracts.PER_CLIENT)
     body = _spec_bodies.get(key)
     if body is None:
         body = _spec_bodies[key] = encode_json(spec_for(*key))
-    return Response(200, body, JSON)
+    return Response(200, body, JSON, contracts.PER_CLIENT)
 
 
 async def websocket_upgrade_required(request: Request, state: GatewayState | None) -> Response:

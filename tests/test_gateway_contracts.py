@@ -212,3 +212,12 @@ async def test_live_operation_ids_are_sanitised_and_unique():
         if "live" in op["tags"]
     ]
     assert sorted(live) == ["call___x_m_1", "call_a_b_c", "call_a_b_c_2"]
+
+
+@pytest.mark.parametrize("path", ["/openapi.json", "/openapi.json?live=false", "/asyncapi.json"])
+async def test_the_documents_are_private_to_the_client(gateway, path):
+    response = await gateway.http.get(path)
+    assert response.status_code == 200
+    assert "private" in response.headers["cache-control"]
+    vary = {v.strip().lower() for v in ",".join(response.headers.get_list("vary")).split(",")}
+    assert {"authorization", "x-api-key"} <= vary
