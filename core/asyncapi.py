@@ -7,8 +7,11 @@ result at `GET /asyncapi.json`; `munggoggo ctl asyncapi` prints it without a gat
 The document is written from the agents' side (the application is the mesh):
 * the exchanges: `munggoggo.fanout` is the `broadcast` channel (broadcasts, presence
   announcements, the `describe` discovery of `peers()`); each binding key of a
-  behaviour is a channel on `munggoggo.topic` (address = the binding key) that the agent
-  receives, with the behaviour's `body_schema` as the payload when it declares a body type;
+  behaviour is a channel on `munggoggo.topic` that the agent receives, with the
+  behaviour's `body_schema` as the payload when it declares a body type. The binding key is
+  in the channel's `x-munggoggo-binding-key` and its description; a literal key is also
+  its address, while a pattern (a `*` or `#` word) is no address (`address: null`), nor is
+  a key with braces, which an address would read as parameters, or with a `#`;
 * each agent's inbox (queue `<identity>`, reached through the default exchange) is a
   channel; each exposed method is a `receive` operation on it with a `reply`: the request
   is a JSON-RPC 2.0 request whose `params` follow the method's params schema, the reply a
@@ -37,9 +40,11 @@ from .rpc_schemas import hoist_defs, type_schema
 from .url import parse_urls
 from .wire import DEADLINE_HEADER, FANOUT_EXCHANGE, TOPIC_EXCHANGE
 
-__all__ = ["ASYNCAPI_VERSION", "REPLY_TO_LOCATION", "asyncapi_document"]
+__all__ = ["ASYNCAPI_VERSION", "BINDING_KEY_EXTENSION", "REPLY_TO_LOCATION", "asyncapi_document"]
 
 ASYNCAPI_VERSION = "3.0.0"
+# A topic channel's binding key, as given (its address may be null: see the docstring).
+BINDING_KEY_EXTENSION = "x-munggoggo-binding-key"
 # Where a request says the reply goes: its AMQP `reply_to` property (a runtime expression
 # into the message headers, which stand for the AMQP properties here).
 REPLY_TO_LOCATION = "$message.header#/reply_to"
@@ -183,6 +188,19 @@ def _servers(server_url: str | None) -> dict[str, Any]:
 
 def _key(text: str) -> str:
     return re.sub(r"[^\w.\-]", "_", text) or "_"
+
+
+def _is_pattern(binding_key: str) -> bool:
+    """Whether a binding key has a topic wildcard (a word that is `*` or `#`)."""
+    return any(word in ("*", "#") for word in binding_key.split("."))
+
+
+def _address(text: str) -> str | None:
+    """A queue name or routing key as a channel address; None when it holds braces,
+    which an address reads as parameters (AsyncAPI has no escape for them), or `#`,
+    which no address may hold.
+    """
+    return None if "{" in text or "}" in text or "#" in text else text
 
 
 def _items(value: Any) -> list[Any]:
@@ -388,7 +406,7 @@ class _Builder:
         self.agent_keys[key] = None
         inbox_id = f"inbox.{key}"
         inbox: dict[str, Any] = {
-            "address": identity,
+            "address": _address(identity),
             "title": f"{identity}'s inbox",
             "description": f"queue `{identity}`, reached through the default exchange with "
             "routing key = the identity: RPC requests and direct messages",
@@ -456,11 +474,20 @@ class _Builder:
         keys = _strings(behaviour.get("binding_keys"))
         for i, binding_key in enumerate(keys, 1):
             channel_id = _unique(f"topic.{base}.{i}", self.channels)
+            pattern = _is_pattern(binding_key)
             self.channels[channel_id] = {
-                "address": binding_key,
+                # A pattern is no address (`#` is not even allowed in one), nor is a key
+                # with braces (they would be address parameters): those say it elsewhere.
+                "address": None if pattern else _address(binding_key),
                 "title": f"{binding_key} ({identity}.{name})",
-                "description": f"routing keys matching `{binding_key}` on `{TOPIC_EXCHANGE}` "
-                f"(topic), queued for behaviour `{name}` of `{identity}`",
+                "description": (
+                    f"routing keys matching the pattern `{binding_key}`"
+                    if pattern
+                    else f"routing key `{binding_key}`"
+                )
+                + f" on `{TOPIC_EXCHANGE}` (topic), queued for behaviour `{name}` of "
+                f"`{identity}`",
+                BINDING_KEY_EXTENSION: binding_key,
                 "messages": {"message": message},
                 "bindings": _exchange(TOPIC_EXCHANGE, "topic"),
             }

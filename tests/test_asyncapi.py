@@ -25,7 +25,7 @@ import pytest
 from mesh_tools import uid
 
 from munggoggo import Agent, Behaviour, expose
-from munggoggo.asyncapi import REPLY_TO_LOCATION, asyncapi_document
+from munggoggo.asyncapi import BINDING_KEY_EXTENSION, REPLY_TO_LOCATION, asyncapi_document
 from munggoggo.rpc_schemas import hoist_defs, type_schema
 from munggoggo.template import Template
 from munggoggo.url import URLError
@@ -137,10 +137,20 @@ def check_sensors(document: dict[str, Any], identity: str) -> None:
     """Every binding key and method of a `Sensors` agent, with its schemas."""
     channels = document["channels"]
     by_address = {c["address"]: c for c in channels.values() if c.get("address")}
+    by_key = {c[BINDING_KEY_EXTENSION]: c for c in channels.values() if BINDING_KEY_EXTENSION in c}
     for key in binding_keys(identity):
-        channel = by_address[key]
+        channel = by_key[key]
         exchange = channel["bindings"]["amqp"]["exchange"]
         assert (exchange["name"], exchange["type"]) == ("munggoggo.topic", "topic")
+        assert channel["bindings"]["amqp"]["is"] == "routingKey"
+        assert f"`{key}`" in channel["description"]
+    # Patterns are no addresses; the literal key is one.
+    assert [by_key[k]["address"] for k in binding_keys(identity)] == [
+        None,
+        None,
+        binding_keys(identity)[2],
+    ]
+    by_address.update(by_key)
     for key in binding_keys(identity)[:2]:
         (message,) = by_address[key]["messages"].values()
         payload = message["payload"]
@@ -430,3 +440,23 @@ async def test_peers_leave_out_an_answer_without_identity(mesh_url):
     assert sensors.identity in [p["identity"] for p in with_method]
     assert all("locate" in p["methods"] for p in with_method)
     check_document(asyncapi_document(peers, server_url=mesh_url))
+
+
+def test_wildcards_and_braces_are_no_addresses():
+    behaviour = {"name": "b", "binding_keys": ["sensor.{room}.#", "*", "a.b", "a*.b", "c#"]}
+    agents = [{"identity": "x{y}", "methods": [], "behaviours": [behaviour]}]
+    document = asyncapi_document(agents, server_url="memory://x")
+    check_document(document)
+    topic = {
+        c[BINDING_KEY_EXTENSION]: c["address"]
+        for c in document["channels"].values()
+        if BINDING_KEY_EXTENSION in c
+    }
+    # `a*.b` has no wildcard word: RabbitMQ matches it literally; no address holds a `#`.
+    assert topic == {"sensor.{room}.#": None, "*": None, "a.b": "a.b", "a*.b": "a*.b", "c#": None}
+    (inbox,) = [c for k, c in document["channels"].items() if k.startswith("inbox.")]
+    assert inbox["address"] is None
+    assert inbox["bindings"]["amqp"]["queue"]["name"] == "x{y}"
+    for channel in document["channels"].values():
+        address = channel.get("address")
+        assert address is None or not any(ch in address for ch in "{}#")
