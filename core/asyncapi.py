@@ -187,7 +187,7 @@ def _servers(server_url: str | None) -> dict[str, Any]:
 
 
 def _key(text: str) -> str:
-    return re.sub(r"[^\w.\-]", "_", text) or "_"
+    return re.sub(r"[^A-Za-z0-9_.\-]", "_", text) or "_"
 
 
 def _is_pattern(binding_key: str) -> bool:

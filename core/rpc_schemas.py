@@ -118,7 +118,7 @@ def _refers_to(value: Any, names: set[str]) -> bool:
 
 def _safe_name(name: str) -> str:
     """A definition name a document accepts as a key: letters, digits, `_`, `.`, `-`."""
-    return re.sub(r"[^\w.\-]", "_", name) or "_"
+    return re.sub(r"[^A-Za-z0-9_.\-]", "_", name) or "_"
 
 
 def _rewrite_refs(value: Any, renames: dict[str, str], ref_prefix: str) -> Any:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -460,3 +461,29 @@ def test_wildcards_and_braces_are_no_addresses():
     for channel in document["channels"].values():
         address = channel.get("address")
         assert address is None or not any(ch in address for ch in "{}#")
+
+
+class Größe(msgspec.Struct):
+    a: int
+    b: Größe | None = None
+
+
+def test_keys_and_definition_names_are_ascii():
+    schema = type_schema(list[Größe])
+    agent = {
+        "identity": "agent-é",
+        "methods": ["mé"],
+        "schemas": {"mé": {"params": {}, "result": schema, "doc": None}},
+        "behaviours": [{"name": "bé", "binding_keys": ["k"]}],
+    }
+    document = asyncapi_document([agent], server_url="memory://x")
+    check_document(document)
+    ascii_key = re.compile(r"[A-Za-z0-9_.\-]+")
+    keys = [
+        *document["channels"],
+        *document["operations"],
+        *document["components"]["schemas"],
+        *(m for c in document["channels"].values() for m in c["messages"]),
+    ]
+    assert all(ascii_key.fullmatch(k) for k in keys), keys
+    assert "Gr__e" in document["components"]["schemas"]
