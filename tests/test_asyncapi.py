@@ -487,3 +487,19 @@ def test_keys_and_definition_names_are_ascii():
     ]
     assert all(ascii_key.fullmatch(k) for k in keys), keys
     assert "Gr__e" in document["components"]["schemas"]
+
+
+@pytest.mark.rabbitmq
+async def test_ctl_leaves_out_the_gateway_workers_client_agents(broker_url):
+    async with (
+        Sensors(uid("sensors"), url=broker_url) as sensors,
+        Agent(uid("gateway-ctl"), url=broker_url) as worker,
+    ):
+        printed = await ctl(broker_url, "asyncapi", "--wait", "0.5")
+    assert printed.returncode == 0, printed.stderr
+    document = json.loads(printed.stdout)
+    check_document(document)
+    inboxes = {c["address"] for k, c in document["channels"].items() if k.startswith("inbox.")}
+    assert sensors.identity in inboxes
+    assert worker.identity not in inboxes
+    assert not any(i.startswith("gateway-") for i in inboxes)
