@@ -18,8 +18,8 @@ The document is written from the agents' side (the application is the mesh):
   JSON-RPC 2.0 response whose `result` follows its result schema, sent to the `reply_to`
   the request carried (the `replies` channel, whose address is only known at run time);
 * message headers describe the AMQP properties of the wire contract (`app_id`, `type`,
-  `content_type`, `correlation_id`, `reply_to`, `timestamp`, `headers`), which AMQP keeps
-  apart from the application headers table.
+  `content_type`, `correlation_id`, `reply_to`, `timestamp`, `expiration`, `headers`),
+  which AMQP keeps apart from the application headers table.
 
 Schemas the agents report stand alone (their own `$defs`); here those move to
 `components.schemas` (`rpc_schemas.hoist_defs`), where a reference of the document resolves.
@@ -54,7 +54,10 @@ _CORRELATION = {
 }
 _SCHEMAS = "#/components/schemas/"
 _AMQP = "0.3.0"  # the AsyncAPI AMQP bindings version
-_JSONRPC_ID = {"type": ["string", "number", "null"]}
+# The agents take an integer or a string (JSON-RPC's "number" without a fractional part
+# would do, but a float id is refused); an error response may say null (unreadable id).
+_JSONRPC_ID = {"type": ["string", "integer"]}
+_JSONRPC_ERROR_ID = {"type": ["string", "integer", "null"]}
 
 _PROPERTIES_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -85,6 +88,13 @@ _PROPERTIES_SCHEMA: dict[str, Any] = {
             "or RabbitMQ's direct reply-to `amq.rabbitmq.reply-to`",
         },
         "timestamp": {"type": "integer", "description": "seconds since the epoch"},
+        "expiration": {
+            "type": "string",
+            "pattern": "^[0-9]+$",
+            "description": "milliseconds the broker keeps the message queued (an RPC "
+            "request's: its caller's timeout, so that nobody starts it after the caller "
+            "gave up)",
+        },
         "headers": {
             "type": "object",
             "description": "the AMQP headers table",
@@ -115,7 +125,7 @@ _ERROR_RESPONSE: dict[str, Any] = {
                 "data": {},
             },
         },
-        "id": _JSONRPC_ID,
+        "id": _JSONRPC_ERROR_ID,
     },
     "additionalProperties": False,
 }
@@ -265,8 +275,9 @@ def _request(name: str, method: str, params: Any, kind: str = envelope.KIND_RPC)
                 "jsonrpc": {"const": "2.0"},
                 "method": {"const": method},
                 "params": {
-                    "description": "by name (the object) or by position (an array)",
-                    "anyOf": [params, {"type": "array"}],
+                    "description": "by name (the object) or by position (an array); "
+                    "null or absent: none",
+                    "anyOf": [params, {"type": "array"}, {"type": "null"}],
                 },
                 "id": _JSONRPC_ID,
             },

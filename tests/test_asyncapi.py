@@ -503,3 +503,20 @@ async def test_ctl_leaves_out_the_gateway_workers_client_agents(broker_url):
     assert sensors.identity in inboxes
     assert worker.identity not in inboxes
     assert not any(i.startswith("gateway-") for i in inboxes)
+
+
+def test_wire_details_of_requests_and_replies():
+    agent = {"identity": "a", "methods": ["m"], "schemas": {}, "behaviours": []}
+    document = asyncapi_document([agent], server_url="memory://x")
+    check_document(document)
+    properties = document["components"]["schemas"]["WireProperties"]["properties"]
+    assert properties["expiration"]["type"] == "string"  # AMQP's shortstr of milliseconds
+    request = document["channels"]["inbox.a"]["messages"]["m.request"]["payload"]
+    assert request["properties"]["id"] == {"type": ["string", "integer"]}
+    params = jsonschema.Draft7Validator(request["properties"]["params"])
+    assert params.is_valid(None) and params.is_valid([1]) and params.is_valid({})
+    assert "params" not in request["required"]
+    replies = document["channels"]["replies"]["messages"]
+    success, error = replies["a.m.reply"]["payload"]["oneOf"]
+    assert success["properties"]["id"] == {"type": ["string", "integer"]}
+    assert error["properties"]["id"] == {"type": ["string", "integer", "null"]}
