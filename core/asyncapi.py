@@ -32,6 +32,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import quote
 
 from . import envelope
 from ._version import __version__
@@ -188,8 +189,11 @@ def _servers(server_url: str | None) -> dict[str, Any]:
             server["host"] = url.host
             server["description"] = "an in-process broker (memory://)"
         else:
-            server["host"] = f"{url.host}:{url.port}"
-            server["pathname"] = "/" + url.vhost.lstrip("/")
+            host = f"[{url.host}]" if ":" in url.host else url.host  # IPv6, as in a URL
+            server["host"] = f"{host}:{url.port}"
+            # The vhost percent-encoded as in an AMQP URI: vhost `prod` is `/prod`, vhost
+            # `/prod` is `/%2Fprod`, the default vhost `/` is `/%2F`.
+            server["pathname"] = "/" + quote(url.vhost, safe="")
             server["protocolVersion"] = "0.9.1"
             server["description"] = "RabbitMQ (AMQP 0-9-1)"
         servers["broker" if i == 0 else f"broker-{i + 1}"] = server

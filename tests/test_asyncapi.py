@@ -520,3 +520,19 @@ def test_wire_details_of_requests_and_replies():
     success, error = replies["a.m.reply"]["payload"]["oneOf"]
     assert success["properties"]["id"] == {"type": ["string", "integer"]}
     assert error["properties"]["id"] == {"type": ["string", "integer", "null"]}
+
+
+@pytest.mark.parametrize(
+    ("url", "host", "pathname"),
+    [
+        ("amqp://[::1]:5673/", "[::1]:5673", "/%2F"),
+        ("amqp://h/prod", "h:5672", "/prod"),
+        ("amqp://h/%2Fprod", "h:5672", "/%2Fprod"),
+        ("amqps://h:5671/a%2Fb", "h:5671", "/a%2Fb"),
+    ],
+)
+def test_servers_bracket_ipv6_and_encode_the_vhost(url, host, pathname):
+    document = asyncapi_document([], server_url=url)
+    check_document(document)
+    server = document["servers"]["broker"]
+    assert (server["host"], server["pathname"]) == (host, pathname)
