@@ -54,6 +54,15 @@ _CORRELATION = {
     "location": "$message.header#/correlation_id",
 }
 _SCHEMAS = "#/components/schemas/"
+# The content types a typed body decodes from (core/envelope.py): JSON (application/json or
+# any `+json` type) or msgpack, parameters such as charset allowed; media types are
+# case-insensitive, the pattern names them in lower case.
+_TYPED_CONTENT_TYPE: dict[str, Any] = {
+    "type": "string",
+    "pattern": r"^\s*(application/json|[^;\s]+\+json|application/(x-)?msgpack)\s*(;.*)?$",
+    "description": "JSON (application/json, any +json type) or msgpack "
+    "(application/msgpack, application/x-msgpack), with parameters such as charset",
+}
 _AMQP = "0.3.0"  # the AsyncAPI AMQP bindings version
 # The agents take an integer or a string (JSON-RPC's "number" without a fractional part
 # would do, but a float id is refused); an error response may say null (unreadable id).
@@ -79,8 +88,10 @@ _PROPERTIES_SCHEMA: dict[str, Any] = {
         },
         "content_type": {
             "type": "string",
-            "description": "how the body is encoded",
-            "enum": [envelope.JSON, envelope.TEXT, envelope.OCTET, envelope.MSGPACK],
+            "description": "how the body is encoded: usually application/json (structured), "
+            "text/plain (a str), application/octet-stream (bytes); any media type may come, "
+            "with parameters such as charset",
+            "examples": [envelope.JSON, envelope.TEXT, envelope.OCTET, envelope.MSGPACK],
         },
         "correlation_id": {"type": "string", "description": "an RPC's call id"},
         "reply_to": {
@@ -171,7 +182,6 @@ def asyncapi_document(
             "description": description
             or f"The agents of a munggoggo mesh and their contracts. Agents: {names}.",
         },
-        "defaultContentType": envelope.JSON,
         "servers": _servers(server_url),
         "channels": builder.channels,
         "operations": builder.operations,
@@ -239,10 +249,14 @@ def _unique(key: str, taken: Mapping[str, Any]) -> str:
     return candidate
 
 
-def _headers(kind: str, content_type: str | None, required: list[str]) -> dict[str, Any]:
+def _headers(
+    kind: str, content_type: str | None, required: list[str], typed: bool = False
+) -> dict[str, Any]:
     """The properties schema of one kind of message: the wire properties, narrowed."""
     narrowed: dict[str, Any] = {"type": {"const": kind}}
-    if content_type is not None:
+    if typed:
+        narrowed["content_type"] = _TYPED_CONTENT_TYPE
+    elif content_type is not None:
         narrowed["content_type"] = {"const": content_type}
     return {
         "allOf": [
@@ -253,11 +267,16 @@ def _headers(kind: str, content_type: str | None, required: list[str]) -> dict[s
 
 
 def _message(
-    name: str, kind: str, payload: Any, content_type: str | None, required: list[str]
+    name: str,
+    kind: str,
+    payload: Any,
+    content_type: str | None,
+    required: list[str],
+    typed: bool = False,
 ) -> dict[str, Any]:
     message: dict[str, Any] = {
         "name": name,
-        "headers": _headers(kind, content_type, required),
+        "headers": _headers(kind, content_type, required, typed),
         "payload": payload,
         "bindings": {"amqp": {"messageType": kind, "bindingVersion": _AMQP}},
     }
@@ -481,9 +500,16 @@ class _Builder:
         if not isinstance(body, dict | bool):
             body = None  # none declared, or something that is no schema
         payload = self.schema(body) if body is not None else {}
-        content_type = envelope.JSON if body is not None else None
+        # A typed body is JSON or msgpack (`contentType` names the usual one); an untyped
+        # one may be anything (text/plain, octet-stream, ...): no content type is promised.
+        typed = body is not None
         message = _message(
-            f"{identity}.{name}", envelope.KIND_MESSAGE, payload, content_type, ["type"]
+            f"{identity}.{name}",
+            envelope.KIND_MESSAGE,
+            payload,
+            envelope.JSON if typed else None,
+            ["type"],  # a body without content type is taken as JSON
+            typed,
         )
         base = f"{key}.{_key(name)}"
         keys = _strings(behaviour.get("binding_keys"))

@@ -25,7 +25,7 @@ import msgspec
 import pytest
 from mesh_tools import uid
 
-from munggoggo import Agent, Behaviour, expose
+from munggoggo import Agent, Behaviour, envelope, expose
 from munggoggo.asyncapi import BINDING_KEY_EXTENSION, REPLY_TO_LOCATION, asyncapi_document
 from munggoggo.rpc_schemas import hoist_defs, type_schema
 from munggoggo.template import Template
@@ -536,3 +536,41 @@ def test_servers_bracket_ipv6_and_encode_the_vhost(url, host, pathname):
     check_document(document)
     server = document["servers"]["broker"]
     assert (server["host"], server["pathname"]) == (host, pathname)
+
+
+def test_content_types_are_what_the_envelope_takes():
+    behaviours = [
+        {"name": "typed", "binding_keys": ["t"], "body_schema": type_schema(Point)},
+        {"name": "untyped", "binding_keys": ["u"], "body_schema": None},
+    ]
+    agents = [{"identity": "a", "methods": [], "behaviours": behaviours}]
+    document = asyncapi_document(agents, server_url="memory://x")
+    check_document(document)
+    assert "defaultContentType" not in document  # broadcasts may be text or bytes
+    by_key = {
+        c[BINDING_KEY_EXTENSION]: c["messages"]["message"]
+        for c in document["channels"].values()
+        if BINDING_KEY_EXTENSION in c
+    }
+    typed = by_key["t"]["headers"]["allOf"][1]["properties"]["content_type"]
+    accepted = jsonschema.Draft7Validator(typed)
+    for content_type in [
+        "application/json",
+        "application/json; charset=utf-8",
+        "application/vnd.example+json",
+        "application/msgpack",
+        "application/x-msgpack",
+    ]:
+        assert accepted.is_valid(content_type), content_type
+        assert envelope.decode_body(
+            b"\x81\xa1x\x01" if "msgpack" in content_type else b'{"x": 1}', content_type
+        ) == {"x": 1}
+    for content_type in ["text/plain", "application/octet-stream", "application/jsonx"]:
+        assert not accepted.is_valid(content_type), content_type
+    untyped = by_key["u"]
+    assert "contentType" not in untyped
+    assert "content_type" not in untyped["headers"]["allOf"][1]["properties"]
+    broadcast = document["channels"]["broadcast"]["messages"]["broadcast"]
+    assert "contentType" not in broadcast
+    wire = document["components"]["schemas"]["WireProperties"]["properties"]["content_type"]
+    assert jsonschema.Draft7Validator(wire).is_valid("text/plain; charset=latin-1")
