@@ -37,7 +37,7 @@ from urllib.parse import quote
 from . import envelope
 from ._version import __version__
 from .presence import Announcement
-from .rpc_schemas import hoist_defs, type_schema
+from .rpc_schemas import DefsIndex, hoist_defs, type_schema
 from .url import parse_urls
 from .wire import DEADLINE_HEADER, FANOUT_EXCHANGE, TOPIC_EXCHANGE
 
@@ -360,6 +360,7 @@ class _Builder:
     def __init__(self) -> None:
         # Seeded, so that an agent's type of the same name is hoisted as `WireProperties_2`.
         self.schemas: dict[str, Any] = {"WireProperties": _PROPERTIES_SCHEMA}
+        self.defs_index = DefsIndex()
         self.agent_keys: dict[str, None] = {}
         self.channels: dict[str, Any] = {
             "broadcast": {
@@ -430,7 +431,7 @@ class _Builder:
         """
         if not isinstance(schema, dict | bool):
             schema = {}
-        return hoist_defs(schema, self.schemas, _SCHEMAS)
+        return hoist_defs(schema, self.schemas, _SCHEMAS, self.defs_index)
 
     def add_agent(self, agent: Mapping[str, Any]) -> None:
         identity = str(agent.get("identity", ""))

@@ -27,7 +27,7 @@ from urllib.parse import quote
 
 from munggoggo.amqp.errors import AMQPError
 from munggoggo.asyncapi import asyncapi_document
-from munggoggo.rpc_schemas import hoist_defs
+from munggoggo.rpc_schemas import DefsIndex, hoist_defs
 
 from .auth import Unauthorized
 from .http import Headers, HTTPError, Request, Response, json_response
@@ -241,6 +241,7 @@ def live_calls(
     """
     paths: dict[str, dict[str, Any]] = {}
     taken = set() if taken is None else taken
+    index = DefsIndex()
     # What an agent answers is not trusted to be well formed: what is not is skipped.
     listed = [a for a in agents if isinstance(a, dict) and isinstance(a.get("identity"), str)]
     for agent in sorted(listed, key=lambda a: str(a["identity"])):
@@ -258,7 +259,7 @@ def live_calls(
             if not isinstance(contract, dict):
                 contract = {}
             path = f"/agents/{quote(identity, safe='')}/call/{quote(method, safe='')}"
-            operation = _call_operation(identity, method, contract, schemas)
+            operation = _call_operation(identity, method, contract, schemas, index)
             operation["operationId"] = _unique_id(f"call_{identity}_{method}", taken)
             paths[path] = {"post": operation}
     return paths
@@ -280,10 +281,10 @@ def _schema(schema: Any) -> Any:
 
 
 def _call_operation(
-    identity: str, method: str, contract: dict[str, Any], schemas: dict[str, Any]
+    identity: str, method: str, contract: dict[str, Any], schemas: dict[str, Any], index: DefsIndex
 ) -> dict[str, Any]:
-    params = hoist_defs(_schema(contract.get("params")), schemas, _SCHEMAS)
-    result = hoist_defs(_schema(contract.get("result")), schemas, _SCHEMAS)
+    params = hoist_defs(_schema(contract.get("params")), schemas, _SCHEMAS, index)
+    result = hoist_defs(_schema(contract.get("result")), schemas, _SCHEMAS, index)
     doc = contract.get("doc")
     summary = doc.strip().splitlines()[0] if isinstance(doc, str) and doc.strip() else None
     operation: dict[str, Any] = {

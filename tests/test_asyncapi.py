@@ -27,7 +27,7 @@ from mesh_tools import uid
 
 from munggoggo import Agent, Behaviour, envelope, expose
 from munggoggo.asyncapi import BINDING_KEY_EXTENSION, REPLY_TO_LOCATION, asyncapi_document
-from munggoggo.rpc_schemas import hoist_defs, type_schema
+from munggoggo.rpc_schemas import DefsIndex, hoist_defs, type_schema
 from munggoggo.template import Template
 from munggoggo.url import URLError
 
@@ -574,3 +574,24 @@ def test_content_types_are_what_the_envelope_takes():
     assert "contentType" not in broadcast
     wire = document["components"]["schemas"]["WireProperties"]["properties"]["content_type"]
     assert jsonschema.Draft7Validator(wire).is_valid("text/plain; charset=latin-1")
+
+
+def test_hoist_defs_with_an_index_numbers_on_and_still_reuses():
+    def schema(i: int) -> dict[str, Any]:
+        p = {"type": "object", "properties": {f"f{i}": {"$ref": "#/$defs/Q"}}}
+        q = {"type": "object", "properties": {f"g{i}": {"type": "integer"}}}
+        return {"$ref": "#/$defs/P", "$defs": {"P": p, "Q": q}}
+
+    defs: dict[str, Any] = {}
+    index = DefsIndex()
+    refs_of = [hoist_defs(schema(i), defs, "#/", index)["$ref"] for i in range(50)]
+    assert refs_of == ["#/P"] + [f"#/P_{i}" for i in range(2, 51)]
+    assert sorted(defs) == sorted(["P", "Q"] + [f"{n}_{i}" for n in "PQ" for i in range(2, 51)])
+    assert defs["P_10"]["properties"] == {"f9": {"$ref": "#/Q_10"}}
+    # The same schema again: the copies hoisted before, with or without the index.
+    assert hoist_defs(schema(9), defs, "#/", index)["$ref"] == "#/P_10"
+    assert hoist_defs(schema(9), defs, "#/")["$ref"] == "#/P_10"
+    assert len(defs) == 100
+    # A new one takes the next number without trying the ones before.
+    assert index.next_suffix["P"] == 51
+    assert hoist_defs(schema(50), defs, "#/", index)["$ref"] == "#/P_51"
