@@ -1,7 +1,8 @@
 """The mesh's contracts over HTTP: `GET /asyncapi.json` and the live part of /openapi.json.
 
-`GET /asyncapi.json` discovers the running agents (as `GET /agents` does, `?wait=` seconds)
-and answers `munggoggo.asyncapi.asyncapi_document` of them.
+`GET /asyncapi.json` answers `munggoggo.asyncapi.asyncapi_document` of the running agents:
+those of the discovery /openapi.json uses (below), or with `?wait=` seconds, of a
+discovery of its own (as `GET /agents` does).
 
 `/openapi.json` documents `POST /agents/{identity}/call/{method}` generically (gateway/
 openapi.py); `live_calls` adds a concrete path per running agent and exposed method,
@@ -9,7 +10,8 @@ openapi.py); `live_calls` adds a concrete path per running agent and exposed met
 its result schema as the 200 answer. The agents' descriptions come from a discovery
 (`LIVE_WAIT` seconds) kept for `LIVE_TTL` seconds per worker, and one discovery at a time
 serves every request that waits for it, so a busy docs page costs the mesh one broadcast
-every few seconds. Not connected, overloaded, or no agent answering: nothing live is added,
+every few seconds; each document is encoded once per discovery and guard setting
+(`live_body`). Not connected, overloaded, or no agent answering: nothing live is added,
 and the generic description stays; `?live=false` asks for that one. /openapi.json is open
 on a gateway with tokens, so there only a request with valid credentials gets the agents
 (`may_see_agents`).
@@ -22,6 +24,7 @@ import logging
 import re
 import time
 import weakref
+from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -30,7 +33,7 @@ from munggoggo.asyncapi import asyncapi_document
 from munggoggo.rpc_schemas import DefsIndex, hoist_defs
 
 from .auth import Unauthorized
-from .http import Headers, HTTPError, Request, Response, json_response
+from .http import JSON, Headers, HTTPError, Request, Response, encode_json
 from .limits import OVERLOADED, RETRY_AFTER, overloaded_message, release, try_acquire
 
 if TYPE_CHECKING:
@@ -43,6 +46,7 @@ __all__ = [
     "PER_CLIENT",
     "asyncapi_endpoint",
     "live_agents",
+    "live_body",
     "live_calls",
     "may_see_agents",
     "wants_live",
@@ -67,7 +71,8 @@ async def asyncapi_endpoint(request: Request, state: GatewayState) -> Response:
     """`GET /asyncapi.json`: the AsyncAPI 3.0 document of the running agents.
 
     Args:
-        request: the request (`?wait=` seconds to collect answers, 0 to 5, default 0.3).
+        request: the request (`?wait=` seconds to collect answers, 0 to 5; without it,
+            the discovery `live_agents` shares with /openapi.json).
         state: the worker's state.
 
     Returns:
@@ -76,7 +81,14 @@ async def asyncapi_endpoint(request: Request, state: GatewayState) -> Response:
     Raises:
         HTTPError: 400 for a bad `wait`, 503 when every call slot is taken.
     """
-    raw = request.query().get("wait", "0.3")
+    raw = request.query().get("wait")
+
+    def build(agents: list[dict[str, Any]]) -> bytes:
+        return encode_json(asyncapi_document(agents, server_url=state.settings.url))
+
+    if raw is None:  # the discovery /openapi.json shares, and its document
+        body = await live_body(state, "asyncapi", build)
+        return Response(200, body, JSON, PER_CLIENT)
     try:
         wait = float(raw)
     except ValueError:
@@ -90,18 +102,23 @@ async def asyncapi_endpoint(request: Request, state: GatewayState) -> Response:
         agents = await state.mesh.peers(wait)
     finally:
         release(state)
-    return json_response(
-        asyncapi_document(agents, server_url=state.settings.url), headers=PER_CLIENT
-    )
+    return Response(200, build(agents), JSON, PER_CLIENT)
 
 
 class _Discovery:
-    """The last discovery of one worker's mesh, and the one under way."""
+    """The last discovery of one worker's mesh, the one under way, and the documents
+    encoded from the last one (`bodies`, emptied whenever `agents` is replaced).
+    """
 
     def __init__(self) -> None:
         self.agents: list[dict[str, Any]] = []
         self.at = -LIVE_TTL
         self.running: asyncio.Future[list[dict[str, Any]]] | None = None
+        self.bodies: dict[Hashable, bytes] = {}
+
+    def found(self, agents: list[dict[str, Any]]) -> None:
+        self.agents = agents
+        self.bodies = {}
 
 
 _discoveries: weakref.WeakKeyDictionary[Mesh, _Discovery] = weakref.WeakKeyDictionary()
@@ -130,20 +147,44 @@ async def live_agents(state: GatewayState | None) -> list[dict[str, Any]]:
         return found.agents  # what is known, however old
     found.running = asyncio.get_running_loop().create_future()
     try:
-        found.agents = await state.mesh.peers(LIVE_WAIT)
+        found.found(await state.mesh.peers(LIVE_WAIT))
     except AMQPError:  # the connection went down meanwhile: nothing live this time
-        found.agents = []
+        found.found([])
     except Exception:
         # Whatever broke, /openapi.json still answers (the generic description), and the
         # next discovery waits its turn like after a good one.
         log.exception("discovering the agents for /openapi.json failed")
-        found.agents = []
+        found.found([])
     finally:
         found.at = time.monotonic()
         release(state)
         found.running.set_result(found.agents)
         found.running = None
     return found.agents
+
+
+async def live_body(
+    state: GatewayState | None, key: Hashable, build: Callable[[list[dict[str, Any]]], bytes]
+) -> bytes:
+    """A document of the running agents, encoded once per discovery (`live_agents`).
+
+    Args:
+        state: the worker's state (None before it started).
+        key: what else the document depends on (which document, the guard's settings).
+        build: encodes the document of a list of agents (called at most once per
+            discovery and key).
+
+    Returns:
+        The encoded document.
+    """
+    agents = await live_agents(state)
+    found = _discoveries.get(state.mesh) if state is not None else None
+    if found is None or found.agents is not agents:  # not connected: nothing to keep
+        return build(agents)
+    body = found.bodies.get(key)
+    if body is None:
+        body = found.bodies[key] = build(agents)
+    return body
 
 
 def wants_live(request: Request) -> bool:

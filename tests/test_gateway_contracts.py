@@ -221,3 +221,30 @@ async def test_the_documents_are_private_to_the_client(gateway, path):
     assert "private" in response.headers["cache-control"]
     vary = {v.strip().lower() for v in ",".join(response.headers.get_list("vary")).split(",")}
     assert {"authorization", "x-api-key"} <= vary
+
+
+async def test_documents_are_encoded_once_per_discovery(gateway, broker_url, monkeypatch):
+    builds = {"openapi": 0, "asyncapi": 0}
+    real_openapi, real_asyncapi = contracts.with_live_calls, contracts.asyncapi_document
+
+    def counting_openapi(*args: Any, **kwargs: Any) -> Any:
+        builds["openapi"] += 1
+        return real_openapi(*args, **kwargs)
+
+    def counting_asyncapi(*args: Any, **kwargs: Any) -> Any:
+        builds["asyncapi"] += 1
+        return real_asyncapi(*args, **kwargs)
+
+    monkeypatch.setattr(contracts, "with_live_calls", counting_openapi)
+    monkeypatch.setattr(contracts, "asyncapi_document", counting_asyncapi)
+    async with Sensors(uid("sensors"), url=broker_url) as sensors:
+        specs = [await gateway.http.get("/openapi.json") for _ in range(3)]
+        documents = [await gateway.http.get("/asyncapi.json") for _ in range(3)]
+        fresh = await gateway.http.get("/asyncapi.json", params={"wait": "0.5"})
+    assert builds == {"openapi": 1, "asyncapi": 2}  # the explicit `wait` discovers anew
+    assert len({r.content for r in specs}) == len({r.content for r in documents}) == 1
+    assert "locate" in live_paths(specs[0].json(), sensors.identity)
+    # /asyncapi.json without `wait` documents the discovery /openapi.json made.
+    shared = {c.get("address") for c in documents[0].json()["channels"].values()}
+    assert sensors.identity in shared
+    assert sensors.identity in {c.get("address") for c in fresh.json()["channels"].values()}
