@@ -7,16 +7,19 @@ result at `GET /asyncapi.json`; `munggoggo ctl asyncapi` prints it without a gat
 The document is written from the agents' side (the application is the mesh):
 * the exchanges: `munggoggo.fanout` is the `broadcast` channel (broadcasts, presence
   announcements, the `describe` discovery of `peers()`); each binding key of a
-  behaviour is a channel on `munggoggo.topic` (address = the binding key) that the agent
-  receives, with the behaviour's `body_schema` as the payload when it declares a body type;
+  behaviour is a channel on `munggoggo.topic` that the agent receives, with the
+  behaviour's `body_schema` as the payload when it declares a body type. The binding key is
+  in the channel's `x-munggoggo-binding-key` and its description; a literal key is also
+  its address, while a pattern (a `*` or `#` word) is no address (`address: null`), nor is
+  a key with braces, which an address would read as parameters, or with a `#`;
 * each agent's inbox (queue `<identity>`, reached through the default exchange) is a
   channel; each exposed method is a `receive` operation on it with a `reply`: the request
   is a JSON-RPC 2.0 request whose `params` follow the method's params schema, the reply a
   JSON-RPC 2.0 response whose `result` follows its result schema, sent to the `reply_to`
   the request carried (the `replies` channel, whose address is only known at run time);
 * message headers describe the AMQP properties of the wire contract (`app_id`, `type`,
-  `content_type`, `correlation_id`, `reply_to`, `timestamp`, `headers`), which AMQP keeps
-  apart from the application headers table.
+  `content_type`, `correlation_id`, `reply_to`, `timestamp`, `expiration`, `headers`),
+  which AMQP keeps apart from the application headers table.
 
 Schemas the agents report stand alone (their own `$defs`); here those move to
 `components.schemas` (`rpc_schemas.hoist_defs`), where a reference of the document resolves.
@@ -29,17 +32,20 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import quote
 
 from . import envelope
 from ._version import __version__
 from .presence import Announcement
-from .rpc_schemas import hoist_defs, type_schema
+from .rpc_schemas import DefsIndex, hoist_defs, type_schema
 from .url import parse_urls
 from .wire import DEADLINE_HEADER, FANOUT_EXCHANGE, TOPIC_EXCHANGE
 
-__all__ = ["ASYNCAPI_VERSION", "REPLY_TO_LOCATION", "asyncapi_document"]
+__all__ = ["ASYNCAPI_VERSION", "BINDING_KEY_EXTENSION", "REPLY_TO_LOCATION", "asyncapi_document"]
 
 ASYNCAPI_VERSION = "3.0.0"
+# A topic channel's binding key, as given (its address may be null: see the docstring).
+BINDING_KEY_EXTENSION = "x-munggoggo-binding-key"
 # Where a request says the reply goes: its AMQP `reply_to` property (a runtime expression
 # into the message headers, which stand for the AMQP properties here).
 REPLY_TO_LOCATION = "$message.header#/reply_to"
@@ -48,8 +54,20 @@ _CORRELATION = {
     "location": "$message.header#/correlation_id",
 }
 _SCHEMAS = "#/components/schemas/"
+# The content types a typed body decodes from (core/envelope.py): JSON (application/json or
+# any `+json` type) or msgpack, parameters such as charset allowed; media types are
+# case-insensitive, the pattern names them in lower case.
+_TYPED_CONTENT_TYPE: dict[str, Any] = {
+    "type": "string",
+    "pattern": r"^\s*(application/json|[^;\s]+\+json|application/(x-)?msgpack)\s*(;.*)?$",
+    "description": "JSON (application/json, any +json type) or msgpack "
+    "(application/msgpack, application/x-msgpack), with parameters such as charset",
+}
 _AMQP = "0.3.0"  # the AsyncAPI AMQP bindings version
-_JSONRPC_ID = {"type": ["string", "number", "null"]}
+# The agents take an integer or a string (JSON-RPC's "number" without a fractional part
+# would do, but a float id is refused); an error response may say null (unreadable id).
+_JSONRPC_ID = {"type": ["string", "integer"]}
+_JSONRPC_ERROR_ID = {"type": ["string", "integer", "null"]}
 
 _PROPERTIES_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -70,8 +88,10 @@ _PROPERTIES_SCHEMA: dict[str, Any] = {
         },
         "content_type": {
             "type": "string",
-            "description": "how the body is encoded",
-            "enum": [envelope.JSON, envelope.TEXT, envelope.OCTET, envelope.MSGPACK],
+            "description": "how the body is encoded: usually application/json (structured), "
+            "text/plain (a str), application/octet-stream (bytes); any media type may come, "
+            "with parameters such as charset",
+            "examples": [envelope.JSON, envelope.TEXT, envelope.OCTET, envelope.MSGPACK],
         },
         "correlation_id": {"type": "string", "description": "an RPC's call id"},
         "reply_to": {
@@ -80,6 +100,13 @@ _PROPERTIES_SCHEMA: dict[str, Any] = {
             "or RabbitMQ's direct reply-to `amq.rabbitmq.reply-to`",
         },
         "timestamp": {"type": "integer", "description": "seconds since the epoch"},
+        "expiration": {
+            "type": "string",
+            "pattern": "^[0-9]+$",
+            "description": "milliseconds the broker keeps the message queued (an RPC "
+            "request's: its caller's timeout, so that nobody starts it after the caller "
+            "gave up)",
+        },
         "headers": {
             "type": "object",
             "description": "the AMQP headers table",
@@ -110,7 +137,7 @@ _ERROR_RESPONSE: dict[str, Any] = {
                 "data": {},
             },
         },
-        "id": _JSONRPC_ID,
+        "id": _JSONRPC_ERROR_ID,
     },
     "additionalProperties": False,
 }
@@ -140,10 +167,13 @@ def asyncapi_document(
         URLError: an invalid `server_url`.
     """
     builder = _Builder()
-    listed = sorted(agents, key=lambda a: str(a.get("identity", "")))
+    listed = sorted(
+        (a for a in agents if isinstance(a, Mapping) and isinstance(a.get("identity"), str)),
+        key=lambda a: str(a["identity"]),
+    )
     for agent in listed:
         builder.add_agent(agent)
-    names = ", ".join(str(a.get("identity")) for a in listed) or "none answered"
+    names = ", ".join(str(a["identity"]) for a in listed if a["identity"]) or "none answered"
     return {
         "asyncapi": ASYNCAPI_VERSION,
         "info": {
@@ -152,7 +182,6 @@ def asyncapi_document(
             "description": description
             or f"The agents of a munggoggo mesh and their contracts. Agents: {names}.",
         },
-        "defaultContentType": envelope.JSON,
         "servers": _servers(server_url),
         "channels": builder.channels,
         "operations": builder.operations,
@@ -170,8 +199,11 @@ def _servers(server_url: str | None) -> dict[str, Any]:
             server["host"] = url.host
             server["description"] = "an in-process broker (memory://)"
         else:
-            server["host"] = f"{url.host}:{url.port}"
-            server["pathname"] = "/" + url.vhost.lstrip("/")
+            host = f"[{url.host}]" if ":" in url.host else url.host  # IPv6, as in a URL
+            server["host"] = f"{host}:{url.port}"
+            # The vhost percent-encoded as in an AMQP URI: vhost `prod` is `/prod`, vhost
+            # `/prod` is `/%2Fprod`, the default vhost `/` is `/%2F`.
+            server["pathname"] = "/" + quote(url.vhost, safe="")
             server["protocolVersion"] = "0.9.1"
             server["description"] = "RabbitMQ (AMQP 0-9-1)"
         servers["broker" if i == 0 else f"broker-{i + 1}"] = server
@@ -179,7 +211,35 @@ def _servers(server_url: str | None) -> dict[str, Any]:
 
 
 def _key(text: str) -> str:
-    return re.sub(r"[^\w.\-]", "_", text) or "_"
+    return re.sub(r"[^A-Za-z0-9_.\-]", "_", text) or "_"
+
+
+def _is_pattern(binding_key: str) -> bool:
+    """Whether a binding key has a topic wildcard (a word that is `*` or `#`)."""
+    return any(word in ("*", "#") for word in binding_key.split("."))
+
+
+def _address(text: str) -> str | None:
+    """A queue name or routing key as a channel address; None when it holds braces,
+    which an address reads as parameters (AsyncAPI has no escape for them), or `#`,
+    which no address may hold.
+    """
+    return None if "{" in text or "}" in text or "#" in text else text
+
+
+def _items(value: Any) -> list[Any]:
+    """A list from an agent's answer; anything else (a str, an object) counts as empty."""
+    return list(value) if isinstance(value, list | tuple) else []
+
+
+def _strings(value: Any) -> list[str]:
+    """The strings of a list from an agent's answer (the rest is skipped)."""
+    return [v for v in _items(value) if isinstance(v, str)]
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    """An object from an agent's answer; anything else counts as empty."""
+    return value if isinstance(value, Mapping) else {}
 
 
 def _unique(key: str, taken: Mapping[str, Any]) -> str:
@@ -189,10 +249,14 @@ def _unique(key: str, taken: Mapping[str, Any]) -> str:
     return candidate
 
 
-def _headers(kind: str, content_type: str | None, required: list[str]) -> dict[str, Any]:
+def _headers(
+    kind: str, content_type: str | None, required: list[str], typed: bool = False
+) -> dict[str, Any]:
     """The properties schema of one kind of message: the wire properties, narrowed."""
     narrowed: dict[str, Any] = {"type": {"const": kind}}
-    if content_type is not None:
+    if typed:
+        narrowed["content_type"] = _TYPED_CONTENT_TYPE
+    elif content_type is not None:
         narrowed["content_type"] = {"const": content_type}
     return {
         "allOf": [
@@ -203,11 +267,16 @@ def _headers(kind: str, content_type: str | None, required: list[str]) -> dict[s
 
 
 def _message(
-    name: str, kind: str, payload: Any, content_type: str | None, required: list[str]
+    name: str,
+    kind: str,
+    payload: Any,
+    content_type: str | None,
+    required: list[str],
+    typed: bool = False,
 ) -> dict[str, Any]:
     message: dict[str, Any] = {
         "name": name,
-        "headers": _headers(kind, content_type, required),
+        "headers": _headers(kind, content_type, required, typed),
         "payload": payload,
         "bindings": {"amqp": {"messageType": kind, "bindingVersion": _AMQP}},
     }
@@ -229,8 +298,9 @@ def _request(name: str, method: str, params: Any, kind: str = envelope.KIND_RPC)
                 "jsonrpc": {"const": "2.0"},
                 "method": {"const": method},
                 "params": {
-                    "description": "by name (the object) or by position (an array)",
-                    "anyOf": [params, {"type": "array"}],
+                    "description": "by name (the object) or by position (an array); "
+                    "null or absent: none",
+                    "anyOf": [params, {"type": "array"}, {"type": "null"}],
                 },
                 "id": _JSONRPC_ID,
             },
@@ -290,6 +360,7 @@ class _Builder:
     def __init__(self) -> None:
         # Seeded, so that an agent's type of the same name is hoisted as `WireProperties_2`.
         self.schemas: dict[str, Any] = {"WireProperties": _PROPERTIES_SCHEMA}
+        self.defs_index = DefsIndex()
         self.agent_keys: dict[str, None] = {}
         self.channels: dict[str, Any] = {
             "broadcast": {
@@ -355,8 +426,12 @@ class _Builder:
         }
 
     def schema(self, schema: Any) -> Any:
-        """A schema from an agent, its `$defs` moved to `components.schemas`."""
-        return hoist_defs(schema if schema is not None else {}, self.schemas, _SCHEMAS)
+        """A schema from an agent, its `$defs` moved to `components.schemas` (anything
+        that is no JSON Schema, an object or a boolean, becomes `{}`).
+        """
+        if not isinstance(schema, dict | bool):
+            schema = {}
+        return hoist_defs(schema, self.schemas, _SCHEMAS, self.defs_index)
 
     def add_agent(self, agent: Mapping[str, Any]) -> None:
         identity = str(agent.get("identity", ""))
@@ -366,7 +441,7 @@ class _Builder:
         self.agent_keys[key] = None
         inbox_id = f"inbox.{key}"
         inbox: dict[str, Any] = {
-            "address": identity,
+            "address": _address(identity),
             "title": f"{identity}'s inbox",
             "description": f"queue `{identity}`, reached through the default exchange with "
             "routing key = the identity: RPC requests and direct messages",
@@ -376,11 +451,13 @@ class _Builder:
             },
         }
         self.channels[inbox_id] = inbox
-        schemas: Mapping[str, Any] = agent.get("schemas") or {}
-        for method in agent.get("methods") or sorted(schemas):
-            self.add_method(identity, key, inbox_id, str(method), schemas.get(method) or {})
-        for behaviour in agent.get("behaviours") or ():
-            self.add_behaviour(identity, key, inbox_id, behaviour)
+        schemas = _mapping(agent.get("schemas"))
+        methods = _strings(agent.get("methods")) or sorted(k for k in schemas if isinstance(k, str))
+        for method in methods:
+            self.add_method(identity, key, inbox_id, method, _mapping(schemas.get(method)))
+        for behaviour in _items(agent.get("behaviours")):
+            if isinstance(behaviour, Mapping):
+                self.add_behaviour(identity, key, inbox_id, behaviour)
 
     def add_method(
         self, identity: str, key: str, inbox_id: str, method: str, contract: Mapping[str, Any]
@@ -421,20 +498,38 @@ class _Builder:
     ) -> None:
         name = str(behaviour.get("name", ""))
         body = behaviour.get("body_schema")
+        if not isinstance(body, dict | bool):
+            body = None  # none declared, or something that is no schema
         payload = self.schema(body) if body is not None else {}
-        content_type = envelope.JSON if body is not None else None
+        # A typed body is JSON or msgpack (`contentType` names the usual one); an untyped
+        # one may be anything (text/plain, octet-stream, ...): no content type is promised.
+        typed = body is not None
         message = _message(
-            f"{identity}.{name}", envelope.KIND_MESSAGE, payload, content_type, ["type"]
+            f"{identity}.{name}",
+            envelope.KIND_MESSAGE,
+            payload,
+            envelope.JSON if typed else None,
+            ["type"],  # a body without content type is taken as JSON
+            typed,
         )
         base = f"{key}.{_key(name)}"
-        keys = [str(k) for k in behaviour.get("binding_keys") or ()]
+        keys = _strings(behaviour.get("binding_keys"))
         for i, binding_key in enumerate(keys, 1):
             channel_id = _unique(f"topic.{base}.{i}", self.channels)
+            pattern = _is_pattern(binding_key)
             self.channels[channel_id] = {
-                "address": binding_key,
+                # A pattern is no address (`#` is not even allowed in one), nor is a key
+                # with braces (they would be address parameters): those say it elsewhere.
+                "address": None if pattern else _address(binding_key),
                 "title": f"{binding_key} ({identity}.{name})",
-                "description": f"routing keys matching `{binding_key}` on `{TOPIC_EXCHANGE}` "
-                f"(topic), queued for behaviour `{name}` of `{identity}`",
+                "description": (
+                    f"routing keys matching the pattern `{binding_key}`"
+                    if pattern
+                    else f"routing key `{binding_key}`"
+                )
+                + f" on `{TOPIC_EXCHANGE}` (topic), queued for behaviour `{name}` of "
+                f"`{identity}`",
+                BINDING_KEY_EXTENSION: binding_key,
                 "messages": {"message": message},
                 "bindings": _exchange(TOPIC_EXCHANGE, "topic"),
             }

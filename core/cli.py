@@ -30,6 +30,7 @@ from .extras import MissingExtra
 from .rpc import UNKNOWN_AGENT, RpcError
 from .runner import run, serve
 from .url import URLError, parse_urls
+from .wire import GATEWAY_PREFIX
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -442,7 +443,11 @@ async def _ctl(args: argparse.Namespace) -> Any:
         if cmd == "peers":
             return await client.peers(timeout=args.wait)
         if cmd == "asyncapi":
-            return _asyncapi(args, await client.peers(timeout=args.wait))
+            found = await client.peers(timeout=args.wait)
+            # The gateway workers' client agents are no agents of the mesh (as in the
+            # gateway's own /asyncapi.json).
+            agents = [p for p in found if not p["identity"].startswith(GATEWAY_PREFIX)]
+            return _asyncapi(args, agents)
         if cmd == "status":
             return await client.call(args.identity, "status", timeout=timeout)
         if cmd == "call":

@@ -181,7 +181,8 @@ class RpcClient(AgentBase):
                 own, or a running behaviour's); None: every agent.
 
         Returns:
-            Each other agent's `describe()` answer, sorted by identity.
+            Each other agent's `describe()` answer, sorted by identity. An answer that is
+            not an object with a string `identity` is left out (and logged).
         """
         call_id = self._new_call_id()
         collector: list[bytes] = []
@@ -201,16 +202,31 @@ class RpcClient(AgentBase):
         finally:
             self._collectors.pop(call_id, None)
         found = []
+        malformed = 0
         for body in collector:
             try:
                 info = decode_response(body)
             except RpcError:
                 continue
-            if not isinstance(info, dict) or info.get("identity") == self.identity:
+            # An answer that is no description (another client's `describe`, say) would
+            # break whoever lists or documents the agents: left out, said once per call.
+            if not isinstance(info, dict) or not isinstance(info.get("identity"), str):
+                malformed += 1
                 continue
-            if method is not None and method not in (info.get("methods") or ()):
+            if info["identity"] == self.identity:
+                continue
+            methods = info.get("methods")
+            if method is not None and (
+                not isinstance(methods, list | tuple) or method not in methods
+            ):
                 continue
             found.append(info)
+        if malformed:
+            log.warning(
+                "agent %s: peers() left out %d describe answer(s) without a string identity",
+                self.identity,
+                malformed,
+            )
         return sorted(found, key=lambda i: i["identity"])
 
     def _new_call_id(self) -> str:

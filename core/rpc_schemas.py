@@ -24,7 +24,7 @@ import msgspec
 
 from .rpc import ExposedMethod
 
-__all__ = ["body_schema", "hoist_defs", "method_schema", "type_schema"]
+__all__ = ["DefsIndex", "body_schema", "hoist_defs", "method_schema", "type_schema"]
 
 _REF_TEMPLATE = "#/$defs/{name}"
 
@@ -59,7 +59,35 @@ def body_schema(body_type: Any) -> dict[str, Any] | None:
     return None if body_type is None else type_schema(body_type)
 
 
-def hoist_defs(schema: Any, defs: dict[str, Any], ref_prefix: str) -> Any:
+class DefsIndex:
+    """What `hoist_defs` remembers of one document's shared definitions between calls.
+
+    Without it each call looks for a free `Name_<n>` from 2 up, comparing with every copy
+    hoisted before: a document of many agents that each define their own `Name` costs
+    time quadratic in their number. Pass one `DefsIndex` along with the same `defs`.
+
+    Attributes:
+        variants: (safe name, canonical JSON of a hoisted definition) -> its key in `defs`.
+        next_suffix: safe name -> the next numbered suffix to try.
+    """
+
+    __slots__ = ("next_suffix", "variants")
+
+    def __init__(self) -> None:
+        self.variants: dict[tuple[str, bytes], str] = {}
+        self.next_suffix: dict[str, int] = {}
+
+
+def _canonical(definition: Any) -> bytes:
+    try:
+        return msgspec.json.encode(definition, order="sorted")
+    except (TypeError, ValueError, OverflowError):  # not JSON: never matches another
+        return repr(id(definition)).encode()
+
+
+def hoist_defs(
+    schema: Any, defs: dict[str, Any], ref_prefix: str, index: DefsIndex | None = None
+) -> Any:
     """A schema whose own `$defs` move into a document's shared definitions.
 
     A schema from `type_schema` stands alone: its references point at its own `$defs`
@@ -73,6 +101,8 @@ def hoist_defs(schema: Any, defs: dict[str, Any], ref_prefix: str) -> Any:
         defs: the document's shared definitions, filled in place.
         ref_prefix: what a reference to a shared definition starts with
             (`#/components/schemas/`).
+        index: what earlier calls with the same `defs` hoisted (updated), so that a
+            clash is resolved without trying every suffix again; None: a fresh one.
 
     Returns:
         The schema without `$defs`, its references rewritten.
@@ -80,8 +110,14 @@ def hoist_defs(schema: Any, defs: dict[str, Any], ref_prefix: str) -> Any:
     if not isinstance(schema, dict):
         return schema
     own: dict[str, Any] = schema.get("$defs") or {}
+    if not isinstance(own, dict):
+        own = {}  # no definitions a reference could name
+    if index is None:
+        index = DefsIndex()
     renames = {name: _safe_name(name) for name in own}
-    suffix = dict.fromkeys(own, 1)
+    # Reusing a copy hoisted before can be undone when a name it refers to moves later;
+    # past this many rounds only new keys are handed out, which never clash again.
+    rounds = 2 * len(own) + 2
     while True:
         moved = {name: _rewrite_refs(d, renames, ref_prefix) for name, d in own.items()}
         clashes = [n for n in own if renames[n] in defs and defs[renames[n]] != moved[n]]
@@ -91,15 +127,41 @@ def hoist_defs(schema: Any, defs: dict[str, Any], ref_prefix: str) -> Any:
         # such: a definition clashes too when only a name it refers to does, and moving
         # that name first lets it match a copy hoisted before (`Name_2` again).
         name = next((n for n in clashes if not _refers_to(own[n], set(clashes) - {n})), clashes[0])
-        while True:
-            suffix[name] += 1
-            candidate = f"{_safe_name(name)}_{suffix[name]}"
-            if candidate not in renames.values():
-                break
-        renames[name] = candidate
+        base = _safe_name(name)
+        rounds -= 1
+        known = index.variants.get((base, _canonical(moved[name]))) if rounds > 0 else None
+        if known is not None and known not in renames.values() and defs.get(known) == moved[name]:
+            renames[name] = known
+        else:
+            taken = set(renames.values())
+            renames[name] = _free_key(base, moved[name], defs, taken, index, rounds > 0)
     for name, definition in moved.items():
         defs[renames[name]] = definition
+        index.variants.setdefault((_safe_name(name), _canonical(definition)), renames[name])
     return _rewrite_refs({k: v for k, v in schema.items() if k != "$defs"}, renames, ref_prefix)
+
+
+def _free_key(
+    base: str,
+    definition: Any,
+    defs: dict[str, Any],
+    renamed: set[str],
+    index: DefsIndex,
+    reuse: bool = True,
+) -> str:
+    """The first `base_<n>` from the index's next suffix on that holds this same
+    definition already, or is neither in `defs` nor taken by this schema's own renames.
+    """
+    n = index.next_suffix.get(base, 2)
+    while True:
+        candidate = f"{base}_{n}"
+        if candidate not in renamed:
+            if candidate not in defs:
+                index.next_suffix[base] = n + 1
+                return candidate
+            if reuse and defs[candidate] == definition:
+                return candidate
+        n += 1
 
 
 def _refers_to(value: Any, names: set[str]) -> bool:
@@ -116,7 +178,7 @@ def _refers_to(value: Any, names: set[str]) -> bool:
 
 def _safe_name(name: str) -> str:
     """A definition name a document accepts as a key: letters, digits, `_`, `.`, `-`."""
-    return re.sub(r"[^\w.\-]", "_", name) or "_"
+    return re.sub(r"[^A-Za-z0-9_.\-]", "_", name) or "_"
 
 
 def _rewrite_refs(value: Any, renames: dict[str, str], ref_prefix: str) -> Any:

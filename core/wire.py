@@ -33,3 +33,6 @@ DELAY_QUEUE_PREFIX = "munggoggo.delay."
 DELAY_HEADER = "x-munggoggo-delay"  # the delay queue a delayed message waits in
 # Target exchange -> the last part of a delay queue's name.
 DELAY_TARGETS = {"": "direct", TOPIC_EXCHANGE: "topic", FANOUT_EXCHANGE: "fanout"}
+# The identities of the gateway workers' client agents start with this (gateway/mesh.py):
+# they are no agents of the mesh for whoever lists or documents it.
+GATEWAY_PREFIX = "gateway-"

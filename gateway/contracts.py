@@ -1,7 +1,8 @@
 """The mesh's contracts over HTTP: `GET /asyncapi.json` and the live part of /openapi.json.
 
-`GET /asyncapi.json` discovers the running agents (as `GET /agents` does, `?wait=` seconds)
-and answers `munggoggo.asyncapi.asyncapi_document` of them.
+`GET /asyncapi.json` answers `munggoggo.asyncapi.asyncapi_document` of the running agents:
+those of the discovery /openapi.json uses (below), or with `?wait=` seconds, of a
+discovery of its own (as `GET /agents` does).
 
 `/openapi.json` documents `POST /agents/{identity}/call/{method}` generically (gateway/
 openapi.py); `live_calls` adds a concrete path per running agent and exposed method,
@@ -9,7 +10,8 @@ openapi.py); `live_calls` adds a concrete path per running agent and exposed met
 its result schema as the 200 answer. The agents' descriptions come from a discovery
 (`LIVE_WAIT` seconds) kept for `LIVE_TTL` seconds per worker, and one discovery at a time
 serves every request that waits for it, so a busy docs page costs the mesh one broadcast
-every few seconds. Not connected, overloaded, or no agent answering: nothing live is added,
+every few seconds; each document is encoded once per discovery and guard setting
+(`live_body`). Not connected, overloaded, or no agent answering: nothing live is added,
 and the generic description stays; `?live=false` asks for that one. /openapi.json is open
 on a gateway with tokens, so there only a request with valid credentials gets the agents
 (`may_see_agents`).
@@ -18,17 +20,20 @@ on a gateway with tokens, so there only a request with valid credentials gets th
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 import time
 import weakref
+from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from munggoggo.amqp.errors import AMQPError
 from munggoggo.asyncapi import asyncapi_document
-from munggoggo.rpc_schemas import hoist_defs
+from munggoggo.rpc_schemas import DefsIndex, hoist_defs
 
 from .auth import Unauthorized
-from .http import HTTPError, Request, Response, json_response
+from .http import JSON, Headers, HTTPError, Request, Response, encode_json
 from .limits import OVERLOADED, RETRY_AFTER, overloaded_message, release, try_acquire
 
 if TYPE_CHECKING:
@@ -38,8 +43,10 @@ if TYPE_CHECKING:
 __all__ = [
     "LIVE_TTL",
     "LIVE_WAIT",
+    "PER_CLIENT",
     "asyncapi_endpoint",
     "live_agents",
+    "live_body",
     "live_calls",
     "may_see_agents",
     "wants_live",
@@ -50,12 +57,22 @@ LIVE_WAIT = 0.25  # seconds a discovery for /openapi.json collects answers
 LIVE_TTL = 5.0  # seconds its answer is reused
 _SCHEMAS = "#/components/schemas/"
 
+log = logging.getLogger("munggoggo.gateway.contracts")
+
+# Both documents depend on who asks (the agents are for clients with credentials), so no
+# shared cache may keep one for everybody, and a browser asks again each time.
+PER_CLIENT: Headers = [
+    (b"cache-control", b"private, no-cache"),
+    (b"vary", b"Authorization, X-API-Key"),
+]
+
 
 async def asyncapi_endpoint(request: Request, state: GatewayState) -> Response:
     """`GET /asyncapi.json`: the AsyncAPI 3.0 document of the running agents.
 
     Args:
-        request: the request (`?wait=` seconds to collect answers, 0 to 5, default 0.3).
+        request: the request (`?wait=` seconds to collect answers, 0 to 5; without it,
+            the discovery `live_agents` shares with /openapi.json).
         state: the worker's state.
 
     Returns:
@@ -64,7 +81,14 @@ async def asyncapi_endpoint(request: Request, state: GatewayState) -> Response:
     Raises:
         HTTPError: 400 for a bad `wait`, 503 when every call slot is taken.
     """
-    raw = request.query().get("wait", "0.3")
+    raw = request.query().get("wait")
+
+    def build(agents: list[dict[str, Any]]) -> bytes:
+        return encode_json(asyncapi_document(agents, server_url=state.settings.url))
+
+    if raw is None:  # the discovery /openapi.json shares, and its document
+        body = await live_body(state, "asyncapi", build)
+        return Response(200, body, JSON, PER_CLIENT)
     try:
         wait = float(raw)
     except ValueError:
@@ -78,16 +102,23 @@ async def asyncapi_endpoint(request: Request, state: GatewayState) -> Response:
         agents = await state.mesh.peers(wait)
     finally:
         release(state)
-    return json_response(asyncapi_document(agents, server_url=state.settings.url))
+    return Response(200, build(agents), JSON, PER_CLIENT)
 
 
 class _Discovery:
-    """The last discovery of one worker's mesh, and the one under way."""
+    """The last discovery of one worker's mesh, the one under way, and the documents
+    encoded from the last one (`bodies`, emptied whenever `agents` is replaced).
+    """
 
     def __init__(self) -> None:
         self.agents: list[dict[str, Any]] = []
         self.at = -LIVE_TTL
         self.running: asyncio.Future[list[dict[str, Any]]] | None = None
+        self.bodies: dict[Hashable, bytes] = {}
+
+    def found(self, agents: list[dict[str, Any]]) -> None:
+        self.agents = agents
+        self.bodies = {}
 
 
 _discoveries: weakref.WeakKeyDictionary[Mesh, _Discovery] = weakref.WeakKeyDictionary()
@@ -116,15 +147,44 @@ async def live_agents(state: GatewayState | None) -> list[dict[str, Any]]:
         return found.agents  # what is known, however old
     found.running = asyncio.get_running_loop().create_future()
     try:
-        found.agents = await state.mesh.peers(LIVE_WAIT)
-        found.at = time.monotonic()
+        found.found(await state.mesh.peers(LIVE_WAIT))
     except AMQPError:  # the connection went down meanwhile: nothing live this time
-        found.agents = []
+        found.found([])
+    except Exception:
+        # Whatever broke, /openapi.json still answers (the generic description), and the
+        # next discovery waits its turn like after a good one.
+        log.exception("discovering the agents for /openapi.json failed")
+        found.found([])
     finally:
+        found.at = time.monotonic()
         release(state)
         found.running.set_result(found.agents)
         found.running = None
     return found.agents
+
+
+async def live_body(
+    state: GatewayState | None, key: Hashable, build: Callable[[list[dict[str, Any]]], bytes]
+) -> bytes:
+    """A document of the running agents, encoded once per discovery (`live_agents`).
+
+    Args:
+        state: the worker's state (None before it started).
+        key: what else the document depends on (which document, the guard's settings).
+        build: encodes the document of a list of agents (called at most once per
+            discovery and key).
+
+    Returns:
+        The encoded document.
+    """
+    agents = await live_agents(state)
+    found = _discoveries.get(state.mesh) if state is not None else None
+    if found is None or found.agents is not agents:  # not connected: nothing to keep
+        return build(agents)
+    body = found.bodies.get(key)
+    if body is None:
+        body = found.bodies[key] = build(agents)
+    return body
 
 
 def wants_live(request: Request) -> bool:
@@ -183,7 +243,13 @@ def with_live_calls(
         schemas refer to in `components.schemas`.
     """
     schemas = dict(spec["components"]["schemas"])
-    live = live_calls(agents, schemas)
+    taken = {
+        op["operationId"]
+        for item in spec["paths"].values()
+        for op in item.values()
+        if isinstance(op, dict) and "operationId" in op
+    }
+    live = live_calls(agents, schemas, taken)
     for item in live.values():
         responses = item["post"]["responses"]
         for status, response in guarded.items():
@@ -195,39 +261,75 @@ def with_live_calls(
     }
 
 
-def live_calls(agents: list[dict[str, Any]], schemas: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def live_calls(
+    agents: list[dict[str, Any]], schemas: dict[str, Any], taken: set[str] | None = None
+) -> dict[str, dict[str, Any]]:
     """OpenAPI path items for each agent's exposed methods.
+
+    Each operation's id is `call_<identity>_<method>` with every character outside
+    `[A-Za-z0-9_]` replaced by `_`, and a numbered suffix when that id is taken (agent
+    `a_b`'s method `c` and agent `a`'s method `b_c`).
 
     Args:
         agents: the agents' `describe()` answers.
         schemas: the description's `components.schemas`, which receives the definitions
             the methods' schemas refer to (filled in place).
+        taken: the operation ids the description already has (the new ones are added).
 
     Returns:
         Path (`/agents/<identity>/call/<method>`, each segment percent-encoded) -> path item
         with the `post` operation.
     """
     paths: dict[str, dict[str, Any]] = {}
-    for agent in sorted(agents, key=lambda a: str(a.get("identity", ""))):
-        identity = str(agent.get("identity", ""))
-        contracts: dict[str, Any] = agent.get("schemas") or {}
-        for method in agent.get("methods") or sorted(contracts):
-            contract = contracts.get(method) or {}
-            path = f"/agents/{quote(identity, safe='')}/call/{quote(str(method), safe='')}"
-            paths[path] = {"post": _call_operation(identity, str(method), contract, schemas)}
+    taken = set() if taken is None else taken
+    index = DefsIndex()
+    # What an agent answers is not trusted to be well formed: what is not is skipped.
+    listed = [a for a in agents if isinstance(a, dict) and isinstance(a.get("identity"), str)]
+    for agent in sorted(listed, key=lambda a: str(a["identity"])):
+        identity = agent["identity"]
+        if not identity:
+            continue
+        contracts = agent.get("schemas")
+        if not isinstance(contracts, dict):
+            contracts = {}
+        methods = agent.get("methods")
+        if not isinstance(methods, list):
+            methods = []
+        for method in [m for m in methods if isinstance(m, str)] or sorted(contracts):
+            contract = contracts.get(method)
+            if not isinstance(contract, dict):
+                contract = {}
+            path = f"/agents/{quote(identity, safe='')}/call/{quote(method, safe='')}"
+            operation = _call_operation(identity, method, contract, schemas, index)
+            operation["operationId"] = _unique_id(f"call_{identity}_{method}", taken)
+            paths[path] = {"post": operation}
     return paths
 
 
+def _unique_id(text: str, taken: set[str]) -> str:
+    """An operation id code generators take (ASCII letters, digits, `_`), not yet taken."""
+    base = re.sub(r"[^A-Za-z0-9_]", "_", text)
+    candidate, n = base, 2
+    while candidate in taken:
+        candidate, n = f"{base}_{n}", n + 1
+    taken.add(candidate)
+    return candidate
+
+
+def _schema(schema: Any) -> Any:
+    """An agent's schema as reported, or `{}` for anything that is no JSON Schema."""
+    return schema if isinstance(schema, dict) else {}
+
+
 def _call_operation(
-    identity: str, method: str, contract: dict[str, Any], schemas: dict[str, Any]
+    identity: str, method: str, contract: dict[str, Any], schemas: dict[str, Any], index: DefsIndex
 ) -> dict[str, Any]:
-    params = hoist_defs(contract.get("params") or {}, schemas, _SCHEMAS)
-    result = hoist_defs(contract.get("result") or {}, schemas, _SCHEMAS)
+    params = hoist_defs(_schema(contract.get("params")), schemas, _SCHEMAS, index)
+    result = hoist_defs(_schema(contract.get("result")), schemas, _SCHEMAS, index)
     doc = contract.get("doc")
     summary = doc.strip().splitlines()[0] if isinstance(doc, str) and doc.strip() else None
     operation: dict[str, Any] = {
         "tags": ["live"],
-        "operationId": f"call_{identity}_{method}",
         "summary": f"{identity}.{method}" + (f": {summary}" if summary else ""),
         "requestBody": {
             "required": False,

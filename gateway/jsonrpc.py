@@ -16,12 +16,12 @@ of agent `calc`. Single calls, batches and notifications as in the specification
 HTTP-level refusals keep the HTTP status (413 body too large, 408 body too slow) and still
 carry a JSON-RPC error object; every JSON-RPC answer is HTTP 200.
 
-Content-Type: `application/json` is what a client should send, but a body that is valid JSON
-is taken whatever the Content-Type says, or without one (`curl -d` sends
-`application/x-www-form-urlencoded`; many JSON-RPC servers accept it). A body that is not
-JSON under another Content-Type is refused with HTTP 415 (and -32600): it was most likely
-never meant as JSON-RPC. Under `application/json` it is the protocol's parse error (-32700,
-HTTP 200).
+Content-Type: `application/json` is what a client should send, but a body that is a JSON
+object or array is taken whatever the Content-Type says, or without one (`curl -d` sends
+`application/x-www-form-urlencoded`; many JSON-RPC servers accept it). Any other body under
+another Content-Type (not JSON, or a bare `1`, `true`, `null`) is refused with HTTP 415
+(and -32600): it was most likely never meant as JSON-RPC. Under `application/json` it is
+the protocol's answer (-32700 parse error, -32600 invalid request; HTTP 200).
 """
 
 from __future__ import annotations
@@ -71,43 +71,58 @@ async def jsonrpc_endpoint(request: Request, state: GatewayState) -> Response:
         body = await request.body(settings.max_body_bytes)
     except HTTPError as exc:
         return _http_refusal(exc)
-    if not request.has_json_body() and not _is_json(body, settings.max_json_depth):
-        return Response(
-            415,
-            error_reply(
-                INVALID_REQUEST, "Content-Type must be application/json (the body is not JSON)"
-            ),
-            JSON,
-        )
-    reply = await handle_payload(body, state)
+    declared_json = request.has_json_body()
+    if json_too_deep(body, settings.max_json_depth):
+        # JSON, whatever the Content-Type says: the protocol's answer refuses the nesting.
+        return Response(200, _too_deep(settings.max_json_depth), JSON)
+    try:
+        payload = decode_json(body)
+    except (msgspec.DecodeError, RecursionError) as exc:
+        if not declared_json:
+            return _not_json()
+        return Response(200, error_reply(PARSE_ERROR, f"Parse error: {exc}"), JSON)
+    if not declared_json and type(payload) is not dict and type(payload) is not list:
+        # A form body `1`, `true` or `null` is JSON by accident, not a JSON-RPC request.
+        return _not_json()
+    reply = await handle_value(payload, state)
     if reply is None:
         return NO_CONTENT
     return Response(200, reply, JSON)
 
 
-def _is_json(body: bytes, max_depth: int) -> bool:
-    """Whether a body is JSON (one nested too deep counts: handle_payload refuses that)."""
-    if json_too_deep(body, max_depth):
-        return True
-    try:
-        decode_json(body)
-    except (msgspec.DecodeError, RecursionError):
-        return False
-    return True
+def _not_json() -> Response:
+    return Response(
+        415,
+        error_reply(
+            INVALID_REQUEST,
+            "Content-Type must be application/json (the body is not a JSON object or array)",
+        ),
+        JSON,
+    )
+
+
+def _too_deep(max_depth: int) -> bytes:
+    return error_reply(
+        INVALID_REQUEST, f"Invalid Request: JSON nested deeper than {max_depth} levels"
+    )
 
 
 async def handle_payload(body: bytes, state: GatewayState) -> bytes | None:
     """The JSON-RPC answer to a request body, or None when nothing is to be answered."""
     settings = state.settings
     if json_too_deep(body, settings.max_json_depth):
-        return error_reply(
-            INVALID_REQUEST,
-            f"Invalid Request: JSON nested deeper than {settings.max_json_depth} levels",
-        )
+        return _too_deep(settings.max_json_depth)
     try:
         payload = decode_json(body)
     except (msgspec.DecodeError, RecursionError) as exc:
         return error_reply(PARSE_ERROR, f"Parse error: {exc}")
+    return await handle_value(payload, state)
+
+
+async def handle_value(payload: Any, state: GatewayState) -> bytes | None:
+    """The JSON-RPC answer to a decoded request or batch, or None when nothing is to be
+    answered."""
+    settings = state.settings
     if type(payload) is not list:
         return await handle_request(payload, state)
     if not payload:

@@ -48,7 +48,7 @@ from munggoggo.engine import ChannelProtocol
 from munggoggo.message import Message
 from munggoggo.rpc import UNKNOWN_AGENT, RpcError
 from munggoggo.topics import topic_matches
-from munggoggo.wire import DEAD_LETTER_QUEUE, DELAY_QUEUE_PREFIX, FANOUT_EXCHANGE
+from munggoggo.wire import DEAD_LETTER_QUEUE, DELAY_QUEUE_PREFIX, FANOUT_EXCHANGE, GATEWAY_PREFIX
 
 from .publisher import Publisher, PublishRefused, Unroutable
 from .topics import topic_problem
@@ -58,7 +58,6 @@ log = logging.getLogger("munggoggo.gateway.mesh")
 Subscriber = Callable[[Message], None]
 PresenceSubscriber = Callable[[str, str], None]  # (identity, "started" or "stopped")
 
-GATEWAY_PREFIX = "gateway-"  # the identities of the gateway workers' client agents
 _MAX_NAME = 255  # queue names are AMQP short strings
 
 
@@ -276,7 +275,11 @@ class Mesh:
     async def peers(self, wait: float = 0.3) -> list[dict[str, Any]]:
         """Running agents, without the gateway workers' client agents."""
         found = await self.agent.peers(timeout=wait)
-        return [p for p in found if not is_gateway_identity(p["identity"])]
+        return [
+            p
+            for p in found
+            if isinstance(p.get("identity"), str) and not is_gateway_identity(p["identity"])
+        ]
 
     # -- presence --------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ operation; it loads nothing from other hosts.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,8 @@ from .http import HTML, JSON, HTTPError, Request, Response, encode_json
 
 if TYPE_CHECKING:
     from .types import GatewayState
+
+log = logging.getLogger("munggoggo.gateway.openapi")
 
 DOCS_PAGE = Path(__file__).resolve().parent / "docs" / "index.html"
 
@@ -567,15 +570,33 @@ async def openapi_endpoint(request: Request, state: GatewayState | None) -> Resp
     metrics_public = guard is not None and "/metrics" in guard.open_paths
     key = (secured, metrics_public)
     if contracts.wants_live(request) and contracts.may_see_agents(request, guard):
-        agents = await contracts.live_agents(state)
-        if agents:
-            guarded = _guard_responses("/agents/{identity}/call/{method}", "post")
-            spec = contracts.with_live_calls(spec_for(*key), agents, guarded)
-            return Response(200, encode_json(spec), JSON)
+
+        def build(agents: list[dict[str, Any]]) -> bytes:
+            return _live_body(key, agents)
+
+        body = await contracts.live_body(state, ("openapi", key), build)
+        return Response(200, body, JSON, contracts.PER_CLIENT)
+    return Response(200, _generic_body(key), JSON, contracts.PER_CLIENT)
+
+
+def _generic_body(key: tuple[bool, bool]) -> bytes:
     body = _spec_bodies.get(key)
     if body is None:
         body = _spec_bodies[key] = encode_json(spec_for(*key))
-    return Response(200, body, JSON)
+    return body
+
+
+def _live_body(key: tuple[bool, bool], agents: list[dict[str, Any]]) -> bytes:
+    """The description with the running agents' paths (none running: the generic one)."""
+    if not agents:
+        return _generic_body(key)
+    guarded = _guard_responses("/agents/{identity}/call/{method}", "post")
+    try:
+        spec = contracts.with_live_calls(spec_for(*key), agents, guarded)
+    except Exception:  # an answer the builder did not expect: the generic one
+        log.exception("documenting the running agents in /openapi.json failed")
+        return _generic_body(key)
+    return encode_json(spec)
 
 
 async def websocket_upgrade_required(request: Request, state: GatewayState | None) -> Response:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -24,9 +25,9 @@ import msgspec
 import pytest
 from mesh_tools import uid
 
-from munggoggo import Agent, Behaviour, expose
-from munggoggo.asyncapi import REPLY_TO_LOCATION, asyncapi_document
-from munggoggo.rpc_schemas import hoist_defs, type_schema
+from munggoggo import Agent, Behaviour, envelope, expose
+from munggoggo.asyncapi import BINDING_KEY_EXTENSION, REPLY_TO_LOCATION, asyncapi_document
+from munggoggo.rpc_schemas import DefsIndex, hoist_defs, type_schema
 from munggoggo.template import Template
 from munggoggo.url import URLError
 
@@ -137,10 +138,20 @@ def check_sensors(document: dict[str, Any], identity: str) -> None:
     """Every binding key and method of a `Sensors` agent, with its schemas."""
     channels = document["channels"]
     by_address = {c["address"]: c for c in channels.values() if c.get("address")}
+    by_key = {c[BINDING_KEY_EXTENSION]: c for c in channels.values() if BINDING_KEY_EXTENSION in c}
     for key in binding_keys(identity):
-        channel = by_address[key]
+        channel = by_key[key]
         exchange = channel["bindings"]["amqp"]["exchange"]
         assert (exchange["name"], exchange["type"]) == ("munggoggo.topic", "topic")
+        assert channel["bindings"]["amqp"]["is"] == "routingKey"
+        assert f"`{key}`" in channel["description"]
+    # Patterns are no addresses; the literal key is one.
+    assert [by_key[k]["address"] for k in binding_keys(identity)] == [
+        None,
+        None,
+        binding_keys(identity)[2],
+    ]
+    by_address.update(by_key)
     for key in binding_keys(identity)[:2]:
         (message,) = by_address[key]["messages"].values()
         payload = message["payload"]
@@ -373,3 +384,214 @@ async def test_ctl_cannot_write_the_file_and_says_so(broker_url, tmp_path):
     assert result.returncode == 1
     assert "asyncapi" not in result.stdout
     assert result.stderr.startswith("munggoggo ctl:")
+
+
+# -- answers that are no proper description ----------------------------------------------
+
+
+MALFORMED_AGENTS: list[Any] = [
+    {"name": "no identity"},
+    {"identity": 7, "methods": ["m"]},
+    "not an object",
+    {"identity": "schemas-list", "methods": ["m"], "schemas": []},
+    {"identity": "behaviour-names", "behaviours": ["b"]},
+    {"identity": "methods-str", "methods": "abc", "schemas": {"m": "no schema"}},
+    {"identity": "keys-str", "behaviours": [{"name": "b", "binding_keys": "ab"}]},
+    {
+        "identity": "bad-body",
+        "behaviours": [{"name": "b", "binding_keys": [1, "k"], "body_schema": 3}],
+    },
+    {"identity": "bad-defs", "methods": ["m"], "schemas": {"m": {"params": {"$defs": [1]}}}},
+]
+
+
+def test_malformed_descriptions_are_skipped_per_agent():
+    good = {"identity": "good", "methods": ["m"], "schemas": {}, "behaviours": []}
+    document = asyncapi_document([*MALFORMED_AGENTS, good], server_url="memory://x")
+    check_document(document)
+    inboxes = {c["address"] for k, c in document["channels"].items() if k.startswith("inbox.")}
+    assert "good" in inboxes
+    assert {"schemas-list", "behaviour-names", "methods-str", "keys-str"} <= inboxes
+    assert not any(not isinstance(i, str) for i in inboxes)
+    titles = {op["title"] for op in document["operations"].values()}
+    assert {"good.m", "schemas-list.m", "methods-str.m"} <= titles
+    topic = [c for c in document["channels"].values() if "munggoggo.topic" in json.dumps(c)]
+    assert [c["messages"]["message"]["payload"] for c in topic] == [{}]  # bad-body's "k"
+
+
+class Odd(Agent):
+    """Answers `describe` with something that is no munggoggo description."""
+
+    @expose
+    def describe(self) -> Any:
+        return {"name": "not-a-munggoggo-agent"}
+
+
+async def test_peers_leave_out_an_answer_without_identity(mesh_url):
+    async with (
+        Odd(uid("odd"), url=mesh_url),
+        Sensors(uid("sensors"), url=mesh_url) as sensors,
+        Agent(uid("client"), url=mesh_url) as client,
+    ):
+        peers = await client.peers(timeout=0.5)
+        with_method = await client.peers(timeout=0.5, method="locate")
+    identities = [p["identity"] for p in peers]
+    assert sensors.identity in identities
+    assert all(isinstance(i, str) for i in identities)
+    assert sensors.identity in [p["identity"] for p in with_method]
+    assert all("locate" in p["methods"] for p in with_method)
+    check_document(asyncapi_document(peers, server_url=mesh_url))
+
+
+def test_wildcards_and_braces_are_no_addresses():
+    behaviour = {"name": "b", "binding_keys": ["sensor.{room}.#", "*", "a.b", "a*.b", "c#"]}
+    agents = [{"identity": "x{y}", "methods": [], "behaviours": [behaviour]}]
+    document = asyncapi_document(agents, server_url="memory://x")
+    check_document(document)
+    topic = {
+        c[BINDING_KEY_EXTENSION]: c["address"]
+        for c in document["channels"].values()
+        if BINDING_KEY_EXTENSION in c
+    }
+    # `a*.b` has no wildcard word: RabbitMQ matches it literally; no address holds a `#`.
+    assert topic == {"sensor.{room}.#": None, "*": None, "a.b": "a.b", "a*.b": "a*.b", "c#": None}
+    (inbox,) = [c for k, c in document["channels"].items() if k.startswith("inbox.")]
+    assert inbox["address"] is None
+    assert inbox["bindings"]["amqp"]["queue"]["name"] == "x{y}"
+    for channel in document["channels"].values():
+        address = channel.get("address")
+        assert address is None or not any(ch in address for ch in "{}#")
+
+
+class Größe(msgspec.Struct):
+    a: int
+    b: Größe | None = None
+
+
+def test_keys_and_definition_names_are_ascii():
+    schema = type_schema(list[Größe])
+    agent = {
+        "identity": "agent-é",
+        "methods": ["mé"],
+        "schemas": {"mé": {"params": {}, "result": schema, "doc": None}},
+        "behaviours": [{"name": "bé", "binding_keys": ["k"]}],
+    }
+    document = asyncapi_document([agent], server_url="memory://x")
+    check_document(document)
+    ascii_key = re.compile(r"[A-Za-z0-9_.\-]+")
+    keys = [
+        *document["channels"],
+        *document["operations"],
+        *document["components"]["schemas"],
+        *(m for c in document["channels"].values() for m in c["messages"]),
+    ]
+    assert all(ascii_key.fullmatch(k) for k in keys), keys
+    assert "Gr__e" in document["components"]["schemas"]
+
+
+@pytest.mark.rabbitmq
+async def test_ctl_leaves_out_the_gateway_workers_client_agents(broker_url):
+    async with (
+        Sensors(uid("sensors"), url=broker_url) as sensors,
+        Agent(uid("gateway-ctl"), url=broker_url) as worker,
+    ):
+        printed = await ctl(broker_url, "asyncapi", "--wait", "0.5")
+    assert printed.returncode == 0, printed.stderr
+    document = json.loads(printed.stdout)
+    check_document(document)
+    inboxes = {c["address"] for k, c in document["channels"].items() if k.startswith("inbox.")}
+    assert sensors.identity in inboxes
+    assert worker.identity not in inboxes
+    assert not any(i.startswith("gateway-") for i in inboxes)
+
+
+def test_wire_details_of_requests_and_replies():
+    agent = {"identity": "a", "methods": ["m"], "schemas": {}, "behaviours": []}
+    document = asyncapi_document([agent], server_url="memory://x")
+    check_document(document)
+    properties = document["components"]["schemas"]["WireProperties"]["properties"]
+    assert properties["expiration"]["type"] == "string"  # AMQP's shortstr of milliseconds
+    request = document["channels"]["inbox.a"]["messages"]["m.request"]["payload"]
+    assert request["properties"]["id"] == {"type": ["string", "integer"]}
+    params = jsonschema.Draft7Validator(request["properties"]["params"])
+    assert params.is_valid(None) and params.is_valid([1]) and params.is_valid({})
+    assert "params" not in request["required"]
+    replies = document["channels"]["replies"]["messages"]
+    success, error = replies["a.m.reply"]["payload"]["oneOf"]
+    assert success["properties"]["id"] == {"type": ["string", "integer"]}
+    assert error["properties"]["id"] == {"type": ["string", "integer", "null"]}
+
+
+@pytest.mark.parametrize(
+    ("url", "host", "pathname"),
+    [
+        ("amqp://[::1]:5673/", "[::1]:5673", "/%2F"),
+        ("amqp://h/prod", "h:5672", "/prod"),
+        ("amqp://h/%2Fprod", "h:5672", "/%2Fprod"),
+        ("amqps://h:5671/a%2Fb", "h:5671", "/a%2Fb"),
+    ],
+)
+def test_servers_bracket_ipv6_and_encode_the_vhost(url, host, pathname):
+    document = asyncapi_document([], server_url=url)
+    check_document(document)
+    server = document["servers"]["broker"]
+    assert (server["host"], server["pathname"]) == (host, pathname)
+
+
+def test_content_types_are_what_the_envelope_takes():
+    behaviours = [
+        {"name": "typed", "binding_keys": ["t"], "body_schema": type_schema(Point)},
+        {"name": "untyped", "binding_keys": ["u"], "body_schema": None},
+    ]
+    agents = [{"identity": "a", "methods": [], "behaviours": behaviours}]
+    document = asyncapi_document(agents, server_url="memory://x")
+    check_document(document)
+    assert "defaultContentType" not in document  # broadcasts may be text or bytes
+    by_key = {
+        c[BINDING_KEY_EXTENSION]: c["messages"]["message"]
+        for c in document["channels"].values()
+        if BINDING_KEY_EXTENSION in c
+    }
+    typed = by_key["t"]["headers"]["allOf"][1]["properties"]["content_type"]
+    accepted = jsonschema.Draft7Validator(typed)
+    for content_type in [
+        "application/json",
+        "application/json; charset=utf-8",
+        "application/vnd.example+json",
+        "application/msgpack",
+        "application/x-msgpack",
+    ]:
+        assert accepted.is_valid(content_type), content_type
+        assert envelope.decode_body(
+            b"\x81\xa1x\x01" if "msgpack" in content_type else b'{"x": 1}', content_type
+        ) == {"x": 1}
+    for content_type in ["text/plain", "application/octet-stream", "application/jsonx"]:
+        assert not accepted.is_valid(content_type), content_type
+    untyped = by_key["u"]
+    assert "contentType" not in untyped
+    assert "content_type" not in untyped["headers"]["allOf"][1]["properties"]
+    broadcast = document["channels"]["broadcast"]["messages"]["broadcast"]
+    assert "contentType" not in broadcast
+    wire = document["components"]["schemas"]["WireProperties"]["properties"]["content_type"]
+    assert jsonschema.Draft7Validator(wire).is_valid("text/plain; charset=latin-1")
+
+
+def test_hoist_defs_with_an_index_numbers_on_and_still_reuses():
+    def schema(i: int) -> dict[str, Any]:
+        p = {"type": "object", "properties": {f"f{i}": {"$ref": "#/$defs/Q"}}}
+        q = {"type": "object", "properties": {f"g{i}": {"type": "integer"}}}
+        return {"$ref": "#/$defs/P", "$defs": {"P": p, "Q": q}}
+
+    defs: dict[str, Any] = {}
+    index = DefsIndex()
+    refs_of = [hoist_defs(schema(i), defs, "#/", index)["$ref"] for i in range(50)]
+    assert refs_of == ["#/P"] + [f"#/P_{i}" for i in range(2, 51)]
+    assert sorted(defs) == sorted(["P", "Q"] + [f"{n}_{i}" for n in "PQ" for i in range(2, 51)])
+    assert defs["P_10"]["properties"] == {"f9": {"$ref": "#/Q_10"}}
+    # The same schema again: the copies hoisted before, with or without the index.
+    assert hoist_defs(schema(9), defs, "#/", index)["$ref"] == "#/P_10"
+    assert hoist_defs(schema(9), defs, "#/")["$ref"] == "#/P_10"
+    assert len(defs) == 100
+    # A new one takes the next number without trying the ones before.
+    assert index.next_suffix["P"] == 51
+    assert hoist_defs(schema(50), defs, "#/", index)["$ref"] == "#/P_51"

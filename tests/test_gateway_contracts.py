@@ -9,15 +9,16 @@ the document builder in tests/test_asyncapi.py.
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import httpx
 import pytest
 from gateway_tools import running_gateway
 from mesh_tools import uid
-from test_asyncapi import Sensors, deref, resolve
+from test_asyncapi import Odd, Sensors, deref, resolve
 
-from munggoggo.gateway import contracts
+from munggoggo.gateway import contracts, openapi
 from munggoggo.gateway.app import create_app
 from munggoggo.gateway.state import GatewaySettings
 
@@ -148,3 +149,102 @@ async def test_with_tokens_only_a_client_with_credentials_sees_the_agents(broker
     assert live_paths(wrong.json(), sensors.identity) == {}
     assert "locate" in live_paths(known.json(), sensors.identity)
     assert known.json()["security"] == [{"bearer": []}, {"apiKey": []}]
+
+
+async def test_an_odd_describe_answer_leaves_the_documents_working(gateway, broker_url):
+    async with (
+        Odd(uid("odd"), url=broker_url),
+        Sensors(uid("sensors"), url=broker_url) as sensors,
+    ):
+        openapi = await gateway.http.get("/openapi.json")
+        asyncapi = await gateway.http.get("/asyncapi.json", params={"wait": "0.5"})
+    assert openapi.status_code == asyncapi.status_code == 200
+    assert "locate" in live_paths(openapi.json(), sensors.identity)
+    assert sensors.identity in {c.get("address") for c in asyncapi.json()["channels"].values()}
+
+
+async def test_malformed_descriptions_are_skipped_in_the_live_paths():
+    agents: list[Any] = [
+        {"name": "x"},
+        {"identity": "s", "methods": ["m"], "schemas": ["no"]},
+        {"identity": "t", "methods": "abc", "schemas": {"m": {"params": 1, "result": "x"}}},
+        {"identity": "u", "methods": ["m", 2], "schemas": {"m": "no"}, "behaviours": ["b"]},
+    ]
+    paths = contracts.live_calls(agents, {})
+    assert set(paths) == {"/agents/s/call/m", "/agents/t/call/m", "/agents/u/call/m"}
+    body = paths["/agents/t/call/m"]["post"]["requestBody"]["content"]["application/json"]
+    assert body["schema"]["anyOf"][0] == {}
+
+
+async def test_a_failing_discovery_is_generic_and_waits_its_turn(
+    gateway_state, monkeypatch, caplog
+):
+    state = await gateway_state()
+    discoveries = 0
+
+    async def failing_peers(wait: float = 0.3) -> list[dict[str, Any]]:
+        nonlocal discoveries
+        discoveries += 1
+        raise KeyError("identity")
+
+    monkeypatch.setattr(state.mesh, "peers", failing_peers)
+    assert await contracts.live_agents(state) == []
+    assert await contracts.live_agents(state) == []
+    assert discoveries == 1  # the failure is kept for LIVE_TTL like an answer
+    assert state.in_flight == 0
+    assert "failed" in caplog.text
+
+
+async def test_live_operation_ids_are_sanitised_and_unique():
+    agents = [
+        {"identity": "a_b", "methods": ["c"], "schemas": {}},
+        {"identity": "a", "methods": ["b_c"], "schemas": {}},
+        {"identity": "ä:x", "methods": ["m/1"], "schemas": {}},
+    ]
+    spec = contracts.with_live_calls(openapi.spec_for(False, False), agents, {})
+    ids = [op["operationId"] for item in spec["paths"].values() for op in item.values()]
+    assert len(ids) == len(set(ids))
+    assert all(re.fullmatch(r"[A-Za-z0-9_]+", i) for i in ids)
+    live = [
+        op["operationId"]
+        for item in spec["paths"].values()
+        for op in item.values()
+        if "live" in op["tags"]
+    ]
+    assert sorted(live) == ["call___x_m_1", "call_a_b_c", "call_a_b_c_2"]
+
+
+@pytest.mark.parametrize("path", ["/openapi.json", "/openapi.json?live=false", "/asyncapi.json"])
+async def test_the_documents_are_private_to_the_client(gateway, path):
+    response = await gateway.http.get(path)
+    assert response.status_code == 200
+    assert "private" in response.headers["cache-control"]
+    vary = {v.strip().lower() for v in ",".join(response.headers.get_list("vary")).split(",")}
+    assert {"authorization", "x-api-key"} <= vary
+
+
+async def test_documents_are_encoded_once_per_discovery(gateway, broker_url, monkeypatch):
+    builds = {"openapi": 0, "asyncapi": 0}
+    real_openapi, real_asyncapi = contracts.with_live_calls, contracts.asyncapi_document
+
+    def counting_openapi(*args: Any, **kwargs: Any) -> Any:
+        builds["openapi"] += 1
+        return real_openapi(*args, **kwargs)
+
+    def counting_asyncapi(*args: Any, **kwargs: Any) -> Any:
+        builds["asyncapi"] += 1
+        return real_asyncapi(*args, **kwargs)
+
+    monkeypatch.setattr(contracts, "with_live_calls", counting_openapi)
+    monkeypatch.setattr(contracts, "asyncapi_document", counting_asyncapi)
+    async with Sensors(uid("sensors"), url=broker_url) as sensors:
+        specs = [await gateway.http.get("/openapi.json") for _ in range(3)]
+        documents = [await gateway.http.get("/asyncapi.json") for _ in range(3)]
+        fresh = await gateway.http.get("/asyncapi.json", params={"wait": "0.5"})
+    assert builds == {"openapi": 1, "asyncapi": 2}  # the explicit `wait` discovers anew
+    assert len({r.content for r in specs}) == len({r.content for r in documents}) == 1
+    assert "locate" in live_paths(specs[0].json(), sensors.identity)
+    # /asyncapi.json without `wait` documents the discovery /openapi.json made.
+    shared = {c.get("address") for c in documents[0].json()["channels"].values()}
+    assert sensors.identity in shared
+    assert sensors.identity in {c.get("address") for c in fresh.json()["channels"].values()}

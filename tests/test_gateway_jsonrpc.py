@@ -484,6 +484,21 @@ async def test_non_json_body_under_another_content_type_is_refused(
     assert calc.hellos == []  # not called
 
 
+@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", None])
+@pytest.mark.parametrize("body", [b"1", b"true", b"null", b'"x"', b"2.5"])
+async def test_a_json_scalar_under_another_content_type_is_refused(gateway, content_type, body):
+    """A form body `1` is JSON by accident: only an object or array is taken as JSON-RPC."""
+    headers = {} if content_type is None else {"content-type": content_type}
+    response = await gateway.http.post("/jsonrpc", content=body, headers=headers)
+    assert response.status_code == 415
+    assert response.json()["error"]["code"] == -32600
+
+
+async def test_a_json_scalar_under_json_content_type_is_an_invalid_request(gateway):
+    response = await post_raw(gateway, b"1", "application/json")
+    assert answer(response)["error"]["code"] == -32600
+
+
 async def test_non_json_body_under_json_content_type_is_a_parse_error(gateway):
     response = await post_raw(gateway, b"method=x.notify_hello", "application/json")
     assert answer(response)["error"]["code"] == -32700
