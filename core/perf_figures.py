@@ -60,7 +60,8 @@ def merge_figures(parts: list[dict[str, Any]]) -> dict[str, Any]:
     merge by uniting the numbers received (a number two consumers both got is a
     duplicate, a gap one filled for the other is no loss); per-producer counts are keyed by
     producer ids, unique over the run. Durations take the longest (they started together),
-    CPU time adds up.
+    CPU time adds up; a part with no producer has no publishing time of its own (its run
+    lasted as long as its consumers did, which would stretch the publish rate's time).
 
     Args:
         parts: `figures_of` forms (after a JSON round trip, say).
@@ -101,8 +102,9 @@ def merge_figures(parts: list[dict[str, Any]]) -> dict[str, Any]:
                 out["queue_depths"][queue] = max(out["queue_depths"].get(queue, 0), int(depth))
             for key in ("confirmed_by_producer", "sent_by_producer", "routes"):
                 out[key].update(part[key])
-            for key in ("seconds", "consume_seconds"):
-                out[key] = max(out[key], float(part[key]))
+            if part["sent_by_producer"]:
+                out["seconds"] = max(out["seconds"], float(part["seconds"]))
+            out["consume_seconds"] = max(out["consume_seconds"], float(part["consume_seconds"]))
             out["cpu_seconds"] += float(part["cpu_seconds"])
             latency.merge(LatencyHistogram.from_dict(part["latency_us"]))
             confirm.merge(LatencyHistogram.from_dict(part["confirm_latency_us"]))
