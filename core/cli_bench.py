@@ -32,7 +32,7 @@ from .perf_run import BenchConfig, RunStats, run_bench
 from .perf_scale import ScaleError, run_processes
 from .url import DEFAULT_URL, URLError, parse_urls
 
-__all__ = ["add_parser", "cmd_bench", "config_from_args", "summary"]
+__all__ = ["add_parser", "cmd_bench", "config_from_args", "rate_error", "summary"]
 
 _PATTERN = re.compile(r"%[-+ 0#]*\d*d")  # one printf integer conversion
 _RATE_SLACK = 0.9  # a --rate counts as met at 90% of it (a run's first and last second)
@@ -446,6 +446,31 @@ async def _scaled(
     return None
 
 
+def rate_error(config: BenchConfig, publish_rate: float, producers: int) -> str | None:
+    """The error of a run whose `--rate` was not met, if it was not.
+
+    Args:
+        config: the run's options (`rate`, `variable_rate`, `producers`).
+        publish_rate: the (merged) figures' messages per second, all producers together.
+        producers: producers in the (merged) figures: over every process and instance, so
+            a leader divides the merged rate by all of them, not by its own share; 0 (a
+            mode that does not count them) falls back to the options' producers.
+
+    Returns:
+        One line, or None when the rate was met or none was asked for.
+    """
+    producers = producers or config.producers
+    if not config.rate or config.variable_rate or not producers:
+        return None
+    achieved = publish_rate / producers
+    if achieved >= config.rate * _RATE_SLACK:
+        return None
+    return (
+        f"rate not met: asked {config.rate:g} msgs/s per producer, "
+        f"sent {achieved:.0f} msgs/s per producer"
+    )
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run `munggoggo bench`.
 
@@ -516,13 +541,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     _print_summary(figures, sys.stdout)
     if note:
         print(note, file=sys.stdout)
-    if error is None and config.rate and not config.variable_rate and config.producers:
-        achieved = figures["publish_rate"] / config.producers
-        if achieved < config.rate * _RATE_SLACK:
-            error = (
-                f"rate not met: asked {config.rate:g} msgs/s per producer, "
-                f"sent {achieved:.0f} msgs/s per producer"
-            )
+    if error is None:
+        error = rate_error(config, figures["publish_rate"], len(stats.sent_by_producer))
     if recorder is not None:
         page = render_report(figures, recorder.rows, options, error=error, started=started_at)
         try:
