@@ -329,17 +329,21 @@ class _Parent:
     async def read(self, p: _Proc, procs: list[_Proc]) -> None:
         assert p.proc.stdout is not None
         try:
-            await self._read_lines(p, procs)
-        except (ValueError, OSError) as exc:  # a line over the limit: give up on the child
-            p.error = f"unreadable report: {exc}"
-            with contextlib.suppress(ProcessLookupError):
-                p.proc.kill()
-        code = await p.proc.wait()
-        p.finished = True
-        if p.figures is None and p.error is None:
-            p.error = f"exited with status {code} before reporting its figures"
-        self.second(procs)
-        self.changed.set()
+            try:
+                await self._read_lines(p, procs)
+            except (ValueError, OSError, KeyError, TypeError) as exc:
+                # A line over the limit or of the wrong shape: give up on the child.
+                p.error = f"unreadable report: {exc!r}"
+                with contextlib.suppress(ProcessLookupError):
+                    p.proc.kill()
+            code = await p.proc.wait()
+            if p.figures is None and p.error is None:
+                p.error = f"exited with status {code} before reporting its figures"
+        finally:
+            # Whatever happened, the run must not wait for this child any more.
+            p.finished = True
+            self.second(procs)
+            self.changed.set()
 
     async def _read_lines(self, p: _Proc, procs: list[_Proc]) -> None:
         assert p.proc.stdout is not None
@@ -348,6 +352,8 @@ class _Parent:
                 event = json.loads(line)
             except json.JSONDecodeError:
                 continue  # not ours: a stray print in the child
+            if not isinstance(event, dict):
+                continue  # not ours either: a stray `[1]` or `5`
             kind = event.get("t")
             if kind == "ready":
                 p.ready = True
