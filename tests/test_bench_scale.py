@@ -277,3 +277,101 @@ def test_an_interrupted_spread_run_still_prints_what_ran(broker_url):
     figures = json.loads(out.splitlines()[-1])
     assert figures["published"] > 0 and figures["consumed"] > 0
     assert len(figures["latency_us"]) == 6
+
+
+# -- unit: fixes of the spread runs ----------------------------------------------------------
+
+
+def _part(producers: dict[int, int], seconds: float, consumed: int = 0) -> dict:
+    stats = RunStats()
+    stats.started, stats.ended = 10.0, 10.0 + seconds
+    stats.last_received = stats.ended
+    stats.sent_by_producer = dict(producers)
+    stats.published = sum(producers.values())
+    stats.consumed = consumed
+    return json.loads(json.dumps(figures_of(stats)))
+
+
+def test_a_consumer_only_process_does_not_stretch_the_publish_time():
+    from munggoggo.cli_bench import summary
+
+    out = RunStats()
+    # The producer's process published 1000 in 1 s; the consumer-only one ran 3 s.
+    load_figures(merge_figures([_part({0: 1000}, 1.0, 400), _part({}, 3.0, 600)]), out)
+    figures = summary(out)
+    assert figures["seconds"] == 1.0
+    assert figures["publish_rate"] == 1000.0
+    assert out.last_received - out.started == 3.0  # consuming still lasted 3 s
+
+
+def test_the_rate_check_divides_by_every_producer_of_the_merged_figures():
+    from munggoggo.cli_bench import rate_error
+
+    config = BenchConfig(urls=parse_urls("amqp://h/"), producers=1, rate=1000)
+    # Two instances of one producer each sent 600 msgs/s together: 300 each, not met.
+    assert rate_error(config, 600.0, 2) is not None
+    assert rate_error(config, 2000.0, 2) is None
+    assert rate_error(config, 950.0, 0) is None  # no producer counts: the options' one
+    config.rate = 0
+    assert rate_error(config, 1.0, 2) is None
+
+
+def test_a_stray_line_that_is_not_an_object_does_not_hang_the_parent():
+    from munggoggo.perf_scale import _Parent, _Proc
+
+    async def run() -> _Proc:
+        script = "print('[1]'); print('5'); print('\"x\"'); print('null')"
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", script, stdout=asyncio.subprocess.PIPE
+        )
+        config = BenchConfig(urls=parse_urls("amqp://h/"), queues=["q"])
+        p = _Proc(0, config, proc)
+        await asyncio.wait_for(_Parent(None).read(p, [p]), 20)
+        return p
+
+    p = asyncio.run(run())
+    assert p.finished
+    assert p.error == "exited with status 0 before reporting its figures"
+
+
+def test_large_figures_travel_in_chunks_that_add_up():
+    from munggoggo.perf_workers import Chunks, _decode, figures_messages
+
+    rng = random.Random(3)
+    stats = RunStats()
+    stats.sequences = {"q": SequenceTracker()}
+    for seq in sorted(rng.sample(range(400_000), 20_000)):  # gaps everywhere: a large form
+        stats.sequences["q"].observe(0, seq)
+    figures = json.loads(json.dumps(figures_of(stats)))
+    limit = 16 << 10
+    bodies = figures_messages(1, figures, "boom", limit)
+    assert len(bodies) > 1 and all(len(b) <= limit for b in bodies)
+    chunks, whole = Chunks(), None
+    for body in reversed(bodies):  # any order
+        message = _decode(body)
+        assert message is not None and message["t"] == "chunk"
+        whole = chunks.add(message) or whole
+    assert whole is not None
+    assert (whole["index"], whole["error"], whole["figures"]) == (1, "boom", figures)
+    small = figures_messages(2, figures_of(RunStats()), None)
+    assert len(small) == 1 and _decode(small[0])["t"] == "figures"
+
+
+@pytest.mark.rabbitmq
+def test_a_follower_failing_before_the_start_is_reported_by_the_leader_at_once(broker_url):
+    run_id = uuid.uuid4().hex[:10]
+    extra = ("-x", "1", "-y", "1", "-C", "100", "--workers-timeout", "8")
+    first = instance(broker_url, run_id, *extra)
+    import time
+
+    time.sleep(1.0)
+    # The broker refuses a queue named amq.*: this instance fails before it is ready.
+    second = instance(broker_url, run_id, *extra, "-u", f"amq.refused-{run_id}")
+    (_, err1), (out2, err2) = [p.communicate(timeout=90) for p in (first, second)]
+    assert first.returncode == 1, err1
+    line = err1.strip().splitlines()[-1]
+    assert line.startswith("munggoggo bench: instance 2: "), err1
+    assert "not ready" not in line and "sent no figures" not in line
+    # Its figures are with the leader, which fails the run: the follower's share is done.
+    assert second.returncode == 0, err2
+    assert "this instance failed" in out2
