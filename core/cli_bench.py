@@ -503,6 +503,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"munggoggo bench: no directory for --report {args.report!r}", file=sys.stderr)
         return 2
     options = run_options(args, config)
+    if mode is None and args.workers_expected > 1:
+        from .perf_workers import default_run_id
+
+        # Metrics and the report carry the id the instances meet under, as the note says.
+        options["run_id"] = args.run_id or default_run_id(config, args.workers_expected)
     metrics = None
     started_at = datetime.now(UTC)
     recorder = None

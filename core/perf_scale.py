@@ -72,14 +72,18 @@ def name_queues(config: BenchConfig, run_id: str | None = None) -> None:
     Args:
         config: the options (updated in place).
         run_id: name them after this run id (instances on other hosts derive the same
-            names); None draws a random one.
+            names); None draws a random one. The messages' run id (`config.run_id`) is
+            drawn afresh when empty, never this one.
     """
     tail = run_id or uuid.uuid4().hex[:8]
     if not config.queues:
         config.queues = [f"munggoggo-bench-{tail}"]
         config.generated_queues = True
     if not config.run_id:
-        config.run_id = run_id or uuid.uuid4().hex
+        # Fresh for every run, whatever names the queues: a run id derived from the options
+        # names the meeting, and a re-run of one command must not take the last one's
+        # leftovers for its own messages.
+        config.run_id = uuid.uuid4().hex
     if config.exchange and config.routing_key is None and not config.queue_pattern:
         config.routing_key = f"munggoggo-bench-{tail}"
 

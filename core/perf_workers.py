@@ -381,7 +381,7 @@ async def _lead_run(
         raise ScaleError(line) from None
     lead.gathering = False
     for i, reply in enumerate(lead.followers, start=1):
-        await link.send(reply, {"t": "index", "index": i, "leader": me})
+        await link.send(reply, {"t": "index", "index": i, "leader": me, "run": config.run_id})
     _set_ids(config, 0)
 
     async def start_together() -> None:
@@ -455,6 +455,8 @@ async def _follow(
     except TimeoutError:
         raise ScaleError(_timeout_line(None, expected, timeout, run_id)) from None
     index, leader_name = int(answer["index"]), str(answer["leader"])
+    # The messages carry the leader's fresh id for this run, the same on every instance.
+    config.run_id = str(answer.get("run") or config.run_id)
     _set_ids(config, index)
     went = asyncio.Event()
 

@@ -375,3 +375,42 @@ def test_a_follower_failing_before_the_start_is_reported_by_the_leader_at_once(b
     # Its figures are with the leader, which fails the run: the follower's share is done.
     assert second.returncode == 0, err2
     assert "this instance failed" in out2
+
+
+@pytest.mark.rabbitmq
+def test_a_rerun_under_the_same_run_id_counts_the_last_runs_leftovers_as_foreign(broker_url):
+    import time
+
+    from munggoggo.client import Connection
+    from munggoggo.url import parse_url
+
+    run_id = uuid.uuid4().hex[:10]
+    queue = f"bench-rerun-{run_id}"
+
+    def meet(*extra: str) -> list[tuple[str, str]]:
+        base = ("-u", queue, "-s", "100", "--workers-timeout", "20", *extra)
+        first = instance(broker_url, run_id, *base)
+        time.sleep(1.0)
+        second = instance(broker_url, run_id, *base)
+        results = [p.communicate(timeout=90) for p in (first, second)]
+        assert [p.returncode for p in (first, second)] == [0, 0], [r[1] for r in results]
+        return results
+
+    try:
+        meet("-x", "1", "-y", "0", "-C", "50")  # 100 left in the queue
+        results = meet("-x", "1", "-y", "1", "-C", "50")
+        (merged,) = [out for out, _ in results if "merged summary of 2 instances (" in out]
+        total = json.loads(merged.splitlines()[-1])
+        assert total["published"] == 100
+        assert total["foreign"] == 100  # the last run's, not this run's duplicates
+        assert (total["lost"], total["duplicates"]) == (0, 0)
+    finally:
+
+        async def delete() -> None:
+            conn = Connection(parse_url(broker_url), reconnect=False)
+            await conn.connect()
+            ch = await conn.channel()
+            await ch.queue_delete(queue)
+            await conn.close()
+
+        asyncio.run(delete())
