@@ -423,9 +423,17 @@ def _print_summary(figures: dict[str, Any], out: TextIO) -> None:
 
 
 async def _scaled(
-    args: argparse.Namespace, config: BenchConfig, stats: RunStats, seconds: _Seconds
+    args: argparse.Namespace,
+    config: BenchConfig,
+    stats: RunStats,
+    seconds: _Seconds,
+    view: RunStats | None = None,
 ) -> str | None:
-    """One process, several (`--processes`) or instances over the broker."""
+    """One process, several (`--processes`) or instances over the broker.
+
+    `view` (--processes) gets the merged figures so far, as the run goes: the children
+    fill `stats` only at the end.
+    """
     if args.workers_expected > 1:
         from .perf_workers import default_run_id, run_workers
 
@@ -440,7 +448,7 @@ async def _scaled(
             seconds,
         )
     if args.processes > 1:
-        await run_processes(config, args.processes, stats, seconds)
+        await run_processes(config, args.processes, stats, seconds, view=view)
     else:
         await run_bench(config, stats, seconds)
     return None
@@ -514,9 +522,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     note: str | None = None
     csv_file = open(args.csv, "w", newline="") if args.csv else None  # noqa: SIM115
     try:
+        # With --processes the children run the share: scrapes read the parent's live view.
+        view = RunStats() if mode is None and args.processes > 1 else None
         if args.metrics_port is not None:
             collector = BenchCollector(
-                stats, options["run_id"], options.get("mode", "queue"), options=options
+                view if view is not None else stats,
+                options["run_id"],
+                options.get("mode", "queue"),
+                options=options,
             )
             metrics = serve_bench_metrics(args.metrics_port, collector)
         rows: Any = None
@@ -530,7 +543,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             if mode is not None:
                 asyncio.run(mode(config, stats, _Seconds(sys.stdout, rows)))
             else:  # --processes / --workers-expected run elsewhere and fill `stats` merged
-                note = asyncio.run(_scaled(args, config, stats, _Seconds(sys.stdout, rows)))
+                note = asyncio.run(_scaled(args, config, stats, _Seconds(sys.stdout, rows), view))
         except KeyboardInterrupt:
             error = "interrupted"
         except (AMQPError, OSError, RuntimeError, ScaleError) as exc:  # RuntimeError: a behaviour

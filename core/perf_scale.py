@@ -301,9 +301,12 @@ class _Proc:
 class _Parent:
     """The parent's view: merges the children's seconds and decides when the run is over."""
 
-    def __init__(self, on_second: Callable[[RunStats, float], None] | None) -> None:
+    def __init__(
+        self, on_second: Callable[[RunStats, float], None] | None, view: RunStats | None = None
+    ) -> None:
         self.on_second = on_second
-        self.view = RunStats()  # cumulative merged counters the per-second printer reads
+        # Cumulative merged counters the per-second printer (and a metrics scrape) reads.
+        self.view = view if view is not None else RunStats()
         self.view.confirmed_by_producer[0] = 0
         self.pending: dict[int, dict[int, dict[str, Any]]] = {}
         self.changed = asyncio.Event()
@@ -394,6 +397,7 @@ async def run_processes(
     on_second: Callable[[RunStats, float], None] | None = None,
     before_start: Callable[[], Awaitable[None]] | None = None,
     alone: bool = True,
+    view: RunStats | None = None,
 ) -> None:
     """Run `config` spread over child processes; fill `stats` with the merged figures.
 
@@ -406,6 +410,8 @@ async def run_processes(
         before_start: awaited when every child is ready, before they start.
         alone: True when no other instance consumes from these queues: the parent may
             then end the run as soon as every message sent was received.
+        view: a RunStats to keep the merged figures so far in, as the run goes (what
+            `--metrics-port` serves); its counters are the run's totals so far.
 
     Raises:
         ScaleError: a child failed (one line naming it and its error).
@@ -413,7 +419,7 @@ async def run_processes(
     name_queues(config)
     shares = split(config, processes)
     procs: list[_Proc] = []
-    parent = _Parent(on_second)
+    parent = _Parent(on_second, view)
     readers = []
     try:
         for i, share in enumerate(shares):
