@@ -42,9 +42,11 @@ from .url import BrokerURL
 
 __all__ = [
     "ScaleError",
+    "all_arrived",
     "child_main",
     "config_from_json",
     "config_to_json",
+    "due_by_queue",
     "name_queues",
     "run_processes",
     "split",
@@ -227,7 +229,7 @@ class _Child:
             if not stats.started:
                 continue
             done = config.producers == 0 or bool(stats.ended)
-            now = (stats.published, stats.consumed, done)
+            now = (stats.published, stats.consumed, stats.foreign, done)
             if now != last:
                 last = now
                 _emit(
@@ -236,6 +238,12 @@ class _Child:
                         "consumed": stats.consumed,
                         "sent_by_producer": {str(p): n for p, n in stats.sent_by_producer.items()},
                         "producers_done": done,
+                        # Distinct messages of this run per queue: a previous run's
+                        # leftovers (foreign) and duplicates do not count towards what is due.
+                        "distinct": {
+                            q: sum(p.received - p.duplicates for p in t.producers.values())
+                            for q, t in list(stats.sequences.items())
+                        },
                     }
                 )
 
@@ -294,6 +302,7 @@ class _Proc:
     producers_done: bool = False
     consumed: int = 0
     sent: dict[int, int] = dataclasses.field(default_factory=dict)
+    distinct: dict[str, int] = dataclasses.field(default_factory=dict)
     figures: dict[str, Any] | None = None
     error: str | None = None
 
@@ -371,23 +380,44 @@ class _Parent:
                 p.consumed = event["consumed"]
                 p.sent = {int(k): v for k, v in event["sent_by_producer"].items()}
                 p.producers_done = event["producers_done"]
+                p.distinct = {str(q): int(n) for q, n in event.get("distinct", {}).items()}
             elif kind == "done":
                 p.figures, p.error = event["figures"], event["error"]
             self.changed.set()
 
 
-def _expected(config: BenchConfig, procs: list[_Proc]) -> int:
-    """Deliveries due to this run's consumers from this run's producers, at most."""
+def due_by_queue(config: BenchConfig, sent: dict[int, int]) -> dict[str, int]:
+    """Deliveries due to this run's consumers from this run's producers, per queue.
+
+    Args:
+        config: the whole run's options (queues, routes, the consumers' ids).
+        sent: messages each producer sent, by producer id.
+
+    Returns:
+        Queue name -> messages due on it (consumed queues only).
+    """
     consumed_queues = {
         config.queues[c % len(config.queues)]
         for c in range(config.consumer_base, config.consumer_base + config.consumers)
     }
-    total = 0
-    for p in procs:
-        for pid, n in p.sent.items():
-            reach = len(set(producer_routes(config, pid)) & consumed_queues)
-            total += n * reach
-    return total
+    due = dict.fromkeys(consumed_queues, 0)
+    for pid, n in sent.items():
+        for queue in set(producer_routes(config, pid)) & consumed_queues:
+            due[queue] += n
+    return due
+
+
+def all_arrived(due: dict[str, int], distinct: list[dict[str, int]]) -> bool:
+    """Whether every queue received (distinct messages of this run) what is due on it.
+
+    Args:
+        due: `due_by_queue`'s answer.
+        distinct: per process, queue -> distinct messages of this run received.
+
+    Returns:
+        True when nothing due is still on its way.
+    """
+    return all(sum(d.get(q, 0) for d in distinct) >= n for q, n in due.items())
 
 
 async def run_processes(
@@ -512,12 +542,9 @@ async def _until_over(
         consumed = sum(p.consumed for p in procs)
         if consumed != last:
             last, quiet_since = consumed, now
-        due = _expected(config, procs)
-        if (
-            (alone and consumed >= due)
-            or now - quiet_since > _DRAIN_STALL
-            or now - started > _DRAIN_MAX
-        ):
+        sent = {pid: n for p in procs for pid, n in p.sent.items()}
+        arrived = all_arrived(due_by_queue(config, sent), [p.distinct for p in procs])
+        if (alone and arrived) or now - quiet_since > _DRAIN_STALL or now - started > _DRAIN_MAX:
             for p in procs:
                 if not p.finished:
                     _send(p, "stop")

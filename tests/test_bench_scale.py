@@ -414,3 +414,46 @@ def test_a_rerun_under_the_same_run_id_counts_the_last_runs_leftovers_as_foreign
             await conn.close()
 
         asyncio.run(delete())
+
+
+def test_what_is_due_counts_distinct_messages_per_queue():
+    from munggoggo.perf_scale import all_arrived, due_by_queue
+
+    config = BenchConfig(urls=parse_urls("amqp://h/"), producers=2, consumers=2, queues=["a", "b"])
+    due = due_by_queue(config, {0: 10, 1: 5})
+    assert due == {"a": 10, "b": 5}
+    assert all_arrived(due, [{"a": 6, "b": 5}, {"a": 4}])
+    # 20 on a (old messages or duplicates do not count) but none of b's yet: not over.
+    assert not all_arrived(due, [{"a": 20}, {"b": 4}])
+    assert all_arrived({}, [])
+
+
+@pytest.mark.rabbitmq
+def test_old_messages_in_the_queue_do_not_end_a_spread_run_early(capsys, broker_url):
+    from munggoggo.client import Connection
+    from munggoggo.url import parse_url
+
+    queue = f"bench-old-{uuid.uuid4().hex[:8]}"
+    try:
+        base = ["bench", "--url", broker_url, "-u", queue, "-s", "100"]
+        assert main([*base, "-x", "1", "-y", "0", "-C", "3000"]) == 0  # leftovers
+        capsys.readouterr()
+        argv = [*base, "--processes", "2", "-x", "1", "-y", "2", "-C", "3000", "-L", "300"]
+        argv.append("--json")  # slow consumers: the old messages come first, for a while
+        status = main(argv)
+        out, err = capsys.readouterr()
+        assert status == 0, err
+        figures = json.loads(out.splitlines()[-1])
+        assert figures["foreign"] == 3000
+        assert (figures["lost"], figures["unconsumed"]) == (0, 0)
+        assert figures["consumed"] == 6000
+    finally:
+
+        async def delete() -> None:
+            conn = Connection(parse_url(broker_url), reconnect=False)
+            await conn.connect()
+            ch = await conn.channel()
+            await ch.queue_delete(queue)
+            await conn.close()
+
+        asyncio.run(delete())
