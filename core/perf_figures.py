@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .perf_run import RunStats
+from .perf_run import BenchConfig, RunStats, queue_depths
 from .perf_stats import LatencyHistogram, OrderCheck, SequenceTracker
 
-__all__ = ["figures_of", "load_figures", "merge_figures"]
+__all__ = ["figures_of", "load_figures", "merge_figures", "remeasure_depths"]
 
 
 def figures_of(stats: RunStats) -> dict[str, Any]:
@@ -97,7 +97,8 @@ def merge_figures(parts: list[dict[str, Any]]) -> dict[str, Any]:
             for key in ("published", "nacked", "returned", "consumed", "untimed", "out_of_order"):
                 out[key] += int(part[key])
             out["foreign"] += int(part.get("foreign", 0))
-            # Each process looked at the queues as it ended: the latest (largest) view.
+            # Each process looked at the queues as it ended; whoever merges looks again
+            # once all ended (`remeasure_depths`): this is only the fallback.
             for queue, depth in part.get("queue_depths", {}).items():
                 out["queue_depths"][queue] = max(out["queue_depths"].get(queue, 0), int(depth))
             for key in ("confirmed_by_producer", "sent_by_producer", "routes"):
@@ -120,6 +121,26 @@ def merge_figures(parts: list[dict[str, Any]]) -> dict[str, Any]:
     out["confirm_latency_us"] = confirm.to_dict()
     out["sequences"] = {q: t.to_dict() for q, t in trackers.items()}
     return out
+
+
+async def remeasure_depths(config: BenchConfig, stats: RunStats) -> None:
+    """Measure the consumed queues' depths once more, now that every part has ended.
+
+    The parts' own depths were taken as each ended, while others may still have been
+    consuming; `unconsumed` and `lost` read the depth after everything ended. Call it before
+    the generated queues are deleted.
+
+    Args:
+        config: the run's options (the broker to ask).
+        stats: merged stats (`load_figures`); their `queue_depths` are replaced when the
+            broker answers.
+    """
+    queues = sorted(set(stats.queue_depths) | set(stats.sequences))
+    if not queues:
+        return
+    depths = await queue_depths(config, queues)
+    if depths:  # nothing at all: the broker could not be asked, keep the parts' view
+        stats.queue_depths = depths
 
 
 def load_figures(figures: dict[str, Any], stats: RunStats) -> None:

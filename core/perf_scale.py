@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .amqp.errors import AMQPError
-from .perf_figures import figures_of, load_figures, merge_figures
+from .perf_figures import figures_of, load_figures, merge_figures, remeasure_depths
 from .perf_run import (
     BenchConfig,
     RunStats,
@@ -499,6 +499,9 @@ async def run_processes(
             task.cancel()
         parent.second(procs, flush=True)
         load_figures(merge_figures([p.figures for p in procs if p.figures is not None]), stats)
+        if alone:  # with other instances, the leader looks once all of them ended
+            with contextlib.suppress(Exception):
+                await remeasure_depths(config, stats)
         if config.owns_queues:
             await delete_generated_queues(config)
     errors = [p for p in procs if p.error and not p.error.startswith("aborted")]

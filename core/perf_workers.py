@@ -43,7 +43,7 @@ from ._speedups import Delivery
 from .amqp.errors import ResourceLocked
 from .channel import Channel
 from .client import Connection
-from .perf_figures import figures_of, load_figures, merge_figures
+from .perf_figures import figures_of, load_figures, merge_figures, remeasure_depths
 from .perf_run import BenchConfig, RunStats, delete_generated_queues, run_bench
 from .perf_scale import ScaleError, name_queues, run_processes
 
@@ -431,6 +431,7 @@ async def _lead_run(
     if missing:
         errors.append(f"{missing} instances sent no figures")
     load_figures(merge_figures(parts), stats)
+    await remeasure_depths(config, stats)  # every instance has ended: the depths now
     await delete_generated_queues(config)
     if errors:
         raise ScaleError("; ".join(errors))

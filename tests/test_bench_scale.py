@@ -457,3 +457,29 @@ def test_old_messages_in_the_queue_do_not_end_a_spread_run_early(capsys, broker_
             await conn.close()
 
         asyncio.run(delete())
+
+
+@pytest.mark.rabbitmq
+def test_the_merged_depths_are_measured_again_once_every_part_ended(broker_url):
+    from munggoggo.client import Connection
+    from munggoggo.perf_figures import remeasure_depths
+    from munggoggo.url import parse_url
+
+    queue = f"bench-depth-{uuid.uuid4().hex[:8]}"
+    assert main(["bench", "--url", broker_url, "-u", queue, "-x", "1", "-y", "0", "-C", "7"]) == 0
+
+    async def run() -> dict[str, int]:
+        config = BenchConfig(urls=parse_urls(broker_url), queues=[queue])
+        stats = RunStats()
+        # A part's stale view, taken while another part still had 7 on their way.
+        stats.queue_depths = {queue: 0}
+        stats.sequences = {queue: SequenceTracker()}
+        await remeasure_depths(config, stats)
+        conn = Connection(parse_url(broker_url), reconnect=False)
+        await conn.connect()
+        ch = await conn.channel()
+        await ch.queue_delete(queue)
+        await conn.close()
+        return stats.queue_depths
+
+    assert asyncio.run(run()) == {queue: 7}
