@@ -483,18 +483,21 @@ async def _follow(
     except Exception as exc:  # the figures of what ran still go to the leader
         error = exc
     bodies = figures_messages(index, figures_of(stats), _text(error))
+    lost: str | None = None
     try:
         await link.send_raw(leader_queue, bodies)
         await _answer(link, ("ack",), time.monotonic() + timeout + _FIGURES_GRACE)
     except TimeoutError:
-        raise ScaleError(
+        lost = (
             f"the first instance did not acknowledge this instance's figures of run {run_id} "
             f"within {timeout + _FIGURES_GRACE:g} s: they are lost"
-        ) from None
+        )
     except ScaleError as exc:
-        raise ScaleError(f"{exc}: this instance's figures are lost") from None
+        lost = f"{exc}: this instance's figures are lost"
     except Exception as exc:
-        raise ScaleError(f"cannot send the figures of run {run_id}: {_text(exc)}") from None
+        lost = f"cannot send the figures of run {run_id}: {_text(exc)}"
+    if lost is not None:  # the run's own error first: it says why the run ended
+        raise ScaleError(lost if error is None else f"{_text(error)}; {lost}")
     # The leader has the figures, reports this instance's failure and fails itself: this
     # instance's share is done (a Job's follower exiting 1 would end the Job early).
     return f"merged summary of {expected} instances: printed by {leader_name} (run id {run_id})" + (

@@ -483,3 +483,33 @@ def test_the_merged_depths_are_measured_again_once_every_part_ended(broker_url):
         return stats.queue_depths
 
     assert asyncio.run(run()) == {queue: 7}
+
+
+@pytest.mark.rabbitmq
+def test_an_interrupted_leader_stops_its_followers(broker_url):
+    import signal
+    import time
+
+    run_id = uuid.uuid4().hex[:10]
+    extra = ("-x", "1", "-y", "1", "-r", "200", "-s", "100", "--workers-timeout", "10")
+    first = instance(broker_url, run_id, *extra)  # no end of its own: runs until stopped
+    time.sleep(1.0)
+    second = instance(broker_url, run_id, *extra)
+    time.sleep(3.0)
+    first.send_signal(signal.SIGINT)
+    try:
+        (_, err1), (out2, err2) = [p.communicate(timeout=40) for p in (first, second)]
+    finally:
+        for p in (first, second):
+            if p.poll() is None:
+                p.kill()
+    assert first.returncode == 1
+    assert err1.strip().splitlines()[-1] == "munggoggo bench: interrupted"
+    # The follower's run ended with the leader's: it printed what it ran.
+    assert "summary:" in out2
+    # The leader is gone before it took the follower's figures: the follower says so and
+    # fails, rather than pointing at a merged summary nobody printed.
+    assert second.returncode == 1
+    (line,) = err2.strip().splitlines()
+    assert "stopped run" in line and line.endswith("this instance's figures are lost"), line
+    assert "printed by" not in out2
