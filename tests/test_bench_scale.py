@@ -513,3 +513,29 @@ def test_an_interrupted_leader_stops_its_followers(broker_url):
     (line,) = err2.strip().splitlines()
     assert "stopped run" in line and line.endswith("this instance's figures are lost"), line
     assert "printed by" not in out2
+
+
+def test_sequence_gaps_travel_delta_encoded_and_come_back_exactly():
+    t = SequenceTracker()
+    base = 10**9
+    for seq in (0, 2, 3, base, base + 5, base + 6):
+        t.observe(7, seq)
+    t.observe(7, base + 2)  # fills inside a gap: splits it
+    data = json.loads(json.dumps(t.to_dict()))
+    gaps = data["producers"]["7"]["gaps"]
+    # (start - previous end, length): small numbers, whatever the sequence numbers.
+    assert gaps == [1, 1, 2, base - 4, 1, 1, 1, 2]
+    back = SequenceTracker.from_dict(data)
+    assert (
+        back.producers[7].gaps
+        == t.producers[7].gaps
+        == [
+            [1, 2],
+            [4, base],
+            [base + 1, base + 2],
+            [base + 3, base + 5],
+        ]
+    )
+    data["producers"]["7"]["gaps"] = [1, 1, 0, 2]  # touching ranges: not a tracker's form
+    with pytest.raises(ValueError):
+        SequenceTracker.from_dict(data)
