@@ -539,3 +539,22 @@ def test_sequence_gaps_travel_delta_encoded_and_come_back_exactly():
     data["producers"]["7"]["gaps"] = [1, 1, 0, 2]  # touching ranges: not a tracker's form
     with pytest.raises(ValueError):
         SequenceTracker.from_dict(data)
+
+
+@pytest.mark.rabbitmq
+def test_a_late_instance_is_refused_while_the_run_goes(broker_url):
+    import time
+
+    run_id = uuid.uuid4().hex[:10]
+    extra = ("-x", "1", "-y", "1", "-r", "200", "-C", "800", "--workers-timeout", "15")
+    first = instance(broker_url, run_id, *extra)
+    time.sleep(1.0)
+    second = instance(broker_url, run_id, *extra)
+    time.sleep(1.5)
+    late = instance(broker_url, run_id, *extra)
+    results = [p.communicate(timeout=90) for p in (first, second, late)]
+    assert [p.returncode for p in (first, second)] == [0, 0], [r[1] for r in results]
+    assert late.returncode == 1
+    assert results[2][1].strip().splitlines() == [
+        "munggoggo bench: the run already started without this instance"
+    ]
