@@ -220,7 +220,8 @@ def add_parser(sub: Any) -> None:
         "--run-id",
         default=None,
         help="the run's id: where --workers-expected instances meet (default: from the "
-        "options) and the metrics' run_id label (default: generated)",
+        "options) and the metrics' run_id label (default: generated); the messages carry "
+        "a fresh id of every run",
     )
     a("--report", default=None, metavar="FILE.html", help="write an HTML report of the run")
     # Several processes and hosts (perf_scale, perf_workers)

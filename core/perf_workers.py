@@ -5,7 +5,10 @@ the options they were given, so instances started with the same command agree). 
 declares the exclusive queue `munggoggo.bench.<run id>`: the broker lets exactly one
 succeed, the first, which leads; the others get RESOURCE_LOCKED and follow. Exclusive
 queues are allowed by RabbitMQ 4.3's defaults and vanish with their connection, so a
-crashed run leaves nothing behind. Each follower declares an exclusive server-named queue
+crashed run leaves nothing behind. The messages' run id header is not that id but a fresh
+one the leader draws for each run and sends with the index (a re-run of one command must
+not take the last run's leftovers for its own). Each follower declares an exclusive
+server-named queue
 for the leader's answers and sends `hello` to the leader's queue.
 
 When N have joined, the leader numbers them (itself 0, then in the order of arrival):
