@@ -32,7 +32,7 @@ from .perf_run import BenchConfig, RunStats, run_bench
 from .perf_scale import ScaleError, run_processes
 from .url import DEFAULT_URL, URLError, parse_urls
 
-__all__ = ["add_parser", "cmd_bench", "config_from_args", "summary"]
+__all__ = ["add_parser", "cmd_bench", "config_from_args", "rate_error", "summary"]
 
 _PATTERN = re.compile(r"%[-+ 0#]*\d*d")  # one printf integer conversion
 _RATE_SLACK = 0.9  # a --rate counts as met at 90% of it (a run's first and last second)
@@ -220,7 +220,8 @@ def add_parser(sub: Any) -> None:
         "--run-id",
         default=None,
         help="the run's id: where --workers-expected instances meet (default: from the "
-        "options) and the metrics' run_id label (default: generated)",
+        "options) and the metrics' run_id label (default: generated); the messages carry "
+        "a fresh id of every run",
     )
     a("--report", default=None, metavar="FILE.html", help="write an HTML report of the run")
     # Several processes and hosts (perf_scale, perf_workers)
@@ -423,9 +424,17 @@ def _print_summary(figures: dict[str, Any], out: TextIO) -> None:
 
 
 async def _scaled(
-    args: argparse.Namespace, config: BenchConfig, stats: RunStats, seconds: _Seconds
+    args: argparse.Namespace,
+    config: BenchConfig,
+    stats: RunStats,
+    seconds: _Seconds,
+    view: RunStats | None = None,
 ) -> str | None:
-    """One process, several (`--processes`) or instances over the broker."""
+    """One process, several (`--processes`) or instances over the broker.
+
+    `view` (--processes) gets the merged figures so far, as the run goes: the children
+    fill `stats` only at the end.
+    """
     if args.workers_expected > 1:
         from .perf_workers import default_run_id, run_workers
 
@@ -440,10 +449,35 @@ async def _scaled(
             seconds,
         )
     if args.processes > 1:
-        await run_processes(config, args.processes, stats, seconds)
+        await run_processes(config, args.processes, stats, seconds, view=view)
     else:
         await run_bench(config, stats, seconds)
     return None
+
+
+def rate_error(config: BenchConfig, publish_rate: float, producers: int) -> str | None:
+    """The error of a run whose `--rate` was not met, if it was not.
+
+    Args:
+        config: the run's options (`rate`, `variable_rate`, `producers`).
+        publish_rate: the (merged) figures' messages per second, all producers together.
+        producers: producers in the (merged) figures: over every process and instance, so
+            a leader divides the merged rate by all of them, not by its own share; 0 (a
+            mode that does not count them) falls back to the options' producers.
+
+    Returns:
+        One line, or None when the rate was met or none was asked for.
+    """
+    producers = producers or config.producers
+    if not config.rate or config.variable_rate or not producers:
+        return None
+    achieved = publish_rate / producers
+    if achieved >= config.rate * _RATE_SLACK:
+        return None
+    return (
+        f"rate not met: asked {config.rate:g} msgs/s per producer, "
+        f"sent {achieved:.0f} msgs/s per producer"
+    )
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -478,15 +512,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"munggoggo bench: no directory for --report {args.report!r}", file=sys.stderr)
         return 2
     options = run_options(args, config)
+    if mode is None and args.workers_expected > 1:
+        from .perf_workers import default_run_id
+
+        # Metrics and the report carry the id the instances meet under, as the note says.
+        options["run_id"] = args.run_id or default_run_id(config, args.workers_expected)
     metrics = None
     started_at = datetime.now(UTC)
     recorder = None
     note: str | None = None
     csv_file = open(args.csv, "w", newline="") if args.csv else None  # noqa: SIM115
     try:
+        # With --processes the children run the share: scrapes read the parent's live view.
+        view = RunStats() if mode is None and args.processes > 1 else None
         if args.metrics_port is not None:
             collector = BenchCollector(
-                stats, options["run_id"], options.get("mode", "queue"), options=options
+                view if view is not None else stats,
+                options["run_id"],
+                options.get("mode", "queue"),
+                options=options,
             )
             metrics = serve_bench_metrics(args.metrics_port, collector)
         rows: Any = None
@@ -500,7 +544,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             if mode is not None:
                 asyncio.run(mode(config, stats, _Seconds(sys.stdout, rows)))
             else:  # --processes / --workers-expected run elsewhere and fill `stats` merged
-                note = asyncio.run(_scaled(args, config, stats, _Seconds(sys.stdout, rows)))
+                note = asyncio.run(_scaled(args, config, stats, _Seconds(sys.stdout, rows), view))
         except KeyboardInterrupt:
             error = "interrupted"
         except (AMQPError, OSError, RuntimeError, ScaleError) as exc:  # RuntimeError: a behaviour
@@ -516,13 +560,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     _print_summary(figures, sys.stdout)
     if note:
         print(note, file=sys.stdout)
-    if error is None and config.rate and not config.variable_rate and config.producers:
-        achieved = figures["publish_rate"] / config.producers
-        if achieved < config.rate * _RATE_SLACK:
-            error = (
-                f"rate not met: asked {config.rate:g} msgs/s per producer, "
-                f"sent {achieved:.0f} msgs/s per producer"
-            )
+    if error is None:
+        error = rate_error(config, figures["publish_rate"], len(stats.sent_by_producer))
     if recorder is not None:
         page = render_report(figures, recorder.rows, options, error=error, started=started_at)
         try:

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .perf_run import RunStats
+from .perf_run import BenchConfig, RunStats, queue_depths
 from .perf_stats import LatencyHistogram, OrderCheck, SequenceTracker
 
-__all__ = ["figures_of", "load_figures", "merge_figures"]
+__all__ = ["figures_of", "load_figures", "merge_figures", "remeasure_depths"]
 
 
 def figures_of(stats: RunStats) -> dict[str, Any]:
@@ -60,7 +60,8 @@ def merge_figures(parts: list[dict[str, Any]]) -> dict[str, Any]:
     merge by uniting the numbers received (a number two consumers both got is a
     duplicate, a gap one filled for the other is no loss); per-producer counts are keyed by
     producer ids, unique over the run. Durations take the longest (they started together),
-    CPU time adds up.
+    CPU time adds up; a part with no producer has no publishing time of its own (its run
+    lasted as long as its consumers did, which would stretch the publish rate's time).
 
     Args:
         parts: `figures_of` forms (after a JSON round trip, say).
@@ -96,13 +97,15 @@ def merge_figures(parts: list[dict[str, Any]]) -> dict[str, Any]:
             for key in ("published", "nacked", "returned", "consumed", "untimed", "out_of_order"):
                 out[key] += int(part[key])
             out["foreign"] += int(part.get("foreign", 0))
-            # Each process looked at the queues as it ended: the latest (largest) view.
+            # Each process looked at the queues as it ended; whoever merges looks again
+            # once all ended (`remeasure_depths`): this is only the fallback.
             for queue, depth in part.get("queue_depths", {}).items():
                 out["queue_depths"][queue] = max(out["queue_depths"].get(queue, 0), int(depth))
             for key in ("confirmed_by_producer", "sent_by_producer", "routes"):
                 out[key].update(part[key])
-            for key in ("seconds", "consume_seconds"):
-                out[key] = max(out[key], float(part[key]))
+            if part["sent_by_producer"]:
+                out["seconds"] = max(out["seconds"], float(part["seconds"]))
+            out["consume_seconds"] = max(out["consume_seconds"], float(part["consume_seconds"]))
             out["cpu_seconds"] += float(part["cpu_seconds"])
             latency.merge(LatencyHistogram.from_dict(part["latency_us"]))
             confirm.merge(LatencyHistogram.from_dict(part["confirm_latency_us"]))
@@ -118,6 +121,26 @@ def merge_figures(parts: list[dict[str, Any]]) -> dict[str, Any]:
     out["confirm_latency_us"] = confirm.to_dict()
     out["sequences"] = {q: t.to_dict() for q, t in trackers.items()}
     return out
+
+
+async def remeasure_depths(config: BenchConfig, stats: RunStats) -> None:
+    """Measure the consumed queues' depths once more, now that every part has ended.
+
+    The parts' own depths were taken as each ended, while others may still have been
+    consuming; `unconsumed` and `lost` read the depth after everything ended. Call it before
+    the generated queues are deleted.
+
+    Args:
+        config: the run's options (the broker to ask).
+        stats: merged stats (`load_figures`); their `queue_depths` are replaced when the
+            broker answers.
+    """
+    queues = sorted(set(stats.queue_depths) | set(stats.sequences))
+    if not queues:
+        return
+    depths = await queue_depths(config, queues)
+    if depths:  # nothing at all: the broker could not be asked, keep the parts' view
+        stats.queue_depths = depths
 
 
 def load_figures(figures: dict[str, Any], stats: RunStats) -> None:

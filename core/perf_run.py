@@ -40,6 +40,7 @@ __all__ = [
     "declare_topology",
     "delete_generated_queues",
     "producer_routes",
+    "queue_depths",
     "run_bench",
 ]
 
@@ -725,7 +726,7 @@ async def run_bench(
             with contextlib.suppress(Exception):
                 await conn.close()
         if consumed_queues:
-            stats.queue_depths = await _queue_depths(config, sorted(consumed_queues))
+            stats.queue_depths = await queue_depths(config, sorted(consumed_queues))
         if config.owns_queues:
             await delete_generated_queues(config)
         # The last, partial second: the per-second lines add up to the summary.
@@ -774,8 +775,17 @@ async def _report(
         n += 1
 
 
-async def _queue_depths(config: BenchConfig, queues: list[str]) -> dict[str, int]:
-    """Messages in each queue now (passive declares); a queue gone is left out."""
+async def queue_depths(config: BenchConfig, queues: list[str]) -> dict[str, int]:
+    """Messages in each queue now (passive declares).
+
+    Args:
+        config: the options (the first URL is used).
+        queues: the queues to look at.
+
+    Returns:
+        Queue name -> messages ready in it; a queue gone is left out, and nothing at all
+        when the broker could not be asked.
+    """
     depths: dict[str, int] = {}
     with contextlib.suppress(Exception):
         conn, ch = await _open(config.urls[0], "munggoggo-bench-depth", False, 1)

@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .amqp.errors import AMQPError
-from .perf_figures import figures_of, load_figures, merge_figures
+from .perf_figures import figures_of, load_figures, merge_figures, remeasure_depths
 from .perf_run import (
     BenchConfig,
     RunStats,
@@ -42,9 +42,11 @@ from .url import BrokerURL
 
 __all__ = [
     "ScaleError",
+    "all_arrived",
     "child_main",
     "config_from_json",
     "config_to_json",
+    "due_by_queue",
     "name_queues",
     "run_processes",
     "split",
@@ -72,14 +74,18 @@ def name_queues(config: BenchConfig, run_id: str | None = None) -> None:
     Args:
         config: the options (updated in place).
         run_id: name them after this run id (instances on other hosts derive the same
-            names); None draws a random one.
+            names); None draws a random one. The messages' run id (`config.run_id`) is
+            drawn afresh when empty, never this one.
     """
     tail = run_id or uuid.uuid4().hex[:8]
     if not config.queues:
         config.queues = [f"munggoggo-bench-{tail}"]
         config.generated_queues = True
     if not config.run_id:
-        config.run_id = run_id or uuid.uuid4().hex
+        # Fresh for every run, whatever names the queues: a run id derived from the options
+        # names the meeting, and a re-run of one command must not take the last one's
+        # leftovers for its own messages.
+        config.run_id = uuid.uuid4().hex
     if config.exchange and config.routing_key is None and not config.queue_pattern:
         config.routing_key = f"munggoggo-bench-{tail}"
 
@@ -223,7 +229,7 @@ class _Child:
             if not stats.started:
                 continue
             done = config.producers == 0 or bool(stats.ended)
-            now = (stats.published, stats.consumed, done)
+            now = (stats.published, stats.consumed, stats.foreign, done)
             if now != last:
                 last = now
                 _emit(
@@ -232,6 +238,12 @@ class _Child:
                         "consumed": stats.consumed,
                         "sent_by_producer": {str(p): n for p, n in stats.sent_by_producer.items()},
                         "producers_done": done,
+                        # Distinct messages of this run per queue: a previous run's
+                        # leftovers (foreign) and duplicates do not count towards what is due.
+                        "distinct": {
+                            q: sum(p.received - p.duplicates for p in t.producers.values())
+                            for q, t in list(stats.sequences.items())
+                        },
                     }
                 )
 
@@ -290,6 +302,7 @@ class _Proc:
     producers_done: bool = False
     consumed: int = 0
     sent: dict[int, int] = dataclasses.field(default_factory=dict)
+    distinct: dict[str, int] = dataclasses.field(default_factory=dict)
     figures: dict[str, Any] | None = None
     error: str | None = None
 
@@ -297,9 +310,12 @@ class _Proc:
 class _Parent:
     """The parent's view: merges the children's seconds and decides when the run is over."""
 
-    def __init__(self, on_second: Callable[[RunStats, float], None] | None) -> None:
+    def __init__(
+        self, on_second: Callable[[RunStats, float], None] | None, view: RunStats | None = None
+    ) -> None:
         self.on_second = on_second
-        self.view = RunStats()  # cumulative merged counters the per-second printer reads
+        # Cumulative merged counters the per-second printer (and a metrics scrape) reads.
+        self.view = view if view is not None else RunStats()
         self.view.confirmed_by_producer[0] = 0
         self.pending: dict[int, dict[int, dict[str, Any]]] = {}
         self.changed = asyncio.Event()
@@ -329,17 +345,21 @@ class _Parent:
     async def read(self, p: _Proc, procs: list[_Proc]) -> None:
         assert p.proc.stdout is not None
         try:
-            await self._read_lines(p, procs)
-        except (ValueError, OSError) as exc:  # a line over the limit: give up on the child
-            p.error = f"unreadable report: {exc}"
-            with contextlib.suppress(ProcessLookupError):
-                p.proc.kill()
-        code = await p.proc.wait()
-        p.finished = True
-        if p.figures is None and p.error is None:
-            p.error = f"exited with status {code} before reporting its figures"
-        self.second(procs)
-        self.changed.set()
+            try:
+                await self._read_lines(p, procs)
+            except (ValueError, OSError, KeyError, TypeError) as exc:
+                # A line over the limit or of the wrong shape: give up on the child.
+                p.error = f"unreadable report: {exc!r}"
+                with contextlib.suppress(ProcessLookupError):
+                    p.proc.kill()
+            code = await p.proc.wait()
+            if p.figures is None and p.error is None:
+                p.error = f"exited with status {code} before reporting its figures"
+        finally:
+            # Whatever happened, the run must not wait for this child any more.
+            p.finished = True
+            self.second(procs)
+            self.changed.set()
 
     async def _read_lines(self, p: _Proc, procs: list[_Proc]) -> None:
         assert p.proc.stdout is not None
@@ -348,6 +368,8 @@ class _Parent:
                 event = json.loads(line)
             except json.JSONDecodeError:
                 continue  # not ours: a stray print in the child
+            if not isinstance(event, dict):
+                continue  # not ours either: a stray `[1]` or `5`
             kind = event.get("t")
             if kind == "ready":
                 p.ready = True
@@ -358,23 +380,44 @@ class _Parent:
                 p.consumed = event["consumed"]
                 p.sent = {int(k): v for k, v in event["sent_by_producer"].items()}
                 p.producers_done = event["producers_done"]
+                p.distinct = {str(q): int(n) for q, n in event.get("distinct", {}).items()}
             elif kind == "done":
                 p.figures, p.error = event["figures"], event["error"]
             self.changed.set()
 
 
-def _expected(config: BenchConfig, procs: list[_Proc]) -> int:
-    """Deliveries due to this run's consumers from this run's producers, at most."""
+def due_by_queue(config: BenchConfig, sent: dict[int, int]) -> dict[str, int]:
+    """Deliveries due to this run's consumers from this run's producers, per queue.
+
+    Args:
+        config: the whole run's options (queues, routes, the consumers' ids).
+        sent: messages each producer sent, by producer id.
+
+    Returns:
+        Queue name -> messages due on it (consumed queues only).
+    """
     consumed_queues = {
         config.queues[c % len(config.queues)]
         for c in range(config.consumer_base, config.consumer_base + config.consumers)
     }
-    total = 0
-    for p in procs:
-        for pid, n in p.sent.items():
-            reach = len(set(producer_routes(config, pid)) & consumed_queues)
-            total += n * reach
-    return total
+    due = dict.fromkeys(consumed_queues, 0)
+    for pid, n in sent.items():
+        for queue in set(producer_routes(config, pid)) & consumed_queues:
+            due[queue] += n
+    return due
+
+
+def all_arrived(due: dict[str, int], distinct: list[dict[str, int]]) -> bool:
+    """Whether every queue received (distinct messages of this run) what is due on it.
+
+    Args:
+        due: `due_by_queue`'s answer.
+        distinct: per process, queue -> distinct messages of this run received.
+
+    Returns:
+        True when nothing due is still on its way.
+    """
+    return all(sum(d.get(q, 0) for d in distinct) >= n for q, n in due.items())
 
 
 async def run_processes(
@@ -384,6 +427,7 @@ async def run_processes(
     on_second: Callable[[RunStats, float], None] | None = None,
     before_start: Callable[[], Awaitable[None]] | None = None,
     alone: bool = True,
+    view: RunStats | None = None,
 ) -> None:
     """Run `config` spread over child processes; fill `stats` with the merged figures.
 
@@ -396,6 +440,8 @@ async def run_processes(
         before_start: awaited when every child is ready, before they start.
         alone: True when no other instance consumes from these queues: the parent may
             then end the run as soon as every message sent was received.
+        view: a RunStats to keep the merged figures so far in, as the run goes (what
+            `--metrics-port` serves); its counters are the run's totals so far.
 
     Raises:
         ScaleError: a child failed (one line naming it and its error).
@@ -403,7 +449,7 @@ async def run_processes(
     name_queues(config)
     shares = split(config, processes)
     procs: list[_Proc] = []
-    parent = _Parent(on_second)
+    parent = _Parent(on_second, view)
     readers = []
     try:
         for i, share in enumerate(shares):
@@ -453,6 +499,9 @@ async def run_processes(
             task.cancel()
         parent.second(procs, flush=True)
         load_figures(merge_figures([p.figures for p in procs if p.figures is not None]), stats)
+        if alone:  # with other instances, the leader looks once all of them ended
+            with contextlib.suppress(Exception):
+                await remeasure_depths(config, stats)
         if config.owns_queues:
             await delete_generated_queues(config)
     errors = [p for p in procs if p.error and not p.error.startswith("aborted")]
@@ -496,12 +545,9 @@ async def _until_over(
         consumed = sum(p.consumed for p in procs)
         if consumed != last:
             last, quiet_since = consumed, now
-        due = _expected(config, procs)
-        if (
-            (alone and consumed >= due)
-            or now - quiet_since > _DRAIN_STALL
-            or now - started > _DRAIN_MAX
-        ):
+        sent = {pid: n for p in procs for pid, n in p.sent.items()}
+        arrived = all_arrived(due_by_queue(config, sent), [p.distinct for p in procs])
+        if (alone and arrived) or now - quiet_since > _DRAIN_STALL or now - started > _DRAIN_MAX:
             for p in procs:
                 if not p.finished:
                     _send(p, "stop")

@@ -231,6 +231,31 @@ class ProducerSequence:
         return sum(end - start for start, end in self.gaps)
 
 
+def _delta_gaps(gaps: list[list[int]]) -> list[int]:
+    out: list[int] = []
+    end = 0
+    for start, stop in gaps:
+        out += (start - end, stop - start)
+        end = stop
+    return out
+
+
+def _undelta_gaps(data: object) -> list[list[int]]:
+    """`_delta_gaps`'s flat list back into sorted [start, end) pairs."""
+    if not isinstance(data, list) or len(data) % 2:
+        raise ValueError("gaps: not a list of (offset, length) pairs")
+    gaps: list[list[int]] = []
+    end = 0
+    for i in range(0, len(data), 2):
+        offset, length = int(data[i]), int(data[i + 1])
+        if offset < 0 or length <= 0 or (gaps and offset == 0):
+            raise ValueError("gaps: ranges that overlap, touch or are empty")
+        start = end + offset
+        end = start + length
+        gaps.append([start, end])
+    return gaps
+
+
 class SequenceTracker:
     """Loss, duplicate and order accounting per producer.
 
@@ -321,14 +346,16 @@ class SequenceTracker:
 
         Returns:
             first, and per producer (keyed by its id as a string) next, gaps, received,
-            duplicates and out_of_order.
+            duplicates and out_of_order. The gaps are delta-encoded, one flat list of
+            (start - previous end, length) pairs: with competing consumers there is a gap
+            per prefetch batch, and small numbers keep the figures messages small.
         """
         return {
             "first": self.first,
             "producers": {
                 str(pid): {
                     "next": p.next,
-                    "gaps": [list(g) for g in p.gaps],
+                    "gaps": _delta_gaps(p.gaps),
                     "received": p.received,
                     "duplicates": p.duplicates,
                     "out_of_order": p.out_of_order,
@@ -356,7 +383,7 @@ class SequenceTracker:
             for pid, p in producers.items():
                 tracker.producers[int(pid)] = ProducerSequence(
                     next=int(p["next"]),  # type: ignore[call-overload]
-                    gaps=[[int(a), int(b)] for a, b in p["gaps"]],  # type: ignore[attr-defined]
+                    gaps=_undelta_gaps(p["gaps"]),
                     received=int(p["received"]),  # type: ignore[call-overload]
                     duplicates=int(p["duplicates"]),  # type: ignore[call-overload]
                     out_of_order=int(p["out_of_order"]),  # type: ignore[call-overload]

@@ -254,3 +254,20 @@ def test_a_failed_run_still_writes_its_report(capsys, broker_url, tmp_path):
     # The line the command ended with is on the page.
     assert f"The run ended with an error: {err.strip().removeprefix('munggoggo bench: ')}" in page
     assert "wrong-" not in page  # the password is not printed
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.timeout(90)
+def test_metrics_of_a_run_over_processes_rise_while_it_goes(broker_url):
+    argv = ("-z", "3", "-r", "500", "-x", "2", "-y", "2", "-s", "100", "--processes", "2")
+    with bench_with_metrics(broker_url, *argv, "--json") as run:
+        deadline = time.monotonic() + 30
+        published = consumed = 0.0
+        while (published == 0 or consumed == 0) and time.monotonic() < deadline:
+            scrape = samples(run.scrape())
+            published = scrape["munggoggo_bench_published_total"][0].value
+            consumed = scrape["munggoggo_bench_consumed_total"][0].value
+            time.sleep(0.2)
+    assert run.status == 0, run.err
+    # The children run the share: the scrape reads the parent's merged view, not zeros.
+    assert published > 0 and consumed > 0

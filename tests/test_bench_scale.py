@@ -277,3 +277,284 @@ def test_an_interrupted_spread_run_still_prints_what_ran(broker_url):
     figures = json.loads(out.splitlines()[-1])
     assert figures["published"] > 0 and figures["consumed"] > 0
     assert len(figures["latency_us"]) == 6
+
+
+# -- unit: fixes of the spread runs ----------------------------------------------------------
+
+
+def _part(producers: dict[int, int], seconds: float, consumed: int = 0) -> dict:
+    stats = RunStats()
+    stats.started, stats.ended = 10.0, 10.0 + seconds
+    stats.last_received = stats.ended
+    stats.sent_by_producer = dict(producers)
+    stats.published = sum(producers.values())
+    stats.consumed = consumed
+    return json.loads(json.dumps(figures_of(stats)))
+
+
+def test_a_consumer_only_process_does_not_stretch_the_publish_time():
+    from munggoggo.cli_bench import summary
+
+    out = RunStats()
+    # The producer's process published 1000 in 1 s; the consumer-only one ran 3 s.
+    load_figures(merge_figures([_part({0: 1000}, 1.0, 400), _part({}, 3.0, 600)]), out)
+    figures = summary(out)
+    assert figures["seconds"] == 1.0
+    assert figures["publish_rate"] == 1000.0
+    assert out.last_received - out.started == 3.0  # consuming still lasted 3 s
+
+
+def test_the_rate_check_divides_by_every_producer_of_the_merged_figures():
+    from munggoggo.cli_bench import rate_error
+
+    config = BenchConfig(urls=parse_urls("amqp://h/"), producers=1, rate=1000)
+    # Two instances of one producer each sent 600 msgs/s together: 300 each, not met.
+    assert rate_error(config, 600.0, 2) is not None
+    assert rate_error(config, 2000.0, 2) is None
+    assert rate_error(config, 950.0, 0) is None  # no producer counts: the options' one
+    config.rate = 0
+    assert rate_error(config, 1.0, 2) is None
+
+
+def test_a_stray_line_that_is_not_an_object_does_not_hang_the_parent():
+    from munggoggo.perf_scale import _Parent, _Proc
+
+    async def run() -> _Proc:
+        script = "print('[1]'); print('5'); print('\"x\"'); print('null')"
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", script, stdout=asyncio.subprocess.PIPE
+        )
+        config = BenchConfig(urls=parse_urls("amqp://h/"), queues=["q"])
+        p = _Proc(0, config, proc)
+        await asyncio.wait_for(_Parent(None).read(p, [p]), 20)
+        return p
+
+    p = asyncio.run(run())
+    assert p.finished
+    assert p.error == "exited with status 0 before reporting its figures"
+
+
+def test_large_figures_travel_in_chunks_that_add_up():
+    from munggoggo.perf_workers import Chunks, _decode, figures_messages
+
+    rng = random.Random(3)
+    stats = RunStats()
+    stats.sequences = {"q": SequenceTracker()}
+    for seq in sorted(rng.sample(range(400_000), 20_000)):  # gaps everywhere: a large form
+        stats.sequences["q"].observe(0, seq)
+    figures = json.loads(json.dumps(figures_of(stats)))
+    limit = 16 << 10
+    bodies = figures_messages(1, figures, "boom", limit)
+    assert len(bodies) > 1 and all(len(b) <= limit for b in bodies)
+    chunks, whole = Chunks(), None
+    for body in reversed(bodies):  # any order
+        message = _decode(body)
+        assert message is not None and message["t"] == "chunk"
+        whole = chunks.add(message) or whole
+    assert whole is not None
+    assert (whole["index"], whole["error"], whole["figures"]) == (1, "boom", figures)
+    small = figures_messages(2, figures_of(RunStats()), None)
+    assert len(small) == 1 and _decode(small[0])["t"] == "figures"
+
+
+@pytest.mark.rabbitmq
+def test_a_follower_failing_before_the_start_is_reported_by_the_leader_at_once(broker_url):
+    run_id = uuid.uuid4().hex[:10]
+    extra = ("-x", "1", "-y", "1", "-C", "100", "--workers-timeout", "8")
+    first = instance(broker_url, run_id, *extra)
+    import time
+
+    time.sleep(1.0)
+    # The broker refuses a queue named amq.*: this instance fails before it is ready.
+    second = instance(broker_url, run_id, *extra, "-u", f"amq.refused-{run_id}")
+    (_, err1), (out2, err2) = [p.communicate(timeout=90) for p in (first, second)]
+    assert first.returncode == 1, err1
+    line = err1.strip().splitlines()[-1]
+    assert line.startswith("munggoggo bench: instance 2: "), err1
+    assert "not ready" not in line and "sent no figures" not in line
+    # Its figures are with the leader, which fails the run: the follower's share is done.
+    assert second.returncode == 0, err2
+    assert "this instance failed" in out2
+
+
+@pytest.mark.rabbitmq
+def test_a_rerun_under_the_same_run_id_counts_the_last_runs_leftovers_as_foreign(broker_url):
+    import time
+
+    from munggoggo.client import Connection
+    from munggoggo.url import parse_url
+
+    run_id = uuid.uuid4().hex[:10]
+    queue = f"bench-rerun-{run_id}"
+
+    def meet(*extra: str) -> list[tuple[str, str]]:
+        base = ("-u", queue, "-s", "100", "--workers-timeout", "20", *extra)
+        first = instance(broker_url, run_id, *base)
+        time.sleep(1.0)
+        second = instance(broker_url, run_id, *base)
+        results = [p.communicate(timeout=90) for p in (first, second)]
+        assert [p.returncode for p in (first, second)] == [0, 0], [r[1] for r in results]
+        return results
+
+    try:
+        meet("-x", "1", "-y", "0", "-C", "50")  # 100 left in the queue
+        results = meet("-x", "1", "-y", "1", "-C", "50")
+        (merged,) = [out for out, _ in results if "merged summary of 2 instances (" in out]
+        total = json.loads(merged.splitlines()[-1])
+        assert total["published"] == 100
+        assert total["foreign"] == 100  # the last run's, not this run's duplicates
+        assert (total["lost"], total["duplicates"]) == (0, 0)
+    finally:
+
+        async def delete() -> None:
+            conn = Connection(parse_url(broker_url), reconnect=False)
+            await conn.connect()
+            ch = await conn.channel()
+            await ch.queue_delete(queue)
+            await conn.close()
+
+        asyncio.run(delete())
+
+
+def test_what_is_due_counts_distinct_messages_per_queue():
+    from munggoggo.perf_scale import all_arrived, due_by_queue
+
+    config = BenchConfig(urls=parse_urls("amqp://h/"), producers=2, consumers=2, queues=["a", "b"])
+    due = due_by_queue(config, {0: 10, 1: 5})
+    assert due == {"a": 10, "b": 5}
+    assert all_arrived(due, [{"a": 6, "b": 5}, {"a": 4}])
+    # 20 on a (old messages or duplicates do not count) but none of b's yet: not over.
+    assert not all_arrived(due, [{"a": 20}, {"b": 4}])
+    assert all_arrived({}, [])
+
+
+@pytest.mark.rabbitmq
+def test_old_messages_in_the_queue_do_not_end_a_spread_run_early(capsys, broker_url):
+    from munggoggo.client import Connection
+    from munggoggo.url import parse_url
+
+    queue = f"bench-old-{uuid.uuid4().hex[:8]}"
+    try:
+        base = ["bench", "--url", broker_url, "-u", queue, "-s", "100"]
+        assert main([*base, "-x", "1", "-y", "0", "-C", "3000"]) == 0  # leftovers
+        capsys.readouterr()
+        argv = [*base, "--processes", "2", "-x", "1", "-y", "2", "-C", "3000", "-L", "300"]
+        argv.append("--json")  # slow consumers: the old messages come first, for a while
+        status = main(argv)
+        out, err = capsys.readouterr()
+        assert status == 0, err
+        figures = json.loads(out.splitlines()[-1])
+        assert figures["foreign"] == 3000
+        assert (figures["lost"], figures["unconsumed"]) == (0, 0)
+        assert figures["consumed"] == 6000
+    finally:
+
+        async def delete() -> None:
+            conn = Connection(parse_url(broker_url), reconnect=False)
+            await conn.connect()
+            ch = await conn.channel()
+            await ch.queue_delete(queue)
+            await conn.close()
+
+        asyncio.run(delete())
+
+
+@pytest.mark.rabbitmq
+def test_the_merged_depths_are_measured_again_once_every_part_ended(broker_url):
+    from munggoggo.client import Connection
+    from munggoggo.perf_figures import remeasure_depths
+    from munggoggo.url import parse_url
+
+    queue = f"bench-depth-{uuid.uuid4().hex[:8]}"
+    assert main(["bench", "--url", broker_url, "-u", queue, "-x", "1", "-y", "0", "-C", "7"]) == 0
+
+    async def run() -> dict[str, int]:
+        config = BenchConfig(urls=parse_urls(broker_url), queues=[queue])
+        stats = RunStats()
+        # A part's stale view, taken while another part still had 7 on their way.
+        stats.queue_depths = {queue: 0}
+        stats.sequences = {queue: SequenceTracker()}
+        await remeasure_depths(config, stats)
+        conn = Connection(parse_url(broker_url), reconnect=False)
+        await conn.connect()
+        ch = await conn.channel()
+        await ch.queue_delete(queue)
+        await conn.close()
+        return stats.queue_depths
+
+    assert asyncio.run(run()) == {queue: 7}
+
+
+@pytest.mark.rabbitmq
+def test_an_interrupted_leader_stops_its_followers(broker_url):
+    import signal
+    import time
+
+    run_id = uuid.uuid4().hex[:10]
+    extra = ("-x", "1", "-y", "1", "-r", "200", "-s", "100", "--workers-timeout", "10")
+    first = instance(broker_url, run_id, *extra)  # no end of its own: runs until stopped
+    time.sleep(1.0)
+    second = instance(broker_url, run_id, *extra)
+    time.sleep(3.0)
+    first.send_signal(signal.SIGINT)
+    try:
+        (_, err1), (out2, err2) = [p.communicate(timeout=40) for p in (first, second)]
+    finally:
+        for p in (first, second):
+            if p.poll() is None:
+                p.kill()
+    assert first.returncode == 1
+    assert err1.strip().splitlines()[-1] == "munggoggo bench: interrupted"
+    # The follower's run ended with the leader's: it printed what it ran.
+    assert "summary:" in out2
+    # The leader is gone before it took the follower's figures: the follower says so and
+    # fails, rather than pointing at a merged summary nobody printed.
+    assert second.returncode == 1
+    (line,) = err2.strip().splitlines()
+    assert "stopped run" in line and line.endswith("this instance's figures are lost"), line
+    assert "printed by" not in out2
+
+
+def test_sequence_gaps_travel_delta_encoded_and_come_back_exactly():
+    t = SequenceTracker()
+    base = 10**9
+    for seq in (0, 2, 3, base, base + 5, base + 6):
+        t.observe(7, seq)
+    t.observe(7, base + 2)  # fills inside a gap: splits it
+    data = json.loads(json.dumps(t.to_dict()))
+    gaps = data["producers"]["7"]["gaps"]
+    # (start - previous end, length): small numbers, whatever the sequence numbers.
+    assert gaps == [1, 1, 2, base - 4, 1, 1, 1, 2]
+    back = SequenceTracker.from_dict(data)
+    assert (
+        back.producers[7].gaps
+        == t.producers[7].gaps
+        == [
+            [1, 2],
+            [4, base],
+            [base + 1, base + 2],
+            [base + 3, base + 5],
+        ]
+    )
+    data["producers"]["7"]["gaps"] = [1, 1, 0, 2]  # touching ranges: not a tracker's form
+    with pytest.raises(ValueError):
+        SequenceTracker.from_dict(data)
+
+
+@pytest.mark.rabbitmq
+def test_a_late_instance_is_refused_while_the_run_goes(broker_url):
+    import time
+
+    run_id = uuid.uuid4().hex[:10]
+    extra = ("-x", "1", "-y", "1", "-r", "200", "-C", "800", "--workers-timeout", "15")
+    first = instance(broker_url, run_id, *extra)
+    time.sleep(1.0)
+    second = instance(broker_url, run_id, *extra)
+    time.sleep(1.5)
+    late = instance(broker_url, run_id, *extra)
+    results = [p.communicate(timeout=90) for p in (first, second, late)]
+    assert [p.returncode for p in (first, second)] == [0, 0], [r[1] for r in results]
+    assert late.returncode == 1
+    assert results[2][1].strip().splitlines() == [
+        "munggoggo bench: the run already started without this instance"
+    ]

@@ -286,6 +286,18 @@ def test_the_bench_job_runs_as_many_pods_as_instances_it_waits_for():
     )
 
 
+def test_the_bench_job_says_which_kubernetes_sets_its_run_id_label_and_who_fails_it():
+    text = (BENCH / "bench-job.yaml").read_text()
+    comments = " ".join(
+        line.strip().lstrip("#").strip() for line in text.splitlines() if line.startswith("#")
+    )
+    # The batch.kubernetes.io/controller-uid label the run id comes from is 1.27's.
+    assert "Kubernetes 1.27 or later" in comments
+    assert "batch.kubernetes.io/controller-uid" in comments
+    # Followers exit 0 once acknowledged: the leader's status is the Job's verdict.
+    assert "exit 0 once the leader acknowledged their figures" in comments
+
+
 def test_the_bench_overlay_matches_the_example_installation():
     (bench,) = load_dir(BENCH)["kustomization.yaml"]
     (overlay,) = load_dir(BENCH_OVERLAY)["kustomization.yaml"]
