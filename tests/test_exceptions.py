@@ -42,6 +42,7 @@ INTERNAL = {
     "munggoggo.gateway.publisher.Unroutable": "a send to no inbox: answered 404 (-32001)",
     "munggoggo.gateway.publisher.VerdictTimeout": "a send with no confirm in time: answered 504",
     "munggoggo.perf_scale.ScaleError": "munggoggo bench prints it as one line and exits 1",
+    "munggoggo.perf_workers._LeaderSaid": "a ScaleError: munggoggo bench prints it as one line",
 }
 
 # The standard exceptions each keeps (besides Exception): `except` clauses written for
