@@ -35,18 +35,26 @@ BROKER_URL = os.environ.get("MUNGGOGGO_URL") or DEFAULT_URL
 os.environ.setdefault("MUNGGOGGO_QUEUE_EXPIRES_MS", "60000")
 
 
-# The layers above the engine (gateway, dashboard, CLI, bench harness): they reach the
-# speedups only through the engine, whose own tests cover both builds, so CI's pure-Python
-# twins pass leaves them out (`-m "not surface"`). Marked by file name, so a new file of
-# one of these layers is marked too.
-SURFACE_FILES = ("test_gateway_", "test_dashboard", "test_bench_", "test_cli.py", "test_cli_")
+# The layers above the engine (gateway, dashboard, CLI and `munggoggo run` processes, bench
+# harness, the examples): they reach the speedups only through the engine, whose own tests
+# cover both builds, so CI's pure-Python twins pass leaves them out (`-m "not surface"`).
+# Marked by file name, so a new file of one of these layers is marked too.
+SURFACE_FILES = (
+    "test_gateway_",
+    "test_dashboard",
+    "test_bench_",
+    "test_cli.py",
+    "test_cli_",
+    "test_agent_process.py",
+)
+SURFACE_SUFFIXES = ("_example.py",)
 
 
 def pytest_collection_modifyitems(config, items):
-    """Mark `surface` (see SURFACE_FILES) and `browser` (files named *_chromium.py)."""
+    """Mark `surface` (see SURFACE_FILES, SURFACE_SUFFIXES) and `browser` (*_chromium.py)."""
     for item in items:
         name = item.path.name
-        if name.startswith(SURFACE_FILES):
+        if name.startswith(SURFACE_FILES) or name.endswith(SURFACE_SUFFIXES):
             item.add_marker(pytest.mark.surface)
         if name.endswith("_chromium.py"):
             item.add_marker(pytest.mark.browser)
