@@ -28,7 +28,7 @@ from .agent import Agent
 from .behaviour import FAILED, Behaviour, RestartPolicy
 from .config import AgentConfig
 from .perf_body import MIN_SIZE, sent_at_ns
-from .perf_run import BenchConfig, RunStats
+from .perf_run import BenchConfig, RunStats, drain_deliveries
 from .perf_stats import OrderCheck, SequenceTracker
 
 __all__ = ["AgentsRun", "LoadBehaviour", "bench_agent_config", "report_seconds", "spin"]
@@ -41,7 +41,6 @@ _IDLE_WAIT = 0.05  # seconds a behaviour waits for mail when it has nothing to p
 _WINDOW = 1000
 _WINDOW_WAIT = 0.001  # seconds a publisher with a full window waits for mail
 _DRAIN_STALL = 3.0  # seconds without a delivery that end the drain after the run
-_DRAIN_MAX = 60.0
 
 
 def bench_agent_config() -> AgentConfig:
@@ -328,7 +327,7 @@ class AgentsRun:
             for agent in agents:
                 with contextlib.suppress(Exception):
                     await agent.flush(timeout=10.0)
-            await _drain(stats)
+            await drain_deliveries(stats)
         finally:
             shared.publishing = False
             if not stats.ended:
@@ -363,18 +362,6 @@ async def _until_stop(
             if behaviour.state == FAILED:
                 raise RuntimeError(f"behaviour {behaviour.name} failed: {behaviour.last_error}")
         await asyncio.sleep(0.01)
-
-
-async def _drain(stats: RunStats) -> None:
-    """After publishing: wait while deliveries keep coming and some are still missing."""
-    deadline = time.perf_counter() + _DRAIN_MAX
-    last, quiet_since = stats.consumed, time.perf_counter()
-    while time.perf_counter() < deadline and stats.missing() > 0:
-        await asyncio.sleep(0.05)
-        if stats.consumed != last:
-            last, quiet_since = stats.consumed, time.perf_counter()
-        elif time.perf_counter() - quiet_since > _DRAIN_STALL:
-            return
 
 
 async def report_seconds(stats: RunStats, on_second: Callable[[RunStats, float], None]) -> None:

@@ -39,6 +39,7 @@ __all__ = [
     "RunStats",
     "declare_topology",
     "delete_generated_queues",
+    "drain_deliveries",
     "producer_routes",
     "queue_depths",
     "run_bench",
@@ -619,8 +620,13 @@ async def _consume(
             await ch.cancel(tag)
 
 
-async def _drain(stats: RunStats) -> None:
-    """After publishing: wait while deliveries keep coming and some are still missing."""
+async def drain_deliveries(stats: RunStats) -> None:
+    """After publishing: wait while deliveries keep coming and some are still missing
+    (at most a minute, and 3 s without a delivery end it).
+
+    Args:
+        stats: the run's figures (`consumed`, `missing()`).
+    """
     deadline = time.perf_counter() + _DRAIN_MAX
     last, quiet_since = stats.consumed, time.perf_counter()
     while time.perf_counter() < deadline and stats.missing() > 0:
@@ -707,7 +713,7 @@ async def run_bench(
         stop.publishing.set()
         await asyncio.gather(*producer_tasks)
         if not config.cmessages:
-            await _drain(stats)
+            await drain_deliveries(stats)
     finally:
         stop.publishing.set()
         if not stats.ended:
