@@ -32,9 +32,10 @@ from munggoggo.amqp.errors import AMQPError
 from munggoggo.asyncapi import asyncapi_document
 from munggoggo.rpc_schemas import DefsIndex, hoist_defs
 
+from . import rest
 from .auth import Unauthorized
 from .http import JSON, Headers, HTTPError, Request, Response, encode_json
-from .limits import OVERLOADED, RETRY_AFTER, overloaded_message, release, try_acquire
+from .limits import release, try_acquire
 
 if TYPE_CHECKING:
     from .mesh import Mesh
@@ -89,20 +90,7 @@ async def asyncapi_endpoint(request: Request, state: GatewayState) -> Response:
     if raw is None:  # the discovery /openapi.json shares, and its document
         body = await live_body(state, "asyncapi", build)
         return Response(200, body, JSON, PER_CLIENT)
-    try:
-        wait = float(raw)
-    except ValueError:
-        raise HTTPError(400, f"wait must be a number of seconds, got {raw!r}") from None
-    if not 0 <= wait <= 5:
-        raise HTTPError(400, "wait must be between 0 and 5 seconds")
-    # Discovery broadcasts to every agent: it takes a call slot like any call.
-    if not try_acquire(state):
-        raise HTTPError(503, overloaded_message(state), code=OVERLOADED, headers=RETRY_AFTER)
-    try:
-        agents = await state.mesh.peers(wait)
-    finally:
-        release(state)
-    return Response(200, build(agents), JSON, PER_CLIENT)
+    return Response(200, build(await rest.discover(state, raw)), JSON, PER_CLIENT)
 
 
 class _Discovery:

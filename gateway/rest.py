@@ -115,22 +115,38 @@ async def json_body(request: Request, state: GatewayState) -> Any:
 # -- agents ------------------------------------------------------------------------
 
 
-async def list_agents(request: Request, state: GatewayState) -> Response:
-    raw = request.query().get("wait", "0.3")
+async def discover(state: GatewayState, raw_wait: str) -> list[dict[str, Any]]:
+    """The running agents' `describe()` answers, waiting `raw_wait` seconds (0 to 5) for
+    them, under the worker's call limits.
+
+    Args:
+        state: the worker's state (its mesh and limits).
+        raw_wait: the `wait` query parameter as given.
+
+    Returns:
+        One `describe()` answer per agent.
+
+    Raises:
+        HTTPError: 400 for a wait that is no number or out of range, 503 when no call slot
+            is free.
+    """
     try:
-        wait = float(raw)
+        wait = float(raw_wait)
     except ValueError:
-        raise HTTPError(400, f"wait must be a number of seconds, got {raw!r}") from None
+        raise HTTPError(400, f"wait must be a number of seconds, got {raw_wait!r}") from None
     if not 0 <= wait <= 5:
         raise HTTPError(400, "wait must be between 0 and 5 seconds")
     # Discovery broadcasts to every agent: it takes a call slot like any call.
     if not try_acquire(state):
         raise HTTPError(503, overloaded_message(state), code=OVERLOADED, headers=RETRY_AFTER)
     try:
-        peers = await state.mesh.peers(wait)
+        return await state.mesh.peers(wait)
     finally:
         release(state)
-    return json_response(peers)
+
+
+async def list_agents(request: Request, state: GatewayState) -> Response:
+    return json_response(await discover(state, request.query().get("wait", "0.3")))
 
 
 async def agent_status(request: Request, state: GatewayState) -> Response:
