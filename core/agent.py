@@ -274,6 +274,7 @@ class Agent(
         self._pub.on_return = self._on_return
         self._pub.on_publish_failure = self._on_publish_failure
         self._pub.sample_confirms = self.config.metrics
+        self._batcher.attach(self._pub, self._on_publish_failure, self.loop)
         self._rpc = await conn.channel(confirms=False)
         self._rpc.on_return = self._on_return
         self._sub = sub = await conn.channel(
@@ -333,6 +334,9 @@ class Agent(
         for fut in self._pending_calls.values():
             if not fut.done():
                 fut.set_exception(RpcError(UNAVAILABLE, f"agent {self.identity!r} is stopping"))
+        # Batches being filled go out now, before the confirms are awaited and the channel
+        # closes; publishes from here on go out one by one (core/batching.py).
+        self._batcher.close()
         try:
             if self._pub is not None and self._pub.unconfirmed:
                 await self._pub.wait_confirms(timeout=grace)

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from .batching import Batcher, BatchLane
 from .config import AgentConfig, agent_config
 from .consumer_restore import ConsumerRestorer
 from .control import TraceStore
@@ -88,6 +89,12 @@ class AgentBase:
         # The publish surface (core/publishing.py): the agent publishes as itself, unlabelled.
         self._publisher = self
         self._publish_label = ""
+        # Micro-batching of publish() (core/batching.py): the agent's batcher, and the lane
+        # of its own setting (None: its own publishes go out one by one).
+        self._batcher = Batcher(self)
+        self._batch_lane: BatchLane | None = (
+            self._batcher.lane(self.config.batching) if self.config.batching else None
+        )
         self._exposed = exposed_methods(type(self))
         # What requests may call: the agent's exposed methods and its running behaviours'.
         self._methods = MethodRegistry(self._exposed)
@@ -133,6 +140,12 @@ class AgentBase:
         self.stop_reason: str | None = None
         self._stopping_task: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
+
+    @property
+    def delivery_mode(self) -> int | None:
+        """The delivery mode of the agent's own messages: 2 (persistent) in durable mode,
+        None otherwise (known once connected)."""
+        return self._delivery_mode
 
     @property
     def url(self) -> BrokerURL:

@@ -149,6 +149,11 @@ class AgentCollector:
         dead = counter(
             "messages_dead_lettered", "Messages sent to munggoggo.dlx", ["agent", "behaviour"]
         )
+        batches = counter(
+            "batches_published",
+            "AMQP messages carrying batches of published messages (AgentConfig.batching)",
+            ["agent"],
+        )
         returned = counter(
             "messages_returned", "Publishes the broker returned as unroutable", ["agent"]
         )
@@ -225,6 +230,7 @@ class AgentCollector:
             for behaviour, n in _with_zeros(stats.dead_lettered, behaviours):
                 dead.add_metric([a, behaviour], n)
             returned.add_metric([a], stats.returned)
+            batches.add_metric([a], stats.batches)
             for behaviour, n in _with_zeros(stats.consumer_cancels, behaviours):
                 cancels.add_metric([a, behaviour], n)
             for (method, outcome), n in _with_zeros(
@@ -255,7 +261,7 @@ class AgentCollector:
             for method, hist in _with_zeros(stats.rpc_server, methods, _NO_EVENTS):
                 _add_histogram(rpc_server, [a, method], hist)
         yield from (
-            published, consumed, acked, nacked, redelivered, dead, returned, failures,
+            published, batches, consumed, acked, nacked, redelivered, dead, returned, failures,
             reconnects, cancels, rpc_served, mailbox, inflight, connected, unconfirmed, confirm,
             step, rpc_client, rpc_server,
         )  # fmt: skip
@@ -299,6 +305,7 @@ class AgentStats:
     """Plain counters an agent updates on its paths; read by AgentCollector."""
 
     __slots__ = (
+        "batches",
         "consumed",
         "consumer_cancels",
         "dead_lettered",
@@ -317,6 +324,8 @@ class AgentStats:
         self.dead_lettered: dict[str, int] = {}
         self.consumer_cancels: dict[str, int] = {}  # behaviour short name, "" the inbox
         self.returned = 0
+        # AMQP messages that carried batches of published messages (core/batching.py).
+        self.batches = 0
         self.rpc_served: dict[tuple[str, str], int] = {}
         self.rpc_client: dict[tuple[str, str], FastHistogram] = {}
         self.rpc_server: dict[str, FastHistogram] = {}

@@ -8,7 +8,8 @@ the agent itself, the behaviour's short name for a behaviour).
 `Publisher` is the agent's role behind it: encoding a body and its properties (cached per
 second for messages without headers), the confirmed publish on the agent's publish channel
 (`emit_message`), waiting for confirms (`flush`) and reporting publishes the broker will never
-confirm.
+confirm. With batching on (`AgentConfig.batching`, `Behaviour.batching`), `publish` hands
+the messages it batches to the surface's lane (core/batching.py) instead of `emit_message`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 from . import envelope, tracing
 from ._speedups import Properties, encode_properties
 from .agent_base import AgentBase
+from .batching import Batching, BatchLane
 from .delays import delay_ms
 from .engine import ChannelProtocol
 from .tracing import TRACEPARENT, outgoing_headers
@@ -31,16 +33,19 @@ log = logging.getLogger("munggoggo.agent")
 class PublishSurface:
     """`publish`, `send` and `broadcast` for agents and behaviours.
 
-    The class mixing it in sets `_publisher` (the agent whose `emit_message` publishes) and
-    `_publish_label` (the behaviour label of the `published` metric) at construction.
+    The class mixing it in sets `_publisher` (the agent whose `emit_message` publishes),
+    `_publish_label` (the behaviour label of the `published` metric) and `_batch_lane`
+    (where its batched publishes go, None: none are; `Publisher.batch_lane`) at
+    construction.
     """
 
     # Slots, not instance-dict entries: a behaviour keeps the attribute count of its
     # __dict__ (CPython's fast shared-key instance layout holds at most 30 attributes,
     # and a user's Behaviour subclass adds its own on top of ours).
-    __slots__ = ("_publish_label", "_publisher")
+    __slots__ = ("_batch_lane", "_publish_label", "_publisher")
     _publisher: AgentBase
     _publish_label: str
+    _batch_lane: BatchLane | None
 
     async def publish(
         self,
@@ -61,13 +66,27 @@ class PublishSurface:
             delay: seconds the message waits in the broker before it is routed to the
                 topic's subscribers (None or 0: at once; core/delays.py).
 
+        With batching on (`AgentConfig.batching`, `Behaviour.batching`) and a routing key
+        its topics match, the message joins a batch to that routing key instead of being
+        published now (no delay: a delayed publish goes alone); the batch is published,
+        confirmed, within its `linger` (docs/performance.md, "Micro-batching").
+
         Returns:
-            The publish's sequence number (what `Agent.on_publish_failure` reports).
+            The publish's sequence number (what `Agent.on_publish_failure` reports). A
+            batched message has a number of its own, from 2**48 on, +1 per batched message
+            of the agent: it names the logical message, not the AMQP message carrying it.
 
         Raises:
             ValueError: a negative or too long delay.
             TypeError: a delay that is not a number.
+            EncodeError: a batched message whose headers msgpack cannot carry.
         """
+        lane = self._batch_lane
+        if lane is not None and not delay and lane.takes(routing_key):
+            seq = lane.add(body, routing_key, headers, content_type, self._publish_label)
+            if not lane.writable:
+                await lane.drain()
+            return seq
         return await self._publisher.emit_message(
             body, TOPIC_EXCHANGE, routing_key, headers, content_type, self._publish_label, delay
         )
@@ -221,17 +240,46 @@ class Publisher(AgentBase):
         return seq
 
     async def flush(self, timeout: float | None = None) -> None:
-        """Wait until the broker confirmed everything this agent published.
+        """Send the batches being filled (`AgentConfig.batching`) at once, then wait until
+        the broker confirmed everything this agent published.
 
         Args:
             timeout: seconds to wait (None: no limit).
 
         Raises:
             TimeoutError: not everything was confirmed in time.
-            PublishError: the broker refused a publish, or the connection was lost.
+            PublishError: the broker refused a publish, or the connection was lost (it
+                names channel sequence numbers: `on_publish_failure` names the batched
+                messages).
         """
         if self._pub is not None:  # nothing published before it connected
+            self._batcher.send_all()
             await self._pub.wait_confirms(timeout=timeout)
+            self._batcher.prune_all_confirmed()
+
+    def batch_lane(self, setting: Batching | bool | None) -> BatchLane | None:
+        """Where a publisher's batched publishes go, for its `batching` setting.
+
+        Args:
+            setting: None: the agent's own (`AgentConfig.batching`); False: none (every
+                publish goes alone); True: `Batching()`; a `Batching`: its own (publishers
+                of equal settings share batches).
+
+        Returns:
+            The lane, or None when its publishes are not batched.
+
+        Raises:
+            ValueError: a setting of another type.
+        """
+        if setting is None:
+            return self._batch_lane
+        if setting is False:
+            return None
+        if setting is True:
+            setting = Batching()
+        if not isinstance(setting, Batching):
+            raise ValueError(f"batching must be a Batching, True, False or None, got {setting!r}")
+        return self._batcher.lane(setting)
 
     @property
     def publish_channel(self) -> ChannelProtocol:
@@ -241,6 +289,8 @@ class Publisher(AgentBase):
         return self._pub
 
     def _on_publish_failure(self, failures: list[tuple[int, Exception]]) -> None:
+        # A failed batch is reported as the failure of each message it carried.
+        failures = self._batcher.logical(failures)
         log.error(
             "agent %s: %d publish(es) not confirmed: %s",
             self.identity,
