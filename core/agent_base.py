@@ -144,7 +144,8 @@ class AgentBase:
     @property
     def delivery_mode(self) -> int | None:
         """The delivery mode of the agent's own messages: 2 (persistent) in durable mode,
-        None otherwise (known once connected)."""
+        None otherwise (known once connected).
+        """
         return self._delivery_mode
 
     @property

@@ -41,8 +41,8 @@ from .wire import TOPIC_EXCHANGE
 if TYPE_CHECKING:
     import asyncio
 
-    from .engine import ChannelProtocol
     from .agent_base import AgentBase
+    from .engine import ChannelProtocol
 
 __all__ = ["FIRST_BATCHED_SEQ", "MAX_BATCH_BYTES", "BatchLane", "Batcher", "Batching"]
 
@@ -341,7 +341,6 @@ class Batcher:
         self._order: deque[int] = deque()
         self._last_channel_seq = 0
         self._prune_due = False
-        self._prune_limit = 0
         self._props_second = -1
         self._props: dict[int, bytes] = {}
 
@@ -380,7 +379,8 @@ class Batcher:
 
     def close(self) -> None:
         """Send what is pending and stop batching: later publishes go out one by one (and
-        fail as any publish of a stopped agent does)."""
+        fail as any publish of a stopped agent does).
+        """
         self.send_all()
         self.open = False
 
@@ -405,7 +405,8 @@ class Batcher:
 
     def _properties(self, count: int) -> bytes:
         """The batch's properties: the agent's usual ones and the item count (cached per
-        second, the timestamp's resolution)."""
+        second, the timestamp's resolution).
+        """
         now = int(time.time())
         if now != self._props_second:
             self._props_second = now
@@ -455,26 +456,31 @@ class Batcher:
         self._last_channel_seq = seq
         if not self._prune_due:
             # Pruned from the loop, and only up to this batch: a memory:// nack of a batch
-            # published later in this tick is reported from the loop after this is scheduled.
+            # published later in this tick is reported from the loop after this runs.
             self._prune_due = True
-            self._prune_limit = seq
-            self.loop.call_soon(self._prune)
+            self.loop.call_soon(self._prune_soon, seq)
 
-    def _prune(self) -> None:
-        """Forget the batches the broker confirmed (their numbers are needed no more)."""
+    def _prune_soon(self, limit: int) -> None:
         self._prune_due = False
+        self._prune(limit)
+
+    def _prune(self, limit: int) -> None:
+        """Forget the batches up to channel seq `limit` the broker confirmed (their
+        numbers are needed no more).
+        """
         # A lower bound of the channel's confirmed watermark: the unconfirmed publishes are
         # always the newest ones, and the channel's last seq is at least ours.
-        confirmed = min(self._prune_limit, self._last_channel_seq - self._channel.unconfirmed)
+        confirmed = min(limit, self._last_channel_seq - self._channel.unconfirmed)
         order, inflight = self._order, self._inflight
         while order and order[0] <= confirmed:
             inflight.pop(order.popleft(), None)
 
     def prune_all_confirmed(self) -> None:
-        """Forget every batch the broker confirmed (after waiting for confirms)."""
+        """Forget every batch the broker confirmed (after waiting for confirms): from the
+        loop, after a memory:// nack's report still due.
+        """
         if self._order:
-            self._prune_limit = self._last_channel_seq
-            self._prune()
+            self.loop.call_soon(self._prune, self._last_channel_seq)
 
     def logical(self, failures: list[tuple[int, Exception]]) -> list[tuple[int, Exception]]:
         """Failures of the publish channel with each batch's channel seq replaced by the

@@ -62,6 +62,7 @@ PUBLIC_MODULES = (
     "munggoggo.agent",
     "munggoggo.agent_base",
     "munggoggo.publishing",
+    "munggoggo.batching",
     "munggoggo.consumers",
     "munggoggo.inbox",
     "munggoggo.rpc_client",
