@@ -449,7 +449,7 @@ class Batcher:
             if self._on_failure is not None:
                 self._on_failure([(s, exc) for s in batch.logical_seqs()])
             return
-        self._stats.batches += 1
+        self._stats.batches_published += 1
         batch.items = []  # the body holds them now
         self._inflight[seq] = batch
         self._order.append(seq)

@@ -149,7 +149,7 @@ class AgentCollector:
         dead = counter(
             "messages_dead_lettered", "Messages sent to munggoggo.dlx", ["agent", "behaviour"]
         )
-        batches = counter(
+        batches_published = counter(
             "batches_published",
             "AMQP messages carrying batches of published messages (AgentConfig.batching)",
             ["agent"],
@@ -230,7 +230,7 @@ class AgentCollector:
             for behaviour, n in _with_zeros(stats.dead_lettered, behaviours):
                 dead.add_metric([a, behaviour], n)
             returned.add_metric([a], stats.returned)
-            batches.add_metric([a], stats.batches)
+            batches_published.add_metric([a], stats.batches_published)
             for behaviour, n in _with_zeros(stats.consumer_cancels, behaviours):
                 cancels.add_metric([a, behaviour], n)
             for (method, outcome), n in _with_zeros(
@@ -260,8 +260,9 @@ class AgentCollector:
                 _add_histogram(rpc_client, [a, "", ""], _NO_EVENTS)
             for method, hist in _with_zeros(stats.rpc_server, methods, _NO_EVENTS):
                 _add_histogram(rpc_server, [a, method], hist)
+        yield batches_published
         yield from (
-            published, batches, consumed, acked, nacked, redelivered, dead, returned, failures,
+            published, consumed, acked, nacked, redelivered, dead, returned, failures,
             reconnects, cancels, rpc_served, mailbox, inflight, connected, unconfirmed, confirm,
             step, rpc_client, rpc_server,
         )  # fmt: skip
@@ -305,7 +306,7 @@ class AgentStats:
     """Plain counters an agent updates on its paths; read by AgentCollector."""
 
     __slots__ = (
-        "batches",
+        "batches_published",
         "consumed",
         "consumer_cancels",
         "dead_lettered",
@@ -325,7 +326,7 @@ class AgentStats:
         self.consumer_cancels: dict[str, int] = {}  # behaviour short name, "" the inbox
         self.returned = 0
         # AMQP messages that carried batches of published messages (core/batching.py).
-        self.batches = 0
+        self.batches_published = 0
         self.rpc_served: dict[tuple[str, str], int] = {}
         self.rpc_client: dict[tuple[str, str], FastHistogram] = {}
         self.rpc_server: dict[str, FastHistogram] = {}

@@ -112,7 +112,7 @@ async def test_publishes_within_the_linger_travel_as_fewer_batches(mesh_url):
     assert seqs == list(range(seqs[0], seqs[0] + 10))  # +1 per logical message
     assert seqs[0] >= FIRST_BATCHED_SEQ
     assert agent.stats.published[("", "message")] == 12
-    assert agent.stats.batches == 1
+    assert agent.stats.batches_published == 1
 
 
 async def test_max_items_and_max_bytes_cap_a_batch(mesh_url):

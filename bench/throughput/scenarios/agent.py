@@ -52,7 +52,7 @@ async def agent_pipe(
             await phase(sender, [rx], [key], min(WARMUP, messages), "Warmup", 60)
             gc.collect()
             rss_before = rss_mb()
-            batches_before = sender.stats.batches
+            batches_before = sender.stats.batches_published
             sampler = None
             if on_progress is not None:
                 sampler = asyncio.ensure_future(on_progress(rx))
@@ -63,7 +63,7 @@ async def agent_pipe(
                     sampler.cancel()
             gc.collect()
             rss_after = rss_mb()
-            batches = sender.stats.batches - batches_before
+            batches = sender.stats.batches_published - batches_before
         finally:
             await sender.stop()
     finally:
