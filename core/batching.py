@@ -189,11 +189,14 @@ class BatchLane:
         setting: the limits and topics.
     """
 
-    __slots__ = ("_batcher", "_batches", "_patterns", "_taken", "setting")
+    __slots__ = ("_batcher", "_batches", "_patterns", "_taken", "must_drain", "setting")
 
     def __init__(self, batcher: Batcher, setting: Batching) -> None:
         self._batcher = batcher
         self.setting = setting
+        # A batch went out and found the publish channel not writable: the next publish
+        # waits (`drain`) before it returns, as a plain publish that found it so does.
+        self.must_drain = False
         self._patterns: list[TopicPattern] = [compile_topic(p) for p in setting.topics]
         self._taken: dict[str, bool] = {}
         self._batches: dict[str, _Batch] = {}
@@ -284,13 +287,11 @@ class BatchLane:
             self._send(batch)
         return seq
 
-    @property
-    def writable(self) -> bool:
-        """Whether publishing may go on without waiting for the publish channel."""
-        return self._batcher.writable
-
     async def drain(self) -> None:
-        """Wait until publishing may go on (flow control, the unconfirmed window)."""
+        """Wait until publishing may go on (flow control, the unconfirmed window); what
+        `publish()` does when `must_drain` is set.
+        """
+        self.must_drain = False
         await self._batcher.drain()
 
     @property
@@ -313,7 +314,8 @@ class BatchLane:
         if batch.timer is not None:
             batch.timer.cancel()
             batch.timer = None
-        self._batcher.send(batch)
+        if not self._batcher.send(batch):
+            self.must_drain = True
 
 
 class Batcher:
@@ -394,11 +396,6 @@ class Batcher:
         """Logical messages waiting in batches, not sent yet."""
         return sum(lane.pending for lane in self._lanes.values())
 
-    @property
-    def writable(self) -> bool:
-        """Whether publishing may go on without waiting for the publish channel."""
-        return self._channel.writable
-
     async def drain(self) -> None:
         """Wait until the publish channel takes more."""
         await self._channel.drain()
@@ -426,12 +423,15 @@ class Batcher:
             )
         return props
 
-    def send(self, batch: _Batch) -> None:
+    def send(self, batch: _Batch) -> bool:
         """Publish a batch on the confirmed channel; a batch that cannot be published is
         reported as failed, item by item.
 
         Args:
             batch: the batch, no longer being filled.
+
+        Returns:
+            Whether the channel is still writable (False: publishers should `drain`).
         """
         try:
             body = pack_items(batch.items)
@@ -448,7 +448,7 @@ class Batcher:
             )
             if self._on_failure is not None:
                 self._on_failure([(s, exc) for s in batch.logical_seqs()])
-            return
+            return True
         self._stats.batches_published += 1
         batch.items = []  # the body holds them now
         self._inflight[seq] = batch
@@ -459,6 +459,7 @@ class Batcher:
             # published later in this tick is reported from the loop after this runs.
             self._prune_due = True
             self.loop.call_soon(self._prune_soon, seq)
+        return self._channel.writable
 
     def _prune_soon(self, limit: int) -> None:
         self._prune_due = False
