@@ -81,7 +81,8 @@ class AgentBase:
         self.records_traces = self.config.trace_size > 0
         self.connection: ConnectionProtocol = None  # type: ignore[assignment]  # until connected
         # Called with [(sequence number, error)] for publishes the broker will never
-        # confirm (publish/send/broadcast return the sequence number); they are logged too.
+        # confirm (publish/send/broadcast return the sequence number; a batched message's
+        # is its own, from 2**48 on: core/batching.py); they are logged too.
         self.on_publish_failure: Callable[[list[tuple[int, Exception]]], None] | None = None
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self.started_at: float | None = None

@@ -19,6 +19,7 @@ each sent when full (`max_items`, `max_bytes`) or `linger` seconds after its fir
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import math
@@ -39,8 +40,6 @@ from .tracing import TRACEPARENT, outgoing_headers
 from .wire import TOPIC_EXCHANGE
 
 if TYPE_CHECKING:
-    import asyncio
-
     from .agent_base import AgentBase
     from .engine import ChannelProtocol
 
@@ -194,8 +193,7 @@ class BatchLane:
     def __init__(self, batcher: Batcher, setting: Batching) -> None:
         self._batcher = batcher
         self.setting = setting
-        # A batch went out and found the publish channel not writable: the next publish
-        # waits (`drain`) before it returns, as a plain publish that found it so does.
+        # A batch went out: the next publish waits (`drain`) before it returns.
         self.must_drain = False
         self._patterns: list[TopicPattern] = [compile_topic(p) for p in setting.topics]
         self._taken: dict[str, bool] = {}
@@ -288,8 +286,9 @@ class BatchLane:
         return seq
 
     async def drain(self) -> None:
-        """Wait until publishing may go on (flow control, the unconfirmed window); what
-        `publish()` does when `must_drain` is set.
+        """What `publish()` does when `must_drain` is set: yield to the loop (the batch is
+        written), or wait until publishing may go on (flow control, the unconfirmed
+        window) as a plain publish that found the channel full does.
         """
         self.must_drain = False
         await self._batcher.drain()
@@ -314,8 +313,10 @@ class BatchLane:
         if batch.timer is not None:
             batch.timer.cancel()
             batch.timer = None
-        if not self._batcher.send(batch):
-            self.must_drain = True
+        self._batcher.send(batch)
+        # The publisher yields before it goes on (`publish()` awaits `drain`): the batch
+        # is written while it fills the next, and a full socket or window stops it.
+        self.must_drain = True
 
 
 class Batcher:
@@ -397,8 +398,14 @@ class Batcher:
         return sum(lane.pending for lane in self._lanes.values())
 
     async def drain(self) -> None:
-        """Wait until the publish channel takes more."""
-        await self._channel.drain()
+        """Yield once (a batch went out: it is written now), or wait until the publish
+        channel takes more.
+        """
+        channel = self._channel
+        if channel.writable:
+            await asyncio.sleep(0)
+        else:
+            await channel.drain()
 
     def _properties(self, count: int) -> bytes:
         """The batch's properties: the agent's usual ones and the item count (cached per
@@ -423,15 +430,12 @@ class Batcher:
             )
         return props
 
-    def send(self, batch: _Batch) -> bool:
+    def send(self, batch: _Batch) -> None:
         """Publish a batch on the confirmed channel; a batch that cannot be published is
         reported as failed, item by item.
 
         Args:
             batch: the batch, no longer being filled.
-
-        Returns:
-            Whether the channel is still writable (False: publishers should `drain`).
         """
         try:
             body = pack_items(batch.items)
@@ -448,7 +452,7 @@ class Batcher:
             )
             if self._on_failure is not None:
                 self._on_failure([(s, exc) for s in batch.logical_seqs()])
-            return True
+            return
         self._stats.batches_published += 1
         batch.items = []  # the body holds them now
         self._inflight[seq] = batch
@@ -459,7 +463,6 @@ class Batcher:
             # published later in this tick is reported from the loop after this runs.
             self._prune_due = True
             self.loop.call_soon(self._prune_soon, seq)
-        return self._channel.writable
 
     def _prune_soon(self, limit: int) -> None:
         self._prune_due = False

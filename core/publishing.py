@@ -84,7 +84,7 @@ class PublishSurface:
         lane = self._batch_lane
         if lane is not None and not delay and lane.takes(routing_key):
             seq = lane.add(body, routing_key, headers, content_type, self._publish_label)
-            if lane.must_drain:  # a batch went out and found the channel full
+            if lane.must_drain:  # a batch went out: let it be written, respect backpressure
                 await lane.drain()
             return seq
         return await self._publisher.emit_message(
