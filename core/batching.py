@@ -200,8 +200,8 @@ class BatchLane:
         self._batches: dict[str, _Batch] = {}
 
     def takes(self, routing_key: str) -> bool:
-        """Whether a publish to `routing_key` is batched (its topics match, and the agent
-        is connected and not stopping).
+        """Whether a publish to `routing_key` is batched (its topics match, it fits AMQP's
+        255 bytes, and the agent is connected and not stopping).
 
         Args:
             routing_key: the publish's routing key.
@@ -211,7 +211,11 @@ class BatchLane:
         """
         taken = self._taken.get(routing_key)
         if taken is None:
-            taken = any(p.matches(routing_key) for p in self._patterns)
+            # A key AMQP cannot carry (over 255 bytes) goes the plain way, which refuses it
+            # to the caller rather than fail a batch later.
+            taken = len(routing_key.encode("utf-8", "surrogateescape")) <= 255 and any(
+                p.matches(routing_key) for p in self._patterns
+            )
             if len(self._taken) >= _TAKEN_CACHE:
                 self._taken.clear()
             self._taken[routing_key] = taken

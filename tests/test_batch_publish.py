@@ -379,3 +379,14 @@ def test_agent_config_takes_batching_as_a_mapping_and_keeps_it_off_by_default():
         AgentConfig(batching={"lingering": 1})  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"AgentConfig\.batching must be"):
         AgentConfig(batching=5)  # type: ignore[arg-type]
+
+
+async def test_a_routing_key_amqp_cannot_carry_is_refused_to_the_caller(mesh_url):
+    async with Agent(uid("bpub"), url=mesh_url, config=config(linger=HOLD)) as agent:
+        with pytest.raises(ValueError):
+            await agent.publish(1, "k" * 256)
+        key = uid("bpub.after")
+        async with wire(mesh_url, key) as seen:
+            await agent.publish(2, key)
+            await agent.flush(timeout=5)
+            assert await wait_until(lambda: len(seen.items()) == 1)
