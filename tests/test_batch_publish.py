@@ -307,6 +307,7 @@ async def test_on_publish_failure_names_every_message_of_a_refused_batch(mesh_ur
     assert set(accepted).isdisjoint(s for s, _ in failed)
 
 
+@pytest.mark.rabbitmq
 async def test_a_foreign_client_reads_a_batch_with_plain_msgpack(broker_url):
     """aiormq and msgspec, no munggoggo: the batch is the documented msgpack array."""
     import aiormq
