@@ -87,9 +87,7 @@ class Message:
 
     __slots__ = ("_channel", "_delivery", "_generation", "_settled", "queue")
 
-    def __init__(
-        self, delivery: Delivery, channel: Settler | None, queue: str = ""
-    ) -> None:
+    def __init__(self, delivery: Delivery, channel: Settler | None, queue: str = "") -> None:
         self._delivery = delivery
         self._channel = channel
         self._generation = channel.generation if channel is not None else 0

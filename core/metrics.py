@@ -148,8 +148,7 @@ class AgentCollector:
         )
         batches = counter(
             "batches_received",
-            "Batches received (AMQP messages carrying several messages, each counted as"
-            " consumed)",
+            "Batches received (AMQP messages carrying several messages, each counted as consumed)",
             ["agent", "behaviour"],
         )
         dead = counter(
