@@ -273,3 +273,73 @@ async def test_a_batch_sent_to_the_inbox_is_routed_item_by_item(mesh_url):
         assert inbox.nacked == nacked
         if mesh_url.startswith("memory://"):  # a broker of this test alone: nothing else
             assert inbox.acked == acked + 1
+
+
+@pytest.mark.parametrize("first", ["acked", "requeued"])
+async def test_a_stopping_behaviour_hands_back_the_items_it_did_not_finish(mesh_url, first):
+    agent = Agent(uid("reader"), url=mesh_url)
+    topic = uid("t")
+
+    def stop_at_first(msg: Message) -> None:
+        if first == "requeued":
+            msg.nack(requeue=True)
+        script.kill()  # its mailbox, items "2" and "3", goes back
+
+    async with agent:
+        script = await agent.add_behaviour(Script(agent, binding_keys=[topic], act=stop_at_first))
+        items = [(b"1", None, None), (b"2", "text/plain", {"i": 2}), (b"3", None, None)]
+        await publish_batch(agent, topic, items)
+        await script.join(timeout=5)
+        assert [m.body for m in script.got] == [b"1"]
+        probe = await agent.connection.channel(confirms=False)
+        if first == "acked":
+            # The two items back in the queue alone, each a plain message; the batch acked.
+            expected = 2
+        else:
+            expected = 1  # nothing was acked: the batch went back whole
+        await eventually(lambda: _ready(probe, script.queue, expected), what=f"{expected} ready")
+        got = [await probe.get(script.queue, no_ack=True) for _ in range(expected)]
+        if first == "acked":
+            assert [(d.body, d.properties.content_type) for d in got] == [
+                (b"2", "text/plain"),
+                (b"3", None),
+            ]
+            assert got[0].properties.headers == {"i": 2, **_origin(topic)}
+        else:
+            (batch,) = got
+            assert batch.properties.content_type == BATCH_CONTENT_TYPE
+            assert batch.body == pack_items(items) and batch.redelivered
+
+
+async def _ready(channel: Any, queue: str, count: int) -> bool:
+    return (await channel.queue_declare(queue, passive=True)).message_count == count
+
+
+class Reopener(Script):
+    """Makes its channel fail (and reopen) while holding the first batch's first item."""
+
+    async def run(self) -> None:
+        msg = await self.receive(timeout=0.2)
+        if msg is None:
+            return
+        self.got.append(msg)
+        if len(self.got) == 1:
+            channel = self.agent.consumers()[self.short_name][0]
+            with pytest.raises(Exception):  # noqa: B017 - any refusal closes the channel
+                await channel.queue_declare(uid("no-such-queue"), passive=True)
+            self.settled_stale = msg.ack()
+
+
+async def test_items_of_a_batch_from_before_a_reopen_settle_nothing(mesh_url):
+    agent = Agent(uid("reader"), url=mesh_url)
+    topic = uid("t")
+    async with agent:
+        script = await agent.add_behaviour(Reopener(agent, binding_keys=[topic]))
+        await publish_batch(agent, topic, [(b"1", None, None), (b"2", None, None)])
+        # The stale items settle nothing; the broker delivers the batch again.
+        await eventually(lambda: len(script.got) >= 4, what="the batch again")
+        assert script.settled_stale is False and script.got[0].stale
+        again = [m for m in script.got[2:] if m.redelivered]
+        assert [m.body for m in again][:2] == [b"1", b"2"]
+        channel = channel_of(agent, script)
+        await eventually(lambda: channel.acked == 1, what="the redelivered batch acked")
