@@ -343,3 +343,40 @@ async def test_items_of_a_batch_from_before_a_reopen_settle_nothing(mesh_url):
         assert [m.body for m in again][:2] == [b"1", b"2"]
         channel = channel_of(agent, script)
         await eventually(lambda: channel.acked == 1, what="the redelivered batch acked")
+
+
+async def test_a_batch_written_by_a_foreign_client_is_read(broker_url):
+    """aiormq publishes a body assembled by hand from the format's description: msgpack
+    array of items, `[body(bin), content_type(str), headers(map)]`, trailing nils left out."""
+    import aiormq
+    from pamqp.commands import Basic
+
+    body = (
+        b"\x92"  # an array of two items
+        + b"\x93\xc4\x05hello\xaatext/plain\x81\xa1a\x01"  # [b"hello", "text/plain", {"a": 1}]
+        + b"\x91\xc4\x02hi"  # [b"hi"]
+    )
+    agent = Agent(uid("reader"), url=broker_url)
+    topic = uid("t")
+    async with agent:
+        script = await agent.add_behaviour(Script(agent, binding_keys=[topic]))
+        peer = await aiormq.connect(broker_url)
+        try:
+            channel = await peer.channel()
+            props = Basic.Properties(
+                content_type=BATCH_CONTENT_TYPE,
+                headers={BATCH_COUNT_HEADER: 2},
+                app_id="foreign",
+            )
+            await channel.basic_publish(
+                body, exchange=TOPIC_EXCHANGE, routing_key=topic, properties=props
+            )
+        finally:
+            await peer.close()
+        await eventually(lambda: len(script.got) == 2, what="2 items")
+        first, second = script.got
+        assert (first.body, first.content_type, first.headers) == (b"hello", "text/plain", {"a": 1})
+        assert (second.body, second.content_type, second.headers) == (b"hi", None, {})
+        assert first.decode() == "hello" and first.sender == second.sender == "foreign"
+        channel_ = channel_of(agent, script)
+        await eventually(lambda: channel_.acked == 1, what="the batch acked")
