@@ -15,6 +15,7 @@ mixin in a module of its own (docs/decisions.md, "The agent's roles"):
     consumers.py      consumers, prefetch, restores    inbox.py        inbox routing
     rpc_client.py     call, peers                      rpc_server.py   serving @expose
     handoff.py        retry, dead letter, copies       control_plane.py  ping, status, ...
+    batch_consume.py  batches read as items
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any, Self, TypeVar
 from ._speedups import log_speedups_notice
 from .agent_base import CREATED, RUNNING, STARTING, STOPPED, STOPPING, AgentBase
 from .amqp.errors import AccessRefused, AMQPError, ResourceLocked
+from .batch_consume import BatchReader
 from .behaviour import Behaviour
 from .config import AgentConfig
 from .consumers import Consumers
@@ -174,6 +176,7 @@ class Agent(
     InboxRouter,
     Presence,
     Handoff,
+    BatchReader,
     Consumers,
     Publisher,
     AgentBase,

@@ -3,10 +3,11 @@
 `Agent` (core/agent.py) is assembled from role mixins, one module each: publishing
 (core/publishing.py), consumers and the prefetch budget (core/consumers.py), inbox routing
 (core/inbox.py), the RPC client and server (core/rpc_client.py, core/rpc_server.py), retry /
-dead-letter handoff (core/handoff.py) and the control plane (core/control_plane.py). Every
-role subclasses `AgentBase`, so the attributes set here are what a role may read of its
-agent, and the few role methods one role calls on another are declared here for readers
-and type checkers (the real ones live in their role's module).
+dead-letter handoff (core/handoff.py), reading batches (core/batch_consume.py) and the
+control plane (core/control_plane.py). Every role subclasses `AgentBase`, so the attributes
+set here are what a role may read of its agent, and the few role methods one role calls on
+another are declared here for readers and type checkers (the real ones live in their
+role's module).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from .rpc_registry import MethodRegistry
 from .url import BrokerURL, parse_urls
 
 if TYPE_CHECKING:
+    from .batch_consume import BatchSettler
     from .behaviour import Behaviour
     from .message import Message
 
@@ -179,6 +181,14 @@ class AgentBase:
             """Declared for the roles; defined in core/consumers.py."""
 
         def _on_inbox(self, batch: list[Any]) -> None: ...  # inbox.py
+
+        def _unbatch(  # batch_consume.py
+            self, channel: ChannelProtocol, queue: str, behaviour: str, batch: list[Any]
+        ) -> list[Message]: ...
+
+        def _read_batch(  # batch_consume.py
+            self, delivery: Any, channel: ChannelProtocol, queue: str, behaviour: str
+        ) -> BatchSettler | None: ...
 
         def hold_while_starting(self, msg: Message) -> bool:  # inbox.py
             """Declared for the roles; defined in core/inbox.py."""

@@ -146,6 +146,11 @@ class AgentCollector:
             " failed step",
             ["agent", "behaviour"],
         )
+        batches = counter(
+            "batches_received",
+            "Batches received (AMQP messages carrying several messages, each counted as consumed)",
+            ["agent", "behaviour"],
+        )
         dead = counter(
             "messages_dead_lettered", "Messages sent to munggoggo.dlx", ["agent", "behaviour"]
         )
@@ -227,6 +232,8 @@ class AgentCollector:
                 consumed.add_metric([a, behaviour, kind], n)
             for behaviour, n in _with_zeros(stats.redelivered, behaviours):
                 redelivered.add_metric([a, behaviour], n)
+            for behaviour, n in _with_zeros(stats.batches_received, behaviours):
+                batches.add_metric([a, behaviour], n)
             for behaviour, n in _with_zeros(stats.dead_lettered, behaviours):
                 dead.add_metric([a, behaviour], n)
             returned.add_metric([a], stats.returned)
@@ -262,7 +269,7 @@ class AgentCollector:
                 _add_histogram(rpc_server, [a, method], hist)
         yield batches_published
         yield from (
-            published, consumed, acked, nacked, redelivered, dead, returned, failures,
+            published, consumed, acked, nacked, redelivered, batches, dead, returned, failures,
             reconnects, cancels, rpc_served, mailbox, inflight, connected, unconfirmed, confirm,
             step, rpc_client, rpc_server,
         )  # fmt: skip
@@ -307,6 +314,7 @@ class AgentStats:
 
     __slots__ = (
         "batches_published",
+        "batches_received",
         "consumed",
         "consumer_cancels",
         "dead_lettered",
@@ -320,7 +328,8 @@ class AgentStats:
 
     def __init__(self) -> None:
         self.published: dict[tuple[str, str], int] = {}
-        self.consumed: dict[tuple[str, str], int] = {}
+        self.consumed: dict[tuple[str, str], int] = {}  # logical messages: batch items each
+        self.batches_received: dict[str, int] = {}  # batches (core/batch_consume.py)
         self.redelivered: dict[str, int] = {}
         self.dead_lettered: dict[str, int] = {}
         self.consumer_cancels: dict[str, int] = {}  # behaviour short name, "" the inbox

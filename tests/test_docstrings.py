@@ -68,6 +68,7 @@ PUBLIC_MODULES = (
     "munggoggo.rpc_client",
     "munggoggo.rpc_server",
     "munggoggo.handoff",
+    "munggoggo.batch_consume",
     "munggoggo.control_plane",
     "munggoggo.behaviour",
     "munggoggo.config",
