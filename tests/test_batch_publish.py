@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 import pytest
 from broker_tools import wait_until
-from mesh_tools import uid
+from mesh_tools import MessageCollector, uid
 
 from munggoggo import Agent, AgentConfig, Batching, OneShotBehaviour, PublishError
 from munggoggo._speedups import Delivery
@@ -391,3 +391,32 @@ async def test_a_routing_key_amqp_cannot_carry_is_refused_to_the_caller(mesh_url
             await agent.publish(2, key)
             await agent.flush(timeout=5)
             assert await wait_until(lambda: len(seen.items()) == 1)
+
+
+async def test_a_subscriber_agent_gets_the_batched_messages_one_by_one(mesh_url):
+    """End to end: an agent batching its publishes, another agent's behaviour receiving
+    each message in order, with its own content type and headers; every batch acked."""
+    key = uid("bpub.e2e")
+    cfg = config(linger=0.01, max_items=8)
+    async with (
+        Agent(uid("bpub-rx"), url=mesh_url, config=AgentConfig(**QUIET)) as receiver,
+        Agent(uid("bpub-tx"), url=mesh_url, config=cfg) as sender,
+    ):
+        collector = await receiver.add_behaviour(MessageCollector(receiver, binding_keys=[key]))
+        for i in range(20):
+            await sender.publish({"i": i}, key, headers={"n": i})
+        await sender.flush(timeout=5)
+        assert await wait_until(lambda: len(collector.got) == 20)
+        assert sender.stats.batches_published == 3  # 8 + 8 + 4
+        assert [m.decode() for m in collector.got] == [{"i": i} for i in range(20)]
+        assert [m.headers["n"] for m in collector.got] == list(range(20))
+        assert {m.content_type for m in collector.got} == {"application/json"}
+        assert {m.sender for m in collector.got} == {sender.identity}
+        queue = collector.queue
+    # Both stopped: a batch left unacked would be back in the queue now.
+    conn = await open_connection(parse_urls(mesh_url)[0], uid("check"))
+    try:
+        ch = await conn.channel(confirms=False)
+        assert (await ch.queue_declare(queue, passive=True)).message_count == 0
+    finally:
+        await conn.close()
