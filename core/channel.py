@@ -104,6 +104,9 @@ class Channel(ChannelTopology, ChannelAcks, ChannelRecovery):
         self._consumers: dict[str, Consumer] = {}
         self._qos: tuple[int, int] | None = None
         self._open_event = asyncio.Event()
+        # The protocol's publish path for this channel while `is_open` (else None): set by
+        # `mark_ready`, dropped wherever the channel stops being open.
+        self._wire: _speedups.ChannelPublisher | None = None
         # Open on the wire (OpenOk received, not closed since). Settling deliveries of the
         # current generation needs only this, not `is_open`: a restored consumer gets
         # deliveries before the channel is handed back to users (`mark_ready`), and acks
@@ -291,17 +294,20 @@ class Channel(ChannelTopology, ChannelAcks, ChannelRecovery):
             ValueError: a property the wire cannot carry.
             ConnectionLost: the channel is not open and cannot keep the publish.
         """
-        if properties is None:
-            props = _EMPTY_PROPERTIES
-        elif isinstance(properties, bytes):
+        if isinstance(properties, bytes):
             props = properties
+        elif properties is None:
+            props = _EMPTY_PROPERTIES
         else:
             props = _speedups.encode_properties(properties)
-        if self.is_open:
-            seq = self.connection.protocol.publish(
-                self.id, exchange, routing_key, body, props, mandatory
-            )
-            self.connection.schedule_flush()
+        wire = self._wire
+        if wire is not None:
+            seq = wire.publish(exchange, routing_key, props, body, mandatory)
+            if seq < 0:  # closed by the broker in this very tick, not handled yet
+                raise LocalProtocolError(f"cannot publish: channel {self.id} is not open")
+            conn = self.connection
+            if not conn.flush_scheduled:
+                conn.schedule_flush()
         elif (
             self._tracker is not None and not self._closed_by_user and not self.connection.is_closed
         ):
@@ -310,10 +316,11 @@ class Channel(ChannelTopology, ChannelAcks, ChannelRecovery):
             seq = self._tracker.add(data)
         else:
             raise ConnectionLost(f"cannot publish on channel {self.id}: it is not open")
-        if self._tracker is not None:
+        tracker = self._tracker
+        if tracker is not None:
             if not seq & CONFIRM_SAMPLE_MASK and self.sample_confirms:
                 self._confirm_samples.append((seq, time.perf_counter()))
-            if len(self._tracker) >= self.max_unconfirmed:
+            if len(tracker) >= self.max_unconfirmed:
                 self._capacity.clear()
         return seq
 
@@ -473,6 +480,7 @@ class Channel(ChannelTopology, ChannelAcks, ChannelRecovery):
                 publishes are failed, their fate is unknown.
         """
         self._open_event.clear()
+        self._wire = None
         self._wire_open = False
         exc = error or ConnectionLost(f"channel {self.id} closed")
         while self._replies:
@@ -521,9 +529,11 @@ class Channel(ChannelTopology, ChannelAcks, ChannelRecovery):
             conn.protocol.close_channel(self.id)
             conn.schedule_flush()
             self._open_event.clear()
+            self._wire = None
             self._wire_open = False  # nothing may follow Channel.Close on the wire
             with contextlib.suppress(AMQPError, TimeoutError):
                 await asyncio.wait_for(fut, 5.0)
         self._open_event.clear()
+        self._wire = None
         self._wire_open = False
         conn.forget_channel(self)

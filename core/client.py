@@ -117,7 +117,9 @@ class Connection(ConnectionDispatch, ConnectionRecovery):
         self._closed_future: asyncio.Future[None] = self.loop.create_future()
         self._close_ok: asyncio.Future[None] | None = None
         self._close_reason: BaseException | None = None
-        self._flush_scheduled = False
+        # A write of what `protocol` queued is scheduled for the end of this tick (channels
+        # read it per publish to skip calling `schedule_flush` again).
+        self.flush_scheduled = False
         self._ack_channels: list[ChannelAcks] = []  # channels with coalesced acks to emit
         self._writable = True
         self._blocked = False
@@ -322,8 +324,8 @@ class Connection(ConnectionDispatch, ConnectionRecovery):
     def schedule_flush(self) -> None:
         """Write what was queued on `protocol` at the end of this loop tick: one write for
         everything queued meanwhile."""
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
             self.loop.call_soon(self._flush)
 
     def acks_due(self, channel: ChannelAcks) -> None:
@@ -340,7 +342,7 @@ class Connection(ConnectionDispatch, ConnectionRecovery):
                 ch.emit_acks()
 
     def _flush(self) -> None:
-        self._flush_scheduled = False
+        self.flush_scheduled = False
         if self._ack_channels:
             self._emit_due_acks()
         conn = self._amqp_conn
