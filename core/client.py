@@ -71,8 +71,9 @@ class Connection(ConnectionDispatch, ConnectionRecovery):
     or `async with Connection(url) as conn:`. `url` may be a failover list (a Python list or
     a comma-separated string): `self.url` is then the one connected to (or being tried).
 
-    Its channels read two attributes: `protocol`, the sans-IO AMQP connection they queue
-    methods and publishes on (sent at the next flush, see `schedule_flush`), which while
+    Its channels read three attributes: `protocol`, the sans-IO AMQP connection they queue
+    methods and publishes on (sent at the next flush, see `schedule_flush`; whether one is
+    scheduled already is `flush_scheduled`), which while
     not connected is a stand-in whose every use raises ConnectionLost; and `flow`, an
     asyncio.Event set while publishing may proceed (open, socket writable, broker not
     blocking us). The connection sets both; its channels only read them.

@@ -131,7 +131,8 @@ class Publisher(AgentBase):
     def _properties(self, content_type: str) -> bytes:
         """Encoded properties of our own messages without headers, cached until the wall
         clock's next second (their timestamp): `_props_until` is that moment on the
-        monotonic clock, so a publish reads one clock and no wall time."""
+        monotonic clock, so a publish reads one clock and no wall time.
+        """
         now = time.time()
         second = int(now)
         if second != self._props_second:
@@ -231,7 +232,9 @@ class Publisher(AgentBase):
         key = (origin, KIND_MESSAGE)
         published[key] = published.get(key, 0) + 1
         if self.records_traces:
-            self.trace.record_out(KIND_MESSAGE, exchange or routing_key, routing_key, len(data), None)
+            self.trace.record_out(
+                KIND_MESSAGE, exchange or routing_key, routing_key, len(data), None
+            )
         if not ch.writable:
             await ch.drain()
         return seq

@@ -333,8 +333,10 @@ class AMQPConnection:
             PropertiesTooLarge: the properties do not fit one content header frame.
         """
         ch = self.channels.get(channel_id)
-        seq = -1 if ch is None else ch.publisher.publish(
-            exchange, routing_key, properties, body, mandatory
+        seq = (
+            -1
+            if ch is None
+            else ch.publisher.publish(exchange, routing_key, properties, body, mandatory)
         )
         if seq < 0:
             state = ch.state.value if ch else "not open"
