@@ -115,6 +115,8 @@ class Channel(ChannelTopology, ChannelAcks, ChannelRecovery):
         self._wire_open = False
         self._capacity = asyncio.Event()
         self._capacity.set()
+        # `_capacity.is_set()` as a plain attribute: `writable` is read on every publish.
+        self._has_room = True
         self._confirm_waiters = ConfirmWaiters(PublishError)
         self._closed_by_user = False
         self._tags = itertools.count(1)
@@ -322,13 +324,14 @@ class Channel(ChannelTopology, ChannelAcks, ChannelRecovery):
             if not seq & CONFIRM_SAMPLE_MASK and self.sample_confirms:
                 self._confirm_samples.append((seq, time.perf_counter()))
             if len(tracker) >= self.max_unconfirmed:
+                self._has_room = False
                 self._capacity.clear()
         return seq
 
     @property
     def writable(self) -> bool:
         """True when publishing may go on without waiting (see `drain`)."""
-        return self.connection.flow.is_set() and self._capacity.is_set()
+        return self.connection.flowing and self._has_room
 
     async def drain(self, timeout: float | None = None) -> None:
         """Wait until publishing may go on: socket writable, broker not blocking us,
@@ -419,6 +422,7 @@ class Channel(ChannelTopology, ChannelAcks, ChannelRecovery):
             self._record_failures([(seq, reason) for seq, _ in failed])
         self._wake_confirm_waiters(confirmed_through)
         if not self._capacity.is_set() and len(self._tracker) <= self._low_water:  # type: ignore[arg-type]
+            self._has_room = True
             self._capacity.set()
 
     def _wake_confirm_waiters(self, confirmed_through: int) -> None:
@@ -494,6 +498,7 @@ class Channel(ChannelTopology, ChannelAcks, ChannelRecovery):
             if failed:
                 self._record_failures([(seq, exc) for seq, _ in failed])  # type: ignore[misc]
                 self._wake_confirm_waiters(self._tracker.confirmed_through)
+                self._has_room = True
                 self._capacity.set()
 
     def rename_queue(self, old: str, new: str) -> None:
@@ -514,6 +519,7 @@ class Channel(ChannelTopology, ChannelAcks, ChannelRecovery):
             if failed:
                 self._record_failures([(seq, error) for seq, _ in failed])  # type: ignore[misc]
             self._wake_confirm_waiters(self._tracker.confirmed_through)
+        self._has_room = True
         self._capacity.set()
 
     # ------------------------------------------------------------------ closing

@@ -73,10 +73,10 @@ class Connection(ConnectionDispatch, ConnectionRecovery):
 
     Its channels read three attributes: `protocol`, the sans-IO AMQP connection they queue
     methods and publishes on (sent at the next flush, see `schedule_flush`; whether one is
-    scheduled already is `flush_scheduled`), which while
-    not connected is a stand-in whose every use raises ConnectionLost; and `flow`, an
-    asyncio.Event set while publishing may proceed (open, socket writable, broker not
-    blocking us). The connection sets both; its channels only read them.
+    scheduled already is `flush_scheduled`), which while not connected is a stand-in whose
+    every use raises ConnectionLost; and `flow`, an asyncio.Event set while publishing may
+    proceed (open, socket writable, broker not blocking us), `flowing` the same as a plain
+    bool. The connection sets them; its channels only read them.
     """
 
     def __init__(
@@ -125,6 +125,7 @@ class Connection(ConnectionDispatch, ConnectionRecovery):
         self._writable = True
         self._blocked = False
         self.flow = asyncio.Event()  # set while publishing may proceed
+        self.flowing = False  # flow.is_set(), read on every publish
         self._recovery: asyncio.Task[None] | None = None
         self._heartbeat_timer: asyncio.TimerHandle | None = None
         self._last_recv = 0.0
@@ -440,8 +441,10 @@ class Connection(ConnectionDispatch, ConnectionRecovery):
 
     def _update_flow(self) -> None:
         if self._state == states.OPEN and self._writable and not self._blocked:
+            self.flowing = True
             self.flow.set()
         else:
+            self.flowing = False
             self.flow.clear()
 
     async def wait_until(self, event: asyncio.Event) -> None:
