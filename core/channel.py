@@ -79,6 +79,25 @@ log = logging.getLogger("munggoggo.channel")
 _EMPTY_PROPERTIES = _speedups.encode_properties(None)
 
 
+class FlagEvent(asyncio.Event):
+    """An asyncio.Event whose state is also the plain attribute `value`: what is read on
+    every publish (`Channel.writable`) costs an attribute, not two method calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.value = False
+
+    def set(self) -> None:
+        """Set the flag and wake its waiters."""
+        self.value = True
+        super().set()
+
+    def clear(self) -> None:
+        """Clear the flag."""
+        self.value = False
+        super().clear()
+
+
 class Channel(ChannelTopology, ChannelAcks, ChannelRecovery):
     """One AMQP channel of a `Connection`. Create it with `await connection.channel()`."""
 
@@ -113,10 +132,9 @@ class Channel(ChannelTopology, ChannelAcks, ChannelRecovery):
         # deliveries before the channel is handed back to users (`mark_ready`), and acks
         # dropped then would leave them unacked for good, the consumer starved at prefetch.
         self._wire_open = False
-        self._capacity = asyncio.Event()
+        # Its state is also the plain attribute `value`: `writable` is read per publish.
+        self._capacity = FlagEvent()
         self._capacity.set()
-        # `_capacity.is_set()` as a plain attribute: `writable` is read on every publish.
-        self._has_room = True
         self._confirm_waiters = ConfirmWaiters(PublishError)
         self._closed_by_user = False
         self._tags = itertools.count(1)
@@ -324,14 +342,13 @@ class Channel(ChannelTopology, ChannelAcks, ChannelRecovery):
             if not seq & CONFIRM_SAMPLE_MASK and self.sample_confirms:
                 self._confirm_samples.append((seq, time.perf_counter()))
             if len(tracker) >= self.max_unconfirmed:
-                self._has_room = False
                 self._capacity.clear()
         return seq
 
     @property
     def writable(self) -> bool:
         """True when publishing may go on without waiting (see `drain`)."""
-        return self.connection.flowing and self._has_room
+        return self.connection.flow.value and self._capacity.value
 
     async def drain(self, timeout: float | None = None) -> None:
         """Wait until publishing may go on: socket writable, broker not blocking us,
@@ -422,7 +439,6 @@ class Channel(ChannelTopology, ChannelAcks, ChannelRecovery):
             self._record_failures([(seq, reason) for seq, _ in failed])
         self._wake_confirm_waiters(confirmed_through)
         if not self._capacity.is_set() and len(self._tracker) <= self._low_water:  # type: ignore[arg-type]
-            self._has_room = True
             self._capacity.set()
 
     def _wake_confirm_waiters(self, confirmed_through: int) -> None:
@@ -498,7 +514,6 @@ class Channel(ChannelTopology, ChannelAcks, ChannelRecovery):
             if failed:
                 self._record_failures([(seq, exc) for seq, _ in failed])  # type: ignore[misc]
                 self._wake_confirm_waiters(self._tracker.confirmed_through)
-                self._has_room = True
                 self._capacity.set()
 
     def rename_queue(self, old: str, new: str) -> None:
@@ -519,7 +534,6 @@ class Channel(ChannelTopology, ChannelAcks, ChannelRecovery):
             if failed:
                 self._record_failures([(seq, error) for seq, _ in failed])  # type: ignore[misc]
             self._wake_confirm_waiters(self._tracker.confirmed_through)
-        self._has_room = True
         self._capacity.set()
 
     # ------------------------------------------------------------------ closing

@@ -25,7 +25,7 @@ from .amqp.errors import AMQPError, BrokerError, ConnectionLost
 from .republish import fit_to_frame_max
 
 if TYPE_CHECKING:
-    from .channel import Consumer
+    from .channel import Consumer, FlagEvent
     from .client import Connection
 
 __all__ = ["ChannelRecovery"]
@@ -48,8 +48,7 @@ class ChannelRecovery:
     _qos: tuple[int, int] | None
     _tracker: _speedups.ConfirmTracker | None
     _consumers: dict[str, Consumer]
-    _capacity: asyncio.Event
-    _has_room: bool  # mirrors _capacity.is_set()
+    _capacity: FlagEvent
     _recovering: bool
 
     if TYPE_CHECKING:  # the channel's own methods (channel.Channel)
@@ -193,7 +192,6 @@ class ChannelRecovery:
             # Settled by failing: wake whoever waits for confirms or for room in the window
             # (a publisher blocked on a full window would otherwise wait forever).
             self._wake_confirm_waiters(self._tracker.confirmed_through)
-            self._has_room = True
             self._capacity.set()
 
     def _fit_for_republish(self, pending: list[tuple[int, bytes]]) -> list[bytes] | None:
@@ -228,6 +226,5 @@ class ChannelRecovery:
         )
         self._record_failures([(seq, refused.get(seq, other)) for seq, _ in failed])
         self._wake_confirm_waiters(self._tracker.confirmed_through)  # type: ignore[union-attr]
-        self._has_room = True
         self._capacity.set()
         return None

@@ -30,7 +30,7 @@ from .amqp.errors import (
     LocalProtocolError,
     RemoteProtocolError,
 )
-from .channel import Channel
+from .channel import Channel, FlagEvent
 from .channel_acks import ChannelAcks
 from .client_dispatch import ConnectionDispatch
 from .client_recovery import ConnectionRecovery
@@ -75,8 +75,8 @@ class Connection(ConnectionDispatch, ConnectionRecovery):
     methods and publishes on (sent at the next flush, see `schedule_flush`; whether one is
     scheduled already is `flush_scheduled`), which while not connected is a stand-in whose
     every use raises ConnectionLost; and `flow`, an asyncio.Event set while publishing may
-    proceed (open, socket writable, broker not blocking us), `flowing` the same as a plain
-    bool. The connection sets them; its channels only read them.
+    proceed (open, socket writable, broker not blocking us; `flow.value` is its state as a
+    plain bool). The connection sets them; its channels only read them.
     """
 
     def __init__(
@@ -124,8 +124,7 @@ class Connection(ConnectionDispatch, ConnectionRecovery):
         self._ack_channels: list[ChannelAcks] = []  # channels with coalesced acks to emit
         self._writable = True
         self._blocked = False
-        self.flow = asyncio.Event()  # set while publishing may proceed
-        self.flowing = False  # flow.is_set(), read on every publish
+        self.flow = FlagEvent()  # set while publishing may proceed
         self._recovery: asyncio.Task[None] | None = None
         self._heartbeat_timer: asyncio.TimerHandle | None = None
         self._last_recv = 0.0
@@ -441,10 +440,8 @@ class Connection(ConnectionDispatch, ConnectionRecovery):
 
     def _update_flow(self) -> None:
         if self._state == states.OPEN and self._writable and not self._blocked:
-            self.flowing = True
             self.flow.set()
         else:
-            self.flowing = False
             self.flow.clear()
 
     async def wait_until(self, event: asyncio.Event) -> None:
