@@ -124,8 +124,12 @@ class AgentBase:
         # Marks our call ids (a late reply is recognised and dropped); the random part of
         # each id (`_new_call_id`) is what keeps a reply from being forged.
         self._call_prefix = f"{self.identity}.{uuid.uuid4().hex[:6]}."
+        # Encoded properties of plain messages by content type, for the wall-clock second
+        # `_props_second`, which ends at `_props_until` on the monotonic clock
+        # (core/publishing.py).
         self._props_second = -1
-        self._props_cache: dict[tuple[str, str], bytes] = {}
+        self._props_until = 0.0
+        self._props_cache: dict[str, bytes] = {}
         self._delivery_mode: int | None = None  # PERSISTENT in durable mode, set on connect
         # The delay queues delayed publishes and retries go through (core/delays.py),
         # per connection: set on connect.

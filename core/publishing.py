@@ -24,10 +24,13 @@ from .agent_base import AgentBase
 from .batching import Batching, BatchLane
 from .delays import delay_ms
 from .engine import ChannelProtocol
+from .envelope import KIND_MESSAGE, encode_body
 from .tracing import TRACEPARENT, outgoing_headers
 from .wire import DELAY_EXCHANGE, DELAY_HEADER, FANOUT_EXCHANGE, TOPIC_EXCHANGE
 
 log = logging.getLogger("munggoggo.agent")
+
+_monotonic = time.monotonic
 
 
 class PublishSurface:
@@ -144,37 +147,41 @@ class PublishSurface:
 class Publisher(AgentBase):
     """The agent's publishing role: encoding, the confirmed publish, confirms."""
 
-    def _properties(self, content_type: str, kind: str) -> bytes:
-        """Encoded properties for our own messages, cached per second (the timestamp)."""
-        now = int(time.time())
-        if now != self._props_second:
-            self._props_second = now
+    def _properties(self, content_type: str) -> bytes:
+        """Encoded properties of our own messages without headers, cached until the wall
+        clock's next second (their timestamp): `_props_until` is that moment on the
+        monotonic clock, so a publish reads one clock and no wall time.
+        """
+        now = time.time()
+        second = int(now)
+        if second != self._props_second:
+            self._props_second = second
             self._props_cache.clear()
-        key = (content_type, kind)
-        props = self._props_cache.get(key)
+            self._props_until = _monotonic() + (second + 1 - now)
+        props = self._props_cache.get(content_type)
         if props is None:
-            props = self._props_cache[key] = encode_properties(
+            props = self._props_cache[content_type] = encode_properties(
                 Properties(
                     content_type=content_type,
-                    type=kind,
+                    type=envelope.KIND_MESSAGE,
                     app_id=self.identity,
-                    timestamp=now,
+                    timestamp=second,
                     delivery_mode=self._delivery_mode,
                 )
             )
         return props
 
     def _encode(
-        self, body: Any, content_type: str | None, kind: str, headers: dict[str, Any] | None
+        self, body: Any, content_type: str | None, headers: dict[str, Any] | None
     ) -> tuple[bytes, bytes]:
         data, ctype = envelope.encode_body(body, content_type)
         if TRACEPARENT.get() is not None or tracing.hooks is not None:
-            headers = outgoing_headers(headers, kind)
+            headers = outgoing_headers(headers, envelope.KIND_MESSAGE)
         if headers:
             props = encode_properties(
                 Properties(
                     content_type=ctype,
-                    type=kind,
+                    type=envelope.KIND_MESSAGE,
                     app_id=self.identity,
                     timestamp=int(time.time()),
                     headers=headers,
@@ -182,7 +189,7 @@ class Publisher(AgentBase):
                 )
             )
         else:
-            props = self._properties(ctype, kind)
+            props = self._properties(ctype)
         return data, props
 
     async def emit_message(
@@ -225,15 +232,27 @@ class Publisher(AgentBase):
             headers = {**headers, DELAY_HEADER: queue} if headers else {DELAY_HEADER: queue}
             # Mandatory: a delay queue deleted under us comes back as a return, not lost.
             route, mandatory = DELAY_EXCHANGE, True
-        data, props = self._encode(body, content_type, envelope.KIND_MESSAGE, headers)
+        if (
+            headers is None
+            and content_type is None
+            and TRACEPARENT.get() is None
+            and tracing.hooks is None
+        ):
+            # The plain message (most of them): cached properties, while their second lasts.
+            data, ctype = encode_body(body)
+            props = self._props_cache.get(ctype) if _monotonic() < self._props_until else None
+            if props is None:
+                props = self._properties(ctype)
+        else:
+            data, props = self._encode(body, content_type, headers)
         ch = self._pub
         seq = ch.publish(data, route, routing_key, props, mandatory=mandatory)
         published = self.stats.published
-        key = (origin, envelope.KIND_MESSAGE)
+        key = (origin, KIND_MESSAGE)
         published[key] = published.get(key, 0) + 1
         if self.records_traces:
             self.trace.record_out(
-                envelope.KIND_MESSAGE, exchange or routing_key, routing_key, len(data), None
+                KIND_MESSAGE, exchange or routing_key, routing_key, len(data), None
             )
         if not ch.writable:
             await ch.drain()
