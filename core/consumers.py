@@ -134,10 +134,13 @@ class Consumers(AgentBase):
             if not batch:
                 return
             consumed[key] = consumed.get(key, 0) + len(batch)
-            again = sum(1 for d in batch if d.redelivered)
+            again = 0
+            for d in batch:
+                if d.redelivered:
+                    again += 1
             if again:
                 redelivered[label] = redelivered.get(label, 0) + again
-            messages = [Message(d, sub, queue) for d in batch]
+            messages = Message.batch(batch, sub, queue)
             try:
                 behaviour.deliver_batch(messages)
             except Exception as exc:  # a bug: still, each message is settled, none is lost
