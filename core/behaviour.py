@@ -449,7 +449,6 @@ class Behaviour(BehaviourLifecycle, PublishSurface, Generic[AgentT]):
 
     def _settle_inflight(self) -> None:
         ack_all(self._inflight)
-        self._inflight.clear()
         if self._span is not None:
             self._span = self._span.finish(None)
 
@@ -542,8 +541,11 @@ class Behaviour(BehaviourLifecycle, PublishSurface, Generic[AgentT]):
                     self._got_mail = self._idle_step = False
                 self.steps += 1
                 self.failures = 0
-                if self._inflight:
-                    self._settle_inflight()
+                inflight = self._inflight
+                if inflight:  # _settle_inflight, written out
+                    ack_all(inflight)
+                    if self._span is not None:
+                        self._span = self._span.finish(None)
             if self._idle_remaining > 0 and self.pace_idle_steps:
                 # It polled an empty mailbox and did nothing else worth a loop cycle:
                 # wait for mail instead of spinning (woken at once when some arrives).

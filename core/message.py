@@ -279,16 +279,17 @@ class Message:
 
 
 def ack_all(messages: list[Message]) -> None:
-    """Ack every message of `messages` not settled yet: `msg.ack()` for each, in one loop
-    (a behaviour settling what its step received).
+    """Ack every message of `messages` not settled yet (`msg.ack()` for each, in one
+    loop), then empty the list: a behaviour settling what its step received.
 
     Args:
-        messages: received messages.
+        messages: received messages; emptied.
     """
     for msg in messages:
         if msg._settled == PENDING:
             msg._settled = ACKED
             msg._channel.ack_later(msg.delivery.delivery_tag, msg._generation)  # type: ignore[union-attr]
+    messages.clear()
 
 
 def copy_properties(
