@@ -45,7 +45,7 @@ class ChannelAcks:
     _acks_pending: bool
     _qos: tuple[int, int] | None
     _loop: asyncio.AbstractEventLoop
-    # The window of held acks: how many, the most it may hold, the timer that ends it.
+    # The window of held acks: how many, the most it may hold; the timer that ends it.
     _acks_held = 0
     _acks_hold_limit = 1
     _acks_timer: asyncio.TimerHandle | None = None
@@ -102,11 +102,15 @@ class ChannelAcks:
             self.connection.acks_due(self)  # a prefetch of 1 or 2 waits for every ack
         else:
             self.connection.acks_held(self)
-            self._acks_timer = self._loop.call_later(ACK_HOLD_SECONDS, self._release_acks)
+            # One timer at a time, never cancelled: a busy channel's acks mostly ride along
+            # with a write long before it fires, and a timer per window would cost more
+            # than the write it saves. A window that starts while one runs ends earlier.
+            if self._acks_timer is None:
+                self._acks_timer = self._loop.call_later(ACK_HOLD_SECONDS, self._release_acks)
         return True
 
     def _release_acks(self) -> None:
-        """The hold is over: write the held acks at the end of this tick."""
+        """The hold is over: write the held acks (if any are left) at the end of this tick."""
         self._acks_timer = None
         if self._acks_pending:
             self.connection.schedule_flush()
@@ -120,10 +124,6 @@ class ChannelAcks:
         follow.
         """
         self._acks_pending = False
-        timer = self._acks_timer
-        if timer is not None:
-            self._acks_timer = None
-            timer.cancel()
         if not self._wire_open:
             return
         acks = self._acks
