@@ -172,7 +172,6 @@ class Behaviour(BehaviourLifecycle, PublishSurface, Generic[AgentT]):
         self._span: Any = None  # a tracer's consumer span for the messages in flight
         self._task: asyncio.Task[None] | None = None
         self._stop = False
-        self._step_running = False
         # Time this step spent waiting in receive(), and whether it waited for nothing: the
         # step histogram measures the work, not the wait for mail.
         self._waited = 0.0
@@ -515,7 +514,6 @@ class Behaviour(BehaviourLifecycle, PublishSurface, Generic[AgentT]):
             # mailbox (it waits or polls: idle pacing needs its duration); a step served
             # from a full mailbox between two samples reads no clock at all.
             started = perf_counter() if not mailbox or not self._sample_in else 0.0
-            self._step_running = True
             try:
                 await self.run()
             except Exception as exc:
@@ -528,7 +526,6 @@ class Behaviour(BehaviourLifecycle, PublishSurface, Generic[AgentT]):
                 if started:
                     self._end_step(started)
                 else:  # _end_step's untimed half, written out
-                    self._step_running = False
                     if self._sample_in > 0 and not self._idle_step:
                         self.step_seconds.unsampled += 1
                         self._sample_in -= 1
@@ -540,7 +537,8 @@ class Behaviour(BehaviourLifecycle, PublishSurface, Generic[AgentT]):
                         self._waited = 0.0
                     self._got_mail = self._idle_step = False
                 self.steps += 1
-                self.failures = 0
+                if self.failures:
+                    self.failures = 0
                 inflight = self._inflight
                 if inflight:  # _settle_inflight, written out
                     ack_all(inflight)
@@ -562,7 +560,6 @@ class Behaviour(BehaviourLifecycle, PublishSurface, Generic[AgentT]):
     async def _step(self) -> bool:
         """Run one step; returns False when the loop should end."""
         started = perf_counter() if not self._mailbox or not self._sample_in else 0.0
-        self._step_running = True
         try:
             await self.run()
         except Exception as exc:
@@ -600,7 +597,6 @@ class Behaviour(BehaviourLifecycle, PublishSurface, Generic[AgentT]):
         """A step is over (`started`: when it began by perf_counter, 0.0 if the clock was
         not read): time it when sampled, count it, set up idle pacing.
         """
-        self._step_running = False
         if started:
             elapsed = perf_counter() - started
             if self._sample_in >= 0 and not self._idle_step:
