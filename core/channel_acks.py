@@ -73,7 +73,7 @@ class ChannelAcks:
 
         The acks go out with the connection's next write, at the latest
         `ACK_HOLD_SECONDS` after the first of them, or at the end of the loop tick once
-        half the prefetch is held (at once with a prefetch of 1).
+        half the prefetch is held (at the end of the tick with a prefetch below 4).
 
         Args:
             delivery_tag: the delivery's tag.
@@ -99,7 +99,7 @@ class ChannelAcks:
         limit = qos[0] // 2 if qos is not None and qos[0] else ACK_HOLD_UNLIMITED
         self._acks_hold_limit = limit
         if limit <= 1:
-            self.connection.acks_due(self)  # a prefetch of 1 or 2 waits for every ack
+            self.connection.acks_due(self)  # a prefetch below 4 waits for every ack
         else:
             self.connection.acks_held(self)
             # One timer at a time, never cancelled: a busy channel's acks mostly ride along
