@@ -20,8 +20,9 @@ The connection <-> channel interface (no other names cross it):
 
 - a channel uses its connection's `protocol` (the sans-IO AMQP connection, and its
   `channel_publisher(id)` while the channel is open), `schedule_flush()` / `flush_scheduled`,
-  `acks_due(channel)`, `flow` and `wait_until(event)`, `forget_channel(channel)`, and its
-  plain attributes (`loop`, `url`, `frame_max`, `topology`, `is_open`, `is_closed`, `state`);
+  `acks_due(channel)`, `acks_held(channel)`, `flow` and `wait_until(event)`,
+  `forget_channel(channel)`, and its plain attributes (`loop`, `url`, `frame_max`,
+  `topology`, `is_open`, `is_closed`, `state`);
 - the connection calls a channel's `handle_*` methods, `emit_acks()` and `fail_forever()`
   from its dispatch (which reads `awaiting_reply`, `closed_by_user` and `recovering`, and
   keeps a channel's background reopen in `reopen_task`), and `open_on_wire()`,

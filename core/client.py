@@ -8,8 +8,8 @@ built (`client_recovery`). Given several broker URLs (failover), every connect a
 reconnect tries them in order and takes the first that works. Its states: `client_state`.
 
 What its channels use of it is a small public interface (`protocol`, `schedule_flush()`,
-`acks_due()`, `flow`, `wait_until()`, `forget_channel()`); what it calls on its channels is
-listed in `channel`'s docstring.
+`acks_due()`, `acks_held()`, `flow`, `wait_until()`, `forget_channel()`); what it calls on
+its channels is listed in `channel`'s docstring.
 """
 
 from __future__ import annotations
@@ -334,6 +334,15 @@ class Connection(ConnectionDispatch, ConnectionRecovery):
         (once per tick however many it settled), and schedule that write."""
         self._ack_channels.append(channel)
         self.schedule_flush()
+
+    def acks_held(self, channel: ChannelAcks) -> None:
+        """`channel` holds coalesced acks: call its `emit_acks()` right before the next
+        write, without scheduling one (the channel does when its hold is over).
+
+        Args:
+            channel: a channel of this connection.
+        """
+        self._ack_channels.append(channel)
 
     def _emit_due_acks(self) -> None:
         """Queue the coalesced acks of every channel that has some, ahead of what follows."""

@@ -53,22 +53,28 @@ class ConnectionDispatch:
 
     def _dispatch(self, events: list[Any]) -> None:
         channels = self._channels
+        # The batch being gathered: its deliveries, channel and consumer tag (compared
+        # field by field: no key tuple per delivery).
         batch: list[Delivery] | None = None
-        batch_key: tuple[int, str] | None = None
+        batch_channel = 0
+        batch_tag = ""
         for e in events:
             if type(e) is Delivery:
                 if e.kind == DELIVER:
-                    key = (e.channel, e.consumer_tag)
-                    if key == batch_key:
-                        batch.append(e)  # type: ignore[union-attr]
+                    if (
+                        batch is not None
+                        and e.consumer_tag == batch_tag
+                        and (e.channel == batch_channel)
+                    ):
+                        batch.append(e)
                         continue
-                    if batch:
-                        self._deliver(batch_key, batch)  # type: ignore[arg-type]
-                    batch_key, batch = key, [e]
+                    if batch is not None:
+                        self._deliver(batch_channel, batch_tag, batch)
+                    batch, batch_channel, batch_tag = [e], e.channel, e.consumer_tag
                     continue
-                if batch:
-                    self._deliver(batch_key, batch)  # type: ignore[arg-type]
-                    batch = batch_key = None
+                if batch is not None:
+                    self._deliver(batch_channel, batch_tag, batch)
+                    batch = None
                 ch = channels.get(e.channel)
                 if ch is not None:
                     if e.kind == GET_OK:
@@ -76,17 +82,17 @@ class ConnectionDispatch:
                     else:
                         ch.handle_return(e)
                 continue
-            if batch:
-                self._deliver(batch_key, batch)  # type: ignore[arg-type]
-                batch = batch_key = None
+            if batch is not None:
+                self._deliver(batch_channel, batch_tag, batch)
+                batch = None
             self._event(e)
-        if batch:
-            self._deliver(batch_key, batch)  # type: ignore[arg-type]
+        if batch is not None:
+            self._deliver(batch_channel, batch_tag, batch)
 
-    def _deliver(self, key: tuple[int, str], batch: list[Delivery]) -> None:
-        ch = self._channels.get(key[0])
+    def _deliver(self, channel_id: int, tag: str, batch: list[Delivery]) -> None:
+        ch = self._channels.get(channel_id)
         if ch is not None:
-            ch.handle_deliveries(key[1], batch)
+            ch.handle_deliveries(tag, batch)
 
     def _event(self, e: Any) -> None:
         t = type(e)

@@ -143,9 +143,12 @@ class Consumers(AgentBase):
                     messages = unbatch(batch)
                     break
             else:
-                messages = [Message(d, sub, queue) for d in batch]
+                messages = Message.batch(batch, sub, queue)
+            again = 0
+            for d in batch:
+                if d.redelivered:
+                    again += 1
             consumed[key] = consumed.get(key, 0) + len(messages)
-            again = sum(1 for d in batch if d.redelivered)
             if again:
                 redelivered[label] = redelivered.get(label, 0) + again
             try:

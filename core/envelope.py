@@ -33,6 +33,7 @@ __all__ = [
     "DecodeError",
     "EncodeError",
     "Meta",
+    "body_decoder",
     "decode_body",
     "decoder_for",
     "encode_body",
@@ -296,6 +297,39 @@ def decoder_for(
     fmt = _classify(content_type)[0]
     if fmt is not _FMT_JSON and fmt is not _FMT_MSGPACK:
         raise ValueError(f"no msgspec decoder for content type {content_type!r}")
+    return _typed_decoder(type, fmt)
+
+
+def body_decoder(
+    content_type: str | None, type: Any = None
+) -> msgspec.json.Decoder[Any] | msgspec.msgpack.Decoder[Any] | None:
+    """The msgspec decoder `decode_body(body, content_type, type)` decodes with, if any.
+
+    `decode_body` with this content type and `type` returns `decoder.decode(body)` for a
+    body that decodes, and raises the `DecodeError` that says why for one that does not
+    (a caller that decodes with the decoder itself leaves the error to `decode_body`).
+
+    Args:
+        content_type: the body's content type (None: not given).
+        type: the type to validate into (None: builtins).
+
+    Returns:
+        The decoder, or None when `decode_body` decodes no JSON or msgpack for these
+        (a text or opaque body, or no content type and no type to validate into).
+
+    Raises:
+        TypeError: msgspec cannot decode into `type` (a programming error, not a bad body).
+    """
+    if content_type is None:
+        if type is None or type is bytes or type is str:
+            return None
+        fmt = _FMT_JSON
+    else:
+        fmt = _classify(content_type)[0]
+        if fmt is not _FMT_JSON and fmt is not _FMT_MSGPACK:
+            return None
+    if type is None:
+        return _json_decoder if fmt is _FMT_JSON else _msgpack_decoder
     return _typed_decoder(type, fmt)
 
 

@@ -4,7 +4,8 @@ Nothing on the hot path touches prometheus_client: agents, behaviours and channe
 plain ints and `FastHistogram`s (a bucket list and a bisect, no lock, no label lookup),
 updated per batch where a batch exists, and `AgentCollector` turns them into metric
 families when Prometheus scrapes. Confirm latency is sampled (one publish in 32): timing
-every publish would cost more than the rest of the publish path.
+every publish would cost more than the rest of the publish path. Step time is sampled too
+(`StepHistogram`: one busy step in 16 is timed, every step is counted).
 
 Names are prefixed `munggoggo_`; labels are agent, behaviour and kind where they apply.
 Every family is exported from an agent's first scrape on, zero-valued for the label values
@@ -35,6 +36,7 @@ LATENCY_BUCKETS = (
     2.5, 5.0, 10.0,
 )  # fmt: skip
 CONFIRM_SAMPLE_MASK = 31  # sample publishes whose seq & mask == 0
+STEP_SAMPLE_EVERY = 16  # a behaviour times at least one step of work in this many
 RPC_SERVED_OUTCOMES = ("ok", "error")  # the outcome label of munggoggo_rpc_served_total
 
 
@@ -81,6 +83,77 @@ class FastHistogram:
             running += n
             out.append((repr(float(bound)), running))
         out.append(("+Inf", running + self.counts[-1]))
+        return out
+
+
+class StepHistogram:
+    """The step-time histogram of a behaviour: every step counted, a sample of them timed.
+
+    A behaviour reads the clock for one busy step in `STEP_SAMPLE_EVERY` (and for every
+    step that starts with an empty mailbox: it reads the clock anyway); the other steps
+    only add to `unsampled`. What is exported stands for all of them: `count` is exact,
+    and the buckets and the sum are the timed steps' scaled to `count`, an estimate of the
+    distribution of every step's time (docs/decisions.md).
+
+    Args:
+        bounds: the buckets' upper bounds, ascending (+Inf is added).
+
+    Attributes:
+        bounds: the buckets' upper bounds.
+        counts: timed steps per bucket (not cumulative), the last one +Inf.
+        sampled_sum: the sum of the timed steps' durations.
+        sampled: how many steps were timed.
+        unsampled: how many steps were counted without being timed.
+    """
+
+    __slots__ = ("bounds", "counts", "sampled", "sampled_sum", "unsampled")
+
+    def __init__(self, bounds: tuple[float, ...] = LATENCY_BUCKETS) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last slot is +Inf
+        self.sampled_sum = 0.0
+        self.sampled = 0
+        self.unsampled = 0
+
+    def observe(self, value: float) -> None:
+        """Count one timed step.
+
+        Args:
+            value: its duration, in seconds.
+        """
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sampled_sum += value
+        self.sampled += 1
+
+    @property
+    def count(self) -> int:
+        """How many steps were counted, timed or not."""
+        return self.sampled + self.unsampled
+
+    @property
+    def sum(self) -> float:
+        """The estimated total time of every step counted: the timed steps' sum, scaled
+        up by count / timed (0.0 before the first timed step).
+        """
+        if not self.sampled:
+            return 0.0
+        return self.sampled_sum * (self.sampled + self.unsampled) / self.sampled
+
+    def buckets(self) -> list[tuple[str, int]]:
+        """Cumulative (le, count) pairs as Prometheus wants them, the timed steps' scaled
+        to `count` (rounded; still non-decreasing, and the +Inf one is `count`).
+
+        Returns:
+            One pair per bound, then ("+Inf", the total count).
+        """
+        total = self.sampled + self.unsampled
+        sampled = self.sampled
+        out = []
+        running = 0
+        for bound, n in zip(self.bounds, self.counts, strict=False):
+            running += n
+            out.append((repr(float(bound)), round(running * total / sampled) if sampled else 0))
+        out.append(("+Inf", total))
         return out
 
 
@@ -296,7 +369,7 @@ def build_info_family() -> Any:
     return info
 
 
-def _add_histogram(family: Any, labels: list[str], hist: FastHistogram) -> None:
+def _add_histogram(family: Any, labels: list[str], hist: FastHistogram | StepHistogram) -> None:
     family.add_metric(labels, hist.buckets(), hist.sum)
 
 

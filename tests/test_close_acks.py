@@ -1,17 +1,22 @@
 """Closing a channel or a connection puts its coalesced acks on the wire first.
 
-Acks made with `ack_later` wait for the end of the loop tick. A close in that same tick
-must send them before Channel.Close / Connection.Close: the broker ignores what follows a
-close, and would deliver the acked messages again. Runs on RabbitMQ and on memory://.
+Acks made with `ack_later` are held for a write to ride along with (at most a millisecond).
+A close meanwhile must send them before Channel.Close / Connection.Close: the broker ignores
+what follows a close, and would deliver the acked messages again. Runs on RabbitMQ and on
+memory://; that held acks go out by themselves, on RabbitMQ.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from urllib.parse import urlsplit, urlunsplit
+
+from broker_tools import wait_until
 
 from munggoggo.agent import open_connection
-from munggoggo.url import parse_urls
+from munggoggo.testing import FaultProxy
+from munggoggo.url import parse_url, parse_urls
 
 COUNT = 20
 QUEUE_ARGUMENTS = {"x-expires": 60_000}  # durable (RabbitMQ 4.3), gone after the test
@@ -114,3 +119,44 @@ async def test_connection_close_sends_the_acks_of_every_channel(mesh_url):
             assert ch.ack_later(delivery.delivery_tag, ch.generation)
     await conn.close()
     assert await _ready_and_clean_up(mesh_url, queue) == 0
+
+
+async def _ready(url: str, queue: str) -> int:
+    """Ready messages in the queue."""
+    conn = await _connect(url)
+    try:
+        ch = await conn.channel()
+        return (await ch.queue_declare(queue, passive=True)).message_count
+    finally:
+        await conn.close()
+
+
+async def test_held_acks_go_out_by_themselves(broker_url):
+    """Coalesced acks wait (at most a millisecond, at most half the prefetch) for a write to
+    ride along with; with nothing else written they still reach the broker: once the
+    connection is cut, only the messages never acked are delivered again."""
+    queue = await _fill_queue(broker_url)
+    upstream = parse_url(broker_url)
+    async with FaultProxy(upstream=(upstream.host, upstream.port)) as proxy:
+        parts = urlsplit(broker_url)
+        proxied = urlunsplit(
+            parts._replace(netloc=f"{parts.username}:{parts.password}@127.0.0.1:{proxy.port}")
+        )
+        conn = await _connect(proxied)
+        conn.reconnect = False
+        try:
+            ch = await conn.channel(prefetch_count=COUNT)  # holds up to COUNT // 2 acks
+            got = await _receive_all(ch, queue)
+            for delivery in got[:3]:
+                assert ch.ack_later(delivery.delivery_tag, ch.generation)
+            await asyncio.sleep(0.3)  # nothing else is written meanwhile
+            proxy.cut()
+            # The broker requeues what was not acked when it sees the connection go.
+
+            async def requeued() -> bool:
+                return await _ready(broker_url, queue) >= COUNT - 3
+
+            assert await wait_until(requeued, timeout=10)
+        finally:
+            await conn.close()
+    assert await _ready_and_clean_up(broker_url, queue) == COUNT - 3

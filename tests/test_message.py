@@ -9,12 +9,16 @@ RabbitMQ and memory://: `ack()` settles once and the queue ends empty.
 from __future__ import annotations
 
 import msgspec
+import pytest
 from broker_tools import wait_until
 from mesh_tools import Point, delivered, uid
 
 from munggoggo import Agent, Behaviour
 from munggoggo._speedups import DELIVER, Delivery, Properties
-from munggoggo.message import copy_properties
+from munggoggo.agent import open_connection
+from munggoggo.envelope import DecodeError
+from munggoggo.message import Message, ack_all, copy_properties
+from munggoggo.url import parse_urls
 
 
 def test_a_message_reads_its_fields_from_the_delivery():
@@ -50,6 +54,57 @@ def test_decode_goes_through_the_envelope_codec():
     assert point.decode(Point) == Point(3, 4)
     assert delivered(b"caf\xc3\xa9", content_type="text/plain").decode() == "café"
     assert delivered(b"\x00\x01", content_type="application/octet-stream").decode() == b"\x00\x01"
+
+
+def test_decode_errors_and_types_are_the_same_on_every_call():
+    """decode() keeps the decoder it found per (content type, type): a second call takes
+    the same way, a malformed or invalid body raises DecodeError every time, and a
+    type msgspec cannot decode into is a TypeError every time."""
+    good = delivered(b'{"x": 1, "y": 2}', content_type="application/json")
+    bad = delivered(b'{"x": 1', content_type="application/json")
+    invalid = delivered(b'{"x": "one", "y": 2}', content_type="application/json")
+    untyped = delivered(b'{"x": 1, "y": 2}')  # no content type: JSON only when typed
+    for _ in range(2):
+        assert good.decode(Point) == Point(1, 2) and good.decode() == {"x": 1, "y": 2}
+        assert untyped.decode(Point) == Point(1, 2) and untyped.decode() == b'{"x": 1, "y": 2}'
+        for msg in (bad, invalid):
+            with pytest.raises(DecodeError):
+                msg.decode(Point)
+        with pytest.raises(DecodeError):
+            bad.decode()
+        with pytest.raises(TypeError):
+            good.decode(object())
+
+
+async def test_a_batch_of_messages_settles_as_one_message_per_delivery_would(mesh_url):
+    """`Message.batch` makes what `Message(d, channel, queue)` makes for each delivery;
+    `ack_all` acks those not settled yet, once each, and the queue ends empty."""
+    queue = uid("msg-batch")
+    conn = await open_connection(parse_urls(mesh_url), queue)
+    try:
+        ch = await conn.channel()
+        await ch.queue_declare(queue, durable=True, arguments={"x-expires": 60_000})
+        for i in range(6):
+            ch.publish(str(i).encode(), "", queue)
+        await ch.wait_confirms(timeout=10)
+        got: list = []
+        await ch.consume(queue, got.extend)
+        assert await wait_until(lambda: len(got) == 6)
+        batch = Message.batch(got[:3], ch, queue)
+        one_by_one = [Message(d, ch, queue) for d in got[3:]]
+        for msg, d in zip(batch + one_by_one, got, strict=True):
+            assert (msg.delivery, msg.queue, msg.settled, msg.stale) == (d, queue, False, False)
+        assert batch[1].ack() is True
+        messages = batch + one_by_one
+        ack_all(messages)
+        assert messages == [] and all(m.settled for m in batch + one_by_one)
+        assert batch[1].ack() is False  # settled once
+        await ch.close()
+        check = await conn.channel()
+        assert (await check.queue_declare(queue, passive=True)).message_count == 0
+        await check.queue_delete(queue)
+    finally:
+        await conn.close()
 
 
 def test_a_message_of_no_channel_counts_as_settled():

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from munggoggo import Agent, Behaviour, RpcError
 from munggoggo.deadletters import DeadLetters
-from munggoggo.metrics import COLLECTOR, FastHistogram, serve_metrics
+from munggoggo.metrics import COLLECTOR, FastHistogram, StepHistogram, serve_metrics
 from munggoggo.testing import free_port
 
 pytestmark = pytest.mark.rabbitmq
@@ -57,6 +57,31 @@ def test_fast_histogram_buckets_are_cumulative():
         hist.observe(v)
     assert hist.buckets() == [("0.1", 2), ("1.0", 3), ("+Inf", 4)]
     assert hist.count == 4 and hist.sum == pytest.approx(2.65)
+
+
+def test_step_histogram_counts_every_step_and_scales_the_timed_ones():
+    hist = StepHistogram((0.1, 1.0))
+    assert hist.count == 0 and hist.sum == 0.0
+    assert hist.buckets() == [("0.1", 0), ("1.0", 0), ("+Inf", 0)]
+    for v in (0.05, 0.5):  # two timed steps standing for eight
+        hist.observe(v)
+    hist.unsampled += 6
+    assert hist.count == 8 and hist.sampled == 2
+    assert hist.sum == pytest.approx(2.2)  # (0.05 + 0.5) * 8 / 2
+    assert hist.buckets() == [("0.1", 4), ("1.0", 8), ("+Inf", 8)]
+
+
+async def test_every_step_of_work_is_counted_though_few_are_timed(broker_url):
+    topic = f"metrics.steps.{uuid.uuid4().hex[:8]}"
+    sub = Agent(f"metrics-steps-{uuid.uuid4().hex[:6]}", url=broker_url)
+    async with sub:
+        sink = await sub.add_behaviour(Sink(sub, binding_keys=[topic], name="steps"))
+        for i in range(100):
+            await sub.publish(str(i), topic)
+        assert await wait_until(lambda: sink.got == 100)
+        assert sink.step_seconds.count == 100
+        assert 1 <= sink.step_seconds.sampled <= 100
+        assert 0 < sink.step_seconds.sum < 10
 
 
 async def test_counters_histograms_and_gauges_follow_known_traffic(broker_url):
