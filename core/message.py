@@ -107,9 +107,7 @@ class Message:
         self.queue = queue
 
     @classmethod
-    def batch(
-        cls, deliveries: list[Delivery], channel: Settler, queue: str
-    ) -> list[Message]:
+    def batch(cls, deliveries: list[Delivery], channel: Settler, queue: str) -> list[Message]:
         """The messages of a consumer batch: what `Message(d, channel, queue)` makes for
         each delivery, in one loop (no `__init__` call per message).
 
