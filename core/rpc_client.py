@@ -30,7 +30,7 @@ from .rpc import (
     decode_response,
     encode_request,
 )
-from .rpc_deadlines import DEADLINE_HEADER, deadline_marks
+from .rpc_deadlines import deadline_headers, deadline_marks
 from .tracing import outgoing_headers
 from .wire import FANOUT_EXCHANGE
 
@@ -117,7 +117,7 @@ class RpcClient(AgentBase):
                 expiration=expiration,
                 timestamp=int(now),
                 headers=outgoing_headers(
-                    {DEADLINE_HEADER: deadline} if deadline is not None else None,
+                    deadline_headers(deadline) if deadline is not None else None,
                     envelope.KIND_RPC,
                     target,
                     method,
@@ -233,7 +233,7 @@ class RpcClient(AgentBase):
         """A correlation id for one call: our prefix and 96 random bits, so that nobody
         who saw earlier ids can guess the next one and answer in the callee's place.
         """
-        return self._call_prefix + os.urandom(12).hex()
+        return self._call_prefix + _random_hex()
 
     def _take_reply(self, call_id: str, delivery: Any) -> None:
         """A reply carrying one of our call ids: it answers the call if that call still
@@ -275,6 +275,21 @@ class RpcClient(AgentBase):
             delivery.reply_code,
             delivery.reply_text,
         )
+
+
+# Random call ids drawn in batches: one urandom read serves many calls (each id still
+# gets 96 bits nobody saw before). A forked child draws its own.
+_ID_BATCH = 64
+_random_ids: list[str] = []
+os.register_at_fork(after_in_child=_random_ids.clear)
+
+
+def _random_hex() -> str:
+    """96 random bits as 24 hex digits, never handed out twice."""
+    if not _random_ids:
+        raw = os.urandom(12 * _ID_BATCH).hex()
+        _random_ids.extend(raw[i : i + 24] for i in range(0, len(raw), 24))
+    return _random_ids.pop()
 
 
 def _expire_call(fut: asyncio.Future[bytes], target: str, method: str, limit: float) -> None:
