@@ -18,14 +18,13 @@ import struct
 import time
 from typing import Any
 
-from ._speedups import EncodedTable
 from .wire import DEADLINE_HEADER, MAX_TTL_MS
 
 __all__ = [
     "DEADLINE_HEADER",
-    "deadline_headers",
     "deadline_marks",
     "deadline_passed",
+    "deadline_table",
     "request_deadline",
 ]
 
@@ -64,20 +63,21 @@ def deadline_marks(timeout: float, now: float | None = None) -> tuple[str | None
     return expiration, int(now * 1000) + remaining_ms
 
 
-def deadline_headers(deadline: int) -> dict[str, Any]:
-    """The headers of a request carrying `deadline`, encoded already: every call sends
-    them, and the general table encoder costs more than the call's other properties.
+def deadline_table(deadline: int) -> bytes | None:
+    """The encoded header table `{DEADLINE_HEADER: deadline}`, as the general table
+    encoder writes it (a request's properties are spliced from it: see
+    core/rpc_client.py).
 
     Args:
         deadline: the deadline in epoch milliseconds (as `deadline_marks` gives it).
 
     Returns:
-        `{DEADLINE_HEADER: deadline}`, read-only, travelling as the bytes the general
-        encoder would write for it.
+        The table, length prefix included; None for a value below 2**31 (never from a
+        real clock), which the general encoder writes in another type.
     """
-    if deadline < 1 << 31:  # never from a real clock: the general encoder picks `I`
-        return {DEADLINE_HEADER: deadline}
-    return EncodedTable({DEADLINE_HEADER: deadline}, _TABLE_PREFIX + _I64.pack(deadline))
+    if deadline < 1 << 31:
+        return None
+    return _TABLE_PREFIX + _I64.pack(deadline)
 
 
 def request_deadline(headers: dict[str, Any] | None) -> float | None:
