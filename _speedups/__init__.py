@@ -62,6 +62,7 @@ decode_table = _frames_impl.decode_table
 encode_table = _frames_impl.encode_table
 publish_method_frame = _frames_impl.publish_method_frame
 pack_publish = _frames_impl.pack_publish
+ChannelPublisher = _frames_impl.ChannelPublisher
 pack_ack = _frames_impl.pack_ack
 ConfirmTracker = _confirms_impl.ConfirmTracker
 AckTracker = _confirms_impl.AckTracker
@@ -147,6 +148,7 @@ __all__ = [
     "R_METHOD",
     "USING_EXTENSIONS",
     "AckTracker",
+    "ChannelPublisher",
     "ConfirmTracker",
     "Delivery",
     "EncodedTable",

@@ -5,10 +5,17 @@ Same names and behaviour as the pure-Python twin; entries are C-level records in
 lists, so `add()` (once per publish) and `settle()` (once per ack frame) cost less.
 """
 
+cimport cython
+
 from bisect import bisect_right
 from collections import deque
 
 
+# One per unconfirmed publish, alive until its confirm: never tracked by the garbage
+# collector (it holds only the publish's bytes, no cycle can go through it) and reused from
+# a free list, so publishing does not trigger collections that walk the whole window.
+@cython.no_gc
+@cython.freelist(1024)
 cdef class _Entry:
     cdef long long tag
     cdef long long seq

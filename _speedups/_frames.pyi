@@ -144,6 +144,28 @@ def pack_publish(
 ) -> bytes:
     """Frames of one publish: the cached method frame, a content header, body frames."""
 
+MAX_CACHED_FRAMES: int
+
+class ChannelPublisher:
+    """Basic.Publish on one channel of one connection in one call: cached method frame,
+    packed frames appended to the connection's out buffer, numbered by `confirms`."""
+
+    channel: int
+    frame_max: int
+    is_open: bool
+    confirms: Any
+    def __init__(self, channel: int, out: bytearray, frame_max: int) -> None: ...
+    def publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        properties: bytes,
+        body: bytes,
+        mandatory: bool = False,
+    ) -> int:
+        """Queue one publish; its confirm sequence number (0 without confirms), or -1 with
+        nothing queued when the channel is not open."""
+
 def pack_ack(
     channel: int, delivery_tag: int, multiple: bool, nack: bool = False, requeue: bool = True
 ) -> bytes:

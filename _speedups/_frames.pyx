@@ -9,6 +9,7 @@ a publish into one allocation. Field tables and the error type are shared with t
 twin: tables are off the hot path, and one FrameError class keeps `except` clauses honest.
 """
 
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
@@ -26,6 +27,7 @@ from ._frames_py import (  # noqa: F401  (re-exported: shared with the Python tw
     FRAME_METHOD,
     FRAME_OVERHEAD,
     CONTENT_HEADER_OVERHEAD,
+    MAX_CACHED_FRAMES,
     EncodedTable,
     GET_OK,
     HEADER_SLACK,
@@ -52,6 +54,7 @@ cdef int _DELIVER = DELIVER
 cdef int _GET_OK = GET_OK
 cdef int _RETURN = RETURN
 cdef Py_ssize_t _HEADER_OVERHEAD = CONTENT_HEADER_OVERHEAD
+cdef Py_ssize_t _MAX_CACHED_FRAMES = MAX_CACHED_FRAMES
 
 
 
@@ -731,7 +734,11 @@ def pack_publish(bytes method_frame, int channel, bytes properties, body, Py_ssi
 
     Raises PropertiesTooLarge when the content header alone exceeds frame_max.
     """
-    cdef const unsigned char[:] view
+    return _pack_publish(method_frame, channel, properties, body, frame_max)
+
+
+cdef bytes _pack_publish(bytes method_frame, int channel, bytes properties, body,
+                         Py_ssize_t frame_max):
     cdef bytes body_bytes
     if type(body) is bytes:
         body_bytes = <bytes>body
@@ -777,6 +784,70 @@ def pack_publish(bytes method_frame, int channel, bytes properties, body, Py_ssi
         pos += 1
         offset += piece
     return frame
+
+
+cdef class ChannelPublisher:
+    """Basic.Publish on one channel of one connection in one call (see `_frames_py`):
+    the method frame cached per (exchange, routing key, mandatory) -- the last one by
+    identity, the others in a bounded dict --, packed with properties and body, appended
+    to the connection's out buffer and numbered by the channel's ConfirmTracker."""
+
+    cdef readonly int channel
+    cdef bytearray _out
+    cdef dict _frames
+    cdef object _last_exchange, _last_routing_key
+    cdef bint _last_mandatory
+    cdef bytes _last_frame
+    cdef public Py_ssize_t frame_max
+    cdef public bint is_open
+    cdef public object confirms
+
+    def __init__(self, int channel, bytearray out, Py_ssize_t frame_max):
+        self.channel = channel
+        self._out = out
+        self._frames = {}
+        self._last_exchange = None
+        self._last_routing_key = None
+        self._last_mandatory = False
+        self._last_frame = None
+        self.frame_max = frame_max
+        self.is_open = False
+        self.confirms = None
+
+    def publish(self, exchange, routing_key, bytes properties, body, bint mandatory=False):
+        """Queue one publish; returns its confirm sequence number (0 without confirms),
+        or -1 with nothing queued when the channel is not open."""
+        cdef bytes method_frame
+        cdef tuple key
+        if not self.is_open:
+            return -1
+        if (
+            exchange is self._last_exchange
+            and routing_key is self._last_routing_key
+            and mandatory == self._last_mandatory
+        ):
+            method_frame = self._last_frame
+        else:
+            key = (exchange, routing_key, mandatory)
+            method_frame = self._frames.get(key)
+            if method_frame is None:
+                method_frame = publish_method_frame(self.channel, exchange, routing_key, mandatory)
+                if len(self._frames) < _MAX_CACHED_FRAMES:  # routing keys may be unbounded
+                    self._frames[key] = method_frame
+            self._last_exchange = exchange
+            self._last_routing_key = routing_key
+            self._last_mandatory = mandatory
+            self._last_frame = method_frame
+        cdef bytes data = _pack_publish(method_frame, self.channel, properties, body, self.frame_max)
+        cdef bytearray out = self._out
+        cdef Py_ssize_t used = PyByteArray_GET_SIZE(out)
+        cdef Py_ssize_t size = PyBytes_GET_SIZE(data)
+        PyByteArray_Resize(out, used + size)
+        memcpy(PyByteArray_AS_STRING(out) + used, PyBytes_AS_STRING(data), size)
+        confirms = self.confirms
+        if confirms is not None:
+            return confirms.add(data)
+        return 0
 
 
 def pack_ack(int channel, delivery_tag, multiple, nack=False, requeue=True):

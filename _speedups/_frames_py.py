@@ -64,6 +64,8 @@ MAX_TABLE_DEPTH = 64
 # A content header frame is its 7-byte frame header, class id, weight and body size
 # (12 bytes), the encoded properties, and the frame-end octet.
 CONTENT_HEADER_OVERHEAD = 20
+# Basic.Publish method frames a ChannelPublisher keeps (routing keys may be unbounded).
+MAX_CACHED_FRAMES = 4096
 
 
 class FrameError(MunggoggoError, ValueError):
@@ -835,6 +837,73 @@ def pack_publish(
             parts.append(piece)
             parts.append(b"\xce")
     return b"".join(parts)
+
+
+class ChannelPublisher:
+    """Basic.Publish on one channel of one connection in one call.
+
+    The method frame is cached per (exchange, routing key, mandatory), up to
+    `MAX_CACHED_FRAMES` of them; the publish's frames (`pack_publish`) are appended to the
+    connection's out buffer, and the channel's ConfirmTracker (`confirms`, once confirm mode
+    was asked for) numbers them. The connection keeps `is_open` in step with the channel's
+    state: nothing is queued on a channel that is not open.
+
+    Args:
+        channel: the channel number.
+        out: the connection's out buffer (appended to; the connection owns it).
+        frame_max: the negotiated frame_max (bodies are split to fit it).
+    """
+
+    __slots__ = ("_frames", "_out", "channel", "confirms", "frame_max", "is_open")
+
+    def __init__(self, channel: int, out: bytearray, frame_max: int) -> None:
+        self.channel = channel
+        self._out = out
+        self._frames: dict[tuple[str, str, bool], bytes] = {}
+        self.frame_max = frame_max
+        self.is_open = False
+        self.confirms: Any = None
+
+    def publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        properties: bytes,
+        body: bytes,
+        mandatory: bool = False,
+    ) -> int:
+        """Queue one publish.
+
+        Args:
+            exchange: the exchange ("": the default exchange).
+            routing_key: the routing key.
+            properties: the basic properties, pre-encoded (`encode_properties`).
+            body: the message body.
+            mandatory: have the broker return it when no queue takes it.
+
+        Returns:
+            Its confirm sequence number (0 without confirms), or -1 when the channel is
+            not open (nothing is queued then).
+
+        Raises:
+            PropertiesTooLarge: the properties do not fit one content header frame.
+            ValueError: an exchange or routing key longer than 255 bytes.
+        """
+        if not self.is_open:
+            return -1
+        key = (exchange, routing_key, mandatory)
+        method_frame = self._frames.get(key)
+        if method_frame is None:
+            method_frame = publish_method_frame(self.channel, exchange, routing_key, mandatory)
+            if len(self._frames) < MAX_CACHED_FRAMES:
+                self._frames[key] = method_frame
+        data = pack_publish(method_frame, self.channel, properties, body, self.frame_max)
+        self._out += data
+        confirms = self.confirms
+        if confirms is not None:
+            seq: int = confirms.add(data)
+            return seq
+        return 0
 
 
 def pack_ack(

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
         PreconditionFailed,
         ResourceLocked,
     )
+    from .batching import Batching
     from .behaviour import Behaviour, RestartPolicy
     from .behaviour_kinds import OneShotBehaviour, PeriodicBehaviour
     from .config import AgentConfig
@@ -59,6 +60,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "AgentStoppedByItself": (".runner", "AgentStoppedByItself"),
     "AgentUnreachable": (".rpc", "AgentUnreachable"),
     "AuthenticationError": (".amqp.errors", "AuthenticationError"),
+    "Batching": (".batching", "Batching"),
     "Behaviour": (".behaviour", "Behaviour"),
     "BrokerError": (".amqp.errors", "BrokerError"),
     "ConnectionLost": (".amqp.errors", "ConnectionLost"),
@@ -102,6 +104,7 @@ __all__ = [
     "AgentStoppedByItself",
     "AgentUnreachable",
     "AuthenticationError",
+    "Batching",
     "Behaviour",
     "BrokerError",
     "ConnectionLost",

@@ -15,6 +15,7 @@ mixin in a module of its own (docs/decisions.md, "The agent's roles"):
     consumers.py      consumers, prefetch, restores    inbox.py        inbox routing
     rpc_client.py     call, peers                      rpc_server.py   serving @expose
     handoff.py        retry, dead letter, copies       control_plane.py  ping, status, ...
+    batch_consume.py  batches read as items
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any, Self, TypeVar
 from ._speedups import log_speedups_notice
 from .agent_base import CREATED, RUNNING, STARTING, STOPPED, STOPPING, AgentBase
 from .amqp.errors import AccessRefused, AMQPError, ResourceLocked
+from .batch_consume import BatchReader
 from .behaviour import Behaviour
 from .config import AgentConfig
 from .consumers import Consumers
@@ -174,6 +176,7 @@ class Agent(
     InboxRouter,
     Presence,
     Handoff,
+    BatchReader,
     Consumers,
     Publisher,
     AgentBase,
@@ -274,6 +277,7 @@ class Agent(
         self._pub.on_return = self._on_return
         self._pub.on_publish_failure = self._on_publish_failure
         self._pub.sample_confirms = self.config.metrics
+        self._batcher.attach(self._pub, self._on_publish_failure, self.loop)
         self._rpc = await conn.channel(confirms=False)
         self._rpc.on_return = self._on_return
         self._sub = sub = await conn.channel(
@@ -333,6 +337,9 @@ class Agent(
         for fut in self._pending_calls.values():
             if not fut.done():
                 fut.set_exception(RpcError(UNAVAILABLE, f"agent {self.identity!r} is stopping"))
+        # Batches being filled go out now, before the confirms are awaited and the channel
+        # closes; publishes from here on go out one by one (core/batching.py).
+        self._batcher.close()
         try:
             if self._pub is not None and self._pub.unconfirmed:
                 await self._pub.wait_confirms(timeout=grace)

@@ -3,10 +3,11 @@
 `Agent` (core/agent.py) is assembled from role mixins, one module each: publishing
 (core/publishing.py), consumers and the prefetch budget (core/consumers.py), inbox routing
 (core/inbox.py), the RPC client and server (core/rpc_client.py, core/rpc_server.py), retry /
-dead-letter handoff (core/handoff.py) and the control plane (core/control_plane.py). Every
-role subclasses `AgentBase`, so the attributes set here are what a role may read of its
-agent, and the few role methods one role calls on another are declared here for readers
-and type checkers (the real ones live in their role's module).
+dead-letter handoff (core/handoff.py), reading batches (core/batch_consume.py) and the
+control plane (core/control_plane.py). Every role subclasses `AgentBase`, so the attributes
+set here are what a role may read of its agent, and the few role methods one role calls on
+another are declared here for readers and type checkers (the real ones live in their
+role's module).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from .batching import Batcher, BatchLane
 from .config import AgentConfig, agent_config
 from .consumer_restore import ConsumerRestorer
 from .control import TraceStore
@@ -29,6 +31,7 @@ from .rpc_registry import MethodRegistry
 from .url import BrokerURL, parse_urls
 
 if TYPE_CHECKING:
+    from .batch_consume import BatchSettler
     from .behaviour import Behaviour
     from .message import Message
 
@@ -80,7 +83,8 @@ class AgentBase:
         self.records_traces = self.config.trace_size > 0
         self.connection: ConnectionProtocol = None  # type: ignore[assignment]  # until connected
         # Called with [(sequence number, error)] for publishes the broker will never
-        # confirm (publish/send/broadcast return the sequence number); they are logged too.
+        # confirm (publish/send/broadcast return the sequence number; a batched message's
+        # is its own, from 2**48 on: core/batching.py); they are logged too.
         self.on_publish_failure: Callable[[list[tuple[int, Exception]]], None] | None = None
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self.started_at: float | None = None
@@ -88,6 +92,12 @@ class AgentBase:
         # The publish surface (core/publishing.py): the agent publishes as itself, unlabelled.
         self._publisher = self
         self._publish_label = ""
+        # Micro-batching of publish() (core/batching.py): the agent's batcher, and the lane
+        # of its own setting (None: its own publishes go out one by one).
+        self._batcher = Batcher(self)
+        self._batch_lane: BatchLane | None = (
+            self._batcher.lane(self.config.batching) if self.config.batching else None
+        )
         self._exposed = exposed_methods(type(self))
         # What requests may call: the agent's exposed methods and its running behaviours'.
         self._methods = MethodRegistry(self._exposed)
@@ -114,8 +124,12 @@ class AgentBase:
         # Marks our call ids (a late reply is recognised and dropped); the random part of
         # each id (`_new_call_id`) is what keeps a reply from being forged.
         self._call_prefix = f"{self.identity}.{uuid.uuid4().hex[:6]}."
+        # Encoded properties of plain messages by content type, for the wall-clock second
+        # `_props_second`, which ends at `_props_until` on the monotonic clock
+        # (core/publishing.py).
         self._props_second = -1
-        self._props_cache: dict[tuple[str, str], bytes] = {}
+        self._props_until = 0.0
+        self._props_cache: dict[str, bytes] = {}
         self._delivery_mode: int | None = None  # PERSISTENT in durable mode, set on connect
         # The delay queues delayed publishes and retries go through (core/delays.py),
         # per connection: set on connect.
@@ -133,6 +147,13 @@ class AgentBase:
         self.stop_reason: str | None = None
         self._stopping_task: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
+
+    @property
+    def delivery_mode(self) -> int | None:
+        """The delivery mode of the agent's own messages: 2 (persistent) in durable mode,
+        None otherwise (known once connected).
+        """
+        return self._delivery_mode
 
     @property
     def url(self) -> BrokerURL:
@@ -164,6 +185,14 @@ class AgentBase:
             """Declared for the roles; defined in core/consumers.py."""
 
         def _on_inbox(self, batch: list[Any]) -> None: ...  # inbox.py
+
+        def _unbatch(  # batch_consume.py
+            self, channel: ChannelProtocol, queue: str, behaviour: str, batch: list[Any]
+        ) -> list[Message]: ...
+
+        def _read_batch(  # batch_consume.py
+            self, delivery: Any, channel: ChannelProtocol, queue: str, behaviour: str
+        ) -> BatchSettler | None: ...
 
         def hold_while_starting(self, msg: Message) -> bool:  # inbox.py
             """Declared for the roles; defined in core/inbox.py."""

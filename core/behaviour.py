@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Generic
 
 from . import tracing
 from .amqp.errors import AMQPError
+from .batching import Batching
 from .behaviour_lifecycle import BehaviourLifecycle, RunEnd
 from .message import Message
 from .metrics import FastHistogram
@@ -103,6 +104,9 @@ class Behaviour(BehaviourLifecycle, PublishSurface, Generic[AgentT]):
     Attributes:
         agent: the agent that hosts it (typed as the class the behaviour is
             parameterized with).
+        batching: class attribute, micro-batching of its `publish()` calls: None (the
+            default) follows the agent's `AgentConfig.batching`, False never batches, True
+            or a `Batching` is its own setting.
 
     Args:
         agent: the agent that hosts it.
@@ -124,6 +128,10 @@ class Behaviour(BehaviourLifecycle, PublishSurface, Generic[AgentT]):
     # A step that only polled an empty mailbox waits for mail (up to IDLE_WAIT_MAX) before
     # the next one, so a polling loop does not spin a core; False turns that off.
     pace_idle_steps = True
+    # Micro-batching of this behaviour's publish() calls (core/batching.py): None follows
+    # the agent's `AgentConfig.batching`; False: never batched; True or a `Batching`: its
+    # own setting, whatever the agent's.
+    batching: Batching | bool | None = None
 
     agent: AgentT
 
@@ -143,6 +151,7 @@ class Behaviour(BehaviourLifecycle, PublishSurface, Generic[AgentT]):
         # through the agent, counted under this behaviour's name.
         self._publisher = agent
         self._publish_label = self.short_name
+        self._batch_lane = agent.batch_lane(self.batching)
         self.binding_keys = list(binding_keys or [])
         if queue is not None:
             if not self.binding_keys:

@@ -18,7 +18,8 @@ confirms, and the handlers its connection's event dispatch calls (`handle_*`).
 
 The connection <-> channel interface (no other names cross it):
 
-- a channel uses its connection's `protocol` (the sans-IO AMQP connection), `schedule_flush()`,
+- a channel uses its connection's `protocol` (the sans-IO AMQP connection, and its
+  `channel_publisher(id)` while the channel is open), `schedule_flush()` / `flush_scheduled`,
   `acks_due(channel)`, `flow` and `wait_until(event)`, `forget_channel(channel)`, and its
   plain attributes (`loop`, `url`, `frame_max`, `topology`, `is_open`, `is_closed`, `state`);
 - the connection calls a channel's `handle_*` methods, `emit_acks()` and `fail_forever()`
@@ -78,6 +79,25 @@ log = logging.getLogger("munggoggo.channel")
 _EMPTY_PROPERTIES = _speedups.encode_properties(None)
 
 
+class FlagEvent(asyncio.Event):
+    """An asyncio.Event whose state is also the plain attribute `value`: what is read on
+    every publish (`Channel.writable`) costs an attribute, not two method calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.value = False
+
+    def set(self) -> None:
+        """Set the flag and wake its waiters."""
+        self.value = True
+        super().set()
+
+    def clear(self) -> None:
+        """Clear the flag."""
+        self.value = False
+        super().clear()
+
+
 class Channel(ChannelTopology, ChannelAcks, ChannelRecovery):
     """One AMQP channel of a `Connection`. Create it with `await connection.channel()`."""
 
@@ -104,12 +124,16 @@ class Channel(ChannelTopology, ChannelAcks, ChannelRecovery):
         self._consumers: dict[str, Consumer] = {}
         self._qos: tuple[int, int] | None = None
         self._open_event = asyncio.Event()
+        # The protocol's publish path for this channel while `is_open` (else None): set by
+        # `mark_ready`, dropped wherever the channel stops being open.
+        self._wire: _speedups.ChannelPublisher | None = None
         # Open on the wire (OpenOk received, not closed since). Settling deliveries of the
         # current generation needs only this, not `is_open`: a restored consumer gets
         # deliveries before the channel is handed back to users (`mark_ready`), and acks
         # dropped then would leave them unacked for good, the consumer starved at prefetch.
         self._wire_open = False
-        self._capacity = asyncio.Event()
+        # Its state is also the plain attribute `value`: `writable` is read per publish.
+        self._capacity = FlagEvent()
         self._capacity.set()
         self._confirm_waiters = ConfirmWaiters(PublishError)
         self._closed_by_user = False
@@ -291,17 +315,20 @@ class Channel(ChannelTopology, ChannelAcks, ChannelRecovery):
             ValueError: a property the wire cannot carry.
             ConnectionLost: the channel is not open and cannot keep the publish.
         """
-        if properties is None:
-            props = _EMPTY_PROPERTIES
-        elif isinstance(properties, bytes):
+        if isinstance(properties, bytes):
             props = properties
+        elif properties is None:
+            props = _EMPTY_PROPERTIES
         else:
             props = _speedups.encode_properties(properties)
-        if self.is_open:
-            seq = self.connection.protocol.publish(
-                self.id, exchange, routing_key, body, props, mandatory
-            )
-            self.connection.schedule_flush()
+        wire = self._wire
+        if wire is not None:
+            seq = wire.publish(exchange, routing_key, props, body, mandatory)
+            if seq < 0:  # closed by the broker in this very tick, not handled yet
+                raise LocalProtocolError(f"cannot publish: channel {self.id} is not open")
+            conn = self.connection
+            if not conn.flush_scheduled:
+                conn.schedule_flush()
         elif (
             self._tracker is not None and not self._closed_by_user and not self.connection.is_closed
         ):
@@ -310,17 +337,18 @@ class Channel(ChannelTopology, ChannelAcks, ChannelRecovery):
             seq = self._tracker.add(data)
         else:
             raise ConnectionLost(f"cannot publish on channel {self.id}: it is not open")
-        if self._tracker is not None:
+        tracker = self._tracker
+        if tracker is not None:
             if not seq & CONFIRM_SAMPLE_MASK and self.sample_confirms:
                 self._confirm_samples.append((seq, time.perf_counter()))
-            if len(self._tracker) >= self.max_unconfirmed:
+            if len(tracker) >= self.max_unconfirmed:
                 self._capacity.clear()
         return seq
 
     @property
     def writable(self) -> bool:
         """True when publishing may go on without waiting (see `drain`)."""
-        return self.connection.flow.is_set() and self._capacity.is_set()
+        return self.connection.flow.value and self._capacity.value
 
     async def drain(self, timeout: float | None = None) -> None:
         """Wait until publishing may go on: socket writable, broker not blocking us,
@@ -473,6 +501,7 @@ class Channel(ChannelTopology, ChannelAcks, ChannelRecovery):
                 publishes are failed, their fate is unknown.
         """
         self._open_event.clear()
+        self._wire = None
         self._wire_open = False
         exc = error or ConnectionLost(f"channel {self.id} closed")
         while self._replies:
@@ -521,9 +550,11 @@ class Channel(ChannelTopology, ChannelAcks, ChannelRecovery):
             conn.protocol.close_channel(self.id)
             conn.schedule_flush()
             self._open_event.clear()
+            self._wire = None
             self._wire_open = False  # nothing may follow Channel.Close on the wire
             with contextlib.suppress(AMQPError, TimeoutError):
                 await asyncio.wait_for(fut, 5.0)
         self._open_event.clear()
+        self._wire = None
         self._wire_open = False
         conn.forget_channel(self)

@@ -21,11 +21,11 @@ from pamqp import commands
 
 from . import _speedups
 from ._speedups import PropertiesTooLarge
-from .amqp.errors import BrokerError, ConnectionLost
+from .amqp.errors import AMQPError, BrokerError, ConnectionLost
 from .republish import fit_to_frame_max
 
 if TYPE_CHECKING:
-    from .channel import Consumer
+    from .channel import Consumer, FlagEvent
     from .client import Connection
 
 __all__ = ["ChannelRecovery"]
@@ -42,12 +42,13 @@ class ChannelRecovery:
     generation: int
     _open_event: asyncio.Event
     _wire_open: bool
+    _wire: _speedups.ChannelPublisher | None
     _acks: _speedups.AckTracker
     _acks_pending: bool
     _qos: tuple[int, int] | None
     _tracker: _speedups.ConfirmTracker | None
     _consumers: dict[str, Consumer]
-    _capacity: asyncio.Event
+    _capacity: FlagEvent
     _recovering: bool
 
     if TYPE_CHECKING:  # the channel's own methods (channel.Channel)
@@ -73,6 +74,7 @@ class ChannelRecovery:
                 BrokerError).
         """
         self._open_event.clear()
+        self._wire = None
         self._wire_open = False
         fut = self._expect_reply()
         conn = self.connection
@@ -95,6 +97,10 @@ class ChannelRecovery:
 
     def mark_ready(self) -> None:
         """The channel is open and restored: user calls and publishes go to the wire."""
+        try:
+            self._wire = self.connection.protocol.channel_publisher(self.id)
+        except AMQPError:  # lost meanwhile: publishes are kept (confirms) or refused
+            self._wire = None
         self._open_event.set()
 
     async def restore_consumers(self) -> None:

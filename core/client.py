@@ -30,7 +30,7 @@ from .amqp.errors import (
     LocalProtocolError,
     RemoteProtocolError,
 )
-from .channel import Channel
+from .channel import Channel, FlagEvent
 from .channel_acks import ChannelAcks
 from .client_dispatch import ConnectionDispatch
 from .client_recovery import ConnectionRecovery
@@ -71,11 +71,12 @@ class Connection(ConnectionDispatch, ConnectionRecovery):
     or `async with Connection(url) as conn:`. `url` may be a failover list (a Python list or
     a comma-separated string): `self.url` is then the one connected to (or being tried).
 
-    Its channels read two attributes: `protocol`, the sans-IO AMQP connection they queue
-    methods and publishes on (sent at the next flush, see `schedule_flush`), which while
-    not connected is a stand-in whose every use raises ConnectionLost; and `flow`, an
-    asyncio.Event set while publishing may proceed (open, socket writable, broker not
-    blocking us). The connection sets both; its channels only read them.
+    Its channels read three attributes: `protocol`, the sans-IO AMQP connection they queue
+    methods and publishes on (sent at the next flush, see `schedule_flush`; whether one is
+    scheduled already is `flush_scheduled`), which while not connected is a stand-in whose
+    every use raises ConnectionLost; and `flow`, an asyncio.Event set while publishing may
+    proceed (open, socket writable, broker not blocking us; `flow.value` is its state as a
+    plain bool). The connection sets them; its channels only read them.
     """
 
     def __init__(
@@ -117,11 +118,13 @@ class Connection(ConnectionDispatch, ConnectionRecovery):
         self._closed_future: asyncio.Future[None] = self.loop.create_future()
         self._close_ok: asyncio.Future[None] | None = None
         self._close_reason: BaseException | None = None
-        self._flush_scheduled = False
+        # A write of what `protocol` queued is scheduled for the end of this tick (channels
+        # read it per publish to skip calling `schedule_flush` again).
+        self.flush_scheduled = False
         self._ack_channels: list[ChannelAcks] = []  # channels with coalesced acks to emit
         self._writable = True
         self._blocked = False
-        self.flow = asyncio.Event()  # set while publishing may proceed
+        self.flow = FlagEvent()  # set while publishing may proceed
         self._recovery: asyncio.Task[None] | None = None
         self._heartbeat_timer: asyncio.TimerHandle | None = None
         self._last_recv = 0.0
@@ -322,8 +325,8 @@ class Connection(ConnectionDispatch, ConnectionRecovery):
     def schedule_flush(self) -> None:
         """Write what was queued on `protocol` at the end of this loop tick: one write for
         everything queued meanwhile."""
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
             self.loop.call_soon(self._flush)
 
     def acks_due(self, channel: ChannelAcks) -> None:
@@ -340,7 +343,7 @@ class Connection(ConnectionDispatch, ConnectionRecovery):
                 ch.emit_acks()
 
     def _flush(self) -> None:
-        self._flush_scheduled = False
+        self.flush_scheduled = False
         if self._ack_channels:
             self._emit_due_acks()
         conn = self._amqp_conn

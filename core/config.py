@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .batching import Batching, batching_setting
 from .delays import retry_delays
 from .durable import QUORUM, normalize_queue_type
 
@@ -52,10 +53,12 @@ class AgentConfig:
             silent for 3 of its intervals is reported stopped. None: start and stop only.
         max_concurrent_calls: exposed calls the agent runs at once (None: no limit); the
             others wait, unacked, in the order they came.
+        batching: micro-batching of `publish()` (a `Batching`; None: off, the default).
 
     Raises:
-        ValueError: `max_concurrent_calls` neither None nor a positive int, or a
-            `presence_interval` that is not positive.
+        ValueError: `max_concurrent_calls` neither None nor a positive int, a
+            `presence_interval` that is not positive, or a `batching` that is no
+            `Batching` (nor a dict of its fields, True or None).
     """
 
     prefetch: int = 256
@@ -126,11 +129,18 @@ class AgentConfig:
     The others wait unacked, in the order they came, within `inbox_prefetch` (beyond it
     they wait in the inbox queue), and a waiting call whose deadline passes is never
     started. Control requests (`peers()`' broadcast `describe`) are not counted."""
+    batching: Batching | None = None
+    """Micro-batching of `publish()`: messages published to one routing key within
+    `Batching.linger` travel as one AMQP message, cutting the broker's work per message
+    (docs/performance.md, "Micro-batching"). None (the default): every message goes alone.
+    A mapping of `Batching`'s fields (from JSON or YAML) and True (`Batching()`) are taken
+    too. `Behaviour.batching` overrides it per behaviour."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "queue_type", normalize_queue_type(self.queue_type))
         # A list from a mapping (JSON, YAML) is as good as a tuple; frozen: set once here.
         object.__setattr__(self, "retry_delays", retry_delays(self.retry_delays))
+        object.__setattr__(self, "batching", batching_setting(self.batching))
         interval = self.presence_interval
         if interval is not None and not interval > 0:
             raise ValueError(f"presence_interval must be > 0 seconds or None, got {interval!r}")

@@ -5,7 +5,9 @@ The inbox `<identity>` is consumed exclusively on the agent's `_sub` channel (th
 consumer is the identity lock). Each behaviour with binding keys gets its own channel and
 queue (`<identity>.<short name>`, or the shared `queue=` it names), bound to
 `munggoggo.topic`, with a per-consumer qos: its share of the agent's prefetch budget.
-Deliveries arrive in batches and go to the behaviour's mailbox (`Behaviour.deliver_batch`).
+Deliveries arrive in batches and go to the behaviour's mailbox (`Behaviour.deliver_batch`);
+an AMQP message that is itself a batch of messages (core/batch_format.py) goes there as one
+message per item (core/batch_consume.py).
 
 When the broker cancels a consumer (its queue deleted, or not restorable after a
 reconnect), the agent consumes again through a `ConsumerRestorer` (core/consumer_restore.py)
@@ -20,6 +22,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from .agent_base import RUNNING, AgentBase
+from .batch_format import BATCH_CONTENT_TYPE
 from .durable import declare_behaviour_queue, declare_inbox
 from .message import Message
 from .undecodable import reject_undecodable
@@ -128,16 +131,23 @@ class Consumers(AgentBase):
         key = (label, "message")
 
         rejected = functools.partial(self.stats.count, self.stats.dead_lettered, label)
+        batch_type = BATCH_CONTENT_TYPE
+        unbatch = functools.partial(self._unbatch, sub, queue, label)
 
         def on_batch(batch: list[Any]) -> None:
             batch = reject_undecodable(batch, sub, queue, rejected)
             if not batch:
                 return
-            consumed[key] = consumed.get(key, 0) + len(batch)
+            for d in batch:
+                if d.properties.content_type == batch_type:  # items, one message each
+                    messages = unbatch(batch)
+                    break
+            else:
+                messages = [Message(d, sub, queue) for d in batch]
+            consumed[key] = consumed.get(key, 0) + len(messages)
             again = sum(1 for d in batch if d.redelivered)
             if again:
                 redelivered[label] = redelivered.get(label, 0) + again
-            messages = [Message(d, sub, queue) for d in batch]
             try:
                 behaviour.deliver_batch(messages)
             except Exception as exc:  # a bug: still, each message is settled, none is lost

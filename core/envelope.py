@@ -240,7 +240,11 @@ def encode_body(value: Any, content_type: str | None = None) -> tuple[bytes, str
             return bytes(value), OCTET
         if isinstance(value, str):
             return str.encode(value), TEXT
-        return _encode_structured(value, _json_encoder), JSON
+        # _encode_structured inlined: this is the path of most messages.
+        try:
+            return _json_encoder.encode(value), JSON
+        except _ENCODE_ERRORS as exc:
+            raise _encode_error(value, exc) from exc
 
     fmt, charset = _classify(content_type)
     if fmt is _FMT_JSON:
@@ -264,10 +268,13 @@ def _encode_structured(
 ) -> bytes:
     try:
         return encoder.encode(value)
-    # TypeError: unsupported type or dict key; OverflowError: int beyond 64 bits (msgpack);
-    # RecursionError: a value that contains itself.
-    except (TypeError, ValueError, OverflowError, RecursionError, msgspec.EncodeError) as exc:
+    except _ENCODE_ERRORS as exc:
         raise _encode_error(value, exc) from exc
+
+
+# What msgspec raises for a value it cannot encode. TypeError: unsupported type or dict key;
+# OverflowError: int beyond 64 bits (msgpack); RecursionError: a value that contains itself.
+_ENCODE_ERRORS: Final = (TypeError, ValueError, OverflowError, RecursionError, msgspec.EncodeError)
 
 
 def decoder_for(

@@ -131,6 +131,7 @@ class State(PublishSurface):
         self.name = name
         self._publisher = fsm.agent
         self._publish_label = fsm.short_name
+        self._batch_lane = fsm.agent.batch_lane(fsm.batching)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"

@@ -1,7 +1,8 @@
 """Inbox routing: what arrives in an agent's inbox `<identity>` goes where it belongs.
 
 One batch of deliveries at a time, each message on its own (one message's failure is that
-message's alone):
+message's alone); an AMQP message that is a batch of messages (core/batch_format.py) is
+routed item by item (core/batch_consume.py):
 - an RPC or control reply carrying one of our call ids (and no `reply_to`) answers the
   waiting call (core/rpc_client.py);
 - any other RPC or control message is a request for an `@expose`d method
@@ -21,7 +22,8 @@ from typing import Any
 
 from . import envelope
 from .agent_base import AgentBase
-from .message import Message
+from .batch_format import BATCH_CONTENT_TYPE
+from .message import Message, Settler
 from .undecodable import reject_undecodable
 from .wire import FANOUT_EXCHANGE
 
@@ -31,11 +33,24 @@ class InboxRouter(AgentBase):
 
     def _on_inbox(self, batch: list[Any]) -> None:
         sub = self._sub
+        batch = reject_undecodable(batch, sub, self.identity, self._count_inbox_rejected)
+        self._route_inbox(batch, sub)
+
+    def _route_inbox(self, batch: list[Any], channel: Settler) -> None:
+        """Route deliveries of the inbox: those of the inbox channel, or the items of a
+        batch (`channel` is then the batch's settler, and a batch inside is not unpacked).
+        """
+        sub = self._sub
         identity = self.identity
         consumed = self.stats.consumed
-        batch = reject_undecodable(batch, sub, identity, self._count_inbox_rejected)
+        batch_type = BATCH_CONTENT_TYPE
         for d in batch:
-            msg = Message(d, sub, identity)
+            if d.properties.content_type == batch_type and channel is sub:
+                settler = self._read_batch(d, sub, identity, "")
+                if settler is not None:
+                    self._route_inbox(settler.items, settler)
+                continue
+            msg = Message(d, channel, identity)
             try:
                 kind = d.properties.type
                 if kind == envelope.KIND_PRESENCE:

@@ -8,17 +8,65 @@ before a reconnect can never ack a different one.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 
 from . import envelope
 
 if TYPE_CHECKING:
     from ._speedups import Delivery, Properties
-    from .engine import ChannelProtocol
 
 PENDING, ACKED, NACKED, HANDOFF = 0, 1, 2, 3
 
 T = TypeVar("T")
+
+
+class Settler(Protocol):
+    """What a message settles through: the channel that delivered it (`ChannelProtocol`),
+    or, for an item of a batch, the batch's `BatchSettler` (core/batch_consume.py).
+    """
+
+    @property
+    def generation(self) -> int:
+        """Bumps on every (re)open of the channel; settling an older one does nothing."""
+        ...
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the channel is open."""
+        ...
+
+    def ack_later(self, delivery_tag: int, generation: int) -> bool:
+        """Ack, coalesced at the end of the loop tick.
+
+        Args:
+            delivery_tag: the delivery's tag.
+            generation: the channel generation it was delivered on.
+
+        Returns:
+            False if the tag is void.
+        """
+        ...
+
+    def nack(
+        self,
+        delivery_tag: int,
+        multiple: bool = ...,
+        requeue: bool = ...,
+        *,
+        generation: int | None = ...,
+    ) -> bool:
+        """Refuse: requeue, or dead-letter.
+
+        Args:
+            delivery_tag: the delivery's tag.
+            multiple: every unsettled tag up to this one too.
+            requeue: back to the queue (True), or dead-lettered (False).
+            generation: the channel generation it was delivered on.
+
+        Returns:
+            False if the tag is void.
+        """
+        ...
 
 
 class Message:
@@ -28,8 +76,9 @@ class Message:
 
     Args:
         delivery: the wire delivery (properties, delivery tag, body).
-        channel: the channel that delivered it, which settles it; None for a message that
-            needs no settling (it counts as acked).
+        channel: the channel that delivered it, which settles it (for an item of a
+            batch, the batch's settler); None for a message that needs no settling (it
+            counts as acked).
         queue: the queue it was consumed from.
 
     Attributes:
@@ -38,9 +87,7 @@ class Message:
 
     __slots__ = ("_channel", "_delivery", "_generation", "_settled", "queue")
 
-    def __init__(
-        self, delivery: Delivery, channel: ChannelProtocol | None, queue: str = ""
-    ) -> None:
+    def __init__(self, delivery: Delivery, channel: Settler | None, queue: str = "") -> None:
         self._delivery = delivery
         self._channel = channel
         self._generation = channel.generation if channel is not None else 0

@@ -146,8 +146,18 @@ class AgentCollector:
             " failed step",
             ["agent", "behaviour"],
         )
+        batches = counter(
+            "batches_received",
+            "Batches received (AMQP messages carrying several messages, each counted as consumed)",
+            ["agent", "behaviour"],
+        )
         dead = counter(
             "messages_dead_lettered", "Messages sent to munggoggo.dlx", ["agent", "behaviour"]
+        )
+        batches_published = counter(
+            "batches_published",
+            "AMQP messages carrying batches of published messages (AgentConfig.batching)",
+            ["agent"],
         )
         returned = counter(
             "messages_returned", "Publishes the broker returned as unroutable", ["agent"]
@@ -222,9 +232,12 @@ class AgentCollector:
                 consumed.add_metric([a, behaviour, kind], n)
             for behaviour, n in _with_zeros(stats.redelivered, behaviours):
                 redelivered.add_metric([a, behaviour], n)
+            for behaviour, n in _with_zeros(stats.batches_received, behaviours):
+                batches.add_metric([a, behaviour], n)
             for behaviour, n in _with_zeros(stats.dead_lettered, behaviours):
                 dead.add_metric([a, behaviour], n)
             returned.add_metric([a], stats.returned)
+            batches_published.add_metric([a], stats.batches_published)
             for behaviour, n in _with_zeros(stats.consumer_cancels, behaviours):
                 cancels.add_metric([a, behaviour], n)
             for (method, outcome), n in _with_zeros(
@@ -254,8 +267,9 @@ class AgentCollector:
                 _add_histogram(rpc_client, [a, "", ""], _NO_EVENTS)
             for method, hist in _with_zeros(stats.rpc_server, methods, _NO_EVENTS):
                 _add_histogram(rpc_server, [a, method], hist)
+        yield batches_published
         yield from (
-            published, consumed, acked, nacked, redelivered, dead, returned, failures,
+            published, consumed, acked, nacked, redelivered, batches, dead, returned, failures,
             reconnects, cancels, rpc_served, mailbox, inflight, connected, unconfirmed, confirm,
             step, rpc_client, rpc_server,
         )  # fmt: skip
@@ -299,6 +313,8 @@ class AgentStats:
     """Plain counters an agent updates on its paths; read by AgentCollector."""
 
     __slots__ = (
+        "batches_published",
+        "batches_received",
         "consumed",
         "consumer_cancels",
         "dead_lettered",
@@ -312,11 +328,14 @@ class AgentStats:
 
     def __init__(self) -> None:
         self.published: dict[tuple[str, str], int] = {}
-        self.consumed: dict[tuple[str, str], int] = {}
+        self.consumed: dict[tuple[str, str], int] = {}  # logical messages: batch items each
+        self.batches_received: dict[str, int] = {}  # batches (core/batch_consume.py)
         self.redelivered: dict[str, int] = {}
         self.dead_lettered: dict[str, int] = {}
         self.consumer_cancels: dict[str, int] = {}  # behaviour short name, "" the inbox
         self.returned = 0
+        # AMQP messages that carried batches of published messages (core/batching.py).
+        self.batches_published = 0
         self.rpc_served: dict[tuple[str, str], int] = {}
         self.rpc_client: dict[tuple[str, str], FastHistogram] = {}
         self.rpc_server: dict[str, FastHistogram] = {}

@@ -8,7 +8,8 @@ the agent itself, the behaviour's short name for a behaviour).
 `Publisher` is the agent's role behind it: encoding a body and its properties (cached per
 second for messages without headers), the confirmed publish on the agent's publish channel
 (`emit_message`), waiting for confirms (`flush`) and reporting publishes the broker will never
-confirm.
+confirm. With batching on (`AgentConfig.batching`, `Behaviour.batching`), `publish` hands
+the messages it batches to the surface's lane (core/batching.py) instead of `emit_message`.
 """
 
 from __future__ import annotations
@@ -20,27 +21,34 @@ from typing import Any
 from . import envelope, tracing
 from ._speedups import Properties, encode_properties
 from .agent_base import AgentBase
+from .batching import Batching, BatchLane
 from .delays import delay_ms
 from .engine import ChannelProtocol
+from .envelope import KIND_MESSAGE, encode_body
 from .tracing import TRACEPARENT, outgoing_headers
 from .wire import DELAY_EXCHANGE, DELAY_HEADER, FANOUT_EXCHANGE, TOPIC_EXCHANGE
 
 log = logging.getLogger("munggoggo.agent")
 
+_monotonic = time.monotonic
+
 
 class PublishSurface:
     """`publish`, `send` and `broadcast` for agents and behaviours.
 
-    The class mixing it in sets `_publisher` (the agent whose `emit_message` publishes) and
-    `_publish_label` (the behaviour label of the `published` metric) at construction.
+    The class mixing it in sets `_publisher` (the agent whose `emit_message` publishes),
+    `_publish_label` (the behaviour label of the `published` metric) and `_batch_lane`
+    (where its batched publishes go, None: none are; `Publisher.batch_lane`) at
+    construction.
     """
 
     # Slots, not instance-dict entries: a behaviour keeps the attribute count of its
     # __dict__ (CPython's fast shared-key instance layout holds at most 30 attributes,
     # and a user's Behaviour subclass adds its own on top of ours).
-    __slots__ = ("_publish_label", "_publisher")
+    __slots__ = ("_batch_lane", "_publish_label", "_publisher")
     _publisher: AgentBase
     _publish_label: str
+    _batch_lane: BatchLane | None
 
     async def publish(
         self,
@@ -61,13 +69,27 @@ class PublishSurface:
             delay: seconds the message waits in the broker before it is routed to the
                 topic's subscribers (None or 0: at once; core/delays.py).
 
+        With batching on (`AgentConfig.batching`, `Behaviour.batching`) and a routing key
+        its topics match, the message joins a batch to that routing key instead of being
+        published now (no delay: a delayed publish goes alone); the batch is published,
+        confirmed, within its `linger` (docs/performance.md, "Micro-batching").
+
         Returns:
-            The publish's sequence number (what `Agent.on_publish_failure` reports).
+            The publish's sequence number (what `Agent.on_publish_failure` reports). A
+            batched message has a number of its own, from 2**48 on, +1 per batched message
+            of the agent: it names the logical message, not the AMQP message carrying it.
 
         Raises:
             ValueError: a negative or too long delay.
             TypeError: a delay that is not a number.
+            EncodeError: a batched message whose headers msgpack cannot carry.
         """
+        lane = self._batch_lane
+        if lane is not None and not delay and lane.takes(routing_key):
+            seq = lane.add(body, routing_key, headers, content_type, self._publish_label)
+            if lane.must_drain:  # a batch went out: let it be written, respect backpressure
+                await lane.drain()
+            return seq
         return await self._publisher.emit_message(
             body, TOPIC_EXCHANGE, routing_key, headers, content_type, self._publish_label, delay
         )
@@ -125,37 +147,41 @@ class PublishSurface:
 class Publisher(AgentBase):
     """The agent's publishing role: encoding, the confirmed publish, confirms."""
 
-    def _properties(self, content_type: str, kind: str) -> bytes:
-        """Encoded properties for our own messages, cached per second (the timestamp)."""
-        now = int(time.time())
-        if now != self._props_second:
-            self._props_second = now
+    def _properties(self, content_type: str) -> bytes:
+        """Encoded properties of our own messages without headers, cached until the wall
+        clock's next second (their timestamp): `_props_until` is that moment on the
+        monotonic clock, so a publish reads one clock and no wall time.
+        """
+        now = time.time()
+        second = int(now)
+        if second != self._props_second:
+            self._props_second = second
             self._props_cache.clear()
-        key = (content_type, kind)
-        props = self._props_cache.get(key)
+            self._props_until = _monotonic() + (second + 1 - now)
+        props = self._props_cache.get(content_type)
         if props is None:
-            props = self._props_cache[key] = encode_properties(
+            props = self._props_cache[content_type] = encode_properties(
                 Properties(
                     content_type=content_type,
-                    type=kind,
+                    type=envelope.KIND_MESSAGE,
                     app_id=self.identity,
-                    timestamp=now,
+                    timestamp=second,
                     delivery_mode=self._delivery_mode,
                 )
             )
         return props
 
     def _encode(
-        self, body: Any, content_type: str | None, kind: str, headers: dict[str, Any] | None
+        self, body: Any, content_type: str | None, headers: dict[str, Any] | None
     ) -> tuple[bytes, bytes]:
         data, ctype = envelope.encode_body(body, content_type)
         if TRACEPARENT.get() is not None or tracing.hooks is not None:
-            headers = outgoing_headers(headers, kind)
+            headers = outgoing_headers(headers, envelope.KIND_MESSAGE)
         if headers:
             props = encode_properties(
                 Properties(
                     content_type=ctype,
-                    type=kind,
+                    type=envelope.KIND_MESSAGE,
                     app_id=self.identity,
                     timestamp=int(time.time()),
                     headers=headers,
@@ -163,7 +189,7 @@ class Publisher(AgentBase):
                 )
             )
         else:
-            props = self._properties(ctype, kind)
+            props = self._properties(ctype)
         return data, props
 
     async def emit_message(
@@ -206,32 +232,73 @@ class Publisher(AgentBase):
             headers = {**headers, DELAY_HEADER: queue} if headers else {DELAY_HEADER: queue}
             # Mandatory: a delay queue deleted under us comes back as a return, not lost.
             route, mandatory = DELAY_EXCHANGE, True
-        data, props = self._encode(body, content_type, envelope.KIND_MESSAGE, headers)
+        if (
+            headers is None
+            and content_type is None
+            and TRACEPARENT.get() is None
+            and tracing.hooks is None
+        ):
+            # The plain message (most of them): cached properties, while their second lasts.
+            data, ctype = encode_body(body)
+            props = self._props_cache.get(ctype) if _monotonic() < self._props_until else None
+            if props is None:
+                props = self._properties(ctype)
+        else:
+            data, props = self._encode(body, content_type, headers)
         ch = self._pub
         seq = ch.publish(data, route, routing_key, props, mandatory=mandatory)
         published = self.stats.published
-        key = (origin, envelope.KIND_MESSAGE)
+        key = (origin, KIND_MESSAGE)
         published[key] = published.get(key, 0) + 1
         if self.records_traces:
             self.trace.record_out(
-                envelope.KIND_MESSAGE, exchange or routing_key, routing_key, len(data), None
+                KIND_MESSAGE, exchange or routing_key, routing_key, len(data), None
             )
         if not ch.writable:
             await ch.drain()
         return seq
 
     async def flush(self, timeout: float | None = None) -> None:
-        """Wait until the broker confirmed everything this agent published.
+        """Send the batches being filled (`AgentConfig.batching`) at once, then wait until
+        the broker confirmed everything this agent published.
 
         Args:
             timeout: seconds to wait (None: no limit).
 
         Raises:
             TimeoutError: not everything was confirmed in time.
-            PublishError: the broker refused a publish, or the connection was lost.
+            PublishError: the broker refused a publish, or the connection was lost (it
+                names channel sequence numbers: `on_publish_failure` names the batched
+                messages).
         """
         if self._pub is not None:  # nothing published before it connected
+            self._batcher.send_all()
             await self._pub.wait_confirms(timeout=timeout)
+            self._batcher.prune_all_confirmed()
+
+    def batch_lane(self, setting: Batching | bool | None) -> BatchLane | None:
+        """Where a publisher's batched publishes go, for its `batching` setting.
+
+        Args:
+            setting: None: the agent's own (`AgentConfig.batching`); False: none (every
+                publish goes alone); True: `Batching()`; a `Batching`: its own (publishers
+                of equal settings share batches).
+
+        Returns:
+            The lane, or None when its publishes are not batched.
+
+        Raises:
+            ValueError: a setting of another type.
+        """
+        if setting is None:
+            return self._batch_lane
+        if setting is False:
+            return None
+        if setting is True:
+            setting = Batching()
+        if not isinstance(setting, Batching):
+            raise ValueError(f"batching must be a Batching, True, False or None, got {setting!r}")
+        return self._batcher.lane(setting)
 
     @property
     def publish_channel(self) -> ChannelProtocol:
@@ -241,6 +308,8 @@ class Publisher(AgentBase):
         return self._pub
 
     def _on_publish_failure(self, failures: list[tuple[int, Exception]]) -> None:
+        # A failed batch is reported as the failure of each message it carried.
+        failures = self._batcher.logical(failures)
         log.error(
             "agent %s: %d publish(es) not confirmed: %s",
             self.identity,

@@ -30,6 +30,7 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 # the gateway's turn into an HTTP status or a WebSocket error frame before they reach user
 # code (see docs/decisions.md, "One exception tree").
 INTERNAL = {
+    "munggoggo.batch_format.BatchFormatError": "a DecodeError: the batch is dead-lettered",
     "munggoggo.gateway.auth.Unauthorized": "answered 401",
     "munggoggo.gateway.frames.BadFrame": "answered with an error frame",
     "munggoggo.gateway.guard.Answer": "the guard's own answer (an HTTPError)",

@@ -59,16 +59,29 @@ class ChannelState:
         state: its state.
         expected: names of the replies it waits for, oldest first.
         confirms: its ConfirmTracker once Confirm.Select was sent, else None.
-        publish_frames: encoded Basic.Publish method frames by (exchange, routing key,
-            mandatory), reused.
+        publisher: its publishes' path to the out buffer (cached method frames, packing,
+            confirm numbering); open exactly while `state` is OPEN.
     """
 
     id: int
+    publisher: _speedups.ChannelPublisher
     state: ChanState = ChanState.CLOSED
     # Names of replies we wait for, oldest first (AMQP answers sync methods in order).
     expected: deque[tuple[str, ...]] = field(default_factory=deque)
     confirms: _speedups.ConfirmTracker | None = None  # once Confirm.Select was sent
-    publish_frames: dict[tuple[str, str, bool], bytes] = field(default_factory=dict)
+
+    def advance(self, event: str) -> None:
+        """Move to the state `event` leads to (publishing follows it).
+
+        Args:
+            event: the state table's event name ("->Channel.Open", "<-Channel.OpenOk", ...).
+
+        Raises:
+            LocalProtocolError: we may not send that method now.
+            RemoteProtocolError: the broker may not send that method now.
+        """
+        self.state = advance_channel(self.id, self.state, event)
+        self.publisher.is_open = self.state is ChanState.OPEN
 
 
 class AMQPConnection:
@@ -112,6 +125,7 @@ class AMQPConnection:
         self.closed_by: Exception | None = None
         self.channels: dict[int, ChannelState] = {}
         self._reader = _speedups.FrameReader(DEFAULT_FRAME_MAX)
+        # One buffer for the connection's life: channel publishers append to it directly.
         self._out = bytearray()
         self._client_properties = build_client_properties(connection_name, client_properties)
 
@@ -126,8 +140,11 @@ class AMQPConnection:
         out = self._out
         if not out:
             return bytearray()  # never hand out the live buffer
-        self._out = bytearray()
-        return out
+        # A copy: the live buffer stays the one the channel publishers append to (one
+        # memcpy per write, a few µs for ~100 publishes, less than a Python call each).
+        data = out[:]
+        out.clear()
+        return data
 
     @property
     def has_data_to_send(self) -> bool:
@@ -206,10 +223,11 @@ class AMQPConnection:
             raise LocalProtocolError(f"channel id {channel_id} outside 1..{self.channel_max}")
         ch = self.channels.get(channel_id)
         if ch is None:
-            ch = self.channels[channel_id] = ChannelState(channel_id)
-        ch.state = advance_channel(channel_id, ch.state, "->Channel.Open")
+            publisher = _speedups.ChannelPublisher(channel_id, self._out, self.frame_max)
+            ch = self.channels[channel_id] = ChannelState(channel_id, publisher)
+        ch.advance("->Channel.Open")
         ch.expected.clear()
-        ch.confirms = None
+        ch.confirms = ch.publisher.confirms = None
         ch.expected.append(("Channel.OpenOk",))
         self._send(channel_id, commands.Channel.Open())
 
@@ -227,7 +245,7 @@ class AMQPConnection:
             LocalProtocolError: the channel was never opened, or is not open or opening.
         """
         ch = self._channel(channel_id)
-        ch.state = advance_channel(channel_id, ch.state, "->Channel.Close")
+        ch.advance("->Channel.Close")
         self._send(channel_id, commands.Channel.Close(reply_code, text, 0, 0))
 
     def send_method(self, channel_id: int, method: Any) -> bool:
@@ -269,7 +287,24 @@ class AMQPConnection:
             LocalProtocolError: the channel was never opened, or is not open.
         """
         self.send_method(channel_id, commands.Confirm.Select())
-        self._channel(channel_id).confirms = tracker
+        ch = self._channel(channel_id)
+        ch.confirms = ch.publisher.confirms = tracker
+
+    def channel_publisher(self, channel_id: int) -> _speedups.ChannelPublisher:
+        """The publish path of channel `channel_id`: what `publish` calls, for callers that
+        publish often on one channel (its `publish` returns -1 while the channel is not
+        open, where `publish` raises).
+
+        Args:
+            channel_id: the channel number.
+
+        Returns:
+            The channel's ChannelPublisher, the same one for the life of this connection.
+
+        Raises:
+            LocalProtocolError: the channel was never opened.
+        """
+        return self._channel(channel_id).publisher
 
     def publish(
         self,
@@ -298,22 +333,15 @@ class AMQPConnection:
             PropertiesTooLarge: the properties do not fit one content header frame.
         """
         ch = self.channels.get(channel_id)
-        if ch is None or ch.state is not ChanState.OPEN:
+        seq = (
+            -1
+            if ch is None
+            else ch.publisher.publish(exchange, routing_key, properties, body, mandatory)
+        )
+        if seq < 0:
             state = ch.state.value if ch else "not open"
             raise LocalProtocolError(f"cannot publish: channel {channel_id} is {state}")
-        key = (exchange, routing_key, mandatory)
-        method_frame = ch.publish_frames.get(key)
-        if method_frame is None:
-            method_frame = _speedups.publish_method_frame(
-                channel_id, exchange, routing_key, mandatory
-            )
-            if len(ch.publish_frames) < 4096:  # bounded: routing keys may be unbounded
-                ch.publish_frames[key] = method_frame
-        data = _speedups.pack_publish(method_frame, channel_id, properties, body, self.frame_max)
-        self._out += data
-        if ch.confirms is not None:
-            return ch.confirms.add(data)
-        return 0
+        return seq
 
     def ack(self, channel_id: int, delivery_tag: int, multiple: bool = False) -> None:
         """Queue Basic.Ack.
@@ -529,7 +557,7 @@ class AMQPConnection:
         if ch is None:
             self._fail(f"{method.name} on channel {channel_id}, which was never opened")
         if index == _CHANNEL_CLOSE:
-            ch.state = advance_channel(channel_id, ch.state, "<-Channel.Close")
+            ch.advance("<-Channel.Close")
             self._send(channel_id, commands.Channel.CloseOk())
             self._reader.discard_channel(channel_id)
             ch.expected.clear()
@@ -538,7 +566,7 @@ class AMQPConnection:
             )
             out.append(ev.ChannelClosed(channel_id, error))
         elif index == _CHANNEL_CLOSE_OK:
-            ch.state = advance_channel(channel_id, ch.state, "<-Channel.CloseOk")
+            ch.advance("<-Channel.CloseOk")
             self._reader.discard_channel(channel_id)
             ch.expected.clear()
             out.append(ev.ChannelClosed(channel_id, None))
@@ -546,7 +574,7 @@ class AMQPConnection:
             pass  # in flight before our Channel.Close; the spec says discard it
         elif index == _CHANNEL_OPEN_OK:
             self._pop_expected(ch, method.name)
-            ch.state = advance_channel(channel_id, ch.state, "<-Channel.OpenOk")
+            ch.advance("<-Channel.OpenOk")
             out.append(ev.ChannelOpened(channel_id))
         elif index == _BASIC_CANCEL:
             if not method.nowait:

@@ -27,6 +27,7 @@ EXTRA_SCENARIOS: dict[str, str] = {
     "agent_soak": "bench.throughput.scenarios.agent_soak",
     "agent_metrics": "bench.throughput.scenarios.agent_metrics",
     "agent_durable": "bench.throughput.scenarios.agent_durable",
+    "agent_batched": "bench.throughput.scenarios.agent_batched",
 }
 
 ALL = list(SCENARIOS)

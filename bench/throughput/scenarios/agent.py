@@ -31,14 +31,19 @@ async def measure(url: str, messages: int) -> dict[str, Any]:
 
 
 async def agent_pipe(
-    url: str, messages: int, on_progress: Any = None, config: Any = CONFIG
+    url: str,
+    messages: int,
+    on_progress: Any = None,
+    config: Any = CONFIG,
+    sender_config: Any = None,
 ) -> dict[str, Any]:
     """The agent pipe; `on_progress` (a coroutine function taking the receiver) runs next
-    to the timed phase when given (the soak scenario samples RSS with it)."""
+    to the timed phase when given (the soak scenario samples RSS with it); `sender_config`
+    is the sending agent's config when it differs (default: `config`)."""
     rid = run_id()
     key = f"bench.agent.{rid}"
     receiver = Agent(f"bench-rx-{rid}", url=url, config=config)
-    sender = Agent(f"bench-tx-{rid}", url=url, config=config)
+    sender = Agent(f"bench-tx-{rid}", url=url, config=sender_config or config)
     await receiver.start()
     try:
         await sender.start()
@@ -47,6 +52,7 @@ async def agent_pipe(
             await phase(sender, [rx], [key], min(WARMUP, messages), "Warmup", 60)
             gc.collect()
             rss_before = rss_mb()
+            batches_before = sender.stats.batches_published
             sampler = None
             if on_progress is not None:
                 sampler = asyncio.ensure_future(on_progress(rx))
@@ -57,14 +63,18 @@ async def agent_pipe(
                     sampler.cancel()
             gc.collect()
             rss_after = rss_mb()
+            batches = sender.stats.batches_published - batches_before
         finally:
             await sender.stop()
     finally:
         await receiver.stop()
+    # With batching (AgentConfig.batching): the AMQP messages that carried the timed ones.
+    carried = {"amqp_messages": batches} if batches else {}
     return {
         "msgs_per_s": rate(messages, timed["wall"]),
         "messages": messages,
         **timed["figures"],
+        **carried,
         "body_bytes": BODY_BYTES,
         "rss_before_mb": round(rss_before, 1),
         "rss_after_mb": round(rss_after, 1),
