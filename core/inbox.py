@@ -70,8 +70,11 @@ class InboxRouter(AgentBase):
                         and d.properties.reply_to is None
                         and call_id.startswith(self._call_prefix)
                     ):
-                        msg.ack()
+                        # The waiting call resumes before this ack is written: a
+                        # caller that calls again at once sends the ack with its next
+                        # request, in one write, instead of waiting for the ack's own.
                         self._take_reply(call_id, d)
+                        msg.ack()
                         continue
                     self._serve_rpc(msg)
                     continue

@@ -175,7 +175,7 @@ class ExposedMethod:
         func: the method (unbound); its type hints validate the params.
     """
 
-    __slots__ = ("func", "is_async", "name", "params_type", "positional")
+    __slots__ = ("args_type", "func", "is_async", "name", "params_type", "positional")
 
     def __init__(self, name: str, func: Callable[..., Any]) -> None:
         self.name = name
@@ -197,6 +197,8 @@ class ExposedMethod:
             else:
                 fields.append((pname, hint, param.default))
         self.params_type = msgspec.defstruct(f"{name}_params", fields, forbid_unknown_fields=True)
+        # The same fields read from an array: params by position convert in one step.
+        self.args_type = msgspec.defstruct(f"{name}_args", fields, array_like=True)
 
     def bind(self, params: list[Any] | dict[str, Any] | None) -> dict[str, Any]:
         """Validate JSON params (by position or by name) into keyword arguments.
@@ -219,12 +221,16 @@ class ExposedMethod:
                     INVALID_PARAMS,
                     f"{self.name}() takes {len(self.positional)} parameter(s), got {len(params)}",
                 )
+            try:
+                return msgspec.structs.asdict(msgspec.convert(params, self.args_type, strict=False))
+            except msgspec.ValidationError:
+                pass  # told below by name, as params by name are
             params = dict(zip(self.positional, params, strict=False))
         try:
             values = msgspec.convert(params, self.params_type, strict=False)
         except msgspec.ValidationError as exc:
             raise RpcError(INVALID_PARAMS, f"invalid params for {self.name}: {exc}") from None
-        return {name: getattr(values, name) for name in self.positional}
+        return msgspec.structs.asdict(values)
 
 
 def exposed_methods(cls: type) -> dict[str, ExposedMethod]:

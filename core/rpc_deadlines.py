@@ -14,12 +14,25 @@ clock behind the callee's), gets -32002 at once.
 from __future__ import annotations
 
 import math
+import struct
 import time
 from typing import Any
 
 from .wire import DEADLINE_HEADER, MAX_TTL_MS
 
-__all__ = ["DEADLINE_HEADER", "deadline_marks", "deadline_passed", "request_deadline"]
+__all__ = [
+    "DEADLINE_HEADER",
+    "deadline_marks",
+    "deadline_passed",
+    "deadline_table",
+    "request_deadline",
+]
+
+# The encoded header table {DEADLINE_HEADER: <signed 64-bit>} up to its value: the table
+# length (4 bytes), the key as a short string, the value's type `l`.
+_KEY = DEADLINE_HEADER.encode()
+_TABLE_PREFIX = struct.pack(">IB", 1 + len(_KEY) + 1 + 8, len(_KEY)) + _KEY + b"l"
+_I64 = struct.Struct(">q")
 
 
 def deadline_marks(timeout: float, now: float | None = None) -> tuple[str | None, int | None]:
@@ -48,6 +61,23 @@ def deadline_marks(timeout: float, now: float | None = None) -> tuple[str | None
     remaining_ms = max(1, math.ceil(timeout * 1000))
     expiration = str(remaining_ms) if remaining_ms <= MAX_TTL_MS else None
     return expiration, int(now * 1000) + remaining_ms
+
+
+def deadline_table(deadline: int) -> bytes | None:
+    """The encoded header table `{DEADLINE_HEADER: deadline}`, as the general table
+    encoder writes it (a request's properties are spliced from it: see
+    core/rpc_client.py).
+
+    Args:
+        deadline: the deadline in epoch milliseconds (as `deadline_marks` gives it).
+
+    Returns:
+        The table, length prefix included; None for a value below 2**31 (never from a
+        real clock), which the general encoder writes in another type.
+    """
+    if deadline < 1 << 31:
+        return None
+    return _TABLE_PREFIX + _I64.pack(deadline)
 
 
 def request_deadline(headers: dict[str, Any] | None) -> float | None:

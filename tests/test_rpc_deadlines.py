@@ -17,8 +17,15 @@ from broker_tools import eventually, wait_until
 from mesh_tools import uid
 
 from munggoggo import Agent, AgentConfig, RpcTimeout, expose
-from munggoggo._speedups import Properties
-from munggoggo.rpc_deadlines import deadline_marks, deadline_passed, request_deadline
+from munggoggo._speedups import Properties, encode_properties, encode_table
+from munggoggo.rpc_deadlines import (
+    deadline_marks,
+    deadline_passed,
+    deadline_table,
+    request_deadline,
+)
+from munggoggo.tracing import HEADER as TRACE_HEADER
+from munggoggo.tracing import TRACEPARENT, new_traceparent, trace_id
 from munggoggo.wire import DEADLINE_HEADER
 
 TIMEOUT = -32002
@@ -80,6 +87,58 @@ async def test_a_request_carries_its_deadline(mesh_url):
         with pytest.raises(RpcTimeout):
             await call
         await ch.close()
+
+
+@pytest.mark.rabbitmq
+async def test_a_request_travels_as_the_general_encoder_writes_it(broker_url):
+    """A request's properties are assembled from parts encoded once: the bytes received
+    must be exactly what the general encoder writes for them, with and without a trace."""
+    async with Agent(uid("caller"), url=broker_url) as caller:
+        target = uid("silent")
+        ch = await caller.connection.channel(confirms=False)
+        await ch.queue_declare(target, exclusive=True)
+        before = time.time()
+        calls = [
+            asyncio.ensure_future(caller.call(target, "mul", 6, 7, timeout=3.0)),
+            asyncio.ensure_future(caller.call(target, "mul", timeout=2.5)),
+        ]
+        trace = new_traceparent()
+        token = TRACEPARENT.set(trace)  # the next call's task continues this trace
+        try:
+            calls.append(asyncio.ensure_future(caller.call(target, "mul", x=1, timeout=3.0)))
+        finally:
+            TRACEPARENT.reset(token)
+        received = []
+
+        async def got_all() -> bool:
+            delivery = await ch.get(target, no_ack=True)
+            if delivery is not None:
+                received.append(delivery)
+            return len(received) == len(calls)
+
+        assert await wait_until(got_all, timeout=5)
+        for call in calls:
+            call.cancel()
+        await asyncio.gather(*calls, return_exceptions=True)
+        for delivery, expiration in zip(received, ("3000", "2500", "3000"), strict=True):
+            props = delivery.properties
+            assert delivery.properties_raw == encode_properties(props)
+            assert props.content_type == "application/json" and props.type == "rpc"
+            assert props.reply_to == props.app_id == caller.identity
+            assert props.expiration == expiration
+            assert props.correlation_id and props.correlation_id.startswith(caller.identity)
+            assert int(before) <= props.timestamp <= time.time()
+            assert int(before * 1000) + int(expiration) <= props.headers[DEADLINE_HEADER]
+        assert TRACE_HEADER not in received[0].properties.headers
+        assert trace_id(received[2].properties.headers[TRACE_HEADER]) == trace_id(trace)
+        assert len({d.properties.correlation_id for d in received}) == 3
+        await ch.close()
+
+
+def test_the_encoded_deadline_table_is_the_general_encoders():
+    for deadline in (2**31, 1_733_350_000_123, 2**63 - 1):
+        assert deadline_table(deadline) == encode_table({DEADLINE_HEADER: deadline})
+    assert deadline_table(2**31 - 1) is None  # encoded as another type: the general path
 
 
 async def test_the_broker_drops_a_request_that_expires_in_the_queue(mesh_url):

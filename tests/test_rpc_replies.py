@@ -8,6 +8,8 @@ the agent called is dropped; a reply naming none (a plain AMQP server) is taken.
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 
 from broker_tools import wait_until
 from mesh_tools import uid
@@ -128,3 +130,33 @@ async def test_a_reply_naming_no_sender_is_taken(mesh_url):
         props = request.properties
         plain_server.reply(props.reply_to, props.correlation_id, "plain", app_id=None)
         assert await call == "plain"
+
+
+class Ping(Agent):
+    @expose
+    def ping(self) -> str:
+        return "pong"
+
+
+async def test_a_reply_carries_the_callees_name_and_the_requests_correlation_id(mesh_url):
+    """What a plain client reads off a reply: JSON, the request's kind and correlation id
+    (whatever its length or script), the callee as sender, when it was sent."""
+    async with Ping(uid("ping"), url=mesh_url) as server, RawPeer(mesh_url) as client:
+        ids = ["c1", "ünïcødé ✓", "x" * 255, "é" * 127]
+        before = int(time.time())
+        for kind, correlation_id in [*(("rpc", c) for c in ids), ("control", "c2")]:
+            props = Properties(
+                type=kind, reply_to=client.name, correlation_id=correlation_id,
+                content_type="application/json",
+            )  # fmt: skip
+            body = json.dumps({"jsonrpc": "2.0", "method": "ping", "id": 1}).encode()
+            client.ch.publish(body, "", server.identity, props)
+        assert await wait_until(lambda: len(client.requests) == len(ids) + 1, timeout=10)
+        replies = {d.properties.correlation_id: d for d in client.requests}
+        assert sorted(replies) == sorted([*ids, "c2"])
+        for correlation_id, reply in replies.items():
+            props = reply.properties
+            assert json.loads(reply.body)["result"] == "pong"
+            assert props.content_type == "application/json" and props.app_id == server.identity
+            assert props.type == ("control" if correlation_id == "c2" else "rpc")
+            assert before <= props.timestamp <= time.time()
