@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from . import tracing
-from ._speedups import Properties, check_header_fits, encode_properties
+from ._speedups import Properties, check_header_fits, encode_properties, encode_table
 from .amqp.errors import ConnectionLost
 from .batch_format import (
     BATCH_CONTENT_TYPE,
@@ -64,6 +64,8 @@ MAX_LINGER = 60.0
 # The msgspec encoder that measures an item's headers when it is added (what they add to
 # the batch body, exactly).
 _headers_encoder = msgspec.msgpack.Encoder()
+# Content types whose properties' length `check_properties` remembers, at most.
+_OTHERS_CACHE = 64
 # A content type up to this many characters fits AMQP's 255 bytes whatever its UTF-8 form.
 _SURE_SHORTSTR = 63
 # Routing keys whose topic match a lane remembers, at most (then it starts afresh).
@@ -382,6 +384,7 @@ class Batcher:
         self._prune_due = False
         self._props_second = -1
         self._props: dict[int, bytes] = {}
+        self._others_len: dict[str, int] = {}  # content type -> its properties' length
 
     def lane(self, setting: Batching) -> BatchLane:
         """The lane of a setting (one per distinct setting: equal ones share batches).
@@ -455,18 +458,27 @@ class Batcher:
                 type over 255 bytes, an int beyond 64 bits, ...).
             PropertiesTooLarge: the properties do not fit one content header frame.
         """
-        publisher = self._publisher
-        raw = encode_properties(
-            Properties(
-                content_type=content_type,
-                type=KIND_MESSAGE,
-                app_id=publisher.identity,
-                timestamp=int(time.time()),
-                headers=headers,
-                delivery_mode=publisher.delivery_mode,
+        # The encoded properties are the other fields (their length is fixed per content
+        # type: the timestamp always takes 8 bytes) followed by the header table.
+        others = self._others_len.get(content_type)
+        if others is None:
+            publisher = self._publisher
+            others = len(
+                encode_properties(
+                    Properties(
+                        content_type=content_type,
+                        type=KIND_MESSAGE,
+                        app_id=publisher.identity,
+                        timestamp=int(time.time()),
+                        delivery_mode=publisher.delivery_mode,
+                    )
+                )
             )
-        )
-        check_header_fits(len(raw), self._channel.connection.frame_max)
+            if len(self._others_len) >= _OTHERS_CACHE:
+                self._others_len.clear()
+            self._others_len[content_type] = others
+        size = others + len(encode_table(headers)) if headers else others
+        check_header_fits(size, self._channel.connection.frame_max)
 
     def check_open(self) -> None:
         """Raise as a plain publish does when the publish channel can never take one again
