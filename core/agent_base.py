@@ -190,9 +190,11 @@ class AgentBase:
             self, channel: ChannelProtocol, queue: str, behaviour: str, batch: list[Any]
         ) -> list[Message]: ...
 
-        def _read_batch(  # batch_consume.py
+        def read_batch_guarded(  # batch_consume.py
             self, delivery: Any, channel: ChannelProtocol, queue: str, behaviour: str
-        ) -> BatchSettler | None: ...
+        ) -> BatchSettler | None:
+            """Declared for the roles; defined in core/batch_consume.py."""
+            raise NotImplementedError
 
         def hold_while_starting(self, msg: Message) -> bool:  # inbox.py
             """Declared for the roles; defined in core/inbox.py."""

@@ -16,12 +16,18 @@ message once every item is settled:
   (`nack(requeue=False)`) is dead-lettered alone to `munggoggo.dlx`; the AMQP message is
   acked once the broker confirmed every copy. A copy refused or lost requeues the AMQP
   message whole: its other items are then delivered again (at-least-once allows it).
+- an item whose copy cannot be sent (its headers are no AMQP field table, or too large
+  for a content header frame: a foreign writer's batch): requeued, the AMQP message is
+  requeued whole; rejected, it is dead-lettered without its own headers (ours say why,
+  and where it came from); only when even that copy cannot be sent is the AMQP message
+  rejected whole to the queue's dead-letter exchange.
 
 A failed step hands its item to core/handoff.py like any message: the retry or dead letter
 is a copy of that item alone, and the item settles when the broker confirmed the copy. An
 item settled after its channel closed or reopened does nothing (the broker redelivers the
-batch). A batch whose body is malformed (`BatchFormatError`) is dead-lettered whole, as a
-body that cannot be decoded is.
+batch). A batch whose body is malformed (`BatchFormatError`, any failure to decode it) is
+dead-lettered whole, as a body that cannot be decoded is; so is a batch whose items cannot
+be read for any other reason: the other deliveries of the consumer callback go on.
 """
 
 from __future__ import annotations
@@ -63,6 +69,9 @@ __all__ = ["BatchReader", "BatchSettler"]
 PENDING, ACKED, REQUEUED, REJECTED = 0, 1, 2, 3
 
 REJECTED_REASON = "rejected by its consumer (an item of a batch)"
+HEADERS_DROPPED = "; its own headers could not be copied and were left out"
+# What copying an item raises when its headers or properties cannot travel on AMQP.
+_UNCOPYABLE = (PropertiesTooLarge, ValueError, TypeError, FrameError)
 
 
 class BatchSettler:
@@ -232,7 +241,7 @@ class BatchReader(AgentBase):
             if d.properties.content_type != BATCH_CONTENT_TYPE:
                 messages.append(Message(d, channel, queue))
                 continue
-            settler = self._read_batch(d, channel, queue, behaviour)
+            settler = self.read_batch_guarded(d, channel, queue, behaviour)
             if settler is None:
                 continue
             messages.extend([Message(item, settler, queue) for item in settler.items])
@@ -241,6 +250,29 @@ class BatchReader(AgentBase):
         if redelivered:
             self.stats.count(self.stats.redelivered, behaviour, redelivered)
         return messages
+
+    def read_batch_guarded(
+        self, delivery: Delivery, channel: ChannelProtocol, queue: str, behaviour: str
+    ) -> BatchSettler | None:
+        """Unpack one batch (as `_read_batch`); a batch that cannot be read for any reason
+        is dead-lettered whole, so it never costs the other deliveries of its callback.
+
+        Args:
+            delivery: the batch's delivery.
+            channel: the channel that delivered it.
+            queue: the queue it was consumed from.
+            behaviour: the consuming behaviour's short name ("" for the inbox).
+
+        Returns:
+            Its settler, None when it was dead-lettered.
+        """
+        try:
+            return self._read_batch(delivery, channel, queue, behaviour)
+        except Exception as exc:  # a bug or a body no check foresaw: that batch's alone
+            log.exception("agent %s: cannot read a batch from %r", self.identity, queue)
+            msg = Message(delivery, channel, queue)
+            self._dead_letter(msg, f"{type(exc).__name__}: {exc}", behaviour or None)
+            return None
 
     def _read_batch(
         self, delivery: Delivery, channel: ChannelProtocol, queue: str, behaviour: str
@@ -306,32 +338,49 @@ class BatchReader(AgentBase):
         seqs = []
         try:
             for index, outcome in enumerate(outcomes):
-                if outcome != ACKED:
-                    seqs.append(self._copy_item(settler, index, outcome == REJECTED))
+                if outcome == ACKED:
+                    continue
+                dead = outcome == REJECTED
+                try:
+                    seqs.append(self._copy_item(settler, index, dead))
+                except _UNCOPYABLE as exc:
+                    if not dead:
+                        # It cannot go back alone: the whole batch goes back (its other
+                        # items are delivered again, at-least-once allows it).
+                        self._log_uncopyable(settler, exc, "requeueing the batch")
+                        channel.nack(tag, requeue=True, generation=gen)
+                        return
+                    self._log_uncopyable(settler, exc, "dead-lettering it without its headers")
+                    seqs.append(self._copy_item(settler, index, dead, own_headers=False))
         except AMQPError as exc:  # the connection is down: the broker requeues it anyway
             log.warning("agent %s: cannot send a batch item's copy (%s)", self.identity, exc)
             channel.nack(tag, requeue=True, generation=gen)
             return
-        except (PropertiesTooLarge, ValueError, TypeError, FrameError) as exc:
-            # An item's headers cannot travel as AMQP headers: no copy of it can be
-            # sent, so the queue's dead-letter exchange takes the batch as it came.
-            log.error(
-                "agent %s: cannot send a copy of an item of a batch from %r (%s: %s); "
-                "rejecting the batch instead",
-                self.identity,
-                settler.delivery.properties.app_id,
-                type(exc).__name__,
-                exc,
-            )
+        except _UNCOPYABLE as exc:
+            # Not even a copy without its headers can be sent: nothing else is left than
+            # the queue's dead-letter exchange taking the batch as it came.
+            self._log_uncopyable(settler, exc, "rejecting the batch instead")
             channel.nack(tag, requeue=False, generation=gen)
             return
         task = self.loop.create_task(self._finish_batch(settler, seqs))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _copy_item(self, settler: BatchSettler, index: int, dead: bool) -> int:
+    def _log_uncopyable(self, settler: BatchSettler, exc: Exception, instead: str) -> None:
+        log.error(
+            "agent %s: cannot send a copy of an item of a batch from %r (%s: %s); %s",
+            self.identity,
+            settler.delivery.properties.app_id,
+            type(exc).__name__,
+            exc,
+            instead,
+        )
+
+    def _copy_item(
+        self, settler: BatchSettler, index: int, dead: bool, *, own_headers: bool = True
+    ) -> int:
         """Publish a copy of one item: back to its queue, or dead-lettered; its sequence
-        number.
+        number. Without `own_headers` the copy carries only the headers we set.
         """
         item = settler.items[index]
         origin = {
@@ -345,7 +394,9 @@ class BatchReader(AgentBase):
             retries = (item.properties.headers or {}).get(RETRIES_HEADER)
             valid = isinstance(retries, int) and not isinstance(retries, bool) and retries >= 0
             changes = {
-                REASON_HEADER: REJECTED_REASON,
+                REASON_HEADER: REJECTED_REASON
+                if own_headers
+                else REJECTED_REASON + HEADERS_DROPPED,
                 DEAD_LETTER_ID_HEADER: uuid.uuid4().hex[:16],
                 DEAD_LETTERED_AT_HEADER: int(time.time()),
                 AGENT_HEADER: self.identity,
@@ -355,7 +406,10 @@ class BatchReader(AgentBase):
             if settler.behaviour:
                 changes[BEHAVIOUR_HEADER] = settler.behaviour
             exchange, routing_key = DEAD_LETTER_EXCHANGE, queue or item.routing_key
-        headers = copy_headers(item, changes, defaults=origin, drop=(DELAY_HEADER,))
+        if own_headers:
+            headers = copy_headers(item, changes, defaults=origin, drop=(DELAY_HEADER,))
+        else:
+            headers = {**origin, **changes}
         props = copy_properties(item, headers, delivery_mode=self._delivery_mode)
         return self._pub.publish(item.body, exchange, routing_key, props)
 

@@ -13,8 +13,10 @@ cost the broker about 1/N of their cost one by one. A batch is an ordinary AMQP 
   without content type or headers.
 
 Items of one batch share the exchange and routing key of the AMQP message. Readers refuse a
-body that is not such an array, an empty array, or more than `MAX_ITEMS` items
+body that is not such an array, an empty array, or more than `MAX_ITEMS` items (4096)
 (`BatchFormatError`): the AMQP message is then handled as any undecodable message.
+`MAX_ITEMS` bounds a consumer's memory: a prefetch of P AMQP messages holds at most
+P x `MAX_ITEMS` items (each a `Message` over a `Delivery`, about 350 bytes besides its body).
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ from .envelope import DecodeError
 
 BATCH_CONTENT_TYPE = "application/vnd.munggoggo.batch+msgpack"
 BATCH_COUNT_HEADER = "x-munggoggo-batch"
-# A reader's bound: a batch claiming more items is refused, not allocated.
-MAX_ITEMS = 65_536
+# A reader's bound: a batch of more items is refused. Prefetch counts AMQP messages, not
+# items: this caps what one prefetched batch costs in memory (see the module docstring).
+MAX_ITEMS = 4096
 
 # One item as a writer gives it: (body, content type or None, headers or None).
 Item = tuple[bytes, str | None, dict[str, Any] | None]
@@ -56,20 +59,26 @@ _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(list[BatchItem])
 
 
-def item_overhead(content_type: str | None, headers: dict[str, Any] | None) -> int:
-    """Bytes an item adds to a batch besides its body, estimated from above (headers are
-    counted by the length of their repr, a bound that needs no encoding).
+# What an item `[body, content_type, headers]` adds besides the bytes of its body, content
+# type and encoded headers, at most: its array header (1), the bin header of its body (up to
+# 5), the str header of its content type (up to 2: at most 255 bytes) and a nil (1) for
+# headers left empty.
+ITEM_OVERHEAD = 9
+
+
+def item_overhead(content_type: str | None, encoded_headers: int) -> int:
+    """Bytes an item adds to a batch besides its body, counted from above.
 
     Args:
         content_type: the item's content type, or None.
-        headers: the item's headers, or None.
+        encoded_headers: the length of the item's headers encoded as msgpack (0: none).
 
     Returns:
-        The estimate in bytes.
+        The bound in bytes.
     """
-    size = 8 + (len(content_type) if content_type else 0)
-    if headers:
-        size += len(repr(headers)) + 8
+    size = ITEM_OVERHEAD + encoded_headers
+    if content_type:
+        size += len(content_type.encode("utf-8", "surrogateescape"))
     return size
 
 
@@ -103,12 +112,13 @@ def unpack_items(body: bytes, declared_count: Any = None) -> list[BatchItem]:
 
     Raises:
         BatchFormatError: not a msgpack array of items, empty, more than `MAX_ITEMS`, or
-            a different number of items than `declared_count` says.
+            a different number of items than `declared_count` says; any failure to decode
+            it (nested too deep for the decoder: RecursionError) is one of these.
     """
     try:
         items = _decoder.decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise BatchFormatError(f"malformed batch body: {exc}") from None
+    except Exception as exc:
+        raise BatchFormatError(f"malformed batch body: {type(exc).__name__}: {exc}") from None
     if not items or len(items) > MAX_ITEMS:
         raise BatchFormatError(f"a batch holds 1 to {MAX_ITEMS} items, got {len(items)}")
     if declared_count is not None and declared_count != len(items):

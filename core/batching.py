@@ -32,9 +32,17 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from . import tracing
-from ._speedups import Properties, encode_properties
-from .batch_format import BATCH_CONTENT_TYPE, BATCH_COUNT_HEADER, MAX_ITEMS, Item, pack_items
-from .envelope import KIND_MESSAGE, EncodeError, encode_body
+from ._speedups import Properties, check_header_fits, encode_properties, encode_table
+from .amqp.errors import ConnectionLost
+from .batch_format import (
+    BATCH_CONTENT_TYPE,
+    BATCH_COUNT_HEADER,
+    ITEM_OVERHEAD,
+    MAX_ITEMS,
+    Item,
+    pack_items,
+)
+from .envelope import KIND_MESSAGE, encode_body
 from .topics import TopicPattern, compile_topic
 from .tracing import TRACEPARENT, outgoing_headers
 from .wire import TOPIC_EXCHANGE
@@ -53,9 +61,13 @@ FIRST_BATCHED_SEQ = 1 << 48
 # The largest `max_bytes`: RabbitMQ 4's default max_message_size (16 MiB).
 MAX_BATCH_BYTES = 16 * 1024 * 1024
 MAX_LINGER = 60.0
-# The msgspec encoder that checks an item's headers when it is added: a value msgpack
-# cannot carry fails that publish, never the batch it would have joined.
-_check_encoder = msgspec.msgpack.Encoder()
+# The msgspec encoder that measures an item's headers when it is added (what they add to
+# the batch body, exactly).
+_headers_encoder = msgspec.msgpack.Encoder()
+# Content types whose properties' length `check_properties` remembers, at most.
+_OTHERS_CACHE = 64
+# A content type up to this many characters fits AMQP's 255 bytes whatever its UTF-8 form.
+_SURE_SHORTSTR = 63
 # Routing keys whose topic match a lane remembers, at most (then it starts afresh).
 _TAKEN_CACHE = 4096
 # The msgpack array header of the batch body, counted against `max_bytes` from above.
@@ -77,10 +89,12 @@ class Batching:
     Attributes:
         linger: seconds the first item of a batch waits for company; 0: until the end of
             the current loop tick.
-        max_items: items per batch at most; a full batch is sent at once.
-        max_bytes: body size of a batch at most (items' bodies, content types and headers,
-            estimated from above); a batch is sent when the next item would exceed it. An
-            item larger than this goes alone, as a batch of one.
+        max_items: items per batch at most (up to `batch_format.MAX_ITEMS`, what a reader
+            accepts); a full batch is sent at once.
+        max_bytes: body size of a batch at most (items' bodies, content types and encoded
+            headers, trace headers included, counted from above); a batch is sent when the
+            next item would exceed it. An item larger than this goes alone, as a batch of
+            one: only then is a body larger than `max_bytes`.
         topics: AMQP topic patterns (`*` one word, `#` zero or more): only publishes whose
             routing key matches one are batched, the others go out as they are.
 
@@ -91,7 +105,7 @@ class Batching:
     linger: float = 0.001
     """Seconds the first item of a batch waits for more (0: the end of this loop tick)."""
     max_items: int = 256
-    """Items per batch at most (1 to 65536)."""
+    """Items per batch at most (1 to `batch_format.MAX_ITEMS`, 4096)."""
     max_bytes: int = 65536
     """Bytes per batch body at most (1 to 16 MiB); a larger item goes alone."""
     topics: tuple[str, ...] = ("#",)
@@ -228,10 +242,17 @@ class BatchLane:
         headers: dict[str, Any] | None,
         content_type: str | None,
         origin: str,
-    ) -> int:
+    ) -> int | None:
         """Add one logical message to the batch of its routing key (sending that batch
         first when this item would make it exceed `max_bytes`, and afterwards when it is
         full).
+
+        Its properties are checked as a plain publish checks them (the AMQP encoder, the
+        content header's `frame_max` bound): every copy a consumer makes of the item
+        (retry, requeue, dead letter) travels with them as AMQP headers. Headers AMQP
+        carries but a batch item cannot (a name that is no str, a value msgpack has no
+        form for) make it go alone: the batch of its routing key is sent first, so the
+        order of the key's messages holds, and None is returned.
 
         Args:
             body: what `publish()` was given.
@@ -241,30 +262,43 @@ class BatchLane:
             origin: the publishing behaviour's short name ("" for the agent).
 
         Returns:
-            The message's logical sequence number (from `FIRST_BATCHED_SEQ` on).
+            The message's logical sequence number (from `FIRST_BATCHED_SEQ` on), or None
+            when it must be published alone.
 
         Raises:
-            EncodeError: a body the content type cannot carry, or headers msgpack cannot
-                (a key that is no str, a value of a type it has no form for); nothing is
-                added.
+            EncodeError: a body the content type cannot carry; nothing is added.
+            ValueError: headers or a content type AMQP cannot carry, as a plain publish.
+            PropertiesTooLarge: properties over one content header frame (`frame_max`),
+                as a plain publish.
+            ConnectionLost: the connection closed for good, as a plain publish.
         """
         data, ctype = encode_body(body, content_type)
-        if headers:
-            _check_headers(headers)
         if TRACEPARENT.get() is not None or tracing.hooks is not None:
             headers = outgoing_headers(headers, KIND_MESSAGE)
-        # batch_format.item_overhead, inlined: the per-item path stays one call deep.
-        size = len(data) + 8 + len(ctype)
-        if headers:
-            size += len(repr(headers)) + 8
         batcher = self._batcher
+        # batch_format.item_overhead, inlined: the per-item path stays one call deep.
+        size = len(data) + ITEM_OVERHEAD + len(ctype)
+        if not ctype.isascii():
+            size += len(ctype.encode("utf-8", "surrogateescape")) - len(ctype)
+        if headers or len(ctype) > _SURE_SHORTSTR:
+            batcher.check_properties(ctype, headers)
+            if headers:
+                encoded = _encoded_headers(headers)
+                if encoded is None:
+                    batch = self._batches.get(routing_key)
+                    if batch is not None:
+                        self._send(batch)
+                    return None
+                size += encoded - 1  # in place of the nil ITEM_OVERHEAD counts
         setting = self.setting
-        seq = batcher.next_seq
-        batcher.next_seq = seq + 1
         batch = self._batches.get(routing_key)
         if batch is not None and batch.size + size > setting.max_bytes:
             self._send(batch)
             batch = None
+        if batch is None:
+            batcher.check_open()
+        seq = batcher.next_seq
+        batcher.next_seq = seq + 1
         if batch is None:
             batch = self._batches[routing_key] = _Batch(routing_key, seq)
             loop = batcher.loop
@@ -350,6 +384,7 @@ class Batcher:
         self._prune_due = False
         self._props_second = -1
         self._props: dict[int, bytes] = {}
+        self._others_len: dict[str, int] = {}  # content type -> its properties' length
 
     def lane(self, setting: Batching) -> BatchLane:
         """The lane of a setting (one per distinct setting: equal ones share batches).
@@ -410,6 +445,52 @@ class Batcher:
             await asyncio.sleep(0)
         else:
             await channel.drain()
+
+    def check_properties(self, content_type: str, headers: dict[str, Any] | None) -> None:
+        """Check what a plain publish of a message with these properties checks.
+
+        Args:
+            content_type: the message's content type.
+            headers: its headers (trace headers included), or None.
+
+        Raises:
+            ValueError: a property AMQP cannot carry (a header value, a name or content
+                type over 255 bytes, an int beyond 64 bits, ...).
+            PropertiesTooLarge: the properties do not fit one content header frame.
+        """
+        # The encoded properties are the other fields (their length is fixed per content
+        # type: the timestamp always takes 8 bytes) followed by the header table.
+        others = self._others_len.get(content_type)
+        if others is None:
+            publisher = self._publisher
+            others = len(
+                encode_properties(
+                    Properties(
+                        content_type=content_type,
+                        type=KIND_MESSAGE,
+                        app_id=publisher.identity,
+                        timestamp=int(time.time()),
+                        delivery_mode=publisher.delivery_mode,
+                    )
+                )
+            )
+            if len(self._others_len) >= _OTHERS_CACHE:
+                self._others_len.clear()
+            self._others_len[content_type] = others
+        size = others + len(encode_table(headers)) if headers else others
+        check_header_fits(size, self._channel.connection.frame_max)
+
+    def check_open(self) -> None:
+        """Raise as a plain publish does when the publish channel can never take one again
+        (checked when a batch starts: cheap, and a batch being filled fails as a whole
+        through `on_publish_failure` when it cannot be sent).
+
+        Raises:
+            ConnectionLost: the channel is not open and its connection closed for good.
+        """
+        channel = self._channel
+        if not channel.is_open and channel.connection.is_closed:
+            raise ConnectionLost(f"cannot publish on channel {channel.id}: it is not open")
 
     def _properties(self, count: int) -> bytes:
         """The batch's properties: the agent's usual ones and the item count (cached per
@@ -476,9 +557,9 @@ class Batcher:
         """Forget the batches up to channel seq `limit` the broker confirmed (their
         numbers are needed no more).
         """
-        # A lower bound of the channel's confirmed watermark: the unconfirmed publishes are
-        # always the newest ones, and the channel's last seq is at least ours.
-        confirmed = min(limit, self._last_channel_seq - self._channel.unconfirmed)
+        # The channel's own watermark: after a reconnect the broker may confirm publishes
+        # out of order, so "last seq - unconfirmed" would pass a batch still unconfirmed.
+        confirmed = min(limit, self._channel.confirmed_through)
         order, inflight = self._order, self._inflight
         while order and order[0] <= confirmed:
             inflight.pop(order.popleft(), None)
@@ -513,12 +594,14 @@ class Batcher:
         return named
 
 
-def _check_headers(headers: dict[str, Any]) -> None:
-    """Raise EncodeError for headers a batch item cannot carry (see `BatchLane.add`)."""
+def _encoded_headers(headers: dict[str, Any]) -> int | None:
+    """The length of `headers` encoded as msgpack; None when a batch item cannot carry
+    them (see `BatchLane.add`).
+    """
     for name in headers:
         if type(name) is not str:
-            raise EncodeError(f"header names must be str in a batch, got {name!r}")
+            return None
     try:
-        _check_encoder.encode(headers)
-    except (TypeError, msgspec.EncodeError, OverflowError) as exc:
-        raise EncodeError(f"headers msgpack cannot carry in a batch: {exc}") from None
+        return len(_headers_encoder.encode(headers))
+    except (TypeError, msgspec.EncodeError, OverflowError, ValueError):
+        return None

@@ -164,6 +164,13 @@ class Channel(ChannelTopology, ChannelAcks, ChannelRecovery):
         return len(self._tracker) if self._tracker is not None else 0
 
     @property
+    def confirmed_through(self) -> int:
+        """Every publish with a sequence number up to this one is settled (acked, nacked or
+        failed), whatever order the broker confirmed them in; 0 without confirms.
+        """
+        return self._tracker.confirmed_through if self._tracker is not None else 0
+
+    @property
     def closed_by_user(self) -> bool:
         """Whether `close()` was called: the channel is never reopened after that."""
         return self._closed_by_user

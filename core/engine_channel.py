@@ -68,6 +68,13 @@ class ChannelProtocol(Protocol):
         ...
 
     @property
+    def confirmed_through(self) -> int:
+        """Every publish with a sequence number up to this one is settled (acked, nacked or
+        failed), even when the broker confirmed later ones first; 0 without confirms.
+        """
+        ...
+
+    @property
     def writable(self) -> bool:
         """True when publishing may go on without waiting (see `drain`)."""
         ...

@@ -46,7 +46,7 @@ class InboxRouter(AgentBase):
         batch_type = BATCH_CONTENT_TYPE
         for d in batch:
             if d.properties.content_type == batch_type and channel is sub:
-                settler = self._read_batch(d, sub, identity, "")
+                settler = self.read_batch_guarded(d, sub, identity, "")
                 if settler is not None:
                     self._route_inbox(settler.items, settler)
                 continue

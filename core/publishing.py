@@ -72,7 +72,9 @@ class PublishSurface:
         With batching on (`AgentConfig.batching`, `Behaviour.batching`) and a routing key
         its topics match, the message joins a batch to that routing key instead of being
         published now (no delay: a delayed publish goes alone); the batch is published,
-        confirmed, within its `linger` (docs/performance.md, "Micro-batching").
+        confirmed, within its `linger` (docs/performance.md, "Micro-batching"). Its headers
+        are checked as a plain publish checks them, and raise the same errors; headers AMQP
+        carries but a batch item cannot (a name that is no str) make it go alone.
 
         Returns:
             The publish's sequence number (what `Agent.on_publish_failure` reports). A
@@ -82,14 +84,17 @@ class PublishSurface:
         Raises:
             ValueError: a negative or too long delay.
             TypeError: a delay that is not a number.
-            EncodeError: a batched message whose headers msgpack cannot carry.
+            ValueError: headers or a content type AMQP cannot carry.
+            PropertiesTooLarge: properties over one content header frame (`frame_max`).
+            AMQPError: the connection closed for good (ConnectionLost).
         """
         lane = self._batch_lane
         if lane is not None and not delay and lane.takes(routing_key):
             seq = lane.add(body, routing_key, headers, content_type, self._publish_label)
             if lane.must_drain:  # a batch went out: let it be written, respect backpressure
                 await lane.drain()
-            return seq
+            if seq is not None:
+                return seq
         return await self._publisher.emit_message(
             body, TOPIC_EXCHANGE, routing_key, headers, content_type, self._publish_label, delay
         )

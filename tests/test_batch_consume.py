@@ -6,6 +6,7 @@ message per item, in order; items settle one by one and the AMQP message once al
 from __future__ import annotations
 
 import asyncio
+import datetime
 import time
 from collections.abc import Callable
 from typing import Any
@@ -17,7 +18,7 @@ from mesh_tools import Point, uid
 
 from munggoggo import Agent, AgentConfig, Behaviour, RestartPolicy, Template
 from munggoggo._speedups import Properties
-from munggoggo.batch_consume import REJECTED_REASON
+from munggoggo.batch_consume import HEADERS_DROPPED, REJECTED_REASON
 from munggoggo.batch_format import BATCH_CONTENT_TYPE, BATCH_COUNT_HEADER, pack_items
 from munggoggo.deadletters import DeadLetter, DeadLetters
 from munggoggo.message import Message
@@ -227,10 +228,19 @@ async def test_mixed_outcomes_requeue_and_reject_items_alone(mesh_url):
             await dead.purge(all=True, agent=agent.identity)
 
 
+# A batch nested deeper than the decoder recurses (RecursionError, not a DecodeError).
+TOO_DEEP = b"\x91\x93\xc4\x01a\xc0\x81\xa1x" + b"\x91" * 100_000 + b"\x90"
+
+
 @pytest.mark.parametrize(
     ("body", "count"),
-    [(b"\x01 not msgpack", None), (pack_items([(b"a", None, None)]), 2), (b"\x90", None)],
-    ids=["garbage", "count mismatch", "empty"],
+    [
+        (b"\x01 not msgpack", None),
+        (pack_items([(b"a", None, None)]), 2),
+        (b"\x90", None),
+        (TOO_DEEP, None),
+    ],
+    ids=["garbage", "count mismatch", "empty", "too deep"],
 )
 async def test_a_malformed_batch_is_dead_lettered_and_the_next_one_read(mesh_url, body, count):
     agent = Agent(uid("reader"), url=mesh_url)
@@ -247,6 +257,96 @@ async def test_a_malformed_batch_is_dead_lettered_and_the_next_one_read(mesh_url
             await eventually(lambda: len(script.got) == 1, what="the good batch")
             assert script.got[0].body == b"good"
             assert agent.stats.dead_lettered[script.short_name] == 1
+        finally:
+            await dead.purge(all=True, agent=agent.identity)
+
+
+async def test_a_batch_too_deep_to_decode_costs_only_itself(mesh_url):
+    """Behaviour queue and inbox: the deliveries behind it in the same callback arrive."""
+    agent = Agent(uid("reader"), url=mesh_url)
+    topic = uid("t")
+    async with agent:
+        dead = DeadLetters(agent.connection)
+        try:
+            script = await agent.add_behaviour(
+                Script(agent, binding_keys=[topic], template=Template(sender=agent.identity))
+            )
+            pub = agent.publish_channel
+            props = Properties(content_type=BATCH_CONTENT_TYPE, type="message")
+            plain = Properties(content_type="text/plain", type="message", app_id=agent.identity)
+            pub.publish(TOO_DEEP, TOPIC_EXCHANGE, topic, props)
+            pub.publish(b"plain", TOPIC_EXCHANGE, topic, plain)
+            pub.publish(TOO_DEEP, "", agent.identity, props)
+            pub.publish(b"direct", "", agent.identity, plain)
+            await pub.wait_confirms(timeout=5)
+            letters = await dead_letters_of(dead, agent.identity, 2)
+            assert all(d.reason.startswith("BatchFormatError") for d in letters)
+            await eventually(lambda: len(script.got) == 2, what="both plain messages")
+            assert sorted(m.body for m in script.got) == [b"direct", b"plain"]
+            probe = await agent.connection.channel(confirms=False)
+            assert (await probe.queue_declare(script.queue, passive=True)).message_count == 0
+        finally:
+            await dead.purge(all=True, agent=agent.identity)
+
+
+# A header value msgpack carries and AMQP does not: a foreign writer's batch.
+WHEN = {"when": datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)}
+
+
+async def test_an_item_that_cannot_be_requeued_alone_requeues_its_batch(mesh_url):
+    agent = Agent(uid("reader"), url=mesh_url)
+    topic = uid("t")
+
+    def requeue_odd_once(msg: Message) -> None:
+        if msg.body == b"odd" and not msg.redelivered:
+            assert msg.nack(requeue=True)
+
+    async with agent:
+        dead = DeadLetters(agent.connection)
+        try:
+            script = await agent.add_behaviour(
+                Script(agent, binding_keys=[topic], act=requeue_odd_once)
+            )
+            await publish_batch(agent, topic, [(b"ok", None, None), (b"odd", None, WHEN)])
+            await eventually(lambda: len(script.got) == 4, what="the batch twice")
+            assert [(m.body, m.redelivered) for m in script.got] == [
+                (b"ok", False),
+                (b"odd", False),
+                (b"ok", True),
+                (b"odd", True),
+            ]
+            channel = channel_of(agent, script)
+            await eventually(lambda: channel.acked == 1, what="the redelivered batch acked")
+            assert channel.nacked == 1
+            assert await dead.list(10, agent=agent.identity) == []
+        finally:
+            await dead.purge(all=True, agent=agent.identity)
+
+
+async def test_an_item_that_cannot_be_dead_lettered_whole_goes_without_its_headers(mesh_url):
+    agent = Agent(uid("reader"), url=mesh_url)
+    topic = uid("t")
+
+    def refuse_odd(msg: Message) -> None:
+        if msg.body == b"odd":
+            assert msg.nack(requeue=False)
+
+    async with agent:
+        dead = DeadLetters(agent.connection)
+        try:
+            script = await agent.add_behaviour(Script(agent, binding_keys=[topic], act=refuse_odd))
+            items = [(b"a", None, None), (b"odd", "text/plain", WHEN), (b"c", None, None)]
+            await publish_batch(agent, topic, items)
+            (letter,) = await dead_letters_of(dead, agent.identity, 1)
+            assert letter.body == b"odd" and letter.content_type == "text/plain"
+            assert letter.reason == REJECTED_REASON + HEADERS_DROPPED
+            assert "when" not in letter.headers and letter.queue == script.queue
+            assert (letter.exchange, letter.routing_key) == (TOPIC_EXCHANGE, topic)
+            channel = channel_of(agent, script)
+            await eventually(lambda: channel.acked == 1, what="the batch acked")
+            await asyncio.sleep(0.3)
+            assert [m.body for m in script.got] == [b"a", b"odd", b"c"]
+            assert channel.nacked == 0
         finally:
             await dead.purge(all=True, agent=agent.identity)
 

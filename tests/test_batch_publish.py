@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import datetime
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,10 +19,17 @@ from broker_tools import wait_until
 from mesh_tools import MessageCollector, uid
 
 from munggoggo import Agent, AgentConfig, Batching, OneShotBehaviour, PublishError
-from munggoggo._speedups import Delivery
+from munggoggo._speedups import ConfirmTracker, Delivery
 from munggoggo.agent import TOPIC_EXCHANGE, open_connection
-from munggoggo.batch_format import BATCH_CONTENT_TYPE, BATCH_COUNT_HEADER, unpack_items
-from munggoggo.batching import FIRST_BATCHED_SEQ
+from munggoggo.amqp.errors import ConnectionLost
+from munggoggo.batch_format import (
+    BATCH_CONTENT_TYPE,
+    BATCH_COUNT_HEADER,
+    MAX_ITEMS,
+    BatchFormatError,
+    unpack_items,
+)
+from munggoggo.batching import FIRST_BATCHED_SEQ, Batcher
 from munggoggo.url import parse_urls
 
 QUIET = {"presence": False}
@@ -335,20 +343,177 @@ async def test_a_foreign_client_reads_a_batch_with_plain_msgpack(broker_url):
     ]
 
 
-async def test_headers_a_batch_cannot_carry_fail_that_publish_only(mesh_url):
+def _bad_headers() -> list[dict[Any, Any]]:
+    cyclic: dict[str, Any] = {}
+    cyclic["self"] = cyclic
+    return [
+        {"x": object()},
+        {"when": datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)},
+        {"ext": msgspec.msgpack.Ext(5, b"x")},
+        {"big": 2**63},
+        {"n" * 256: 1},
+        {"huge": "x" * 300_000},  # over one content header frame
+        cyclic,
+    ]
+
+
+async def test_batched_headers_are_refused_as_a_plain_publish_refuses_them(mesh_url):
+    """What a plain publish refuses, a batched one refuses with the same error, and takes
+    nothing: no copy a consumer makes of an item (retry, dead letter) can fail on them."""
     key = uid("bpub.bad")
+    plain = Agent(uid("plain"), url=mesh_url, config=AgentConfig(**QUIET))
     async with (
+        plain,
         Agent(uid("bpub"), url=mesh_url, config=config(linger=0.05)) as agent,
         wire(mesh_url, key) as seen,
     ):
         await agent.publish(1, key)
-        with pytest.raises(ValueError):
-            await agent.publish(2, key, headers={3: "a non-str name"})
-        with pytest.raises(ValueError):
-            await agent.publish(2, key, headers={"x": object()})
+        for headers in _bad_headers():
+            with pytest.raises(ValueError) as refused_plain:
+                await plain.publish(2, key, headers=headers)
+            with pytest.raises(ValueError) as refused:
+                await agent.publish(2, key, headers=headers)
+            assert type(refused.value) is type(refused_plain.value), headers.keys()
+        with pytest.raises(ValueError):  # a content type over AMQP's 255 bytes
+            await agent.publish(2, key, content_type="x/" + "y" * 300)
         await agent.publish(3, key)
         assert await wait_until(lambda: len(seen.items()) == 2)
+        await asyncio.sleep(0.1)
     assert [b for b, _, _ in seen.items()] == [b"1", b"3"]
+    assert agent.stats.published[("", "message")] == 2
+
+
+async def test_headers_amqp_carries_and_a_batch_cannot_go_alone_in_order(mesh_url):
+    key = uid("bpub.alone")
+    async with (
+        Agent(uid("bpub"), url=mesh_url, config=config(linger=HOLD)) as agent,
+        wire(mesh_url, key) as seen,
+    ):
+        first = await agent.publish(1, key)
+        await agent.publish(2, key, headers={b"bytes-name": "v"})  # plain publish takes it
+        await agent.publish(3, key)
+        await agent.flush(timeout=5)
+        assert await wait_until(lambda: len(seen.items()) == 3)
+    assert first >= FIRST_BATCHED_SEQ
+    assert [b for b, _, _ in seen.items()] == [b"1", b"2", b"3"]
+    kinds = [d.properties.content_type == BATCH_CONTENT_TYPE for d in seen.deliveries]
+    assert kinds == [True, False, True]
+    assert seen.deliveries[1].properties.headers == {"bytes-name": "v"}
+
+
+async def test_max_bytes_bounds_every_batch_body(mesh_url):
+    """Headers, trace headers and content types count as they are encoded: no body is
+    larger than max_bytes unless it is one item larger than that."""
+    key = uid("bpub.size")
+    async with (
+        Agent(uid("bpub"), url=mesh_url, config=config(linger=HOLD, max_bytes=4096)) as agent,
+        wire(mesh_url, key) as seen,
+    ):
+        for i in range(60):
+            headers = {"f": [0.0] * (i % 7 * 20), "traceparent": "00-" + "a" * 50}
+            await agent.publish(b"", key, headers=headers, content_type="t/é" * (i % 5))
+        await agent.publish(b"B" * 5000, key)
+        await agent.flush(timeout=5)
+        assert await wait_until(lambda: len(seen.items()) == 61)
+    sizes = [len(d.body) for d in seen.deliveries]
+    assert len(sizes) > 3
+    assert [s for s in sizes if s > 4096] == [sizes[-1]]  # the big item, alone
+    assert seen.deliveries[-1].properties.headers == {BATCH_COUNT_HEADER: 1}
+
+
+async def test_a_batched_publish_raises_when_the_connection_is_gone(mesh_url):
+    for batching in (None, Batching(linger=HOLD)):
+        agent = Agent(uid("bpub"), url=mesh_url, config=AgentConfig(batching=batching, **QUIET))
+        await agent.start()
+        try:
+            failed: list[tuple[int, Exception]] = []
+            agent.on_publish_failure = failed.extend
+            await agent.connection.close()
+            with pytest.raises(ConnectionLost):
+                await agent.publish("x", uid("bpub.gone"))
+            assert failed == []
+        finally:
+            await agent.stop()
+
+
+async def test_the_publish_channel_says_what_is_confirmed_through(mesh_url):
+    async with Agent(uid("bpub"), url=mesh_url, config=AgentConfig(**QUIET)) as agent:
+        channel = agent.publish_channel
+        before = channel.confirmed_through
+        seq = await agent.publish("x", uid("bpub.seq"))
+        await agent.flush(timeout=5)
+        assert before < seq == channel.confirmed_through
+
+
+def test_a_batch_of_more_items_than_a_reader_takes_is_refused():
+    assert Batching(max_items=MAX_ITEMS).max_items == MAX_ITEMS
+    with pytest.raises(ValueError, match=r"Batching\.max_items"):
+        Batching(max_items=MAX_ITEMS + 1)
+    # The reader's bound keeps a prefetched batch's memory small (prefetch x MAX_ITEMS).
+    assert MAX_ITEMS <= 4096
+    body = msgspec.msgpack.encode([[b""]] * (MAX_ITEMS + 1))
+    with pytest.raises(BatchFormatError):
+        unpack_items(body)
+    assert len(unpack_items(msgspec.msgpack.encode([[b""]] * MAX_ITEMS))) == MAX_ITEMS
+
+
+class _Stats:
+    published: dict[Any, int] = {}
+    batches_published = 0
+
+
+class _Publisher:
+    """What a Batcher reads of its agent."""
+
+    stats = _Stats()
+    trace = None
+    identity = "p"
+    records_traces = False
+    delivery_mode = None
+
+
+class _TrackedChannel:
+    """The publish channel's bookkeeping alone: a real ConfirmTracker, no broker."""
+
+    writable = True
+    is_open = True
+
+    def __init__(self) -> None:
+        self.tracker = ConfirmTracker()
+
+    @property
+    def unconfirmed(self) -> int:
+        return len(self.tracker)
+
+    @property
+    def confirmed_through(self) -> int:
+        return self.tracker.confirmed_through
+
+    def publish(self, body: bytes, exchange: str, key: str, props: Any) -> int:
+        return self.tracker.add(b"frames")
+
+
+async def test_a_batch_confirmed_out_of_order_after_a_reconnect_keeps_its_numbers():
+    """After a reconnect the broker may confirm a later publish first: the batch before it
+    is still unconfirmed, and its failure names its own messages."""
+    channel = _TrackedChannel()
+    batcher = Batcher(_Publisher())  # type: ignore[arg-type]
+    batcher.attach(channel, lambda failures: None, asyncio.get_running_loop())  # type: ignore[arg-type]
+    lane = batcher.lane(Batching(linger=HOLD))
+    first = lane.add(b"1", "k", None, None, "")
+    lane.send_all()  # channel seq 1
+    channel.publish(b"plain", "", "q", None)  # seq 2
+    lane.add(b"3", "k", None, None, "")
+    lane.send_all()  # seq 3
+    await asyncio.sleep(0)
+    channel.tracker.settle(2, False, False)  # seq 2 alone confirmed
+    channel.tracker.restart()  # a reconnect: 1 and 3 kept, republished
+    assert channel.confirmed_through == 0
+    lane.add(b"4", "k", None, None, "")
+    lane.send_all()  # seq 4: a prune is due
+    await asyncio.sleep(0)
+    error = RuntimeError("nacked")
+    assert batcher.logical([(1, error)]) == [(first, error)]
 
 
 def test_batching_settings_are_checked():
@@ -357,7 +522,7 @@ def test_batching_settings_are_checked():
         {"linger": float("inf")},
         {"linger": "1"},
         {"max_items": 0},
-        {"max_items": 65_537},
+        {"max_items": MAX_ITEMS + 1},
         {"max_items": True},
         {"max_bytes": 0},
         {"max_bytes": 1.5},

@@ -111,6 +111,13 @@ class MemoryChannel(TopologyMethods, PublishMethods):
         """As `ChannelProtocol.unconfirmed`: publishes awaiting their confirm."""
         return self._ledger.unconfirmed
 
+    @property
+    def confirmed_through(self) -> int:
+        """As `ChannelProtocol.confirmed_through`: every publish up to this sequence
+        number is settled.
+        """
+        return self._ledger.confirmed_through()
+
     def __repr__(self) -> str:
         state = "open" if self.is_open else "closed" if self._closed_by_user else "recovering"
         return f"<MemoryChannel {self.id} {state} gen={self.generation}>"
