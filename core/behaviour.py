@@ -609,8 +609,14 @@ class Behaviour(BehaviourLifecycle, PublishSurface, Generic[AgentT]):
         if started:
             elapsed = perf_counter() - started
             if self._sample_in >= 0 and not self._idle_step:
-                self.step_seconds.observe(elapsed - self._waited)
-                self._sample_in = STEP_SAMPLE_EVERY - 1
+                if self._sample_in or self._waited:
+                    # Timed because it started with an empty mailbox: it counts for itself
+                    # alone (such steps are not like the busy ones) and the sampling's turn
+                    # is kept for the next busy step.
+                    self.step_seconds.observe(elapsed - self._waited, stands_for_unsampled=False)
+                else:  # the sampling's turn: it stands for the busy steps since the last
+                    self.step_seconds.observe(elapsed)
+                    self._sample_in = STEP_SAMPLE_EVERY - 1
         else:
             elapsed = 0.0
             if self._sample_in > 0 and not self._idle_step:

@@ -91,69 +91,75 @@ class StepHistogram:
 
     A behaviour reads the clock for one busy step in `STEP_SAMPLE_EVERY` (and for every
     step that starts with an empty mailbox: it reads the clock anyway); the other steps
-    only add to `unsampled`. What is exported stands for all of them: `count` is exact,
-    and the buckets and the sum are the timed steps' scaled to `count`, an estimate of the
-    distribution of every step's time (docs/decisions.md).
+    only add to `unsampled`. A timed step that the sampling chose stands for itself and
+    for the untimed steps counted since the previous such step: it adds that weight
+    (1 + `unsampled`) to its bucket and its duration times that weight to the sum. A step
+    timed only because it started with an empty mailbox adds itself alone. Nothing is
+    rescaled when read, so every exported series only grows; `count` is exact, and the
+    buckets and the sum are an estimate of every step's time (docs/decisions.md).
 
     Args:
         bounds: the buckets' upper bounds, ascending (+Inf is added).
 
     Attributes:
         bounds: the buckets' upper bounds.
-        counts: timed steps per bucket (not cumulative), the last one +Inf.
-        sampled_sum: the sum of the timed steps' durations.
+        counts: steps per bucket, weighted (not cumulative), the last one +Inf.
+        sum: the estimated total time of the steps in the buckets, in seconds.
         sampled: how many steps were timed.
-        unsampled: how many steps were counted without being timed.
+        unsampled: the untimed steps counted since the last timed step that stands for
+            them; they are in `count` and the +Inf bucket, and go into a bucket with it.
     """
 
-    __slots__ = ("bounds", "counts", "sampled", "sampled_sum", "unsampled")
+    __slots__ = ("_weighed", "bounds", "counts", "sampled", "sum", "unsampled")
 
     def __init__(self, bounds: tuple[float, ...] = LATENCY_BUCKETS) -> None:
         self.bounds = bounds
         self.counts = [0] * (len(bounds) + 1)  # the last slot is +Inf
-        self.sampled_sum = 0.0
+        self.sum = 0.0
         self.sampled = 0
         self.unsampled = 0
+        self._weighed = 0  # steps in `counts`: the timed ones and those they stand for
 
-    def observe(self, value: float) -> None:
-        """Count one timed step.
+    def observe(self, value: float, *, stands_for_unsampled: bool = True) -> None:
+        """Count one timed step, with the untimed steps it stands for.
 
         Args:
-            value: its duration, in seconds.
+            value: its duration, in seconds (a negative one counts as 0.0: the sum only
+                grows).
+            stands_for_unsampled: True for a step the sampling chose: it also stands for
+                the `unsampled` steps, which it takes into its bucket. False for a step
+                timed for another reason (it started with an empty mailbox): it counts
+                for itself alone, so steps that differ from the busy ones do not stand for
+                them.
         """
-        self.counts[bisect_left(self.bounds, value)] += 1
-        self.sampled_sum += value
+        weight = 1
+        if stands_for_unsampled:
+            weight += self.unsampled
+            self.unsampled = 0
+        self.counts[bisect_left(self.bounds, value)] += weight
+        if value > 0.0:
+            self.sum += value * weight
         self.sampled += 1
+        self._weighed += weight
 
     @property
     def count(self) -> int:
         """How many steps were counted, timed or not."""
-        return self.sampled + self.unsampled
-
-    @property
-    def sum(self) -> float:
-        """The estimated total time of every step counted: the timed steps' sum, scaled
-        up by count / timed (0.0 before the first timed step).
-        """
-        if not self.sampled:
-            return 0.0
-        return self.sampled_sum * (self.sampled + self.unsampled) / self.sampled
+        return self._weighed + self.unsampled
 
     def buckets(self) -> list[tuple[str, int]]:
-        """Cumulative (le, count) pairs as Prometheus wants them, the timed steps' scaled
-        to `count` (rounded; still non-decreasing, and the +Inf one is `count`).
+        """Cumulative (le, count) pairs as Prometheus wants them. Each only grows from one
+        call to the next; the untimed steps not yet stood for are only in +Inf.
 
         Returns:
             One pair per bound, then ("+Inf", the total count).
         """
-        total = self.sampled + self.unsampled
-        sampled = self.sampled
         out = []
         running = 0
         for bound, n in zip(self.bounds, self.counts, strict=False):
             running += n
-            out.append((repr(float(bound)), round(running * total / sampled) if sampled else 0))
-        out.append(("+Inf", total))
+            out.append((repr(float(bound)), running))
+        out.append(("+Inf", self._weighed + self.unsampled))
         return out
 
 

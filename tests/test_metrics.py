@@ -16,7 +16,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from munggoggo import Agent, Behaviour, RpcError
 from munggoggo.deadletters import DeadLetters
-from munggoggo.metrics import COLLECTOR, FastHistogram, StepHistogram, serve_metrics
+from munggoggo.metrics import (
+    COLLECTOR,
+    STEP_SAMPLE_EVERY,
+    FastHistogram,
+    StepHistogram,
+    serve_metrics,
+)
 from munggoggo.testing import free_port
 
 pytestmark = pytest.mark.rabbitmq
@@ -59,16 +65,67 @@ def test_fast_histogram_buckets_are_cumulative():
     assert hist.count == 4 and hist.sum == pytest.approx(2.65)
 
 
-def test_step_histogram_counts_every_step_and_scales_the_timed_ones():
+def test_step_histogram_counts_every_step_and_weighs_the_timed_ones():
     hist = StepHistogram((0.1, 1.0))
     assert hist.count == 0 and hist.sum == 0.0
     assert hist.buckets() == [("0.1", 0), ("1.0", 0), ("+Inf", 0)]
-    for v in (0.05, 0.5):  # two timed steps standing for eight
-        hist.observe(v)
+    hist.observe(0.05)  # stands for itself
     hist.unsampled += 6
+    assert hist.count == 7
+    assert hist.buckets() == [("0.1", 1), ("1.0", 1), ("+Inf", 7)]  # untimed: in +Inf only
+    hist.observe(0.5)  # stands for itself and the six untimed steps before it
     assert hist.count == 8 and hist.sampled == 2
-    assert hist.sum == pytest.approx(2.2)  # (0.05 + 0.5) * 8 / 2
-    assert hist.buckets() == [("0.1", 4), ("1.0", 8), ("+Inf", 8)]
+    assert hist.sum == pytest.approx(0.05 + 0.5 * 7)
+    assert hist.buckets() == [("0.1", 1), ("1.0", 8), ("+Inf", 8)]
+    hist.unsampled += 2
+    hist.observe(2.0, stands_for_unsampled=False)  # itself alone; the two stay untimed
+    assert hist.count == 11 and hist.unsampled == 2
+    assert hist.sum == pytest.approx(0.05 + 0.5 * 7 + 2.0)
+    assert hist.buckets() == [("0.1", 1), ("1.0", 8), ("+Inf", 11)]
+
+
+def test_step_histogram_series_never_decrease():
+    # Prometheus reads a lower counter as a reset: no series may go down between scrapes,
+    # whatever the timed steps' durations.
+    hist = StepHistogram()
+    seen = [(dict(hist.buckets()), hist.sum, hist.count)]
+    for value, untimed in ((0.0004, 15), (2.0, 15), (0.0001, 3), (-0.001, 0), (7.0, 0)):
+        hist.observe(value)
+        seen.append((dict(hist.buckets()), hist.sum, hist.count))
+        hist.unsampled += untimed
+        seen.append((dict(hist.buckets()), hist.sum, hist.count))
+    for (b1, s1, c1), (b2, s2, c2) in zip(seen, seen[1:], strict=False):
+        assert all(b2[le] >= b1[le] for le in b1), (b1, b2)
+        assert s2 >= s1 and c2 >= c1
+        assert b2["+Inf"] == c2
+
+
+@pytest.mark.parametrize("slow_when_empty", [True, False])
+@pytest.mark.parametrize("empty_every", [17, 5, 2])
+def test_step_histogram_sum_estimates_every_steps_time(empty_every, slow_when_empty):
+    # A behaviour's sampling, step by step (as Behaviour._end_step does it), with set
+    # durations: busy steps are timed one in STEP_SAMPLE_EVERY, a step that starts with
+    # an empty mailbox always, for itself alone. The weighted sum must estimate the true
+    # total, whether the steps timed for that reason are slower or faster than the rest.
+    hist = StepHistogram()
+    true_total = 0.0
+    sample_in = 0
+    for i in range(5000):
+        empty_start = i % empty_every == empty_every - 1
+        slow = empty_start == slow_when_empty
+        cost = (0.010 if slow else 0.001) * (1 + (i * 7919) % 3) / 2  # three sizes of each
+        true_total += cost
+        if empty_start or not sample_in:
+            if sample_in or empty_start:
+                hist.observe(cost, stands_for_unsampled=False)
+            else:
+                hist.observe(cost)
+                sample_in = STEP_SAMPLE_EVERY - 1
+        else:
+            hist.unsampled += 1
+            sample_in -= 1
+    assert hist.count == 5000
+    assert hist.sum == pytest.approx(true_total, rel=0.1)
 
 
 async def test_every_step_of_work_is_counted_though_few_are_timed(broker_url):
