@@ -211,6 +211,10 @@ class Channel(ChannelTopology, ChannelAcks, ChannelRecovery):
     async def _call(self, method: Any) -> Any:
         """Send a synchronous method on an open channel and wait for its reply."""
         conn = self.connection
+        if self._acks_pending:
+            # Held acks go out before the method: a method the broker refuses closes the
+            # channel, and whatever follows it on the wire is dropped (redelivered).
+            self.emit_acks()
         waits = conn.protocol.send_method(self.id, method)
         fut = self._expect_reply() if waits else None
         conn.schedule_flush()

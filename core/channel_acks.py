@@ -120,8 +120,9 @@ class ChannelAcks:
         one single ack per tag that finished above a gap.
 
         Called by the connection right before it writes (after `acks_due` or
-        `acks_held`), and by the channel itself before Channel.Close, which nothing may
-        follow.
+        `acks_held`), and by the channel itself before any method it sends and before
+        Channel.Close: a refused method closes the channel, and the broker drops what
+        follows it or a close.
         """
         self._acks_pending = False
         if not self._wire_open:

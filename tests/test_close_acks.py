@@ -1,9 +1,11 @@
-"""Closing a channel or a connection puts its coalesced acks on the wire first.
+"""Closing a channel or a connection, or sending a channel method, puts its coalesced acks
+on the wire first.
 
 Acks made with `ack_later` are held for a write to ride along with (at most a millisecond).
 A close meanwhile must send them before Channel.Close / Connection.Close: the broker ignores
-what follows a close, and would deliver the acked messages again. Runs on RabbitMQ and on
-memory://; that held acks go out by themselves, on RabbitMQ.
+what follows a close, and would deliver the acked messages again. So must any channel
+method: one the broker refuses closes the channel, and what follows it is dropped. Runs on
+RabbitMQ and on memory://; that held acks go out by themselves, on RabbitMQ.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ import asyncio
 import uuid
 from urllib.parse import urlsplit, urlunsplit
 
+import pytest
 from broker_tools import wait_until
 
+from munggoggo import NotFound
 from munggoggo.agent import open_connection
 from munggoggo.testing import FaultProxy
 from munggoggo.url import parse_url, parse_urls
@@ -88,6 +92,23 @@ async def test_channel_close_sends_acks_made_in_the_same_tick(mesh_url):
         got = await _receive_all(ch, queue)
         for delivery in got:
             assert ch.ack_later(delivery.delivery_tag, ch.generation)
+        await ch.close()
+        assert await _ready_and_clean_up(mesh_url, queue) == 0
+    finally:
+        await conn.close()
+
+
+async def test_a_refused_channel_method_loses_no_held_acks(mesh_url):
+    queue = await _fill_queue(mesh_url)
+    conn = await _connect(mesh_url)
+    try:
+        ch = await conn.channel(prefetch_count=100)  # holds up to 50 acks, 1 ms at most
+        got = await _receive_all(ch, queue)
+        for delivery in got:
+            assert ch.ack_later(delivery.delivery_tag, ch.generation)
+        await asyncio.sleep(0)  # a tick: the acks are held, not yet written
+        with pytest.raises(NotFound):  # refused: the broker closes the channel
+            await ch.queue_declare(f"test.close-acks.none.{uuid.uuid4().hex}", passive=True)
         await ch.close()
         assert await _ready_and_clean_up(mesh_url, queue) == 0
     finally:
