@@ -729,7 +729,8 @@ def publish_method_frame(channel, exchange, routing_key, mandatory=False):
     return frame
 
 
-def pack_publish(bytes method_frame, int channel, bytes properties, body, Py_ssize_t frame_max):
+def pack_publish(bytes method_frame not None, int channel, bytes properties not None, body,
+                 Py_ssize_t frame_max):
     """Frames of one publish in one allocation: method frame, content header, body frames.
 
     Raises PropertiesTooLarge when the content header alone exceeds frame_max.
@@ -786,6 +787,10 @@ cdef bytes _pack_publish(bytes method_frame, int channel, bytes properties, body
     return frame
 
 
+# Matches no exchange or routing key: the identity cache's value before the first publish.
+cdef object _NO_ROUTE = object()
+
+
 cdef class ChannelPublisher:
     """Basic.Publish on one channel of one connection in one call (see `_frames_py`):
     the method frame cached per (exchange, routing key, mandatory) -- the last one by
@@ -806,15 +811,17 @@ cdef class ChannelPublisher:
         self.channel = channel
         self._out = out
         self._frames = {}
-        self._last_exchange = None
-        self._last_routing_key = None
+        # Not None: publish(None, None, ...) must miss the cache and fail as the twin does.
+        self._last_exchange = _NO_ROUTE
+        self._last_routing_key = _NO_ROUTE
         self._last_mandatory = False
         self._last_frame = None
         self.frame_max = frame_max
         self.is_open = False
         self.confirms = None
 
-    def publish(self, exchange, routing_key, bytes properties, body, bint mandatory=False):
+    def publish(self, exchange, routing_key, bytes properties not None, body,
+                bint mandatory=False):
         """Queue one publish; returns its confirm sequence number (0 without confirms),
         or -1 with nothing queued when the channel is not open."""
         cdef bytes method_frame

@@ -809,8 +809,14 @@ def pack_publish(
 
     `properties` is the output of encode_properties (flags included); bodies larger
     than frame_max are split into several body frames. Raises PropertiesTooLarge when the
-    content header frame alone exceeds frame_max (it cannot be split).
+    content header frame alone exceeds frame_max (it cannot be split), TypeError when
+    `method_frame` or `properties` is not bytes (as the compiled version does).
     """
+    if type(properties) is not bytes or type(method_frame) is not bytes:
+        raise TypeError(
+            "method_frame and properties must be bytes, got "
+            f"{type(method_frame).__name__} and {type(properties).__name__}"
+        )
     if frame_max and len(properties) + CONTENT_HEADER_OVERHEAD > frame_max:
         check_header_fits(len(properties), frame_max)
     size = len(body)
@@ -887,6 +893,7 @@ class ChannelPublisher:
 
         Raises:
             PropertiesTooLarge: the properties do not fit one content header frame.
+            TypeError: `properties` is not bytes, or an exchange or routing key is None.
             ValueError: an exchange or routing key longer than 255 bytes.
         """
         if not self.is_open:

@@ -84,3 +84,40 @@ def test_method_frame_cache_is_bounded(frames):
     assert bytes(out) == b"".join(
         expected(frames, 2, "ex", key, props, b"x", False, 0) for key in keys + keys[:3] + keys[-3:]
     )
+
+
+@pytest.mark.parametrize(
+    "exchange, routing_key, properties",
+    [
+        (None, None, "props"),  # the first publish: no cached route may match None
+        ("ex", "rk", None),
+        ("ex", "rk", "bytearray"),
+        ("ex", "rk", "memoryview"),
+        ("ex", "rk", "str"),
+    ],
+)
+def test_refuses_bad_input_with_type_error_and_queues_nothing(
+    frames, confirms, exchange, routing_key, properties
+):
+    out = bytearray()
+    pub = frames.ChannelPublisher(1, out, 4096)
+    tracker = confirms.ConfirmTracker()
+    pub.confirms = tracker
+    pub.is_open = True
+    props = frames.encode_properties(frames.Properties(content_type="text/plain"))
+    bad = {
+        "props": props,
+        None: None,
+        "bytearray": bytearray(props),
+        "memoryview": memoryview(props),
+        "str": "text/plain",
+    }[properties]
+    with pytest.raises(TypeError):
+        pub.publish(exchange, routing_key, bad, b"body")
+    if bad is not props:
+        with pytest.raises(TypeError):
+            frames.pack_publish(frames.publish_method_frame(1, "ex", "rk"), 1, bad, b"body", 4096)
+    assert out == bytearray() and len(tracker) == 0 and tracker.last_seq == 0
+    # Nothing was lost or numbered: the next publish is the first.
+    assert pub.publish("ex", "rk", props, b"body") == 1
+    assert bytes(out) == expected(frames, 1, "ex", "rk", props, b"body", False, 4096)
