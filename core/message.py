@@ -94,6 +94,10 @@ class Message:
 
     Attributes:
         delivery: the wire delivery underneath (properties, delivery tag, body).
+            Read-only by contract: it is a plain attribute because it is read per
+            message, but `ack()`, `nack()` and `reject()` settle its delivery tag, so
+            assigning another delivery would settle that one's tag instead (on a channel
+            where it may belong to another message) and leave this one unsettled.
         queue: the queue it was consumed from ("" if not known).
     """
 

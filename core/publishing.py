@@ -162,6 +162,11 @@ class Publisher(AgentBase):
         if second != self._props_second:
             self._props_second = second
             self._props_cache.clear()
+            # The monotonic clock does not follow the wall clock: after a suspend (it
+            # stands still meanwhile) or a step of the wall clock, messages published in
+            # the rest of this monotonic second carry the old second's timestamp, off by
+            # the jump for at most 1 s. Checking the wall clock instead would cost a
+            # second comparison per publish; an AMQP timestamp is informational.
             self._props_until = _monotonic() + (second + 1 - now)
         props = self._props_cache.get(content_type)
         if props is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import socket
 import subprocess
 import sys
@@ -94,7 +95,7 @@ def test_step_histogram_series_never_decrease():
         seen.append((dict(hist.buckets()), hist.sum, hist.count))
         hist.unsampled += untimed
         seen.append((dict(hist.buckets()), hist.sum, hist.count))
-    for (b1, s1, c1), (b2, s2, c2) in zip(seen, seen[1:], strict=False):
+    for (b1, s1, c1), (b2, s2, c2) in itertools.pairwise(seen):
         assert all(b2[le] >= b1[le] for le in b1), (b1, b2)
         assert s2 >= s1 and c2 >= c1
         assert b2["+Inf"] == c2
