@@ -129,6 +129,59 @@ def test_step_histogram_sum_estimates_every_steps_time(empty_every, slow_when_em
     assert hist.sum == pytest.approx(true_total, rel=0.1)
 
 
+class Scripted(Behaviour):
+    """Each step of work advances a fake clock by a set cost: slow after a wait for mail
+    (the mailbox was empty when the step began), fast when served from a full mailbox."""
+
+    def __init__(self, *args, clock: list[float], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.clock = clock
+        self.true_total = 0.0
+        self.got = self.after_wait = 0
+
+    async def run(self) -> None:
+        waited = self.mailbox_size == 0
+        msg = await self.receive(timeout=1.0)
+        if msg is None:
+            return
+        cost = 0.010 if waited else 0.001
+        self.clock[0] += cost
+        self.true_total += cost
+        self.got += 1
+        self.after_wait += waited
+
+
+async def test_step_time_estimate_is_not_biased_by_steps_after_a_wait(mesh_url, monkeypatch):
+    # Durations come from a fake clock (each read also ticks it by a nanosecond, so a wait
+    # for mail takes some time): steps after a wait cost 10x the busy ones. They are all
+    # timed; the busy ones one in STEP_SAMPLE_EVERY. The estimate must not let the slow
+    # ones stand for the fast ones.
+    clock = [0.0]
+
+    def fake_perf_counter() -> float:
+        clock[0] += 1e-9
+        return clock[0]
+
+    monkeypatch.setattr("munggoggo.behaviour.perf_counter", fake_perf_counter)
+    topic = f"metrics.bias.{uuid.uuid4().hex[:8]}"
+    agent = Agent(f"metrics-bias-{uuid.uuid4().hex[:6]}", url=mesh_url)
+    async with agent:
+        sink = await agent.add_behaviour(
+            Scripted(agent, binding_keys=[topic], name="scripted", clock=clock)
+        )
+        sent = 0
+        for _ in range(6):  # bursts: one step after a wait, then busy steps
+            await asyncio.gather(*(agent.publish(str(i), topic) for i in range(40)))
+            sent += 40
+            assert await wait_until(lambda sent=sent: sink.got == sent)
+        hist = sink.step_seconds
+        assert hist.count == sent
+        assert 1 <= sink.after_wait < sent // 4  # both kinds of step happened
+        # The untimed steps not yet stood for (busy ones, 1 ms each) are not in the sum.
+        in_buckets = sink.true_total - hist.unsampled * 0.001
+        assert hist.sum == pytest.approx(in_buckets, rel=0.15)
+
+
 async def test_every_step_of_work_is_counted_though_few_are_timed(broker_url):
     topic = f"metrics.steps.{uuid.uuid4().hex[:8]}"
     sub = Agent(f"metrics-steps-{uuid.uuid4().hex[:6]}", url=broker_url)
