@@ -177,6 +177,25 @@ class AgentBase:
             """Declared for the roles; defined in core/publishing.py."""
             raise NotImplementedError
 
+        def publish_now(  # publishing.py
+            self,
+            body: Any,
+            exchange: str,
+            routing_key: str,
+            headers: dict[str, Any] | None,
+            content_type: str | None,
+            origin: str = "",
+            route: str | None = None,
+            mandatory: bool | None = None,
+        ) -> tuple[int, bool]:
+            """Declared for the roles; defined in core/publishing.py."""
+            raise NotImplementedError
+
+        @property
+        def publish_channel(self) -> ChannelProtocol:
+            """Declared for the roles; defined in core/publishing.py."""
+            raise NotImplementedError
+
         def _identity_taken(self) -> None: ...  # core/agent.py
 
         async def _start_behaviour(self, behaviour: Behaviour[Any]) -> None: ...  # core/agent.py

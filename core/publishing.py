@@ -95,9 +95,18 @@ class PublishSurface:
                 await lane.drain()
             if seq is not None:
                 return seq
-        return await self._publisher.emit_message(
-            body, TOPIC_EXCHANGE, routing_key, headers, content_type, self._publish_label, delay
+        publisher = self._publisher
+        if delay:
+            return await publisher.emit_message(
+                body, TOPIC_EXCHANGE, routing_key, headers, content_type, self._publish_label, delay
+            )
+        # Most publishes: queued here, without a second coroutine (`emit_message`'s).
+        seq, writable = publisher.publish_now(
+            body, TOPIC_EXCHANGE, routing_key, headers, content_type, self._publish_label
         )
+        if not writable:
+            await publisher.publish_channel.drain()
+        return seq
 
     async def send(
         self,
@@ -127,9 +136,17 @@ class PublishSurface:
             ValueError: a negative or too long delay.
             TypeError: a delay that is not a number.
         """
-        return await self._publisher.emit_message(
-            body, "", target, headers, content_type, self._publish_label, delay
+        publisher = self._publisher
+        if delay:
+            return await publisher.emit_message(
+                body, "", target, headers, content_type, self._publish_label, delay
+            )
+        seq, writable = publisher.publish_now(
+            body, "", target, headers, content_type, self._publish_label
         )
+        if not writable:
+            await publisher.publish_channel.drain()
+        return seq
 
     async def broadcast(
         self, body: Any, *, headers: dict[str, Any] | None = None, content_type: str | None = None
@@ -242,6 +259,53 @@ class Publisher(AgentBase):
             headers = {**headers, DELAY_HEADER: queue} if headers else {DELAY_HEADER: queue}
             # Mandatory: a delay queue deleted under us comes back as a return, not lost.
             route, mandatory = DELAY_EXCHANGE, True
+        seq, writable = self.publish_now(
+            body, exchange, routing_key, headers, content_type, origin, route, mandatory
+        )
+        if not writable:
+            await self._pub.drain()
+        return seq
+
+    def publish_now(
+        self,
+        body: Any,
+        exchange: str,
+        routing_key: str,
+        headers: dict[str, Any] | None,
+        content_type: str | None,
+        origin: str = "",
+        route: str | None = None,
+        mandatory: bool | None = None,
+    ) -> tuple[int, bool]:
+        """Queue one confirmed publish for this tick's write, without waiting: what
+        `emit_message` does before it respects flow control.
+
+        Args:
+            body: bytes, str, or any msgspec-encodable value.
+            exchange: the exchange ("" for an agent's inbox): the trace's peer.
+            routing_key: the topic, or the target's identity.
+            headers: AMQP headers, or None.
+            content_type: overrides the content type chosen for the body, or None.
+            origin: the publishing behaviour's short name ("" for the agent): the
+                behaviour label of the `published` metric.
+            route: the exchange it is published to (None: `exchange`).
+            mandatory: whether an unroutable message comes back as a return (None: for
+                direct messages, exchange "").
+
+        Returns:
+            The publish's sequence number, and whether publishing may go on without
+            waiting (False: `await publish_channel.drain()` before the caller returns,
+            as `emit_message` does, to respect flow control and the unconfirmed window).
+
+        Raises:
+            AMQPError: the connection is down and the publish cannot be queued.
+            ValueError: headers or a content type AMQP cannot carry.
+            PropertiesTooLarge: properties over one content header frame (`frame_max`).
+        """
+        if route is None:
+            route = exchange
+        if mandatory is None:
+            mandatory = not exchange
         if (
             headers is None
             and content_type is None
@@ -264,9 +328,7 @@ class Publisher(AgentBase):
             self.trace.record_out(
                 KIND_MESSAGE, exchange or routing_key, routing_key, len(data), None
             )
-        if not ch.writable:
-            await ch.drain()
-        return seq
+        return seq, ch.writable
 
     async def flush(self, timeout: float | None = None) -> None:
         """Send the batches being filled (`AgentConfig.batching`) at once, then wait until
