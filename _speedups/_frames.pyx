@@ -28,6 +28,7 @@ from ._frames_py import (  # noqa: F401  (re-exported: shared with the Python tw
     FRAME_OVERHEAD,
     CONTENT_HEADER_OVERHEAD,
     MAX_CACHED_FRAMES,
+    PER_MESSAGE_FLAGS,
     EncodedTable,
     GET_OK,
     HEADER_SLACK,
@@ -55,6 +56,7 @@ cdef int _GET_OK = GET_OK
 cdef int _RETURN = RETURN
 cdef Py_ssize_t _HEADER_OVERHEAD = CONTENT_HEADER_OVERHEAD
 cdef Py_ssize_t _MAX_CACHED_FRAMES = MAX_CACHED_FRAMES
+cdef uint16_t _PER_MESSAGE_FLAGS = PER_MESSAGE_FLAGS
 
 
 
@@ -233,6 +235,12 @@ cdef class _PropsDecoder:
     # The encoded properties of the last decode, when they held a header table (sliced
     # once, for the table decoder, and kept for Delivery.properties_raw); else None.
     cdef public object raw
+    # A FrameReader's decoder (share): the last Properties decoded without any of the
+    # PER_MESSAGE_FLAGS fields, and their encoded bytes (flags onwards). Identical bytes
+    # give that same object again: no decoding, no new object per delivery.
+    cdef bint share
+    cdef bytes _last_raw
+    cdef Properties _last
 
     def __cinit__(self):
         self.content_type = _StrCache()
@@ -260,6 +268,14 @@ cdef class _PropsDecoder:
             # Sliced once: the table decoder reads it, Delivery.properties_raw keeps it
             # (kept even when decoding fails, as the pure twin does).
             self.raw = payload[start + 12 : end]
+        cdef bint shareable = self.share and not (flags & _PER_MESSAGE_FLAGS)
+        cdef bytes last_raw = self._last_raw
+        if shareable and last_raw is not None:
+            if (
+                PyBytes_GET_SIZE(last_raw) == end - start - 12
+                and memcmp(PyBytes_AS_STRING(last_raw), p + start + 12, end - start - 12) == 0
+            ):
+                return self._last
         cdef Properties props = Properties.__new__(Properties)
         pos = start + 14
         if flags & 0x8000:
@@ -330,6 +346,9 @@ cdef class _PropsDecoder:
             pos = stop
         if pos != end:
             raise FrameError("content header length does not match its properties")
+        if shareable:
+            self._last = props
+            self._last_raw = payload[start + 12 : end]
         return props
 
 
@@ -380,6 +399,7 @@ cdef class FrameReader:
         self._exchange = _StrCache()
         self._rkey = _StrCache()
         self._props = _PropsDecoder()
+        self._props.share = True
 
     def pending_content(self):
         """Channels with a delivery still waiting for its header or body frames."""

@@ -66,6 +66,10 @@ MAX_TABLE_DEPTH = 64
 CONTENT_HEADER_OVERHEAD = 20
 # Basic.Publish method frames a ChannelPublisher keeps (routing keys may be unbounded).
 MAX_CACHED_FRAMES = 4096
+# Property flags of the fields that change from one message to the next by nature: a header
+# table, a correlation id, a message id. A FrameReader hands out one Properties object for
+# consecutive deliveries whose encoded properties are identical, unless they hold one.
+PER_MESSAGE_FLAGS = 0x2000 | 0x0400 | 0x0080
 
 
 class FrameError(MunggoggoError, ValueError):
@@ -448,6 +452,11 @@ class FrameReader:
       - (R_HEARTBEAT, channel),
       - (R_METHOD, channel, payload) for every other method frame (payload starts with
         class and method ids; the protocol layer decodes these rare ones with pamqp).
+
+    Deliveries whose encoded properties are identical to the last ones decoded share one
+    `Properties` object (read it, never change it), unless they hold one of the
+    PER_MESSAGE_FLAGS fields: a stream of messages from one publisher decodes its
+    properties once.
     """
 
     def __init__(self, frame_max: int = 131072) -> None:
@@ -455,6 +464,10 @@ class FrameReader:
         self._buf = b""
         # channel -> [Delivery, body_size or -1, chunks, received]
         self._partial: dict[int, list[Any]] = {}
+        # The last properties decoded that may be shared (see PER_MESSAGE_FLAGS), and their
+        # encoded bytes (flags onwards): identical bytes give that same object again.
+        self._last_encoded: bytes | None = None
+        self._last_properties: Properties | None = None
 
     def pending_content(self) -> list[int]:
         """Channels with a delivery still waiting for its header or body frames."""
@@ -591,8 +604,15 @@ class FrameReader:
             raise FrameError("property flags continuation is not used by class Basic")
         if flags & 0x2000:  # a header table: keep it as it came, for copies
             state[0].properties_raw = payload[12:]
+        encoded = None if flags & PER_MESSAGE_FLAGS else bytes(payload[12:])
         try:
-            state[0].properties = decode_properties(payload)[1]
+            if encoded is not None and encoded == self._last_encoded:
+                state[0].properties = self._last_properties
+            else:
+                state[0].properties = decode_properties(payload)[1]
+                if encoded is not None:
+                    self._last_encoded = encoded
+                    self._last_properties = state[0].properties
         except FrameError as exc:
             state[0].properties = Properties()
             state[0].properties_error = str(exc)
