@@ -115,6 +115,10 @@ class FrameReader:
     """
 
     frame_max: int
+    # Whether the records of the last feed() are all Basic.Deliver deliveries for one
+    # consumer (one channel, one consumer tag).
+    @property
+    def one_consumer(self) -> bool: ...
     def __init__(self, frame_max: int = 131072) -> None: ...
     def pending_content(self) -> list[int]:
         """Channels with a delivery still waiting for its header or body frames."""

@@ -369,6 +369,27 @@ def decode_properties(payload):
 # --------------------------------------------------------------------------- reader
 
 
+cdef bint _one_consumer(list records):
+    """Whether `records` (not empty) are all Basic.Deliver deliveries of one channel and
+    one consumer tag."""
+    cdef Py_ssize_t i, n = len(records)
+    if n == 0 or type(records[0]) is not Delivery:
+        return False
+    cdef Delivery first = <Delivery>records[0]
+    cdef Delivery d
+    if first.kind != _DELIVER:
+        return False
+    for i in range(1, n):
+        if type(records[i]) is not Delivery:
+            return False
+        d = <Delivery>records[i]
+        if d.kind != _DELIVER or d.channel != first.channel:
+            return False
+        if d.consumer_tag is not first.consumer_tag and d.consumer_tag != first.consumer_tag:
+            return False
+    return True
+
+
 @cython.no_gc
 @cython.freelist(64)
 cdef class _Partial:
@@ -386,6 +407,10 @@ cdef class FrameReader:
     """
 
     cdef public Py_ssize_t frame_max
+    # Whether the records of the last feed() are all Basic.Deliver deliveries for one
+    # consumer (one channel, one consumer tag): the connection then hands them on as they
+    # are, without sorting them one by one.
+    cdef readonly bint one_consumer
     cdef bytes _buf
     cdef dict _partial
     cdef _StrCache _ctag, _exchange, _rkey
@@ -459,6 +484,7 @@ cdef class FrameReader:
                 raise FrameError(f"unknown frame type {ftype}")
             pos = end + 1
         self._buf = buf[pos:] if pos < n else b""
+        self.one_consumer = _one_consumer(out)
         return out
 
     cdef int _method(self, bytes buf, const uint8_t* p, Py_ssize_t start, Py_ssize_t end,

@@ -443,6 +443,23 @@ def decode_properties(payload: bytes) -> tuple[int, Properties]:
 _Record = Delivery | tuple[Any, ...]
 
 
+def _one_consumer(records: list[_Record]) -> bool:
+    """Whether `records` (not empty) are all Basic.Deliver deliveries of one channel and
+    one consumer tag."""
+    if not records:
+        return False
+    first = records[0]
+    if not isinstance(first, Delivery) or first.kind != DELIVER:
+        return False
+    return all(
+        isinstance(d, Delivery)
+        and d.kind == DELIVER
+        and d.channel == first.channel
+        and d.consumer_tag == first.consumer_tag
+        for d in records
+    )
+
+
 class FrameReader:
     """Turns a byte stream into records, keeping partial frames and content between calls.
 
@@ -464,6 +481,10 @@ class FrameReader:
         self._buf = b""
         # channel -> [Delivery, body_size or -1, chunks, received]
         self._partial: dict[int, list[Any]] = {}
+        # Whether the records of the last feed() are all Basic.Deliver deliveries for one
+        # consumer (one channel, one consumer tag): the connection then hands them on as
+        # they are, without sorting them one by one.
+        self.one_consumer = False
         # The last properties decoded that may be shared (see PER_MESSAGE_FLAGS), and their
         # encoded bytes (flags onwards): identical bytes give that same object again.
         self._last_encoded: bytes | None = None
@@ -522,6 +543,7 @@ class FrameReader:
         except (struct.error, IndexError) as exc:
             raise FrameError(f"malformed frame: {exc}") from None
         self._buf = data[pos:]
+        self.one_consumer = _one_consumer(out)
         return out
 
     def _method(self, data: bytes, start: int, end: int, channel: int, out: list[_Record]) -> None:

@@ -812,6 +812,31 @@ def test_identical_properties_decode_once_unless_per_message(impl):
     assert impl.PER_MESSAGE_FLAGS & 0x2000 and impl.PER_MESSAGE_FLAGS & 0x0080
 
 
+def test_one_consumer_says_whether_a_feed_is_deliveries_for_one_consumer(impl):
+    def deliver(channel, tag="c"):
+        method = commands.Basic.Deliver(consumer_tag=tag, delivery_tag=1, routing_key="rk")
+        return content_frames(channel, method, b"x")
+
+    ack = method_frame(1, commands.Basic.Ack(delivery_tag=1))
+    get_ok_method = commands.Basic.GetOk(delivery_tag=1, routing_key="rk", message_count=0)
+    get_ok = content_frames(1, get_ok_method, b"x")
+    cases = [
+        (deliver(1) * 3, True),
+        (deliver(1), True),
+        (b"", False),
+        (deliver(1) + deliver(2), False),
+        (deliver(1) + deliver(1, "d"), False),
+        (deliver(1) + ack, False),
+        (ack + deliver(1), False),
+        (get_ok, False),
+        (deliver(1)[:-3], False),  # nothing complete yet
+    ]
+    for data, expected in cases:
+        reader = impl.FrameReader()
+        records = reader.feed(data)
+        assert reader.one_consumer is expected, (data, records)
+
+
 # --------------------------------------------------------------------------- bad input
 
 
