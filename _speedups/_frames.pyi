@@ -109,9 +109,16 @@ class FrameReader:
 
     `feed` returns, in wire order: `Delivery` objects, `(R_CONFIRM, channel, tag, multiple,
     is_nack)`, `(R_HEARTBEAT, channel)` and `(R_METHOD, channel, payload)` tuples.
+    Deliveries whose encoded properties are identical to the last ones decoded share one
+    `Properties` object (read it, never change it), unless they hold one of the
+    `PER_MESSAGE_FLAGS` fields.
     """
 
     frame_max: int
+    # Whether the records of the last feed() are all Basic.Deliver deliveries for one
+    # consumer (one channel, one consumer tag).
+    @property
+    def one_consumer(self) -> bool: ...
     def __init__(self, frame_max: int = 131072) -> None: ...
     def pending_content(self) -> list[int]:
         """Channels with a delivery still waiting for its header or body frames."""
@@ -145,6 +152,9 @@ def pack_publish(
     """Frames of one publish: the cached method frame, a content header, body frames."""
 
 MAX_CACHED_FRAMES: int
+# Property flags of the fields that change from one message to the next by nature (a header
+# table, a correlation id, a message id): properties holding one are never shared.
+PER_MESSAGE_FLAGS: int
 
 class ChannelPublisher:
     """Basic.Publish on one channel of one connection in one call: cached method frame,

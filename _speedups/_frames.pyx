@@ -28,6 +28,7 @@ from ._frames_py import (  # noqa: F401  (re-exported: shared with the Python tw
     FRAME_OVERHEAD,
     CONTENT_HEADER_OVERHEAD,
     MAX_CACHED_FRAMES,
+    PER_MESSAGE_FLAGS,
     EncodedTable,
     GET_OK,
     HEADER_SLACK,
@@ -55,6 +56,7 @@ cdef int _GET_OK = GET_OK
 cdef int _RETURN = RETURN
 cdef Py_ssize_t _HEADER_OVERHEAD = CONTENT_HEADER_OVERHEAD
 cdef Py_ssize_t _MAX_CACHED_FRAMES = MAX_CACHED_FRAMES
+cdef uint16_t _PER_MESSAGE_FLAGS = PER_MESSAGE_FLAGS
 
 
 
@@ -233,6 +235,12 @@ cdef class _PropsDecoder:
     # The encoded properties of the last decode, when they held a header table (sliced
     # once, for the table decoder, and kept for Delivery.properties_raw); else None.
     cdef public object raw
+    # A FrameReader's decoder (share): the last Properties decoded without any of the
+    # PER_MESSAGE_FLAGS fields, and their encoded bytes (flags onwards). Identical bytes
+    # give that same object again: no decoding, no new object per delivery.
+    cdef bint share
+    cdef bytes _last_raw
+    cdef Properties _last
 
     def __cinit__(self):
         self.content_type = _StrCache()
@@ -260,6 +268,14 @@ cdef class _PropsDecoder:
             # Sliced once: the table decoder reads it, Delivery.properties_raw keeps it
             # (kept even when decoding fails, as the pure twin does).
             self.raw = payload[start + 12 : end]
+        cdef bint shareable = self.share and not (flags & _PER_MESSAGE_FLAGS)
+        cdef bytes last_raw = self._last_raw
+        if shareable and last_raw is not None:
+            if (
+                PyBytes_GET_SIZE(last_raw) == end - start - 12
+                and memcmp(PyBytes_AS_STRING(last_raw), p + start + 12, end - start - 12) == 0
+            ):
+                return self._last
         cdef Properties props = Properties.__new__(Properties)
         pos = start + 14
         if flags & 0x8000:
@@ -330,6 +346,9 @@ cdef class _PropsDecoder:
             pos = stop
         if pos != end:
             raise FrameError("content header length does not match its properties")
+        if shareable:
+            self._last = props
+            self._last_raw = payload[start + 12 : end]
         return props
 
 
@@ -350,6 +369,27 @@ def decode_properties(payload):
 # --------------------------------------------------------------------------- reader
 
 
+cdef bint _one_consumer(list records):
+    """Whether `records` (not empty) are all Basic.Deliver deliveries of one channel and
+    one consumer tag."""
+    cdef Py_ssize_t i, n = len(records)
+    if n == 0 or type(records[0]) is not Delivery:
+        return False
+    cdef Delivery first = <Delivery>records[0]
+    cdef Delivery d
+    if first.kind != _DELIVER:
+        return False
+    for i in range(1, n):
+        if type(records[i]) is not Delivery:
+            return False
+        d = <Delivery>records[i]
+        if d.kind != _DELIVER or d.channel != first.channel:
+            return False
+        if d.consumer_tag is not first.consumer_tag and d.consumer_tag != first.consumer_tag:
+            return False
+    return True
+
+
 @cython.no_gc
 @cython.freelist(64)
 cdef class _Partial:
@@ -367,6 +407,10 @@ cdef class FrameReader:
     """
 
     cdef public Py_ssize_t frame_max
+    # Whether the records of the last feed() are all Basic.Deliver deliveries for one
+    # consumer (one channel, one consumer tag): the connection then hands them on as they
+    # are, without sorting them one by one.
+    cdef readonly bint one_consumer
     cdef bytes _buf
     cdef dict _partial
     cdef _StrCache _ctag, _exchange, _rkey
@@ -380,6 +424,7 @@ cdef class FrameReader:
         self._exchange = _StrCache()
         self._rkey = _StrCache()
         self._props = _PropsDecoder()
+        self._props.share = True
 
     def pending_content(self):
         """Channels with a delivery still waiting for its header or body frames."""
@@ -439,6 +484,7 @@ cdef class FrameReader:
                 raise FrameError(f"unknown frame type {ftype}")
             pos = end + 1
         self._buf = buf[pos:] if pos < n else b""
+        self.one_consumer = _one_consumer(out)
         return out
 
     cdef int _method(self, bytes buf, const uint8_t* p, Py_ssize_t start, Py_ssize_t end,

@@ -66,6 +66,10 @@ MAX_TABLE_DEPTH = 64
 CONTENT_HEADER_OVERHEAD = 20
 # Basic.Publish method frames a ChannelPublisher keeps (routing keys may be unbounded).
 MAX_CACHED_FRAMES = 4096
+# Property flags of the fields that change from one message to the next by nature: a header
+# table, a correlation id, a message id. A FrameReader hands out one Properties object for
+# consecutive deliveries whose encoded properties are identical, unless they hold one.
+PER_MESSAGE_FLAGS = 0x2000 | 0x0400 | 0x0080
 
 
 class FrameError(MunggoggoError, ValueError):
@@ -439,6 +443,23 @@ def decode_properties(payload: bytes) -> tuple[int, Properties]:
 _Record = Delivery | tuple[Any, ...]
 
 
+def _one_consumer(records: list[_Record]) -> bool:
+    """Whether `records` (not empty) are all Basic.Deliver deliveries of one channel and
+    one consumer tag."""
+    if not records:
+        return False
+    first = records[0]
+    if not isinstance(first, Delivery) or first.kind != DELIVER:
+        return False
+    return all(
+        isinstance(d, Delivery)
+        and d.kind == DELIVER
+        and d.channel == first.channel
+        and d.consumer_tag == first.consumer_tag
+        for d in records
+    )
+
+
 class FrameReader:
     """Turns a byte stream into records, keeping partial frames and content between calls.
 
@@ -448,6 +469,11 @@ class FrameReader:
       - (R_HEARTBEAT, channel),
       - (R_METHOD, channel, payload) for every other method frame (payload starts with
         class and method ids; the protocol layer decodes these rare ones with pamqp).
+
+    Deliveries whose encoded properties are identical to the last ones decoded share one
+    `Properties` object (read it, never change it), unless they hold one of the
+    PER_MESSAGE_FLAGS fields: a stream of messages from one publisher decodes its
+    properties once.
     """
 
     def __init__(self, frame_max: int = 131072) -> None:
@@ -455,6 +481,14 @@ class FrameReader:
         self._buf = b""
         # channel -> [Delivery, body_size or -1, chunks, received]
         self._partial: dict[int, list[Any]] = {}
+        # Whether the records of the last feed() are all Basic.Deliver deliveries for one
+        # consumer (one channel, one consumer tag): the connection then hands them on as
+        # they are, without sorting them one by one.
+        self.one_consumer = False
+        # The last properties decoded that may be shared (see PER_MESSAGE_FLAGS), and their
+        # encoded bytes (flags onwards): identical bytes give that same object again.
+        self._last_encoded: bytes | None = None
+        self._last_properties: Properties | None = None
 
     def pending_content(self) -> list[int]:
         """Channels with a delivery still waiting for its header or body frames."""
@@ -509,6 +543,7 @@ class FrameReader:
         except (struct.error, IndexError) as exc:
             raise FrameError(f"malformed frame: {exc}") from None
         self._buf = data[pos:]
+        self.one_consumer = _one_consumer(out)
         return out
 
     def _method(self, data: bytes, start: int, end: int, channel: int, out: list[_Record]) -> None:
@@ -591,8 +626,15 @@ class FrameReader:
             raise FrameError("property flags continuation is not used by class Basic")
         if flags & 0x2000:  # a header table: keep it as it came, for copies
             state[0].properties_raw = payload[12:]
+        encoded = None if flags & PER_MESSAGE_FLAGS else bytes(payload[12:])
         try:
-            state[0].properties = decode_properties(payload)[1]
+            if encoded is not None and encoded == self._last_encoded:
+                state[0].properties = self._last_properties
+            else:
+                state[0].properties = decode_properties(payload)[1]
+                if encoded is not None:
+                    self._last_encoded = encoded
+                    self._last_properties = state[0].properties
         except FrameError as exc:
             state[0].properties = Properties()
             state[0].properties_error = str(exc)

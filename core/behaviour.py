@@ -56,6 +56,7 @@ YIELD_EVERY = 32  # steps in a row before a cyclic behaviour yields to the event
 # behaviour's non-message work is paced; a busy one never waits (docs/decisions.md).
 IDLE_WAIT_MIN = 0.001
 IDLE_WAIT_MAX = 0.05
+_current_trace = TRACEPARENT.get  # bound once: read for every message received
 
 
 @dataclass(frozen=True)
@@ -250,7 +251,8 @@ class Behaviour(BehaviourLifecycle, PublishSurface, Generic[AgentT]):
         Raises:
             ValueError: a negative or NaN timeout.
         """
-        if self._inflight:
+        inflight = self._inflight
+        if inflight:
             self._settle_inflight()
         mailbox = self._mailbox
         if not mailbox:
@@ -275,15 +277,17 @@ class Behaviour(BehaviourLifecycle, PublishSurface, Generic[AgentT]):
             if not mailbox:
                 self._idle_step = True
                 return None
+            inflight = self._inflight
         msg = mailbox.popleft()
         self._got_mail = True
-        self._inflight.append(msg)
+        inflight.append(msg)
         # The message's trace (or none) is current for what this step does next.
-        if tracing.hooks is not None:
-            self._span = tracing.hooks.consumer(self._span, msg, self)
+        hooks = tracing.hooks
+        if hooks is not None:
+            self._span = hooks.consumer(self._span, msg, self)
         else:
             headers = msg.delivery.properties.headers
-            if headers or TRACEPARENT.get() is not None:
+            if headers or _current_trace() is not None:
                 adopt(headers)
         trace = self._trace
         if trace is not None:

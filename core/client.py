@@ -380,7 +380,7 @@ class Connection(ConnectionDispatch, ConnectionRecovery):
             if self._stream is not None:
                 self._stream.abort()
             return
-        self._dispatch(events)
+        self._dispatch(events, conn.one_consumer)
         if conn.has_data_to_send:
             self.schedule_flush()
 

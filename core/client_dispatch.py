@@ -2,7 +2,9 @@
 
 Each received buffer is parsed once (`amqp.AMQPConnection.receive_data`) into a list of
 events. Deliveries for the same consumer that follow each other go to it as one batch (one
-callback per consumer per buffer); everything else goes to its channel's `handle_*` method
+callback per consumer per buffer; a buffer of nothing but deliveries for one consumer, a
+consuming connection's usual one, goes to it as it is, `AMQPConnection.one_consumer`);
+everything else goes to its channel's `handle_*` method
 one by one, or is the connection's own business (handshake, close, blocked/unblocked). A
 channel the broker closed with an error is reopened in the background.
 
@@ -51,7 +53,11 @@ class ConnectionDispatch:
         @property
         def is_open(self) -> bool: ...
 
-    def _dispatch(self, events: list[Any]) -> None:
+    def _dispatch(self, events: list[Any], one_consumer: bool = False) -> None:
+        if one_consumer:  # all for one consumer (AMQPConnection.one_consumer): one batch
+            first = events[0]
+            self._deliver(first.channel, first.consumer_tag, events)
+            return
         channels = self._channels
         # The batch being gathered: its deliveries, channel and consumer tag (compared
         # field by field: no key tuple per delivery).

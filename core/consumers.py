@@ -135,6 +135,18 @@ class Consumers(AgentBase):
         unbatch = functools.partial(self._unbatch, sub, queue, label)
 
         def on_batch(batch: list[Any]) -> None:
+            # One pass over the batch for the usual case: every delivery is a plain message
+            # with decodable properties. Anything else takes the careful path below.
+            again = 0
+            for d in batch:
+                if d.properties_error is not None or d.properties.content_type == batch_type:
+                    break
+                if d.redelivered:
+                    again += 1
+            else:
+                if batch:
+                    delivered(Message.batch(batch, sub, queue), again)
+                return
             batch = reject_undecodable(batch, sub, queue, rejected)
             if not batch:
                 return
@@ -148,6 +160,9 @@ class Consumers(AgentBase):
             for d in batch:
                 if d.redelivered:
                     again += 1
+            delivered(messages, again)
+
+        def delivered(messages: list[Message], again: int) -> None:
             consumed[key] = consumed.get(key, 0) + len(messages)
             if again:
                 redelivered[label] = redelivered.get(label, 0) + again

@@ -229,14 +229,11 @@ class Message:
         """
         delivery = self.delivery
         content_type = delivery.properties.content_type
-        try:
-            decoder = _DECODERS.get((content_type, type), _UNKNOWN)
-        except TypeError:  # an unhashable type annotation: not cached
-            decoder = None
-        if decoder is _UNKNOWN:
-            decoder = envelope.body_decoder(content_type, type)
-            if len(_DECODERS) < _DECODERS_MAX:
-                _DECODERS[content_type, type] = decoder
+        last = _last_decoder
+        if last[0] is content_type and last[1] is type:  # the usual case: as last time
+            decoder = last[2]
+        else:
+            decoder = _decoder(content_type, type)
         if decoder is not None:
             try:
                 return decoder.decode(delivery.body)
@@ -325,6 +322,26 @@ class Message:
             f"<Message {self.kind} from {self.sender!r} key={self.routing_key!r} "
             f"{self.content_type or '-'} {shown!r}>"
         )
+
+
+# The decoder of the last decode() call: (content type, type, decoder). A stream of one
+# kind of message finds its decoder here without building and hashing a key.
+_last_decoder: tuple[Any, Any, Any] = (_UNKNOWN, _UNKNOWN, None)
+
+
+def _decoder(content_type: str | None, type: Any) -> Any:
+    """The msgspec decoder for a body of `content_type` into `type` (None: none), cached."""
+    global _last_decoder
+    try:
+        decoder = _DECODERS.get((content_type, type), _UNKNOWN)
+    except TypeError:  # an unhashable type annotation: not cached
+        return None
+    if decoder is _UNKNOWN:
+        decoder = envelope.body_decoder(content_type, type)
+        if len(_DECODERS) < _DECODERS_MAX:
+            _DECODERS[content_type, type] = decoder
+    _last_decoder = (content_type, type, decoder)
+    return decoder
 
 
 def ack_all(messages: list[Message]) -> None:

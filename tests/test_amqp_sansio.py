@@ -567,6 +567,27 @@ def test_partial_content_of_a_closed_channel_is_dropped():
         conn.receive_data(data[-body_frame:])
 
 
+def test_deliveries_for_one_consumer_come_as_they_are():
+    conn, _peer = with_channel(1)
+
+    def deliver(tag, consumer="c"):
+        method = commands.Basic.Deliver(consumer, tag, False, "", "k")
+        return content_frames(1, method, b"x%d" % tag)
+
+    got = conn.receive_data(deliver(1) + deliver(2))
+    assert [(d.consumer_tag, d.delivery_tag, d.body) for d in got] == [
+        ("c", 1, b"x1"),
+        ("c", 2, b"x2"),
+    ]
+    assert conn.one_consumer
+    got = conn.receive_data(deliver(3) + deliver(4, "other"))
+    assert [(d.consumer_tag, d.delivery_tag) for d in got] == [("c", 3), ("other", 4)]
+    assert not conn.one_consumer
+    got = conn.receive_data(deliver(5) + method_frame(1, commands.Basic.Cancel("c")))
+    assert got[0].delivery_tag == 5 and isinstance(got[1], events.ConsumerCancelled)
+    assert not conn.one_consumer
+
+
 # --------------------------------------------------------------------------- sync methods
 
 

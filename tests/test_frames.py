@@ -788,6 +788,55 @@ def test_empty_body_completes_on_the_header(impl):
     assert record.channel == 3
 
 
+def test_identical_properties_decode_once_unless_per_message(impl):
+    plain = commands.Basic.Properties(content_type="application/json", app_id="tx")
+    other = commands.Basic.Properties(content_type="text/plain", app_id="tx")
+    by_id = commands.Basic.Properties(content_type="application/json", message_id="m")
+    headed = commands.Basic.Properties(content_type="application/json", headers={"a": 1})
+    sent = [plain, plain, other, plain, by_id, by_id, headed, headed]
+    data = b"".join(_deliver(1, b"%d" % i, i + 1, properties=p) for i, p in enumerate(sent))
+    got = impl.FrameReader().feed(data)
+    # Every delivery reads its own properties, whatever is shared.
+    assert [props_dict(d.properties) for d in got] == [
+        props_dict(impl.decode_properties(header.ContentHeader(0, 1, p).marshal())[1]) for p in sent
+    ]
+    assert [d.body for d in got] == [b"%d" % i for i in range(len(sent))]
+    # A repeat of the last shareable properties is the same object; a change decodes anew
+    # (and becomes the one repeated); a message id or a header table is never shared.
+    assert got[1].properties is got[0].properties
+    assert got[2].properties is not got[1].properties
+    assert got[3].properties is not got[0].properties
+    assert got[5].properties is not got[4].properties
+    assert got[7].properties is not got[6].properties
+    assert got[6].properties_raw is not None and got[0].properties_raw is None
+    assert impl.PER_MESSAGE_FLAGS & 0x2000 and impl.PER_MESSAGE_FLAGS & 0x0080
+
+
+def test_one_consumer_says_whether_a_feed_is_deliveries_for_one_consumer(impl):
+    def deliver(channel, tag="c"):
+        method = commands.Basic.Deliver(consumer_tag=tag, delivery_tag=1, routing_key="rk")
+        return content_frames(channel, method, b"x")
+
+    ack = method_frame(1, commands.Basic.Ack(delivery_tag=1))
+    get_ok_method = commands.Basic.GetOk(delivery_tag=1, routing_key="rk", message_count=0)
+    get_ok = content_frames(1, get_ok_method, b"x")
+    cases = [
+        (deliver(1) * 3, True),
+        (deliver(1), True),
+        (b"", False),
+        (deliver(1) + deliver(2), False),
+        (deliver(1) + deliver(1, "d"), False),
+        (deliver(1) + ack, False),
+        (ack + deliver(1), False),
+        (get_ok, False),
+        (deliver(1)[:-3], False),  # nothing complete yet
+    ]
+    for data, expected in cases:
+        reader = impl.FrameReader()
+        records = reader.feed(data)
+        assert reader.one_consumer is expected, (data, records)
+
+
 # --------------------------------------------------------------------------- bad input
 
 

@@ -378,6 +378,14 @@ class AMQPConnection:
 
     # ------------------------------------------------------------------ input
 
+    @property
+    def one_consumer(self) -> bool:
+        """Whether the events of the last `receive_data` call are all deliveries of
+        Basic.Deliver for one consumer (one channel, one consumer tag): the usual buffer of
+        a consuming connection, which then goes to that consumer as it is.
+        """
+        return self._reader.one_consumer
+
     def receive_data(self, data: bytes) -> list[Any]:
         """Parse bytes from the broker, split anywhere.
 
@@ -391,8 +399,9 @@ class AMQPConnection:
             RemoteProtocolError: malformed input, or a method the state does not allow
                 (a Connection.Close is queued first when the connection was open).
         """
+        reader = self._reader
         try:
-            records = self._reader.feed(data)
+            records = reader.feed(data)
         except FrameError as exc:
             error = RemoteProtocolError(f"malformed data from broker: {exc}")
             if self.state is ConnState.AWAIT_START and data[:1] in (b"\x15", b"\x16"):
@@ -402,6 +411,8 @@ class AMQPConnection:
                 )
             self.abort_protocol(error)
             raise error from None
+        if reader.one_consumer:
+            return records  # deliveries only: nothing to check, nothing to pick out
         out: list[Any] = []
         # channel id -> its confirm tracker, for channels whose confirms all were acks
         settled: dict[int, _speedups.ConfirmTracker] | None = None
