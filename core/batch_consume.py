@@ -38,7 +38,14 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from ._speedups import Delivery, FrameError, Properties, PropertiesTooLarge
+from ._speedups import (
+    Delivery,
+    FrameError,
+    Properties,
+    PropertiesTooLarge,
+    check_header_fits,
+    encode_properties,
+)
 from .agent_base import AgentBase
 from .amqp.errors import AMQPError
 from .batch_format import BATCH_CONTENT_TYPE, BATCH_COUNT_HEADER, BatchFormatError, unpack_items
@@ -335,14 +342,17 @@ class BatchReader(AgentBase):
         if outcomes.count(REQUEUED) == len(outcomes):
             channel.nack(tag, requeue=True, generation=gen)  # the broker redelivers it whole
             return
-        seqs = []
+        # Every copy is built (and its properties encoded and sized) before any is sent:
+        # a copy found impossible half-way would otherwise requeue the whole batch after
+        # some of its items went out alone, delivering those twice.
+        copies: list[tuple[bytes, str, str, bytes]] = []
         try:
             for index, outcome in enumerate(outcomes):
                 if outcome == ACKED:
                     continue
                 dead = outcome == REJECTED
                 try:
-                    seqs.append(self._copy_item(settler, index, dead))
+                    copies.append(self._item_copy(settler, index, dead))
                 except _UNCOPYABLE as exc:
                     if not dead:
                         # It cannot go back alone: the whole batch goes back (its other
@@ -351,16 +361,29 @@ class BatchReader(AgentBase):
                         channel.nack(tag, requeue=True, generation=gen)
                         return
                     self._log_uncopyable(settler, exc, "dead-lettering it without its headers")
-                    seqs.append(self._copy_item(settler, index, dead, own_headers=False))
-        except AMQPError as exc:  # the connection is down: the broker requeues it anyway
-            log.warning("agent %s: cannot send a batch item's copy (%s)", self.identity, exc)
-            channel.nack(tag, requeue=True, generation=gen)
-            return
+                    copies.append(self._item_copy(settler, index, dead, own_headers=False))
         except _UNCOPYABLE as exc:
             # Not even a copy without its headers can be sent: nothing else is left than
             # the queue's dead-letter exchange taking the batch as it came.
             self._log_uncopyable(settler, exc, "rejecting the batch instead")
             channel.nack(tag, requeue=False, generation=gen)
+            return
+        except Exception as exc:  # a bug: the batch goes back rather than stay unsettled
+            log.exception("agent %s: settling a batch failed: %s", self.identity, exc)
+            channel.nack(tag, requeue=True, generation=gen)
+            return
+        seqs = []
+        try:
+            publish = self._pub.publish
+            for body, exchange, routing_key, props in copies:
+                seqs.append(publish(body, exchange, routing_key, props))
+        except AMQPError as exc:  # the connection is down: the broker requeues it anyway
+            log.warning("agent %s: cannot send a batch item's copy (%s)", self.identity, exc)
+            channel.nack(tag, requeue=True, generation=gen)
+            return
+        except Exception as exc:  # a bug, or stopped: the batch goes back, never pending
+            log.exception("agent %s: sending a batch item's copy failed: %s", self.identity, exc)
+            channel.nack(tag, requeue=True, generation=gen)
             return
         task = self.loop.create_task(self._finish_batch(settler, seqs))
         self._tasks.add(task)
@@ -376,11 +399,13 @@ class BatchReader(AgentBase):
             instead,
         )
 
-    def _copy_item(
+    def _item_copy(
         self, settler: BatchSettler, index: int, dead: bool, *, own_headers: bool = True
-    ) -> int:
-        """Publish a copy of one item: back to its queue, or dead-lettered; its sequence
-        number. Without `own_headers` the copy carries only the headers we set.
+    ) -> tuple[bytes, str, str, bytes]:
+        """A copy of one item, ready to publish: (body, exchange, routing key, encoded
+        properties), back to its queue or dead-lettered. Without `own_headers` the copy
+        carries only the headers we set. Raises what a publish of it would raise for its
+        properties (PropertiesTooLarge, ValueError, TypeError), before anything is sent.
         """
         item = settler.items[index]
         origin = {
@@ -410,8 +435,9 @@ class BatchReader(AgentBase):
             headers = copy_headers(item, changes, defaults=origin, drop=(DELAY_HEADER,))
         else:
             headers = {**origin, **changes}
-        props = copy_properties(item, headers, delivery_mode=self._delivery_mode)
-        return self._pub.publish(item.body, exchange, routing_key, props)
+        props = encode_properties(copy_properties(item, headers, delivery_mode=self._delivery_mode))
+        check_header_fits(len(props), self._pub.connection.frame_max)
+        return item.body, exchange, routing_key, props
 
     async def _finish_batch(self, settler: BatchSettler, seqs: list[int]) -> None:
         channel, gen = settler.channel, settler.delivered_generation

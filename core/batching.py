@@ -312,7 +312,8 @@ class BatchLane:
             batch.seqs.append(seq)
         batch.last_seq = seq
         items = batch.items
-        items.append((data, ctype, headers))
+        # The caller's dict may change before the batch is packed (up to `linger` later).
+        items.append((data, ctype, dict(headers) if headers else None))
         batch.size += size
         published = batcher.published
         key = (origin, KIND_MESSAGE)

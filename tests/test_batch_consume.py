@@ -480,3 +480,31 @@ async def test_a_batch_written_by_a_foreign_client_is_read(broker_url):
         assert first.decode() == "hello" and first.sender == second.sender == "foreign"
         channel_ = channel_of(agent, script)
         await eventually(lambda: channel_.acked == 1, what="the batch acked")
+
+
+async def test_no_item_goes_out_alone_when_a_later_one_sends_the_batch_back_whole(mesh_url):
+    agent = Agent(uid("reader"), url=mesh_url)
+    topic = uid("t")
+
+    def requeue_first_and_odd_once(msg: Message) -> None:
+        if msg.body in (b"first", b"odd") and not msg.redelivered:
+            assert msg.nack(requeue=True)
+
+    async with agent:
+        script = await agent.add_behaviour(
+            Script(agent, binding_keys=[topic], act=requeue_first_and_odd_once)
+        )
+        items = [(b"first", None, None), (b"ok", None, None), (b"odd", None, WHEN)]
+        await publish_batch(agent, topic, items)
+        await eventually(lambda: len(script.got) >= 6, what="the batch twice")
+        await asyncio.sleep(0.3)  # a copy of `first` sent alone would arrive meanwhile
+        # `odd` cannot go back alone, so the batch goes back whole, and `first` with it
+        # only: it was never sent alone as well.
+        assert [(m.body, m.redelivered) for m in script.got] == [
+            (b"first", False),
+            (b"ok", False),
+            (b"odd", False),
+            (b"first", True),
+            (b"ok", True),
+            (b"odd", True),
+        ]

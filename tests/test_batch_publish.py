@@ -585,3 +585,21 @@ async def test_a_subscriber_agent_gets_the_batched_messages_one_by_one(mesh_url)
         assert (await ch.queue_declare(queue, passive=True)).message_count == 0
     finally:
         await conn.close()
+
+
+async def test_a_headers_dict_changed_after_publish_does_not_change_the_batched_message(
+    mesh_url,
+):
+    key = uid("bpub.hdrs")
+    async with (
+        Agent(uid("bpub"), url=mesh_url, config=config(linger=HOLD)) as agent,
+        wire(mesh_url, key) as seen,
+    ):
+        headers: dict[str, Any] = {}
+        for i in range(3):
+            headers["i"] = i  # one dict, reused and changed while the batch fills
+            await agent.publish(i, key, headers=headers)
+        headers["i"] = datetime.datetime.now()  # not even encodable: must not matter
+        await agent.flush(timeout=5)
+        assert await wait_until(lambda: len(seen.items()) == 3, timeout=5)
+        assert [h for _, _, h in seen.items()] == [{"i": 0}, {"i": 1}, {"i": 2}]
