@@ -51,7 +51,14 @@ if TYPE_CHECKING:
     from .agent_base import AgentBase
     from .engine import ChannelProtocol
 
-__all__ = ["FIRST_BATCHED_SEQ", "MAX_BATCH_BYTES", "BatchLane", "Batcher", "Batching"]
+__all__ = [
+    "FIRST_BATCHED_SEQ",
+    "MAX_BATCH_BYTES",
+    "BatchLane",
+    "Batcher",
+    "Batching",
+    "batching_setting",
+]
 
 log = logging.getLogger("munggoggo.agent")
 

@@ -47,7 +47,7 @@ class Settler(Protocol):
         ...
 
     def ack_later(self, delivery_tag: int, generation: int) -> bool:
-        """Ack, coalesced at the end of the loop tick.
+        """Ack, coalesced with others (held up to a millisecond or half the prefetch).
 
         Args:
             delivery_tag: the delivery's tag.
@@ -261,7 +261,9 @@ class Message:
     def ack(self) -> bool:
         """Acknowledge now (otherwise it happens when the behaviour is done with it).
 
-        The ack is coalesced with others and sent at the end of the loop tick.
+        The ack is coalesced with others: one multiple-ack goes out within a millisecond,
+        or sooner once half the prefetch is waiting, and before any other method of its
+        channel.
 
         Returns:
             False if it was settled already, or its channel was closed or reopened since it
@@ -270,7 +272,7 @@ class Message:
         if self._settled != PENDING:
             return False
         self._settled = ACKED
-        # Coalesced: acked at the end of the loop tick, with one multiple-ack for the
+        # Coalesced: held briefly (core/channel_acks.py), then one multiple-ack for the
         # settled prefix of delivery tags (alone, if an earlier one is still unsettled).
         return self._channel.ack_later(self.delivery.delivery_tag, self._generation)  # type: ignore[union-attr]
 

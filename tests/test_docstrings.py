@@ -69,6 +69,7 @@ PUBLIC_MODULES = (
     "munggoggo.rpc_server",
     "munggoggo.handoff",
     "munggoggo.batch_consume",
+    "munggoggo.batch_format",
     "munggoggo.control_plane",
     "munggoggo.behaviour",
     "munggoggo.config",
