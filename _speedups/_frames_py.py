@@ -483,8 +483,8 @@ class FrameReader:
         self._partial: dict[int, list[Any]] = {}
         # Whether the records of the last feed() are all Basic.Deliver deliveries for one
         # consumer (one channel, one consumer tag): the connection then hands them on as
-        # they are, without sorting them one by one.
-        self.one_consumer = False
+        # they are, without sorting them one by one (read through `one_consumer`).
+        self._last_one_consumer = False
         # The last properties decoded that may be shared (see PER_MESSAGE_FLAGS), and their
         # encoded bytes (flags onwards): identical bytes give that same object again.
         self._last_encoded: bytes | None = None
@@ -543,8 +543,14 @@ class FrameReader:
         except (struct.error, IndexError) as exc:
             raise FrameError(f"malformed frame: {exc}") from None
         self._buf = data[pos:]
-        self.one_consumer = _one_consumer(out)
+        self._last_one_consumer = _one_consumer(out)
         return out
+
+    @property
+    def one_consumer(self) -> bool:
+        """Whether the records of the last feed() are all Basic.Deliver deliveries for
+        one consumer (one channel, one consumer tag)."""
+        return self._last_one_consumer
 
     def _method(self, data: bytes, start: int, end: int, channel: int, out: list[_Record]) -> None:
         # Every field is read within [start, end): a short string may not run into the
