@@ -218,10 +218,21 @@ def test_a_failing_process_is_one_line_and_a_failure(capsys, broker_url):
     assert "summary:" in out
 
 
+def ctrl_c_default() -> None:
+    """In the child: SIGINT as a terminal gives it. A test run started in the background
+    by a shell without job control inherits SIGINT ignored, and Python then installs no
+    KeyboardInterrupt handler: the Ctrl-C these tests send would do nothing."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def instance(broker_url: str, run_id: str, *extra: str) -> subprocess.Popen[str]:
     argv = [sys.executable, "-m", "munggoggo", "bench", "--url", broker_url]
     argv += ["--workers-expected", "2", "--run-id", run_id, "--json", *extra]
-    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_default
+    )
 
 
 @pytest.mark.rabbitmq
@@ -268,7 +279,9 @@ def test_an_interrupted_spread_run_still_prints_what_ran(broker_url):
 
     argv = [sys.executable, "-m", "munggoggo", "bench", "--url", broker_url, "--processes", "2"]
     argv += ["-x", "2", "-y", "2", "-r", "300", "--json"]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_default
+    )
     time.sleep(2.5)
     proc.send_signal(signal.SIGINT)  # the parent only: it stops the children
     out, err = proc.communicate(timeout=60)
